@@ -1,0 +1,248 @@
+//! One function per subcommand: parse-level arguments in, library calls, printed results out.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use pare::data::{fashion, split, Dataset, Subset};
+use pare::ir::{io, Model, Reparams};
+use pare::report::{render, summarize, thousands};
+use pare::train::{evaluate, fit, FitConfig, LrSchedule, OptimizerConfig, Schedule};
+use pare::zoo::{catalog, ZooModel};
+use serde_json::json;
+
+use crate::progress::ProgressHooks;
+use crate::{ModelArgs, OptimizerArg, ScheduleArg, TrainArgs};
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+const REPORT: &str = "report.json";
+
+pub fn zoo(as_json: bool) -> Result<()> {
+    let mut rows = Vec::new();
+    for m in catalog() {
+        let model = Model::init(m.build(&[1, 28, 28], 10)?, 0)?;
+        rows.push((m.label(), model.num_params(), model.macs()));
+    }
+    if as_json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(n, p, m)| json!({"model": n, "params": p, "macs": m}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    println!("{:<26} {:>12} {:>14}", "model", "params", "MACs@1x28x28");
+    for (n, p, m) in rows {
+        println!("{n:<26} {:>12} {:>14}", thousands(p as u64), thousands(m));
+    }
+    println!("(mlp takes --hidden, e.g. --model mlp --hidden 1200,1200 --dropout 0.5; resnet depth 6n+2: resnet8 ... resnet56)");
+    Ok(())
+}
+
+fn zoo_model(m: &ModelArgs) -> Result<ZooModel> {
+    Ok(ZooModel::parse(&m.model, m.hidden.as_deref(), m.dropout)?)
+}
+
+fn load_data(dir: Option<&Path>) -> Result<fashion::Splits> {
+    let dir = fashion::resolve_dir(dir);
+    fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))
+}
+
+pub fn train(a: TrainArgs) -> Result<()> {
+    let zm = zoo_model(&a.model)?;
+    let lr = a.lr.unwrap_or(match a.optimizer {
+        OptimizerArg::Sgd => 0.01,
+        _ => 0.001,
+    });
+    let optimizer = match a.optimizer {
+        OptimizerArg::Sgd => OptimizerConfig::Sgd {
+            momentum: a.momentum,
+            dampening: 0.0,
+            nesterov: a.nesterov,
+            weight_decay: a.weight_decay,
+        },
+        OptimizerArg::Adam => OptimizerConfig::adam(a.weight_decay),
+        OptimizerArg::Adamw => OptimizerConfig::AdamW {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: a.weight_decay,
+        },
+    };
+    let splits = load_data(a.data.data.as_deref())?;
+    let train_all: Arc<dyn Dataset> = Arc::new(splits.train);
+    let steps_per_epoch = (train_all.len() - a.val).div_ceil(a.batch_size.max(1));
+    let kind = match a.schedule {
+        ScheduleArg::Constant => LrSchedule::Constant,
+        ScheduleArg::Step => LrSchedule::Step {
+            every_epochs: a.step_epochs,
+            gamma: a.gamma,
+        },
+        ScheduleArg::Cosine => LrSchedule::Cosine { min_lr: 0.0 },
+    };
+    let cfg = FitConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        optimizer,
+        schedule: Schedule {
+            base_lr: lr,
+            kind,
+            warmup_steps: a.warmup_epochs * steps_per_epoch,
+        },
+        seed: a.seed,
+        augment: pare::data::Augment {
+            crop_padding: a.crop_padding,
+            hflip: a.hflip,
+        },
+        eval_batch_size: 1000,
+        checkpoint: Some(a.out.join(CHECKPOINT)),
+        resume: a.resume,
+    };
+    cfg.validate()?;
+    let norm = fashion::pixel_stats(train_all.as_ref());
+    let mut graph = zm.build(train_all.sample_shape(), train_all.num_classes())?;
+    graph.input.normalize = norm;
+    let mut model = Model::init(graph, a.seed)?;
+    let (train_set, val_set): (Subset, Option<Subset>) = if a.val > 0 {
+        let (t, v) = split(train_all.clone(), a.val, a.seed)?;
+        (t, Some(v))
+    } else {
+        (
+            Subset::new(train_all.clone(), (0..train_all.len()).collect())?,
+            None,
+        )
+    };
+    println!(
+        "training {} ({} parameters, {} MACs) on {} images, validating on {}, {} epochs",
+        zm.label(),
+        thousands(model.num_params() as u64),
+        thousands(model.macs()),
+        train_set.len(),
+        val_set.as_ref().map_or(0, |v| v.len()),
+        a.epochs
+    );
+    let mut hooks = ProgressHooks::new(a.epochs, false);
+    let started = Instant::now();
+    let report = fit(
+        &mut model,
+        &train_set,
+        val_set.as_ref().map(|v| v as &dyn Dataset),
+        &cfg,
+        &mut hooks,
+    )?;
+    if report.interrupted {
+        println!(
+            "interrupted: checkpoint saved to {}; continue with the same command plus --resume",
+            a.out.join(CHECKPOINT).display()
+        );
+        return Ok(());
+    }
+    let test = evaluate(&model, &splits.test, 1000, &Reparams::new())?;
+    io::save(&model, &a.out)?;
+    let train_seconds: f64 = report.history.iter().map(|r| r.seconds).sum();
+    let rep = json!({
+        "model": zm,
+        "params": model.num_params(),
+        "macs": model.macs(),
+        "epochs": a.epochs,
+        "config": cfg,
+        "normalize": model.graph.input.normalize,
+        "history": report.history,
+        "test_accuracy": test.accuracy,
+        "test_loss": test.loss,
+        "train_seconds": train_seconds,
+        "wall_seconds": started.elapsed().as_secs_f64(),
+    });
+    io::write_atomic(
+        &a.out.join(REPORT),
+        serde_json::to_string_pretty(&rep)?.as_bytes(),
+    )?;
+    println!(
+        "test accuracy {:.4} (loss {:.4}) on {} images; wrote {}",
+        test.accuracy,
+        test.loss,
+        test.samples,
+        a.out.display()
+    );
+    Ok(())
+}
+
+pub fn eval(dir: &Path, data: Option<&Path>, batch_size: usize, as_json: bool) -> Result<()> {
+    if batch_size == 0 {
+        bail!("--batch-size must be at least 1");
+    }
+    let model = io::load(dir)?;
+    let splits = load_data(data)?;
+    let m = evaluate(&model, &splits.test, batch_size, &Reparams::new())?;
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"accuracy": m.accuracy, "loss": m.loss, "samples": m.samples})
+            )?
+        );
+    } else {
+        println!(
+            "accuracy {:.4} (loss {:.4}) on {} test images",
+            m.accuracy, m.loss, m.samples
+        );
+    }
+    Ok(())
+}
+
+pub fn info(dir: &Path, as_json: bool) -> Result<()> {
+    let model = io::load(dir)?;
+    let s = summarize(&model);
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+    } else {
+        print!("{}", render(&s));
+    }
+    Ok(())
+}
+
+pub fn bench_train(
+    m: &ModelArgs,
+    epochs: usize,
+    batch_size: usize,
+    lr: f32,
+    data: Option<&Path>,
+    as_json: bool,
+) -> Result<()> {
+    let zm = zoo_model(m)?;
+    let splits = load_data(data)?;
+    let mut graph = zm.build(splits.train.sample_shape(), splits.train.num_classes())?;
+    graph.input.normalize = fashion::pixel_stats(&splits.train);
+    let mut model = Model::init(graph, 0)?;
+    let cfg = FitConfig {
+        epochs,
+        batch_size,
+        optimizer: OptimizerConfig::sgd(0.9, 0.0),
+        schedule: Schedule::constant(lr),
+        seed: 0,
+        augment: Default::default(),
+        eval_batch_size: 1000,
+        checkpoint: None,
+        resume: false,
+    };
+    let mut hooks = ProgressHooks::new(epochs, as_json);
+    let report = fit(&mut model, &splits.train, None, &cfg, &mut hooks)?;
+    let secs: Vec<f64> = report.history.iter().map(|r| r.seconds).collect();
+    let mean = secs.iter().sum::<f64>() / secs.len().max(1) as f64;
+    let ips = splits.train.len() as f64 / mean;
+    if as_json {
+        println!(
+            "{}",
+            json!({"model": zm.label(), "batch_size": batch_size, "epochs": epochs, "seconds_per_epoch": secs, "mean_seconds_per_epoch": mean, "images_per_sec": ips})
+        );
+    } else {
+        println!(
+            "{}: {:.2} s/epoch ({:.0} images/s), batch {batch_size}, {epochs} epoch(s)",
+            zm.label(),
+            mean,
+            ips
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,197 @@
+//! `pare`: the command-line front end. Parses arguments (clap), shows progress (indicatif),
+//! prints results, and reports errors with their cause chain (anyhow). All the work is done by
+//! the `pare` library.
+
+mod commands;
+mod progress;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser)]
+#[command(
+    name = "pare",
+    version,
+    about = "Make neural networks smaller and faster, and prove it with measured numbers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// List the model zoo with parameters and MACs at 1x28x28.
+    Zoo {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train a zoo model on Fashion-MNIST and write a model directory.
+    Train(TrainArgs),
+    /// Evaluate a model directory on the Fashion-MNIST test set.
+    Eval {
+        /// Model directory (arch.json + weights.safetensors).
+        dir: PathBuf,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+        /// Print a JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show a model directory layer by layer: op, output shape, parameters, MACs, sparsity.
+    Info {
+        dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Measure performance.
+    Bench {
+        #[command(subcommand)]
+        what: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Seconds per training epoch and images/s on the full Fashion-MNIST training set.
+    Train {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[arg(long, default_value_t = 1)]
+        epochs: usize,
+        #[arg(long, default_value_t = 128)]
+        batch_size: usize,
+        #[arg(long, default_value_t = 0.01)]
+        lr: f32,
+        #[command(flatten)]
+        data: DataArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Directory with the Fashion-MNIST IDX files [default: $PARE_DATA, else /usr/share/datasets/fashion-mnist].
+    #[arg(long, value_name = "DIR")]
+    data: Option<PathBuf>,
+}
+
+#[derive(Args, Clone)]
+struct ModelArgs {
+    /// Zoo model: lenet300, lenet5, mlp, vgg, resnet20 (resnet8/14/32/56), mobilenet.
+    #[arg(long)]
+    model: String,
+    /// Hidden sizes for --model mlp, e.g. 1200,1200.
+    #[arg(long, value_delimiter = ',')]
+    hidden: Option<Vec<usize>>,
+    /// Dropout after each hidden layer of --model mlp.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f64,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum OptimizerArg {
+    Sgd,
+    Adam,
+    Adamw,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ScheduleArg {
+    Constant,
+    Step,
+    Cosine,
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    #[arg(long)]
+    epochs: usize,
+    /// Output model directory.
+    #[arg(long)]
+    out: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 128)]
+    batch_size: usize,
+    /// Learning rate [default: 0.01 for sgd, 0.001 for adam/adamw].
+    #[arg(long)]
+    lr: Option<f32>,
+    #[arg(long, value_enum, default_value = "sgd")]
+    optimizer: OptimizerArg,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f32,
+    #[arg(long)]
+    nesterov: bool,
+    #[arg(long, default_value_t = 0.0)]
+    weight_decay: f32,
+    #[arg(long, value_enum, default_value = "constant")]
+    schedule: ScheduleArg,
+    /// For --schedule step: multiply the rate by --gamma every this many epochs.
+    #[arg(long, default_value_t = 10)]
+    step_epochs: usize,
+    #[arg(long, default_value_t = 0.1)]
+    gamma: f32,
+    /// Linear warm-up over this many epochs.
+    #[arg(long, default_value_t = 0)]
+    warmup_epochs: usize,
+    /// Training images held out for validation (seeded split; 0 disables validation).
+    #[arg(long, default_value_t = 5000)]
+    val: usize,
+    /// Random-crop augmentation: pad by this many pixels, then crop back (0: off).
+    #[arg(long, default_value_t = 0)]
+    crop_padding: usize,
+    /// Random horizontal flips.
+    #[arg(long)]
+    hflip: bool,
+    /// Continue an interrupted run from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    resume: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Zoo { json } => commands::zoo(json),
+        Command::Train(args) => commands::train(args),
+        Command::Eval {
+            dir,
+            data,
+            batch_size,
+            json,
+        } => commands::eval(&dir, data.data.as_deref(), batch_size, json),
+        Command::Info { dir, json } => commands::info(&dir, json),
+        Command::Bench {
+            what:
+                BenchCommand::Train {
+                    model,
+                    epochs,
+                    batch_size,
+                    lr,
+                    data,
+                    json,
+                },
+        } => commands::bench_train(&model, epochs, batch_size, lr, data.data.as_deref(), json),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            for cause in e.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! Progress bars and Ctrl-C for the fit loop, as `pare::train::Hooks`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use pare::ir::Model;
+use pare::train::{EpochRecord, Hooks, StepInfo};
+
+/// Shows one bar per epoch (loss, accuracy, images/s), prints a line per finished epoch, and
+/// stops the run cleanly on Ctrl-C (the fit loop then saves a checkpoint).
+pub struct ProgressHooks {
+    bar: Option<ProgressBar>,
+    stop: Arc<AtomicBool>,
+    epochs: usize,
+    quiet: bool,
+}
+
+impl ProgressHooks {
+    pub fn new(epochs: usize, quiet: bool) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        // A second handler cannot be installed in the same process; ignoring that keeps the
+        // first (which sets the same kind of flag) working.
+        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+        ProgressHooks {
+            bar: None,
+            stop,
+            epochs,
+            quiet,
+        }
+    }
+}
+
+impl Hooks for ProgressHooks {
+    fn after_step(&mut self, _model: &mut Model, info: &StepInfo) -> pare::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        let bar = self.bar.get_or_insert_with(|| {
+            let b = ProgressBar::new(info.steps_per_epoch as u64);
+            b.set_style(
+                ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            b.set_prefix(format!("{}/{}", info.epoch + 1, self.epochs));
+            b
+        });
+        bar.set_position(info.step as u64 + 1);
+        if info.step % 10 == 0 || info.step + 1 == info.steps_per_epoch {
+            bar.set_message(format!(
+                "loss {:.4} acc {:.4} {:.0} img/s",
+                info.loss, info.accuracy, info.images_per_sec
+            ));
+        }
+        Ok(())
+    }
+
+    fn after_epoch(&mut self, _model: &mut Model, r: &EpochRecord) -> pare::Result<()> {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+        if !self.quiet {
+            let val = match (r.val_loss, r.val_accuracy) {
+                (Some(l), Some(a)) => format!("  val loss {l:.4} acc {a:.4}"),
+                _ => String::new(),
+            };
+            println!(
+                "epoch {:>3}/{}  lr {:.5}  train loss {:.4} acc {:.4}{val}  {:.1}s ({:.0} img/s)",
+                r.epoch,
+                self.epochs,
+                r.lr,
+                r.train_loss,
+                r.train_accuracy,
+                r.seconds,
+                r.images_per_sec
+            );
+        }
+        Ok(())
+    }
+
+    fn should_stop(&mut self) -> bool {
+        self.stop.load(Ordering::SeqCst)
+    }
+}

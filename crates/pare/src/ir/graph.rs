@@ -1,0 +1,277 @@
+//! The model graph: named nodes in topological order, each an [`Op`] applied to named inputs.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::op::Op;
+use crate::error::{Error, Result};
+
+/// The name by which nodes refer to the model's input.
+pub const INPUT: &str = "input";
+
+/// Per-channel-free input normalization: `x' = (x - mean) / std` on pixels in [0, 1].
+///
+/// It belongs to the model, not the data set, so that a saved model evaluates correctly on
+/// raw data without the user remembering how it was trained.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Normalize {
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl Default for Normalize {
+    fn default() -> Self {
+        Normalize {
+            mean: 0.0,
+            std: 1.0,
+        }
+    }
+}
+
+/// What the model takes: the per-sample shape (no batch axis) and its normalization.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InputSpec {
+    pub shape: Vec<usize>,
+    #[serde(default)]
+    pub normalize: Normalize,
+}
+
+/// One node: a unique name, an op, and the names of the nodes (or [`INPUT`]) it reads.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Node {
+    pub name: String,
+    #[serde(flatten)]
+    pub op: Op,
+    pub inputs: Vec<String>,
+}
+
+/// A directed acyclic graph of nodes. `nodes` is kept in topological order: every input of a
+/// node is [`INPUT`] or an earlier node. `validate` checks this and every shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Graph {
+    pub input: InputSpec,
+    pub nodes: Vec<Node>,
+    /// Name of the node whose value is the model's output (the logits).
+    pub output: String,
+}
+
+/// Per-sample shapes of every node's output, indexed like `Graph::nodes`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Shapes {
+    pub input: Vec<usize>,
+    pub nodes: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    /// Index of a node by name.
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.nodes.iter().position(|n| n.name == name)
+    }
+
+    pub fn node(&self, name: &str) -> Option<&Node> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    /// Checks names, order, arity and shapes; returns every node's output shape.
+    pub fn shapes(&self) -> Result<Shapes> {
+        if self.input.shape.is_empty() || self.input.shape.contains(&0) {
+            return Err(Error::graph(
+                INPUT,
+                format!(
+                    "input shape {:?} must be non-empty and positive",
+                    self.input.shape
+                ),
+            ));
+        }
+        if !(self.input.normalize.std > 0.0 && self.input.normalize.std.is_finite()) {
+            return Err(Error::graph(
+                INPUT,
+                "normalize.std must be a positive number",
+            ));
+        }
+        let mut index: HashMap<&str, usize> = HashMap::new();
+        let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
+        for (i, node) in self.nodes.iter().enumerate() {
+            if node.name.is_empty() || node.name == INPUT {
+                return Err(Error::graph(
+                    &node.name,
+                    "a node may not be named '' or 'input'",
+                ));
+            }
+            if index.insert(&node.name, i).is_some() {
+                return Err(Error::graph(&node.name, "duplicate node name"));
+            }
+            let mut ins: Vec<&[usize]> = Vec::with_capacity(node.inputs.len());
+            for inp in &node.inputs {
+                if inp == INPUT {
+                    ins.push(&self.input.shape);
+                } else if let Some(&j) = index.get(inp.as_str()) {
+                    if j == i {
+                        return Err(Error::graph(&node.name, "a node cannot read itself"));
+                    }
+                    ins.push(&shapes[j]);
+                } else {
+                    return Err(Error::graph(
+                        &node.name,
+                        format!("input '{inp}' is not 'input' or an earlier node"),
+                    ));
+                }
+            }
+            let out = node
+                .op
+                .output_shape(&ins)
+                .map_err(|reason| Error::graph(&node.name, reason))?;
+            shapes.push(out);
+        }
+        if !index.contains_key(self.output.as_str()) {
+            return Err(Error::graph(
+                &self.output,
+                "the graph's output names no node",
+            ));
+        }
+        Ok(Shapes {
+            input: self.input.shape.clone(),
+            nodes: shapes,
+        })
+    }
+
+    /// Names of the nodes that read `name`'s output, in graph order.
+    pub fn consumers(&self, name: &str) -> Vec<usize> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.inputs.iter().any(|i| i == name))
+            .map(|(i, _)| i)
+            .collect()
+    }
+}
+
+/// Builds graphs node by node; each `add` returns the new node's name so layers chain.
+pub struct GraphBuilder {
+    input: InputSpec,
+    nodes: Vec<Node>,
+}
+
+impl GraphBuilder {
+    pub fn new(shape: impl Into<Vec<usize>>) -> Self {
+        GraphBuilder {
+            input: InputSpec {
+                shape: shape.into(),
+                normalize: Normalize::default(),
+            },
+            nodes: Vec::new(),
+        }
+    }
+
+    /// Adds a node reading `inputs`; returns its name.
+    pub fn add(&mut self, name: impl Into<String>, op: Op, inputs: &[&str]) -> String {
+        let name = name.into();
+        self.nodes.push(Node {
+            name: name.clone(),
+            op,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        });
+        name
+    }
+
+    /// Adds a node reading the previous node (or the input for the first node).
+    pub fn then(&mut self, name: impl Into<String>, op: Op) -> String {
+        let prev = self
+            .nodes
+            .last()
+            .map(|n| n.name.clone())
+            .unwrap_or_else(|| INPUT.to_string());
+        self.add(name, op, &[&prev])
+    }
+
+    /// The per-sample shape of the last node added (checks the graph so far).
+    pub fn last_shape(&self) -> Result<Vec<usize>> {
+        let g = Graph {
+            input: self.input.clone(),
+            nodes: self.nodes.clone(),
+            output: self.last().to_string(),
+        };
+        let shapes = g.shapes()?;
+        Ok(shapes.nodes.last().cloned().unwrap_or(shapes.input))
+    }
+
+    /// The name of the last node added.
+    pub fn last(&self) -> &str {
+        self.nodes.last().map(|n| n.name.as_str()).unwrap_or(INPUT)
+    }
+
+    /// Finishes the graph with the last node as output and checks it.
+    pub fn finish(self) -> Result<Graph> {
+        let output = self.last().to_string();
+        let g = Graph {
+            input: self.input,
+            nodes: self.nodes,
+            output,
+        };
+        g.shapes()?;
+        Ok(g)
+    }
+}
+
+/// Shorthands for the ops zoo models and tests write most.
+pub mod ops {
+    use super::Op;
+
+    pub fn linear(i: usize, o: usize) -> Op {
+        Op::Linear {
+            in_features: i,
+            out_features: o,
+            bias: true,
+        }
+    }
+
+    /// A square-kernel conv with equal stride/padding on both axes, groups 1, dilation 1.
+    pub fn conv(i: usize, o: usize, k: usize, stride: usize, pad: usize, bias: bool) -> Op {
+        Op::Conv2d {
+            in_channels: i,
+            out_channels: o,
+            kernel_size: [k, k],
+            stride: [stride; 2],
+            padding: [pad; 2],
+            dilation: [1, 1],
+            groups: 1,
+            bias,
+        }
+    }
+
+    /// A depthwise 3x3-style conv: one filter per channel.
+    pub fn depthwise(c: usize, k: usize, stride: usize, pad: usize) -> Op {
+        Op::Conv2d {
+            in_channels: c,
+            out_channels: c,
+            kernel_size: [k, k],
+            stride: [stride; 2],
+            padding: [pad; 2],
+            dilation: [1, 1],
+            groups: c,
+            bias: false,
+        }
+    }
+
+    /// PyTorch's default BatchNorm: eps 1e-5, momentum 0.1.
+    pub fn bn(c: usize) -> Op {
+        Op::BatchNorm {
+            num_features: c,
+            eps: 1e-5,
+            momentum: 0.1,
+        }
+    }
+
+    pub fn max_pool(k: usize, s: usize) -> Op {
+        Op::MaxPool2d {
+            kernel_size: [k, k],
+            stride: [s, s],
+            padding: [0, 0],
+        }
+    }
+}

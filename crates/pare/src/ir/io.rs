@@ -1,0 +1,252 @@
+//! Model directories: `arch.json` (the graph, serde) and `weights.safetensors` (parameters with
+//! PyTorch `state_dict` names and layouts), plus the atomic-write and safetensors helpers that
+//! checkpoints and reports reuse.
+//!
+//! Loading checks every name, dtype and shape and names the file and tensor that is wrong.
+//! Writing goes through a temporary file in the same directory and a rename, so a crash never
+//! leaves a half-written file behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::tensor::{Dtype, TensorView};
+use safetensors::SafeTensors;
+use serde::{Deserialize, Serialize};
+
+use super::graph::Graph;
+use super::model::{param_refs, Model, Params};
+use super::tensor::Tensor;
+use crate::error::{Error, Result};
+
+pub const ARCH_FILE: &str = "arch.json";
+pub const WEIGHTS_FILE: &str = "weights.safetensors";
+const ARCH_FORMAT: &str = "pare-arch";
+const ARCH_VERSION: u32 = 1;
+
+/// The on-disk form of `arch.json`: a format tag and version around the graph.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ArchFile {
+    format: String,
+    version: u32,
+    #[serde(flatten)]
+    graph: Graph,
+}
+
+/// Writes `bytes` to `path` atomically: a sibling temporary file, fsync, then rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty());
+    if let Some(dir) = dir {
+        fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    }
+    let file_name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "out".into());
+    let tmp = path.with_file_name(format!(".{file_name}.{}.tmp", std::process::id()));
+    let write = || -> std::io::Result<()> {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(path, e)
+    })
+}
+
+/// Serializes named f32 tensors (and string metadata) to safetensors bytes.
+pub fn encode_safetensors(
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: Option<HashMap<String, String>>,
+) -> Vec<u8> {
+    let bytes: Vec<(&String, Vec<u8>)> = tensors
+        .iter()
+        .map(|(k, t)| (k, t.data().iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .collect();
+    let views: Vec<(&String, TensorView<'_>)> = bytes
+        .iter()
+        .zip(tensors.values())
+        .map(|((k, b), t)| {
+            let view = TensorView::new(Dtype::F32, t.shape().to_vec(), b)
+                .expect("byte length matches shape by construction");
+            (*k, view)
+        })
+        .collect();
+    safetensors::serialize(views, metadata).expect("f32 tensors with consistent shapes serialize")
+}
+
+/// Reads every tensor of a safetensors file as f32, with the file's metadata.
+///
+/// F32 is read as is; F64, F16 and BF16 are converted; PyTorch's integer BatchNorm counter
+/// `*.num_batches_tracked` is skipped (pare does not use it). Any other dtype is an error
+/// naming the tensor.
+pub fn read_safetensors(
+    path: &Path,
+) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    let metadata = meta.metadata().clone().unwrap_or_default();
+    let mut out = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        if name.ends_with(".num_batches_tracked") {
+            continue;
+        }
+        let data = decode_f32(view.dtype(), view.data()).ok_or_else(|| Error::Weights {
+            path: path.to_path_buf(),
+            tensor: name.clone(),
+            reason: format!(
+                "dtype {:?} is not supported (expected F32, F64, F16 or BF16)",
+                view.dtype()
+            ),
+        })?;
+        out.insert(name, Tensor::from_vec(view.shape().to_vec(), data));
+    }
+    Ok((out, metadata))
+}
+
+fn decode_f32(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
+    let v = match dtype {
+        Dtype::F32 => b
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => b
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
+            .collect(),
+        Dtype::BF16 => b
+            .chunks_exact(2)
+            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
+            .collect(),
+        Dtype::F16 => b
+            .chunks_exact(2)
+            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
+            .collect(),
+        _ => return None,
+    };
+    Some(v)
+}
+
+/// IEEE half to single precision (exact for every half value).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = ((h >> 15) as u32) << 31;
+    let exp = ((h >> 10) & 0x1f) as i32;
+    let frac = (h & 0x3ff) as u32;
+    let bits = match (exp, frac) {
+        (0, 0) => sign,
+        (0, f) => {
+            // subnormal: value = f * 2^-24
+            let v = f as f32 * 2f32.powi(-24);
+            return if sign != 0 { -v } else { v };
+        }
+        (31, 0) => sign | 0x7f80_0000,
+        (31, f) => sign | 0x7f80_0000 | (f << 13),
+        (e, f) => sign | (((e - 15 + 127) as u32) << 23) | (f << 13),
+    };
+    f32::from_bits(bits)
+}
+
+/// Parses `arch.json` text into a validated graph.
+pub fn parse_arch(text: &str, path: &Path) -> Result<Graph> {
+    let arch_err = |reason: String| Error::Arch {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let file: ArchFile = serde_json::from_str(text).map_err(|e| arch_err(e.to_string()))?;
+    if file.format != ARCH_FORMAT {
+        return Err(arch_err(format!(
+            "format is '{}', expected '{ARCH_FORMAT}'",
+            file.format
+        )));
+    }
+    if file.version != ARCH_VERSION {
+        return Err(arch_err(format!(
+            "version {} is not supported (this pare reads version {ARCH_VERSION})",
+            file.version
+        )));
+    }
+    file.graph.shapes().map_err(|e| arch_err(e.to_string()))?;
+    Ok(file.graph)
+}
+
+/// Serializes a graph as `arch.json` text.
+pub fn arch_json(graph: &Graph) -> String {
+    let file = ArchFile {
+        format: ARCH_FORMAT.into(),
+        version: ARCH_VERSION,
+        graph: graph.clone(),
+    };
+    serde_json::to_string_pretty(&file).expect("graphs always serialize")
+}
+
+/// Checks loaded tensors against the graph: every declared parameter present with its shape,
+/// nothing extra. Errors name the file and the tensor.
+pub fn bind_params(
+    graph: Graph,
+    mut tensors: BTreeMap<String, Tensor>,
+    path: &Path,
+) -> Result<Model> {
+    let mut params = Params::new();
+    for r in param_refs(&graph) {
+        let t = tensors.remove(&r.name).ok_or_else(|| Error::Weights {
+            path: path.to_path_buf(),
+            tensor: r.name.clone(),
+            reason: format!(
+                "missing (node '{}' is a {} and needs shape {:?})",
+                graph.nodes[r.node].name,
+                graph.nodes[r.node].op.kind(),
+                r.spec.shape
+            ),
+        })?;
+        if t.shape() != r.spec.shape.as_slice() {
+            return Err(Error::Weights {
+                path: path.to_path_buf(),
+                tensor: r.name,
+                reason: format!("shape {:?}, expected {:?}", t.shape(), r.spec.shape),
+            });
+        }
+        params.insert(r.name, t);
+    }
+    if let Some(extra) = tensors.keys().next() {
+        return Err(Error::Weights {
+            path: path.to_path_buf(),
+            tensor: extra.clone(),
+            reason: "not a parameter of any node in the architecture".into(),
+        });
+    }
+    Model::new(graph, params)
+}
+
+/// Saves `dir/arch.json` and `dir/weights.safetensors`, each atomically.
+pub fn save(model: &Model, dir: &Path) -> Result<()> {
+    write_atomic(&dir.join(ARCH_FILE), arch_json(&model.graph).as_bytes())?;
+    write_atomic(
+        &dir.join(WEIGHTS_FILE),
+        &encode_safetensors(&model.params, None),
+    )
+}
+
+/// Loads a model directory written by [`save`] (or by PyTorch plus a hand-written `arch.json`).
+pub fn load(dir: &Path) -> Result<Model> {
+    let arch_path = dir.join(ARCH_FILE);
+    let text = fs::read_to_string(&arch_path).map_err(|e| Error::io(&arch_path, e))?;
+    let graph = parse_arch(&text, &arch_path)?;
+    load_weights(graph, &dir.join(WEIGHTS_FILE))
+}
+
+/// Loads weights from any safetensors file onto a graph.
+pub fn load_weights(graph: Graph, path: &Path) -> Result<Model> {
+    let (tensors, _) = read_safetensors(path)?;
+    bind_params(graph, tensors, path)
+}

@@ -1,0 +1,18 @@
+//! The model intermediate representation: pare's own data structure for networks.
+//!
+//! A [`Model`] is a [`Graph`] of named [`Node`]s, each holding an [`Op`] from a closed enum, plus
+//! named parameters ([`Params`]). Compression methods read and rewrite this structure; nothing
+//! in `ir` depends on the tensor engine or on any other module of the crate.
+
+pub mod graph;
+pub mod io;
+pub mod model;
+pub mod op;
+pub mod reparam;
+pub mod tensor;
+
+pub use graph::{Graph, GraphBuilder, InputSpec, Node, Normalize, Shapes, INPUT};
+pub use model::{Model, ParamRef, Params};
+pub use op::{ChannelRule, Op, ParamKind, ParamSpec};
+pub use reparam::{FakeQuant, Reparam, Reparams};
+pub use tensor::Tensor;

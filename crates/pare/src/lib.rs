@@ -1,0 +1,24 @@
+//! # pare: model compression with measured results
+//!
+//! The key decision: a model is *data* — an [`ir::Model`], a graph of named nodes over a
+//! closed [`ir::Op`] enum plus named parameters — not a tree of framework modules. Every
+//! compression method is a function from model to model (or to masks), so pruning can slice
+//! parameters, factorization can replace nodes and exits can be grafted on, and the result is
+//! saved as `arch.json` + `weights.safetensors` with PyTorch names and layouts.
+//!
+//! Execution ([`exec`]) is the only module that touches the tensor engine (burn, flex CPU
+//! backend); everything else speaks in [`ir::Tensor`].
+//!
+//! Module map: [`ir`] (graph, ops, params, I/O), [`exec`] (forward/backward), [`data`]
+//! (IDX, Fashion-MNIST, batches, augmentation), [`train`] (optimizers, schedules, fit loop,
+//! checkpoints), [`zoo`] (model constructors), [`report`] (per-layer tables).
+
+pub mod data;
+pub mod error;
+pub mod exec;
+pub mod ir;
+pub mod report;
+pub mod train;
+pub mod zoo;
+
+pub use error::{Error, Result};

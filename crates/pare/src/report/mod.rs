@@ -1,0 +1,145 @@
+//! Reports: per-layer tables of a model (shape, parameters, MACs, sparsity) as data and text.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ir::{Model, ParamKind};
+
+/// One row of `pare info`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerRow {
+    pub name: String,
+    pub op: String,
+    /// Per-sample output shape.
+    pub output_shape: Vec<usize>,
+    /// Trained parameters of the node (buffers excluded).
+    pub params: usize,
+    pub macs: u64,
+    /// Fraction of exactly-zero entries among the node's weights (not biases); `None` when the
+    /// node has no weights.
+    pub sparsity: Option<f64>,
+}
+
+/// Whole-model totals.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    pub layers: Vec<LayerRow>,
+    pub params: usize,
+    /// Trained parameters that are not exactly zero.
+    pub nonzero_params: usize,
+    pub macs: u64,
+}
+
+/// The per-layer table of a model.
+pub fn summarize(model: &Model) -> Summary {
+    let shapes = model.shapes();
+    let mut layers = Vec::new();
+    let mut nonzero = 0;
+    for (node, shape) in model.graph.nodes.iter().zip(&shapes.nodes) {
+        let (mut wz, mut wn) = (0usize, 0usize);
+        for spec in node.op.params() {
+            let t = &model.params[&format!("{}.{}", node.name, spec.suffix)];
+            if spec.kind != ParamKind::Buffer {
+                nonzero += t.data().iter().filter(|v| **v != 0.0).count();
+            }
+            if spec.kind == ParamKind::Weight {
+                wz += t.data().iter().filter(|v| **v == 0.0).count();
+                wn += t.len();
+            }
+        }
+        layers.push(LayerRow {
+            name: node.name.clone(),
+            op: node.op.kind().to_string(),
+            output_shape: shape.clone(),
+            params: node.op.num_params(),
+            macs: node.op.macs(shape),
+            sparsity: (wn > 0).then(|| wz as f64 / wn as f64),
+        });
+    }
+    Summary {
+        params: layers.iter().map(|l| l.params).sum(),
+        macs: layers.iter().map(|l| l.macs).sum(),
+        nonzero_params: nonzero,
+        layers,
+    }
+}
+
+/// Thousands separators: 431080 -> "431,080".
+pub fn thousands(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, ch) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    out
+}
+
+/// A fixed-width text table of `summary`.
+pub fn render(summary: &Summary) -> String {
+    let shape = |s: &[usize]| {
+        format!(
+            "[{}]",
+            s.iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    let rows: Vec<[String; 6]> = summary
+        .layers
+        .iter()
+        .map(|l| {
+            [
+                l.name.clone(),
+                l.op.clone(),
+                shape(&l.output_shape),
+                thousands(l.params as u64),
+                thousands(l.macs),
+                l.sparsity
+                    .map(|s| format!("{:.1}%", s * 100.0))
+                    .unwrap_or_else(|| "-".into()),
+            ]
+        })
+        .collect();
+    let header = ["layer", "op", "output", "params", "MACs", "sparsity"];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: &[String]| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i >= 3 {
+                    format!("{c:>w$}", w = widths[i])
+                } else {
+                    format!("{c:<w$}", w = widths[i])
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = String::new();
+    out.push_str(&line(&header.map(String::from)));
+    out.push('\n');
+    for r in &rows {
+        out.push_str(&line(r));
+        out.push('\n');
+    }
+    let sparsity = 1.0 - summary.nonzero_params as f64 / summary.params.max(1) as f64;
+    out.push_str(&format!(
+        "total: {} parameters ({} non-zero, {:.1}% sparse), {} MACs per sample\n",
+        thousands(summary.params as u64),
+        thousands(summary.nonzero_params as u64),
+        sparsity * 100.0,
+        thousands(summary.macs)
+    ));
+    out
+}

@@ -1,0 +1,366 @@
+//! The fit loop: seeded batches, forward/backward on the engine, optimizer step, hooks,
+//! validation, atomic checkpoints every epoch (and on interruption), exact resume.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::checkpoint::{self, Checkpoint};
+use super::optim::{Optimizer, OptimizerConfig};
+use super::schedule::Schedule;
+use crate::data::batch::mix;
+use crate::data::{epoch_order, make_batch, sequential, Augment, Batch, Dataset};
+use crate::error::{Error, Result};
+use crate::exec::{self, LossTerm, StepOutput};
+use crate::ir::{Model, Params, Reparams};
+
+/// Everything that defines a training run. Serialized into reports and checkpoints.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FitConfig {
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub optimizer: OptimizerConfig,
+    pub schedule: Schedule,
+    pub seed: u64,
+    #[serde(default)]
+    pub augment: Augment,
+    /// Batch size for validation passes (no gradients, so it can be larger).
+    pub eval_batch_size: usize,
+    /// Where to write the checkpoint after every epoch; `None` disables checkpoints.
+    #[serde(skip)]
+    pub checkpoint: Option<PathBuf>,
+    /// Continue from `checkpoint` instead of starting over.
+    #[serde(skip)]
+    pub resume: bool,
+}
+
+impl FitConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.epochs == 0 {
+            return Err(Error::Config("epochs must be at least 1".into()));
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return Err(Error::Config("batch sizes must be at least 1".into()));
+        }
+        if self.resume && self.checkpoint.is_none() {
+            return Err(Error::Config("resume needs a checkpoint path".into()));
+        }
+        self.optimizer.validate()?;
+        self.schedule.validate()
+    }
+}
+
+/// What one epoch did.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EpochRecord {
+    /// 1-based.
+    pub epoch: usize,
+    /// Learning rate at the epoch's last step.
+    pub lr: f32,
+    pub train_loss: f32,
+    pub train_accuracy: f32,
+    pub val_loss: Option<f32>,
+    pub val_accuracy: Option<f32>,
+    /// Wall-clock seconds of the training steps (validation excluded).
+    pub seconds: f64,
+    pub images_per_sec: f64,
+}
+
+/// Progress after one optimizer step.
+#[derive(Clone, Debug)]
+pub struct StepInfo {
+    /// 0-based epoch and step within it.
+    pub epoch: usize,
+    pub step: usize,
+    pub steps_per_epoch: usize,
+    pub global_step: usize,
+    pub lr: f32,
+    /// Running means over the epoch so far.
+    pub loss: f32,
+    pub accuracy: f32,
+    pub images_per_sec: f64,
+}
+
+/// Extension points of the fit loop. Every method has a default that does nothing, so a hook
+/// implements only what it needs (masks re-applied after each step, a teacher's soft targets,
+/// a sparsity penalty on gradients, a progress bar, Ctrl-C).
+pub trait Hooks {
+    /// Forward-time reparameterizations (pruning masks, fake quantizers) for this step.
+    fn reparams(&self) -> Option<&Reparams> {
+        None
+    }
+    /// Adds loss terms for this batch (e.g. distillation targets); cross-entropy is already in.
+    fn loss_terms(&mut self, _batch: &Batch, _terms: &mut Vec<LossTerm>) -> Result<()> {
+        Ok(())
+    }
+    /// Adjusts gradients before the optimizer step (e.g. an L1 penalty's subgradient).
+    fn on_gradients(&mut self, _model: &Model, _grads: &mut Params) {}
+    /// Runs after each optimizer step (e.g. re-zero pruned weights).
+    fn after_step(&mut self, _model: &mut Model, _info: &StepInfo) -> Result<()> {
+        Ok(())
+    }
+    /// Runs after each epoch's validation.
+    fn after_epoch(&mut self, _model: &mut Model, _record: &EpochRecord) -> Result<()> {
+        Ok(())
+    }
+    /// Polled after every step; `true` saves a checkpoint and stops the run.
+    fn should_stop(&mut self) -> bool {
+        false
+    }
+}
+
+/// Hooks that do nothing.
+pub struct NoHooks;
+impl Hooks for NoHooks {}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FitReport {
+    pub history: Vec<EpochRecord>,
+    /// True when `Hooks::should_stop` ended the run early (a checkpoint was saved).
+    pub interrupted: bool,
+}
+
+/// Loss and accuracy over a whole set in eval mode.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Metrics {
+    pub loss: f32,
+    pub accuracy: f32,
+    pub samples: usize,
+}
+
+/// Evaluates `model` on `set` (eval mode, the model's normalization).
+pub fn evaluate(
+    model: &Model,
+    set: &dyn Dataset,
+    batch_size: usize,
+    reparams: &Reparams,
+) -> Result<Metrics> {
+    let norm = model.graph.input.normalize;
+    let (mut loss, mut correct, mut n) = (0f64, 0usize, 0usize);
+    for batch in sequential(set, batch_size, norm) {
+        let out = exec::infer(model, &batch.x, reparams, &[])?;
+        let (l, c) = loss_and_correct(&out.output, &batch.labels);
+        loss += l;
+        correct += c;
+        n += batch.labels.len();
+    }
+    Ok(Metrics {
+        loss: (loss / n.max(1) as f64) as f32,
+        accuracy: correct as f32 / n.max(1) as f32,
+        samples: n,
+    })
+}
+
+/// Summed cross-entropy and number of correct predictions of a `[B, classes]` logits tensor.
+pub fn loss_and_correct(logits: &crate::ir::Tensor, labels: &[u32]) -> (f64, usize) {
+    let classes = logits.shape()[1];
+    let mut loss = 0f64;
+    let mut correct = 0;
+    for (row, &y) in logits.data().chunks(classes).zip(labels) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let lse = max as f64
+            + row
+                .iter()
+                .map(|v| ((v - max) as f64).exp())
+                .sum::<f64>()
+                .ln();
+        loss += lse - row[y as usize] as f64;
+        let pred = row
+            .iter()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+            )
+            .0;
+        correct += usize::from(pred == y as usize);
+    }
+    (loss, correct)
+}
+
+/// Running sums of the current epoch (saved in mid-epoch checkpoints).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct EpochSums {
+    pub loss: f64,
+    pub correct: usize,
+    pub seen: usize,
+    pub seconds: f64,
+}
+
+/// Trains `model` in place. With `cfg.resume`, continues from `cfg.checkpoint`: the same
+/// batches, dropout masks and optimizer state as an uninterrupted run.
+pub fn fit(
+    model: &mut Model,
+    train: &dyn Dataset,
+    val: Option<&dyn Dataset>,
+    cfg: &FitConfig,
+    hooks: &mut dyn Hooks,
+) -> Result<FitReport> {
+    cfg.validate()?;
+    if train.is_empty() {
+        return Err(Error::Data("the training set is empty".into()));
+    }
+    let norm = model.graph.input.normalize;
+    let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
+    let total_steps = steps_per_epoch * cfg.epochs;
+    let mut opt = Optimizer::new(cfg.optimizer);
+    let mut history = Vec::new();
+    let (mut start_epoch, mut start_step, mut sums) = (0, 0, EpochSums::default());
+    if cfg.resume {
+        let path = cfg.checkpoint.as_ref().expect("validated");
+        let ck = checkpoint::load(path, model, cfg)?;
+        model.params = ck.params;
+        opt.load_state(&ck.optimizer, &model.params, ck.meta.optimizer_steps)?;
+        history = ck.meta.history;
+        start_epoch = ck.meta.epoch;
+        start_step = ck.meta.step;
+        sums = ck.meta.sums;
+    }
+    let empty = Reparams::new();
+    for epoch in start_epoch..cfg.epochs {
+        let order = epoch_order(train.len(), cfg.seed, epoch);
+        let aug_seed = mix(cfg.seed, epoch as u64, 0xA6);
+        let mut lr = cfg.schedule.base_lr;
+        for step in start_step..steps_per_epoch {
+            let global = epoch * steps_per_epoch + step;
+            lr = cfg.schedule.lr(global, steps_per_epoch, total_steps);
+            let idx = &order[step * cfg.batch_size..((step + 1) * cfg.batch_size).min(order.len())];
+            let t0 = Instant::now();
+            let batch = make_batch(train, idx, norm, Some((&cfg.augment, aug_seed)));
+            let mut terms = vec![LossTerm::CrossEntropy {
+                labels: batch.labels.clone(),
+                weight: 1.0,
+            }];
+            hooks.loss_terms(&batch, &mut terms)?;
+            let reparams = hooks.reparams().unwrap_or(&empty);
+            let StepOutput {
+                loss,
+                output,
+                mut grads,
+                batch_stats,
+                ..
+            } = exec::train_step(
+                model,
+                &batch.x,
+                &terms,
+                reparams,
+                &[],
+                mix(cfg.seed, global as u64, 0xD0),
+            )?;
+            if !loss.is_finite() {
+                return Err(Error::NonFinite {
+                    epoch: epoch + 1,
+                    step: step + 1,
+                    value: loss,
+                });
+            }
+            hooks.on_gradients(model, &mut grads);
+            opt.step(&mut model.params, &grads, lr);
+            update_running_stats(model, &batch_stats);
+            sums.seconds += t0.elapsed().as_secs_f64();
+            let (_, correct) = loss_and_correct(&output, &batch.labels);
+            sums.loss += loss as f64 * batch.labels.len() as f64;
+            sums.correct += correct;
+            sums.seen += batch.labels.len();
+            let info = StepInfo {
+                epoch,
+                step,
+                steps_per_epoch,
+                global_step: global,
+                lr,
+                loss: (sums.loss / sums.seen as f64) as f32,
+                accuracy: sums.correct as f32 / sums.seen as f32,
+                images_per_sec: sums.seen as f64 / sums.seconds.max(1e-9),
+            };
+            hooks.after_step(model, &info)?;
+            if hooks.should_stop() && step + 1 < steps_per_epoch {
+                if let Some(path) = &cfg.checkpoint {
+                    let ck = Checkpoint::new(model, &opt, cfg, &history, epoch, step + 1, sums);
+                    checkpoint::save(path, &ck)?;
+                }
+                return Ok(FitReport {
+                    history,
+                    interrupted: true,
+                });
+            }
+        }
+        start_step = 0;
+        let v = val
+            .map(|v| {
+                evaluate(
+                    model,
+                    v,
+                    cfg.eval_batch_size,
+                    hooks.reparams().unwrap_or(&empty),
+                )
+            })
+            .transpose()?;
+        let record = EpochRecord {
+            epoch: epoch + 1,
+            lr,
+            train_loss: (sums.loss / sums.seen.max(1) as f64) as f32,
+            train_accuracy: sums.correct as f32 / sums.seen.max(1) as f32,
+            val_loss: v.map(|m| m.loss),
+            val_accuracy: v.map(|m| m.accuracy),
+            seconds: sums.seconds,
+            images_per_sec: sums.seen as f64 / sums.seconds.max(1e-9),
+        };
+        sums = EpochSums::default();
+        hooks.after_epoch(model, &record)?;
+        history.push(record);
+        if let Some(path) = &cfg.checkpoint {
+            let ck = Checkpoint::new(model, &opt, cfg, &history, epoch + 1, 0, sums);
+            checkpoint::save(path, &ck)?;
+        }
+        if hooks.should_stop() && epoch + 1 < cfg.epochs {
+            return Ok(FitReport {
+                history,
+                interrupted: true,
+            });
+        }
+    }
+    Ok(FitReport {
+        history,
+        interrupted: false,
+    })
+}
+
+/// PyTorch's running-statistics update: `r = (1 - momentum) * r + momentum * batch`, with the
+/// unbiased batch variance.
+fn update_running_stats(model: &mut Model, stats: &[exec::BatchStats]) {
+    let momenta: HashMap<&str, f32> = model
+        .graph
+        .nodes
+        .iter()
+        .filter_map(|n| match n.op {
+            crate::ir::Op::BatchNorm { momentum, .. } => Some((n.name.as_str(), momentum as f32)),
+            _ => None,
+        })
+        .collect();
+    let updates: Vec<(String, f32, &crate::ir::Tensor, &crate::ir::Tensor)> = stats
+        .iter()
+        .map(|s| {
+            (
+                s.node.clone(),
+                momenta[s.node.as_str()],
+                &s.mean,
+                &s.var_unbiased,
+            )
+        })
+        .collect();
+    for (node, m, mean, var) in updates {
+        for (suffix, batch) in [("running_mean", mean), ("running_var", var)] {
+            let r = model
+                .params
+                .get_mut(&format!("{node}.{suffix}"))
+                .expect("BatchNorm nodes own running statistics");
+            for (r, b) in r.data_mut().iter_mut().zip(batch.data()) {
+                *r = (1.0 - m) * *r + m * b;
+            }
+        }
+    }
+}

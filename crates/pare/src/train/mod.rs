@@ -1,0 +1,13 @@
+//! Training: optimizers, learning-rate schedules, the fit loop with hooks, checkpoints.
+
+mod checkpoint;
+pub mod fit;
+pub mod optim;
+pub mod schedule;
+
+pub use fit::{
+    evaluate, fit, loss_and_correct, EpochRecord, FitConfig, FitReport, Hooks, Metrics, NoHooks,
+    StepInfo,
+};
+pub use optim::{Optimizer, OptimizerConfig};
+pub use schedule::{LrSchedule, Schedule};

@@ -1,0 +1,260 @@
+//! Model constructors. Each returns an `ir::Graph`; `ir::Model::init` gives it PyTorch-default
+//! weights. Parameter counts equal those of the same nets written in PyTorch
+//! (`tests/reference/zoo_params.py` prints them; `tests/zoo.rs` compares).
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::ir::graph::ops::{bn, conv, depthwise, linear, max_pool};
+use crate::ir::{Graph, GraphBuilder, Op};
+
+/// A model of the zoo with its size options.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "name", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ZooModel {
+    /// LeNet-300-100: 784-300-100-10 with ReLU.
+    Lenet300,
+    /// Caffe's LeNet-5 as used by Deep Compression: conv 20@5x5, max-pool, conv 50@5x5,
+    /// max-pool, ip 500 + ReLU, ip 10 (431,080 parameters). Like Caffe, no ReLU after the convs.
+    Lenet5,
+    /// A ReLU MLP with the given hidden sizes and optional dropout after each hidden layer
+    /// (Hinton's distillation teacher is `[1200, 1200]` with dropout).
+    Mlp { hidden: Vec<usize>, dropout: f64 },
+    /// A small VGG-style CNN with BatchNorm: [32, 32, M, 64, 64, M, 128, 128, M], fc 256 + BN1d, fc.
+    Vgg,
+    /// CIFAR-style ResNet (He et al. 2016, Sec. 4.2) with depth 6n+2, stages of 16/32/64
+    /// channels, BN, residual adds; the shortcut where shape changes is a 1x1 conv + BN
+    /// (option B), which keeps every channel prunable.
+    Resnet { depth: usize },
+    /// MobileNet-v1-style: a 3x3 stem, then depthwise-separable blocks (3x3 depthwise + BN +
+    /// ReLU, 1x1 pointwise + BN + ReLU), global average pool, fc. `width` scales channels.
+    Mobilenet { width: f32 },
+}
+
+impl ZooModel {
+    /// Parses a model name as the CLI takes it: `lenet300`, `lenet5`, `mlp` (sizes from
+    /// `hidden`), `vgg`, `resnet20` / `resnet-56` / `resnet` (20), `mobilenet`.
+    pub fn parse(name: &str, hidden: Option<&[usize]>, dropout: f64) -> Result<ZooModel> {
+        let n = name.to_ascii_lowercase().replace(['-', '_'], "");
+        let m = match n.as_str() {
+            "lenet300" | "lenet300100" => ZooModel::Lenet300,
+            "lenet5" => ZooModel::Lenet5,
+            "mlp" => ZooModel::Mlp {
+                hidden: hidden
+                    .map(<[usize]>::to_vec)
+                    .unwrap_or_else(|| vec![800, 800]),
+                dropout,
+            },
+            "vgg" | "vggsmall" => ZooModel::Vgg,
+            "mobilenet" | "mobilenetv1" => ZooModel::Mobilenet { width: 1.0 },
+            "resnet" => ZooModel::Resnet { depth: 20 },
+            _ => match n.strip_prefix("resnet").and_then(|d| d.parse().ok()) {
+                Some(depth) => ZooModel::Resnet { depth },
+                None => {
+                    return Err(Error::Config(format!(
+                        "unknown model '{name}' (known: {})",
+                        catalog()
+                            .iter()
+                            .map(|m| m.label())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )))
+                }
+            },
+        };
+        if let ZooModel::Mlp { hidden, .. } = &m {
+            if hidden.is_empty() || hidden.contains(&0) {
+                return Err(Error::Config(
+                    "mlp hidden sizes must be positive, e.g. --hidden 800,800".into(),
+                ));
+            }
+        }
+        if !(0.0..1.0).contains(&dropout) {
+            return Err(Error::Config(format!(
+                "dropout must be in [0, 1), got {dropout}"
+            )));
+        }
+        if let ZooModel::Resnet { depth } = m {
+            if depth < 8 || (depth - 2) % 6 != 0 {
+                return Err(Error::Config(format!(
+                    "resnet depth must be 6n+2 with n >= 1 (8, 14, 20, 32, 56, ...), got {depth}"
+                )));
+            }
+        }
+        Ok(m)
+    }
+
+    /// A short name for listings.
+    pub fn label(&self) -> String {
+        match self {
+            ZooModel::Lenet300 => "lenet300".into(),
+            ZooModel::Lenet5 => "lenet5".into(),
+            ZooModel::Mlp { hidden, dropout } => {
+                let h: Vec<String> = hidden.iter().map(|h| h.to_string()).collect();
+                let d = if *dropout > 0.0 {
+                    format!(" dropout {dropout}")
+                } else {
+                    String::new()
+                };
+                format!("mlp {}{d}", h.join("-"))
+            }
+            ZooModel::Vgg => "vgg".into(),
+            ZooModel::Resnet { depth } => format!("resnet{depth}"),
+            ZooModel::Mobilenet { width } if *width == 1.0 => "mobilenet".into(),
+            ZooModel::Mobilenet { width } => format!("mobilenet x{width}"),
+        }
+    }
+
+    /// The graph for `input` = `[C, H, W]` images and `classes` outputs.
+    pub fn build(&self, input: &[usize], classes: usize) -> Result<Graph> {
+        let &[c, h, w] = input else {
+            return Err(Error::Config(format!(
+                "zoo models take [C, H, W] inputs, got {input:?}"
+            )));
+        };
+        let mut b = GraphBuilder::new(input.to_vec());
+        match self {
+            ZooModel::Lenet300 => mlp(&mut b, c * h * w, &[300, 100], 0.0, classes),
+            ZooModel::Mlp { hidden, dropout } => mlp(&mut b, c * h * w, hidden, *dropout, classes),
+            ZooModel::Lenet5 => {
+                b.then("conv1", conv(c, 20, 5, 1, 0, true));
+                b.then("pool1", max_pool(2, 2));
+                b.then("conv2", conv(20, 50, 5, 1, 0, true));
+                b.then("pool2", max_pool(2, 2));
+                b.then("flatten", Op::Flatten);
+                let n: usize = b.last_shape()?.iter().product();
+                b.then("fc1", linear(n, 500));
+                b.then("relu1", Op::Relu);
+                b.then("fc2", linear(500, classes));
+            }
+            ZooModel::Vgg => {
+                let mut ch = c;
+                let mut i = 0;
+                for (stage, &out) in [32, 64, 128].iter().enumerate() {
+                    for _ in 0..2 {
+                        i += 1;
+                        b.then(format!("conv{i}"), conv(ch, out, 3, 1, 1, false));
+                        b.then(format!("bn{i}"), bn(out));
+                        b.then(format!("relu{i}"), Op::Relu);
+                        ch = out;
+                    }
+                    b.then(format!("pool{}", stage + 1), max_pool(2, 2));
+                }
+                b.then("flatten", Op::Flatten);
+                let n: usize = b.last_shape()?.iter().product();
+                b.then(
+                    "fc1",
+                    Op::Linear {
+                        in_features: n,
+                        out_features: 256,
+                        bias: false,
+                    },
+                );
+                b.then("bn_fc1", bn(256));
+                b.then("relu_fc1", Op::Relu);
+                b.then("fc2", linear(256, classes));
+            }
+            ZooModel::Resnet { depth } => resnet(&mut b, c, (depth - 2) / 6, classes),
+            ZooModel::Mobilenet { width } => mobilenet(&mut b, c, *width, classes),
+        }
+        b.finish()
+    }
+}
+
+fn mlp(b: &mut GraphBuilder, inputs: usize, hidden: &[usize], dropout: f64, classes: usize) {
+    b.then("flatten", Op::Flatten);
+    let mut n = inputs;
+    for (i, &h) in hidden.iter().enumerate() {
+        b.then(format!("fc{}", i + 1), linear(n, h));
+        b.then(format!("relu{}", i + 1), Op::Relu);
+        if dropout > 0.0 {
+            b.then(format!("drop{}", i + 1), Op::Dropout { p: dropout });
+        }
+        n = h;
+    }
+    b.then(format!("fc{}", hidden.len() + 1), linear(n, classes));
+}
+
+fn resnet(b: &mut GraphBuilder, c: usize, n: usize, classes: usize) {
+    b.then("conv1", conv(c, 16, 3, 1, 1, false));
+    b.then("bn1", bn(16));
+    let mut x = b.then("relu", Op::Relu);
+    let mut ch = 16;
+    for (s, &out) in [16, 32, 64].iter().enumerate() {
+        for blk in 0..n {
+            let stride = if s > 0 && blk == 0 { 2 } else { 1 };
+            let p = format!("layer{}.{blk}", s + 1);
+            b.add(
+                format!("{p}.conv1"),
+                conv(ch, out, 3, stride, 1, false),
+                &[&x],
+            );
+            b.then(format!("{p}.bn1"), bn(out));
+            b.then(format!("{p}.relu1"), Op::Relu);
+            b.then(format!("{p}.conv2"), conv(out, out, 3, 1, 1, false));
+            let main = b.then(format!("{p}.bn2"), bn(out));
+            let short = if stride != 1 || ch != out {
+                b.add(
+                    format!("{p}.shortcut.0"),
+                    conv(ch, out, 1, stride, 0, false),
+                    &[&x],
+                );
+                b.then(format!("{p}.shortcut.1"), bn(out))
+            } else {
+                x.clone()
+            };
+            b.add(format!("{p}.add"), Op::Add, &[&main, &short]);
+            x = b.then(format!("{p}.relu2"), Op::Relu);
+            ch = out;
+        }
+    }
+    b.then("avgpool", Op::GlobalAvgPool);
+    b.then("flatten", Op::Flatten);
+    b.then("fc", linear(ch, classes));
+}
+
+fn mobilenet(b: &mut GraphBuilder, c: usize, width: f32, classes: usize) {
+    let w = |n: usize| ((n as f32 * width).round() as usize).max(1);
+    let mut ch = w(32);
+    b.then("conv1", conv(c, ch, 3, 1, 1, false));
+    b.then("bn1", bn(ch));
+    b.then("relu1", Op::Relu);
+    for (i, &(out, stride)) in [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1)]
+        .iter()
+        .enumerate()
+    {
+        let out = w(out);
+        let p = format!("blocks.{i}");
+        b.then(format!("{p}.dw"), depthwise(ch, 3, stride, 1));
+        b.then(format!("{p}.dw_bn"), bn(ch));
+        b.then(format!("{p}.dw_relu"), Op::Relu);
+        b.then(format!("{p}.pw"), conv(ch, out, 1, 1, 0, false));
+        b.then(format!("{p}.pw_bn"), bn(out));
+        b.then(format!("{p}.pw_relu"), Op::Relu);
+        ch = out;
+    }
+    b.then("avgpool", Op::GlobalAvgPool);
+    b.then("flatten", Op::Flatten);
+    b.then("fc", linear(ch, classes));
+}
+
+/// The models `pare zoo` lists.
+pub fn catalog() -> Vec<ZooModel> {
+    vec![
+        ZooModel::Lenet300,
+        ZooModel::Lenet5,
+        ZooModel::Mlp {
+            hidden: vec![1200, 1200],
+            dropout: 0.5,
+        },
+        ZooModel::Mlp {
+            hidden: vec![800, 800],
+            dropout: 0.0,
+        },
+        ZooModel::Vgg,
+        ZooModel::Resnet { depth: 8 },
+        ZooModel::Resnet { depth: 20 },
+        ZooModel::Resnet { depth: 56 },
+        ZooModel::Mobilenet { width: 1.0 },
+    ]
+}
