@@ -40,8 +40,11 @@ pub struct InputSpec {
 }
 
 /// One node: a unique name, an op, and the names of the nodes (or [`INPUT`]) it reads.
+///
+/// Serialized flat (`{"name": .., "op": "linear", "in_features": .., "inputs": [..]}`); unknown
+/// keys are rejected by the op's own `deny_unknown_fields` (serde cannot combine that attribute
+/// with `flatten` on this struct).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Node {
     pub name: String,
     #[serde(flatten)]

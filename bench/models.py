@@ -1,0 +1,143 @@
+"""The zoo models of pare written in PyTorch, with the same layer names (state_dict keys) and
+layouts. Used by the benchmark peer and by the scripts that make test reference values."""
+import torch.nn as nn
+
+
+def mlp(hidden, dropout=0.0, inputs=784, classes=10):
+    layers = [("flatten", nn.Flatten())]
+    n = inputs
+    for i, h in enumerate(hidden, 1):
+        layers += [(f"fc{i}", nn.Linear(n, h)), (f"relu{i}", nn.ReLU())]
+        if dropout > 0:
+            layers.append((f"drop{i}", nn.Dropout(dropout)))
+        n = h
+    layers.append((f"fc{len(hidden) + 1}", nn.Linear(n, classes)))
+    return nn.Sequential(__import__("collections").OrderedDict(layers))
+
+
+class LeNet5(nn.Module):
+    """Caffe's LeNet-5 (Deep Compression): no ReLU after the convolutions, as in Caffe."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 20, 5)
+        self.pool1 = nn.MaxPool2d(2, 2)
+        self.conv2 = nn.Conv2d(20, 50, 5)
+        self.pool2 = nn.MaxPool2d(2, 2)
+        self.fc1 = nn.Linear(800, 500)
+        self.fc2 = nn.Linear(500, classes)
+
+    def forward(self, x):
+        x = self.pool2(self.conv2(self.pool1(self.conv1(x))))
+        return self.fc2(nn.functional.relu(self.fc1(x.flatten(1))))
+
+
+class Vgg(nn.Module):
+    def __init__(self, classes=10):
+        super().__init__()
+        ch, i = 1, 0
+        for stage, out in enumerate([32, 64, 128], 1):
+            for _ in range(2):
+                i += 1
+                setattr(self, f"conv{i}", nn.Conv2d(ch, out, 3, padding=1, bias=False))
+                setattr(self, f"bn{i}", nn.BatchNorm2d(out))
+                ch = out
+        self.fc1 = nn.Linear(128 * 3 * 3, 256, bias=False)
+        self.bn_fc1 = nn.BatchNorm1d(256)
+        self.fc2 = nn.Linear(256, classes)
+
+    def forward(self, x):
+        for i in range(1, 7):
+            x = nn.functional.relu(getattr(self, f"bn{i}")(getattr(self, f"conv{i}")(x)))
+            if i % 2 == 0:
+                x = nn.functional.max_pool2d(x, 2)
+        x = nn.functional.relu(self.bn_fc1(self.fc1(x.flatten(1))))
+        return self.fc2(x)
+
+
+class Block(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.shortcut = nn.Sequential()
+        if stride != 1 or cin != cout:
+            self.shortcut = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        y = self.bn2(self.conv2(nn.functional.relu(self.bn1(self.conv1(x)))))
+        return nn.functional.relu(y + self.shortcut(x))
+
+
+class ResNet(nn.Module):
+    """CIFAR ResNet (6n+2) with 1x1-conv projection shortcuts (option B), 1 input channel."""
+
+    def __init__(self, depth=20, classes=10):
+        super().__init__()
+        n = (depth - 2) // 6
+        self.conv1 = nn.Conv2d(1, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        ch = 16
+        for s, out in enumerate([16, 32, 64], 1):
+            blocks = []
+            for b in range(n):
+                stride = 2 if s > 1 and b == 0 else 1
+                blocks.append(Block(ch, out, stride))
+                ch = out
+            setattr(self, f"layer{s}", nn.Sequential(*blocks))
+        self.fc = nn.Linear(64, classes)
+
+    def forward(self, x):
+        x = nn.functional.relu(self.bn1(self.conv1(x)))
+        x = self.layer3(self.layer2(self.layer1(x)))
+        return self.fc(x.mean((2, 3)))
+
+
+class MobileNet(nn.Module):
+    def __init__(self, width=1.0, classes=10):
+        super().__init__()
+        w = lambda n: max(1, round(n * width))  # noqa: E731
+        ch = w(32)
+        self.conv1 = nn.Conv2d(1, ch, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(ch)
+        blocks = []
+        for out, stride in [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1)]:
+            out = w(out)
+            blocks.append(nn.ModuleDict({
+                "dw": nn.Conv2d(ch, ch, 3, stride, 1, groups=ch, bias=False),
+                "dw_bn": nn.BatchNorm2d(ch),
+                "pw": nn.Conv2d(ch, out, 1, bias=False),
+                "pw_bn": nn.BatchNorm2d(out),
+            }))
+            ch = out
+        self.blocks = nn.ModuleList(blocks)
+        self.fc = nn.Linear(ch, classes)
+
+    def forward(self, x):
+        x = nn.functional.relu(self.bn1(self.conv1(x)))
+        for b in self.blocks:
+            x = nn.functional.relu(b["dw_bn"](b["dw"](x)))
+            x = nn.functional.relu(b["pw_bn"](b["pw"](x)))
+        return self.fc(x.mean((2, 3)))
+
+
+def build(name):
+    name = name.lower().replace("-", "")
+    if name == "lenet300":
+        return mlp([300, 100])
+    if name == "lenet5":
+        return LeNet5()
+    if name.startswith("mlp"):
+        # mlp:1200,1200[:dropout]
+        parts = name.split(":")
+        hidden = [int(h) for h in parts[1].split(",")] if len(parts) > 1 else [800, 800]
+        return mlp(hidden, float(parts[2]) if len(parts) > 2 else 0.0)
+    if name == "vgg":
+        return Vgg()
+    if name.startswith("resnet"):
+        return ResNet(int(name[6:] or 20))
+    if name == "mobilenet":
+        return MobileNet()
+    raise SystemExit(f"unknown model {name}")

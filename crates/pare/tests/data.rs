@@ -1,0 +1,122 @@
+//! Data: seeded orders and splits, augmentation, normalization, and the real Fashion-MNIST set.
+
+use std::path::Path;
+
+use pare::data::batch::make_batch;
+use pare::data::{epoch_order, fashion, Augment, Dataset, InMemory};
+use pare::ir::Normalize;
+
+fn ramp() -> InMemory {
+    // 4 images [1, 4, 4] with pixel value = column / 3.
+    let px: Vec<f32> = (0..64).map(|i| (i % 4) as f32 / 3.0).collect();
+    InMemory::new(vec![1, 4, 4], 2, px, vec![0, 1, 0, 1]).unwrap()
+}
+
+#[test]
+fn epoch_orders_are_seeded_permutations() {
+    let a = epoch_order(1000, 7, 3);
+    assert_eq!(a, epoch_order(1000, 7, 3));
+    assert_ne!(a, epoch_order(1000, 7, 4));
+    assert_ne!(a, epoch_order(1000, 8, 3));
+    let mut s = a.clone();
+    s.sort_unstable();
+    assert_eq!(s, (0..1000).collect::<Vec<_>>());
+}
+
+#[test]
+fn batches_are_normalized_with_the_models_statistics() {
+    let b = make_batch(
+        &ramp(),
+        &[1, 2],
+        Normalize {
+            mean: 0.5,
+            std: 0.25,
+        },
+        None,
+    );
+    assert_eq!(b.x.shape(), &[2, 1, 4, 4]);
+    assert_eq!(b.labels, vec![1, 0]);
+    let want = [-2.0, -2.0 / 3.0, 2.0 / 3.0, 2.0];
+    assert!(
+        b.x.data()[..4]
+            .iter()
+            .zip(want)
+            .all(|(a, b)| (a - b).abs() < 1e-6),
+        "{:?}",
+        &b.x.data()[..4]
+    );
+}
+
+#[test]
+fn augmentation_is_seeded_and_flip_mirrors_columns() {
+    let d = ramp();
+    let norm = Normalize::default();
+    let flip = Augment {
+        crop_padding: 0,
+        hflip: true,
+    };
+    let flipped = (0..20)
+        .map(|s| make_batch(&d, &[0], norm, Some((&flip, s))).x)
+        .find(|x| x.data()[0] == 1.0)
+        .expect("some seed flips");
+    assert_eq!(&flipped.data()[..4], &[1.0, 2.0 / 3.0, 1.0 / 3.0, 0.0]);
+    let crop = Augment {
+        crop_padding: 2,
+        hflip: false,
+    };
+    let a = make_batch(&d, &[0, 1, 2, 3], norm, Some((&crop, 5)));
+    assert_eq!(a.x, make_batch(&d, &[0, 1, 2, 3], norm, Some((&crop, 5))).x);
+    assert_eq!(a.x.shape(), &[4, 1, 4, 4]);
+    // A shifted crop brings in zero padding somewhere.
+    let any_shift = (0..20).any(|s| {
+        make_batch(&d, &[0], norm, Some((&crop, s)))
+            .x
+            .data()
+            .contains(&0.0)
+            && make_batch(&d, &[0], norm, Some((&crop, s))).x != make_batch(&d, &[0], norm, None).x
+    });
+    assert!(any_shift);
+}
+
+#[test]
+fn inconsistent_data_is_rejected() {
+    assert!(InMemory::new(vec![1, 2, 2], 2, vec![0.0; 7], vec![0, 1])
+        .unwrap_err()
+        .to_string()
+        .contains("do not make"));
+    assert!(InMemory::new(vec![1, 1, 1], 2, vec![0.0; 2], vec![0, 5])
+        .unwrap_err()
+        .to_string()
+        .contains("label 5"));
+}
+
+#[test]
+fn missing_data_directory_says_how_to_get_the_set() {
+    let e = fashion::load(Path::new("/nonexistent/fmnist"))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("/nonexistent/fmnist")
+            && e.contains("dataset-fashion-mnist")
+            && e.contains("PARE_DATA"),
+        "{e}"
+    );
+}
+
+/// Integration test on the real set (installed by scripts/setup.sh).
+#[test]
+fn real_fashion_mnist_loads() {
+    let dir = fashion::resolve_dir(None);
+    let s = fashion::load(&dir).unwrap_or_else(|e| panic!("{e} (run scripts/setup.sh)"));
+    assert_eq!((s.train.len(), s.test.len()), (60000, 10000));
+    assert_eq!(s.train.sample_shape(), &[1, 28, 28]);
+    let mut counts = [0usize; 10];
+    (0..s.test.len()).for_each(|i| counts[s.test.label(i) as usize] += 1);
+    assert_eq!(counts, [1000; 10]);
+    let n = fashion::pixel_stats(&s.train);
+    assert!(
+        (n.mean - 0.2860).abs() < 1e-3 && (n.std - 0.3530).abs() < 1e-3,
+        "{n:?}"
+    );
+}

@@ -1,0 +1,211 @@
+//! Gradients of every op against central finite differences, through the whole engine path
+//! (parameter upload, graph execution, loss, backward, download).
+
+use pare::exec::{train_step, LossTerm};
+use pare::ir::graph::ops::{bn, conv, depthwise, linear};
+use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+const CLASSES: usize = 3;
+
+fn loss(model: &Model, x: &Tensor, labels: &[u32]) -> (f32, pare::ir::Params) {
+    let terms = [LossTerm::CrossEntropy {
+        labels: labels.to_vec(),
+        weight: 1.0,
+    }];
+    let out = train_step(model, x, &terms, &Reparams::new(), &[], 42).unwrap();
+    (out.loss, out.grads)
+}
+
+/// Builds `body` between a `[2, 6, 6]` input and a flatten + linear head, then compares the
+/// analytic gradient of every trainable parameter with central differences at a few entries.
+fn grad_check(body: impl FnOnce(&mut GraphBuilder)) {
+    grad_check_named("", body)
+}
+
+fn grad_check_named(what: &str, body: impl FnOnce(&mut GraphBuilder)) {
+    let mut b = GraphBuilder::new(vec![2, 6, 6]);
+    body(&mut b);
+    if b.last_shape().unwrap().len() > 1 {
+        b.then("head_flatten", Op::Flatten);
+    }
+    let n: usize = b.last_shape().unwrap().iter().product();
+    b.then("head", linear(n, CLASSES));
+    let mut model = Model::init(b.finish().unwrap(), 3).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    let x = Tensor::from_vec(
+        vec![4, 2, 6, 6],
+        (0..288).map(|_| rng.random_range(-1.0..1.0)).collect(),
+    );
+    let labels: Vec<u32> = (0..4).map(|i| i % CLASSES as u32).collect();
+    let (_, grads) = loss(&model, &x, &labels);
+    let eps = 1e-4f32;
+    for name in model.trainable() {
+        let len = model.params[&name].len();
+        for k in 0..len.min(6) {
+            let i = (k * 7919) % len;
+            let orig = model.params[&name].data()[i];
+            model.params.get_mut(&name).unwrap().data_mut()[i] = orig + eps;
+            let (lp, _) = loss(&model, &x, &labels);
+            model.params.get_mut(&name).unwrap().data_mut()[i] = orig - eps;
+            let (lm, _) = loss(&model, &x, &labels);
+            model.params.get_mut(&name).unwrap().data_mut()[i] = orig;
+            let numeric = (lp - lm) / (2.0 * eps);
+            let analytic = grads[&name].data()[i];
+            assert!(
+                (numeric - analytic).abs() <= 2e-3 + 5e-2 * numeric.abs(),
+                "{what} {name}[{i}]: analytic {analytic}, numeric {numeric}"
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_and_flatten() {
+    grad_check(|b| {
+        b.then("flatten", Op::Flatten);
+        b.then("fc", linear(72, 5));
+    });
+}
+
+#[test]
+fn conv_dense_strided_dilated() {
+    grad_check(|b| {
+        b.then("c1", conv(2, 3, 3, 1, 1, true));
+        b.then("c2", conv(3, 4, 3, 2, 1, false));
+    });
+    grad_check(|b| {
+        b.then(
+            "dil",
+            Op::Conv2d {
+                in_channels: 2,
+                out_channels: 3,
+                kernel_size: [3, 3],
+                stride: [1, 1],
+                padding: [1, 1],
+                dilation: [2, 2],
+                groups: 1,
+                bias: true,
+            },
+        );
+    });
+}
+
+#[test]
+fn conv_depthwise_and_grouped() {
+    grad_check(|b| {
+        b.then("c1", conv(2, 4, 1, 1, 0, false));
+        b.then("dw", depthwise(4, 3, 1, 1));
+    });
+    grad_check(|b| {
+        b.then(
+            "grouped",
+            Op::Conv2d {
+                in_channels: 2,
+                out_channels: 4,
+                kernel_size: [3, 3],
+                stride: [1, 1],
+                padding: [0, 0],
+                dilation: [1, 1],
+                groups: 2,
+                bias: true,
+            },
+        );
+    });
+}
+
+#[test]
+fn batch_norm_2d_and_1d_in_train_mode() {
+    grad_check(|b| {
+        b.then("c", conv(2, 3, 3, 1, 1, false));
+        b.then("bn", bn(3));
+    });
+    grad_check(|b| {
+        b.then("flatten", Op::Flatten);
+        b.then("fc", linear(72, 6));
+        b.then("bn1d", bn(6));
+        b.then("relu", Op::Relu);
+    });
+}
+
+#[test]
+fn activations() {
+    for act in [
+        Op::Relu,
+        Op::Relu6,
+        Op::Gelu,
+        Op::Sigmoid,
+        Op::Tanh,
+        Op::HardSwish,
+        Op::Identity,
+    ] {
+        grad_check_named(act.kind(), |b| {
+            b.then("c", conv(2, 3, 3, 1, 1, true));
+            b.then("act", act.clone());
+        });
+    }
+}
+
+#[test]
+fn pools() {
+    grad_check(|b| {
+        b.then("c", conv(2, 3, 1, 1, 0, true));
+        b.then(
+            "mp",
+            Op::MaxPool2d {
+                kernel_size: [2, 2],
+                stride: [2, 2],
+                padding: [0, 0],
+            },
+        );
+    });
+    grad_check(|b| {
+        b.then("c", conv(2, 3, 1, 1, 0, true));
+        b.then(
+            "mp",
+            Op::MaxPool2d {
+                kernel_size: [3, 3],
+                stride: [2, 2],
+                padding: [1, 1],
+            },
+        );
+    });
+    for count_include_pad in [true, false] {
+        grad_check(|b| {
+            b.then("c", conv(2, 3, 1, 1, 0, true));
+            b.then(
+                "ap",
+                Op::AvgPool2d {
+                    kernel_size: [3, 3],
+                    stride: [2, 2],
+                    padding: [1, 1],
+                    count_include_pad,
+                },
+            );
+        });
+    }
+    grad_check(|b| {
+        b.then("c", conv(2, 3, 3, 1, 1, true));
+        b.then("gap", Op::GlobalAvgPool);
+    });
+}
+
+#[test]
+fn add_concat_dropout() {
+    grad_check(|b| {
+        let a = b.add("a", conv(2, 3, 3, 1, 1, true), &["input"]);
+        let c = b.add("b", conv(2, 3, 1, 1, 0, false), &["input"]);
+        b.add("sum", Op::Add, &[&a, &c]);
+    });
+    grad_check(|b| {
+        let a = b.add("a", conv(2, 3, 3, 1, 1, true), &["input"]);
+        let c = b.add("b", conv(2, 2, 1, 1, 0, false), &["input"]);
+        b.add("cat", Op::Concat, &[&a, &c]);
+    });
+    grad_check(|b| {
+        b.then("flatten", Op::Flatten);
+        b.then("fc", linear(72, 8));
+        b.then("drop", Op::Dropout { p: 0.5 });
+    });
+}

@@ -1,0 +1,210 @@
+//! Model directories, safetensors and IDX files: round trips, and errors that name the problem.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use pare::data::idx::{encode_idx, parse_idx, read_idx};
+use pare::ir::io::{self, encode_safetensors, load, save, ARCH_FILE, WEIGHTS_FILE};
+use pare::ir::{Model, Tensor};
+use pare::zoo::ZooModel;
+
+fn lenet5() -> Model {
+    Model::init(ZooModel::Lenet5.build(&[1, 28, 28], 10).unwrap(), 1).unwrap()
+}
+
+/// Saves lenet5, lets `corrupt` damage the directory, and returns the load error's text.
+fn load_error(corrupt: impl FnOnce(&Path)) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    save(&lenet5(), dir.path()).unwrap();
+    corrupt(dir.path());
+    load(dir.path())
+        .expect_err("a damaged directory must not load")
+        .to_string()
+}
+
+fn rewrite_weights(dir: &Path, edit: impl FnOnce(&mut BTreeMap<String, Tensor>)) {
+    let mut t = lenet5().params;
+    edit(&mut t);
+    std::fs::write(dir.join(WEIGHTS_FILE), encode_safetensors(&t, None)).unwrap();
+}
+
+#[test]
+fn model_directory_round_trips_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = lenet5();
+    save(&m, dir.path()).unwrap();
+    assert_eq!(load(dir.path()).unwrap(), m);
+    // No temporary files are left behind by the atomic writes.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+}
+
+#[test]
+fn every_zoo_arch_round_trips_through_json() {
+    for zm in pare::zoo::catalog() {
+        let g = zm.build(&[1, 28, 28], 10).unwrap();
+        let text = io::arch_json(&g);
+        assert_eq!(
+            io::parse_arch(&text, Path::new("arch.json")).unwrap(),
+            g,
+            "{}",
+            zm.label()
+        );
+    }
+}
+
+#[test]
+fn missing_tensor_is_named() {
+    let e = load_error(|d| rewrite_weights(d, |t| drop(t.remove("conv2.bias"))));
+    assert!(
+        e.contains("conv2.bias") && e.contains("missing") && e.contains("[50]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn wrong_shape_is_named() {
+    let e = load_error(|d| {
+        rewrite_weights(d, |t| {
+            drop(t.insert("fc1.weight".into(), Tensor::zeros(vec![500, 799])))
+        })
+    });
+    assert!(
+        e.contains("fc1.weight") && e.contains("[500, 799]") && e.contains("[500, 800]"),
+        "{e}"
+    );
+}
+
+#[test]
+fn extra_tensor_is_named() {
+    let e = load_error(|d| {
+        rewrite_weights(d, |t| {
+            drop(t.insert("fc3.weight".into(), Tensor::zeros(vec![1])))
+        })
+    });
+    assert!(
+        e.contains("fc3.weight") && e.contains("not a parameter"),
+        "{e}"
+    );
+}
+
+#[test]
+fn truncated_weights_file_is_reported() {
+    let e = load_error(|d| {
+        let p = d.join(WEIGHTS_FILE);
+        let bytes = std::fs::read(&p).unwrap();
+        std::fs::write(&p, &bytes[..bytes.len() / 2]).unwrap();
+    });
+    assert!(
+        e.contains(WEIGHTS_FILE) && e.contains("not a valid safetensors file"),
+        "{e}"
+    );
+}
+
+#[test]
+fn garbage_weights_file_is_reported() {
+    let e = load_error(|d| {
+        std::fs::write(d.join(WEIGHTS_FILE), b"\x07\x00\x00\x00\x00\x00\x00\x00{}").unwrap()
+    });
+    assert!(e.contains("not a valid safetensors file"), "{e}");
+}
+
+#[test]
+fn unsupported_dtype_is_named() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let e = load_error(|d| {
+        let data = vec![0u8; 50];
+        let v = TensorView::new(Dtype::U8, vec![50], &data).unwrap();
+        let bytes = safetensors::serialize([("conv2.bias", v)], None).unwrap();
+        std::fs::write(d.join(WEIGHTS_FILE), bytes).unwrap();
+    });
+    assert!(e.contains("conv2.bias") && e.contains("U8"), "{e}");
+}
+
+#[test]
+fn arch_errors_name_the_field() {
+    let e = load_error(|d| {
+        let p = d.join(ARCH_FILE);
+        let t =
+            std::fs::read_to_string(&p)
+                .unwrap()
+                .replacen("\"out_features\"", "\"out_feat\"", 1);
+        std::fs::write(&p, t).unwrap();
+    });
+    assert!(e.contains(ARCH_FILE) && e.contains("out_feat"), "{e}");
+    let e = load_error(|d| {
+        let p = d.join(ARCH_FILE);
+        let t = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("\"version\": 1", "\"version\": 99");
+        std::fs::write(&p, t).unwrap();
+    });
+    assert!(e.contains("version 99"), "{e}");
+    let e = load_error(|d| {
+        let p = d.join(ARCH_FILE);
+        let t = std::fs::read_to_string(&p)
+            .unwrap()
+            .replace("\"in_features\": 800", "\"in_features\": 801");
+        std::fs::write(&p, t).unwrap();
+    });
+    assert!(
+        e.contains("fc1") && e.contains("expects input [801]"),
+        "{e}"
+    );
+    let e =
+        load_error(|d| std::fs::write(d.join(ARCH_FILE), "{\"format\": \"pare-arch\"").unwrap());
+    assert!(e.contains(ARCH_FILE) && e.contains("EOF"), "{e}");
+}
+
+#[test]
+fn missing_directory_names_the_path() {
+    let e = load(Path::new("/nonexistent/model"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/nonexistent/model/arch.json"), "{e}");
+}
+
+#[test]
+fn idx_round_trip_raw_and_gzip() {
+    use std::io::Write;
+    let data: Vec<u8> = (0..24).collect();
+    let raw = encode_idx(&[2, 3, 4], &data);
+    let a = parse_idx(&raw, Path::new("x")).unwrap();
+    assert_eq!(
+        (a.dims.as_slice(), a.data.as_slice()),
+        (&[2, 3, 4][..], &data[..])
+    );
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&raw).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("x.gz");
+    std::fs::write(&p, gz.finish().unwrap()).unwrap();
+    assert_eq!(read_idx(&p).unwrap(), a);
+}
+
+fn idx_error(bytes: &[u8], needle: &str) {
+    let e = parse_idx(bytes, Path::new("data/t.idx"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("data/t.idx") && e.contains(needle),
+        "'{e}' should mention '{needle}'"
+    );
+}
+
+#[test]
+fn idx_errors_say_what_is_wrong() {
+    let good = encode_idx(&[2, 3], &[1, 2, 3, 4, 5, 6]);
+    idx_error(&good[..good.len() - 1], "truncated");
+    idx_error(&[0x12, 0x34, 0x08, 0x01, 0, 0, 0, 1, 9], "wrong magic");
+    idx_error(
+        &[0, 0, 0x0d, 0x01, 0, 0, 0, 1, 0, 0, 0, 0],
+        "element type 0x0d",
+    );
+    idx_error(&[0, 0, 0x08, 0x03, 0, 0, 0, 1], "file ends after 8 bytes");
+    idx_error(&[0, 0], "too short");
+    idx_error(&[0x1f, 0x8b, 0x08, 0x00, 0x01], "gzip stream is corrupt");
+}

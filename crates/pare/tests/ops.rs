@@ -1,0 +1,181 @@
+//! Each op's local rules: output shape, parameter count, MACs, channel rule, and clear errors.
+
+use pare::ir::graph::ops::{bn, conv, depthwise, linear, max_pool};
+use pare::ir::{ChannelRule, Op};
+
+/// Checks one op: output shape, parameters and MACs for the given inputs.
+fn check(op: Op, inputs: &[&[usize]], out: &[usize], params: usize, macs: u64) {
+    let got = op
+        .output_shape(inputs)
+        .unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    assert_eq!(got, out, "{op:?} output shape");
+    assert_eq!(op.num_params(), params, "{op:?} params");
+    assert_eq!(op.macs(&got), macs, "{op:?} MACs");
+}
+
+fn error(op: Op, inputs: &[&[usize]], needle: &str) {
+    let e = op.output_shape(inputs).expect_err("should be rejected");
+    assert!(e.contains(needle), "error '{e}' should mention '{needle}'");
+}
+
+#[test]
+fn linear_rules() {
+    check(
+        linear(784, 300),
+        &[&[784]],
+        &[300],
+        784 * 300 + 300,
+        784 * 300,
+    );
+    let nobias = Op::Linear {
+        in_features: 4,
+        out_features: 3,
+        bias: false,
+    };
+    check(nobias, &[&[4]], &[3], 12, 12);
+    error(linear(784, 300), &[&[1, 28, 28]], "expects input [784]");
+}
+
+#[test]
+fn conv_rules() {
+    check(
+        conv(1, 20, 5, 1, 0, true),
+        &[&[1, 28, 28]],
+        &[20, 24, 24],
+        520,
+        20 * 24 * 24 * 25,
+    );
+    check(
+        conv(16, 32, 3, 2, 1, false),
+        &[&[16, 28, 28]],
+        &[32, 14, 14],
+        4608,
+        32 * 14 * 14 * 144,
+    );
+    let dilated = Op::Conv2d {
+        in_channels: 2,
+        out_channels: 4,
+        kernel_size: [3, 3],
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [2, 2],
+        groups: 1,
+        bias: false,
+    };
+    check(dilated, &[&[2, 10, 10]], &[4, 6, 6], 72, 4 * 36 * 18);
+    check(
+        depthwise(32, 3, 2, 1),
+        &[&[32, 28, 28]],
+        &[32, 14, 14],
+        288,
+        32 * 196 * 9,
+    );
+    error(
+        conv(3, 8, 3, 1, 1, true),
+        &[&[1, 28, 28]],
+        "expects 3 input channels",
+    );
+    error(conv(1, 8, 3, 1, 0, true), &[&[1, 2, 2]], "does not fit");
+    let bad_groups = Op::Conv2d {
+        in_channels: 6,
+        out_channels: 4,
+        kernel_size: [1, 1],
+        stride: [1, 1],
+        padding: [0, 0],
+        dilation: [1, 1],
+        groups: 4,
+        bias: false,
+    };
+    error(bad_groups, &[&[6, 4, 4]], "groups=4 must divide");
+}
+
+#[test]
+fn channel_rules() {
+    assert_eq!(
+        conv(3, 8, 3, 1, 1, true).channel_rule(),
+        ChannelRule::Transform
+    );
+    assert_eq!(
+        depthwise(8, 3, 1, 1).channel_rule(),
+        ChannelRule::Passthrough
+    );
+    assert_eq!(bn(8).channel_rule(), ChannelRule::Passthrough);
+    assert_eq!(Op::Add.channel_rule(), ChannelRule::Passthrough);
+    assert_eq!(Op::Concat.channel_rule(), ChannelRule::Concat);
+    assert_eq!(Op::Flatten.channel_rule(), ChannelRule::Flatten);
+    let grouped = Op::Conv2d {
+        in_channels: 8,
+        out_channels: 8,
+        kernel_size: [3, 3],
+        stride: [1, 1],
+        padding: [1, 1],
+        dilation: [1, 1],
+        groups: 2,
+        bias: false,
+    };
+    assert_eq!(grouped.channel_rule(), ChannelRule::Fixed);
+    // The parameter axes structured pruning slices.
+    let p = conv(3, 8, 3, 1, 1, true).params();
+    assert_eq!((p[0].out_axis, p[0].in_axis), (Some(0), Some(1)));
+    assert_eq!(depthwise(8, 3, 1, 1).params()[0].in_axis, None);
+}
+
+#[test]
+fn normalization_and_pooling_rules() {
+    check(bn(16), &[&[16, 7, 7]], &[16, 7, 7], 32, 0);
+    check(bn(256), &[&[256]], &[256], 512, 0);
+    error(bn(16), &[&[8, 7, 7]], "expects [16]");
+    check(max_pool(2, 2), &[&[20, 24, 24]], &[20, 12, 12], 0, 0);
+    let overlapping = Op::AvgPool2d {
+        kernel_size: [3, 3],
+        stride: [2, 2],
+        padding: [1, 1],
+        count_include_pad: false,
+    };
+    check(overlapping, &[&[8, 28, 28]], &[8, 14, 14], 0, 0);
+    let too_much_pad = Op::MaxPool2d {
+        kernel_size: [2, 2],
+        stride: [2, 2],
+        padding: [2, 2],
+    };
+    error(too_much_pad, &[&[1, 8, 8]], "at most half");
+    check(Op::GlobalAvgPool, &[&[64, 7, 7]], &[64, 1, 1], 0, 0);
+    check(Op::Flatten, &[&[50, 4, 4]], &[800], 0, 0);
+}
+
+#[test]
+fn multi_input_rules() {
+    check(Op::Add, &[&[16, 8, 8], &[16, 8, 8]], &[16, 8, 8], 0, 0);
+    error(Op::Add, &[&[16, 8, 8], &[32, 8, 8]], "equal input shapes");
+    check(
+        Op::Concat,
+        &[&[16, 8, 8], &[8, 8, 8], &[4, 8, 8]],
+        &[28, 8, 8],
+        0,
+        0,
+    );
+    error(
+        Op::Concat,
+        &[&[16, 8, 8], &[16, 4, 4]],
+        "equal but for the channel axis",
+    );
+    error(Op::Add, &[&[4]], "at least 2");
+    error(Op::Relu, &[&[4], &[4]], "takes 1 input");
+}
+
+#[test]
+fn elementwise_rules() {
+    for op in [
+        Op::Relu,
+        Op::Relu6,
+        Op::Gelu,
+        Op::Sigmoid,
+        Op::Tanh,
+        Op::HardSwish,
+        Op::Identity,
+        Op::Dropout { p: 0.5 },
+    ] {
+        check(op, &[&[3, 5, 5]], &[3, 5, 5], 0, 0);
+    }
+    error(Op::Dropout { p: 1.0 }, &[&[4]], "dropout p");
+}
