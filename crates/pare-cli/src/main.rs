@@ -146,8 +146,9 @@ struct TrainArgs {
     /// Linear warm-up over this many epochs.
     #[arg(long, default_value_t = 0)]
     warmup_epochs: usize,
-    /// Training images held out for validation (seeded split; 0 disables validation).
-    #[arg(long, default_value_t = 5000)]
+    /// Training images held out for validation, e.g. 5000 (seeded split). The default, 0,
+    /// trains on all 60,000 images like the usual Fashion-MNIST protocol.
+    #[arg(long, default_value_t = 0)]
     val: usize,
     /// Random-crop augmentation: pad by this many pixels, then crop back (0: off).
     #[arg(long, default_value_t = 0)]

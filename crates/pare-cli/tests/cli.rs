@@ -1,0 +1,187 @@
+//! The `pare` binary end to end on the real Fashion-MNIST set: train, eval, info, zoo, bench,
+//! and the errors a user sees for bad input (exit code 1, a message naming the problem).
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn pare(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pare"))
+        .args(args)
+        .output()
+        .expect("run pare")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn zoo_lists_models_with_pytorch_parameter_counts() {
+    let o = pare(&["zoo"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(s.contains("lenet5") && s.contains("431,080"), "{s}");
+    assert!(s.contains("resnet20") && s.contains("272,186"), "{s}");
+}
+
+#[test]
+fn train_eval_info_on_real_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let out_s = out.to_str().unwrap();
+    let o = pare(&[
+        "train", "--model", "lenet300", "--epochs", "1", "--val", "5000", "--out", out_s,
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("val loss"), "{}", stdout(&o));
+    for f in [
+        "arch.json",
+        "weights.safetensors",
+        "report.json",
+        "checkpoint.safetensors",
+    ] {
+        assert!(out.join(f).is_file(), "{f} missing");
+    }
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let acc = report["test_accuracy"].as_f64().unwrap();
+    assert!(
+        acc > 0.8,
+        "one epoch of LeNet-300-100 reaches > 0.8, got {acc}"
+    );
+    assert_eq!(report["params"], 266_610);
+    assert_eq!(report["history"].as_array().unwrap().len(), 1);
+
+    let o = pare(&["eval", out_s, "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert!(
+        (v["accuracy"].as_f64().unwrap() - acc).abs() < 1e-6,
+        "eval agrees with the report"
+    );
+
+    let o = pare(&["info", out_s]);
+    let s = stdout(&o);
+    assert!(
+        s.contains("fc1") && s.contains("235,500") && s.contains("266,610 parameters"),
+        "{s}"
+    );
+
+    // Resuming a finished run with more epochs continues from the checkpoint.
+    let o = pare(&[
+        "train", "--model", "lenet300", "--epochs", "2", "--val", "5000", "--out", out_s,
+        "--resume",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let s = stdout(&o);
+    assert!(
+        s.contains("epoch   2/2") && !s.contains("epoch   1/2"),
+        "{s}"
+    );
+}
+
+#[test]
+fn bench_train_reports_json() {
+    // A small model keeps this quick: one epoch of LeNet-300-100.
+    let o = pare(&["bench", "train", "--model", "lenet300", "--json"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert!(v["mean_seconds_per_epoch"].as_f64().unwrap() > 0.0);
+    assert!(v["images_per_sec"].as_f64().unwrap() > 0.0);
+}
+
+fn fails_with(args: &[&str], needles: &[&str]) {
+    let o = pare(args);
+    assert_eq!(
+        o.status.code(),
+        Some(1),
+        "{args:?} should fail: {}",
+        stdout(&o)
+    );
+    let e = stderr(&o);
+    for n in needles {
+        assert!(
+            e.contains(n),
+            "stderr of {args:?} should mention '{n}': {e}"
+        );
+    }
+    assert!(!e.contains("panicked"), "{e}");
+}
+
+#[test]
+fn bad_input_gets_a_clear_error() {
+    fails_with(
+        &[
+            "train", "--model", "alexnet", "--epochs", "1", "--out", "/tmp/x",
+        ],
+        &["unknown model 'alexnet'"],
+    );
+    fails_with(
+        &[
+            "train", "--model", "resnet21", "--epochs", "1", "--out", "/tmp/x",
+        ],
+        &["6n+2"],
+    );
+    fails_with(
+        &["eval", "/nonexistent/model"],
+        &["/nonexistent/model/arch.json"],
+    );
+    fails_with(
+        &["info", "/nonexistent/model"],
+        &["/nonexistent/model/arch.json"],
+    );
+    fails_with(
+        &["eval", "/tmp", "--data", "/nonexistent/data"],
+        &["arch.json"],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    fails_with(
+        &[
+            "train",
+            "--model",
+            "lenet300",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--data",
+            "/nonexistent/data",
+        ],
+        &["/nonexistent/data", "dataset-fashion-mnist"],
+    );
+    fails_with(
+        &[
+            "train",
+            "--model",
+            "lenet300",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--resume",
+        ],
+        &["no checkpoint to resume from"],
+    );
+    fails_with(
+        &[
+            "train",
+            "--model",
+            "lenet300",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+            "--lr",
+            "1e9",
+            "--val",
+            "0",
+        ],
+        &["diverged"],
+    );
+    assert!(!Path::new("/tmp/x/arch.json").exists());
+}
