@@ -136,7 +136,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
             "interrupted: checkpoint saved to {}; continue with the same command plus --resume",
             a.out.join(CHECKPOINT).display()
         );
-        return Ok(());
+        // The conventional exit status of a program stopped by SIGINT.
+        std::process::exit(130);
     }
     let test = evaluate(&model, &splits.test, 1000, &Reparams::new())?;
     io::save(&model, &a.out)?;

@@ -1,5 +1,6 @@
 //! Progress bars and Ctrl-C for the fit loop, as `pare::train::Hooks`.
 
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -11,6 +12,9 @@ use pare::train::{EpochRecord, Hooks, StepInfo};
 /// stops the run cleanly on Ctrl-C (the fit loop then saves a checkpoint).
 pub struct ProgressHooks {
     bar: Option<ProgressBar>,
+    /// Without a terminal the bar is hidden; a plain line every 10% of an epoch shows progress
+    /// in logs instead.
+    tty: bool,
     stop: Arc<AtomicBool>,
     epochs: usize,
     quiet: bool,
@@ -25,6 +29,7 @@ impl ProgressHooks {
         let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
         ProgressHooks {
             bar: None,
+            tty: std::io::stderr().is_terminal(),
             stop,
             epochs,
             quiet,
@@ -35,6 +40,22 @@ impl ProgressHooks {
 impl Hooks for ProgressHooks {
     fn after_step(&mut self, _model: &mut Model, info: &StepInfo) -> pare::Result<()> {
         if self.quiet {
+            return Ok(());
+        }
+        if !self.tty {
+            let tenth = info.steps_per_epoch.div_ceil(10).max(1);
+            if (info.step + 1) % tenth == 0 && info.step + 1 < info.steps_per_epoch {
+                eprintln!(
+                    "epoch {}/{}: {}/{} steps, loss {:.4} acc {:.4}, {:.0} img/s",
+                    info.epoch + 1,
+                    self.epochs,
+                    info.step + 1,
+                    info.steps_per_epoch,
+                    info.loss,
+                    info.accuracy,
+                    info.images_per_sec
+                );
+            }
             return Ok(());
         }
         let bar = self.bar.get_or_insert_with(|| {
@@ -68,13 +89,7 @@ impl Hooks for ProgressHooks {
             };
             println!(
                 "epoch {:>3}/{}  lr {:.5}  train loss {:.4} acc {:.4}{val}  {:.1}s ({:.0} img/s)",
-                r.epoch,
-                self.epochs,
-                r.lr,
-                r.train_loss,
-                r.train_accuracy,
-                r.seconds,
-                r.images_per_sec
+                r.epoch, self.epochs, r.lr, r.train_loss, r.train_accuracy, r.seconds, r.images_per_sec
             );
         }
         Ok(())

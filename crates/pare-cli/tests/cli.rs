@@ -49,10 +49,7 @@ fn train_eval_info_on_real_data() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let acc = report["test_accuracy"].as_f64().unwrap();
-    assert!(
-        acc > 0.8,
-        "one epoch of LeNet-300-100 reaches > 0.8, got {acc}"
-    );
+    assert!(acc > 0.8, "one epoch of LeNet-300-100 reaches > 0.8, got {acc}");
     assert_eq!(report["params"], 266_610);
     assert_eq!(report["history"].as_array().unwrap().len(), 1);
 
@@ -73,15 +70,11 @@ fn train_eval_info_on_real_data() {
 
     // Resuming a finished run with more epochs continues from the checkpoint.
     let o = pare(&[
-        "train", "--model", "lenet300", "--epochs", "2", "--val", "5000", "--out", out_s,
-        "--resume",
+        "train", "--model", "lenet300", "--epochs", "2", "--val", "5000", "--out", out_s, "--resume",
     ]);
     assert!(o.status.success(), "{}", stderr(&o));
     let s = stdout(&o);
-    assert!(
-        s.contains("epoch   2/2") && !s.contains("epoch   1/2"),
-        "{s}"
-    );
+    assert!(s.contains("epoch   2/2") && !s.contains("epoch   1/2"), "{s}");
 }
 
 #[test]
@@ -96,18 +89,10 @@ fn bench_train_reports_json() {
 
 fn fails_with(args: &[&str], needles: &[&str]) {
     let o = pare(args);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "{args:?} should fail: {}",
-        stdout(&o)
-    );
+    assert_eq!(o.status.code(), Some(1), "{args:?} should fail: {}", stdout(&o));
     let e = stderr(&o);
     for n in needles {
-        assert!(
-            e.contains(n),
-            "stderr of {args:?} should mention '{n}': {e}"
-        );
+        assert!(e.contains(n), "stderr of {args:?} should mention '{n}': {e}");
     }
     assert!(!e.contains("panicked"), "{e}");
 }
@@ -115,29 +100,16 @@ fn fails_with(args: &[&str], needles: &[&str]) {
 #[test]
 fn bad_input_gets_a_clear_error() {
     fails_with(
-        &[
-            "train", "--model", "alexnet", "--epochs", "1", "--out", "/tmp/x",
-        ],
+        &["train", "--model", "alexnet", "--epochs", "1", "--out", "/tmp/x"],
         &["unknown model 'alexnet'"],
     );
     fails_with(
-        &[
-            "train", "--model", "resnet21", "--epochs", "1", "--out", "/tmp/x",
-        ],
+        &["train", "--model", "resnet21", "--epochs", "1", "--out", "/tmp/x"],
         &["6n+2"],
     );
-    fails_with(
-        &["eval", "/nonexistent/model"],
-        &["/nonexistent/model/arch.json"],
-    );
-    fails_with(
-        &["info", "/nonexistent/model"],
-        &["/nonexistent/model/arch.json"],
-    );
-    fails_with(
-        &["eval", "/tmp", "--data", "/nonexistent/data"],
-        &["arch.json"],
-    );
+    fails_with(&["eval", "/nonexistent/model"], &["/nonexistent/model/arch.json"]);
+    fails_with(&["info", "/nonexistent/model"], &["/nonexistent/model/arch.json"]);
+    fails_with(&["eval", "/tmp", "--data", "/nonexistent/data"], &["arch.json"]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m");
     fails_with(

@@ -45,12 +45,10 @@ pub enum Error {
     #[error("{path}: checkpoint: {reason}")]
     Checkpoint { path: PathBuf, reason: String },
     /// Training produced a non-finite loss: the run was stopped instead of continuing on garbage.
-    #[error("loss became {value} at epoch {epoch}, step {step}: training diverged (try a lower learning rate)")]
-    NonFinite {
-        epoch: usize,
-        step: usize,
-        value: f32,
-    },
+    #[error(
+        "loss became {value} at epoch {epoch}, step {step}: training diverged (try a lower learning rate)"
+    )]
+    NonFinite { epoch: usize, step: usize, value: f32 },
 }
 
 impl Error {

@@ -25,15 +25,7 @@ fn epoch_orders_are_seeded_permutations() {
 
 #[test]
 fn batches_are_normalized_with_the_models_statistics() {
-    let b = make_batch(
-        &ramp(),
-        &[1, 2],
-        Normalize {
-            mean: 0.5,
-            std: 0.25,
-        },
-        None,
-    );
+    let b = make_batch(&ramp(), &[1, 2], Normalize { mean: 0.5, std: 0.25 }, None);
     assert_eq!(b.x.shape(), &[2, 1, 4, 4]);
     assert_eq!(b.labels, vec![1, 0]);
     let want = [-2.0, -2.0 / 3.0, 2.0 / 3.0, 2.0];
@@ -97,9 +89,7 @@ fn missing_data_directory_says_how_to_get_the_set() {
         .unwrap()
         .to_string();
     assert!(
-        e.contains("/nonexistent/fmnist")
-            && e.contains("dataset-fashion-mnist")
-            && e.contains("PARE_DATA"),
+        e.contains("/nonexistent/fmnist") && e.contains("dataset-fashion-mnist") && e.contains("PARE_DATA"),
         "{e}"
     );
 }

@@ -9,8 +9,7 @@ use pare::zoo::ZooModel;
 
 #[test]
 fn pytorch_lenet5_loads_and_matches_logits() {
-    let path =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/lenet5_golden.safetensors");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/reference/lenet5_golden.safetensors");
     let (mut tensors, _) = read_safetensors(&path).unwrap();
     let input = tensors.remove("golden.input").unwrap();
     let expected = tensors.remove("golden.logits").unwrap();

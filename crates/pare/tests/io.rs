@@ -80,15 +80,9 @@ fn wrong_shape_is_named() {
 
 #[test]
 fn extra_tensor_is_named() {
-    let e = load_error(|d| {
-        rewrite_weights(d, |t| {
-            drop(t.insert("fc3.weight".into(), Tensor::zeros(vec![1])))
-        })
-    });
-    assert!(
-        e.contains("fc3.weight") && e.contains("not a parameter"),
-        "{e}"
-    );
+    let e =
+        load_error(|d| rewrite_weights(d, |t| drop(t.insert("fc3.weight".into(), Tensor::zeros(vec![1])))));
+    assert!(e.contains("fc3.weight") && e.contains("not a parameter"), "{e}");
 }
 
 #[test]
@@ -106,9 +100,8 @@ fn truncated_weights_file_is_reported() {
 
 #[test]
 fn garbage_weights_file_is_reported() {
-    let e = load_error(|d| {
-        std::fs::write(d.join(WEIGHTS_FILE), b"\x07\x00\x00\x00\x00\x00\x00\x00{}").unwrap()
-    });
+    let e =
+        load_error(|d| std::fs::write(d.join(WEIGHTS_FILE), b"\x07\x00\x00\x00\x00\x00\x00\x00{}").unwrap());
     assert!(e.contains("not a valid safetensors file"), "{e}");
 }
 
@@ -128,10 +121,9 @@ fn unsupported_dtype_is_named() {
 fn arch_errors_name_the_field() {
     let e = load_error(|d| {
         let p = d.join(ARCH_FILE);
-        let t =
-            std::fs::read_to_string(&p)
-                .unwrap()
-                .replacen("\"out_features\"", "\"out_feat\"", 1);
+        let t = std::fs::read_to_string(&p)
+            .unwrap()
+            .replacen("\"out_features\"", "\"out_feat\"", 1);
         std::fs::write(&p, t).unwrap();
     });
     assert!(e.contains(ARCH_FILE) && e.contains("out_feat"), "{e}");
@@ -150,20 +142,14 @@ fn arch_errors_name_the_field() {
             .replace("\"in_features\": 800", "\"in_features\": 801");
         std::fs::write(&p, t).unwrap();
     });
-    assert!(
-        e.contains("fc1") && e.contains("expects input [801]"),
-        "{e}"
-    );
-    let e =
-        load_error(|d| std::fs::write(d.join(ARCH_FILE), "{\"format\": \"pare-arch\"").unwrap());
+    assert!(e.contains("fc1") && e.contains("expects input [801]"), "{e}");
+    let e = load_error(|d| std::fs::write(d.join(ARCH_FILE), "{\"format\": \"pare-arch\"").unwrap());
     assert!(e.contains(ARCH_FILE) && e.contains("EOF"), "{e}");
 }
 
 #[test]
 fn missing_directory_names_the_path() {
-    let e = load(Path::new("/nonexistent/model"))
-        .unwrap_err()
-        .to_string();
+    let e = load(Path::new("/nonexistent/model")).unwrap_err().to_string();
     assert!(e.contains("/nonexistent/model/arch.json"), "{e}");
 }
 
@@ -186,9 +172,7 @@ fn idx_round_trip_raw_and_gzip() {
 }
 
 fn idx_error(bytes: &[u8], needle: &str) {
-    let e = parse_idx(bytes, Path::new("data/t.idx"))
-        .unwrap_err()
-        .to_string();
+    let e = parse_idx(bytes, Path::new("data/t.idx")).unwrap_err().to_string();
     assert!(
         e.contains("data/t.idx") && e.contains(needle),
         "'{e}' should mention '{needle}'"
@@ -200,10 +184,7 @@ fn idx_errors_say_what_is_wrong() {
     let good = encode_idx(&[2, 3], &[1, 2, 3, 4, 5, 6]);
     idx_error(&good[..good.len() - 1], "truncated");
     idx_error(&[0x12, 0x34, 0x08, 0x01, 0, 0, 0, 1, 9], "wrong magic");
-    idx_error(
-        &[0, 0, 0x0d, 0x01, 0, 0, 0, 1, 0, 0, 0, 0],
-        "element type 0x0d",
-    );
+    idx_error(&[0, 0, 0x0d, 0x01, 0, 0, 0, 1, 0, 0, 0, 0], "element type 0x0d");
     idx_error(&[0, 0, 0x08, 0x03, 0, 0, 0, 1], "file ends after 8 bytes");
     idx_error(&[0, 0], "too short");
     idx_error(&[0x1f, 0x8b, 0x08, 0x00, 0x01], "gzip stream is corrupt");

@@ -5,9 +5,7 @@ use pare::ir::{ChannelRule, Op};
 
 /// Checks one op: output shape, parameters and MACs for the given inputs.
 fn check(op: Op, inputs: &[&[usize]], out: &[usize], params: usize, macs: u64) {
-    let got = op
-        .output_shape(inputs)
-        .unwrap_or_else(|e| panic!("{op:?}: {e}"));
+    let got = op.output_shape(inputs).unwrap_or_else(|e| panic!("{op:?}: {e}"));
     assert_eq!(got, out, "{op:?} output shape");
     assert_eq!(op.num_params(), params, "{op:?} params");
     assert_eq!(op.macs(&got), macs, "{op:?} MACs");
@@ -20,13 +18,7 @@ fn error(op: Op, inputs: &[&[usize]], needle: &str) {
 
 #[test]
 fn linear_rules() {
-    check(
-        linear(784, 300),
-        &[&[784]],
-        &[300],
-        784 * 300 + 300,
-        784 * 300,
-    );
+    check(linear(784, 300), &[&[784]], &[300], 784 * 300 + 300, 784 * 300);
     let nobias = Op::Linear {
         in_features: 4,
         out_features: 3,
@@ -91,14 +83,8 @@ fn conv_rules() {
 
 #[test]
 fn channel_rules() {
-    assert_eq!(
-        conv(3, 8, 3, 1, 1, true).channel_rule(),
-        ChannelRule::Transform
-    );
-    assert_eq!(
-        depthwise(8, 3, 1, 1).channel_rule(),
-        ChannelRule::Passthrough
-    );
+    assert_eq!(conv(3, 8, 3, 1, 1, true).channel_rule(), ChannelRule::Transform);
+    assert_eq!(depthwise(8, 3, 1, 1).channel_rule(), ChannelRule::Passthrough);
     assert_eq!(bn(8).channel_rule(), ChannelRule::Passthrough);
     assert_eq!(Op::Add.channel_rule(), ChannelRule::Passthrough);
     assert_eq!(Op::Concat.channel_rule(), ChannelRule::Concat);

@@ -88,14 +88,7 @@ impl Hooks for StopAt {
 fn training_learns_the_toy_task() {
     let data = toy_data();
     let mut m = toy_model(1);
-    let r = fit(
-        &mut m,
-        &data,
-        Some(&data),
-        &config(4, None, false),
-        &mut NoHooks,
-    )
-    .unwrap();
+    let r = fit(&mut m, &data, Some(&data), &config(4, None, false), &mut NoHooks).unwrap();
     let last = r.history.last().unwrap();
     assert!(last.val_accuracy.unwrap() > 0.9, "{last:?}");
     assert!(r.history[0].train_loss > last.train_loss);
@@ -297,10 +290,7 @@ fn batch_norm_running_stats_follow_pytorch() {
     // channel 0 sees 1, 3, -1, 5: mean 2, unbiased var 20/3; channel 1 sees 2, 6, 0, 4: mean 3, var 20/3.
     let rm = m.params["bn.running_mean"].data();
     let rv = m.params["bn.running_var"].data();
-    assert!(
-        (rm[0] - 0.2).abs() < 1e-6 && (rm[1] - 0.3).abs() < 1e-6,
-        "{rm:?}"
-    );
+    assert!((rm[0] - 0.2).abs() < 1e-6 && (rm[1] - 0.3).abs() < 1e-6, "{rm:?}");
     let want = 0.9 + 0.1 * 20.0 / 3.0;
     assert!(
         (rv[0] - want).abs() < 1e-5 && (rv[1] - want).abs() < 1e-5,
@@ -342,10 +332,7 @@ fn optimizers_match_pytorch() {
         ),
     ];
     for (name, cfg) in cases {
-        let mut params = Params::from([(
-            "p".to_string(),
-            Tensor::from_vec(vec![3], vec![1.0, -2.0, 3.0]),
-        )]);
+        let mut params = Params::from([("p".to_string(), Tensor::from_vec(vec![3], vec![1.0, -2.0, 3.0]))]);
         let mut opt = Optimizer::new(cfg);
         for t in 1..=5 {
             let sign = if t % 2 == 0 { 1.0 } else { -1.0 };

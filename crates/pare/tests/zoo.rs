@@ -31,19 +31,14 @@ fn parameter_counts_equal_pytorch() {
 fn macs_match_hand_counts() {
     assert_eq!(model("lenet300").macs(), 784 * 300 + 300 * 100 + 100 * 10);
     // conv1 20x24x24x25 + conv2 50x8x8x500 + fc1 800x500 + fc2 500x10
-    assert_eq!(
-        model("lenet5").macs(),
-        288_000 + 1_600_000 + 400_000 + 5_000
-    );
+    assert_eq!(model("lenet5").macs(), 288_000 + 1_600_000 + 400_000 + 5_000);
 }
 
 #[test]
 fn every_zoo_model_runs_forward_and_backward() {
     let x = Tensor::from_vec(
         vec![2, 1, 28, 28],
-        (0..1568)
-            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
-            .collect(),
+        (0..1568).map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0).collect(),
     );
     for zm in pare::zoo::catalog() {
         let m = Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
@@ -75,9 +70,7 @@ fn taps_return_intermediate_activations() {
 
 #[test]
 fn unknown_or_impossible_models_are_rejected() {
-    let e = ZooModel::parse("alexnet", None, 0.0)
-        .unwrap_err()
-        .to_string();
+    let e = ZooModel::parse("alexnet", None, 0.0).unwrap_err().to_string();
     assert!(
         e.contains("unknown model 'alexnet'") && e.contains("lenet5"),
         "{e}"

@@ -85,13 +85,7 @@ pub fn make_batch(
 }
 
 /// Random crop with zero padding, then an optional horizontal flip, into `out`.
-fn augment_into(
-    img: &[f32],
-    shape: &[usize],
-    aug: &Augment,
-    rng: &mut ChaCha8Rng,
-    out: &mut [f32],
-) {
+fn augment_into(img: &[f32], shape: &[usize], aug: &Augment, rng: &mut ChaCha8Rng, out: &mut [f32]) {
     let (c, h, w) = (shape[0], shape[1], shape[2]);
     let p = aug.crop_padding as i64;
     let (dy, dx) = if p > 0 {
@@ -107,11 +101,7 @@ fn augment_into(
         for y in 0..h {
             for x in 0..w {
                 let sy = y as isize + dy;
-                let sx0 = if flip {
-                    (w - 1 - x) as isize
-                } else {
-                    x as isize
-                };
+                let sx0 = if flip { (w - 1 - x) as isize } else { x as isize };
                 let sx = sx0 + dx;
                 let v = if sy >= 0 && sx >= 0 && (sy as usize) < h && (sx as usize) < w {
                     img[ch * h * w + sy as usize * w + sx as usize]
@@ -125,11 +115,7 @@ fn augment_into(
 }
 
 /// Consecutive batches over the whole set in order (evaluation), no augmentation.
-pub fn sequential(
-    set: &dyn Dataset,
-    batch_size: usize,
-    norm: Normalize,
-) -> impl Iterator<Item = Batch> + '_ {
+pub fn sequential(set: &dyn Dataset, batch_size: usize, norm: Normalize) -> impl Iterator<Item = Batch> + '_ {
     let n = set.len();
     let bs = batch_size.max(1);
     (0..n.div_ceil(bs)).map(move |b| {

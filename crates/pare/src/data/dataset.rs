@@ -34,12 +34,7 @@ pub struct InMemory {
 
 impl InMemory {
     /// Checks that images and labels agree and every label is below `classes`.
-    pub fn new(
-        shape: Vec<usize>,
-        classes: usize,
-        images: Vec<f32>,
-        labels: Vec<u32>,
-    ) -> Result<Self> {
+    pub fn new(shape: Vec<usize>, classes: usize, images: Vec<f32>, labels: Vec<u32>) -> Result<Self> {
         let per: usize = shape.iter().product();
         if per == 0 || images.len() != per * labels.len() {
             return Err(Error::Data(format!(

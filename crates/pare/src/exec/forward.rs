@@ -56,10 +56,12 @@ pub(crate) fn upload_params(
             leaves.insert(name.clone(), leaf.clone());
         }
         let mut eff = leaf;
-        let mut cpu = t.clone();
+        // The CPU value each reparam sees (scales are computed from it); cloned only when a
+        // parameter has reparams, so plain training copies nothing here.
+        let mut cpu = std::borrow::Cow::Borrowed(t);
         for r in reparams.get(name).map(Vec::as_slice).unwrap_or(&[]) {
             eff = apply_reparam(eff, &cpu, r, dev);
-            cpu = r.apply(&cpu);
+            cpu = std::borrow::Cow::Owned(r.apply(&cpu));
         }
         effective.insert(name.clone(), eff);
     }
@@ -139,8 +141,7 @@ pub(crate) fn run(
             .collect();
         let name = &node.name;
         let w = |suffix: &str| format!("{name}.{suffix}");
-        let mismatch =
-            |what: &str| Error::graph(name, format!("{} received a {what}", node.op.kind()));
+        let mismatch = |what: &str| Error::graph(name, format!("{} received a {what}", node.op.kind()));
         let first = ins[0].clone();
         let out = match &node.op {
             Op::Linear {
@@ -312,8 +313,7 @@ pub(crate) fn run(
                     let dims = first.dims();
                     let n: usize = dims.iter().product();
                     let keep = 1.0 - *p as f32;
-                    let mut rng =
-                        ChaCha8Rng::seed_from_u64(seed ^ ((i as u64 + 1) * 0x9E37_79B9_7F4A_7C15));
+                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((i as u64 + 1) * 0x9E37_79B9_7F4A_7C15));
                     let mask: Vec<f32> = (0..n)
                         .map(|_| {
                             if rng.random::<f32>() < keep {

@@ -84,21 +84,10 @@ fn input_value(model: &Model, x: &Tensor, dev: &Device) -> Result<Value> {
 pub fn infer(model: &Model, x: &Tensor, reparams: &Reparams, taps: &[String]) -> Result<Outputs> {
     let dev = infer_device();
     let (_, params) = upload_params(model, reparams, dev, false);
-    let out = run(
-        model,
-        input_value(model, x, dev)?,
-        &params,
-        Mode::Eval,
-        taps,
-        dev,
-    )?;
+    let out = run(model, input_value(model, x, dev)?, &params, Mode::Eval, taps, dev)?;
     Ok(Outputs {
         output: out.output.to_tensor(),
-        taps: out
-            .taps
-            .into_iter()
-            .map(|(k, v)| (k, v.to_tensor()))
-            .collect(),
+        taps: out.taps.into_iter().map(|(k, v)| (k, v.to_tensor())).collect(),
     })
 }
 
@@ -166,10 +155,6 @@ pub fn train_step(
         output: download(logits.inner()),
         grads: grad_map,
         batch_stats,
-        taps: out
-            .taps
-            .into_iter()
-            .map(|(k, v)| (k, v.to_tensor()))
-            .collect(),
+        taps: out.taps.into_iter().map(|(k, v)| (k, v.to_tensor())).collect(),
     })
 }

@@ -23,10 +23,7 @@ pub struct Normalize {
 
 impl Default for Normalize {
     fn default() -> Self {
-        Normalize {
-            mean: 0.0,
-            std: 1.0,
-        }
+        Normalize { mean: 0.0, std: 1.0 }
     }
 }
 
@@ -92,19 +89,13 @@ impl Graph {
             ));
         }
         if !(self.input.normalize.std > 0.0 && self.input.normalize.std.is_finite()) {
-            return Err(Error::graph(
-                INPUT,
-                "normalize.std must be a positive number",
-            ));
+            return Err(Error::graph(INPUT, "normalize.std must be a positive number"));
         }
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
             if node.name.is_empty() || node.name == INPUT {
-                return Err(Error::graph(
-                    &node.name,
-                    "a node may not be named '' or 'input'",
-                ));
+                return Err(Error::graph(&node.name, "a node may not be named '' or 'input'"));
             }
             if index.insert(&node.name, i).is_some() {
                 return Err(Error::graph(&node.name, "duplicate node name"));
@@ -132,10 +123,7 @@ impl Graph {
             shapes.push(out);
         }
         if !index.contains_key(self.output.as_str()) {
-            return Err(Error::graph(
-                &self.output,
-                "the graph's output names no node",
-            ));
+            return Err(Error::graph(&self.output, "the graph's output names no node"));
         }
         Ok(Shapes {
             input: self.input.shape.clone(),

@@ -84,9 +84,7 @@ pub fn encode_safetensors(
 /// F32 is read as is; F64, F16 and BF16 are converted; PyTorch's integer BatchNorm counter
 /// `*.num_batches_tracked` is skipped (pare does not use it). Any other dtype is an error
 /// naming the tensor.
-pub fn read_safetensors(
-    path: &Path,
-) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
@@ -192,11 +190,7 @@ pub fn arch_json(graph: &Graph) -> String {
 
 /// Checks loaded tensors against the graph: every declared parameter present with its shape,
 /// nothing extra. Errors name the file and the tensor.
-pub fn bind_params(
-    graph: Graph,
-    mut tensors: BTreeMap<String, Tensor>,
-    path: &Path,
-) -> Result<Model> {
+pub fn bind_params(graph: Graph, mut tensors: BTreeMap<String, Tensor>, path: &Path) -> Result<Model> {
     let mut params = Params::new();
     for r in param_refs(&graph) {
         let t = tensors.remove(&r.name).ok_or_else(|| Error::Weights {
@@ -231,10 +225,7 @@ pub fn bind_params(
 /// Saves `dir/arch.json` and `dir/weights.safetensors`, each atomically.
 pub fn save(model: &Model, dir: &Path) -> Result<()> {
     write_atomic(&dir.join(ARCH_FILE), arch_json(&model.graph).as_bytes())?;
-    write_atomic(
-        &dir.join(WEIGHTS_FILE),
-        &encode_safetensors(&model.params, None),
-    )
+    write_atomic(&dir.join(WEIGHTS_FILE), &encode_safetensors(&model.params, None))
 }
 
 /// Loads a model directory written by [`save`] (or by PyTorch plus a hand-written `arch.json`).

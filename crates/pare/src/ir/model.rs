@@ -80,10 +80,7 @@ impl Model {
                 .find(|k| !refs.iter().any(|r| &r.name == *k))
                 .cloned()
                 .unwrap_or_default();
-            return Err(Error::graph(
-                &extra,
-                "parameter belongs to no node of the graph",
-            ));
+            return Err(Error::graph(&extra, "parameter belongs to no node of the graph"));
         }
         Ok(Model { graph, params })
     }

@@ -199,13 +199,7 @@ impl Op {
                     Some(1),
                 )];
                 if bias {
-                    v.push(p(
-                        "bias",
-                        vec![out_features],
-                        ParamKind::Bias,
-                        Some(0),
-                        None,
-                    ));
+                    v.push(p("bias", vec![out_features], ParamKind::Bias, Some(0), None));
                 }
                 v
             }
@@ -232,24 +226,12 @@ impl Op {
                     in_axis,
                 )];
                 if bias {
-                    v.push(p(
-                        "bias",
-                        vec![out_channels],
-                        ParamKind::Bias,
-                        Some(0),
-                        None,
-                    ));
+                    v.push(p("bias", vec![out_channels], ParamKind::Bias, Some(0), None));
                 }
                 v
             }
             Op::BatchNorm { num_features, .. } => vec![
-                p(
-                    "weight",
-                    vec![num_features],
-                    ParamKind::Weight,
-                    Some(0),
-                    None,
-                ),
+                p("weight", vec![num_features], ParamKind::Weight, Some(0), None),
                 p("bias", vec![num_features], ParamKind::Bias, Some(0), None),
                 p(
                     "running_mean",
@@ -337,9 +319,7 @@ impl Op {
             } => {
                 let (c, h, w) = image("conv2d")?;
                 if c != in_channels {
-                    return Err(format!(
-                        "conv2d expects {in_channels} input channels, got {c}"
-                    ));
+                    return Err(format!("conv2d expects {in_channels} input channels, got {c}"));
                 }
                 if groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
                     return Err(format!(
@@ -407,9 +387,7 @@ impl Op {
             Op::Flatten => Ok(vec![x.iter().product()]),
             Op::Add => {
                 if let Some(bad) = inputs.iter().find(|s| **s != x) {
-                    return Err(format!(
-                        "add expects equal input shapes, got {x:?} and {bad:?}"
-                    ));
+                    return Err(format!("add expects equal input shapes, got {x:?} and {bad:?}"));
                 }
                 Ok(x.to_vec())
             }
@@ -431,13 +409,9 @@ impl Op {
                 }
                 Ok(x.to_vec())
             }
-            Op::Relu
-            | Op::Relu6
-            | Op::Gelu
-            | Op::Sigmoid
-            | Op::Tanh
-            | Op::HardSwish
-            | Op::Identity => Ok(x.to_vec()),
+            Op::Relu | Op::Relu6 | Op::Gelu | Op::Sigmoid | Op::Tanh | Op::HardSwish | Op::Identity => {
+                Ok(x.to_vec())
+            }
         }
     }
 

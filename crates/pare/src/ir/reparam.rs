@@ -67,12 +67,7 @@ impl Reparam {
     pub fn apply(&self, w: &Tensor) -> Tensor {
         match self {
             Reparam::Mask(mask) => {
-                let data = w
-                    .data()
-                    .iter()
-                    .zip(mask.data())
-                    .map(|(a, m)| a * m)
-                    .collect();
+                let data = w.data().iter().zip(mask.data()).map(|(a, m)| a * m).collect();
                 Tensor::from_vec(w.shape().to_vec(), data)
             }
             Reparam::FakeQuant(fq) => {

@@ -104,13 +104,16 @@ impl Tensor {
             .map(|row| {
                 row.iter()
                     .enumerate()
-                    .fold((0, f32::NEG_INFINITY), |best, (i, &v)| {
-                        if v > best.1 {
-                            (i, v)
-                        } else {
-                            best
-                        }
-                    })
+                    .fold(
+                        (0, f32::NEG_INFINITY),
+                        |best, (i, &v)| {
+                            if v > best.1 {
+                                (i, v)
+                            } else {
+                                best
+                            }
+                        },
+                    )
                     .0
             })
             .collect()

@@ -81,10 +81,7 @@ pub fn render(summary: &Summary) -> String {
     let shape = |s: &[usize]| {
         format!(
             "[{}]",
-            s.iter()
-                .map(|d| d.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
+            s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         )
     };
     let rows: Vec<[String; 6]> = summary

@@ -86,7 +86,7 @@ pub(crate) fn load(path: &Path, model: &Model, cfg: &FitConfig) -> Result<Checkp
     };
     if !path.exists() {
         return Err(err(
-            "no checkpoint to resume from (run without --resume first)".into(),
+            "no checkpoint to resume from (run without --resume first)".into()
         ));
     }
     let (tensors, metadata) = read_safetensors(path)?;

@@ -133,12 +133,7 @@ pub struct Metrics {
 }
 
 /// Evaluates `model` on `set` (eval mode, the model's normalization).
-pub fn evaluate(
-    model: &Model,
-    set: &dyn Dataset,
-    batch_size: usize,
-    reparams: &Reparams,
-) -> Result<Metrics> {
+pub fn evaluate(model: &Model, set: &dyn Dataset, batch_size: usize, reparams: &Reparams) -> Result<Metrics> {
     let norm = model.graph.input.normalize;
     let (mut loss, mut correct, mut n) = (0f64, 0usize, 0usize);
     for batch in sequential(set, batch_size, norm) {
@@ -162,12 +157,7 @@ pub fn loss_and_correct(logits: &crate::ir::Tensor, labels: &[u32]) -> (f64, usi
     let mut correct = 0;
     for (row, &y) in logits.data().chunks(classes).zip(labels) {
         let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = max as f64
-            + row
-                .iter()
-                .map(|v| ((v - max) as f64).exp())
-                .sum::<f64>()
-                .ln();
+        let lse = max as f64 + row.iter().map(|v| ((v - max) as f64).exp()).sum::<f64>().ln();
         loss += lse - row[y as usize] as f64;
         let pred = row
             .iter()
@@ -290,14 +280,7 @@ pub fn fit(
         }
         start_step = 0;
         let v = val
-            .map(|v| {
-                evaluate(
-                    model,
-                    v,
-                    cfg.eval_batch_size,
-                    hooks.reparams().unwrap_or(&empty),
-                )
-            })
+            .map(|v| evaluate(model, v, cfg.eval_batch_size, hooks.reparams().unwrap_or(&empty)))
             .transpose()?;
         let record = EpochRecord {
             epoch: epoch + 1,
@@ -343,14 +326,7 @@ fn update_running_stats(model: &mut Model, stats: &[exec::BatchStats]) {
         .collect();
     let updates: Vec<(String, f32, &crate::ir::Tensor, &crate::ir::Tensor)> = stats
         .iter()
-        .map(|s| {
-            (
-                s.node.clone(),
-                momenta[s.node.as_str()],
-                &s.mean,
-                &s.var_unbiased,
-            )
-        })
+        .map(|s| (s.node.clone(), momenta[s.node.as_str()], &s.mean, &s.var_unbiased))
         .collect();
     for (node, m, mean, var) in updates {
         for (suffix, batch) in [("running_mean", mean), ("running_var", var)] {

@@ -67,9 +67,7 @@ impl OptimizerConfig {
                 nesterov,
                 weight_decay,
             } => {
-                if !(0.0..1.0).contains(&momentum)
-                    || !(0.0..=1.0).contains(&dampening)
-                    || weight_decay < 0.0
+                if !(0.0..1.0).contains(&momentum) || !(0.0..=1.0).contains(&dampening) || weight_decay < 0.0
                 {
                     return bad(format!(
                         "sgd: momentum must be in [0, 1), dampening in [0, 1], weight decay >= 0 (got {momentum}, {dampening}, {weight_decay})"

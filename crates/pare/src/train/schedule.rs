@@ -50,19 +50,15 @@ impl Schedule {
             )));
         }
         match self.kind {
-            LrSchedule::Step {
-                every_epochs: 0, ..
-            } => Err(Error::Config(
+            LrSchedule::Step { every_epochs: 0, .. } => Err(Error::Config(
                 "step schedule: every_epochs must be at least 1".into(),
             )),
             LrSchedule::Step { gamma, .. } if !(gamma > 0.0) => Err(Error::Config(format!(
                 "step schedule: gamma must be positive, got {gamma}"
             ))),
-            LrSchedule::Cosine { min_lr } if !(0.0..=self.base_lr).contains(&min_lr) => {
-                Err(Error::Config(format!(
-                    "cosine schedule: min_lr must be in [0, base lr], got {min_lr}"
-                )))
-            }
+            LrSchedule::Cosine { min_lr } if !(0.0..=self.base_lr).contains(&min_lr) => Err(Error::Config(
+                format!("cosine schedule: min_lr must be in [0, base lr], got {min_lr}"),
+            )),
             _ => Ok(()),
         }
     }
@@ -75,10 +71,7 @@ impl Schedule {
         }
         match self.kind {
             LrSchedule::Constant => self.base_lr,
-            LrSchedule::Step {
-                every_epochs,
-                gamma,
-            } => {
+            LrSchedule::Step { every_epochs, gamma } => {
                 let epoch = step / steps_per_epoch.max(1);
                 self.base_lr * gamma.powi((epoch / every_epochs.max(1)) as i32)
             }

@@ -40,9 +40,7 @@ impl ZooModel {
             "lenet300" | "lenet300100" => ZooModel::Lenet300,
             "lenet5" => ZooModel::Lenet5,
             "mlp" => ZooModel::Mlp {
-                hidden: hidden
-                    .map(<[usize]>::to_vec)
-                    .unwrap_or_else(|| vec![800, 800]),
+                hidden: hidden.map(<[usize]>::to_vec).unwrap_or_else(|| vec![800, 800]),
                 dropout,
             },
             "vgg" | "vggsmall" => ZooModel::Vgg,
@@ -53,11 +51,7 @@ impl ZooModel {
                 None => {
                     return Err(Error::Config(format!(
                         "unknown model '{name}' (known: {})",
-                        catalog()
-                            .iter()
-                            .map(|m| m.label())
-                            .collect::<Vec<_>>()
-                            .join(", ")
+                        catalog().iter().map(|m| m.label()).collect::<Vec<_>>().join(", ")
                     )))
                 }
             },
@@ -70,9 +64,7 @@ impl ZooModel {
             }
         }
         if !(0.0..1.0).contains(&dropout) {
-            return Err(Error::Config(format!(
-                "dropout must be in [0, 1), got {dropout}"
-            )));
+            return Err(Error::Config(format!("dropout must be in [0, 1), got {dropout}")));
         }
         if let ZooModel::Resnet { depth } = m {
             if depth < 8 || (depth - 2) % 6 != 0 {
@@ -184,11 +176,7 @@ fn resnet(b: &mut GraphBuilder, c: usize, n: usize, classes: usize) {
         for blk in 0..n {
             let stride = if s > 0 && blk == 0 { 2 } else { 1 };
             let p = format!("layer{}.{blk}", s + 1);
-            b.add(
-                format!("{p}.conv1"),
-                conv(ch, out, 3, stride, 1, false),
-                &[&x],
-            );
+            b.add(format!("{p}.conv1"), conv(ch, out, 3, stride, 1, false), &[&x]);
             b.then(format!("{p}.bn1"), bn(out));
             b.then(format!("{p}.relu1"), Op::Relu);
             b.then(format!("{p}.conv2"), conv(out, out, 3, 1, 1, false));
