@@ -17,6 +17,7 @@ pub mod data;
 pub mod error;
 pub mod exec;
 pub mod ir;
+pub mod prune;
 pub mod report;
 pub mod train;
 pub mod zoo;

@@ -93,6 +93,33 @@ impl Tensor {
             .fold(0.0, f32::max)
     }
 
+    /// The slices at `indices` along `axis`, in that order (structured pruning keeps channels
+    /// this way).
+    ///
+    /// # Panics
+    /// When `axis` is out of range or an index is out of bounds (callers derive both from the
+    /// tensor's own shape).
+    pub fn select(&self, axis: usize, indices: &[usize]) -> Tensor {
+        let outer: usize = self.shape[..axis].iter().product();
+        let dim = self.shape[axis];
+        let inner: usize = self.shape[axis + 1..].iter().product();
+        let mut data = Vec::with_capacity(outer * indices.len() * inner);
+        for o in 0..outer {
+            for &i in indices {
+                assert!(
+                    i < dim,
+                    "index {i} out of range for axis {axis} of {:?}",
+                    self.shape
+                );
+                let start = (o * dim + i) * inner;
+                data.extend_from_slice(&self.data[start..start + inner]);
+            }
+        }
+        let mut shape = self.shape.clone();
+        shape[axis] = indices.len();
+        Tensor { shape, data }
+    }
+
     /// Index of the largest value in each row of a `[rows, cols]` tensor.
     pub fn argmax_rows(&self) -> Vec<usize> {
         let cols = *self.shape.last().unwrap_or(&1);

@@ -1,0 +1,194 @@
+//! Physical removal of channel groups: a smaller model with smaller dense tensors, and the
+//! [`Surgery`] log that replays the same removal onto the base architecture.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::deps::DepGraph;
+use crate::error::{Error, Result};
+use crate::ir::{Model, Op, Params};
+
+/// What structured pruning removed: per producer node (a Linear or dense Conv2d of the base
+/// model), the indices of its output channels that are gone. Replayable data: applying it to
+/// the base model with [`replay`] gives the pruned architecture and weights.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Surgery {
+    pub removed: BTreeMap<String, Vec<usize>>,
+}
+
+impl Surgery {
+    pub fn is_empty(&self) -> bool {
+        self.removed.values().all(Vec::is_empty)
+    }
+
+    /// Channels removed in total.
+    pub fn count(&self) -> usize {
+        self.removed.values().map(Vec::len).sum()
+    }
+}
+
+/// Removes the given groups (indices into `deps.groups`) from `model`.
+///
+/// # Errors
+/// When a removal would leave a layer with no channels, or a group index is out of range.
+pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -> Result<(Model, Surgery)> {
+    if let Some(&g) = groups.iter().find(|&&g| g >= deps.groups.len()) {
+        return Err(Error::Config(format!(
+            "group {g} does not exist ({} groups)",
+            deps.groups.len()
+        )));
+    }
+    let removed_elems: BTreeSet<usize> = (0..deps.group_of.len())
+        .filter(|&e| deps.group_of[e].is_some_and(|g| groups.contains(&g)))
+        .collect();
+    let mut surgery = Surgery::default();
+    for &e in &removed_elems {
+        if let Some((node, ch)) = deps.producer[e] {
+            surgery
+                .removed
+                .entry(model.graph.nodes[node].name.clone())
+                .or_default()
+                .push(ch);
+        }
+    }
+    for v in surgery.removed.values_mut() {
+        v.sort_unstable();
+    }
+    let keep = |elems: &[usize]| -> Vec<usize> {
+        (0..elems.len())
+            .filter(|&p| !removed_elems.contains(&elems[p]))
+            .collect()
+    };
+    let mut graph = model.graph.clone();
+    let mut params = Params::new();
+    for (i, node) in graph.nodes.iter_mut().enumerate() {
+        let keep_out = keep(&deps.out_elems[i]);
+        let keep_in = keep(&deps.in_elems[i]);
+        if keep_out.is_empty() {
+            return Err(Error::graph(
+                &node.name,
+                "pruning would remove every channel of this layer",
+            ));
+        }
+        let old_specs = node.op.params();
+        match &mut node.op {
+            Op::Linear {
+                in_features,
+                out_features,
+                ..
+            } => {
+                *in_features = keep_in.len();
+                *out_features = keep_out.len();
+            }
+            op @ Op::Conv2d { .. } => {
+                let depthwise = op.is_depthwise();
+                if let Op::Conv2d {
+                    in_channels,
+                    out_channels,
+                    groups,
+                    ..
+                } = op
+                {
+                    *in_channels = keep_in.len();
+                    *out_channels = keep_out.len();
+                    if depthwise {
+                        *groups = keep_out.len();
+                    }
+                }
+            }
+            Op::BatchNorm { num_features, .. } => *num_features = keep_out.len(),
+            _ => {}
+        }
+        for spec in old_specs {
+            let name = format!("{}.{}", node.name, spec.suffix);
+            let mut t = model.params[&name].clone();
+            if let Some(a) = spec.out_axis {
+                if keep_out.len() != t.shape()[a] {
+                    t = t.select(a, &keep_out);
+                }
+            }
+            if let Some(a) = spec.in_axis {
+                if keep_in.len() != t.shape()[a] {
+                    t = t.select(a, &keep_in);
+                }
+            }
+            params.insert(name, t);
+        }
+    }
+    Ok((Model::new(graph, params)?, surgery))
+}
+
+/// Applies a surgery log to the base model it was recorded on.
+///
+/// # Errors
+/// When the log names an unknown node or channel, or removes only part of a coupled group
+/// (the log was not made for this architecture).
+pub fn replay(base: &Model, surgery: &Surgery) -> Result<Model> {
+    let deps = DepGraph::build(base)?;
+    let mut by_channel: BTreeMap<(usize, usize), usize> = BTreeMap::new();
+    for (gi, g) in deps.groups.iter().enumerate() {
+        for &m in &g.members {
+            by_channel.insert(m, gi);
+        }
+    }
+    let mut groups = BTreeSet::new();
+    for (name, chans) in &surgery.removed {
+        let node = base.graph.index_of(name).ok_or_else(|| {
+            Error::Config(format!(
+                "surgery log names node '{name}', which the base model lacks"
+            ))
+        })?;
+        for &c in chans {
+            let g = by_channel.get(&(node, c)).ok_or_else(|| {
+                Error::Config(format!(
+                    "surgery log removes channel {c} of '{name}', which is not prunable"
+                ))
+            })?;
+            groups.insert(*g);
+        }
+    }
+    let (model, again) = remove_groups(base, &deps, &groups)?;
+    if &again != surgery {
+        return Err(Error::Config(
+            "surgery log removes part of a coupled channel group; it was not made for this base model".into(),
+        ));
+    }
+    Ok(model)
+}
+
+/// Zeroes, in place, every weight and bias slice that [`remove_groups`] would cut for these
+/// groups' channels (producer rows, BatchNorm gamma/beta/running mean, depthwise filters),
+/// leaving shapes unchanged. On such a model removal is exact: the removed channels carry zeros.
+pub fn zero_groups(model: &mut Model, deps: &DepGraph, groups: &BTreeSet<usize>) {
+    for (i, node) in model.graph.nodes.iter().enumerate() {
+        let positions: Vec<usize> = (0..deps.out_elems[i].len())
+            .filter(|&p| deps.group_of[deps.out_elems[i][p]].is_some_and(|g| groups.contains(&g)))
+            .collect();
+        if positions.is_empty() {
+            continue;
+        }
+        for spec in node.op.params() {
+            if spec.kind == crate::ir::ParamKind::Buffer && spec.suffix != "running_mean" {
+                continue;
+            }
+            let Some(axis) = spec.out_axis else { continue };
+            let t = model
+                .params
+                .get_mut(&format!("{}.{}", node.name, spec.suffix))
+                .expect("declared");
+            let shape = t.shape().to_vec();
+            let outer: usize = shape[..axis].iter().product();
+            let inner: usize = shape[axis + 1..].iter().product();
+            for o in 0..outer {
+                for &p in &positions {
+                    let start = (o * shape[axis] + p) * inner;
+                    t.data_mut()[start..start + inner]
+                        .iter_mut()
+                        .for_each(|v| *v = 0.0);
+                }
+            }
+        }
+    }
+}

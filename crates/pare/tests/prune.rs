@@ -1,0 +1,418 @@
+//! Pruning: dependency groups on residual, concat and depthwise graphs; removal equivalence on
+//! every zoo model; surgery replay; importance criteria; masks, schedules and clear errors.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use pare::exec::infer;
+use pare::ir::graph::ops::{bn, conv, linear};
+use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
+use pare::prune::importance::{BnGamma, Fpgm, Norm, Random};
+use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
+use pare::prune::structured::{remove_groups, replay, zero_groups};
+use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
+use pare::prune::{Amount, DepGraph, Importance, Scope, Selection};
+use pare::zoo::ZooModel;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn zoo(name: &str) -> Model {
+    Model::init(
+        ZooModel::parse(name, None, 0.0)
+            .unwrap()
+            .build(&[1, 28, 28], 10)
+            .unwrap(),
+        4,
+    )
+    .unwrap()
+}
+
+/// Random BN statistics so that eval-mode BN is not the identity.
+fn perturb_bn(m: &mut Model) {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    for (name, t) in m.params.iter_mut() {
+        let (lo, hi) = if name.ends_with("running_var") {
+            (0.5, 1.5)
+        } else {
+            (-0.5, 0.5)
+        };
+        if name.contains("running") || name.starts_with("bn") || name.contains(".bn") || name.contains("_bn")
+        {
+            t.data_mut()
+                .iter_mut()
+                .for_each(|v| *v += rng.random_range(lo..hi));
+        }
+    }
+}
+
+fn input(n: usize) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    Tensor::from_vec(
+        vec![n, 1, 28, 28],
+        (0..n * 784).map(|_| rng.random_range(-1.0..1.0)).collect(),
+    )
+}
+
+fn families(m: &Model) -> Vec<String> {
+    let d = DepGraph::build(m).unwrap();
+    (0..d.families.len()).map(|f| d.family_name(m, f)).collect()
+}
+
+#[test]
+fn residual_adds_couple_the_branches() {
+    let f = families(&zoo("resnet8"));
+    assert!(f.contains(&"conv1+layer1.0.conv2".to_string()), "{f:?}");
+    assert!(
+        f.contains(&"layer2.0.conv2+layer2.0.shortcut.0".to_string()),
+        "{f:?}"
+    );
+    assert!(f.contains(&"layer1.0.conv1".to_string()), "{f:?}");
+    assert!(
+        !f.iter().any(|n| n.contains("fc")),
+        "the logits are never pruned: {f:?}"
+    );
+}
+
+#[test]
+fn depthwise_convs_pass_channels_through() {
+    let m = zoo("mobilenet");
+    let f = families(&m);
+    // A depthwise conv creates no channels: each family is one pointwise conv (or the stem).
+    assert!(
+        f.contains(&"blocks.0.pw".to_string()) && f.contains(&"conv1".to_string()),
+        "{f:?}"
+    );
+    assert!(!f.iter().any(|n| n.contains(".dw")), "{f:?}");
+    let d = DepGraph::build(&m).unwrap();
+    let fam = d.family_of(&m, "blocks.1.pw").unwrap();
+    let (pruned, _) = remove_groups(&m, &d, &d.families[fam].groups[..5].iter().copied().collect()).unwrap();
+    let dw = pruned.graph.node("blocks.2.dw").unwrap();
+    assert!(
+        matches!(
+            dw.op,
+            Op::Conv2d {
+                in_channels: 123,
+                out_channels: 123,
+                groups: 123,
+                ..
+            }
+        ),
+        "{:?}",
+        dw.op
+    );
+}
+
+fn concat_model() -> Model {
+    let mut b = GraphBuilder::new(vec![1, 28, 28]);
+    let a = b.add("a", conv(1, 3, 3, 1, 1, true), &["input"]);
+    let c = b.add("b", conv(1, 2, 1, 1, 0, true), &["input"]);
+    b.add("cat", Op::Concat, &[&a, &c]);
+    b.then("relu", Op::Relu);
+    b.then(
+        "pool",
+        Op::MaxPool2d {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+        },
+    );
+    b.then("flatten", Op::Flatten);
+    b.then("fc1", linear(5 * 14 * 14, 7));
+    b.then("bn1", bn(7));
+    b.then("fc2", linear(7, 10));
+    Model::init(b.finish().unwrap(), 2).unwrap()
+}
+
+#[test]
+fn concat_keeps_its_inputs_separate_and_slices_the_consumer_at_offsets() {
+    let m = concat_model();
+    let d = DepGraph::build(&m).unwrap();
+    assert_eq!(families(&m), vec!["a", "b", "fc1"]);
+    let fa = &d.families[d.family_of(&m, "a").unwrap()];
+    let fb = &d.families[d.family_of(&m, "b").unwrap()];
+    let remove: BTreeSet<usize> = [fa.groups[1], fb.groups[0]].into();
+    let (p, s) = remove_groups(&m, &d, &remove).unwrap();
+    assert_eq!(
+        s.removed,
+        BTreeMap::from([("a".into(), vec![1]), ("b".into(), vec![0])])
+    );
+    // fc1 keeps the columns of concat channels 0, 2 and 4 (a0, a2, b1), 196 features each.
+    let w = &p.params["fc1.weight"];
+    assert_eq!(w.shape(), &[7, 3 * 196]);
+    let old = &m.params["fc1.weight"];
+    assert_eq!(w.data()[196], old.data()[2 * 196]);
+    assert_eq!(w.data()[2 * 196], old.data()[4 * 196]);
+}
+
+/// Zeroes a random ~30% of every family's groups, removes them, and checks the outputs agree.
+fn check_equivalence(mut m: Model, what: &str) {
+    perturb_bn(&mut m);
+    let d = DepGraph::build(&m).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let mut remove = BTreeSet::new();
+    for f in &d.families {
+        let mut g = f.groups.clone();
+        g.shuffle(&mut rng);
+        remove.extend(g.into_iter().take(f.groups.len() * 3 / 10));
+    }
+    assert!(!remove.is_empty(), "{what}");
+    zero_groups(&mut m, &d, &remove);
+    let (p, _) = remove_groups(&m, &d, &remove).unwrap();
+    assert!(p.num_params() < m.num_params() && p.macs() < m.macs(), "{what}");
+    let x = input(3);
+    let a = infer(&m, &x, &Reparams::new(), &[]).unwrap().output;
+    let b = infer(&p, &x, &Reparams::new(), &[]).unwrap().output;
+    let diff = a.max_abs_diff(&b);
+    assert!(diff < 1e-4, "{what}: outputs differ by {diff}");
+}
+
+#[test]
+fn removing_zeroed_channels_keeps_outputs_on_every_zoo_model() {
+    for zm in pare::zoo::catalog() {
+        check_equivalence(
+            Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 5).unwrap(),
+            &zm.label(),
+        );
+    }
+    check_equivalence(concat_model(), "concat");
+}
+
+#[test]
+fn pruning_nothing_is_the_identity() {
+    let m = zoo("resnet8");
+    let sel = Selection {
+        scope: Scope::PerLayer,
+        amount: Amount::Ratio(0.0),
+        per_layer: BTreeMap::new(),
+        exclude: vec![],
+    };
+    let (p, s) = pare::prune::structured(&m, &Norm { p: 1 }, &sel).unwrap();
+    assert!(s.is_empty());
+    assert_eq!(p, m);
+}
+
+#[test]
+fn surgery_log_replays_onto_the_base_model() {
+    let m = zoo("resnet8");
+    let sel = Selection {
+        scope: Scope::Global,
+        amount: Amount::Ratio(0.4),
+        per_layer: BTreeMap::new(),
+        exclude: vec![],
+    };
+    let (p, s) = pare::prune::structured(&m, &Fpgm, &sel).unwrap();
+    assert!(s.count() > 0);
+    assert_eq!(replay(&m, &s).unwrap(), p);
+    let json = serde_json::to_string(&s).unwrap();
+    assert_eq!(serde_json::from_str::<pare::prune::Surgery>(&json).unwrap(), s);
+    // A log for another model is refused with a clear error.
+    let e = replay(&zoo("lenet5"), &s).unwrap_err().to_string();
+    assert!(e.contains("lacks"), "{e}");
+}
+
+#[test]
+fn per_layer_ratio_and_exclusion() {
+    let m = zoo("vgg");
+    let sel = Selection {
+        scope: Scope::PerLayer,
+        amount: Amount::Ratio(0.5),
+        per_layer: BTreeMap::from([("conv6".into(), 0.25)]),
+        exclude: vec!["conv1".into()],
+    };
+    let (p, s) = pare::prune::structured(&m, &Norm { p: 2 }, &sel).unwrap();
+    assert!(!s.removed.contains_key("conv1"));
+    assert_eq!(s.removed["conv2"].len(), 16);
+    assert_eq!(s.removed["conv6"].len(), 32);
+    assert_eq!(s.removed["fc1"].len(), 128);
+    assert!(matches!(
+        p.graph.node("fc1").unwrap().op,
+        Op::Linear {
+            in_features: 864,
+            out_features: 128,
+            ..
+        }
+    ));
+}
+
+#[test]
+fn impossible_requests_get_clear_errors() {
+    let m = zoo("vgg");
+    let mk = |amount, exclude: Vec<String>| Selection {
+        scope: Scope::PerLayer,
+        amount,
+        per_layer: BTreeMap::new(),
+        exclude,
+    };
+    let e = pare::prune::structured(&m, &Norm { p: 1 }, &mk(Amount::Ratio(1.0), vec![]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("ratio 1") && e.contains("[0, 1)"), "{e}");
+    let e = pare::prune::structured(&m, &Norm { p: 1 }, &mk(Amount::Ratio(0.5), vec!["conv9".into()]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown layer 'conv9'"), "{e}");
+    let e = pare::prune::structured(&m, &Norm { p: 1 }, &mk(Amount::Ratio(0.5), vec!["fc2".into()]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'fc2' has no prunable channels"), "{e}");
+    let e = pare::prune::structured(&zoo("lenet5"), &BnGamma, &mk(Amount::Ratio(0.5), vec![]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("BatchNorm"), "{e}");
+    let d = DepGraph::build(&m).unwrap();
+    let all: BTreeSet<usize> = d.families[0].groups.iter().copied().collect();
+    let e = remove_groups(&m, &d, &all).unwrap_err().to_string();
+    assert!(e.contains("every channel"), "{e}");
+    let e = magnitude_masks(&m, &WeightCriterion::GlobalSparsity(1.0), &[])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[0, 1)"), "{e}");
+}
+
+#[test]
+fn norms_rank_a_zeroed_filter_last_and_fpgm_a_median_filter() {
+    let mut m = zoo("lenet5");
+    let w = m.params.get_mut("conv1.weight").unwrap();
+    w.data_mut()[3 * 25..4 * 25].iter_mut().for_each(|v| *v = 0.0);
+    let d = DepGraph::build(&m).unwrap();
+    let conv1 = m.graph.index_of("conv1").unwrap();
+    for crit in [&Norm { p: 1 } as &dyn Importance, &Norm { p: 2 }] {
+        let s = crit.scores(&m, &d).unwrap();
+        let min = (0..20)
+            .min_by(|a, b| s[&(conv1, *a)].total_cmp(&s[&(conv1, *b)]))
+            .unwrap();
+        assert_eq!(min, 3, "{}", crit.name());
+    }
+    // Make filter 5 the mean of the others: the closest to the geometric median.
+    let w = m.params.get_mut("conv1.weight").unwrap();
+    let mean: Vec<f32> = (0..25)
+        .map(|k| {
+            (0..20)
+                .filter(|&f| f != 5)
+                .map(|f| w.data()[f * 25 + k])
+                .sum::<f32>()
+                / 19.0
+        })
+        .collect();
+    w.data_mut()[5 * 25..6 * 25].copy_from_slice(&mean);
+    let s = Fpgm.scores(&m, &d).unwrap();
+    let min = (0..20)
+        .min_by(|a, b| s[&(conv1, *a)].total_cmp(&s[&(conv1, *b)]))
+        .unwrap();
+    assert_eq!(min, 5);
+    let r = Random { seed: 1 };
+    assert_eq!(r.scores(&m, &d).unwrap(), r.scores(&m, &d).unwrap());
+}
+
+#[test]
+fn layer_sparsity_masks_hit_their_targets() {
+    let m = zoo("lenet300");
+    let c = WeightCriterion::LayerSparsity {
+        default: 0.0,
+        per_layer: BTreeMap::from([("fc1".into(), 0.92), ("fc2".into(), 0.91), ("fc3".into(), 0.74)]),
+    };
+    let masks = magnitude_masks(&m, &c, &[]).unwrap();
+    for (l, s) in [("fc1", 0.92), ("fc2", 0.91), ("fc3", 0.74)] {
+        let mk = &masks[&format!("{l}.weight")];
+        let got = mk.data().iter().filter(|v| **v == 0.0).count() as f64 / mk.len() as f64;
+        assert!((got - s).abs() < 1e-3, "{l}: {got}");
+        // The kept weights are the largest.
+        let w = &m.params[&format!("{l}.weight")];
+        let max_pruned = w
+            .data()
+            .iter()
+            .zip(mk.data())
+            .filter(|(_, k)| **k == 0.0)
+            .map(|(v, _)| v.abs())
+            .fold(0.0, f32::max);
+        let min_kept = w
+            .data()
+            .iter()
+            .zip(mk.data())
+            .filter(|(_, k)| **k == 1.0)
+            .map(|(v, _)| v.abs())
+            .fold(f32::MAX, f32::min);
+        assert!(max_pruned <= min_kept);
+    }
+    let g = magnitude_masks(&m, &WeightCriterion::GlobalSparsity(0.5), &[]).unwrap();
+    assert!((pare::prune::unstructured::mask_sparsity(&g) - 0.5).abs() < 1e-3);
+    let q = magnitude_masks(&m, &WeightCriterion::StdQuality(1.0), &[]).unwrap();
+    let s = pare::prune::unstructured::mask_sparsity(&q);
+    // For a uniform distribution, |w| < std holds for 1/sqrt(3) of the weights.
+    assert!((s - 0.577).abs() < 0.01, "{s}");
+}
+
+#[test]
+fn agp_and_linear_ramps() {
+    let s = PruneSchedule {
+        ramp: Ramp::Agp,
+        start: 10,
+        end: 110,
+        every: 10,
+    };
+    assert_eq!(s.fraction(5), 0.0);
+    assert_eq!(s.fraction(10), 0.0);
+    assert!((s.fraction(60) - 0.875).abs() < 1e-6);
+    assert_eq!(s.fraction(200), 1.0);
+    assert!(s.updates_at(20) && !s.updates_at(25) && s.updates_at(110) && !s.updates_at(120));
+    let l = PruneSchedule {
+        ramp: Ramp::Linear,
+        ..s
+    };
+    assert!((l.fraction(60) - 0.5).abs() < 1e-6);
+    let o = PruneSchedule {
+        ramp: Ramp::OneShot,
+        ..s
+    };
+    assert_eq!(o.fraction(10), 1.0);
+}
+
+#[test]
+fn mask_hook_prunes_on_schedule_and_masks_stay_zero_through_training() {
+    use pare::data::InMemory;
+    use pare::train::{fit, FitConfig, OptimizerConfig, Schedule};
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let px: Vec<f32> = (0..128 * 784).map(|_| rng.random_range(0.0..1.0)).collect();
+    let labels: Vec<u32> = (0..128).map(|i| i % 10).collect();
+    let data = InMemory::new(vec![1, 28, 28], 10, px, labels).unwrap();
+    let mut m = zoo("lenet300");
+    let target = WeightCriterion::LayerSparsity {
+        default: 0.8,
+        per_layer: BTreeMap::new(),
+    };
+    let sched = PruneSchedule {
+        ramp: Ramp::Agp,
+        start: 0,
+        end: 8,
+        every: 2,
+    };
+    let mut hook = MaskHook::new(target, vec![], Some(sched), BTreeMap::new()).unwrap();
+    let cfg = FitConfig {
+        epochs: 4,
+        batch_size: 32,
+        optimizer: OptimizerConfig::sgd(0.9, 5e-4),
+        schedule: Schedule::constant(0.05),
+        seed: 0,
+        augment: Default::default(),
+        eval_batch_size: 64,
+        checkpoint: None,
+        resume: false,
+    };
+    fit(&mut m, &data, None, &cfg, &mut hook).unwrap();
+    for l in ["fc1", "fc2", "fc3"] {
+        let w = &m.params[&format!("{l}.weight")];
+        let mask = &hook.masks()[&format!("{l}.weight")];
+        assert!(
+            w.data()
+                .iter()
+                .zip(mask.data())
+                .all(|(v, k)| *k == 1.0 || *v == 0.0),
+            "{l}: a masked weight revived"
+        );
+        assert!(
+            (w.sparsity() - 0.8).abs() < 0.01,
+            "{l}: sparsity {}",
+            w.sparsity()
+        );
+    }
+}
