@@ -38,10 +38,11 @@ def main():
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=0.01)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--data", default=os.environ.get("PARE_DATA", "/usr/share/datasets/fashion-mnist"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
+    torch.manual_seed(a.seed)
     x = read_idx(os.path.join(a.data, "train-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
     y = read_idx(os.path.join(a.data, "train-labels-idx1-ubyte.gz")).astype(np.int64)
     mean, std = x.mean(), x.std()
@@ -62,8 +63,15 @@ def main():
             loss.backward()
             opt.step()
         times.append(time.perf_counter() - t0)
+    xt = read_idx(os.path.join(a.data, "t10k-images-idx3-ubyte.gz")).astype(np.float32) / 255.0
+    yt = torch.from_numpy(read_idx(os.path.join(a.data, "t10k-labels-idx1-ubyte.gz")).astype(np.int64))
+    xt = torch.from_numpy((xt - mean) / std).unsqueeze(1)
+    model.eval()
+    with torch.no_grad():
+        acc = sum((model(xt[i : i + 1000]).argmax(1) == yt[i : i + 1000]).sum().item() for i in range(0, len(yt), 1000)) / len(yt)
     print(json.dumps({"model": a.model, "threads": a.threads, "batch_size": a.batch_size,
-                      "seconds_per_epoch": times, "mean_seconds_per_epoch": sum(times) / len(times)}))
+                      "seconds_per_epoch": times, "mean_seconds_per_epoch": sum(times) / len(times),
+                      "test_accuracy": acc}))
 
 
 if __name__ == "__main__":

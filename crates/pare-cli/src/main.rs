@@ -4,6 +4,7 @@
 
 mod commands;
 mod progress;
+mod prune_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prune a model directory (unstructured masks or structured channel removal), fine-tune,
+    /// and report accuracy, parameters, MACs and latency before and after.
+    Prune(prune_cmd::PruneArgs),
+    /// Prune each layer alone at several ratios and plot accuracy against ratio.
+    Sensitivity(prune_cmd::SensitivityArgs),
+    /// Lottery ticket experiment: iterative magnitude pruning with rewinding, and the random
+    /// re-initialization control.
+    Lottery(prune_cmd::LotteryArgs),
     /// Measure performance.
     Bench {
         #[command(subcommand)]
@@ -173,6 +182,9 @@ fn main() -> ExitCode {
             json,
         } => commands::eval(&dir, data.data.as_deref(), batch_size, json),
         Command::Info { dir, json } => commands::info(&dir, json),
+        Command::Prune(args) => prune_cmd::prune(args),
+        Command::Sensitivity(args) => prune_cmd::sensitivity(args),
+        Command::Lottery(args) => prune_cmd::lottery(args),
         Command::Bench {
             what:
                 BenchCommand::Train {

@@ -11,8 +11,11 @@
 
 pub mod deps;
 pub mod importance;
+pub mod lottery;
 pub mod schedule;
 pub mod select;
+pub mod sensitivity;
+pub mod slimming;
 pub mod structured;
 pub mod unstructured;
 

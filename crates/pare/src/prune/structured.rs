@@ -27,6 +27,29 @@ impl Surgery {
     pub fn count(&self) -> usize {
         self.removed.values().map(Vec::len).sum()
     }
+
+    /// Composes iterative pruning: `next` was recorded on the model this surgery made from
+    /// `base`; the result removes both, in `base`'s channel numbering.
+    pub fn then(&self, base: &Model, next: &Surgery) -> Result<Surgery> {
+        let shapes = base.shapes();
+        let mut out = self.clone();
+        for (name, chans) in &next.removed {
+            let i = base.graph.index_of(name).ok_or_else(|| {
+                Error::Config(format!("surgery names node '{name}', which the base model lacks"))
+            })?;
+            let gone: BTreeSet<usize> = self.removed.get(name).into_iter().flatten().copied().collect();
+            let remaining: Vec<usize> = (0..shapes.nodes[i][0]).filter(|c| !gone.contains(c)).collect();
+            let entry = out.removed.entry(name.clone()).or_default();
+            for &c in chans {
+                let base_c = *remaining.get(c).ok_or_else(|| {
+                    Error::Config(format!("surgery removes channel {c} of '{name}', which it lacks"))
+                })?;
+                entry.push(base_c);
+            }
+            entry.sort_unstable();
+        }
+        Ok(out)
+    }
 }
 
 /// Removes the given groups (indices into `deps.groups`) from `model`.

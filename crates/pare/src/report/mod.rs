@@ -1,4 +1,7 @@
-//! Reports: per-layer tables of a model (shape, parameters, MACs, sparsity) as data and text.
+//! Reports: per-layer tables of a model (shape, parameters, MACs, sparsity) as data and text,
+//! latency measurement, and plots.
+
+pub mod plot;
 
 use serde::{Deserialize, Serialize};
 
@@ -139,4 +142,24 @@ pub fn render(summary: &Summary) -> String {
         thousands(summary.macs)
     ));
     out
+}
+
+/// Median wall-clock milliseconds of an eval-mode forward pass on a batch of `batch` zero
+/// images, after two warm-up runs: the CPU latency a user of the model would see.
+pub fn latency_ms(model: &Model, batch: usize, reps: usize) -> crate::Result<f64> {
+    let mut shape = vec![batch];
+    shape.extend(&model.graph.input.shape);
+    let x = crate::ir::Tensor::zeros(shape);
+    let none = crate::ir::Reparams::new();
+    for _ in 0..2 {
+        crate::exec::infer(model, &x, &none, &[])?;
+    }
+    let mut times: Vec<f64> = (0..reps.max(1))
+        .map(|_| {
+            let t = std::time::Instant::now();
+            crate::exec::infer(model, &x, &none, &[]).map(|_| t.elapsed().as_secs_f64() * 1e3)
+        })
+        .collect::<crate::Result<_>>()?;
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
 }

@@ -116,6 +116,31 @@ pub trait Hooks {
 pub struct NoHooks;
 impl Hooks for NoHooks {}
 
+/// Several hooks run in order (e.g. a pruning mask, a slimming penalty and a progress bar).
+/// The first hook that has reparameterizations provides them; any hook can stop the run.
+pub struct Chain<'a>(pub Vec<&'a mut dyn Hooks>);
+
+impl Hooks for Chain<'_> {
+    fn reparams(&self) -> Option<&Reparams> {
+        self.0.iter().find_map(|h| h.reparams())
+    }
+    fn loss_terms(&mut self, batch: &Batch, terms: &mut Vec<LossTerm>) -> Result<()> {
+        self.0.iter_mut().try_for_each(|h| h.loss_terms(batch, terms))
+    }
+    fn on_gradients(&mut self, model: &Model, grads: &mut Params) {
+        self.0.iter_mut().for_each(|h| h.on_gradients(model, grads));
+    }
+    fn after_step(&mut self, model: &mut Model, info: &StepInfo) -> Result<()> {
+        self.0.iter_mut().try_for_each(|h| h.after_step(model, info))
+    }
+    fn after_epoch(&mut self, model: &mut Model, record: &EpochRecord) -> Result<()> {
+        self.0.iter_mut().try_for_each(|h| h.after_epoch(model, record))
+    }
+    fn should_stop(&mut self) -> bool {
+        self.0.iter_mut().fold(false, |stop, h| h.should_stop() || stop)
+    }
+}
+
 /// How a run ended.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct FitReport {

@@ -1,0 +1,627 @@
+//! `pare prune`: unstructured or structured pruning of a model directory, fine-tuning, and a
+//! before/after report (accuracy, per-layer shapes, parameters, MACs, sparsity, CPU latency).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use pare::data::{epoch_order, fashion, make_batch, Batch, Dataset};
+use pare::ir::{io, Model, Reparams};
+use pare::prune::importance::{Apoz, BnGamma, Fpgm, Norm, Random, Taylor};
+use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
+use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
+use pare::prune::{Amount, Importance, Scope, Selection, Surgery};
+use pare::report::{latency_ms, summarize, thousands, Summary};
+use pare::train::{evaluate, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
+use serde_json::json;
+
+use crate::progress::ProgressHooks;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum Method {
+    Unstructured,
+    Structured,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum Criterion {
+    L1,
+    L2,
+    Fpgm,
+    Bn,
+    Apoz,
+    Taylor,
+    Random,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq)]
+pub enum RampArg {
+    Oneshot,
+    Linear,
+    Agp,
+}
+
+#[derive(Args)]
+pub struct PruneArgs {
+    /// Model directory to prune.
+    pub dir: PathBuf,
+    /// Output model directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum)]
+    pub method: Method,
+    /// Structured: the importance criterion.
+    #[arg(long, value_enum, default_value = "l1")]
+    pub criterion: Criterion,
+    /// Fraction to remove: of each layer's channels (structured) or weights (unstructured).
+    #[arg(long)]
+    pub ratio: Option<f32>,
+    /// Per-layer fractions, e.g. fc1=0.92,fc2=0.91,fc3=0.74 (others use --ratio, default 0).
+    #[arg(long, value_delimiter = ',')]
+    pub layer: Vec<String>,
+    /// Rank all layers together (per-producer normalized scores for structured).
+    #[arg(long)]
+    pub global: bool,
+    /// Remove below this value: |w| (unstructured) or score / layer mean score (structured).
+    #[arg(long)]
+    pub threshold: Option<f32>,
+    /// Unstructured: remove |w| < QUALITY x std of the layer's weights (Deep Compression).
+    #[arg(long)]
+    pub quality: Option<f32>,
+    /// Layers that are left alone.
+    #[arg(long, value_delimiter = ',')]
+    pub exclude: Vec<String>,
+    /// Unstructured: how the sparsity grows during fine-tuning.
+    #[arg(long, value_enum, default_value = "oneshot")]
+    pub schedule: RampArg,
+    /// Unstructured with --schedule linear/agp: epochs over which the sparsity ramps up.
+    #[arg(long, default_value_t = 1)]
+    pub prune_epochs: usize,
+    /// Unstructured ramps: steps between mask updates.
+    #[arg(long, default_value_t = 50)]
+    pub prune_every: usize,
+    /// Structured: prune in this many steps, fine-tuning after each.
+    #[arg(long, default_value_t = 1)]
+    pub steps: usize,
+    /// Fine-tuning epochs (after each structured step; in total for unstructured).
+    #[arg(long, default_value_t = 0)]
+    pub finetune_epochs: usize,
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f32,
+    /// Cosine decay of the fine-tuning learning rate instead of a constant rate.
+    #[arg(long)]
+    pub cosine: bool,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Calibration batches for data-driven criteria (apoz, taylor).
+    #[arg(long, default_value_t = 8)]
+    pub calib_batches: usize,
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+fn parse_layers(items: &[String]) -> Result<BTreeMap<String, f32>> {
+    items
+        .iter()
+        .map(|s| {
+            let (k, v) = s
+                .split_once('=')
+                .with_context(|| format!("--layer '{s}': expected NAME=FRACTION"))?;
+            let v: f32 = v
+                .parse()
+                .with_context(|| format!("--layer '{s}': '{v}' is not a number"))?;
+            Ok((k.to_string(), v))
+        })
+        .collect()
+}
+
+fn calibration(set: &dyn Dataset, model: &Model, n: usize, bs: usize, seed: u64) -> Vec<Batch> {
+    let order = epoch_order(set.len(), seed, 0xCA11);
+    order
+        .chunks(bs)
+        .take(n)
+        .map(|idx| make_batch(set, idx, model.graph.input.normalize, None))
+        .collect()
+}
+
+fn importance(criterion: Criterion, seed: u64, calib: Vec<Batch>) -> Box<dyn Importance> {
+    match criterion {
+        Criterion::L1 => Box::new(Norm { p: 1 }),
+        Criterion::L2 => Box::new(Norm { p: 2 }),
+        Criterion::Fpgm => Box::new(Fpgm),
+        Criterion::Bn => Box::new(BnGamma),
+        Criterion::Apoz => Box::new(Apoz { batches: calib }),
+        Criterion::Taylor => Box::new(Taylor { batches: calib }),
+        Criterion::Random => Box::new(Random { seed }),
+    }
+}
+
+struct Measure {
+    accuracy: f32,
+    summary: Summary,
+    latency_b1: f64,
+    latency_b64: f64,
+}
+
+fn measure(m: &Model, test: &dyn Dataset) -> Result<Measure> {
+    Ok(Measure {
+        accuracy: evaluate(m, test, 1000, &Reparams::new())?.accuracy,
+        summary: summarize(m),
+        latency_b1: latency_ms(m, 1, 50)?,
+        latency_b64: latency_ms(m, 64, 20)?,
+    })
+}
+
+fn fine_tune(
+    model: &mut Model,
+    train: &dyn Dataset,
+    a: &PruneArgs,
+    epochs: usize,
+    extra: Option<&mut dyn Hooks>,
+) -> Result<()> {
+    if epochs == 0 {
+        return Ok(());
+    }
+    let cfg = FitConfig {
+        epochs,
+        batch_size: a.batch_size,
+        optimizer: OptimizerConfig::sgd(0.9, a.weight_decay),
+        schedule: if a.cosine {
+            Schedule {
+                base_lr: a.lr,
+                kind: pare::train::LrSchedule::Cosine { min_lr: 0.0 },
+                warmup_steps: 0,
+            }
+        } else {
+            Schedule::constant(a.lr)
+        },
+        seed: a.seed,
+        augment: Default::default(),
+        eval_batch_size: 1000,
+        checkpoint: None,
+        resume: false,
+    };
+    let mut progress = ProgressHooks::new(epochs, false);
+    let r = match extra {
+        Some(h) => fit(model, train, None, &cfg, &mut Chain(vec![h, &mut progress]))?,
+        None => fit(model, train, None, &cfg, &mut progress)?,
+    };
+    if r.interrupted {
+        bail!("interrupted during fine-tuning; nothing was written");
+    }
+    Ok(())
+}
+
+pub fn prune(a: PruneArgs) -> Result<()> {
+    let base = io::load(&a.dir)?;
+    let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;
+    let layers = parse_layers(&a.layer)?;
+    let before = measure(&base, &splits.test)?;
+    println!(
+        "before: test accuracy {:.4}, {} parameters, {} MACs",
+        before.accuracy,
+        thousands(before.summary.params as u64),
+        thousands(before.summary.macs)
+    );
+    let mut model = base.clone();
+    let mut surgery = Surgery::default();
+    let spe = splits.train.len().div_ceil(a.batch_size.max(1));
+    match a.method {
+        Method::Unstructured => {
+            let ratio = a.ratio.unwrap_or(0.0);
+            let criterion = match (a.threshold, a.quality) {
+                (Some(t), None) => WeightCriterion::Threshold(t),
+                (None, Some(q)) => WeightCriterion::StdQuality(q),
+                (None, None) if a.global => WeightCriterion::GlobalSparsity(ratio),
+                (None, None) => WeightCriterion::LayerSparsity {
+                    default: ratio,
+                    per_layer: layers,
+                },
+                _ => bail!("give at most one of --threshold and --quality"),
+            };
+            // Validate the request at once, before any training.
+            magnitude_masks(&model, &criterion, &a.exclude)?;
+            let ramp = match a.schedule {
+                RampArg::Oneshot => Ramp::OneShot,
+                RampArg::Linear => Ramp::Linear,
+                RampArg::Agp => Ramp::Agp,
+            };
+            if ramp != Ramp::OneShot && a.prune_epochs > a.finetune_epochs {
+                bail!(
+                    "--prune-epochs ({}) cannot exceed --finetune-epochs ({})",
+                    a.prune_epochs,
+                    a.finetune_epochs
+                );
+            }
+            let end = if ramp == Ramp::OneShot {
+                0
+            } else {
+                a.prune_epochs * spe
+            };
+            let sched = PruneSchedule {
+                ramp,
+                start: 0,
+                end,
+                every: a.prune_every,
+            };
+            let mut hook = MaskHook::new(criterion, a.exclude.clone(), Some(sched), BTreeMap::new())?;
+            hook.update(&mut model, 0)?;
+            fine_tune(&mut model, &splits.train, &a, a.finetune_epochs, Some(&mut hook))?;
+        }
+        Method::Structured => {
+            if a.quality.is_some() {
+                bail!("--quality is for unstructured pruning");
+            }
+            let steps = a.steps.max(1);
+            let amount = match (a.threshold, a.ratio) {
+                (Some(t), None) => Amount::Threshold(t),
+                (None, r) => {
+                    let r = r.unwrap_or(0.0);
+                    if !(0.0..1.0).contains(&r) {
+                        bail!("--ratio {r} is impossible; it must be in [0, 1) (a layer keeps at least one channel)");
+                    }
+                    // Each step removes the same fraction of what is left.
+                    Amount::Ratio(1.0 - (1.0 - r).powf(1.0 / steps as f32))
+                }
+                _ => bail!("give --ratio or --threshold, not both"),
+            };
+            let per_layer = layers
+                .into_iter()
+                .map(|(k, r)| (k, 1.0 - (1.0 - r).powf(1.0 / steps as f32)))
+                .collect();
+            let sel = Selection {
+                scope: if a.global { Scope::Global } else { Scope::PerLayer },
+                amount,
+                per_layer,
+                exclude: a.exclude.clone(),
+            };
+            for step in 0..steps {
+                let calib = calibration(
+                    &splits.train,
+                    &model,
+                    a.calib_batches,
+                    a.batch_size,
+                    a.seed + step as u64,
+                );
+                let imp = importance(a.criterion, a.seed, calib);
+                let (pruned, s) = pare::prune::structured(&model, imp.as_ref(), &sel)?;
+                surgery = surgery.then(&base, &s)?;
+                println!(
+                    "step {}/{steps}: removed {} channels ({} parameters, {} MACs left)",
+                    step + 1,
+                    s.count(),
+                    thousands(pruned.num_params() as u64),
+                    thousands(pruned.macs())
+                );
+                model = pruned;
+                fine_tune(&mut model, &splits.train, &a, a.finetune_epochs, None)?;
+            }
+        }
+    }
+    let after = measure(&model, &splits.test)?;
+    io::save(&model, &a.out)?;
+    let table = compare_table(&before.summary, &after.summary);
+    print!("{table}");
+    let mac_ratio = before.summary.macs as f64 / after.summary.macs.max(1) as f64;
+    let rows = [
+        (
+            "test accuracy",
+            format!("{:.4}", before.accuracy),
+            format!("{:.4}", after.accuracy),
+        ),
+        (
+            "parameters (non-zero)",
+            thousands(before.summary.nonzero_params as u64),
+            thousands(after.summary.nonzero_params as u64),
+        ),
+        (
+            "MACs",
+            thousands(before.summary.macs),
+            thousands(after.summary.macs),
+        ),
+        (
+            "latency batch 1 (ms)",
+            format!("{:.3}", before.latency_b1),
+            format!("{:.3}", after.latency_b1),
+        ),
+        (
+            "latency batch 64 (ms)",
+            format!("{:.2}", before.latency_b64),
+            format!("{:.2}", after.latency_b64),
+        ),
+    ];
+    println!("\n{:<24} {:>14} {:>14}", "", "before", "after");
+    for (k, b, af) in rows {
+        println!("{k:<24} {b:>14} {af:>14}");
+    }
+    println!(
+        "accuracy change {:+.2} pt; MACs / {:.2}; batch-64 speed-up x{:.2}; non-zero parameters / {:.2}",
+        (after.accuracy - before.accuracy) * 100.0,
+        mac_ratio,
+        before.latency_b64 / after.latency_b64,
+        before.summary.nonzero_params as f64 / after.summary.nonzero_params.max(1) as f64
+    );
+    let report = json!({
+        "method": match a.method { Method::Unstructured => "unstructured", Method::Structured => "structured" },
+        "base": a.dir,
+        "base_arch": io::arch_json(&base.graph),
+        "surgery": surgery,
+        "before": {"accuracy": before.accuracy, "summary": before.summary, "latency_ms_b1": before.latency_b1, "latency_ms_b64": before.latency_b64},
+        "after": {"accuracy": after.accuracy, "summary": after.summary, "latency_ms_b1": after.latency_b1, "latency_ms_b64": after.latency_b64},
+        "mac_reduction": mac_ratio,
+        "speedup_b64": before.latency_b64 / after.latency_b64,
+    });
+    io::write_atomic(
+        &a.out.join("prune.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    println!(
+        "wrote {} (prune.json holds the report and the surgery log)",
+        a.out.display()
+    );
+    Ok(())
+}
+
+/// Per-layer before/after table for layers with parameters.
+fn compare_table(b: &Summary, a: &Summary) -> String {
+    let shape = |s: &[usize]| s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("x");
+    let mut out = format!(
+        "{:<22} {:>14} {:>14} {:>10} {:>10} {:>12} {:>12} {:>8} {:>8}\n",
+        "layer", "out before", "out after", "params", "after", "MACs", "after", "sparse", "after"
+    );
+    for (lb, la) in b.layers.iter().zip(&a.layers) {
+        if lb.params == 0 {
+            continue;
+        }
+        let sp = |s: Option<f64>| s.map(|v| format!("{:.1}%", v * 100.0)).unwrap_or_default();
+        out.push_str(&format!(
+            "{:<22} {:>14} {:>14} {:>10} {:>10} {:>12} {:>12} {:>8} {:>8}\n",
+            lb.name,
+            shape(&lb.output_shape),
+            shape(&la.output_shape),
+            thousands(lb.params as u64),
+            thousands(la.params as u64),
+            thousands(lb.macs),
+            thousands(la.macs),
+            sp(lb.sparsity),
+            sp(la.sparsity)
+        ));
+    }
+    out
+}
+
+#[derive(Args)]
+pub struct SensitivityArgs {
+    /// Model directory.
+    pub dir: PathBuf,
+    /// Output directory for sensitivity.json, sensitivity.md and sensitivity.svg.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_enum, default_value = "structured")]
+    pub method: Method,
+    #[arg(long, value_enum, default_value = "l1")]
+    pub criterion: Criterion,
+    /// Ratios to try for each layer.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9"
+    )]
+    pub ratios: Vec<f32>,
+    /// Evaluate on the first N test images (all 10,000 by default).
+    #[arg(long)]
+    pub samples: Option<usize>,
+    #[arg(long, default_value_t = 8)]
+    pub calib_batches: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+pub fn sensitivity(a: SensitivityArgs) -> Result<()> {
+    use pare::data::Subset;
+    use pare::report::plot::{line_chart, Series};
+    use std::sync::Arc;
+    let model = io::load(&a.dir)?;
+    let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;
+    let n = a.samples.unwrap_or(splits.test.len()).min(splits.test.len());
+    let calib = calibration(&splits.train, &model, a.calib_batches, 128, a.seed);
+    let test: Arc<dyn Dataset> = Arc::new(splits.test);
+    let eval_set = Subset::new(test, (0..n).collect())?;
+    let base = evaluate(&model, &eval_set, 1000, &Reparams::new())?.accuracy;
+    println!("unpruned accuracy {base:.4} on {n} test images");
+    let mut eval = |m: &Model| Ok(evaluate(m, &eval_set, 1000, &Reparams::new())?.accuracy);
+    let points = match a.method {
+        Method::Structured => {
+            let imp = importance(a.criterion, a.seed, calib);
+            pare::prune::sensitivity::structured(&model, imp.as_ref(), &a.ratios, &mut eval)?
+        }
+        Method::Unstructured => pare::prune::sensitivity::unstructured(&model, &a.ratios, &mut eval)?,
+    };
+    let mut layers: Vec<String> = Vec::new();
+    for p in &points {
+        if !layers.contains(&p.layer) {
+            layers.push(p.layer.clone());
+        }
+    }
+    let mut md = format!(
+        "| layer | {} |\n|---|{}\n",
+        a.ratios
+            .iter()
+            .map(|r| format!("{r}"))
+            .collect::<Vec<_>>()
+            .join(" | "),
+        "---:|".repeat(a.ratios.len())
+    );
+    for l in &layers {
+        let accs: Vec<String> = points
+            .iter()
+            .filter(|p| &p.layer == l)
+            .map(|p| format!("{:.4}", p.accuracy))
+            .collect();
+        md.push_str(&format!("| {l} | {} |\n", accs.join(" | ")));
+    }
+    print!("{md}");
+    let series: Vec<Series> = layers
+        .iter()
+        .map(|l| Series {
+            name: l.clone(),
+            points: points
+                .iter()
+                .filter(|p| &p.layer == l)
+                .map(|p| (p.ratio as f64, p.accuracy as f64))
+                .collect(),
+        })
+        .collect();
+    let what = if a.method == Method::Structured {
+        "channels"
+    } else {
+        "weights"
+    };
+    line_chart(
+        &a.out.join("sensitivity.svg"),
+        &format!("Sensitivity (unpruned {base:.4})"),
+        &format!("fraction of the layer's {what} pruned"),
+        "test accuracy",
+        &series,
+    )?;
+    io::write_atomic(&a.out.join("sensitivity.md"), md.as_bytes())?;
+    io::write_atomic(
+        &a.out.join("sensitivity.json"),
+        serde_json::to_string_pretty(&json!({"unpruned": base, "samples": n, "points": points}))?.as_bytes(),
+    )?;
+    println!("wrote {}/sensitivity.{{json,md,svg}}", a.out.display());
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct LotteryArgs {
+    /// Zoo model (lenet300 reproduces the paper's setting).
+    #[arg(long, default_value = "lenet300")]
+    pub model: String,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 15)]
+    pub rounds: usize,
+    /// Training epochs per round.
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0.2)]
+    pub rate: f32,
+    #[arg(long, default_value_t = 0.1)]
+    pub output_rate: f32,
+    /// Rewind to the weights after this many epochs instead of the initialization.
+    #[arg(long, default_value_t = 0)]
+    pub rewind_epoch: usize,
+    /// Skip the random re-initialization control.
+    #[arg(long)]
+    pub no_control: bool,
+    /// The paper: Adam 1.2e-3, batch 60.
+    #[arg(long, default_value_t = 1.2e-3)]
+    pub lr: f32,
+    #[arg(long, default_value_t = 60)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+pub fn lottery(a: LotteryArgs) -> Result<()> {
+    use pare::prune::lottery::{lottery, LotteryConfig};
+    use pare::report::plot::{line_chart, Series};
+    let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;
+    let zm = pare::zoo::ZooModel::parse(&a.model, None, 0.0)?;
+    let mut graph = zm.build(splits.train.sample_shape(), splits.train.num_classes())?;
+    graph.input.normalize = fashion::pixel_stats(&splits.train);
+    let output_layer = graph
+        .nodes
+        .iter()
+        .rev()
+        .find(|n| matches!(n.op, pare::ir::Op::Linear { .. } | pare::ir::Op::Conv2d { .. }))
+        .map(|n| n.name.clone())
+        .context("the model has no prunable layer")?;
+    let init = Model::init(graph, a.seed)?;
+    let cfg = LotteryConfig {
+        rounds: a.rounds,
+        rate: a.rate,
+        output_rate: a.output_rate,
+        output_layer,
+        rewind_epoch: a.rewind_epoch,
+        random_control: !a.no_control,
+        control_seed: a.seed + 1000,
+    };
+    let fit_cfg = FitConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        optimizer: OptimizerConfig::adam(0.0),
+        schedule: Schedule::constant(a.lr),
+        seed: a.seed,
+        augment: Default::default(),
+        eval_batch_size: 1000,
+        checkpoint: None,
+        resume: false,
+    };
+    let mut progress = ProgressHooks::new(a.epochs, true);
+    println!(
+        "{:>5} {:>10} {:>10} {:>10}",
+        "round", "remaining", "ticket", "random"
+    );
+    let rounds = lottery(
+        &init,
+        &splits.train,
+        &splits.test,
+        &cfg,
+        &fit_cfg,
+        &mut progress,
+        &mut |r| {
+            let rnd = r
+                .random_accuracy
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into());
+            println!(
+                "{:>5} {:>9.1}% {:>10.4} {:>10}",
+                r.round,
+                r.remaining * 100.0,
+                r.ticket_accuracy,
+                rnd
+            );
+        },
+    )?;
+    let mut series = vec![Series {
+        name: "winning ticket (rewound)".into(),
+        points: rounds
+            .iter()
+            .map(|r| (r.remaining * 100.0, r.ticket_accuracy as f64))
+            .collect(),
+    }];
+    if cfg.random_control {
+        series.push(Series {
+            name: "random re-initialization".into(),
+            points: rounds
+                .iter()
+                .filter_map(|r| r.random_accuracy.map(|v| (r.remaining * 100.0, v as f64)))
+                .collect(),
+        });
+    }
+    line_chart(
+        &a.out.join("lottery.svg"),
+        "Lottery ticket: test accuracy vs weights remaining",
+        "% of weights remaining",
+        "test accuracy",
+        &series,
+    )?;
+    io::write_atomic(
+        &a.out.join("lottery.json"),
+        serde_json::to_string_pretty(&json!({"config": cfg, "training": fit_cfg, "rounds": rounds}))?
+            .as_bytes(),
+    )?;
+    println!("wrote {}/lottery.{{json,svg}}", a.out.display());
+    Ok(())
+}
