@@ -8,7 +8,7 @@ use anyhow::{bail, Context, Result};
 use pare::data::{fashion, split, Dataset, Subset};
 use pare::ir::{io, Model, Reparams};
 use pare::report::{render, summarize, thousands};
-use pare::train::{evaluate, fit, FitConfig, LrSchedule, OptimizerConfig, Schedule};
+use pare::train::{evaluate, fit, Chain, FitConfig, LrSchedule, OptimizerConfig, Schedule};
 use pare::zoo::{catalog, ZooModel};
 use serde_json::json;
 
@@ -122,7 +122,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
         val_set.as_ref().map_or(0, |v| v.len()),
         a.epochs
     );
-    let mut hooks = ProgressHooks::new(a.epochs, false);
+    if !(a.slimming >= 0.0) {
+        bail!("--slimming must be non-negative, got {}", a.slimming);
+    }
+    let mut progress = ProgressHooks::new(a.epochs, false);
+    let mut slimming = pare::prune::slimming::SlimmingPenalty { lambda: a.slimming };
+    let mut hooks = Chain(vec![&mut slimming, &mut progress]);
     let started = Instant::now();
     let report = fit(
         &mut model,
@@ -149,6 +154,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         "epochs": a.epochs,
         "config": cfg,
         "normalize": model.graph.input.normalize,
+        "slimming": a.slimming,
         "history": report.history,
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,
@@ -244,6 +250,32 @@ pub fn bench_train(
             mean,
             ips
         );
+    }
+    Ok(())
+}
+
+pub fn bench_latency(dirs: &[std::path::PathBuf], reps: usize, as_json: bool) -> Result<()> {
+    if dirs.is_empty() {
+        bail!("give at least one model directory");
+    }
+    let mut rows = Vec::new();
+    for d in dirs {
+        let m = io::load(d)?;
+        let b1 = pare::report::latency_ms(&m, 1, reps)?;
+        let b64 = pare::report::latency_ms(&m, 64, reps)?;
+        rows.push(json!({"dir": d, "macs": m.macs(), "params": m.num_params(), "latency_ms_b1": b1, "latency_ms_b64": b64}));
+        if !as_json {
+            println!(
+                "{:<40} {:>14} MACs  batch 1 {:>8.3} ms  batch 64 {:>9.2} ms",
+                d.display(),
+                thousands(m.macs()),
+                b1,
+                b64
+            );
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(())
 }

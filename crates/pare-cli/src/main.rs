@@ -67,6 +67,14 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// CPU inference latency (median ms at batch 1 and 64) of model directories, in one run.
+    Latency {
+        dirs: Vec<PathBuf>,
+        #[arg(long, default_value_t = 30)]
+        reps: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Seconds per training epoch and images/s on the full Fashion-MNIST training set.
     Train {
         #[command(flatten)]
@@ -165,6 +173,10 @@ struct TrainArgs {
     /// Random horizontal flips.
     #[arg(long)]
     hflip: bool,
+    /// Network Slimming: L1 penalty of this strength on every BatchNorm scale (e.g. 1e-4), so
+    /// that `pare prune --criterion bn` finds channels to remove.
+    #[arg(long, default_value_t = 0.0)]
+    slimming: f32,
     /// Continue an interrupted run from OUT/checkpoint.safetensors.
     #[arg(long)]
     resume: bool,
@@ -185,6 +197,9 @@ fn main() -> ExitCode {
         Command::Prune(args) => prune_cmd::prune(args),
         Command::Sensitivity(args) => prune_cmd::sensitivity(args),
         Command::Lottery(args) => prune_cmd::lottery(args),
+        Command::Bench {
+            what: BenchCommand::Latency { dirs, reps, json },
+        } => commands::bench_latency(&dirs, reps, json),
         Command::Bench {
             what:
                 BenchCommand::Train {

@@ -98,6 +98,10 @@ pub struct PruneArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Structured, per layer: round each layer's kept channels to a multiple of this (e.g. 8)
+    /// so that dense kernels stay efficient.
+    #[arg(long, default_value_t = 1)]
+    pub round_to: usize,
     /// Calibration batches for data-driven criteria (apoz, taylor).
     #[arg(long, default_value_t = 8)]
     pub calib_batches: usize,
@@ -279,6 +283,7 @@ pub fn prune(a: PruneArgs) -> Result<()> {
                 amount,
                 per_layer,
                 exclude: a.exclude.clone(),
+                round_to: a.round_to,
             };
             for step in 0..steps {
                 let calib = calibration(

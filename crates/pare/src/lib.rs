@@ -16,6 +16,7 @@
 pub mod data;
 pub mod error;
 pub mod exec;
+pub mod fuse;
 pub mod ir;
 pub mod prune;
 pub mod report;

@@ -185,6 +185,7 @@ fn pruning_nothing_is_the_identity() {
         amount: Amount::Ratio(0.0),
         per_layer: BTreeMap::new(),
         exclude: vec![],
+        round_to: 1,
     };
     let (p, s) = pare::prune::structured(&m, &Norm { p: 1 }, &sel).unwrap();
     assert!(s.is_empty());
@@ -199,6 +200,7 @@ fn surgery_log_replays_onto_the_base_model() {
         amount: Amount::Ratio(0.4),
         per_layer: BTreeMap::new(),
         exclude: vec![],
+        round_to: 1,
     };
     let (p, s) = pare::prune::structured(&m, &Fpgm, &sel).unwrap();
     assert!(s.count() > 0);
@@ -218,6 +220,7 @@ fn per_layer_ratio_and_exclusion() {
         amount: Amount::Ratio(0.5),
         per_layer: BTreeMap::from([("conv6".into(), 0.25)]),
         exclude: vec!["conv1".into()],
+        round_to: 1,
     };
     let (p, s) = pare::prune::structured(&m, &Norm { p: 2 }, &sel).unwrap();
     assert!(!s.removed.contains_key("conv1"));
@@ -242,6 +245,7 @@ fn impossible_requests_get_clear_errors() {
         amount,
         per_layer: BTreeMap::new(),
         exclude,
+        round_to: 1,
     };
     let e = pare::prune::structured(&m, &Norm { p: 1 }, &mk(Amount::Ratio(1.0), vec![]))
         .unwrap_err()
@@ -414,5 +418,61 @@ fn mask_hook_prunes_on_schedule_and_masks_stay_zero_through_training() {
             "{l}: sparsity {}",
             w.sparsity()
         );
+    }
+}
+
+#[test]
+fn slimming_adds_the_l1_subgradient_to_bn_scales_only() {
+    use pare::prune::slimming::SlimmingPenalty;
+    use pare::train::Hooks;
+    let mut m = zoo("vgg");
+    m.params.get_mut("bn1.weight").unwrap().data_mut()[0] = -0.5;
+    let mut grads: pare::ir::Params = m
+        .trainable()
+        .into_iter()
+        .map(|n| (n.clone(), Tensor::zeros(m.params[&n].shape().to_vec())))
+        .collect();
+    SlimmingPenalty { lambda: 1e-3 }.on_gradients(&m, &mut grads);
+    assert_eq!(grads["bn1.weight"].data()[0], -1e-3);
+    assert_eq!(grads["bn1.weight"].data()[1], 1e-3);
+    assert!(grads["bn1.bias"].data().iter().all(|v| *v == 0.0));
+    assert!(grads["conv1.weight"].data().iter().all(|v| *v == 0.0));
+}
+
+#[test]
+fn kept_channels_round_to_a_multiple() {
+    let m = zoo("resnet20");
+    let sel = Selection {
+        scope: Scope::PerLayer,
+        amount: Amount::Ratio(0.3),
+        per_layer: BTreeMap::new(),
+        exclude: vec![],
+        round_to: 8,
+    };
+    let (p, _) = pare::prune::structured(&m, &Norm { p: 1 }, &sel).unwrap();
+    for n in &p.graph.nodes {
+        if let Op::Conv2d { out_channels, .. } = n.op {
+            assert_eq!(out_channels % 8, 0, "{}: {out_channels}", n.name);
+        }
+    }
+}
+
+#[test]
+fn folding_batch_norm_keeps_outputs_on_every_zoo_model() {
+    for zm in pare::zoo::catalog() {
+        let mut m = Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 5).unwrap();
+        perturb_bn(&mut m);
+        let f = pare::fuse::fold_batch_norm(&m).unwrap();
+        assert!(
+            !f.graph.nodes.iter().any(|n| matches!(n.op, Op::BatchNorm { .. })),
+            "{}",
+            zm.label()
+        );
+        let x = input(2);
+        let d = infer(&m, &x, &Reparams::new(), &[])
+            .unwrap()
+            .output
+            .max_abs_diff(&infer(&f, &x, &Reparams::new(), &[]).unwrap().output);
+        assert!(d < 1e-4, "{}: {d}", zm.label());
     }
 }

@@ -43,6 +43,25 @@ pub struct Selection {
     /// Layers (any producer node name) that keep all their channels.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Per-layer scope: round each layer's kept channel count to a multiple of this (1: off).
+    /// Dense kernels run full SIMD lanes and cache tiles on multiples of 8, so a pruned layer
+    /// of 24 channels can be faster than one of 23.
+    #[serde(default = "one")]
+    pub round_to: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+/// `n - k` kept channels rounded to the nearest multiple of `m` (at least `m`, at most `n`).
+fn rounded_removal(n: usize, k: usize, m: usize) -> usize {
+    if m <= 1 || n <= m {
+        return k;
+    }
+    let keep = n - k;
+    let keep = (((keep as f64 / m as f64).round() as usize) * m).clamp(m, n);
+    n - keep
 }
 
 fn check_ratio(r: f32, what: &str) -> Result<()> {
@@ -140,6 +159,7 @@ pub fn select(model: &Model, deps: &DepGraph, scores: &Scores, sel: &Selection) 
                     (Some(r), _) | (None, Amount::Ratio(r)) => (r * groups.len() as f32).floor() as usize,
                     (None, Amount::Threshold(t)) => ranked.iter().take_while(|&&g| gs[g] < t).count(),
                 };
+                let k = rounded_removal(groups.len(), k.min(groups.len() - 1), sel.round_to);
                 chosen.extend(ranked.into_iter().take(k.min(groups.len() - 1)));
             }
         }

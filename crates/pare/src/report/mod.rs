@@ -145,8 +145,11 @@ pub fn render(summary: &Summary) -> String {
 }
 
 /// Median wall-clock milliseconds of an eval-mode forward pass on a batch of `batch` zero
-/// images, after two warm-up runs: the CPU latency a user of the model would see.
+/// images, after two warm-up runs, of the model's deployable form (BatchNorm folded into the
+/// preceding layers, see [`crate::fuse`]): the CPU latency a user of the model would see.
 pub fn latency_ms(model: &Model, batch: usize, reps: usize) -> crate::Result<f64> {
+    let folded = crate::fuse::fold_batch_norm(model)?;
+    let model = &folded;
     let mut shape = vec![batch];
     shape.extend(&model.graph.input.shape);
     let x = crate::ir::Tensor::zeros(shape);

@@ -1,0 +1,79 @@
+//! Inference rewrites that keep a model's eval-mode function and make it cheaper to run.
+//!
+//! [`fold_batch_norm`]: a BatchNorm whose only input is a Linear or Conv2d read by nothing
+//! else is folded into that layer's weights, `w' = w * s`, `b' = (b - mean) * s + beta` with
+//! `s = gamma / sqrt(var + eps)`, and removed. The result is the deployable form: no BN pass
+//! over the activations, which on the CPU costs about as much as a small convolution.
+
+use crate::error::Result;
+use crate::ir::{Model, Op, Tensor};
+
+/// Folds every foldable BatchNorm (eval-mode semantics: running statistics).
+pub fn fold_batch_norm(model: &Model) -> Result<Model> {
+    let mut graph = model.graph.clone();
+    let mut params = model.params.clone();
+    let mut i = 0;
+    while i < graph.nodes.len() {
+        let node = graph.nodes[i].clone();
+        let Op::BatchNorm { eps, .. } = node.op else {
+            i += 1;
+            continue;
+        };
+        let producer = node.inputs[0].clone();
+        let Some(pi) = graph.index_of(&producer) else {
+            i += 1;
+            continue;
+        };
+        let foldable = matches!(graph.nodes[pi].op, Op::Linear { .. } | Op::Conv2d { .. })
+            && graph.consumers(&producer).len() == 1
+            && graph.output != producer;
+        if !foldable {
+            i += 1;
+            continue;
+        }
+        let p = |s: &str| params[&format!("{}.{s}", node.name)].data().to_vec();
+        let (gamma, beta, mean, var) = (p("weight"), p("bias"), p("running_mean"), p("running_var"));
+        let scale: Vec<f32> = gamma
+            .iter()
+            .zip(&var)
+            .map(|(g, v)| g / (v + eps as f32).sqrt())
+            .collect();
+        let wname = format!("{producer}.weight");
+        let w = params.get_mut(&wname).expect("weighted op");
+        let per = w.len() / scale.len();
+        for (c, s) in scale.iter().enumerate() {
+            w.data_mut()[c * per..(c + 1) * per]
+                .iter_mut()
+                .for_each(|v| *v *= s);
+        }
+        let bname = format!("{producer}.bias");
+        let old_b = params
+            .get(&bname)
+            .map(|t| t.data().to_vec())
+            .unwrap_or_else(|| vec![0.0; scale.len()]);
+        let b: Vec<f32> = (0..scale.len())
+            .map(|c| (old_b[c] - mean[c]) * scale[c] + beta[c])
+            .collect();
+        params.insert(bname, Tensor::from_vec(vec![scale.len()], b));
+        match &mut graph.nodes[pi].op {
+            Op::Linear { bias, .. } | Op::Conv2d { bias, .. } => *bias = true,
+            _ => unreachable!("checked above"),
+        }
+        for s in ["weight", "bias", "running_mean", "running_var"] {
+            params.remove(&format!("{}.{s}", node.name));
+        }
+        // Readers of the BN now read the layer it was folded into.
+        for n in graph.nodes.iter_mut() {
+            for inp in n.inputs.iter_mut() {
+                if *inp == node.name {
+                    *inp = producer.clone();
+                }
+            }
+        }
+        if graph.output == node.name {
+            graph.output = producer.clone();
+        }
+        graph.nodes.remove(i);
+    }
+    Model::new(graph, params)
+}
