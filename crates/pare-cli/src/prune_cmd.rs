@@ -102,6 +102,10 @@ pub struct PruneArgs {
     /// so that dense kernels stay efficient.
     #[arg(long, default_value_t = 1)]
     pub round_to: usize,
+    /// Structured: re-initialize the pruned architecture's weights before fine-tuning, i.e.
+    /// train it from scratch (the "Rethinking the Value of Network Pruning" baseline).
+    #[arg(long)]
+    pub reinit: bool,
     /// Calibration batches for data-driven criteria (apoz, taylor).
     #[arg(long, default_value_t = 8)]
     pub calib_batches: usize,
@@ -217,6 +221,9 @@ pub fn prune(a: PruneArgs) -> Result<()> {
     let spe = splits.train.len().div_ceil(a.batch_size.max(1));
     match a.method {
         Method::Unstructured => {
+            if a.reinit {
+                bail!("--reinit is for structured pruning (it re-initializes the smaller architecture)");
+            }
             let ratio = a.ratio.unwrap_or(0.0);
             let criterion = match (a.threshold, a.quality) {
                 (Some(t), None) => WeightCriterion::Threshold(t),
@@ -261,6 +268,9 @@ pub fn prune(a: PruneArgs) -> Result<()> {
             if a.quality.is_some() {
                 bail!("--quality is for unstructured pruning");
             }
+            if a.reinit && a.steps > 1 {
+                bail!("--reinit trains the final architecture from scratch; use it with --steps 1");
+            }
             let steps = a.steps.max(1);
             let amount = match (a.threshold, a.ratio) {
                 (Some(t), None) => Amount::Threshold(t),
@@ -304,6 +314,9 @@ pub fn prune(a: PruneArgs) -> Result<()> {
                     thousands(pruned.macs())
                 );
                 model = pruned;
+                if a.reinit {
+                    model = Model::init(model.graph.clone(), a.seed)?;
+                }
                 fine_tune(&mut model, &splits.train, &a, a.finetune_epochs, None)?;
             }
         }
@@ -343,6 +356,11 @@ pub fn prune(a: PruneArgs) -> Result<()> {
     println!("\n{:<24} {:>14} {:>14}", "", "before", "after");
     for (k, b, af) in rows {
         println!("{k:<24} {b:>14} {af:>14}");
+    }
+    if a.method == Method::Unstructured {
+        println!(
+            "(unstructured sparsity runs on dense kernels: expect no speed-up until sparse kernels land)"
+        );
     }
     println!(
         "accuracy change {:+.2} pt; MACs / {:.2}; batch-64 speed-up x{:.2}; non-zero parameters / {:.2}",
