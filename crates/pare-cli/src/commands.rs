@@ -122,7 +122,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         val_set.as_ref().map_or(0, |v| v.len()),
         a.epochs
     );
-    if !(a.slimming >= 0.0) {
+    if a.slimming.is_nan() || a.slimming < 0.0 {
         bail!("--slimming must be non-negative, got {}", a.slimming);
     }
     let mut progress = ProgressHooks::new(a.epochs, false);

@@ -44,7 +44,7 @@ impl Hooks for ProgressHooks {
         }
         if !self.tty {
             let tenth = info.steps_per_epoch.div_ceil(10).max(1);
-            if (info.step + 1) % tenth == 0 && info.step + 1 < info.steps_per_epoch {
+            if (info.step + 1).is_multiple_of(tenth) && info.step + 1 < info.steps_per_epoch {
                 eprintln!(
                     "epoch {}/{}: {}/{} steps, loss {:.4} acc {:.4}, {:.0} img/s",
                     info.epoch + 1,
@@ -69,7 +69,7 @@ impl Hooks for ProgressHooks {
             b
         });
         bar.set_position(info.step as u64 + 1);
-        if info.step % 10 == 0 || info.step + 1 == info.steps_per_epoch {
+        if info.step.is_multiple_of(10) || info.step + 1 == info.steps_per_epoch {
             bar.set_message(format!(
                 "loss {:.4} acc {:.4} {:.0} img/s",
                 info.loss, info.accuracy, info.images_per_sec

@@ -160,11 +160,9 @@ impl DepGraph {
         }
         // A class is prunable only if none of its elements is fixed.
         let mut class_fixed = vec![false; n];
-        for e in 0..n {
-            if fixed[e] {
-                let r = uf.find(e);
-                class_fixed[r] = true;
-            }
+        for (e, _) in fixed.iter().enumerate().filter(|(_, f)| **f) {
+            let r = uf.find(e);
+            class_fixed[r] = true;
         }
         let mut group_index: BTreeMap<usize, usize> = BTreeMap::new();
         let mut groups: Vec<Group> = Vec::new();

@@ -53,7 +53,7 @@ impl PruneSchedule {
     pub fn updates_at(&self, step: usize) -> bool {
         step >= self.start
             && step <= self.end
-            && ((step - self.start) % self.every.max(1) == 0 || step == self.end)
+            && ((step - self.start).is_multiple_of(self.every.max(1)) || step == self.end)
     }
 }
 

@@ -131,7 +131,7 @@ pub fn magnitude_masks(model: &Model, criterion: &WeightCriterion, exclude: &[St
             }
         }
         WeightCriterion::Threshold(t) | WeightCriterion::StdQuality(t) => {
-            if !(*t >= 0.0) {
+            if t.is_nan() || *t < 0.0 {
                 return Err(Error::Config(format!("threshold must be non-negative, got {t}")));
             }
             for name in names {

@@ -137,7 +137,7 @@ impl Hooks for Chain<'_> {
         self.0.iter_mut().try_for_each(|h| h.after_epoch(model, record))
     }
     fn should_stop(&mut self) -> bool {
-        self.0.iter_mut().fold(false, |stop, h| h.should_stop() || stop)
+        self.0.iter_mut().any(|h| h.should_stop())
     }
 }
 

@@ -53,7 +53,7 @@ impl Schedule {
             LrSchedule::Step { every_epochs: 0, .. } => Err(Error::Config(
                 "step schedule: every_epochs must be at least 1".into(),
             )),
-            LrSchedule::Step { gamma, .. } if !(gamma > 0.0) => Err(Error::Config(format!(
+            LrSchedule::Step { gamma, .. } if gamma.is_nan() || gamma <= 0.0 => Err(Error::Config(format!(
                 "step schedule: gamma must be positive, got {gamma}"
             ))),
             LrSchedule::Cosine { min_lr } if !(0.0..=self.base_lr).contains(&min_lr) => Err(Error::Config(
