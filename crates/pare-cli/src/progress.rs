@@ -2,7 +2,10 @@
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::Once;
+
+/// Set by the Ctrl-C handler.
+static STOP: AtomicBool = AtomicBool::new(false);
 
 use indicatif::{ProgressBar, ProgressStyle};
 use pare::ir::Model;
@@ -15,22 +18,20 @@ pub struct ProgressHooks {
     /// Without a terminal the bar is hidden; a plain line every 10% of an epoch shows progress
     /// in logs instead.
     tty: bool,
-    stop: Arc<AtomicBool>,
     epochs: usize,
     quiet: bool,
 }
 
 impl ProgressHooks {
     pub fn new(epochs: usize, quiet: bool) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        // A second handler cannot be installed in the same process; ignoring that keeps the
-        // first (which sets the same kind of flag) working.
-        let _ = ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst));
+        // One handler per process (ctrlc allows no second one); every hook reads the same flag.
+        static INSTALL: Once = Once::new();
+        INSTALL.call_once(|| {
+            let _ = ctrlc::set_handler(|| STOP.store(true, Ordering::SeqCst));
+        });
         ProgressHooks {
             bar: None,
             tty: std::io::stderr().is_terminal(),
-            stop,
             epochs,
             quiet,
         }
@@ -96,6 +97,6 @@ impl Hooks for ProgressHooks {
     }
 
     fn should_stop(&mut self) -> bool {
-        self.stop.load(Ordering::SeqCst)
+        STOP.load(Ordering::SeqCst)
     }
 }
