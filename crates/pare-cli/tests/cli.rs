@@ -1,23 +1,11 @@
 //! The `pare` binary end to end on the real Fashion-MNIST set: train, eval, info, zoo, bench,
 //! and the errors a user sees for bad input (exit code 1, a message naming the problem).
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn pare(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pare"))
-        .args(args)
-        .output()
-        .expect("run pare")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+use common::{fails_with, pare, stderr, stdout};
 
 #[test]
 fn zoo_lists_models_with_pytorch_parameter_counts() {
@@ -85,16 +73,6 @@ fn bench_train_reports_json() {
     let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
     assert!(v["mean_seconds_per_epoch"].as_f64().unwrap() > 0.0);
     assert!(v["images_per_sec"].as_f64().unwrap() > 0.0);
-}
-
-fn fails_with(args: &[&str], needles: &[&str]) {
-    let o = pare(args);
-    assert_eq!(o.status.code(), Some(1), "{args:?} should fail: {}", stdout(&o));
-    let e = stderr(&o);
-    for n in needles {
-        assert!(e.contains(n), "stderr of {args:?} should mention '{n}': {e}");
-    }
-    assert!(!e.contains("panicked"), "{e}");
 }
 
 #[test]

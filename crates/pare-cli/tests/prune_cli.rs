@@ -1,31 +1,10 @@
 //! `pare prune`, `pare sensitivity` and `pare lottery` end to end on the real data set.
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn pare(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pare"))
-        .args(args)
-        .output()
-        .expect("run pare")
-}
-
-fn ok(args: &[&str]) -> String {
-    let o = pare(args);
-    assert!(
-        o.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn fails_with(args: &[&str], needle: &str) {
-    let o = pare(args);
-    assert_eq!(o.status.code(), Some(1), "{args:?} should fail");
-    let e = String::from_utf8_lossy(&o.stderr);
-    assert!(e.contains(needle) && !e.contains("panicked"), "{args:?}: {e}");
-}
+use common::{fails_with, ok};
 
 fn trained(dir: &Path) -> String {
     let base = dir.join("base");
@@ -123,7 +102,7 @@ fn impossible_prune_requests_fail_clearly() {
             "--ratio",
             "1.0",
         ],
-        "must be in [0, 1)",
+        &["must be in [0, 1)"],
     );
     fails_with(
         &[
@@ -138,7 +117,7 @@ fn impossible_prune_requests_fail_clearly() {
             "--exclude",
             "fc9",
         ],
-        "unknown layer 'fc9'",
+        &["unknown layer 'fc9'"],
     );
     fails_with(
         &[
@@ -151,7 +130,7 @@ fn impossible_prune_requests_fail_clearly() {
             "--layer",
             "fc7=0.5",
         ],
-        "fc7",
+        &["fc7"],
     );
     fails_with(
         &[
@@ -164,7 +143,7 @@ fn impossible_prune_requests_fail_clearly() {
             "--layer",
             "fc1",
         ],
-        "expected NAME=FRACTION",
+        &["expected NAME=FRACTION"],
     );
     fails_with(
         &[
@@ -179,7 +158,7 @@ fn impossible_prune_requests_fail_clearly() {
             "--ratio",
             "0.5",
         ],
-        "BatchNorm",
+        &["BatchNorm"],
     );
     assert!(!out.exists(), "nothing is written for a refused request");
 }

@@ -2,7 +2,7 @@
 //! (parameter upload, graph execution, loss, backward, download).
 
 use pare::exec::{train_step, LossTerm};
-use pare::ir::graph::ops::{bn, conv, depthwise, linear};
+use pare::ir::graph::ops::{bn, conv, conv_grouped, depthwise, linear};
 use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -76,19 +76,7 @@ fn conv_dense_strided_dilated() {
         b.then("c2", conv(3, 4, 3, 2, 1, false));
     });
     grad_check(|b| {
-        b.then(
-            "dil",
-            Op::Conv2d {
-                in_channels: 2,
-                out_channels: 3,
-                kernel_size: [3, 3],
-                stride: [1, 1],
-                padding: [1, 1],
-                dilation: [2, 2],
-                groups: 1,
-                bias: true,
-            },
-        );
+        b.then("dil", conv_grouped(2, 3, 3, 1, 2, 1, true));
     });
 }
 
@@ -99,19 +87,7 @@ fn conv_depthwise_and_grouped() {
         b.then("dw", depthwise(4, 3, 1, 1));
     });
     grad_check(|b| {
-        b.then(
-            "grouped",
-            Op::Conv2d {
-                in_channels: 2,
-                out_channels: 4,
-                kernel_size: [3, 3],
-                stride: [1, 1],
-                padding: [0, 0],
-                dilation: [1, 1],
-                groups: 2,
-                bias: true,
-            },
-        );
+        b.then("grouped", conv_grouped(2, 4, 3, 0, 1, 2, true));
     });
 }
 

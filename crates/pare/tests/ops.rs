@@ -1,6 +1,6 @@
 //! Each op's local rules: output shape, parameter count, MACs, channel rule, and clear errors.
 
-use pare::ir::graph::ops::{bn, conv, depthwise, linear, max_pool};
+use pare::ir::graph::ops::{bn, conv, conv_grouped, depthwise, linear, max_pool};
 use pare::ir::{ChannelRule, Op};
 
 /// Checks one op: output shape, parameters and MACs for the given inputs.
@@ -44,16 +44,7 @@ fn conv_rules() {
         4608,
         32 * 14 * 14 * 144,
     );
-    let dilated = Op::Conv2d {
-        in_channels: 2,
-        out_channels: 4,
-        kernel_size: [3, 3],
-        stride: [1, 1],
-        padding: [0, 0],
-        dilation: [2, 2],
-        groups: 1,
-        bias: false,
-    };
+    let dilated = conv_grouped(2, 4, 3, 0, 2, 1, false);
     check(dilated, &[&[2, 10, 10]], &[4, 6, 6], 72, 4 * 36 * 18);
     check(
         depthwise(32, 3, 2, 1),
@@ -68,16 +59,7 @@ fn conv_rules() {
         "expects 3 input channels",
     );
     error(conv(1, 8, 3, 1, 0, true), &[&[1, 2, 2]], "does not fit");
-    let bad_groups = Op::Conv2d {
-        in_channels: 6,
-        out_channels: 4,
-        kernel_size: [1, 1],
-        stride: [1, 1],
-        padding: [0, 0],
-        dilation: [1, 1],
-        groups: 4,
-        bias: false,
-    };
+    let bad_groups = conv_grouped(6, 4, 1, 0, 1, 4, false);
     error(bad_groups, &[&[6, 4, 4]], "groups=4 must divide");
 }
 
@@ -89,16 +71,7 @@ fn channel_rules() {
     assert_eq!(Op::Add.channel_rule(), ChannelRule::Passthrough);
     assert_eq!(Op::Concat.channel_rule(), ChannelRule::Concat);
     assert_eq!(Op::Flatten.channel_rule(), ChannelRule::Flatten);
-    let grouped = Op::Conv2d {
-        in_channels: 8,
-        out_channels: 8,
-        kernel_size: [3, 3],
-        stride: [1, 1],
-        padding: [1, 1],
-        dilation: [1, 1],
-        groups: 2,
-        bias: false,
-    };
+    let grouped = conv_grouped(8, 8, 3, 1, 1, 2, false);
     assert_eq!(grouped.channel_rule(), ChannelRule::Fixed);
     // The parameter axes structured pruning slices.
     let p = conv(3, 8, 3, 1, 1, true).params();

@@ -235,6 +235,28 @@ pub mod ops {
         }
     }
 
+    /// A conv with every knob: `[k, k]` kernel, stride 1, `pad` padding, `dilation`, `groups`.
+    pub fn conv_grouped(
+        i: usize,
+        o: usize,
+        k: usize,
+        pad: usize,
+        dilation: usize,
+        groups: usize,
+        bias: bool,
+    ) -> Op {
+        Op::Conv2d {
+            in_channels: i,
+            out_channels: o,
+            kernel_size: [k, k],
+            stride: [1, 1],
+            padding: [pad; 2],
+            dilation: [dilation; 2],
+            groups,
+            bias,
+        }
+    }
+
     /// A depthwise 3x3-style conv: one filter per channel.
     pub fn depthwise(c: usize, k: usize, stride: usize, pad: usize) -> Op {
         Op::Conv2d {

@@ -1,0 +1,37 @@
+//! Helpers shared by the CLI test files: run the binary, read its output, expect failures.
+
+use std::process::{Command, Output};
+
+pub fn pare(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pare"))
+        .args(args)
+        .output()
+        .expect("run pare")
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Runs `pare` and returns its stdout, failing the test with stderr when it fails.
+#[allow(dead_code)] // not every test file uses every helper
+pub fn ok(args: &[&str]) -> String {
+    let o = pare(args);
+    assert!(o.status.success(), "{args:?}: {}", stderr(&o));
+    stdout(&o)
+}
+
+/// Expects exit code 1 and a message on stderr containing every needle, without a panic.
+pub fn fails_with(args: &[&str], needles: &[&str]) {
+    let o = pare(args);
+    assert_eq!(o.status.code(), Some(1), "{args:?} should fail: {}", stdout(&o));
+    let e = stderr(&o);
+    for n in needles {
+        assert!(e.contains(n), "stderr of {args:?} should mention '{n}': {e}");
+    }
+    assert!(!e.contains("panicked"), "{e}");
+}
