@@ -44,6 +44,14 @@ fn zoo_model(m: &ModelArgs) -> Result<ZooModel> {
     Ok(ZooModel::parse(&m.model, m.hidden.as_deref(), m.dropout)?)
 }
 
+/// A freshly initialized zoo model for `set`: its sample shape, class count and pixel
+/// statistics (recorded as the model's input normalization).
+pub(crate) fn fresh_model(zm: &ZooModel, set: &dyn Dataset, seed: u64) -> Result<Model> {
+    let mut graph = zm.build(set.sample_shape(), set.num_classes())?;
+    graph.input.normalize = fashion::pixel_stats(set);
+    Ok(Model::init(graph, seed)?)
+}
+
 fn load_data(dir: Option<&Path>) -> Result<fashion::Splits> {
     let dir = fashion::resolve_dir(dir);
     fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))
@@ -100,10 +108,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         resume: a.resume,
     };
     cfg.validate()?;
-    let norm = fashion::pixel_stats(train_all.as_ref());
-    let mut graph = zm.build(train_all.sample_shape(), train_all.num_classes())?;
-    graph.input.normalize = norm;
-    let mut model = Model::init(graph, a.seed)?;
+    let mut model = fresh_model(&zm, train_all.as_ref(), a.seed)?;
     let (train_set, val_set): (Subset, Option<Subset>) = if a.val > 0 {
         let (t, v) = split(train_all.clone(), a.val, a.seed)?;
         (t, Some(v))
@@ -219,9 +224,7 @@ pub fn bench_train(
 ) -> Result<()> {
     let zm = zoo_model(m)?;
     let splits = load_data(data)?;
-    let mut graph = zm.build(splits.train.sample_shape(), splits.train.num_classes())?;
-    graph.input.normalize = fashion::pixel_stats(&splits.train);
-    let mut model = Model::init(graph, 0)?;
+    let mut model = fresh_model(&zm, &splits.train, 0)?;
     let cfg = FitConfig {
         epochs,
         batch_size,

@@ -561,16 +561,15 @@ pub fn lottery(a: LotteryArgs) -> Result<()> {
     use pare::report::plot::{line_chart, Series};
     let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;
     let zm = pare::zoo::ZooModel::parse(&a.model, None, 0.0)?;
-    let mut graph = zm.build(splits.train.sample_shape(), splits.train.num_classes())?;
-    graph.input.normalize = fashion::pixel_stats(&splits.train);
-    let output_layer = graph
+    let init = crate::commands::fresh_model(&zm, &splits.train, a.seed)?;
+    let output_layer = init
+        .graph
         .nodes
         .iter()
         .rev()
         .find(|n| matches!(n.op, pare::ir::Op::Linear { .. } | pare::ir::Op::Conv2d { .. }))
         .map(|n| n.name.clone())
         .context("the model has no prunable layer")?;
-    let init = Model::init(graph, a.seed)?;
     let cfg = LotteryConfig {
         rounds: a.rounds,
         rate: a.rate,

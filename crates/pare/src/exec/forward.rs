@@ -46,7 +46,7 @@ pub(crate) fn upload_params(
     dev: &Device,
     track: bool,
 ) -> (BTreeMap<String, BT<1>>, HashMap<String, BT<1>>) {
-    let trainable = model.trainable();
+    let trainable: std::collections::HashSet<String> = model.trainable().into_iter().collect();
     let mut leaves = BTreeMap::new();
     let mut effective = HashMap::new();
     for (name, t) in &model.params {

@@ -1,7 +1,7 @@
 //! Loss terms on the engine. A closed enum: each distillation or regularization loss that needs
 //! the autodiff graph is added here as a variant, with its reference value tested on the CPU.
 
-use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::activation::log_softmax;
 use burn::tensor::{Device, Tensor as BT};
 
 use super::value::upload;
@@ -78,12 +78,4 @@ pub(crate) fn total(logits: BT<2>, terms: &[LossTerm], dev: &Device) -> Result<B
         });
     }
     Ok(acc.expect("at least one term"))
-}
-
-/// `softmax(logits / t)` row-wise on the CPU: the soft targets a teacher produces.
-pub fn soft_targets(logits: &Tensor, t: f32) -> Tensor {
-    let dev = Device::flex();
-    let [b, c] = [logits.shape()[0], logits.shape()[1]];
-    let x: BT<2> = upload(logits.data().to_vec(), [b, c], &dev);
-    super::value::download(softmax(x.div_scalar(t), 1))
 }

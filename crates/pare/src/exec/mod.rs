@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 
 use burn::tensor::Device;
 
-pub use loss::{soft_targets, LossTerm};
+pub use loss::LossTerm;
 
 use crate::error::{Error, Result};
 use crate::ir::{Model, Params, Reparams, Tensor};

@@ -130,7 +130,9 @@ pub(crate) fn load(path: &Path, model: &Model, cfg: &FitConfig) -> Result<Checkp
             optimizer.insert(n.to_string(), v);
         }
     }
-    Model::new(model.graph.clone(), params.clone()).map_err(|e| err(e.to_string()))?;
+    let params = Model::new(model.graph.clone(), params)
+        .map_err(|e| err(e.to_string()))?
+        .params;
     Ok(Checkpoint {
         meta,
         params,

@@ -1,7 +1,6 @@
 //! The fit loop: seeded batches, forward/backward on the engine, optimizer step, hooks,
 //! validation, atomic checkpoints every epoch (and on interruption), exact resume.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -178,22 +177,22 @@ pub fn evaluate(model: &Model, set: &dyn Dataset, batch_size: usize, reparams: &
 /// Summed cross-entropy and number of correct predictions of a `[B, classes]` logits tensor.
 pub fn loss_and_correct(logits: &crate::ir::Tensor, labels: &[u32]) -> (f64, usize) {
     let classes = logits.shape()[1];
-    let mut loss = 0f64;
-    let mut correct = 0;
-    for (row, &y) in logits.data().chunks(classes).zip(labels) {
-        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let lse = max as f64 + row.iter().map(|v| ((v - max) as f64).exp()).sum::<f64>().ln();
-        loss += lse - row[y as usize] as f64;
-        let pred = row
-            .iter()
-            .enumerate()
-            .fold(
-                (0, f32::NEG_INFINITY),
-                |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-            )
-            .0;
-        correct += usize::from(pred == y as usize);
-    }
+    let loss = logits
+        .data()
+        .chunks(classes)
+        .zip(labels)
+        .map(|(row, &y)| {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let lse = max as f64 + row.iter().map(|v| ((v - max) as f64).exp()).sum::<f64>().ln();
+            lse - row[y as usize] as f64
+        })
+        .sum();
+    let correct = logits
+        .argmax_rows()
+        .iter()
+        .zip(labels)
+        .filter(|(p, y)| **p == **y as usize)
+        .count();
     (loss, correct)
 }
 
@@ -340,24 +339,15 @@ pub fn fit(
 /// PyTorch's running-statistics update: `r = (1 - momentum) * r + momentum * batch`, with the
 /// unbiased batch variance.
 fn update_running_stats(model: &mut Model, stats: &[exec::BatchStats]) {
-    let momenta: HashMap<&str, f32> = model
-        .graph
-        .nodes
-        .iter()
-        .filter_map(|n| match n.op {
-            crate::ir::Op::BatchNorm { momentum, .. } => Some((n.name.as_str(), momentum as f32)),
-            _ => None,
-        })
-        .collect();
-    let updates: Vec<(String, f32, &crate::ir::Tensor, &crate::ir::Tensor)> = stats
-        .iter()
-        .map(|s| (s.node.clone(), momenta[s.node.as_str()], &s.mean, &s.var_unbiased))
-        .collect();
-    for (node, m, mean, var) in updates {
-        for (suffix, batch) in [("running_mean", mean), ("running_var", var)] {
+    for s in stats {
+        let m = match model.graph.node(&s.node).map(|n| &n.op) {
+            Some(crate::ir::Op::BatchNorm { momentum, .. }) => *momentum as f32,
+            _ => unreachable!("batch statistics come from BatchNorm nodes"),
+        };
+        for (suffix, batch) in [("running_mean", &s.mean), ("running_var", &s.var_unbiased)] {
             let r = model
                 .params
-                .get_mut(&format!("{node}.{suffix}"))
+                .get_mut(&format!("{}.{suffix}", s.node))
                 .expect("BatchNorm nodes own running statistics");
             for (r, b) in r.data_mut().iter_mut().zip(batch.data()) {
                 *r = (1.0 - m) * *r + m * b;
