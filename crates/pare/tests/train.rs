@@ -424,3 +424,52 @@ fn data_set_trait_objects_work_for_subsets() {
         (0..200).map(|i| t2.label(i)).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn soft_target_loss_is_t_squared_scaled_cross_entropy() {
+    let m = toy_model(1);
+    let x = Tensor::from_vec(
+        vec![2, 1, 8, 8],
+        (0..128).map(|i| (i as f32 * 0.11).cos()).collect(),
+    );
+    let mut without_dropout = m.clone();
+    without_dropout.graph.nodes.iter_mut().for_each(|n| {
+        if matches!(n.op, Op::Dropout { .. }) {
+            n.op = Op::Identity;
+        }
+    });
+    let target = Tensor::from_vec(vec![2, 3], vec![0.2, 0.5, 0.3, 0.6, 0.1, 0.3]);
+    for t in [1.0f32, 4.0] {
+        let terms = [LossTerm::SoftTargets {
+            target: target.clone(),
+            temperature: t,
+            weight: 0.5,
+        }];
+        let got = train_step(&without_dropout, &x, &terms, &Reparams::new(), &[], 0)
+            .unwrap()
+            .loss;
+        // Reference on the CPU from the train-mode logits: 0.5 * t^2 * mean_i -sum_c p log_softmax(z/t).
+        let z = train_step(
+            &without_dropout,
+            &x,
+            &[LossTerm::CrossEntropy {
+                labels: vec![0, 0],
+                weight: 1.0,
+            }],
+            &Reparams::new(),
+            &[],
+            0,
+        )
+        .unwrap()
+        .output;
+        let mut want = 0.0;
+        for (row, p) in z.data().chunks(3).zip(target.data().chunks(3)) {
+            let s: Vec<f32> = row.iter().map(|v| v / t).collect();
+            let max = s.iter().copied().fold(f32::MIN, f32::max);
+            let lse = max + s.iter().map(|v| (v - max).exp()).sum::<f32>().ln();
+            want += -p.iter().zip(&s).map(|(pi, si)| pi * (si - lse)).sum::<f32>();
+        }
+        let want = 0.5 * t * t * want / 2.0;
+        assert!((got - want).abs() < 1e-5, "T={t}: {got} vs {want}");
+    }
+}
