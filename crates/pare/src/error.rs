@@ -41,6 +41,9 @@ pub enum Error {
     /// A configuration value is impossible (zero batch size, unknown model...).
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A compressed model file is corrupt, truncated or of another format version.
+    #[error("{path}: compressed model: {reason}")]
+    Compressed { path: PathBuf, reason: String },
     /// A checkpoint cannot be used to resume this run.
     #[error("{path}: checkpoint: {reason}")]
     Checkpoint { path: PathBuf, reason: String },

@@ -13,12 +13,14 @@
 //! (IDX, Fashion-MNIST, batches, augmentation), [`train`] (optimizers, schedules, fit loop,
 //! checkpoints), [`zoo`] (model constructors), [`report`] (per-layer tables).
 
+pub mod codec;
 pub mod data;
 pub mod error;
 pub mod exec;
 pub mod fuse;
 pub mod ir;
 pub mod prune;
+pub mod quant;
 pub mod report;
 pub mod train;
 pub mod zoo;

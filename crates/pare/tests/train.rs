@@ -378,9 +378,10 @@ fn schedules_are_pure_functions_of_the_step() {
 #[test]
 fn fake_quant_reparam_matches_its_cpu_reference_and_passes_gradients() {
     let m = toy_model(1);
-    let fq = pare::ir::FakeQuant {
+    let fq = pare::ir::WeightQuant {
         bits: 4,
         per_channel: true,
+        symmetric: true,
     };
     let reparams = BTreeMap::from([("fc.weight".to_string(), vec![Reparam::FakeQuant(fq)])]);
     let mut baked = m.clone();

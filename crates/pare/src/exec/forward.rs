@@ -72,16 +72,19 @@ pub(crate) fn upload_params(
 fn apply_reparam(w: BT<1>, cpu: &crate::ir::Tensor, r: &Reparam, dev: &Device) -> BT<1> {
     match r {
         Reparam::Mask(mask) => w * upload(mask.data().to_vec(), [mask.len()], dev),
-        Reparam::FakeQuant(fq) => {
-            let scales = fq.scales(cpu);
-            let rows = scales.len();
+        Reparam::FakeQuant(q) => {
+            let qp = q.params(cpu.shape(), cpu.data());
+            let rows = qp.len();
             let n = cpu.len();
-            let m = fq.max_level();
             let w2 = w.clone().reshape([rows, n / rows]);
-            let s = upload(scales, [rows, 1], dev);
-            let q = (w2.clone() / s.clone()).round().clamp(-m, m) * s;
-            // Straight-through estimator: forward q, backward identity.
-            let ste = w2.clone() + (q - w2).detach();
+            let col =
+                |f: &dyn Fn(&crate::ir::QParams) -> f32| upload(qp.iter().map(f).collect(), [rows, 1], dev);
+            let (s, z) = (col(&|p| p.scale), col(&|p| p.zero_point as f32));
+            let (qmin, qmax) = (qp[0].qmin as f32, qp[0].qmax as f32);
+            let q = ((w2.clone() / s.clone()).round() + z.clone()).clamp(qmin, qmax);
+            let deq = (q - z) * s;
+            // Straight-through estimator: forward the quantized value, backward the identity.
+            let ste = w2.clone() + (deq - w2).detach();
             ste.reshape([n])
         }
     }
@@ -333,6 +336,19 @@ pub(crate) fn run(
                 _ => first,
             },
             Op::Identity => first,
+            Op::FakeQuant { .. } => {
+                let p = node.op.act_qparams().expect("a fake_quant op has qparams");
+                let (lo, hi) = p.range();
+                let (s, z) = (p.scale, p.zero_point as f32);
+                map_value!(first, |x| {
+                    // Clipped STE: clamp carries the gradient inside [lo, hi] and blocks it
+                    // outside; the rounding is detached.
+                    let xc = x.clamp(lo, hi);
+                    let q = ((xc.clone() / s).round() + z).clamp(p.qmin as f32, p.qmax as f32);
+                    let deq = (q - z) * s;
+                    xc.clone() + (deq - xc).detach()
+                })
+            }
         };
         values[i] = Some(out);
     }

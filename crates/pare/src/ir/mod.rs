@@ -8,11 +8,13 @@ pub mod graph;
 pub mod io;
 pub mod model;
 pub mod op;
+pub mod quant;
 pub mod reparam;
 pub mod tensor;
 
 pub use graph::{Graph, GraphBuilder, InputSpec, Node, Normalize, Shapes, INPUT};
 pub use model::{Model, ParamRef, Params};
 pub use op::{ChannelRule, Op, ParamKind, ParamSpec};
-pub use reparam::{FakeQuant, Reparam, Reparams};
+pub use quant::{QParams, Scheme, WeightQuant};
+pub use reparam::{Reparam, Reparams};
 pub use tensor::Tensor;

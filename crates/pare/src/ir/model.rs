@@ -126,6 +126,18 @@ impl Model {
             .collect()
     }
 
+    /// The weight tensors of Linear and Conv2d nodes as `(node, parameter)` names, in node
+    /// order: what weight pruning, quantization and sharing act on (BN scales and biases are
+    /// left in f32).
+    pub fn layer_weights(&self) -> Vec<(String, String)> {
+        self.param_refs()
+            .into_iter()
+            .filter(|r| r.spec.kind == ParamKind::Weight)
+            .filter(|r| matches!(self.graph.nodes[r.node].op, Op::Linear { .. } | Op::Conv2d { .. }))
+            .map(|r| (self.graph.nodes[r.node].name.clone(), r.name))
+            .collect()
+    }
+
     /// Per-sample shapes of every node (the graph was validated on construction).
     pub fn shapes(&self) -> Shapes {
         self.graph

@@ -71,6 +71,16 @@ pub enum Op {
         p: f64,
     },
     Identity,
+    /// Simulated quantization of the activations flowing through (see [`super::quant`]):
+    /// `y = dequantize(quantize(x))` with a calibrated scale and zero point. The backward pass
+    /// is the clipped straight-through estimator: gradient 1 inside the representable range,
+    /// 0 where the value saturates.
+    FakeQuant {
+        bits: u32,
+        symmetric: bool,
+        scale: f32,
+        zero_point: i32,
+    },
 }
 
 /// What a parameter is for: trained weights and biases, or buffers updated outside the optimizer.
@@ -144,6 +154,7 @@ impl Op {
             Op::Concat => "concat",
             Op::Dropout { .. } => "dropout",
             Op::Identity => "identity",
+            Op::FakeQuant { .. } => "fake_quant",
         }
     }
 
@@ -159,6 +170,7 @@ impl Op {
                 | Op::HardSwish
                 | Op::Dropout { .. }
                 | Op::Identity
+                | Op::FakeQuant { .. }
         )
     }
 
@@ -167,6 +179,27 @@ impl Op {
         match self {
             Op::Add | Op::Concat => (2, usize::MAX),
             _ => (1, 1),
+        }
+    }
+
+    /// The affine map of a [`Op::FakeQuant`] node.
+    pub fn act_qparams(&self) -> Option<super::quant::QParams> {
+        match *self {
+            Op::FakeQuant {
+                bits,
+                symmetric,
+                scale,
+                zero_point,
+            } => {
+                let (qmin, qmax) = super::quant::Scheme { bits, symmetric }.levels();
+                Some(super::quant::QParams {
+                    scale,
+                    zero_point,
+                    qmin,
+                    qmax,
+                })
+            }
+            _ => None,
         }
     }
 
@@ -409,7 +442,22 @@ impl Op {
                 }
                 Ok(x.to_vec())
             }
-            Op::Relu | Op::Relu6 | Op::Gelu | Op::Sigmoid | Op::Tanh | Op::HardSwish | Op::Identity => {
+            Op::Relu
+            | Op::Relu6
+            | Op::Gelu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::HardSwish
+            | Op::Identity
+            | Op::FakeQuant { .. } => {
+                if let Op::FakeQuant { bits, scale, .. } = *self {
+                    if !super::quant::BITS.contains(&bits) {
+                        return Err(format!("fake_quant bits={bits} must be in 2..=16"));
+                    }
+                    if !(scale > 0.0 && scale.is_finite()) {
+                        return Err(format!("fake_quant scale={scale} must be positive and finite"));
+                    }
+                }
                 Ok(x.to_vec())
             }
         }

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ir::{Model, Op, ParamKind, Tensor};
+use crate::ir::{Model, Op, Tensor};
 
 /// Masks per weight name (`{node}.weight`): 1 keeps a weight, 0 prunes it.
 pub type Masks = BTreeMap<String, Tensor>;
@@ -46,17 +46,10 @@ pub fn prunable_weights(model: &Model, exclude: &[String]) -> Result<Vec<String>
         }
     }
     Ok(model
-        .param_refs()
+        .layer_weights()
         .into_iter()
-        .filter(|r| r.spec.kind == ParamKind::Weight)
-        .filter(|r| {
-            matches!(
-                model.graph.nodes[r.node].op,
-                Op::Linear { .. } | Op::Conv2d { .. }
-            )
-        })
-        .filter(|r| !exclude.contains(&model.graph.nodes[r.node].name))
-        .map(|r| r.name)
+        .filter(|(node, _)| !exclude.contains(node))
+        .map(|(_, w)| w)
         .collect())
 }
 

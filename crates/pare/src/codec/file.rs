@@ -1,0 +1,519 @@
+//! The compressed model file (`model.pare`).
+//!
+//! Layout, little-endian:
+//!
+//! | bytes | field |
+//! |---|---|
+//! | 4 | magic `PARE` |
+//! | 2 | format version ([`VERSION`]) |
+//! | 4 | header length `H` |
+//! | H | header: DEFLATE-compressed JSON: the graph (as in `arch.json`) and, per parameter in order, its [`Encoding`] and payload length |
+//! | ... | payloads, one per parameter, back to back |
+//! | 4 | CRC-32 of everything before it |
+//!
+//! Payloads by encoding:
+//! - `f32`: the values.
+//! - `uniform`: per row (channel or tensor) an f32 scale and, if asymmetric, an i32 zero
+//!   point; then a symbol stream of `q - qmin` (see [`super::stream`]).
+//! - `shared`: `u32 K`, K f32 codebook values; a stream of one index per element.
+//! - `sparse`: `u32 K`, K f32 non-zero codebook values, `u32` entry count, the stream of
+//!   relative gaps (alphabet `2^gap_bits`) and the stream of value indices (alphabet `K + 1`,
+//!   `K` = filler zero); see [`super::sparse`].
+//!
+//! Decoding gives back exactly the values that were evaluated: codebook values are stored as
+//! the f32 bits the model held, and uniform values are recomputed by the same
+//! `dequantize` the fake quantizer used (zeros may lose their sign: `-0.0` decodes as `0.0`).
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+use flate2::read::DeflateDecoder;
+use flate2::write::DeflateEncoder;
+use serde::{Deserialize, Serialize};
+
+use super::reader::Reader;
+use super::sparse;
+use super::stream::{self, StreamBytes};
+use crate::error::{Error, Result};
+use crate::ir::quant::{dequantize, BITS};
+use crate::ir::{io, Graph, Model, Params, Tensor, WeightQuant};
+
+pub const MAGIC: &[u8; 4] = b"PARE";
+pub const VERSION: u16 = 1;
+/// Magic, version and header length.
+pub const PREAMBLE: usize = 10;
+pub const CHECKSUM: usize = 4;
+/// Largest tensor the decoder will allocate (elements): a sanity bound against hostile files.
+pub const MAX_ELEMENTS: usize = 1 << 28;
+
+/// How one parameter is stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Encoding {
+    /// Plain f32 (biases, BN parameters, anything left unquantized).
+    F32,
+    /// Integer codes of a uniform quantizer, recomputed from the float weights.
+    Uniform {
+        bits: u32,
+        per_channel: bool,
+        symmetric: bool,
+        huffman: bool,
+    },
+    /// A codebook of the tensor's distinct values and one index per element.
+    Shared { huffman: bool },
+    /// A codebook of the distinct non-zero values and a relative sparse index.
+    Sparse { gap_bits: u32, huffman: bool },
+}
+
+impl Encoding {
+    pub fn label(&self) -> String {
+        let h = |h: bool| if h { "+huffman" } else { "" };
+        match *self {
+            Encoding::F32 => "f32".into(),
+            Encoding::Uniform {
+                bits,
+                per_channel,
+                symmetric,
+                huffman,
+            } => format!(
+                "int{bits} {}{}{}",
+                if per_channel { "per-channel" } else { "per-tensor" },
+                if symmetric { "" } else { " asym" },
+                h(huffman)
+            ),
+            Encoding::Shared { huffman } => format!("codebook{}", h(huffman)),
+            Encoding::Sparse { gap_bits, huffman } => format!("sparse gap{gap_bits} codebook{}", h(huffman)),
+        }
+    }
+}
+
+/// Where each byte of one tensor's payload went.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct TensorBytes {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub elements: usize,
+    pub nonzero: usize,
+    pub encoding: Encoding,
+    /// Codebook values, or scales and zero points.
+    pub codebook: usize,
+    /// Fixed fields (counts) and stream headers, including Huffman code-length tables.
+    pub tables: usize,
+    /// Bit stream of value indices (or integer codes, or raw f32 values).
+    pub values: usize,
+    /// Bit stream of relative sparse indices.
+    pub index: usize,
+}
+
+impl TensorBytes {
+    pub fn total(&self) -> usize {
+        self.codebook + self.tables + self.values + self.index
+    }
+}
+
+/// Every byte of a compressed file.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct FileBytes {
+    pub preamble: usize,
+    pub header: usize,
+    pub tensors: Vec<TensorBytes>,
+    pub checksum: usize,
+}
+
+impl FileBytes {
+    pub fn total(&self) -> usize {
+        self.preamble
+            + self.header
+            + self.checksum
+            + self.tensors.iter().map(TensorBytes::total).sum::<usize>()
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Header {
+    graph: Graph,
+    tensors: Vec<Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    encoding: Encoding,
+    length: u64,
+}
+
+/// Per-parameter encodings; parameters not named are stored as f32.
+pub type Plan = BTreeMap<String, Encoding>;
+
+fn config(name: &str, reason: impl std::fmt::Display) -> Error {
+    Error::Config(format!("encoding '{name}': {reason}"))
+}
+
+/// Sorted distinct values of `data`, zeros (of either sign) counted once as `0.0`, when there
+/// are at most `limit` of them.
+fn codebook(data: &[f32], skip_zero: bool, limit: usize) -> Option<Vec<f32>> {
+    let mut bits: Vec<u32> = data
+        .iter()
+        .filter(|v| !(skip_zero && **v == 0.0))
+        .map(|v| if *v == 0.0 { 0 } else { v.to_bits() })
+        .collect();
+    bits.sort_unstable();
+    bits.dedup();
+    if bits.len() > limit {
+        return None;
+    }
+    let mut values: Vec<f32> = bits.into_iter().map(f32::from_bits).collect();
+    values.sort_unstable_by(f32::total_cmp);
+    Some(values)
+}
+
+fn index_of(book: &[f32], v: f32) -> u32 {
+    let v = if v == 0.0 { 0.0 } else { v };
+    book.binary_search_by(|c| c.total_cmp(&v))
+        .expect("value is in its codebook") as u32
+}
+
+/// Largest codebook pare stores (16-bit indices).
+const MAX_CODEBOOK: usize = 1 << 16;
+
+fn encode_tensor(name: &str, t: &Tensor, enc: Encoding, out: &mut Vec<u8>) -> Result<TensorBytes> {
+    let start = out.len();
+    let mut b = TensorBytes {
+        name: name.to_string(),
+        shape: t.shape().to_vec(),
+        elements: t.len(),
+        nonzero: t.data().iter().filter(|v| **v != 0.0).count(),
+        encoding: enc,
+        codebook: 0,
+        tables: 0,
+        values: 0,
+        index: 0,
+    };
+    let add_stream = |s: StreamBytes, b: &mut TensorBytes, is_index: bool| {
+        b.tables += s.table;
+        if is_index {
+            b.index += s.bits;
+        } else {
+            b.values += s.bits;
+        }
+    };
+    match enc {
+        Encoding::F32 => {
+            t.data()
+                .iter()
+                .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            b.values = t.len() * 4;
+        }
+        Encoding::Uniform {
+            bits,
+            per_channel,
+            symmetric,
+            huffman,
+        } => {
+            if !BITS.contains(&bits) {
+                return Err(config(name, format!("uniform bits = {bits} must be in 2..=16")));
+            }
+            let q = WeightQuant {
+                bits,
+                per_channel,
+                symmetric,
+            };
+            let (codes, params) = q.quantize(t.shape(), t.data());
+            for p in &params {
+                out.extend_from_slice(&p.scale.to_le_bytes());
+                if !symmetric {
+                    out.extend_from_slice(&p.zero_point.to_le_bytes());
+                }
+            }
+            b.codebook = out.len() - start;
+            let qmin = params[0].qmin;
+            let alphabet = (params[0].qmax - qmin + 1) as usize;
+            let symbols: Vec<u32> = codes.iter().map(|&c| (c - qmin) as u32).collect();
+            add_stream(stream::write(&symbols, alphabet, huffman, out), &mut b, false);
+        }
+        Encoding::Shared { huffman } => {
+            let book = codebook(t.data(), false, MAX_CODEBOOK).ok_or_else(|| {
+                config(
+                    name,
+                    "more than 65536 distinct values; cluster or quantize it first",
+                )
+            })?;
+            out.extend_from_slice(&(book.len() as u32).to_le_bytes());
+            b.tables += 4;
+            book.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            b.codebook = book.len() * 4;
+            let symbols: Vec<u32> = t.data().iter().map(|&v| index_of(&book, v)).collect();
+            add_stream(stream::write(&symbols, book.len(), huffman, out), &mut b, false);
+        }
+        Encoding::Sparse { gap_bits, huffman } => {
+            if !(1..=16).contains(&gap_bits) {
+                return Err(config(name, format!("gap_bits = {gap_bits} must be in 1..=16")));
+            }
+            let book = codebook(t.data(), true, MAX_CODEBOOK - 1).ok_or_else(|| {
+                config(
+                    name,
+                    "more than 65535 distinct values; cluster or quantize it first",
+                )
+            })?;
+            let filler = book.len() as u32;
+            let symbols: Vec<Option<u32>> = t
+                .data()
+                .iter()
+                .map(|&v| (v != 0.0).then(|| index_of(&book, v)))
+                .collect();
+            let rel = sparse::encode(&symbols, gap_bits, filler);
+            out.extend_from_slice(&(book.len() as u32).to_le_bytes());
+            book.iter().for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
+            out.extend_from_slice(&(rel.gaps.len() as u32).to_le_bytes());
+            b.tables += 8;
+            b.codebook = book.len() * 4;
+            add_stream(
+                stream::write(&rel.gaps, 1 << gap_bits, huffman, out),
+                &mut b,
+                true,
+            );
+            add_stream(
+                stream::write(&rel.values, book.len() + 1, huffman, out),
+                &mut b,
+                false,
+            );
+        }
+    }
+    debug_assert_eq!(b.total(), out.len() - start);
+    Ok(b)
+}
+
+fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result::Result<Vec<f32>, String> {
+    let n: usize = shape.iter().product();
+    match enc {
+        Encoding::F32 => r.f32s(n),
+        Encoding::Uniform {
+            bits,
+            per_channel,
+            symmetric,
+            ..
+        } => {
+            if !BITS.contains(&bits) {
+                return Err(format!("uniform bits = {bits} must be in 2..=16"));
+            }
+            let q = WeightQuant {
+                bits,
+                per_channel,
+                symmetric,
+            };
+            let (qmin, qmax) = q.scheme().levels();
+            let rows = q.rows(shape);
+            if n % rows != 0 {
+                return Err(format!("{n} elements do not split into {rows} channels"));
+            }
+            let mut params = Vec::with_capacity(rows.min(n));
+            for _ in 0..rows {
+                let scale = r.f32()?;
+                let zero_point = if symmetric { 0 } else { r.i32()? };
+                if !(scale.is_finite() && scale > 0.0) || zero_point < qmin || zero_point > qmax {
+                    return Err(format!("invalid scale {scale} or zero point {zero_point}"));
+                }
+                params.push(crate::ir::QParams {
+                    scale,
+                    zero_point,
+                    qmin,
+                    qmax,
+                });
+            }
+            let symbols = stream::read(r, n, (qmax - qmin + 1) as usize)?;
+            let codes: Vec<i32> = symbols.iter().map(|&s| s as i32 + qmin).collect();
+            Ok(dequantize(&codes, &params))
+        }
+        Encoding::Shared { .. } => {
+            let k = r.u32()? as usize;
+            if k == 0 || k > MAX_CODEBOOK {
+                return Err(format!("codebook of {k} values"));
+            }
+            let book = r.f32s(k)?;
+            let symbols = stream::read(r, n, k)?;
+            Ok(symbols.iter().map(|&s| book[s as usize]).collect())
+        }
+        Encoding::Sparse { gap_bits, .. } => {
+            if !(1..=16).contains(&gap_bits) {
+                return Err(format!("gap_bits = {gap_bits} must be in 1..=16"));
+            }
+            let k = r.u32()? as usize;
+            if k >= MAX_CODEBOOK {
+                return Err(format!("codebook of {k} values"));
+            }
+            let book = r.f32s(k)?;
+            let entries = r.u32()? as usize;
+            if entries > n {
+                return Err(format!("{entries} sparse entries for {n} elements"));
+            }
+            let gaps = stream::read(r, entries, 1 << gap_bits)?;
+            let values = stream::read(r, entries, k + 1)?;
+            let rel = sparse::Relative { gaps, values };
+            let symbols = sparse::decode(&rel, n, k as u32)?;
+            Ok(symbols
+                .iter()
+                .map(|s| s.map_or(0.0, |s| book[s as usize]))
+                .collect())
+        }
+    }
+}
+
+/// Encodes `model` with `plan`; returns the file's bytes and where they went.
+pub fn encode(model: &Model, plan: &Plan) -> Result<(Vec<u8>, FileBytes)> {
+    for name in plan.keys() {
+        if !model.params.contains_key(name) {
+            return Err(config(name, "the model has no parameter of that name"));
+        }
+    }
+    let mut payload = Vec::new();
+    let mut tensors = Vec::new();
+    let mut entries = Vec::new();
+    for r in model.param_refs() {
+        let enc = plan.get(&r.name).copied().unwrap_or(Encoding::F32);
+        let start = payload.len();
+        let b = encode_tensor(&r.name, &model.params[&r.name], enc, &mut payload)?;
+        entries.push(Entry {
+            name: r.name.clone(),
+            encoding: enc,
+            length: (payload.len() - start) as u64,
+        });
+        tensors.push(b);
+    }
+    let header = Header {
+        graph: model.graph.clone(),
+        tensors: entries,
+    };
+    let json = serde_json::to_vec(&header).expect("the header serializes");
+    let mut z = DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+    z.write_all(&json)
+        .and_then(|_| z.flush())
+        .expect("deflate into memory");
+    let header_bytes = z.finish().expect("deflate into memory");
+    let mut out = Vec::with_capacity(PREAMBLE + header_bytes.len() + payload.len() + CHECKSUM);
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&VERSION.to_le_bytes());
+    out.extend_from_slice(&(header_bytes.len() as u32).to_le_bytes());
+    out.extend_from_slice(&header_bytes);
+    out.extend_from_slice(&payload);
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_le_bytes());
+    let bytes = FileBytes {
+        preamble: PREAMBLE,
+        header: header_bytes.len(),
+        tensors,
+        checksum: CHECKSUM,
+    };
+    debug_assert_eq!(bytes.total(), out.len());
+    Ok((out, bytes))
+}
+
+/// Decodes a compressed model, checking the checksum first.
+pub fn decode(bytes: &[u8]) -> std::result::Result<Model, String> {
+    if bytes.len() < PREAMBLE + CHECKSUM {
+        return Err(format!(
+            "truncated: {} bytes is shorter than any pare file",
+            bytes.len()
+        ));
+    }
+    if &bytes[..4] != MAGIC {
+        return Err("not a pare compressed model (bad magic)".into());
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - CHECKSUM);
+    let stored = u32::from_le_bytes(crc.try_into().expect("4 bytes"));
+    let version = u16::from_le_bytes([bytes[4], bytes[5]]);
+    if version != VERSION {
+        return Err(format!(
+            "format version {version}; this pare reads version {VERSION}"
+        ));
+    }
+    if crc32fast::hash(body) != stored {
+        return Err("checksum mismatch: the file is corrupt or truncated".into());
+    }
+    decode_body(body)
+}
+
+/// Decodes without checking the checksum, so that fuzzing reaches the parser behind it.
+#[doc(hidden)]
+pub fn decode_body(body: &[u8]) -> std::result::Result<Model, String> {
+    let mut r = Reader::new(body);
+    r.bytes(6)?;
+    let hlen = r.u32()? as usize;
+    let mut json = Vec::new();
+    DeflateDecoder::new(r.bytes(hlen)?)
+        .take(64 << 20)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("header: {e}"))?;
+    let header: Header = serde_json::from_slice(&json).map_err(|e| format!("header: {e}"))?;
+    let graph = header.graph;
+    graph.shapes().map_err(|e| format!("header: {e}"))?;
+    let refs = crate::ir::model::param_refs(&graph);
+    if refs.len() != header.tensors.len() {
+        return Err(format!(
+            "header lists {} tensors, the graph has {} parameters",
+            header.tensors.len(),
+            refs.len()
+        ));
+    }
+    let mut params = Params::new();
+    for (r_, e) in refs.iter().zip(&header.tensors) {
+        if r_.name != e.name {
+            return Err(format!(
+                "tensor '{}' where the graph expects '{}'",
+                e.name, r_.name
+            ));
+        }
+        let n = r_.spec.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        if n.is_none_or(|n| n > MAX_ELEMENTS) {
+            return Err(format!(
+                "tensor '{}' is implausibly large ({:?})",
+                e.name, r_.spec.shape
+            ));
+        }
+        let len = usize::try_from(e.length).map_err(|_| format!("tensor '{}': bad length", e.name))?;
+        let mut tr = Reader::new(r.bytes(len).map_err(|m| format!("tensor '{}': {m}", e.name))?);
+        let data = decode_tensor(&mut tr, &r_.spec.shape, e.encoding)
+            .map_err(|m| format!("tensor '{}': {m}", e.name))?;
+        if !tr.is_done() {
+            return Err(format!("tensor '{}': payload has trailing bytes", e.name));
+        }
+        params.insert(e.name.clone(), Tensor::from_vec(r_.spec.shape.clone(), data));
+    }
+    if !r.is_done() {
+        return Err("trailing bytes after the last tensor".into());
+    }
+    Model::new(graph, params).map_err(|e| e.to_string())
+}
+
+/// Writes `model` compressed with `plan` to `path` (atomically).
+pub fn write(path: &Path, model: &Model, plan: &Plan) -> Result<FileBytes> {
+    let (bytes, report) = encode(model, plan)?;
+    io::write_atomic(path, &bytes)?;
+    Ok(report)
+}
+
+/// Reads a compressed model; every failure names the file.
+pub fn read(path: &Path) -> Result<Model> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode(&bytes).map_err(|reason| Error::Compressed {
+        path: path.to_path_buf(),
+        reason,
+    })
+}
+
+/// Among the codebook encodings (dense, or sparse with gaps of 2..=8 bits), the one that
+/// stores `t` in the fewest bytes.
+pub fn smallest_codebook_encoding(name: &str, t: &Tensor, huffman: bool) -> Result<(Encoding, usize)> {
+    let mut best: Option<(Encoding, usize)> = None;
+    let candidates = std::iter::once(Encoding::Shared { huffman })
+        .chain((2..=8).map(|gap_bits| Encoding::Sparse { gap_bits, huffman }));
+    for enc in candidates {
+        let size = encode_tensor(name, t, enc, &mut Vec::new())?.total();
+        if best.is_none_or(|(_, s)| size < s) {
+            best = Some((enc, size));
+        }
+    }
+    Ok(best.expect("at least one candidate"))
+}

@@ -1,0 +1,291 @@
+//! Uniform k-bit quantization of a model: post-training (weights baked, activation ranges
+//! calibrated by an [`Observer`]) and quantization-aware training (fake quantizers at forward
+//! time with a straight-through estimator, fine-tuned by the fit loop).
+//!
+//! Activations are simulated with [`Op::FakeQuant`] nodes inserted into the graph before every
+//! Linear/Conv2d input (one node per producer, shared by its consumers): the model stays data
+//! and saves, reloads and reports like any other. Weights are quantized per tensor or per
+//! output channel from their min/max (the usual choice for weights).
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+
+use super::observer::{Observer, Samples};
+use crate::data::Batch;
+use crate::error::{Error, Result};
+use crate::exec;
+use crate::ir::{Model, Node, Op, Reparam, Reparams, Scheme, Tensor, WeightQuant, INPUT};
+use crate::train::{Hooks, StepInfo};
+
+/// Bit widths per layer: a default for Linear/Conv2d weights plus per-node overrides.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerBits {
+    pub default: u32,
+    /// Overrides the default for Conv2d layers (Deep Compression uses 8 for conv, 5 for fc).
+    #[serde(default)]
+    pub conv: Option<u32>,
+    #[serde(default)]
+    pub per_layer: BTreeMap<String, u32>,
+}
+
+impl LayerBits {
+    pub fn uniform(bits: u32) -> Self {
+        LayerBits {
+            default: bits,
+            ..Default::default()
+        }
+    }
+
+    /// The bits of every Linear/Conv2d weight of `model`, keyed by parameter name; unknown
+    /// layer names and widths outside `range` are errors.
+    pub fn resolve(
+        &self,
+        model: &Model,
+        range: std::ops::RangeInclusive<u32>,
+    ) -> Result<BTreeMap<String, u32>> {
+        let layers = model.layer_weights();
+        for (name, b) in &self.per_layer {
+            if !layers.iter().any(|(n, _)| n == name) {
+                return Err(Error::Config(format!(
+                    "bits for layer '{name}': the model has no Linear/Conv2d node of that name"
+                )));
+            }
+            check_bits(*b, &range, &format!("bits for layer '{name}'"))?;
+        }
+        check_bits(self.default, &range, "bits")?;
+        if let Some(c) = self.conv {
+            check_bits(c, &range, "conv bits")?;
+        }
+        Ok(layers
+            .into_iter()
+            .map(|(node, w)| {
+                let is_conv = matches!(model.graph.node(&node).map(|n| &n.op), Some(Op::Conv2d { .. }));
+                let b = self
+                    .per_layer
+                    .get(&node)
+                    .copied()
+                    .unwrap_or(match (is_conv, self.conv) {
+                        (true, Some(c)) => c,
+                        _ => self.default,
+                    });
+                (w, b)
+            })
+            .collect())
+    }
+}
+
+fn check_bits(b: u32, range: &std::ops::RangeInclusive<u32>, what: &str) -> Result<()> {
+    if range.contains(&b) {
+        Ok(())
+    } else {
+        Err(Error::Config(format!(
+            "{what} = {b}: must be in {}..={}",
+            range.start(),
+            range.end()
+        )))
+    }
+}
+
+/// How activations are quantized.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActQuant {
+    pub bits: u32,
+    /// Asymmetric (zero point) suits post-ReLU activations and is the default.
+    #[serde(default)]
+    pub symmetric: bool,
+    pub observer: Observer,
+}
+
+/// Fake quantizers for the Linear/Conv2d weights of `model`, each after the mask of its zeros
+/// if `keep_zeros` (a pruned model stays pruned while it is fine-tuned quantized).
+pub fn weight_reparams(
+    model: &Model,
+    bits: &BTreeMap<String, u32>,
+    per_channel: bool,
+    symmetric: bool,
+    keep_zeros: bool,
+) -> Reparams {
+    bits.iter()
+        .map(|(w, &b)| {
+            let mut v = Vec::new();
+            let t = &model.params[w];
+            if keep_zeros && t.data().contains(&0.0) {
+                v.push(Reparam::Mask(zero_mask(t)));
+            }
+            v.push(Reparam::FakeQuant(WeightQuant {
+                bits: b,
+                per_channel,
+                symmetric,
+            }));
+            (w.clone(), v)
+        })
+        .collect()
+}
+
+/// 1 where `t` is non-zero, 0 where it is zero.
+pub fn zero_mask(t: &Tensor) -> Tensor {
+    Tensor::from_vec(
+        t.shape().to_vec(),
+        t.data()
+            .iter()
+            .map(|v| if *v == 0.0 { 0.0 } else { 1.0 })
+            .collect(),
+    )
+}
+
+/// The model with every reparameterization applied to the stored weights (what a deployed
+/// model holds).
+pub fn bake(model: &Model, reparams: &Reparams) -> Model {
+    let mut out = model.clone();
+    for (name, rs) in reparams {
+        if let Some(p) = out.params.get_mut(name) {
+            for r in rs {
+                *p = r.apply(p);
+            }
+        }
+    }
+    out
+}
+
+/// The producers whose values feed a Linear/Conv2d (the activations to quantize).
+fn quantized_sources(model: &Model) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in &model.graph.nodes {
+        if matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. }) {
+            for i in &n.inputs {
+                if !out.contains(i) {
+                    out.push(i.clone());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Removes every [`Op::FakeQuant`] node, reconnecting its consumers to its input.
+pub fn strip_act_quant(model: &Model) -> Result<Model> {
+    let mut graph = model.graph.clone();
+    let redirect: HashMap<String, String> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::FakeQuant { .. }))
+        .map(|n| (n.name.clone(), n.inputs[0].clone()))
+        .collect();
+    graph.nodes.retain(|n| !matches!(n.op, Op::FakeQuant { .. }));
+    for n in &mut graph.nodes {
+        for i in &mut n.inputs {
+            while let Some(r) = redirect.get(i) {
+                *i = r.clone();
+            }
+        }
+    }
+    Model::new(graph, model.params.clone())
+}
+
+/// Calibrates activation ranges on `batches` (with `reparams` active, e.g. quantized weights)
+/// and returns the model with a [`Op::FakeQuant`] node before every Linear/Conv2d input.
+/// Existing fake-quant nodes are replaced.
+pub fn calibrate_activations(
+    model: &Model,
+    reparams: &Reparams,
+    batches: &[Batch],
+    act: ActQuant,
+) -> Result<Model> {
+    if batches.is_empty() {
+        return Err(Error::Config(
+            "activation calibration needs at least one batch".into(),
+        ));
+    }
+    check_bits(act.bits, &crate::ir::quant::BITS, "activation bits")?;
+    let model = strip_act_quant(model)?;
+    let sources = quantized_sources(&model);
+    let taps: Vec<String> = sources.iter().filter(|s| *s != INPUT).cloned().collect();
+    let mut samples: BTreeMap<String, Samples> = BTreeMap::new();
+    for b in batches {
+        let out = exec::infer(&model, &b.x, reparams, &taps)?;
+        if sources.iter().any(|s| s == INPUT) {
+            samples.entry(INPUT.into()).or_default().add(b.x.data());
+        }
+        for (k, v) in &out.taps {
+            samples.entry(k.clone()).or_default().add(v.data());
+        }
+    }
+    let scheme = Scheme {
+        bits: act.bits,
+        symmetric: act.symmetric,
+    };
+    let mut graph = model.graph.clone();
+    let qname = |s: &str| format!("{s}_q");
+    let node_for = |src: &str| -> Node {
+        let (lo, hi) = samples[src].range(act.observer, scheme);
+        let p = scheme.params(lo, hi);
+        Node {
+            name: qname(src),
+            op: Op::FakeQuant {
+                bits: act.bits,
+                symmetric: act.symmetric,
+                scale: p.scale,
+                zero_point: p.zero_point,
+            },
+            inputs: vec![src.to_string()],
+        }
+    };
+    if let Some(clash) = sources.iter().map(|s| qname(s)).find(|q| graph.node(q).is_some()) {
+        return Err(Error::graph(
+            clash,
+            "a node already has the name of an inserted quantizer",
+        ));
+    }
+    let mut nodes = Vec::with_capacity(graph.nodes.len() + sources.len());
+    if sources.iter().any(|s| s == INPUT) {
+        nodes.push(node_for(INPUT));
+    }
+    for mut n in graph.nodes.drain(..) {
+        let produces = sources.contains(&n.name);
+        if matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. }) {
+            for i in &mut n.inputs {
+                *i = qname(i);
+            }
+        }
+        let name = n.name.clone();
+        nodes.push(n);
+        if produces {
+            nodes.push(node_for(&name));
+        }
+    }
+    graph.nodes = nodes;
+    Model::new(graph, model.params.clone())
+}
+
+/// Quantization-aware training: forward-time fake quantizers on the weights (after the
+/// masks of pruned weights), pruned weights re-zeroed after every step. Activation
+/// quantizers, if any, are already nodes of the model's graph.
+pub struct QatHook {
+    reparams: Reparams,
+}
+
+impl QatHook {
+    pub fn new(reparams: Reparams) -> Self {
+        QatHook { reparams }
+    }
+}
+
+impl Hooks for QatHook {
+    fn reparams(&self) -> Option<&Reparams> {
+        Some(&self.reparams)
+    }
+
+    fn after_step(&mut self, model: &mut Model, _info: &StepInfo) -> Result<()> {
+        for (name, rs) in &self.reparams {
+            for r in rs {
+                if let (Reparam::Mask(m), Some(w)) = (r, model.params.get_mut(name)) {
+                    w.data_mut().iter_mut().zip(m.data()).for_each(|(v, k)| *v *= k);
+                }
+            }
+        }
+        Ok(())
+    }
+}
