@@ -180,11 +180,20 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// A model directory, or a compressed `.pare` file (decoded).
+pub(crate) fn load_model(path: &Path) -> Result<Model> {
+    if path.is_file() {
+        Ok(pare::codec::read(path)?)
+    } else {
+        Ok(io::load(path)?)
+    }
+}
+
 pub fn eval(dir: &Path, data: Option<&Path>, batch_size: usize, as_json: bool) -> Result<()> {
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let model = io::load(dir)?;
+    let model = load_model(dir)?;
     let splits = load_data(data)?;
     let m = evaluate(&model, &splits.test, batch_size, &Reparams::new())?;
     if as_json {
@@ -204,7 +213,7 @@ pub fn eval(dir: &Path, data: Option<&Path>, batch_size: usize, as_json: bool) -
 }
 
 pub fn info(dir: &Path, as_json: bool) -> Result<()> {
-    let model = io::load(dir)?;
+    let model = load_model(dir)?;
     let s = summarize(&model);
     if as_json {
         println!("{}", serde_json::to_string_pretty(&s)?);

@@ -3,6 +3,7 @@
 //! the `pare` library.
 
 mod commands;
+mod compress_cmd;
 mod progress;
 mod prune_cmd;
 
@@ -34,7 +35,7 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a model directory on the Fashion-MNIST test set.
     Eval {
-        /// Model directory (arch.json + weights.safetensors).
+        /// Model directory (arch.json + weights.safetensors) or compressed model (model.pare).
         dir: PathBuf,
         #[command(flatten)]
         data: DataArgs,
@@ -44,6 +45,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run a compression recipe (TOML): prune, fine-tune, cluster or quantize, Huffman-code,
+    /// write model.pare, and report accuracy after every stage and every byte of the file.
+    Compress(compress_cmd::CompressArgs),
+    /// Uniform k-bit quantization of a model directory: post-training (weights, optionally
+    /// activations with a calibration observer) or quantization-aware training.
+    Quantize(compress_cmd::QuantizeArgs),
     /// Show a model directory layer by layer: op, output shape, parameters, MACs, sparsity.
     Info {
         dir: PathBuf,
@@ -195,6 +202,8 @@ fn main() -> ExitCode {
         } => commands::eval(&dir, data.data.as_deref(), batch_size, json),
         Command::Info { dir, json } => commands::info(&dir, json),
         Command::Prune(args) => prune_cmd::prune(args),
+        Command::Compress(args) => compress_cmd::compress(args),
+        Command::Quantize(args) => compress_cmd::quantize(args),
         Command::Sensitivity(args) => prune_cmd::sensitivity(args),
         Command::Lottery(args) => prune_cmd::lottery(args),
         Command::Bench {

@@ -44,6 +44,12 @@ pub enum Error {
     /// A compressed model file is corrupt, truncated or of another format version.
     #[error("{path}: compressed model: {reason}")]
     Compressed { path: PathBuf, reason: String },
+    /// A compression recipe has an unknown key or an impossible value.
+    #[error("{path}: {reason}")]
+    Recipe { path: PathBuf, reason: String },
+    /// The user asked the run to stop (Ctrl-C); what was completed is saved.
+    #[error("interrupted")]
+    Interrupted,
     /// A checkpoint cannot be used to resume this run.
     #[error("{path}: checkpoint: {reason}")]
     Checkpoint { path: PathBuf, reason: String },

@@ -19,6 +19,7 @@ pub mod error;
 pub mod exec;
 pub mod fuse;
 pub mod ir;
+pub mod pipeline;
 pub mod prune;
 pub mod quant;
 pub mod report;

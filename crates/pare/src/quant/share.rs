@@ -93,6 +93,37 @@ impl Sharing {
         Ok(Sharing { layers })
     }
 
+    /// Recovers the sharing of weights that already hold shared values (a saved clustered
+    /// model): the distinct non-zero values are the centroids.
+    pub fn from_values<'a>(model: &Model, names: impl IntoIterator<Item = &'a String>) -> Result<Self> {
+        let mut layers = BTreeMap::new();
+        for name in names {
+            let w = model
+                .params
+                .get(name)
+                .ok_or_else(|| Error::Config(format!("weight sharing: no parameter '{name}'")))?;
+            let mut centroids: Vec<f32> = w.data().iter().copied().filter(|v| *v != 0.0).collect();
+            centroids.sort_unstable_by(f32::total_cmp);
+            centroids.dedup();
+            let assignment = w
+                .data()
+                .iter()
+                .map(|v| {
+                    (*v != 0.0)
+                        .then(|| centroids.binary_search_by(|c| c.total_cmp(v)).expect("present") as u32)
+                })
+                .collect();
+            layers.insert(
+                name.clone(),
+                SharedLayer {
+                    centroids,
+                    assignment,
+                },
+            );
+        }
+        Ok(Sharing { layers })
+    }
+
     /// Distinct non-zero values per layer (at most `2^bits`; a centroid that fine-tuning moved
     /// exactly onto another or onto zero makes it fewer).
     pub fn distinct_values(model: &Model, name: &str) -> usize {

@@ -1,0 +1,486 @@
+//! Compression recipes: a TOML file naming the starting model and the stages to run, e.g.
+//!
+//! ```toml
+//! [model]
+//! zoo = "lenet300"
+//!
+//! [[stage]]
+//! train.train = { epochs = 10, lr = 0.01 }
+//!
+//! [[stage]]
+//! [stage.prune]
+//! layers = { fc1 = 0.92, fc2 = 0.91, fc3 = 0.74 }
+//! ramp = "agp"
+//! prune_epochs = 10
+//! train = { epochs = 30, lr = 0.01, cosine = true }
+//!
+//! [[stage]]
+//! [stage.cluster]
+//! bits = 5
+//! train = { epochs = 5, lr = 0.0001 }
+//!
+//! [encode]
+//! huffman = true
+//! ```
+//!
+//! Each `[[stage]]` holds one table named for its kind (`train`, `prune`, `cluster`,
+//! `quantize`). Unknown keys and impossible values (a ratio of 1, 20 bits, a negative learning rate) are
+//! rejected while parsing, with the line and column; names that depend on the model (layers)
+//! are checked against it before the first stage runs.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::prune::schedule::Ramp;
+use crate::quant::{CentroidInit, Observer, Reduce};
+
+/// A fraction in `[0, 1)`: what may be removed from a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f32", into = "f32")]
+pub struct Fraction(pub f32);
+
+impl TryFrom<f32> for Fraction {
+    type Error = String;
+    fn try_from(v: f32) -> std::result::Result<Self, String> {
+        if (0.0..1.0).contains(&v) {
+            Ok(Fraction(v))
+        } else {
+            Err(format!(
+                "{v} is not a fraction in [0, 1) (a layer keeps at least one weight)"
+            ))
+        }
+    }
+}
+
+impl From<Fraction> for f32 {
+    fn from(f: Fraction) -> f32 {
+        f.0
+    }
+}
+
+/// A positive, finite number (learning rates).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f32", into = "f32")]
+pub struct Positive(pub f32);
+
+impl TryFrom<f32> for Positive {
+    type Error = String;
+    fn try_from(v: f32) -> std::result::Result<Self, String> {
+        if v > 0.0 && v.is_finite() {
+            Ok(Positive(v))
+        } else {
+            Err(format!("{v} must be positive"))
+        }
+    }
+}
+
+impl From<Positive> for f32 {
+    fn from(p: Positive) -> f32 {
+        p.0
+    }
+}
+
+/// A bit width in 1..=16 (weight sharing) or 2..=16 (uniform; checked by the stage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct Bits(pub u32);
+
+impl TryFrom<u32> for Bits {
+    type Error = String;
+    fn try_from(v: u32) -> std::result::Result<Self, String> {
+        if (1..=16).contains(&v) {
+            Ok(Bits(v))
+        } else {
+            Err(format!("{v} bits: must be in 1..=16"))
+        }
+    }
+}
+
+impl From<Bits> for u32 {
+    fn from(b: Bits) -> u32 {
+        b.0
+    }
+}
+
+/// Where the pipeline starts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A zoo model, freshly initialized (then a `train` stage should come first).
+    #[serde(default)]
+    pub zoo: Option<String>,
+    /// A model directory (relative paths are relative to the recipe's directory).
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    #[serde(default)]
+    pub seed: u64,
+}
+
+/// SGD with momentum, as in the papers' fine-tuning.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Training {
+    pub epochs: usize,
+    pub lr: Positive,
+    #[serde(default = "momentum")]
+    pub momentum: f32,
+    #[serde(default)]
+    pub weight_decay: f32,
+    #[serde(default = "batch_size")]
+    pub batch_size: usize,
+    /// Cosine decay of the learning rate to zero over the stage.
+    #[serde(default)]
+    pub cosine: bool,
+    /// Random crops (padding 2) while training.
+    #[serde(default)]
+    pub augment: bool,
+}
+
+fn momentum() -> f32 {
+    0.9
+}
+
+fn batch_size() -> usize {
+    128
+}
+
+/// One step of a pipeline.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Stage {
+    /// Train (or fine-tune) the current model; weights that are zero stay zero.
+    Train(TrainStage),
+    /// Magnitude pruning to per-layer sparsities with a schedule, fine-tuning meanwhile.
+    Prune(PruneStage),
+    /// k-means weight sharing of Linear/Conv2d weights, then centroid fine-tuning.
+    Cluster(ClusterStage),
+    /// Uniform quantization of weights (and optionally activations), PTQ or QAT.
+    Quantize(QuantizeStage),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainStage {
+    pub train: Training,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PruneStage {
+    /// Sparsity for layers not listed in `layers`.
+    #[serde(default = "zero_fraction")]
+    pub default: Fraction,
+    /// Per-layer sparsity (fraction of weights removed).
+    #[serde(default)]
+    pub layers: BTreeMap<String, Fraction>,
+    #[serde(default = "agp")]
+    pub ramp: Ramp,
+    /// Epochs over which the sparsity ramps up (the rest of `train.epochs` fine-tunes).
+    #[serde(default = "one")]
+    pub prune_epochs: usize,
+    /// Steps between mask updates during the ramp.
+    #[serde(default = "every")]
+    pub every: usize,
+    pub train: Training,
+}
+
+fn zero_fraction() -> Fraction {
+    Fraction(0.0)
+}
+
+fn agp() -> Ramp {
+    Ramp::Agp
+}
+
+fn one() -> usize {
+    1
+}
+
+fn every() -> usize {
+    50
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterStage {
+    /// Bits (codebook of `2^bits` values) for Linear layers and the default.
+    pub bits: Bits,
+    /// Bits for Conv2d layers (Deep Compression: 8).
+    #[serde(default)]
+    pub conv_bits: Option<Bits>,
+    #[serde(default)]
+    pub layers: BTreeMap<String, Bits>,
+    #[serde(default = "linear")]
+    pub init: CentroidInit,
+    #[serde(default)]
+    pub reduce: Reduce,
+    /// Centroid fine-tuning; absent = none.
+    #[serde(default)]
+    pub train: Option<Training>,
+}
+
+fn linear() -> CentroidInit {
+    CentroidInit::Linear
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuantizeStage {
+    pub bits: Bits,
+    #[serde(default)]
+    pub conv_bits: Option<Bits>,
+    #[serde(default)]
+    pub layers: BTreeMap<String, Bits>,
+    #[serde(default = "yes")]
+    pub per_channel: bool,
+    #[serde(default = "yes")]
+    pub symmetric: bool,
+    /// Activation quantization (simulated), calibrated on training batches.
+    #[serde(default)]
+    pub activations: Option<Activations>,
+    #[serde(default = "calib")]
+    pub calib_batches: usize,
+    /// Quantization-aware training; absent = post-training quantization only.
+    #[serde(default)]
+    pub train: Option<Training>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn calib() -> usize {
+    8
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Activations {
+    pub bits: Bits,
+    #[serde(default)]
+    pub symmetric: bool,
+    #[serde(default = "minmax")]
+    pub observer: ObserverName,
+    /// For the percentile observer.
+    #[serde(default = "percentile")]
+    pub percentile: f32,
+}
+
+fn minmax() -> ObserverName {
+    ObserverName::Minmax
+}
+
+fn percentile() -> f32 {
+    99.99
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ObserverName {
+    Minmax,
+    Percentile,
+    Mse,
+    Kl,
+}
+
+impl Activations {
+    pub fn observer(&self) -> Observer {
+        match self.observer {
+            ObserverName::Minmax => Observer::MinMax,
+            ObserverName::Percentile => Observer::Percentile { q: self.percentile },
+            ObserverName::Mse => Observer::Mse,
+            ObserverName::Kl => Observer::Kl,
+        }
+    }
+}
+
+/// How the final file is written.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EncodeSpec {
+    #[serde(default = "yes")]
+    pub huffman: bool,
+    /// Relative-index width for sparse layers; absent = the smallest of 2..=8 per layer.
+    #[serde(default)]
+    pub gap_bits: Option<u32>,
+    #[serde(default = "file_name")]
+    pub file: String,
+}
+
+impl Default for EncodeSpec {
+    fn default() -> Self {
+        EncodeSpec {
+            huffman: true,
+            gap_bits: None,
+            file: file_name(),
+        }
+    }
+}
+
+fn file_name() -> String {
+    "model.pare".into()
+}
+
+/// A whole recipe.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Recipe {
+    pub model: ModelSpec,
+    /// Held-out training images for validation during training stages (0 = none).
+    #[serde(default)]
+    pub val: usize,
+    #[serde(default, rename = "stage")]
+    pub stages: Vec<Stage>,
+    #[serde(default)]
+    pub encode: EncodeSpec,
+}
+
+impl Stage {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Stage::Train(_) => "train",
+            Stage::Prune(_) => "prune",
+            Stage::Cluster(_) => "cluster",
+            Stage::Quantize(_) => "quantize",
+        }
+    }
+
+    pub fn training(&self) -> Option<&Training> {
+        match self {
+            Stage::Train(s) => Some(&s.train),
+            Stage::Prune(s) => Some(&s.train),
+            Stage::Cluster(s) => s.train.as_ref(),
+            Stage::Quantize(s) => s.train.as_ref(),
+        }
+    }
+}
+
+impl Recipe {
+    /// Parses a recipe; `path` names the file in errors, which carry the line and column.
+    pub fn parse(text: &str, path: &Path) -> Result<Recipe> {
+        let bad = |reason: String| Error::Recipe {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let mut r: Recipe = toml::from_str(text).map_err(|e| bad(e.to_string().trim_end().to_string()))?;
+        match (&r.model.zoo, &r.model.dir) {
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => return Err(bad("[model] needs exactly one of `zoo` and `dir`".into())),
+        }
+        if let Some(dir) = &mut r.model.dir {
+            if dir.is_relative() {
+                *dir = path.parent().unwrap_or(Path::new(".")).join(&*dir);
+            }
+        }
+        for (i, s) in r.stages.iter().enumerate() {
+            let at = |m: String| bad(format!("stage {} ({}): {m}", i + 1, s.name()));
+            if let Some(t) = s.training() {
+                if t.batch_size == 0 {
+                    return Err(at("train.batch_size must be at least 1".into()));
+                }
+                if !(0.0..1.0).contains(&t.momentum) || t.weight_decay < 0.0 {
+                    return Err(at("train.momentum must be in [0, 1) and weight_decay >= 0".into()));
+                }
+            }
+            match s {
+                Stage::Train(t) if t.train.epochs == 0 => {
+                    return Err(at("train.epochs must be at least 1".into()))
+                }
+                Stage::Prune(p) if p.ramp != Ramp::OneShot && p.prune_epochs > p.train.epochs => {
+                    return Err(at(format!(
+                        "prune_epochs ({}) cannot exceed train.epochs ({})",
+                        p.prune_epochs, p.train.epochs
+                    )))
+                }
+                Stage::Prune(p) if p.every == 0 => return Err(at("every must be at least 1".into())),
+                Stage::Quantize(q) => {
+                    let bits = [Some(q.bits), q.conv_bits]
+                        .into_iter()
+                        .flatten()
+                        .chain(q.layers.values().copied());
+                    if let Some(b) = bits.into_iter().find(|b| b.0 < 2) {
+                        return Err(at(format!(
+                            "uniform quantization needs at least 2 bits, got {}",
+                            b.0
+                        )));
+                    }
+                    if q.activations.is_some_and(|a| a.bits.0 < 2) {
+                        return Err(at("activation bits must be at least 2".into()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        if r.encode.gap_bits.is_some_and(|g| !(1..=16).contains(&g)) {
+            return Err(bad("[encode] gap_bits must be in 1..=16".into()));
+        }
+        Ok(r)
+    }
+
+    pub fn load(path: &Path) -> Result<Recipe> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Recipe::parse(&text, path)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> std::result::Result<Recipe, String> {
+        Recipe::parse(s, Path::new("r.toml")).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_full_recipe_parses() {
+        let r = parse(
+            r#"
+[model]
+zoo = "lenet300"
+[[stage]]
+[stage.prune]
+layers = { fc1 = 0.9 }
+prune_epochs = 2
+train = { epochs = 3, lr = 0.01, cosine = true }
+[[stage]]
+[stage.cluster]
+bits = 5
+conv_bits = 8
+[[stage]]
+[stage.quantize]
+bits = 8
+activations = { bits = 8, observer = "kl" }
+[encode]
+huffman = false
+"#,
+        )
+        .unwrap();
+        assert_eq!(r.stages.len(), 3);
+        assert!(
+            matches!(&r.stages[1], Stage::Cluster(c) if c.bits == Bits(5) && c.init == CentroidInit::Linear)
+        );
+        assert!(!r.encode.huffman);
+    }
+
+    #[test]
+    fn unknown_keys_and_impossible_values_name_the_line() {
+        let e = parse("[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.cluster]\nbits = 5\nbitz = 4\n")
+            .unwrap_err();
+        assert!(e.contains("line 6") && e.contains("bitz"), "{e}");
+        let e = parse("[model]\nzoo = \"x\"\n[[stage]]\n[stage.prune]\nlayers = { fc1 = 1.0 }\ntrain = { epochs = 1, lr = 0.1 }\n")
+            .unwrap_err();
+        assert!(e.contains("line 5") && e.contains("fraction"), "{e}");
+        let e = parse("[model]\nzoo = \"x\"\n[[stage]]\ncluster.bits = 20\n").unwrap_err();
+        assert!(e.contains("line 4") && e.contains("1..=16"), "{e}");
+        let e = parse("[model]\nzoo = \"x\"\n[[stage]]\nsquash = {}\n").unwrap_err();
+        assert!(e.contains("squash"), "{e}");
+        let e = parse("[model]\nzoo = \"x\"\ndir = \"y\"\n").unwrap_err();
+        assert!(e.contains("exactly one"), "{e}");
+        let e = parse("[model]\nzoo = \"x\"\n[[stage]]\n[stage.train]\ntrain = { epochs = 1, lr = -1.0 }\n")
+            .unwrap_err();
+        assert!(e.contains("line 5") && e.contains("positive"), "{e}");
+    }
+}

@@ -1,0 +1,541 @@
+//! Runs a [`Recipe`]: stage after stage on one model, evaluating after each, then encodes the
+//! result into the compressed file, decodes it again and evaluates the decoded model, so the
+//! reported accuracy is the accuracy of the file.
+//!
+//! The state that flows between stages is data: the model (zeros are pruned weights; weights
+//! with few distinct values are shared ones; `FakeQuant` nodes are quantized activations), the
+//! forward-time weight quantizers, and the set of clustered weights. Each finished stage is
+//! saved under the work directory, and a resumed run starts after the last one saved.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
+
+use super::recipe::{ClusterStage, PruneStage, QuantizeStage, Recipe, Stage, Training};
+use crate::codec::{self, Encoding, FileBytes, Plan};
+use crate::data::{epoch_order, make_batch, Augment, Batch, Dataset};
+use crate::error::{Error, Result};
+use crate::ir::{io, Model, Reparams};
+use crate::prune::schedule::{MaskHook, PruneSchedule, Ramp};
+use crate::prune::unstructured::{masks_from_zeros, WeightCriterion};
+use crate::quant::{
+    calibrate_activations, weight_reparams, ActQuant, LayerBits, QatHook, Sharing, SharingHook,
+};
+use crate::train::{evaluate, fit, Chain, FitConfig, Hooks, LrSchedule, OptimizerConfig, Schedule};
+
+/// The data a pipeline trains, validates and tests on.
+pub struct Data<'a> {
+    pub train: &'a dyn Dataset,
+    pub val: Option<&'a dyn Dataset>,
+    pub test: &'a dyn Dataset,
+}
+
+/// What the caller sees of a run (the CLI prints and draws progress bars).
+pub trait Events {
+    fn stage_started(&mut self, _index: usize, _total: usize, _name: &str) {}
+    /// Hooks added to a training run of `epochs` epochs (progress display, Ctrl-C).
+    fn training_hooks(&mut self, epochs: usize) -> Box<dyn Hooks>;
+    fn stage_finished(&mut self, _report: &StageReport) {}
+}
+
+/// One stage's outcome.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct StageReport {
+    /// 1-based; 0 is the starting model.
+    pub index: usize,
+    pub name: String,
+    /// Test accuracy of the model as it computes after the stage (quantizers active).
+    pub accuracy: f32,
+    /// Test accuracy right after the stage's transformation, before its training (PTQ,
+    /// clustering without fine-tuning); `None` for stages that only train.
+    pub accuracy_before_training: Option<f32>,
+    /// Non-zero Linear/Conv2d weights and their total.
+    pub nonzero_weights: usize,
+    pub weights: usize,
+    pub seconds: f64,
+    /// What the stage did, in words (sparsities, bits, codebook sizes).
+    pub detail: String,
+}
+
+/// Everything a run produced.
+pub struct Outcome {
+    pub stages: Vec<StageReport>,
+    /// The decoded model: exactly what the file holds.
+    pub model: Model,
+    pub bytes: Vec<u8>,
+    pub file: FileBytes,
+    /// Test accuracy of the decoded model.
+    pub file_accuracy: f32,
+    /// Bytes of every parameter of the starting model as f32.
+    pub original_bytes: usize,
+}
+
+impl Outcome {
+    pub fn ratio(&self) -> f64 {
+        self.original_bytes as f64 / self.bytes.len().max(1) as f64
+    }
+}
+
+struct State {
+    model: Model,
+    reparams: Reparams,
+    sharing: Option<Sharing>,
+    /// Uniform encodings of quantized weights.
+    plan: Plan,
+}
+
+fn weights(model: &Model) -> (usize, usize) {
+    model.layer_weights().iter().fold((0, 0), |(nz, n), (_, w)| {
+        let t = &model.params[w];
+        (nz + t.data().iter().filter(|v| **v != 0.0).count(), n + t.len())
+    })
+}
+
+fn fit_config(t: &Training, seed: u64) -> FitConfig {
+    FitConfig {
+        epochs: t.epochs,
+        batch_size: t.batch_size,
+        optimizer: OptimizerConfig::sgd(t.momentum, t.weight_decay),
+        schedule: Schedule {
+            base_lr: t.lr.0,
+            kind: if t.cosine {
+                LrSchedule::Cosine { min_lr: 0.0 }
+            } else {
+                LrSchedule::Constant
+            },
+            warmup_steps: 0,
+        },
+        seed,
+        augment: Augment {
+            crop_padding: if t.augment { 2 } else { 0 },
+            hflip: false,
+        },
+        eval_batch_size: 1000,
+        checkpoint: None,
+        resume: false,
+    }
+}
+
+fn train(
+    model: &mut Model,
+    t: &Training,
+    seed: u64,
+    data: &Data,
+    hook: &mut dyn Hooks,
+    events: &mut dyn Events,
+) -> Result<()> {
+    let mut progress = events.training_hooks(t.epochs);
+    let r = fit(
+        model,
+        data.train,
+        data.val,
+        &fit_config(t, seed),
+        &mut Chain(vec![hook, progress.as_mut()]),
+    )?;
+    if r.interrupted {
+        return Err(Error::Interrupted);
+    }
+    Ok(())
+}
+
+/// A hook that keeps pruned weights at zero (masks from the current zeros).
+fn keep_zeros(model: &Model) -> Result<MaskHook> {
+    MaskHook::new(
+        WeightCriterion::LayerSparsity {
+            default: 0.0,
+            per_layer: BTreeMap::new(),
+        },
+        Vec::new(),
+        None,
+        masks_from_zeros(model, &[])?,
+    )
+}
+
+fn calibration_batches(set: &dyn Dataset, model: &Model, n: usize, seed: u64) -> Vec<Batch> {
+    epoch_order(set.len(), seed, 0xCA11)
+        .chunks(128)
+        .take(n.max(1))
+        .map(|idx| make_batch(set, idx, model.graph.input.normalize, None))
+        .collect()
+}
+
+fn layer_bits(bits: u32, conv: Option<u32>, layers: &BTreeMap<String, super::recipe::Bits>) -> LayerBits {
+    LayerBits {
+        default: bits,
+        conv,
+        per_layer: layers.iter().map(|(k, v)| (k.clone(), v.0)).collect(),
+    }
+}
+
+fn cluster_bits(c: &ClusterStage) -> LayerBits {
+    layer_bits(c.bits.0, c.conv_bits.map(|b| b.0), &c.layers)
+}
+
+fn quant_bits(q: &QuantizeStage) -> LayerBits {
+    layer_bits(q.bits.0, q.conv_bits.map(|b| b.0), &q.layers)
+}
+
+/// Checks everything that depends on the model before any stage runs.
+fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
+    let mut encoded = None;
+    for (i, s) in recipe.stages.iter().enumerate() {
+        let at = |m: String| Error::Config(format!("stage {} ({}): {m}", i + 1, s.name()));
+        match s {
+            Stage::Prune(p) => {
+                if let Some(prev) = encoded {
+                    return Err(at(format!("pruning must come before the {prev} stage")));
+                }
+                for name in p.layers.keys() {
+                    if !model.layer_weights().iter().any(|(n, _)| n == name) {
+                        return Err(at(format!("no Linear/Conv2d layer named '{name}'")));
+                    }
+                }
+            }
+            Stage::Cluster(c) => {
+                if let Some(prev) = encoded.replace("cluster") {
+                    return Err(at(format!("weights are already encoded by the {prev} stage")));
+                }
+                cluster_bits(c)
+                    .resolve(model, 1..=16)
+                    .map_err(|e| at(e.to_string()))?;
+            }
+            Stage::Quantize(q) => {
+                if let Some(prev) = encoded.replace("quantize") {
+                    return Err(at(format!("weights are already encoded by the {prev} stage")));
+                }
+                quant_bits(q)
+                    .resolve(model, 2..=16)
+                    .map_err(|e| at(e.to_string()))?;
+            }
+            Stage::Train(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// Replays the effect a finished stage has on the state besides the model (on resume).
+fn restore(stage: &Stage, state: &mut State) -> Result<()> {
+    match stage {
+        Stage::Cluster(c) => {
+            let bits = cluster_bits(c).resolve(&state.model, 1..=16)?;
+            state.sharing = Some(Sharing::from_values(&state.model, bits.keys())?);
+        }
+        Stage::Quantize(q) => set_uniform(q, state)?,
+        _ => {}
+    }
+    Ok(())
+}
+
+fn set_uniform(q: &QuantizeStage, state: &mut State) -> Result<()> {
+    let bits = quant_bits(q).resolve(&state.model, 2..=16)?;
+    state.reparams = weight_reparams(&state.model, &bits, q.per_channel, q.symmetric, true);
+    for (w, b) in bits {
+        state.plan.insert(
+            w,
+            Encoding::Uniform {
+                bits: b,
+                per_channel: q.per_channel,
+                symmetric: q.symmetric,
+                huffman: false,
+            },
+        );
+    }
+    Ok(())
+}
+
+fn accuracy(model: &Model, reparams: &Reparams, data: &Data) -> Result<f32> {
+    Ok(evaluate(model, data.test, 1000, reparams)?.accuracy)
+}
+
+fn run_stage(
+    index: usize,
+    stage: &Stage,
+    state: &mut State,
+    seed: u64,
+    data: &Data,
+    events: &mut dyn Events,
+) -> Result<(Option<f32>, String)> {
+    let seed = seed.wrapping_add(index as u64);
+    match stage {
+        Stage::Train(t) => {
+            let detail = format!("{} epochs, lr {}", t.train.epochs, t.train.lr.0);
+            train_keeping(state, &t.train, seed, data, events)?;
+            Ok((None, detail))
+        }
+        Stage::Prune(p) => prune(p, state, seed, data, events),
+        Stage::Cluster(c) => {
+            let bits = cluster_bits(c).resolve(&state.model, 1..=16)?;
+            let sharing = Sharing::cluster(&mut state.model, &bits, c.init, seed)?;
+            let before = accuracy(&state.model, &state.reparams, data)?;
+            let mut hook = SharingHook {
+                sharing,
+                reduce: c.reduce,
+            };
+            if let Some(t) = &c.train {
+                train(&mut state.model, t, seed, data, &mut hook, events)?;
+            }
+            let detail = bits
+                .iter()
+                .map(|(w, b)| {
+                    format!(
+                        "{w} {b} bits ({} values)",
+                        Sharing::distinct_values(&state.model, w)
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join(", ");
+            state.sharing = Some(hook.sharing);
+            Ok((
+                Some(before),
+                format!("{:?} init; {detail}", c.init).to_lowercase(),
+            ))
+        }
+        Stage::Quantize(q) => {
+            set_uniform(q, state)?;
+            if let Some(a) = q.activations {
+                let calib = calibration_batches(data.train, &state.model, q.calib_batches, seed);
+                let act = ActQuant {
+                    bits: a.bits.0,
+                    symmetric: a.symmetric,
+                    observer: a.observer(),
+                };
+                state.model = calibrate_activations(&state.model, &state.reparams, &calib, act)?;
+            }
+            let before = accuracy(&state.model, &state.reparams, data)?;
+            if let Some(t) = &q.train {
+                let mut hook = QatHook::new(state.reparams.clone());
+                train(&mut state.model, t, seed, data, &mut hook, events)?;
+            }
+            let acts = q.activations.map_or("float activations".to_string(), |a| {
+                format!("activations {} bits ({:?} observer)", a.bits.0, a.observer).to_lowercase()
+            });
+            let detail = format!(
+                "weights {} bits{} {}, {}; {}",
+                q.bits.0,
+                q.conv_bits.map_or(String::new(), |b| format!(" (conv {})", b.0)),
+                if q.per_channel {
+                    "per channel"
+                } else {
+                    "per tensor"
+                },
+                if q.symmetric { "symmetric" } else { "asymmetric" },
+                acts
+            );
+            Ok((Some(before), detail))
+        }
+    }
+}
+
+/// Trains with whatever keeps the model's encoding intact: shared centroids, quantizers, or
+/// pruned zeros.
+fn train_keeping(
+    state: &mut State,
+    t: &Training,
+    seed: u64,
+    data: &Data,
+    events: &mut dyn Events,
+) -> Result<()> {
+    if let Some(sharing) = state.sharing.take() {
+        let mut hook = SharingHook {
+            sharing,
+            reduce: Default::default(),
+        };
+        let r = train(&mut state.model, t, seed, data, &mut hook, events);
+        state.sharing = Some(hook.sharing);
+        r
+    } else if !state.reparams.is_empty() {
+        let mut hook = QatHook::new(state.reparams.clone());
+        train(&mut state.model, t, seed, data, &mut hook, events)
+    } else {
+        let mut hook = keep_zeros(&state.model)?;
+        train(&mut state.model, t, seed, data, &mut hook, events)
+    }
+}
+
+fn prune(
+    p: &PruneStage,
+    state: &mut State,
+    seed: u64,
+    data: &Data,
+    events: &mut dyn Events,
+) -> Result<(Option<f32>, String)> {
+    let criterion = WeightCriterion::LayerSparsity {
+        default: p.default.0,
+        per_layer: p.layers.iter().map(|(k, v)| (k.clone(), v.0)).collect(),
+    };
+    let spe = data.train.len().div_ceil(p.train.batch_size);
+    let sched = PruneSchedule {
+        ramp: p.ramp,
+        start: 0,
+        end: if p.ramp == Ramp::OneShot {
+            0
+        } else {
+            p.prune_epochs * spe
+        },
+        every: p.every,
+    };
+    let mut hook = MaskHook::new(criterion, Vec::new(), Some(sched), BTreeMap::new())?;
+    hook.update(&mut state.model, 0)?;
+    train(&mut state.model, &p.train, seed, data, &mut hook, events)?;
+    let detail = state
+        .model
+        .layer_weights()
+        .iter()
+        .map(|(n, w)| {
+            let t = &state.model.params[w];
+            format!("{n} {:.1}% kept", 100.0 * (1.0 - t.sparsity()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((
+        None,
+        format!("{:?} ramp over {} epochs; {detail}", p.ramp, p.prune_epochs).to_lowercase(),
+    ))
+}
+
+/// Marks a saved stage: the recipe up to it (as JSON) and its report.
+#[derive(Serialize, Deserialize)]
+struct Done {
+    recipe: String,
+    report: StageReport,
+}
+
+fn stage_dir(work: &Path, i: usize, s: &Stage) -> std::path::PathBuf {
+    work.join("stages").join(format!("{i}-{}", s.name()))
+}
+
+/// Runs `recipe` from `model`. With a work directory, every finished stage is saved there;
+/// with `resume`, stages already saved (by a run of the same recipe) are skipped.
+pub fn run(
+    recipe: &Recipe,
+    model: Model,
+    data: &Data,
+    events: &mut dyn Events,
+    work: Option<&Path>,
+    resume: bool,
+) -> Result<Outcome> {
+    preflight(recipe, &model)?;
+    // A saved stage is reused only by a recipe that agrees on everything up to that stage.
+    let prefix = |i: usize| {
+        serde_json::to_string(&(&recipe.model, recipe.val, &recipe.stages[..i])).expect("a recipe serializes")
+    };
+    let original_bytes = model.params.values().map(|t| t.len() * 4).sum();
+    let mut state = State {
+        model,
+        reparams: Reparams::new(),
+        sharing: None,
+        plan: Plan::new(),
+    };
+    let (nz, n) = weights(&state.model);
+    let mut reports = vec![StageReport {
+        index: 0,
+        name: "start".into(),
+        accuracy: accuracy(&state.model, &state.reparams, data)?,
+        accuracy_before_training: None,
+        nonzero_weights: nz,
+        weights: n,
+        seconds: 0.0,
+        detail: String::new(),
+    }];
+    events.stage_finished(&reports[0]);
+    let total = recipe.stages.len();
+    for (i, stage) in recipe.stages.iter().enumerate() {
+        let index = i + 1;
+        // A finished stage of the same recipe: load it and replay its effect on the state.
+        if let (Some(work), true) = (work, resume) {
+            let dir = stage_dir(work, index, stage);
+            let done = std::fs::read_to_string(dir.join("done.json")).ok();
+            if let Some(d) = done.and_then(|t| serde_json::from_str::<Done>(&t).ok()) {
+                if d.recipe == prefix(index) {
+                    state.model = io::load(&dir)?;
+                    restore(stage, &mut state)?;
+                    events.stage_finished(&d.report);
+                    reports.push(d.report);
+                    continue;
+                }
+            }
+        }
+        events.stage_started(index, total, stage.name());
+        let t0 = Instant::now();
+        let (before, detail) = run_stage(index, stage, &mut state, recipe.model.seed, data, events)?;
+        let (nz, n) = weights(&state.model);
+        let report = StageReport {
+            index,
+            name: stage.name().into(),
+            accuracy: accuracy(&state.model, &state.reparams, data)?,
+            accuracy_before_training: before,
+            nonzero_weights: nz,
+            weights: n,
+            seconds: t0.elapsed().as_secs_f64(),
+            detail,
+        };
+        if let Some(work) = work {
+            let dir = stage_dir(work, index, stage);
+            io::save(&state.model, &dir)?;
+            let done = Done {
+                recipe: prefix(index),
+                report: report.clone(),
+            };
+            io::write_atomic(
+                &dir.join("done.json"),
+                serde_json::to_string_pretty(&done)
+                    .expect("serializes")
+                    .as_bytes(),
+            )?;
+        }
+        events.stage_finished(&report);
+        reports.push(report);
+    }
+    let plan = encoding_plan(recipe, &state)?;
+    let (bytes, file) = codec::encode(&state.model, &plan)?;
+    let decoded = codec::decode(&bytes).map_err(|reason| Error::Compressed {
+        path: "<encoded in memory>".into(),
+        reason,
+    })?;
+    let file_accuracy = accuracy(&decoded, &Reparams::new(), data)?;
+    Ok(Outcome {
+        stages: reports,
+        model: decoded,
+        bytes,
+        file,
+        file_accuracy,
+        original_bytes,
+    })
+}
+
+/// Per-parameter encodings of the final model: uniform codes for quantized weights, the
+/// smallest codebook layout for shared ones, f32 for the rest.
+fn encoding_plan(recipe: &Recipe, state: &State) -> Result<Plan> {
+    let huffman = recipe.encode.huffman;
+    let mut plan = Plan::new();
+    for (w, e) in &state.plan {
+        let e = match *e {
+            Encoding::Uniform {
+                bits,
+                per_channel,
+                symmetric,
+                ..
+            } => Encoding::Uniform {
+                bits,
+                per_channel,
+                symmetric,
+                huffman,
+            },
+            other => other,
+        };
+        plan.insert(w.clone(), e);
+    }
+    if let Some(sharing) = &state.sharing {
+        for w in sharing.layers.keys() {
+            let t = &state.model.params[w];
+            let e = match recipe.encode.gap_bits {
+                Some(gap_bits) => Encoding::Sparse { gap_bits, huffman },
+                None => codec::smallest_codebook_encoding(w, t, huffman)?.0,
+            };
+            plan.insert(w.clone(), e);
+        }
+    }
+    Ok(plan)
+}

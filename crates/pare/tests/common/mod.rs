@@ -1,0 +1,45 @@
+//! Small generated data and models shared by the integration tests.
+#![allow(dead_code)]
+
+use pare::data::InMemory;
+use pare::ir::graph::ops::{bn, conv, linear};
+use pare::ir::{GraphBuilder, Model, Op};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// 240 images `[1, 8, 8]`, 3 classes: the class sets which third of the rows is bright.
+pub fn toy_data() -> InMemory {
+    let mut rng = ChaCha8Rng::seed_from_u64(5);
+    let (mut px, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..240u32 {
+        let c = i % 3;
+        for y in 0..8 {
+            for _ in 0..8 {
+                let bright = (y * 3 / 8) as u32 == c;
+                px.push(if bright { 0.7 } else { 0.1 } + rng.random_range(0.0..0.3));
+            }
+        }
+        labels.push(c);
+    }
+    InMemory::new(vec![1, 8, 8], 3, px, labels).unwrap()
+}
+
+/// conv + BN + ReLU + max-pool + dropout + linear: every stateful piece of the loop.
+pub fn toy_model(seed: u64) -> Model {
+    let mut b = GraphBuilder::new(vec![1, 8, 8]);
+    b.then("conv", conv(1, 4, 3, 1, 1, false));
+    b.then("bn", bn(4));
+    b.then("relu", Op::Relu);
+    b.then(
+        "pool",
+        Op::MaxPool2d {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [0, 0],
+        },
+    );
+    b.then("flatten", Op::Flatten);
+    b.then("drop", Op::Dropout { p: 0.2 });
+    b.then("fc", linear(64, 3));
+    Model::init(b.finish().unwrap(), seed).unwrap()
+}
