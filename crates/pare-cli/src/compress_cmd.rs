@@ -187,7 +187,12 @@ pub fn compress(a: CompressArgs) -> Result<()> {
 }
 
 pub fn quantize(a: QuantizeArgs) -> Result<()> {
-    let bits = |b: u32, what: &str| Bits::try_from(b).map_err(|e| anyhow::anyhow!("{what}: {e}"));
+    let bits = |b: u32, what: &str| -> Result<Bits> {
+        if !(2..=16).contains(&b) {
+            anyhow::bail!("{what} {b}: uniform quantization takes 2..=16 bits");
+        }
+        Ok(Bits(b))
+    };
     let stage = QuantizeStage {
         bits: bits(a.bits, "--bits")?,
         conv_bits: None,

@@ -4,21 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails_with, ok};
-
-fn trained(dir: &Path) -> String {
-    let base = dir.join("base");
-    ok(&[
-        "train",
-        "--model",
-        "lenet300",
-        "--epochs",
-        "1",
-        "--out",
-        base.to_str().unwrap(),
-    ]);
-    base.to_str().unwrap().to_string()
-}
+use common::{fails_with, ok, trained};
 
 #[test]
 fn structured_neuron_pruning_shrinks_and_reloads() {

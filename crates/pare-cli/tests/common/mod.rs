@@ -1,5 +1,6 @@
 //! Helpers shared by the CLI test files: run the binary, read its output, expect failures.
 
+use std::path::Path;
 use std::process::{Command, Output};
 
 pub fn pare(args: &[&str]) -> Output {
@@ -34,4 +35,20 @@ pub fn fails_with(args: &[&str], needles: &[&str]) {
         assert!(e.contains(n), "stderr of {args:?} should mention '{n}': {e}");
     }
     assert!(!e.contains("panicked"), "{e}");
+}
+
+/// Trains lenet300 for one epoch into `dir/base` and returns that path.
+#[allow(dead_code)]
+pub fn trained(dir: &Path) -> String {
+    let base = dir.join("base");
+    ok(&[
+        "train",
+        "--model",
+        "lenet300",
+        "--epochs",
+        "1",
+        "--out",
+        base.to_str().unwrap(),
+    ]);
+    base.to_str().unwrap().to_string()
 }

@@ -1,0 +1,157 @@
+//! `pare compress` and `pare quantize` end to end on the real data set: the file decodes to the
+//! evaluated model, resume skips finished stages, and bad recipes and files fail clearly.
+
+mod common;
+
+use common::{fails_with, ok, trained};
+
+const RECIPE: &str = r#"
+[model]
+zoo = "lenet300"
+
+[[stage]]
+train.train = { epochs = 1, lr = 0.01 }
+
+[[stage]]
+[stage.prune]
+layers = { fc1 = 0.9, fc2 = 0.9, fc3 = 0.7 }
+prune_epochs = 1
+train = { epochs = 1, lr = 0.01 }
+
+[[stage]]
+[stage.cluster]
+bits = 4
+train = { epochs = 1, lr = 0.0001 }
+"#;
+
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn compress_writes_a_file_that_evaluates_like_the_last_stage_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let recipe = dir.path().join("r.toml");
+    std::fs::write(&recipe, RECIPE).unwrap();
+    let out = dir.path().join("out");
+    let (r, o) = (recipe.to_str().unwrap(), out.to_str().unwrap());
+    let text = ok(&["compress", "--recipe", r, "--out", o]);
+    assert!(text.contains("Compression ratio"), "{text}");
+    let report = json(&out.join("report.json"));
+    let ratio = report["ratio"].as_f64().unwrap();
+    assert!(ratio > 20.0, "ratio {ratio}");
+    let stages = report["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), 4);
+    let last = stages[3]["accuracy"].as_f64().unwrap();
+    assert_eq!(report["file_accuracy"].as_f64().unwrap(), last);
+    assert!(last > 0.75, "accuracy {last}");
+    // Every byte of the file is in the accounting.
+    let file = out.join("model.pare");
+    let size = std::fs::metadata(&file).unwrap().len();
+    assert_eq!(report["file_bytes"].as_u64().unwrap(), size);
+    // The file evaluates by itself to the same accuracy and shows its sparsity.
+    let eval = ok(&["eval", file.to_str().unwrap(), "--json"]);
+    let acc = serde_json::from_str::<serde_json::Value>(&eval).unwrap()["accuracy"]
+        .as_f64()
+        .unwrap();
+    assert!((acc - last).abs() < 1e-6, "{acc} vs {last}");
+    assert!(ok(&["info", file.to_str().unwrap()]).contains("fc1"));
+    // A resumed run reuses every finished stage and writes the same file.
+    let again = ok(&["compress", "--recipe", r, "--out", o, "--resume"]);
+    assert!(!again.contains("== stage"), "no stage should run again: {again}");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), size);
+    // A corrupt file is a clear error naming it.
+    let mut bytes = std::fs::read(&file).unwrap();
+    bytes[100] ^= 1;
+    let bad = dir.path().join("bad.pare");
+    std::fs::write(&bad, &bytes).unwrap();
+    fails_with(&["eval", bad.to_str().unwrap()], &["bad.pare", "checksum"]);
+}
+
+#[test]
+fn quantize_ptq_and_qat_report_their_accuracy() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = trained(dir.path());
+    let ptq = dir.path().join("ptq");
+    let text = ok(&[
+        "quantize",
+        &base,
+        "--out",
+        ptq.to_str().unwrap(),
+        "--bits",
+        "8",
+        "--act-bits",
+        "8",
+        "--observer",
+        "kl",
+    ]);
+    assert!(text.contains("activations 8 bits"), "{text}");
+    let r = json(&ptq.join("report.json"));
+    let (start, after) = (
+        r["stages"][0]["accuracy"].as_f64().unwrap(),
+        r["file_accuracy"].as_f64().unwrap(),
+    );
+    assert!(
+        (start - after).abs() < 0.01,
+        "8-bit PTQ moved accuracy {start} -> {after}"
+    );
+    let qat = dir.path().join("qat");
+    ok(&[
+        "quantize",
+        &base,
+        "--out",
+        qat.to_str().unwrap(),
+        "--bits",
+        "3",
+        "--qat-epochs",
+        "1",
+        "--huffman",
+    ]);
+    let r = json(&qat.join("report.json"));
+    assert!(r["ratio"].as_f64().unwrap() > 8.0);
+    fails_with(
+        &["quantize", &base, "--out", "x", "--bits", "1"],
+        &["--bits 1", "2..=16"],
+    );
+    fails_with(
+        &["quantize", &base, "--out", "x", "--act-bits", "17"],
+        &["--act-bits 17"],
+    );
+}
+
+#[test]
+fn bad_recipes_fail_before_any_work_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, text: &str| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p.to_str().unwrap().to_string()
+    };
+    let out = dir.path().join("o");
+    let o = out.to_str().unwrap();
+    let typo = write(
+        "typo.toml",
+        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.cluster]\nbits = 4\nint = \"linear\"\n",
+    );
+    fails_with(
+        &["compress", "--recipe", &typo, "--out", o],
+        &["typo.toml", "line 6", "unknown field `int`"],
+    );
+    let layer = write(
+        "layer.toml",
+        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.prune]\nlayers = { fc9 = 0.5 }\ntrain = { epochs = 1, lr = 0.1 }\n",
+    );
+    fails_with(
+        &["compress", "--recipe", &layer, "--out", o],
+        &["stage 1 (prune)", "fc9"],
+    );
+    let order = write(
+        "order.toml",
+        "[model]\nzoo = \"lenet300\"\n[[stage]]\ncluster.bits = 4\n[[stage]]\nquantize.bits = 8\n",
+    );
+    fails_with(
+        &["compress", "--recipe", &order, "--out", o],
+        &["stage 2 (quantize)", "already encoded"],
+    );
+    assert!(!out.exists(), "nothing may be written for a rejected recipe");
+}
