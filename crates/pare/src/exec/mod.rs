@@ -87,7 +87,12 @@ pub fn infer(model: &Model, x: &Tensor, reparams: &Reparams, taps: &[String]) ->
     let out = run(model, input_value(model, x, dev)?, &params, Mode::Eval, taps, dev)?;
     Ok(Outputs {
         output: out.output.to_tensor(),
-        taps: out.taps.into_iter().map(|(k, v)| (k, v.to_tensor())).collect(),
+        taps: out
+            .taps
+            .into_iter()
+            .filter(|(k, _)| taps.contains(k))
+            .map(|(k, v)| (k, v.to_tensor()))
+            .collect(),
     })
 }
 
@@ -105,12 +110,19 @@ pub fn train_step(
 ) -> Result<StepOutput> {
     let dev = train_device();
     let (leaves, params) = upload_params(model, reparams, dev, true);
+    // The caller's taps plus those the loss terms read.
+    let mut all_taps: Vec<String> = taps.to_vec();
+    for t in terms.iter().filter_map(LossTerm::tap) {
+        if !all_taps.iter().any(|x| x == t) {
+            all_taps.push(t.to_string());
+        }
+    }
     let out = run(
         model,
         input_value(model, x, dev)?,
         &params,
         Mode::Train { seed },
-        taps,
+        &all_taps,
         dev,
     )?;
     let logits = match &out.output {
@@ -122,7 +134,14 @@ pub fn train_step(
             ))
         }
     };
-    let loss = loss::total(logits.clone(), terms, dev)?;
+    let tap_values: std::collections::HashMap<String, Value> = out.taps.iter().cloned().collect();
+    let mut loss = loss::total(logits.clone(), &tap_values, terms, dev)?;
+    // The engine panics on backward through a loss that reaches no tracked tensor (e.g. a
+    // feature loss on a tap before any parameter); a zero-weighted leaf keeps it tracked.
+    match leaves.values().next() {
+        Some(leaf) => loss = loss + leaf.clone().sum().mul_scalar(0.0),
+        None => return Err(Error::Config("the model has no trainable parameters".into())),
+    }
     let loss_value = loss.clone().into_scalar::<f32>();
     let grads = loss.backward();
     let mut grad_map = Params::new();
@@ -155,6 +174,11 @@ pub fn train_step(
         output: download(logits.inner()),
         grads: grad_map,
         batch_stats,
-        taps: out.taps.into_iter().map(|(k, v)| (k, v.to_tensor())).collect(),
+        taps: out
+            .taps
+            .into_iter()
+            .filter(|(k, _)| taps.contains(k))
+            .map(|(k, v)| (k, v.to_tensor()))
+            .collect(),
     })
 }
