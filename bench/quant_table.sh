@@ -16,6 +16,9 @@ base_acc() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print(
 ratio() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print('%.1f' % r['ratio'])" "$1/report.json"; }
 q() { $PARE quantize "$BASE" --huffman "$@" > /dev/null; }
 
+# The float model fine-tuned exactly like QAT (16-bit weights are float for this purpose): the
+# reference QAT must be compared with, since QAT also trains for $EPOCHS more epochs.
+q --bits 16 --qat-epochs "$EPOCHS" --lr 0.001 --cosine --out "$OUT/qat16"
 echo "| weight bits | PTQ weights | PTQ weights + 8-bit act (KL) | QAT weights ($EPOCHS ep, lr 1e-3 cosine) | file ratio (QAT) |"
 echo "|---|---|---|---|---|"
 for b in 8 7 6 5 4 3 2; do
@@ -25,7 +28,7 @@ for b in 8 7 6 5 4 3 2; do
   echo "| $b | $(acc "$OUT/ptq$b") | $(acc "$OUT/ptqa$b") | $(acc "$OUT/qat$b") | $(ratio "$OUT/qat$b")x |"
 done
 echo
-echo "float model: $(base_acc "$OUT/ptq8")"
+echo "float model: $(base_acc "$OUT/ptq8"); float fine-tuned like QAT: $(acc "$OUT/qat16")"
 echo
 echo "| activation bits (weights 8) | minmax | percentile 99.99 | mse | kl |"
 echo "|---|---|---|---|---|"

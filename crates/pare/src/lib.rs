@@ -15,6 +15,7 @@
 
 pub mod codec;
 pub mod data;
+pub mod distill;
 pub mod error;
 pub mod exec;
 pub mod fuse;

@@ -20,8 +20,9 @@ pub enum Observer {
     /// The clipping range (a fraction of min/max, searched on a grid of 100) that minimizes
     /// the mean squared quantization error on the sample.
     Mse,
-    /// The threshold minimizing KL(P || Q) between the histogram of |x| (2048 bins) and its
-    /// quantized version (Migacz, "8-bit inference with TensorRT", 2017).
+    /// The threshold minimizing KL(P || Q) between the histogram (2048 bins) and its
+    /// quantized version (Migacz, "8-bit inference with TensorRT", 2017): of |x| for symmetric
+    /// schemes, of `x - min` for asymmetric ones (the minimum is kept, the top is clipped).
     Kl,
 }
 
@@ -93,34 +94,37 @@ impl Samples {
                     .min_by(|a, b| err(a.0, a.1).total_cmp(&err(b.0, b.1)))
                     .unwrap_or((self.min, self.max))
             }
-            Observer::Kl => {
-                let t = kl_threshold(&self.values, scheme, self.min < 0.0);
+            Observer::Kl if scheme.symmetric => {
+                let (_, qmax) = scheme.levels();
+                let mags: Vec<f32> = self.values.iter().map(|v| v.abs()).collect();
+                let t = kl_threshold(&mags, qmax as usize + 1);
                 (self.min.max(-t), self.max.min(t))
+            }
+            Observer::Kl => {
+                // Asymmetric: keep the minimum (e.g. the background value of normalized
+                // pixels, or ReLU's zero) and search the clipping point above it.
+                let (qmin, qmax) = scheme.levels();
+                let shifted: Vec<f32> = self.values.iter().map(|v| v - self.min).collect();
+                let t = kl_threshold(&shifted, (qmax - qmin) as usize + 1);
+                (self.min, (self.min + t).min(self.max))
             }
         }
     }
 }
 
-/// TensorRT's entropy calibration on |x|: the threshold whose clipped-and-quantized histogram
-/// diverges least from the original one.
-fn kl_threshold(values: &[f32], scheme: Scheme, signed: bool) -> f32 {
+/// TensorRT's entropy calibration on non-negative values: the threshold whose clipped histogram,
+/// quantized to `levels` levels, diverges least from the original one.
+fn kl_threshold(values: &[f32], levels: usize) -> f32 {
     const BINS: usize = 2048;
-    let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let amax = values.iter().fold(0f32, |m, v| m.max(*v));
     if amax == 0.0 {
         return 0.0;
     }
     let width = amax / BINS as f32;
     let mut hist = vec![0f64; BINS];
     for v in values {
-        hist[((v.abs() / width) as usize).min(BINS - 1)] += 1.0;
+        hist[((v.max(0.0) / width) as usize).min(BINS - 1)] += 1.0;
     }
-    // Levels available on one side of zero.
-    let (qmin, qmax) = scheme.levels();
-    let levels = if signed {
-        (qmax - qmin) as usize / 2 + 1
-    } else {
-        (qmax - qmin) as usize + 1
-    };
     let levels = levels.clamp(2, BINS);
     let mut best = (f64::INFINITY, BINS);
     for i in levels..=BINS {
@@ -198,6 +202,31 @@ mod tests {
         assert!(pc < 4.1, "percentile {pc}");
         assert!(mse <= mm && kl <= mm, "mse {mse} kl {kl}");
         assert!(kl > 0.0 && mse > 0.0);
+    }
+
+    #[test]
+    fn asymmetric_kl_keeps_a_shifted_minimum() {
+        // Like normalized pixels: most values at the background level -0.8, some up to 2.
+        let mut s = Samples::default();
+        let data: Vec<f32> = (0..10000)
+            .map(|i| {
+                if i % 3 == 0 {
+                    -0.8 + 2.8 * ((i * 37) % 1000) as f32 / 1000.0
+                } else {
+                    -0.8
+                }
+            })
+            .collect();
+        s.add(&data);
+        let (lo, hi) = s.range(
+            Observer::Kl,
+            Scheme {
+                bits: 8,
+                symmetric: false,
+            },
+        );
+        assert_eq!(lo, -0.8);
+        assert!(hi > 1.0, "hi {hi}");
     }
 
     #[test]

@@ -338,7 +338,7 @@ pub fn fit(
 
 /// PyTorch's running-statistics update: `r = (1 - momentum) * r + momentum * batch`, with the
 /// unbiased batch variance.
-fn update_running_stats(model: &mut Model, stats: &[exec::BatchStats]) {
+pub fn update_running_stats(model: &mut Model, stats: &[exec::BatchStats]) {
     for s in stats {
         let m = match model.graph.node(&s.node).map(|n| &n.op) {
             Some(crate::ir::Op::BatchNorm { momentum, .. }) => *momentum as f32,

@@ -6,8 +6,8 @@ pub mod optim;
 pub mod schedule;
 
 pub use fit::{
-    evaluate, fit, loss_and_correct, Chain, EpochRecord, FitConfig, FitReport, Hooks, Metrics, NoHooks,
-    StepInfo,
+    evaluate, fit, loss_and_correct, update_running_stats, Chain, EpochRecord, FitConfig, FitReport, Hooks,
+    Metrics, NoHooks, StepInfo,
 };
 pub use optim::{Optimizer, OptimizerConfig};
 pub use schedule::{LrSchedule, Schedule};

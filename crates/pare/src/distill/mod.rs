@@ -1,0 +1,304 @@
+//! Knowledge distillation: a student trained by the ordinary fit loop with extra loss terms
+//! from a teacher that runs in eval mode, without gradient, on the very batch (and augmented
+//! view) the student sees ("patient and consistent" teaching, Beyer et al. 2022).
+//!
+//! One [`Objective`] covers the per-step methods: Hinton KD (soft targets at temperature T),
+//! FitNets hints (through a regressor node grafted onto the student), attention transfer,
+//! relational KD, similarity-preserving KD and Label Refinery (soft labels only). Methods that
+//! are schedules of runs (Born-Again generations, Teacher-Assistant chains, refinery rounds)
+//! compose those runs; Deep Mutual Learning trains peers side by side ([`dml`]).
+
+pub mod dml;
+
+use serde::{Deserialize, Serialize};
+
+use crate::data::{sequential, Batch, Dataset};
+use crate::error::{Error, Result};
+use crate::exec::{infer, LossTerm};
+use crate::ir::graph::ops::{conv, linear};
+use crate::ir::{Model, Node, Normalize, Reparams, Tensor};
+use crate::train::Hooks;
+
+/// Row-wise softmax of `logits / t`.
+pub fn softmax(logits: &Tensor, t: f32) -> Tensor {
+    let [n, c] = logits.shape() else {
+        panic!("softmax takes [batch, classes] logits");
+    };
+    let mut out = logits.data().to_vec();
+    for row in out.chunks_mut(*c) {
+        let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v / t));
+        let mut sum = 0.0;
+        for v in row.iter_mut() {
+            *v = (*v / t - max).exp();
+            sum += *v;
+        }
+        row.iter_mut().for_each(|v| *v /= sum);
+    }
+    Tensor::from_vec(vec![*n, *c], out)
+}
+
+/// How a student layer is matched with a teacher layer.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeatureKind {
+    /// FitNets: MSE between the student's regressor output and the teacher's hint layer.
+    Hint,
+    /// Attention transfer with maps `mean_c |A|^p`.
+    Attention { p: f32 },
+    /// Relational KD (distance and angle weights; the paper uses 25 and 50).
+    Relational { distance: f32, angle: f32 },
+    /// Similarity-preserving KD.
+    Similarity,
+}
+
+/// One matched layer pair.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Feature {
+    pub student: String,
+    pub teacher: String,
+    pub kind: FeatureKind,
+    pub weight: f32,
+}
+
+/// The per-step objective of a distillation run:
+/// `ce_weight * CE(labels) + kd_weight * T^2 * CE(softmax(teacher / T), student / T) + features`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Objective {
+    pub ce_weight: f32,
+    pub kd_weight: f32,
+    pub temperature: f32,
+    pub features: Vec<Feature>,
+}
+
+impl Objective {
+    /// Hinton et al.: `alpha` on the soft targets, `1 - alpha` on the labels.
+    pub fn kd(temperature: f32, alpha: f32) -> Self {
+        Objective {
+            ce_weight: 1.0 - alpha,
+            kd_weight: alpha,
+            temperature,
+            features: Vec::new(),
+        }
+    }
+
+    /// Label Refinery: the previous model's predictions are the only labels.
+    pub fn refinery() -> Self {
+        Objective::kd(1.0, 1.0)
+    }
+
+    pub fn validate(&self, student: &Model, teacher: &Model) -> Result<()> {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(Error::Config(format!(
+                "temperature {} must be positive",
+                self.temperature
+            )));
+        }
+        if !(0.0..=1.0).contains(&self.kd_weight) && self.features.is_empty() {
+            return Err(Error::Config(format!(
+                "alpha {} must be in [0, 1]",
+                self.kd_weight
+            )));
+        }
+        for f in &self.features {
+            if student.graph.node(&f.student).is_none() {
+                return Err(Error::Config(format!("the student has no layer '{}'", f.student)));
+            }
+            if teacher.graph.node(&f.teacher).is_none() {
+                return Err(Error::Config(format!("the teacher has no layer '{}'", f.teacher)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The teacher's view of a student batch: the same pixels, re-normalized with the teacher's
+/// own statistics if they differ.
+pub(crate) fn teacher_input(s: Normalize, teacher: &Model, x: &Tensor) -> Tensor {
+    let t = teacher.graph.input.normalize;
+    if s == t {
+        return x.clone();
+    }
+    let data = x
+        .data()
+        .iter()
+        .map(|v| ((v * s.std + s.mean) - t.mean) / t.std)
+        .collect();
+    Tensor::from_vec(x.shape().to_vec(), data)
+}
+
+/// Adds the teacher's terms to every training step of the student.
+pub struct DistillHook {
+    pub teacher: Model,
+    pub teacher_reparams: Reparams,
+    pub objective: Objective,
+    /// The student's normalization (the batch is normalized with it).
+    student_norm: Normalize,
+    taps: Vec<String>,
+}
+
+impl DistillHook {
+    pub fn new(teacher: Model, student: &Model, objective: Objective) -> Result<Self> {
+        objective.validate(student, &teacher)?;
+        if teacher.graph.input.shape != student.graph.input.shape {
+            return Err(Error::Config(format!(
+                "teacher input {:?} differs from the student's {:?}",
+                teacher.graph.input.shape, student.graph.input.shape
+            )));
+        }
+        let mut taps: Vec<String> = objective.features.iter().map(|f| f.teacher.clone()).collect();
+        taps.dedup();
+        Ok(DistillHook {
+            teacher,
+            teacher_reparams: Reparams::new(),
+            objective,
+            student_norm: student.graph.input.normalize,
+            taps,
+        })
+    }
+}
+
+impl Hooks for DistillHook {
+    fn loss_terms(&mut self, batch: &Batch, terms: &mut Vec<LossTerm>) -> Result<()> {
+        let o = &self.objective;
+        for t in terms.iter_mut() {
+            if let LossTerm::CrossEntropy { weight, .. } = t {
+                *weight = o.ce_weight;
+            }
+        }
+        let x = teacher_input(self.student_norm, &self.teacher, &batch.x);
+        let out = infer(&self.teacher, &x, &self.teacher_reparams, &self.taps)?;
+        if o.kd_weight > 0.0 {
+            terms.push(LossTerm::SoftTargets {
+                target: softmax(&out.output, o.temperature),
+                temperature: o.temperature,
+                weight: o.kd_weight,
+            });
+        }
+        for f in &o.features {
+            let teacher = out.taps[&f.teacher].clone();
+            let tap = f.student.clone();
+            terms.push(match f.kind {
+                FeatureKind::Hint => LossTerm::FeatureMse {
+                    tap,
+                    target: teacher,
+                    weight: f.weight,
+                },
+                FeatureKind::Attention { p } => LossTerm::Attention {
+                    tap,
+                    teacher,
+                    p,
+                    weight: f.weight,
+                },
+                FeatureKind::Relational { distance, angle } => LossTerm::Relational {
+                    tap,
+                    teacher,
+                    distance_weight: distance * f.weight,
+                    angle_weight: angle * f.weight,
+                },
+                FeatureKind::Similarity => LossTerm::Similarity {
+                    tap,
+                    teacher,
+                    weight: f.weight,
+                },
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Grafts a FitNets regressor onto the student: a 1x1 convolution (images) or a linear map
+/// (vectors) from the guided layer's output to the hint layer's shape, as a side node that the
+/// hint loss reads and the output does not depend on. Returns the model and the node's name.
+pub fn add_regressor(
+    student: &Model,
+    guided: &str,
+    teacher: &Model,
+    hint: &str,
+    seed: u64,
+) -> Result<(Model, String)> {
+    let shape_of = |m: &Model, n: &str| -> Result<Vec<usize>> {
+        let i = m
+            .graph
+            .index_of(n)
+            .ok_or_else(|| Error::Config(format!("no layer '{n}'")))?;
+        Ok(m.shapes().nodes[i].clone())
+    };
+    let (s, t) = (shape_of(student, guided)?, shape_of(teacher, hint)?);
+    let op = match (s.as_slice(), t.as_slice()) {
+        ([cs, hs, ws], [ct, ht, wt]) if hs == ht && ws == wt => conv(*cs, *ct, 1, 1, 0, false),
+        ([fs], [ft]) => linear(*fs, *ft),
+        _ => {
+            return Err(Error::Config(format!(
+                "guided layer '{guided}' {s:?} and hint layer '{hint}' {t:?} need equal spatial sizes (or both be vectors)"
+            )))
+        }
+    };
+    let name = format!("{guided}_regressor");
+    let mut graph = student.graph.clone();
+    let at = graph.index_of(guided).expect("checked above") + 1;
+    graph.nodes.insert(
+        at,
+        Node {
+            name: name.clone(),
+            op,
+            inputs: vec![guided.to_string()],
+        },
+    );
+    let fresh = Model::init(graph.clone(), seed)?;
+    let mut params = student.params.clone();
+    for (k, v) in fresh.params {
+        if k.starts_with(&format!("{name}.")) {
+            params.insert(k, v);
+        }
+    }
+    Ok((Model::new(graph, params)?, name))
+}
+
+/// Removes a side node (e.g. a regressor after the hint stage) and its parameters.
+pub fn remove_node(model: &Model, name: &str) -> Result<Model> {
+    let mut graph = model.graph.clone();
+    if graph.nodes.iter().any(|n| n.inputs.iter().any(|i| i == name)) || graph.output == name {
+        return Err(Error::graph(
+            name,
+            "other nodes read it; only a side node can be removed",
+        ));
+    }
+    graph.nodes.retain(|n| n.name != name);
+    let params = model
+        .params
+        .iter()
+        .filter(|(k, _)| !k.starts_with(&format!("{name}.")))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    Model::new(graph, params)
+}
+
+/// Test accuracy of the averaged softmax of several models (Born-Again ensembles, DML peers).
+pub fn ensemble_accuracy(models: &[&Model], set: &dyn Dataset, batch_size: usize) -> Result<f32> {
+    let first = models
+        .first()
+        .ok_or_else(|| Error::Config("an ensemble needs a model".into()))?;
+    let (mut correct, mut seen) = (0usize, 0usize);
+    let norm = first.graph.input.normalize;
+    for batch in sequential(set, batch_size, norm) {
+        let mut avg: Option<Vec<f32>> = None;
+        for m in models {
+            let x = teacher_input(norm, m, &batch.x);
+            let p = softmax(&infer(m, &x, &Reparams::new(), &[])?.output, 1.0);
+            match &mut avg {
+                None => avg = Some(p.data().to_vec()),
+                Some(a) => a.iter_mut().zip(p.data()).for_each(|(a, v)| *a += v),
+            }
+        }
+        let classes = set.num_classes();
+        let avg = Tensor::from_vec(vec![batch.labels.len(), classes], avg.expect("one model"));
+        correct += avg
+            .argmax_rows()
+            .iter()
+            .zip(&batch.labels)
+            .filter(|(p, l)| **p == **l as usize)
+            .count();
+        seen += batch.labels.len();
+    }
+    Ok(correct as f32 / seen.max(1) as f32)
+}
