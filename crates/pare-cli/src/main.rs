@@ -4,6 +4,7 @@
 
 mod commands;
 mod compress_cmd;
+mod distill_cmd;
 mod progress;
 mod prune_cmd;
 
@@ -51,6 +52,9 @@ enum Command {
     /// Uniform k-bit quantization of a model directory: post-training (weights, optionally
     /// activations with a calibration observer) or quantization-aware training.
     Quantize(compress_cmd::QuantizeArgs),
+    /// Knowledge distillation into a student (kd, fitnet, at, rkd, sp, dml, ban, takd, refinery),
+    /// reported next to the same student trained alone with the same budget.
+    Distill(distill_cmd::DistillArgs),
     /// Show a model directory layer by layer: op, output shape, parameters, MACs, sparsity.
     Info {
         dir: PathBuf,
@@ -203,6 +207,7 @@ fn main() -> ExitCode {
         Command::Info { dir, json } => commands::info(&dir, json),
         Command::Prune(args) => prune_cmd::prune(args),
         Command::Compress(args) => compress_cmd::compress(args),
+        Command::Distill(args) => distill_cmd::distill(args),
         Command::Quantize(args) => compress_cmd::quantize(args),
         Command::Sensitivity(args) => prune_cmd::sensitivity(args),
         Command::Lottery(args) => prune_cmd::lottery(args),

@@ -1,9 +1,38 @@
 //! Distillation: every loss term against PyTorch on hand-made inputs
-//! (`reference/distill_losses.py`), and shape mismatches as clear errors.
+//! (`reference/distill_losses.py`), shape mismatches as clear errors, the teacher untouched,
+//! regressors grafted and removed, mutual learning and ensembles on small generated data.
 
-use pare::exec::{train_step, LossTerm};
+use pare::distill::dml::DmlHook;
+use pare::distill::{
+    add_regressor, ensemble_accuracy, remove_node, DistillHook, Feature, FeatureKind, Objective,
+};
+use pare::exec::{infer, train_step, LossTerm};
 use pare::ir::graph::ops::linear;
 use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
+use pare::train::{evaluate, fit, FitConfig, NoHooks, OptimizerConfig, Schedule};
+
+mod common;
+use common::{toy_data, toy_model};
+
+fn config(epochs: usize, seed: u64) -> FitConfig {
+    FitConfig {
+        epochs,
+        batch_size: 32,
+        optimizer: OptimizerConfig::sgd(0.9, 0.0),
+        schedule: Schedule::constant(0.05),
+        seed,
+        augment: Default::default(),
+        eval_batch_size: 64,
+        checkpoint: None,
+        resume: false,
+    }
+}
+
+fn teacher() -> Model {
+    let mut t = toy_model(7);
+    fit(&mut t, &toy_data(), None, &config(4, 1), &mut NoHooks).unwrap();
+    t
+}
 
 struct Reference {
     shape: Vec<usize>,
@@ -133,4 +162,96 @@ fn mismatched_shapes_are_clear_errors() {
     })
     .unwrap_err();
     assert!(e.contains("nope"), "{e}");
+}
+
+#[test]
+fn kd_and_feature_terms_train_the_student_and_leave_the_teacher_alone() {
+    let t = teacher();
+    let frozen = t.params.clone();
+    for objective in [
+        Objective::kd(4.0, 0.9),
+        Objective {
+            features: vec![Feature {
+                student: "conv".into(),
+                teacher: "conv".into(),
+                kind: FeatureKind::Attention { p: 2.0 },
+                weight: 100.0,
+            }],
+            ..Objective::kd(4.0, 0.5)
+        },
+        Objective {
+            features: vec![Feature {
+                student: "flatten".into(),
+                teacher: "flatten".into(),
+                kind: FeatureKind::Similarity,
+                weight: 100.0,
+            }],
+            ..Objective::kd(1.0, 0.0)
+        },
+    ] {
+        let mut s = toy_model(3);
+        let mut hook = DistillHook::new(t.clone(), &s, objective).unwrap();
+        fit(&mut s, &toy_data(), None, &config(3, 2), &mut hook).unwrap();
+        assert_eq!(hook.teacher.params, frozen, "the teacher must get no update");
+        let acc = evaluate(&s, &toy_data(), 64, &Reparams::new()).unwrap().accuracy;
+        assert!(acc > 0.6, "distilled student accuracy {acc}");
+    }
+    // Unknown layers are named.
+    let bad = Objective {
+        features: vec![Feature {
+            student: "conv".into(),
+            teacher: "conv9".into(),
+            kind: FeatureKind::Hint,
+            weight: 1.0,
+        }],
+        ..Objective::kd(1.0, 0.0)
+    };
+    let e = DistillHook::new(t.clone(), &toy_model(3), bad)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("conv9"), "{e}");
+}
+
+#[test]
+fn a_fitnets_regressor_is_a_side_node_that_can_be_removed() {
+    let t = teacher();
+    let s = toy_model(3);
+    // The student's conv (4 channels, 8x8) regresses onto the teacher's conv.
+    let (with, name) = add_regressor(&s, "relu", &t, "conv", 0).unwrap();
+    assert_eq!(name, "relu_regressor");
+    let x = Tensor::from_vec(vec![2, 1, 8, 8], (0..128).map(|i| (i % 7) as f32 / 7.0).collect());
+    let a = infer(&s, &x, &Reparams::new(), &[]).unwrap().output;
+    let b = infer(&with, &x, &Reparams::new(), &[]).unwrap().output;
+    assert_eq!(a.data(), b.data(), "a side node does not change the output");
+    let back = remove_node(&with, &name).unwrap();
+    assert_eq!(back.graph, s.graph);
+    assert_eq!(back.params.len(), s.params.len());
+    // Spatial sizes that differ cannot be regressed by a 1x1 convolution.
+    let e = add_regressor(&s, "pool", &t, "conv", 0)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("spatial"), "{e}");
+    assert!(
+        remove_node(&s, "conv").is_err(),
+        "a node on the path cannot be removed"
+    );
+}
+
+#[test]
+fn mutual_learning_trains_every_peer_and_the_ensemble_evaluates() {
+    let mut p0 = toy_model(1);
+    let others = vec![toy_model(2)];
+    let before = evaluate(&others[0], &toy_data(), 64, &Reparams::new())
+        .unwrap()
+        .loss;
+    let mut hook = DmlHook::new(&p0, others, OptimizerConfig::sgd(0.9, 0.0), 0);
+    fit(&mut p0, &toy_data(), None, &config(3, 4), &mut hook).unwrap();
+    let after = evaluate(&hook.peers[0], &toy_data(), 64, &Reparams::new())
+        .unwrap()
+        .loss;
+    assert!(after < before * 0.8, "peer 1 should learn: {before} -> {after}");
+    let acc = ensemble_accuracy(&[&p0, &hook.peers[0]], &toy_data(), 64).unwrap();
+    assert!(acc > 0.6, "ensemble accuracy {acc}");
 }

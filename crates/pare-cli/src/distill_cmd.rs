@@ -1,0 +1,424 @@
+//! `pare distill`: train a student from a teacher with any of the nine methods, next to the
+//! same student trained alone with the same budget, and report all of them on the test set.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, ValueEnum};
+use pare::data::{fashion, split, Augment, Dataset, Subset};
+use pare::distill::dml::DmlHook;
+use pare::distill::{
+    add_regressor, ensemble_accuracy, remove_node, DistillHook, Feature, FeatureKind, Objective,
+};
+use pare::ir::{io, Model, Reparams};
+use pare::train::{evaluate, fit, Chain, FitConfig, Hooks, LrSchedule, OptimizerConfig, Schedule};
+use pare::zoo::ZooModel;
+use serde_json::json;
+
+use crate::commands::fresh_model;
+use crate::progress::ProgressHooks;
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Debug)]
+pub enum MethodArg {
+    Kd,
+    Fitnet,
+    At,
+    Rkd,
+    Sp,
+    Dml,
+    Ban,
+    Takd,
+    Refinery,
+}
+
+#[derive(Args)]
+pub struct DistillArgs {
+    /// Teacher model directory (not needed for dml, ban and refinery).
+    #[arg(long)]
+    pub teacher: Option<PathBuf>,
+    /// Student: a zoo model name (fresh) or a model directory (e.g. a pruned copy of the teacher).
+    #[arg(long)]
+    pub student: String,
+    #[arg(long, value_enum)]
+    pub method: MethodArg,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    #[arg(long, default_value_t = 0.05)]
+    pub lr: f32,
+    /// Cosine decay of the learning rate (recommended: KD at high T is unstable at a constant
+    /// high rate).
+    #[arg(long)]
+    pub cosine: bool,
+    #[arg(long, default_value_t = 5e-4)]
+    pub weight_decay: f32,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    /// Random crops (zero padding of this many pixels); teacher and student see the same crop.
+    #[arg(long, default_value_t = 0)]
+    pub crop_padding: usize,
+    #[arg(long, default_value_t = 4.0)]
+    pub temperature: f32,
+    /// Weight of the soft targets; 1 - alpha goes to the labels.
+    #[arg(long, default_value_t = 0.9)]
+    pub alpha: f32,
+    /// Layer pairs STUDENT:TEACHER (fitnet: guided:hint; at, rkd, sp: matched layers).
+    #[arg(long, value_delimiter = ',')]
+    pub pairs: Vec<String>,
+    /// Weight of the feature terms (defaults: fitnet 1, at 1000, rkd 1 with distance 25 and
+    /// angle 50, sp 3000, the papers' settings).
+    #[arg(long)]
+    pub beta: Option<f32>,
+    /// Add Hinton KD to at/rkd/sp (their papers report both with and without).
+    #[arg(long)]
+    pub with_kd: bool,
+    /// FitNets stage 1 (hint) epochs; stage 2 (KD) runs --epochs.
+    #[arg(long, default_value_t = 2)]
+    pub hint_epochs: usize,
+    /// Born-again generations.
+    #[arg(long, default_value_t = 3)]
+    pub generations: usize,
+    /// Teacher-assistant: a zoo model name or directory.
+    #[arg(long)]
+    pub assistant: Option<String>,
+    /// Label Refinery rounds.
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// Mutual-learning peers (all of the student's architecture).
+    #[arg(long, default_value_t = 2)]
+    pub peers: usize,
+    /// Skip training the student alone (the baseline every report compares with).
+    #[arg(long)]
+    pub no_baseline: bool,
+    /// Hold out this many training images for validation.
+    #[arg(long, default_value_t = 0)]
+    pub val: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+struct Ctx<'a> {
+    a: &'a DistillArgs,
+    train: &'a dyn Dataset,
+    val: Option<&'a dyn Dataset>,
+    test: &'a dyn Dataset,
+    full: &'a dyn Dataset,
+}
+
+impl Ctx<'_> {
+    fn config(&self, epochs: usize, seed: u64) -> FitConfig {
+        let a = self.a;
+        FitConfig {
+            epochs,
+            batch_size: a.batch_size,
+            optimizer: OptimizerConfig::sgd(0.9, a.weight_decay),
+            schedule: Schedule {
+                base_lr: a.lr,
+                kind: if a.cosine {
+                    LrSchedule::Cosine { min_lr: 0.0 }
+                } else {
+                    LrSchedule::Constant
+                },
+                warmup_steps: 0,
+            },
+            seed,
+            augment: Augment {
+                crop_padding: a.crop_padding,
+                hflip: false,
+            },
+            eval_batch_size: 1000,
+            checkpoint: None,
+            resume: false,
+        }
+    }
+
+    /// A fresh (zoo) or loaded (directory) model.
+    fn model(&self, spec: &str, seed: u64) -> Result<Model> {
+        let p = std::path::Path::new(spec);
+        if p.is_dir() {
+            return Ok(io::load(p)?);
+        }
+        let zm = ZooModel::parse(spec, None, 0.0)
+            .with_context(|| format!("'{spec}' is neither a directory nor a zoo model"))?;
+        fresh_model(&zm, self.full, seed)
+    }
+
+    fn train(&self, model: &mut Model, epochs: usize, seed: u64, hook: Option<&mut dyn Hooks>) -> Result<()> {
+        let mut progress = ProgressHooks::new(epochs, false);
+        let cfg = self.config(epochs, seed);
+        let r = match hook {
+            Some(h) => fit(
+                model,
+                self.train,
+                self.val,
+                &cfg,
+                &mut Chain(vec![h, &mut progress]),
+            )?,
+            None => fit(model, self.train, self.val, &cfg, &mut progress)?,
+        };
+        if r.interrupted {
+            println!("interrupted; nothing was written");
+            std::process::exit(130);
+        }
+        Ok(())
+    }
+
+    fn kd(&self, student: &mut Model, teacher: &Model, objective: Objective, seed: u64) -> Result<()> {
+        let mut hook = DistillHook::new(teacher.clone(), student, objective)?;
+        self.train(student, self.a.epochs, seed, Some(&mut hook))
+    }
+
+    fn accuracy(&self, m: &Model) -> Result<f32> {
+        Ok(evaluate(m, self.test, 1000, &Reparams::new())?.accuracy)
+    }
+}
+
+fn pairs(a: &DistillArgs) -> Result<Vec<(String, String)>> {
+    a.pairs
+        .iter()
+        .map(|p| {
+            p.split_once(':')
+                .map(|(s, t)| (s.to_string(), t.to_string()))
+                .with_context(|| format!("--pairs '{p}': expected STUDENT_LAYER:TEACHER_LAYER"))
+        })
+        .collect()
+}
+
+fn feature_objective(a: &DistillArgs, kind: FeatureKind, default_beta: f32) -> Result<Objective> {
+    let pairs = pairs(a)?;
+    if pairs.is_empty() {
+        bail!(
+            "--method {:?} needs --pairs STUDENT_LAYER:TEACHER_LAYER",
+            a.method
+        );
+    }
+    let mut o = if a.with_kd {
+        Objective::kd(a.temperature, a.alpha)
+    } else {
+        Objective::kd(a.temperature, 0.0)
+    };
+    o.features = pairs
+        .into_iter()
+        .map(|(student, teacher)| Feature {
+            student,
+            teacher,
+            kind,
+            weight: a.beta.unwrap_or(default_beta),
+        })
+        .collect();
+    Ok(o)
+}
+
+pub fn distill(a: DistillArgs) -> Result<()> {
+    let dir = fashion::resolve_dir(a.data.as_deref());
+    let splits =
+        fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
+    let full: Arc<dyn Dataset> = Arc::new(splits.train);
+    let (train, val): (Subset, Option<Subset>) = if a.val > 0 {
+        let (t, v) = split(full.clone(), a.val, a.seed)?;
+        (t, Some(v))
+    } else {
+        (Subset::new(full.clone(), (0..full.len()).collect())?, None)
+    };
+    let ctx = Ctx {
+        a: &a,
+        train: &train,
+        val: val.as_ref().map(|v| v as &dyn Dataset),
+        test: &splits.test,
+        full: full.as_ref(),
+    };
+    let needs_teacher = !matches!(a.method, MethodArg::Dml | MethodArg::Ban | MethodArg::Refinery);
+    let teacher = match (&a.teacher, needs_teacher) {
+        (Some(t), _) => Some(io::load(t)?),
+        (None, true) => bail!("--method {:?} needs --teacher DIR", a.method),
+        (None, false) => None,
+    };
+    if !(a.temperature > 0.0) || !(0.0..=1.0).contains(&a.alpha) {
+        bail!("--temperature must be positive and --alpha in [0, 1]");
+    }
+    let seed = a.seed;
+    let mut rows: Vec<(String, f32)> = Vec::new();
+    if let Some(t) = &teacher {
+        rows.push(("teacher".into(), ctx.accuracy(t)?));
+    }
+    // The student alone, same budget: the baseline (and generation 0 / round 0 of ban and
+    // refinery, which need it anyway).
+    let alone = if !a.no_baseline || matches!(a.method, MethodArg::Ban | MethodArg::Refinery) {
+        println!("== student alone ({} epochs)", a.epochs);
+        let mut m = ctx.model(&a.student, seed)?;
+        ctx.train(&mut m, a.epochs, seed, None)?;
+        io::save(&m, &a.out.join("alone"))?;
+        rows.push(("student alone".into(), ctx.accuracy(&m)?));
+        Some(m)
+    } else {
+        None
+    };
+    let kd_objective = Objective::kd(a.temperature, a.alpha);
+    match a.method {
+        MethodArg::Kd => {
+            println!("== KD (T {}, alpha {})", a.temperature, a.alpha);
+            let mut s = ctx.model(&a.student, seed)?;
+            ctx.kd(&mut s, teacher.as_ref().expect("checked"), kd_objective, seed)?;
+            io::save(&s, &a.out.join("student"))?;
+            rows.push(("student KD".into(), ctx.accuracy(&s)?));
+        }
+        MethodArg::At | MethodArg::Rkd | MethodArg::Sp => {
+            let (kind, beta) = match a.method {
+                MethodArg::At => (FeatureKind::Attention { p: 2.0 }, 1000.0),
+                MethodArg::Rkd => (
+                    FeatureKind::Relational {
+                        distance: 25.0,
+                        angle: 50.0,
+                    },
+                    1.0,
+                ),
+                _ => (FeatureKind::Similarity, 3000.0),
+            };
+            let objective = feature_objective(&a, kind, beta)?;
+            println!("== {:?}", a.method);
+            let mut s = ctx.model(&a.student, seed)?;
+            ctx.kd(&mut s, teacher.as_ref().expect("checked"), objective, seed)?;
+            io::save(&s, &a.out.join("student"))?;
+            rows.push((format!("student {:?}", a.method), ctx.accuracy(&s)?));
+        }
+        MethodArg::Fitnet => {
+            let t = teacher.as_ref().expect("checked");
+            let p = pairs(&a)?;
+            let [(guided, hint)] = p.as_slice() else {
+                bail!("--method fitnet takes one --pairs GUIDED:HINT");
+            };
+            let s0 = ctx.model(&a.student, seed)?;
+            let (mut s, regressor) = add_regressor(&s0, guided, t, hint, seed)?;
+            println!(
+                "== FitNets stage 1: hint {guided} -> {hint} ({} epochs)",
+                a.hint_epochs
+            );
+            let mut hint_obj = Objective::kd(1.0, 0.0);
+            hint_obj.ce_weight = 0.0;
+            hint_obj.features = vec![Feature {
+                student: regressor.clone(),
+                teacher: hint.clone(),
+                kind: FeatureKind::Hint,
+                weight: a.beta.unwrap_or(1.0),
+            }];
+            let mut hook = DistillHook::new(t.clone(), &s, hint_obj)?;
+            ctx.train(&mut s, a.hint_epochs.max(1), seed, Some(&mut hook))?;
+            let mut s = remove_node(&s, &regressor)?;
+            println!("== FitNets stage 2: KD ({} epochs)", a.epochs);
+            ctx.kd(&mut s, t, kd_objective, seed)?;
+            io::save(&s, &a.out.join("student"))?;
+            rows.push(("student FitNets".into(), ctx.accuracy(&s)?));
+        }
+        MethodArg::Dml => {
+            if a.peers < 2 {
+                bail!("--peers must be at least 2");
+            }
+            let mut p0 = ctx.model(&a.student, seed)?;
+            let others = (1..a.peers)
+                .map(|k| ctx.model(&a.student, seed + k as u64))
+                .collect::<Result<Vec<_>>>()?;
+            println!("== deep mutual learning, {} peers", a.peers);
+            let mut hook = DmlHook::new(&p0, others, OptimizerConfig::sgd(0.9, a.weight_decay), seed);
+            ctx.train(&mut p0, a.epochs, seed, Some(&mut hook))?;
+            let mut all = vec![p0];
+            all.extend(hook.peers);
+            for (k, m) in all.iter().enumerate() {
+                io::save(m, &a.out.join(format!("peer{k}")))?;
+                rows.push((format!("DML peer {k}"), ctx.accuracy(m)?));
+            }
+            let refs: Vec<&Model> = all.iter().collect();
+            rows.push(("DML ensemble".into(), ensemble_accuracy(&refs, ctx.test, 1000)?));
+        }
+        MethodArg::Ban | MethodArg::Refinery => {
+            let is_ban = a.method == MethodArg::Ban;
+            let n = if is_ban { a.generations } else { a.rounds };
+            let first = match (&teacher, is_ban) {
+                (Some(t), false) => t.clone(),
+                _ => alone.clone().expect("trained above"),
+            };
+            let mut prev = first;
+            let mut gens = Vec::new();
+            for g in 1..=n {
+                println!(
+                    "== {} {g}/{n}",
+                    if is_ban {
+                        "born-again generation"
+                    } else {
+                        "refinery round"
+                    }
+                );
+                let mut s = ctx.model(&a.student, seed + g as u64)?;
+                let obj = if is_ban {
+                    kd_objective.clone()
+                } else {
+                    Objective::refinery()
+                };
+                ctx.kd(&mut s, &prev, obj, seed + g as u64)?;
+                io::save(
+                    &s,
+                    &a.out.join(format!("{}{g}", if is_ban { "gen" } else { "round" })),
+                )?;
+                rows.push((
+                    format!(
+                        "{} {g}",
+                        if is_ban {
+                            "BAN generation"
+                        } else {
+                            "refinery round"
+                        }
+                    ),
+                    ctx.accuracy(&s)?,
+                ));
+                gens.push(s.clone());
+                prev = s;
+            }
+            if is_ban {
+                let refs: Vec<&Model> = gens.iter().collect();
+                rows.push((
+                    format!("BAN ensemble of {n}"),
+                    ensemble_accuracy(&refs, ctx.test, 1000)?,
+                ));
+            }
+        }
+        MethodArg::Takd => {
+            let t = teacher.as_ref().expect("checked");
+            let spec = a
+                .assistant
+                .as_deref()
+                .context("--method takd needs --assistant MODEL")?;
+            println!("== TAKD: teacher -> assistant {spec}");
+            let mut assistant = ctx.model(spec, seed)?;
+            ctx.kd(&mut assistant, t, kd_objective.clone(), seed)?;
+            io::save(&assistant, &a.out.join("assistant"))?;
+            rows.push(("assistant (KD from teacher)".into(), ctx.accuracy(&assistant)?));
+            println!("== TAKD: assistant -> student");
+            let mut s = ctx.model(&a.student, seed)?;
+            ctx.kd(&mut s, &assistant, kd_objective, seed)?;
+            io::save(&s, &a.out.join("student"))?;
+            rows.push(("student TAKD".into(), ctx.accuracy(&s)?));
+        }
+    }
+    let base = rows.iter().find(|r| r.0 == "student alone").map(|r| r.1);
+    println!("\n| model | test accuracy | vs student alone |\n|---|---|---|");
+    for (name, acc) in &rows {
+        let d = base.map_or("-".to_string(), |b| format!("{:+.2} pt", 100.0 * (acc - b)));
+        println!("| {name} | {acc:.4} | {d} |");
+    }
+    let report = json!({
+        "method": format!("{:?}", a.method).to_lowercase(),
+        "student": a.student,
+        "teacher": a.teacher,
+        "epochs": a.epochs, "lr": a.lr, "cosine": a.cosine, "temperature": a.temperature, "alpha": a.alpha,
+        "crop_padding": a.crop_padding, "seed": a.seed,
+        "results": rows.iter().map(|(n, acc)| json!({"model": n, "accuracy": acc})).collect::<Vec<_>>(),
+    });
+    io::write_atomic(
+        &a.out.join("distill.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    Ok(())
+}
