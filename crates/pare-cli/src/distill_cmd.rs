@@ -37,7 +37,8 @@ pub struct DistillArgs {
     /// Teacher model directory (not needed for dml, ban and refinery).
     #[arg(long)]
     pub teacher: Option<PathBuf>,
-    /// Student: a zoo model name (fresh) or a model directory (e.g. a pruned copy of the teacher).
+    /// Student: a zoo model name (fresh; `mlp:800,800` sets hidden sizes) or a model directory
+    /// (e.g. a pruned copy of the teacher).
     #[arg(long)]
     pub student: String,
     #[arg(long, value_enum)]

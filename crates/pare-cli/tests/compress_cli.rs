@@ -155,3 +155,35 @@ fn bad_recipes_fail_before_any_work_with_file_and_line() {
     );
     assert!(!out.exists(), "nothing may be written for a rejected recipe");
 }
+
+#[test]
+fn a_pruned_model_is_fine_tuned_by_distilling_from_the_original() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = trained(dir.path());
+    let recipe = dir.path().join("kd.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[model]\ndir = \"{base}\"\n[[stage]]\n[stage.prune]\nlayers = {{ fc1 = 0.9 }}\nramp = \"one_shot\"\n\
+             train = {{ epochs = 1, lr = 0.01 }}\n[[stage]]\n[stage.distill]\ntemperature = 2.0\n\
+             train = {{ epochs = 1, lr = 0.01 }}\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let text = ok(&[
+        "compress",
+        "--recipe",
+        recipe.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(text.contains("KD from the starting model"), "{text}");
+    let r = json(&out.join("report.json"));
+    let stages = r["stages"].as_array().unwrap();
+    assert_eq!(stages[2]["name"], "distill");
+    // Pruned weights stay pruned through distillation.
+    let kept = stages[2]["nonzero_weights"].as_u64().unwrap();
+    assert_eq!(kept, stages[1]["nonzero_weights"].as_u64().unwrap());
+    assert!(stages[2]["accuracy"].as_f64().unwrap() > 0.7);
+}

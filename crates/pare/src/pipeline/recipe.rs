@@ -24,7 +24,7 @@
 //! ```
 //!
 //! Each `[[stage]]` holds one table named for its kind (`train`, `prune`, `cluster`,
-//! `quantize`). Unknown keys and impossible values (a ratio of 1, 20 bits, a negative learning rate) are
+//! `quantize`, `distill`). Unknown keys and impossible values (a ratio of 1, 20 bits, a negative learning rate) are
 //! rejected while parsing, with the line and column; names that depend on the model (layers)
 //! are checked against it before the first stage runs.
 
@@ -159,6 +159,52 @@ pub enum Stage {
     Cluster(ClusterStage),
     /// Uniform quantization of weights (and optionally activations), PTQ or QAT.
     Quantize(QuantizeStage),
+    /// Fine-tuning by distillation (Hinton KD) from a teacher, by default the model the
+    /// pipeline started from; pruned zeros, shared values and quantizers are kept.
+    Distill(DistillStage),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistillStage {
+    /// A model directory; absent = the model the recipe started from (`[model] dir`).
+    #[serde(default)]
+    pub teacher: Option<PathBuf>,
+    #[serde(default = "four")]
+    pub temperature: Positive,
+    #[serde(default = "alpha")]
+    pub alpha: UnitFraction,
+    pub train: Training,
+}
+
+fn four() -> Positive {
+    Positive(4.0)
+}
+
+fn alpha() -> UnitFraction {
+    UnitFraction(0.9)
+}
+
+/// A weight in `[0, 1]`.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "f32", into = "f32")]
+pub struct UnitFraction(pub f32);
+
+impl TryFrom<f32> for UnitFraction {
+    type Error = String;
+    fn try_from(v: f32) -> std::result::Result<Self, String> {
+        if (0.0..=1.0).contains(&v) {
+            Ok(UnitFraction(v))
+        } else {
+            Err(format!("{v} must be in [0, 1]"))
+        }
+    }
+}
+
+impl From<UnitFraction> for f32 {
+    fn from(f: UnitFraction) -> f32 {
+        f.0
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -345,6 +391,7 @@ impl Stage {
             Stage::Prune(_) => "prune",
             Stage::Cluster(_) => "cluster",
             Stage::Quantize(_) => "quantize",
+            Stage::Distill(_) => "distill",
         }
     }
 
@@ -354,6 +401,7 @@ impl Stage {
             Stage::Prune(s) => Some(&s.train),
             Stage::Cluster(s) => s.train.as_ref(),
             Stage::Quantize(s) => s.train.as_ref(),
+            Stage::Distill(s) => Some(&s.train),
         }
     }
 }
@@ -370,9 +418,18 @@ impl Recipe {
             (Some(_), None) | (None, Some(_)) => {}
             _ => return Err(bad("[model] needs exactly one of `zoo` and `dir`".into())),
         }
-        if let Some(dir) = &mut r.model.dir {
+        let base = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+        let resolve = |dir: &mut PathBuf| {
             if dir.is_relative() {
-                *dir = path.parent().unwrap_or(Path::new(".")).join(&*dir);
+                *dir = base.join(&*dir);
+            }
+        };
+        if let Some(dir) = &mut r.model.dir {
+            resolve(dir);
+        }
+        for s in &mut r.stages {
+            if let Stage::Distill(DistillStage { teacher: Some(t), .. }) = s {
+                resolve(t);
             }
         }
         for (i, s) in r.stages.iter().enumerate() {

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::recipe::{ClusterStage, PruneStage, QuantizeStage, Recipe, Stage, Training};
 use crate::codec::{self, Encoding, FileBytes, Plan};
 use crate::data::{epoch_order, make_batch, Augment, Batch, Dataset};
+use crate::distill::{DistillHook, Objective};
 use crate::error::{Error, Result};
 use crate::ir::{io, Model, Reparams};
 use crate::prune::schedule::{MaskHook, PruneSchedule, Ramp};
@@ -80,6 +81,8 @@ impl Outcome {
 
 struct State {
     model: Model,
+    /// The model the pipeline started from (the default distillation teacher).
+    original: Model,
     reparams: Reparams,
     sharing: Option<Sharing>,
     /// Uniform encodings of quantized weights.
@@ -210,6 +213,16 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     .map_err(|e| at(e.to_string()))?;
             }
             Stage::Train(_) => {}
+            Stage::Distill(d) => {
+                if let Some(dir) = &d.teacher {
+                    if !dir.join(io::ARCH_FILE).is_file() {
+                        return Err(at(format!(
+                            "teacher '{}' is not a model directory",
+                            dir.display()
+                        )));
+                    }
+                }
+            }
         }
     }
     Ok(())
@@ -261,8 +274,29 @@ fn run_stage(
     match stage {
         Stage::Train(t) => {
             let detail = format!("{} epochs, lr {}", t.train.epochs, t.train.lr.0);
-            train_keeping(state, &t.train, seed, data, events)?;
+            train_keeping(state, &t.train, seed, data, events, None)?;
             Ok((None, detail))
+        }
+        Stage::Distill(d) => {
+            let teacher = match &d.teacher {
+                Some(dir) => io::load(dir)?,
+                None => state.original.clone(),
+            };
+            let objective = Objective::kd(d.temperature.0, d.alpha.0);
+            let mut hook = DistillHook::new(teacher, &state.model, objective)?;
+            let before = accuracy(&state.model, &state.reparams, data)?;
+            train_keeping(state, &d.train, seed, data, events, Some(&mut hook))?;
+            let from = d
+                .teacher
+                .as_ref()
+                .map_or("the starting model".to_string(), |p| p.display().to_string());
+            Ok((
+                Some(before),
+                format!(
+                    "KD from {from}, T {}, alpha {}, {} epochs",
+                    d.temperature.0, d.alpha.0, d.train.epochs
+                ),
+            ))
         }
         Stage::Prune(p) => prune(p, state, seed, data, events),
         Stage::Cluster(c) => {
@@ -336,21 +370,26 @@ fn train_keeping(
     seed: u64,
     data: &Data,
     events: &mut dyn Events,
+    extra: Option<&mut dyn Hooks>,
 ) -> Result<()> {
+    let both = |keep: &mut dyn Hooks, state: &mut State, events: &mut dyn Events| match extra {
+        Some(e) => train(&mut state.model, t, seed, data, &mut Chain(vec![keep, e]), events),
+        None => train(&mut state.model, t, seed, data, keep, events),
+    };
     if let Some(sharing) = state.sharing.take() {
         let mut hook = SharingHook {
             sharing,
             reduce: Default::default(),
         };
-        let r = train(&mut state.model, t, seed, data, &mut hook, events);
+        let r = both(&mut hook, state, events);
         state.sharing = Some(hook.sharing);
         r
     } else if !state.reparams.is_empty() {
         let mut hook = QatHook::new(state.reparams.clone());
-        train(&mut state.model, t, seed, data, &mut hook, events)
+        both(&mut hook, state, events)
     } else {
         let mut hook = keep_zeros(&state.model)?;
-        train(&mut state.model, t, seed, data, &mut hook, events)
+        both(&mut hook, state, events)
     }
 }
 
@@ -423,6 +462,7 @@ pub fn run(
     };
     let original_bytes = model.params.values().map(|t| t.len() * 4).sum();
     let mut state = State {
+        original: model.clone(),
         model,
         reparams: Reparams::new(),
         sharing: None,
