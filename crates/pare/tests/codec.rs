@@ -79,7 +79,7 @@ fn every_encoding_round_trips_exactly_and_accounts_for_every_byte() {
             bits,
             per_channel,
             symmetric,
-            huffman: bits <= 8,
+            huffman: true,
         };
         let plan = Plan::from([("fc.weight".into(), enc), ("conv.weight".into(), enc)]);
         let (bytes, acct) = codec::encode(&float, &plan).unwrap();

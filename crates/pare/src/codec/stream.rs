@@ -19,11 +19,12 @@ pub struct StreamBytes {
     pub bits: usize,
 }
 
-/// Appends the stream for `symbols` (each `< alphabet`) to `out`.
+/// Appends the stream for `symbols` (each `< alphabet`) to `out`. Alphabets too large for a
+/// Huffman table (over 65535 symbols, e.g. asymmetric 16-bit codes) are written fixed-width.
 pub fn write(symbols: &[u32], alphabet: usize, huffman: bool, out: &mut Vec<u8>) -> StreamBytes {
     let start = out.len();
     let mut w = BitWriter::default();
-    if huffman {
+    if huffman && alphabet <= u16::MAX as usize {
         let mut freq = vec![0u64; alphabet];
         symbols.iter().for_each(|&s| freq[s as usize] += 1);
         let code = Code::from_lengths(&code_lengths(&freq)).expect("lengths from code_lengths are valid");
