@@ -238,7 +238,7 @@ pub fn distill(a: DistillArgs) -> Result<()> {
         (None, true) => bail!("--method {:?} needs --teacher DIR", a.method),
         (None, false) => None,
     };
-    if !(a.temperature > 0.0) || !(0.0..=1.0).contains(&a.alpha) {
+    if a.temperature.is_nan() || a.temperature <= 0.0 || !(0.0..=1.0).contains(&a.alpha) {
         bail!("--temperature must be positive and --alpha in [0, 1]");
     }
     let seed = a.seed;

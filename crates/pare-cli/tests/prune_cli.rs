@@ -2,8 +2,6 @@
 
 mod common;
 
-use std::path::Path;
-
 use common::{fails_with, ok, trained};
 
 #[test]

@@ -306,7 +306,7 @@ fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result:
             };
             let (qmin, qmax) = q.scheme().levels();
             let rows = q.rows(shape);
-            if n % rows != 0 {
+            if !n.is_multiple_of(rows) {
                 return Err(format!("{n} elements do not split into {rows} channels"));
             }
             let mut params = Vec::with_capacity(rows.min(n));

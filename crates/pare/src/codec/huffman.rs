@@ -175,7 +175,7 @@ mod tests {
     fn skewed_frequencies_stay_within_the_limit() {
         let freq: Vec<u64> = (0..40).map(|i| 1u64 << i.min(62)).collect();
         let l = code_lengths(&freq);
-        assert!(l.iter().all(|&x| x >= 1 && x <= MAX_LEN));
+        assert!(l.iter().all(|x| (1..=MAX_LEN).contains(x)));
         assert!(Code::from_lengths(&l).is_ok());
     }
 

@@ -50,7 +50,7 @@ pub fn write(symbols: &[u32], alphabet: usize, huffman: bool, out: &mut Vec<u8>)
 
 enum Decoder {
     Fixed(u32),
-    Huffman(Code),
+    Huffman(Box<Code>),
 }
 
 /// Reads `n` symbols, each checked to be `< alphabet`.
@@ -70,7 +70,7 @@ pub fn read(r: &mut Reader, n: usize, alphabet: usize) -> Result<Vec<u32>, Strin
             if a != alphabet {
                 return Err(format!("Huffman table for {a} symbols, expected {alphabet}"));
             }
-            Decoder::Huffman(Code::from_lengths(r.bytes(a)?)?)
+            Decoder::Huffman(Box::new(Code::from_lengths(r.bytes(a)?)?))
         }
         m => return Err(format!("unknown stream mode {m}")),
     };

@@ -28,7 +28,7 @@ impl DmlHook {
     pub fn new(peer0: &Model, peers: Vec<Model>, config: OptimizerConfig, seed: u64) -> Self {
         DmlHook {
             norm: peer0.graph.input.normalize,
-            optimizers: peers.iter().map(|_| Optimizer::new(config.clone())).collect(),
+            optimizers: peers.iter().map(|_| Optimizer::new(config)).collect(),
             peers,
             batch: None,
             seed,
