@@ -7,6 +7,7 @@ mod compress_cmd;
 mod distill_cmd;
 mod progress;
 mod prune_cmd;
+mod supermask_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +53,9 @@ enum Command {
     /// Uniform k-bit quantization of a model directory: post-training (weights, optionally
     /// activations with a calibration observer) or quantization-aware training.
     Quantize(compress_cmd::QuantizeArgs),
+    /// Subnetworks of an untrained network: large-final and learned (straight-through) supermasks
+    /// next to the dense network, at one density.
+    Supermask(supermask_cmd::SupermaskArgs),
     /// Knowledge distillation into a student (kd, fitnet, at, rkd, sp, dml, ban, takd, refinery),
     /// reported next to the same student trained alone with the same budget.
     Distill(distill_cmd::DistillArgs),
@@ -208,6 +212,7 @@ fn main() -> ExitCode {
         Command::Prune(args) => prune_cmd::prune(args),
         Command::Compress(args) => compress_cmd::compress(args),
         Command::Distill(args) => distill_cmd::distill(args),
+        Command::Supermask(args) => supermask_cmd::supermask(args),
         Command::Quantize(args) => compress_cmd::quantize(args),
         Command::Sensitivity(args) => prune_cmd::sensitivity(args),
         Command::Lottery(args) => prune_cmd::lottery(args),

@@ -592,8 +592,8 @@ pub fn lottery(a: LotteryArgs) -> Result<()> {
     };
     let mut progress = ProgressHooks::new(a.epochs, true);
     println!(
-        "{:>5} {:>10} {:>10} {:>10}",
-        "round", "remaining", "ticket", "random"
+        "{:>5} {:>10} {:>10} {:>10} {:>10}",
+        "round", "remaining", "ticket", "random", "supermask"
     );
     let rounds = lottery(
         &init,
@@ -607,12 +607,17 @@ pub fn lottery(a: LotteryArgs) -> Result<()> {
                 .random_accuracy
                 .map(|v| format!("{v:.4}"))
                 .unwrap_or_else(|| "-".into());
+            let sm = r
+                .supermask_accuracy
+                .map(|v| format!("{v:.4}"))
+                .unwrap_or_else(|| "-".into());
             println!(
-                "{:>5} {:>9.1}% {:>10.4} {:>10}",
+                "{:>5} {:>9.1}% {:>10.4} {:>10} {:>10}",
                 r.round,
                 r.remaining * 100.0,
                 r.ticket_accuracy,
-                rnd
+                rnd,
+                sm
             );
         },
     )?;
@@ -632,6 +637,13 @@ pub fn lottery(a: LotteryArgs) -> Result<()> {
                 .collect(),
         });
     }
+    series.push(Series {
+        name: "supermask (untrained init, large final)".into(),
+        points: rounds
+            .iter()
+            .filter_map(|r| r.supermask_accuracy.map(|v| (r.remaining * 100.0, v as f64)))
+            .collect(),
+    });
     line_chart(
         &a.out.join("lottery.svg"),
         "Lottery ticket: test accuracy vs weights remaining",

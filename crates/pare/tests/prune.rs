@@ -476,3 +476,66 @@ fn folding_batch_norm_keeps_outputs_on_every_zoo_model() {
         assert!(d < 1e-4, "{}: {d}", zm.label());
     }
 }
+
+#[test]
+fn a_learned_supermask_trains_only_scores_and_selects_a_subnetwork_of_the_init() {
+    use pare::data::InMemory;
+    use pare::prune::supermask::scores;
+    use pare::train::{evaluate, fit, FitConfig, OptimizerConfig, Schedule};
+    // Two classes separated by the sign of the mean pixel of an 8x8 image, seen by an MLP.
+    let mut rng = ChaCha8Rng::seed_from_u64(3);
+    let (mut px, mut labels) = (Vec::new(), Vec::new());
+    for i in 0..256u32 {
+        let c = i % 2;
+        for _ in 0..64 {
+            px.push(rng.random_range(0.0..0.6) + if c == 1 { 0.4 } else { 0.0 });
+        }
+        labels.push(c);
+    }
+    let data = InMemory::new(vec![1, 8, 8], 2, px, labels).unwrap();
+    let graph = ZooModel::parse("mlp", Some(&[64]), 0.0)
+        .unwrap()
+        .build(&[1, 8, 8], 2)
+        .unwrap();
+    let init = Model::init(graph, 1).unwrap();
+    let (mut scored, mut hook) = scores(&init, 0.5, 9).unwrap();
+    let cfg = FitConfig {
+        epochs: 8,
+        batch_size: 32,
+        optimizer: OptimizerConfig::sgd(0.9, 0.0),
+        schedule: Schedule::constant(0.1),
+        seed: 0,
+        augment: Default::default(),
+        eval_batch_size: 256,
+        checkpoint: None,
+        resume: false,
+    };
+    let reparams = pare::ir::Reparams::new();
+    let before = evaluate(&hook.bake(&scored), &data, 256, &reparams).unwrap().loss;
+    fit(&mut scored, &data, None, &cfg, &mut hook).unwrap();
+    let net = hook.bake(&scored);
+    let after = evaluate(&net, &data, 256, &reparams).unwrap();
+    assert!(
+        after.loss < before,
+        "learning the mask lowers the loss: {before} -> {}",
+        after.loss
+    );
+    for (_, w) in init.layer_weights() {
+        let (got, orig) = (net.params[&w].data(), init.params[&w].data());
+        // Half of each layer, every kept value exactly its initial value.
+        let kept = got.iter().filter(|v| **v != 0.0).count();
+        assert!(
+            (kept as f32 / got.len() as f32 - 0.5).abs() < 0.01,
+            "{w}: {kept} of {}",
+            got.len()
+        );
+        assert!(got.iter().zip(orig).all(|(g, o)| *g == 0.0 || g == o));
+    }
+    // Biases are frozen at their initial values.
+    for (k, v) in &init.params {
+        if k.ends_with(".bias") {
+            assert_eq!(&net.params[k], v, "{k} moved");
+        }
+    }
+    assert!(scores(&init, 0.0, 1).is_err());
+}

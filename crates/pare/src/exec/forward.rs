@@ -87,7 +87,16 @@ fn apply_reparam(w: BT<1>, cpu: &crate::ir::Tensor, r: &Reparam, dev: &Device) -
             let ste = w2.clone() + (deq - w2).detach();
             ste.reshape([n])
         }
+        Reparam::Supermask { init, keep } => supermask(w, cpu, init, *keep, dev),
     }
+}
+
+fn supermask(w: BT<1>, cpu: &crate::ir::Tensor, init: &crate::ir::Tensor, keep: f32, dev: &Device) -> BT<1> {
+    let n = cpu.len();
+    let mask = upload(crate::ir::reparam::top_k_mask(cpu, keep).into_data(), [n], dev);
+    let init = upload(init.data().to_vec(), [n], dev);
+    // Forward init * mask; backward d/d score = init (straight through the top-k).
+    init * (w.clone() + (mask - w).detach())
 }
 
 fn param<const D: usize>(p: &HashMap<String, BT<1>>, name: &str, shape: [usize; D]) -> BT<D> {

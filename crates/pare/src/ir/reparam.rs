@@ -24,6 +24,10 @@ pub enum Reparam {
     /// Uniform fake quantization (see [`super::quant`] for the definitions) with a
     /// straight-through estimator in backward; scales come from the stored weights' range.
     FakeQuant(WeightQuant),
+    /// A learned supermask (edge-popup, Ramanujan et al. 2020): the stored parameter is a
+    /// score per weight, the effective weight is `init * top_k(scores)` with the `keep`
+    /// fraction of highest scores set to 1. Backward is straight-through: `d w / d score = init`.
+    Supermask { init: Tensor, keep: f32 },
 }
 
 impl Reparam {
@@ -35,6 +39,24 @@ impl Reparam {
                 Tensor::from_vec(w.shape().to_vec(), data)
             }
             Reparam::FakeQuant(q) => Tensor::from_vec(w.shape().to_vec(), q.fake(w.shape(), w.data())),
+            Reparam::Supermask { init, keep } => {
+                let mask = top_k_mask(w, *keep);
+                let data = init.data().iter().zip(mask.data()).map(|(a, m)| a * m).collect();
+                Tensor::from_vec(w.shape().to_vec(), data)
+            }
         }
     }
+}
+
+/// 1 at the `keep` fraction of the largest values of `scores` (at least one), 0 elsewhere;
+/// ties go to the lower index, so the mask is deterministic.
+pub fn top_k_mask(scores: &Tensor, keep: f32) -> Tensor {
+    let n = scores.len();
+    let k = ((keep.clamp(0.0, 1.0) * n as f32).round() as usize).clamp(1.min(n), n);
+    let mut idx: Vec<usize> = (0..n).collect();
+    let d = scores.data();
+    idx.sort_by(|&a, &b| d[b].total_cmp(&d[a]).then(a.cmp(&b)));
+    let mut m = vec![0f32; n];
+    idx[..k].iter().for_each(|&i| m[i] = 1.0);
+    Tensor::from_vec(scores.shape().to_vec(), m)
 }

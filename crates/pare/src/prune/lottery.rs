@@ -1,7 +1,10 @@
 //! The lottery ticket experiment (Frankle & Carbin 2019): iterative magnitude pruning with
 //! rewinding. Each round trains the masked network from the rewind point, then prunes a fixed
 //! fraction of each layer's *remaining* weights (a smaller one for the output layer) by
-//! magnitude. The control re-initializes the same masked architecture randomly.
+//! magnitude. The control re-initializes the same masked architecture randomly (which is also
+//! the "Rethinking the Value of Network Pruning" baseline for unstructured pruning: the sparse
+//! architecture trained from scratch). Each round also evaluates its mask on the untrained
+//! initial weights ("large final" supermask, Zhou et al. 2019).
 
 use std::collections::BTreeMap;
 
@@ -41,6 +44,9 @@ pub struct Round {
     pub remaining: f64,
     pub ticket_accuracy: f32,
     pub random_accuracy: Option<f32>,
+    /// The round's mask on the *untrained* initial weights, evaluated without any training:
+    /// the "large final" supermask of Zhou et al. 2019.
+    pub supermask_accuracy: Option<f32>,
 }
 
 /// The sparsity of each layer after `round` rounds.
@@ -148,11 +154,19 @@ pub fn lottery(
         } else {
             None
         };
+        let supermask = if round > 0 {
+            let mut m = init.clone();
+            apply_masks(&mut m, &masks);
+            Some(evaluate(&m, test, 1000, &Reparams::new())?.accuracy)
+        } else {
+            None
+        };
         let r = Round {
             round,
             remaining: kept as f64 / total as f64,
             ticket_accuracy: ticket,
             random_accuracy: random,
+            supermask_accuracy: supermask,
         };
         on_round(&r);
         rounds.push(r);

@@ -17,6 +17,7 @@ pub mod select;
 pub mod sensitivity;
 pub mod slimming;
 pub mod structured;
+pub mod supermask;
 pub mod unstructured;
 
 use crate::error::Result;
