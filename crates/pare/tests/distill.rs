@@ -255,3 +255,16 @@ fn mutual_learning_trains_every_peer_and_the_ensemble_evaluates() {
     let acc = ensemble_accuracy(&[&p0, &hook.peers[0]], &toy_data(), 64).unwrap();
     assert!(acc > 0.6, "ensemble accuracy {acc}");
 }
+
+#[test]
+fn cached_teacher_logits_give_the_same_student() {
+    let t = teacher();
+    let run = |cache: bool| {
+        let mut s = toy_model(3);
+        let mut hook = DistillHook::new(t.clone(), &s, Objective::kd(2.0, 0.7)).unwrap();
+        hook.use_cache = cache;
+        fit(&mut s, &toy_data(), None, &config(3, 2), &mut hook).unwrap();
+        s
+    };
+    assert_eq!(run(true).params, run(false).params);
+}

@@ -32,6 +32,10 @@ impl Augment {
 pub struct Batch {
     pub x: Tensor,
     pub labels: Vec<u32>,
+    /// Positions of the samples in their data set, and whether they were augmented: what a
+    /// cache of per-sample results (a teacher's logits) is keyed by and valid for.
+    pub indices: Vec<usize>,
+    pub augmented: bool,
 }
 
 /// The shuffled sample order of `epoch` for a run seeded with `seed`.
@@ -62,6 +66,7 @@ pub fn make_batch(
 ) -> Batch {
     let shape = set.sample_shape().to_vec();
     let per: usize = shape.iter().product();
+    let augmented = matches!(augment, Some((aug, _)) if !aug.is_off() && shape.len() == 3);
     let mut x = Vec::with_capacity(per * indices.len());
     let mut scratch = vec![0f32; per];
     for &i in indices {
@@ -81,6 +86,8 @@ pub fn make_batch(
     Batch {
         x: Tensor::from_vec(bshape, x),
         labels: indices.iter().map(|&i| set.label(i)).collect(),
+        indices: indices.to_vec(),
+        augmented,
     }
 }
 

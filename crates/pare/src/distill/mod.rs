@@ -10,6 +10,8 @@
 
 pub mod dml;
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::data::{sequential, Batch, Dataset};
@@ -134,6 +136,11 @@ pub struct DistillHook {
     /// The student's normalization (the batch is normalized with it).
     student_norm: Normalize,
     taps: Vec<String>,
+    /// Teacher logits per sample index, for batches that are not augmented (the teacher's
+    /// output for a sample is then the same every epoch) when no feature term needs its taps.
+    cache: HashMap<usize, Vec<f32>>,
+    /// Whether to use that cache (on by default; results are identical either way).
+    pub use_cache: bool,
 }
 
 impl DistillHook {
@@ -153,6 +160,8 @@ impl DistillHook {
             objective,
             student_norm: student.graph.input.normalize,
             taps,
+            cache: HashMap::new(),
+            use_cache: true,
         })
     }
 }
@@ -165,17 +174,40 @@ impl Hooks for DistillHook {
                 *weight = o.ce_weight;
             }
         }
-        let x = teacher_input(self.student_norm, &self.teacher, &batch.x);
-        let out = infer(&self.teacher, &x, &self.teacher_reparams, &self.taps)?;
+        let cacheable = self.use_cache && !batch.augmented && o.features.is_empty();
+        let cached = cacheable && batch.indices.iter().all(|i| self.cache.contains_key(i));
+        let (logits, taps) = if cached {
+            let rows: Vec<f32> = batch
+                .indices
+                .iter()
+                .flat_map(|i| self.cache[i].iter().copied())
+                .collect();
+            let classes = rows.len() / batch.indices.len().max(1);
+            (
+                Tensor::from_vec(vec![batch.indices.len(), classes], rows),
+                Default::default(),
+            )
+        } else {
+            let x = teacher_input(self.student_norm, &self.teacher, &batch.x);
+            let out = infer(&self.teacher, &x, &self.teacher_reparams, &self.taps)?;
+            if cacheable {
+                let classes = out.output.shape()[1];
+                for (r, &i) in batch.indices.iter().enumerate() {
+                    self.cache
+                        .insert(i, out.output.data()[r * classes..(r + 1) * classes].to_vec());
+                }
+            }
+            (out.output, out.taps)
+        };
         if o.kd_weight > 0.0 {
             terms.push(LossTerm::SoftTargets {
-                target: softmax(&out.output, o.temperature),
+                target: softmax(&logits, o.temperature),
                 temperature: o.temperature,
                 weight: o.kd_weight,
             });
         }
         for f in &o.features {
-            let teacher = out.taps[&f.teacher].clone();
+            let teacher: Tensor = taps[&f.teacher].clone();
             let tap = f.student.clone();
             terms.push(match f.kind {
                 FeatureKind::Hint => LossTerm::FeatureMse {
