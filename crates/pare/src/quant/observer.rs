@@ -114,7 +114,16 @@ impl Samples {
 
 /// TensorRT's entropy calibration on non-negative values: the threshold whose clipped histogram,
 /// quantized to `levels` levels, diverges least from the original one.
+///
+/// Exact zeros (ReLU's zeros, the background of normalized images: the range minimum after
+/// the shift) are left out of the histogram: they are represented exactly whatever the
+/// threshold, and a spike there otherwise drives the search to absurdly small thresholds at
+/// low bit widths.
 fn kl_threshold(values: &[f32], levels: usize) -> f32 {
+    let values: Vec<f32> = values.iter().copied().filter(|v| *v > 0.0).collect();
+    if values.is_empty() {
+        return 0.0;
+    }
     const BINS: usize = 2048;
     let amax = values.iter().fold(0f32, |m, v| m.max(*v));
     if amax == 0.0 {
@@ -122,8 +131,8 @@ fn kl_threshold(values: &[f32], levels: usize) -> f32 {
     }
     let width = amax / BINS as f32;
     let mut hist = vec![0f64; BINS];
-    for v in values {
-        hist[((v.max(0.0) / width) as usize).min(BINS - 1)] += 1.0;
+    for v in &values {
+        hist[((v / width) as usize).min(BINS - 1)] += 1.0;
     }
     let levels = levels.clamp(2, BINS);
     let mut best = (f64::INFINITY, BINS);
@@ -202,6 +211,31 @@ mod tests {
         assert!(pc < 4.1, "percentile {pc}");
         assert!(mse <= mm && kl <= mm, "mse {mse} kl {kl}");
         assert!(kl > 0.0 && mse > 0.0);
+    }
+
+    #[test]
+    fn kl_ignores_a_spike_of_exact_zeros_at_low_bits() {
+        // 70% ReLU zeros, the rest spread over [0, 4]: 4-bit KL must not clip near zero.
+        let data: Vec<f32> = (0..10000)
+            .map(|i| {
+                if i % 10 < 7 {
+                    0.0
+                } else {
+                    4.0 * ((i * 7919) % 1000) as f32 / 1000.0
+                }
+            })
+            .collect();
+        let mut s = Samples::default();
+        s.add(&data);
+        let (lo, hi) = s.range(
+            Observer::Kl,
+            Scheme {
+                bits: 4,
+                symmetric: false,
+            },
+        );
+        assert_eq!(lo, 0.0);
+        assert!(hi > 2.0, "hi {hi}");
     }
 
     #[test]
