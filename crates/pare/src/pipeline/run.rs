@@ -213,16 +213,22 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     .map_err(|e| at(e.to_string()))?;
             }
             Stage::Train(_) => {}
-            Stage::Distill(d) => {
-                if let Some(dir) = &d.teacher {
-                    if !dir.join(io::ARCH_FILE).is_file() {
-                        return Err(at(format!(
-                            "teacher '{}' is not a model directory",
-                            dir.display()
-                        )));
-                    }
+            Stage::Distill(d) => match &d.teacher {
+                Some(dir) if !dir.join(io::ARCH_FILE).is_file() => {
+                    return Err(at(format!(
+                        "teacher '{}' is not a model directory",
+                        dir.display()
+                    )));
                 }
-            }
+                None if recipe.model.zoo.is_some() => {
+                    return Err(at(
+                        "without `teacher` it distills from the starting model, which for a zoo model is untrained; \
+                         name a teacher directory or start from `[model] dir`"
+                            .into(),
+                    ));
+                }
+                _ => {}
+            },
         }
     }
     Ok(())
