@@ -137,13 +137,24 @@ impl Ctx<'_> {
         }
     }
 
-    /// A fresh (zoo) or loaded (directory) model.
+    /// A fresh zoo model (`mlp:800,800` gives hidden sizes) or a loaded directory.
     fn model(&self, spec: &str, seed: u64) -> Result<Model> {
         let p = std::path::Path::new(spec);
         if p.is_dir() {
             return Ok(io::load(p)?);
         }
-        let zm = ZooModel::parse(spec, None, 0.0)
+        let (name, hidden) = match spec.split_once(':') {
+            Some((n, h)) => {
+                let sizes = h
+                    .split(',')
+                    .map(|x| x.parse::<usize>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .with_context(|| format!("'{spec}': hidden sizes must be numbers, e.g. mlp:800,800"))?;
+                (n, Some(sizes))
+            }
+            None => (spec, None),
+        };
+        let zm = ZooModel::parse(name, hidden.as_deref(), 0.0)
             .with_context(|| format!("'{spec}' is neither a directory nor a zoo model"))?;
         fresh_model(&zm, self.full, seed)
     }
