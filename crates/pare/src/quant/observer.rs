@@ -23,6 +23,9 @@ pub enum Observer {
     /// The threshold minimizing KL(P || Q) between the histogram (2048 bins) and its
     /// quantized version (Migacz, "8-bit inference with TensorRT", 2017): of |x| for symmetric
     /// schemes, of `x - min` for asymmetric ones (the minimum is kept, the top is clipped).
+    /// Made for post-ReLU activations: on signed activations with an interior spike (a conv
+    /// over constant background) at 4 bits it can clip at the spike; prefer MSE there
+    /// (measured in `bench/README.md`).
     Kl,
 }
 
