@@ -21,13 +21,11 @@ use crate::ir::graph::ops::{conv, linear};
 use crate::ir::{Model, Node, Normalize, Reparams, Tensor};
 use crate::train::Hooks;
 
-/// Row-wise softmax of `logits / t`.
+/// Row-wise softmax of `logits / t` over the last axis (`[batch, classes]` logits).
 pub fn softmax(logits: &Tensor, t: f32) -> Tensor {
-    let [n, c] = logits.shape() else {
-        panic!("softmax takes [batch, classes] logits");
-    };
+    let c = logits.shape().last().copied().unwrap_or(1).max(1);
     let mut out = logits.data().to_vec();
-    for row in out.chunks_mut(*c) {
+    for row in out.chunks_mut(c) {
         let max = row.iter().fold(f32::NEG_INFINITY, |m, v| m.max(*v / t));
         let mut sum = 0.0;
         for v in row.iter_mut() {
@@ -36,7 +34,7 @@ pub fn softmax(logits: &Tensor, t: f32) -> Tensor {
         }
         row.iter_mut().for_each(|v| *v /= sum);
     }
-    Tensor::from_vec(vec![*n, *c], out)
+    Tensor::from_vec(logits.shape().to_vec(), out)
 }
 
 /// How a student layer is matched with a teacher layer.
