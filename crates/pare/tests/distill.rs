@@ -268,3 +268,41 @@ fn cached_teacher_logits_give_the_same_student() {
     };
     assert_eq!(run(true).params, run(false).params);
 }
+
+#[test]
+fn feature_losses_have_finite_gradients_on_identical_and_zero_rows() {
+    // input [4] -> linear "emb" (3) -> relu -> linear: two identical samples and a zero sample
+    // give zero distances and zero rows, where a naive sqrt/normalize produces NaN.
+    let mut b = GraphBuilder::new(vec![4]);
+    b.then("emb", linear(4, 3));
+    b.then("relu", Op::Relu);
+    b.then("fc", linear(3, 2));
+    let m = Model::init(b.finish().unwrap(), 0).unwrap();
+    let x = Tensor::from_vec(
+        vec![3, 4],
+        vec![1.0, 2.0, 3.0, 4.0, 1.0, 2.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0],
+    );
+    let teacher = Tensor::from_vec(vec![3, 2], vec![0.5, 0.1, 0.5, 0.1, 0.0, 0.0]);
+    for term in [
+        LossTerm::Relational {
+            tap: "emb".into(),
+            teacher: teacher.clone(),
+            distance_weight: 25.0,
+            angle_weight: 50.0,
+        },
+        LossTerm::Similarity {
+            tap: "relu".into(),
+            teacher: teacher.clone(),
+            weight: 3000.0,
+        },
+    ] {
+        let out = train_step(&m, &x, &[term.clone()], &Reparams::new(), &[], 0).unwrap();
+        assert!(out.loss.is_finite(), "{term:?}");
+        for (k, g) in &out.grads {
+            assert!(
+                g.data().iter().all(|v| v.is_finite()),
+                "{k} has a non-finite gradient under {term:?}"
+            );
+        }
+    }
+}

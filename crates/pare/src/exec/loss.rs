@@ -76,9 +76,16 @@ impl LossTerm {
     }
 }
 
-/// `x / max(||x||_2, 1e-12)` along dim 1 (PyTorch's `F.normalize`).
+/// `sqrt(sum_sq + 1e-24)`: the Euclidean norm with a floor of 1e-12 whose gradient stays finite
+/// at zero (the engine's `sqrt` has an infinite derivative there, which times the zero
+/// derivative of a clamp gives NaN; PyTorch special-cases the norm's subgradient at 0).
+fn safe_norm<const D: usize>(sum_sq: BT<D>) -> BT<D> {
+    sum_sq.add_scalar(1e-24).sqrt()
+}
+
+/// `x / max(||x||_2, 1e-12)` along dim 1 (PyTorch's `F.normalize`), finite gradients at zero rows.
 fn normalize_rows(x: BT<2>) -> BT<2> {
-    let n = x.clone().powf_scalar(2.0).sum_dim(1).sqrt().clamp_min(1e-12);
+    let n = safe_norm(x.clone().powf_scalar(2.0).sum_dim(1));
     x / n
 }
 
@@ -132,7 +139,7 @@ fn rkd_distances(e: BT<2>, dev: &Device) -> BT<2> {
 fn rkd_angles(e: BT<2>) -> BT<1> {
     let [b, f] = e.dims();
     let diff = e.clone().reshape([1, b, f]) - e.reshape([b, 1, f]);
-    let n = diff.clone().powf_scalar(2.0).sum_dim(2).sqrt().clamp_min(1e-12);
+    let n = safe_norm(diff.clone().powf_scalar(2.0).sum_dim(2));
     let unit = diff / n;
     unit.clone().matmul(unit.swap_dims(1, 2)).reshape([b * b * b])
 }
