@@ -9,9 +9,12 @@
 //! Execution ([`exec`]) is the only module that touches the tensor engine (burn, flex CPU
 //! backend); everything else speaks in [`ir::Tensor`].
 //!
-//! Module map: [`ir`] (graph, ops, params, I/O), [`exec`] (forward/backward), [`data`]
-//! (IDX, Fashion-MNIST, batches, augmentation), [`train`] (optimizers, schedules, fit loop,
-//! checkpoints), [`zoo`] (model constructors), [`report`] (per-layer tables).
+//! Module map: [`ir`] (graph, ops, params, quantizer definitions, I/O), [`exec`]
+//! (forward/backward, loss terms), [`data`] (IDX, Fashion-MNIST, batches, augmentation),
+//! [`train`] (optimizers, schedules, fit loop, checkpoints), [`zoo`] (model constructors),
+//! methods [`prune`], [`quant`] (uniform PTQ/QAT, weight sharing) and [`distill`], [`codec`]
+//! (Huffman, sparse index, the `.pare` file), [`pipeline`] (TOML recipes composing the
+//! methods), [`report`] (per-layer tables, plots).
 
 pub mod codec;
 pub mod data;
