@@ -1,6 +1,6 @@
 //! Deep Compression's storage stage and pare's compressed model file: canonical Huffman
 //! coding ([`huffman`]) of symbol streams ([`stream`]), the relative sparse index with filler
-//! zeros ([`sparse`]), and the file format with its byte accounting ([`file`]).
+//! zeros ([`sparse`]), and the file format with its byte accounting ([`file`](mod@file)).
 
 pub mod bits;
 pub mod file;

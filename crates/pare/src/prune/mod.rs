@@ -7,7 +7,7 @@
 //! - [`importance`]: L1/L2 (Li et al. 2017), FPGM (He et al. 2019), BN gamma (Liu et al. 2017),
 //!   APoZ (Hu et al. 2016), Taylor (Molchanov et al. 2019), random.
 //! - [`select`]: per-layer or global ranking, thresholds, exclusions.
-//! - [`structured`]: removal and the replayable [`structured::Surgery`] log.
+//! - [`structured`](mod@structured): removal and the replayable [`structured::Surgery`] log.
 
 pub mod deps;
 pub mod importance;

@@ -1,6 +1,6 @@
 //! Quantization and weight sharing: uniform k-bit post-training quantization and
 //! quantization-aware training ([`uniform`], activation ranges from [`observer`]), and Deep
-//! Compression's trained quantization: k-means weight sharing ([`kmeans`]) with centroid
+//! Compression's trained quantization: k-means weight sharing ([`kmeans`](mod@kmeans)) with centroid
 //! fine-tuning ([`share`]). The numeric definitions live in [`crate::ir::quant`], because the
 //! IR's fake-quantizers use them; the compressed file format is [`crate::codec`].
 
