@@ -56,12 +56,16 @@ pub(crate) fn upload_params(
             leaves.insert(name.clone(), leaf.clone());
         }
         let mut eff = leaf;
-        // The CPU value each reparam sees (scales are computed from it); cloned only when a
-        // parameter has reparams, so plain training copies nothing here.
+        // The CPU value each reparam sees (scales and top-k masks are computed from it);
+        // computed only for a reparam that another one follows, so plain training and a
+        // single reparam copy nothing here.
+        let rs = reparams.get(name).map(Vec::as_slice).unwrap_or(&[]);
         let mut cpu = std::borrow::Cow::Borrowed(t);
-        for r in reparams.get(name).map(Vec::as_slice).unwrap_or(&[]) {
+        for (i, r) in rs.iter().enumerate() {
             eff = apply_reparam(eff, &cpu, r, dev);
-            cpu = std::borrow::Cow::Owned(r.apply(&cpu));
+            if i + 1 < rs.len() {
+                cpu = std::borrow::Cow::Owned(r.apply(&cpu));
+            }
         }
         effective.insert(name.clone(), eff);
     }
