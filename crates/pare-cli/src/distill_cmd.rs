@@ -12,7 +12,7 @@ use pare::distill::{
     add_regressor, ensemble_accuracy, remove_node, DistillHook, Feature, FeatureKind, Objective,
 };
 use pare::ir::{io, Model, Reparams};
-use pare::train::{evaluate, fit, Chain, FitConfig, Hooks, LrSchedule, OptimizerConfig, Schedule};
+use pare::train::{evaluate, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
 use pare::zoo::ZooModel;
 use serde_json::json;
 
@@ -117,14 +117,10 @@ impl Ctx<'_> {
             epochs,
             batch_size: a.batch_size,
             optimizer: OptimizerConfig::sgd(0.9, a.weight_decay),
-            schedule: Schedule {
-                base_lr: a.lr,
-                kind: if a.cosine {
-                    LrSchedule::Cosine { min_lr: 0.0 }
-                } else {
-                    LrSchedule::Constant
-                },
-                warmup_steps: 0,
+            schedule: if a.cosine {
+                Schedule::cosine(a.lr)
+            } else {
+                Schedule::constant(a.lr)
             },
             seed,
             augment: Augment {

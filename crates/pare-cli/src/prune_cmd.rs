@@ -180,11 +180,7 @@ fn fine_tune(
         batch_size: a.batch_size,
         optimizer: OptimizerConfig::sgd(0.9, a.weight_decay),
         schedule: if a.cosine {
-            Schedule {
-                base_lr: a.lr,
-                kind: pare::train::LrSchedule::Cosine { min_lr: 0.0 },
-                warmup_steps: 0,
-            }
+            Schedule::cosine(a.lr)
         } else {
             Schedule::constant(a.lr)
         },

@@ -12,7 +12,7 @@ use pare::data::fashion;
 use pare::ir::{io, Reparams};
 use pare::prune::supermask::scores;
 use pare::prune::unstructured::{apply_masks, magnitude_masks, WeightCriterion};
-use pare::train::{evaluate, fit, FitConfig, LrSchedule, OptimizerConfig, Schedule};
+use pare::train::{evaluate, fit, FitConfig, OptimizerConfig, Schedule};
 use pare::zoo::ZooModel;
 use serde_json::json;
 
@@ -48,14 +48,10 @@ fn config(epochs: usize, lr: f32, cosine: bool, seed: u64) -> FitConfig {
         epochs,
         batch_size: 128,
         optimizer: OptimizerConfig::sgd(0.9, 0.0),
-        schedule: Schedule {
-            base_lr: lr,
-            kind: if cosine {
-                LrSchedule::Cosine { min_lr: 0.0 }
-            } else {
-                LrSchedule::Constant
-            },
-            warmup_steps: 0,
+        schedule: if cosine {
+            Schedule::cosine(lr)
+        } else {
+            Schedule::constant(lr)
         },
         seed,
         augment: Default::default(),

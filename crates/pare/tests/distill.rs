@@ -296,7 +296,7 @@ fn feature_losses_have_finite_gradients_on_identical_and_zero_rows() {
             weight: 3000.0,
         },
     ] {
-        let out = train_step(&m, &x, &[term.clone()], &Reparams::new(), &[], 0).unwrap();
+        let out = train_step(&m, &x, std::slice::from_ref(&term), &Reparams::new(), &[], 0).unwrap();
         assert!(out.loss.is_finite(), "{term:?}");
         for (k, g) in &out.grads {
             assert!(

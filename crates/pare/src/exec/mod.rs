@@ -87,12 +87,7 @@ pub fn infer(model: &Model, x: &Tensor, reparams: &Reparams, taps: &[String]) ->
     let out = run(model, input_value(model, x, dev)?, &params, Mode::Eval, taps, dev)?;
     Ok(Outputs {
         output: out.output.to_tensor(),
-        taps: out
-            .taps
-            .into_iter()
-            .filter(|(k, _)| taps.contains(k))
-            .map(|(k, v)| (k, v.to_tensor()))
-            .collect(),
+        taps: out.taps.into_iter().map(|(k, v)| (k, v.to_tensor())).collect(),
     })
 }
 

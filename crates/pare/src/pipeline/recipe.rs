@@ -37,73 +37,57 @@ use crate::error::{Error, Result};
 use crate::prune::schedule::Ramp;
 use crate::quant::{CentroidInit, Observer, Reduce};
 
-/// A fraction in `[0, 1)`: what may be removed from a layer.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "f32", into = "f32")]
-pub struct Fraction(pub f32);
+/// A number checked while the recipe is parsed, so that toml reports the line of a bad value.
+macro_rules! checked {
+    ($(#[$doc:meta])* $name:ident($ty:ty, $tys:literal), |$v:ident| $ok:expr, $msg:literal) => {
+        $(#[$doc])*
+        #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+        #[serde(try_from = $tys, into = $tys)]
+        pub struct $name(pub $ty);
 
-impl TryFrom<f32> for Fraction {
-    type Error = String;
-    fn try_from(v: f32) -> std::result::Result<Self, String> {
-        if (0.0..1.0).contains(&v) {
-            Ok(Fraction(v))
-        } else {
-            Err(format!(
-                "{v} is not a fraction in [0, 1) (a layer keeps at least one weight)"
-            ))
+        impl TryFrom<$ty> for $name {
+            type Error = String;
+            fn try_from($v: $ty) -> std::result::Result<Self, String> {
+                if $ok {
+                    Ok($name($v))
+                } else {
+                    Err(format!($msg))
+                }
+            }
         }
-    }
-}
 
-impl From<Fraction> for f32 {
-    fn from(f: Fraction) -> f32 {
-        f.0
-    }
-}
-
-/// A positive, finite number (learning rates).
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "f32", into = "f32")]
-pub struct Positive(pub f32);
-
-impl TryFrom<f32> for Positive {
-    type Error = String;
-    fn try_from(v: f32) -> std::result::Result<Self, String> {
-        if v > 0.0 && v.is_finite() {
-            Ok(Positive(v))
-        } else {
-            Err(format!("{v} must be positive"))
+        impl From<$name> for $ty {
+            fn from(x: $name) -> $ty {
+                x.0
+            }
         }
-    }
+    };
 }
 
-impl From<Positive> for f32 {
-    fn from(p: Positive) -> f32 {
-        p.0
-    }
-}
-
-/// A bit width in 1..=16 (weight sharing) or 2..=16 (uniform; checked by the stage).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "u32", into = "u32")]
-pub struct Bits(pub u32);
-
-impl TryFrom<u32> for Bits {
-    type Error = String;
-    fn try_from(v: u32) -> std::result::Result<Self, String> {
-        if (1..=16).contains(&v) {
-            Ok(Bits(v))
-        } else {
-            Err(format!("{v} bits: must be in 1..=16"))
-        }
-    }
-}
-
-impl From<Bits> for u32 {
-    fn from(b: Bits) -> u32 {
-        b.0
-    }
-}
+checked!(
+    /// A fraction in `[0, 1)`: what may be removed from a layer.
+    Fraction(f32, "f32"),
+    |v| (0.0..1.0).contains(&v),
+    "{v} is not a fraction in [0, 1) (a layer keeps at least one weight)"
+);
+checked!(
+    /// A positive, finite number (learning rates, temperatures).
+    Positive(f32, "f32"),
+    |v| v > 0.0 && v.is_finite(),
+    "{v} must be positive"
+);
+checked!(
+    /// A bit width in 1..=16 (weight sharing) or 2..=16 (uniform; checked by the stage).
+    Bits(u32, "u32"),
+    |v| (1..=16).contains(&v),
+    "{v} bits: must be in 1..=16"
+);
+checked!(
+    /// A weight in `[0, 1]`.
+    UnitFraction(f32, "f32"),
+    |v| (0.0..=1.0).contains(&v),
+    "{v} must be in [0, 1]"
+);
 
 /// Where the pipeline starts.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -183,28 +167,6 @@ fn four() -> Positive {
 
 fn alpha() -> UnitFraction {
     UnitFraction(0.9)
-}
-
-/// A weight in `[0, 1]`.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "f32", into = "f32")]
-pub struct UnitFraction(pub f32);
-
-impl TryFrom<f32> for UnitFraction {
-    type Error = String;
-    fn try_from(v: f32) -> std::result::Result<Self, String> {
-        if (0.0..=1.0).contains(&v) {
-            Ok(UnitFraction(v))
-        } else {
-            Err(format!("{v} must be in [0, 1]"))
-        }
-    }
-}
-
-impl From<UnitFraction> for f32 {
-    fn from(f: UnitFraction) -> f32 {
-        f.0
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -24,7 +24,7 @@ use crate::prune::unstructured::{masks_from_zeros, WeightCriterion};
 use crate::quant::{
     calibrate_activations, weight_reparams, ActQuant, LayerBits, QatHook, Sharing, SharingHook,
 };
-use crate::train::{evaluate, fit, Chain, FitConfig, Hooks, LrSchedule, OptimizerConfig, Schedule};
+use crate::train::{evaluate, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
 
 /// The data a pipeline trains, validates and tests on.
 pub struct Data<'a> {
@@ -101,14 +101,10 @@ fn fit_config(t: &Training, seed: u64) -> FitConfig {
         epochs: t.epochs,
         batch_size: t.batch_size,
         optimizer: OptimizerConfig::sgd(t.momentum, t.weight_decay),
-        schedule: Schedule {
-            base_lr: t.lr.0,
-            kind: if t.cosine {
-                LrSchedule::Cosine { min_lr: 0.0 }
-            } else {
-                LrSchedule::Constant
-            },
-            warmup_steps: 0,
+        schedule: if t.cosine {
+            Schedule::cosine(t.lr.0)
+        } else {
+            Schedule::constant(t.lr.0)
         },
         seed,
         augment: Augment {

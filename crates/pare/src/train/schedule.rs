@@ -42,6 +42,15 @@ impl Schedule {
         }
     }
 
+    /// Cosine decay from `base_lr` to zero over the run, no warm-up (the fine-tuning default).
+    pub fn cosine(base_lr: f32) -> Self {
+        Schedule {
+            base_lr,
+            kind: LrSchedule::Cosine { min_lr: 0.0 },
+            warmup_steps: 0,
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(self.base_lr > 0.0 && self.base_lr.is_finite()) {
             return Err(Error::Config(format!(
