@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use pare::data::{fashion, split, Dataset, Subset};
 use pare::ir::{io, Model, Reparams};
-use pare::report::{render, summarize, thousands};
+use pare::report::{render, summarize, thousands, Engine};
 use pare::train::{evaluate, fit, Chain, FitConfig, LrSchedule, OptimizerConfig, Schedule};
 use pare::zoo::{catalog, ZooModel};
 use serde_json::json;
@@ -102,6 +102,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         augment: pare::data::Augment {
             crop_padding: a.crop_padding,
             hflip: a.hflip,
+            views: 0,
         },
         eval_batch_size: 1000,
         checkpoint: Some(a.out.join(CHECKPOINT)),
@@ -273,16 +274,21 @@ pub fn bench_latency(dirs: &[std::path::PathBuf], reps: usize, as_json: bool) ->
     let mut rows = Vec::new();
     for d in dirs {
         let m = io::load(d)?;
-        let b1 = pare::report::latency_ms(&m, 1, reps)?;
-        let b64 = pare::report::latency_ms(&m, 64, reps)?;
-        rows.push(json!({"dir": d, "macs": m.macs(), "params": m.num_params(), "latency_ms_b1": b1, "latency_ms_b64": b64}));
+        let lat = |batch, engine| pare::report::latency_ms(&m, batch, reps, engine);
+        let (b1, b64) = (lat(1, Engine::Native)?, lat(64, Engine::Native)?);
+        let (t1, t64) = (lat(1, Engine::Training)?, lat(64, Engine::Training)?);
+        rows.push(json!({"dir": d, "macs": m.macs(), "params": m.num_params(),
+            "latency_ms_b1": b1, "latency_ms_b64": b64,
+            "training_engine_ms_b1": t1, "training_engine_ms_b64": t64}));
         if !as_json {
             println!(
-                "{:<40} {:>14} MACs  batch 1 {:>8.3} ms  batch 64 {:>9.2} ms",
+                "{:<36} {:>12} MACs  native: batch 1 {:>7.3} ms, batch 64 {:>8.2} ms  (training engine: {:>7.3} / {:>8.2} ms)",
                 d.display(),
                 thousands(m.macs()),
                 b1,
-                b64
+                b64,
+                t1,
+                t64
             );
         }
     }

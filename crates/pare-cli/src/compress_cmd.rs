@@ -226,6 +226,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
                     batch_size: 128,
                     cosine: a.cosine,
                     augment: false,
+                    views: 0,
                 })
             })
             .transpose()?,

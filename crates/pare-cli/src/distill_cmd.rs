@@ -60,6 +60,14 @@ pub struct DistillArgs {
     /// Random crops (zero padding of this many pixels); teacher and student see the same crop.
     #[arg(long, default_value_t = 0)]
     pub crop_padding: usize,
+    /// Random horizontal flips (teacher and student see the same flip).
+    #[arg(long)]
+    pub hflip: bool,
+    /// Cycle through this many fixed augmented views of each image (0: a fresh view every
+    /// epoch). With views the teacher's logits are cached per view, so a long "patient" schedule
+    /// costs the teacher only `views` forward passes over the data.
+    #[arg(long, default_value_t = 0)]
+    pub views: usize,
     #[arg(long, default_value_t = 4.0)]
     pub temperature: f32,
     /// Weight of the soft targets; 1 - alpha goes to the labels.
@@ -125,7 +133,8 @@ impl Ctx<'_> {
             seed,
             augment: Augment {
                 crop_padding: a.crop_padding,
-                hflip: false,
+                hflip: a.hflip,
+                views: a.views,
             },
             eval_batch_size: 1000,
             checkpoint: None,
@@ -180,9 +189,29 @@ impl Ctx<'_> {
         self.train(student, self.a.epochs, seed, Some(&mut hook))
     }
 
-    fn accuracy(&self, m: &Model) -> Result<f32> {
-        Ok(evaluate(m, self.test, 1000, &Reparams::new())?.accuracy)
+    /// Test accuracy, and validation accuracy when a split was held out (what settings are
+    /// chosen on: the test set only reports).
+    fn accuracy(&self, m: &Model) -> Result<Acc> {
+        let on =
+            |set: &dyn Dataset| -> Result<f32> { Ok(evaluate(m, set, 1000, &Reparams::new())?.accuracy) };
+        Ok(Acc {
+            test: on(self.test)?,
+            val: self.val.map(on).transpose()?,
+        })
     }
+
+    fn ensemble(&self, models: &[&Model]) -> Result<Acc> {
+        Ok(Acc {
+            test: ensemble_accuracy(models, self.test, 1000)?,
+            val: self.val.map(|v| ensemble_accuracy(models, v, 1000)).transpose()?,
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Acc {
+    test: f32,
+    val: Option<f32>,
 }
 
 fn pairs(a: &DistillArgs) -> Result<Vec<(String, String)>> {
@@ -249,7 +278,7 @@ pub fn distill(a: DistillArgs) -> Result<()> {
         bail!("--temperature must be positive and --alpha in [0, 1]");
     }
     let seed = a.seed;
-    let mut rows: Vec<(String, f32)> = Vec::new();
+    let mut rows: Vec<(String, Acc)> = Vec::new();
     if let Some(t) = &teacher {
         rows.push(("teacher".into(), ctx.accuracy(t)?));
     }
@@ -339,7 +368,7 @@ pub fn distill(a: DistillArgs) -> Result<()> {
                 rows.push((format!("DML peer {k}"), ctx.accuracy(m)?));
             }
             let refs: Vec<&Model> = all.iter().collect();
-            rows.push(("DML ensemble".into(), ensemble_accuracy(&refs, ctx.test, 1000)?));
+            rows.push(("DML ensemble".into(), ctx.ensemble(&refs)?));
         }
         MethodArg::Ban | MethodArg::Refinery => {
             let is_ban = a.method == MethodArg::Ban;
@@ -386,10 +415,7 @@ pub fn distill(a: DistillArgs) -> Result<()> {
             }
             if is_ban {
                 let refs: Vec<&Model> = gens.iter().collect();
-                rows.push((
-                    format!("BAN ensemble of {n}"),
-                    ensemble_accuracy(&refs, ctx.test, 1000)?,
-                ));
+                rows.push((format!("BAN ensemble of {n}"), ctx.ensemble(&refs)?));
             }
         }
         MethodArg::Takd => {
@@ -411,18 +437,21 @@ pub fn distill(a: DistillArgs) -> Result<()> {
         }
     }
     let base = rows.iter().find(|r| r.0 == "student alone").map(|r| r.1);
-    println!("\n| model | test accuracy | vs student alone |\n|---|---|---|");
+    println!("\n| model | test accuracy | vs student alone | validation accuracy |\n|---|---|---|---|");
     for (name, acc) in &rows {
-        let d = base.map_or("-".to_string(), |b| format!("{:+.2} pt", 100.0 * (acc - b)));
-        println!("| {name} | {acc:.4} | {d} |");
+        let d = base.map_or("-".to_string(), |b| {
+            format!("{:+.2} pt", 100.0 * (acc.test - b.test))
+        });
+        let v = acc.val.map_or("-".to_string(), |v| format!("{v:.4}"));
+        println!("| {name} | {:.4} | {d} | {v} |", acc.test);
     }
     let report = json!({
         "method": format!("{:?}", a.method).to_lowercase(),
         "student": a.student,
         "teacher": a.teacher,
         "epochs": a.epochs, "lr": a.lr, "cosine": a.cosine, "temperature": a.temperature, "alpha": a.alpha,
-        "crop_padding": a.crop_padding, "seed": a.seed,
-        "results": rows.iter().map(|(n, acc)| json!({"model": n, "accuracy": acc})).collect::<Vec<_>>(),
+        "crop_padding": a.crop_padding, "hflip": a.hflip, "views": a.views, "val": a.val, "seed": a.seed,
+        "results": rows.iter().map(|(n, acc)| json!({"model": n, "accuracy": acc.test, "val_accuracy": acc.val})).collect::<Vec<_>>(),
     });
     io::write_atomic(
         &a.out.join("distill.json"),

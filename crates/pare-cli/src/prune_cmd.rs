@@ -12,7 +12,7 @@ use pare::prune::importance::{Apoz, BnGamma, Fpgm, Norm, Random, Taylor};
 use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
 use pare::prune::{Amount, Importance, Scope, Selection, Surgery};
-use pare::report::{latency_ms, summarize, thousands, Summary};
+use pare::report::{latency_ms, summarize, thousands, Engine, Summary};
 use pare::train::{evaluate, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
 use serde_json::json;
 
@@ -160,8 +160,8 @@ fn measure(m: &Model, test: &dyn Dataset) -> Result<Measure> {
     Ok(Measure {
         accuracy: evaluate(m, test, 1000, &Reparams::new())?.accuracy,
         summary: summarize(m),
-        latency_b1: latency_ms(m, 1, 50)?,
-        latency_b64: latency_ms(m, 64, 20)?,
+        latency_b1: latency_ms(m, 1, 50, Engine::Native)?,
+        latency_b64: latency_ms(m, 64, 20, Engine::Native)?,
     })
 }
 

@@ -23,6 +23,7 @@ pub mod error;
 pub mod exec;
 pub mod fuse;
 pub mod ir;
+pub mod native;
 pub mod pipeline;
 pub mod prune;
 pub mod quant;

@@ -46,28 +46,54 @@ fn augmentation_is_seeded_and_flip_mirrors_columns() {
     let flip = Augment {
         crop_padding: 0,
         hflip: true,
+        views: 0,
     };
     let flipped = (0..20)
-        .map(|s| make_batch(&d, &[0], norm, Some((&flip, s))).x)
+        .map(|s| make_batch(&d, &[0], norm, Some((&flip, s, None))).x)
         .find(|x| x.data()[0] == 1.0)
         .expect("some seed flips");
     assert_eq!(&flipped.data()[..4], &[1.0, 2.0 / 3.0, 1.0 / 3.0, 0.0]);
     let crop = Augment {
         crop_padding: 2,
         hflip: false,
+        views: 0,
     };
-    let a = make_batch(&d, &[0, 1, 2, 3], norm, Some((&crop, 5)));
-    assert_eq!(a.x, make_batch(&d, &[0, 1, 2, 3], norm, Some((&crop, 5))).x);
+    let a = make_batch(&d, &[0, 1, 2, 3], norm, Some((&crop, 5, None)));
+    assert_eq!(a.x, make_batch(&d, &[0, 1, 2, 3], norm, Some((&crop, 5, None))).x);
     assert_eq!(a.x.shape(), &[4, 1, 4, 4]);
     // A shifted crop brings in zero padding somewhere.
     let any_shift = (0..20).any(|s| {
-        make_batch(&d, &[0], norm, Some((&crop, s)))
+        make_batch(&d, &[0], norm, Some((&crop, s, None)))
             .x
             .data()
             .contains(&0.0)
-            && make_batch(&d, &[0], norm, Some((&crop, s))).x != make_batch(&d, &[0], norm, None).x
+            && make_batch(&d, &[0], norm, Some((&crop, s, None))).x != make_batch(&d, &[0], norm, None).x
     });
     assert!(any_shift);
+}
+
+#[test]
+fn fixed_views_repeat_every_views_epochs() {
+    let mut aug = Augment {
+        crop_padding: 2,
+        hflip: false,
+        views: 3,
+    };
+    assert_eq!(
+        (0..7).map(|e| aug.view_of(e)).collect::<Vec<_>>(),
+        [0, 1, 2, 0, 1, 2, 0].map(Some)
+    );
+    aug.views = 0;
+    assert_eq!(aug.view_of(4), None, "a fresh view every epoch is not cacheable");
+    aug.crop_padding = 0;
+    assert_eq!(aug.view_of(4), Some(0), "unaugmented data is view 0");
+    let d = ramp();
+    let b = make_batch(&d, &[0], Normalize::default(), Some((&aug, 1, None)));
+    assert_eq!(
+        b.view,
+        Some(0),
+        "an Augment that does nothing leaves the batch unaugmented"
+    );
 }
 
 #[test]

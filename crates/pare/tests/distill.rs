@@ -2,6 +2,7 @@
 //! (`reference/distill_losses.py`), shape mismatches as clear errors, the teacher untouched,
 //! regressors grafted and removed, mutual learning and ensembles on small generated data.
 
+use pare::data::Augment;
 use pare::distill::dml::DmlHook;
 use pare::distill::{
     add_regressor, ensemble_accuracy, remove_node, DistillHook, Feature, FeatureKind, Objective,
@@ -264,6 +265,26 @@ fn cached_teacher_logits_give_the_same_student() {
         let mut hook = DistillHook::new(t.clone(), &s, Objective::kd(2.0, 0.7)).unwrap();
         hook.use_cache = cache;
         fit(&mut s, &toy_data(), None, &config(3, 2), &mut hook).unwrap();
+        s
+    };
+    assert_eq!(run(true).params, run(false).params);
+}
+
+#[test]
+fn cached_teacher_logits_over_fixed_augmented_views_give_the_same_student() {
+    // Four epochs over two fixed crop views: epochs 2 and 3 read the teacher from the cache.
+    let t = teacher();
+    let mut cfg = config(4, 2);
+    cfg.augment = Augment {
+        crop_padding: 1,
+        hflip: true,
+        views: 2,
+    };
+    let run = |cache: bool| {
+        let mut s = toy_model(3);
+        let mut hook = DistillHook::new(t.clone(), &s, Objective::kd(2.0, 0.7)).unwrap();
+        hook.use_cache = cache;
+        fit(&mut s, &toy_data(), None, &cfg, &mut hook).unwrap();
         s
     };
     assert_eq!(run(true).params, run(false).params);

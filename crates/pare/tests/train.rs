@@ -31,6 +31,7 @@ fn config(epochs: usize, checkpoint: Option<&Path>, resume: bool) -> FitConfig {
         augment: Augment {
             crop_padding: 1,
             hflip: true,
+            views: 0,
         },
         eval_batch_size: 64,
         checkpoint: checkpoint.map(Path::to_path_buf),

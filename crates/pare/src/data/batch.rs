@@ -19,11 +19,27 @@ pub struct Augment {
     pub crop_padding: usize,
     /// Flip horizontally with probability 1/2.
     pub hflip: bool,
+    /// How many distinct augmented views of each sample a run uses: 0 draws a fresh view every
+    /// epoch; `v > 0` makes epoch `e` reuse view `e mod v`. A finite set of views lets per-sample
+    /// results (a teacher's logits) be cached while the student still sees augmented data.
+    #[serde(default)]
+    pub views: usize,
 }
 
 impl Augment {
     pub fn is_off(&self) -> bool {
         self.crop_padding == 0 && !self.hflip
+    }
+
+    /// The view epoch `epoch` draws: `None` when every epoch draws a new one.
+    pub fn view_of(&self, epoch: usize) -> Option<usize> {
+        if self.is_off() {
+            Some(0)
+        } else if self.views > 0 {
+            Some(epoch % self.views)
+        } else {
+            None
+        }
     }
 }
 
@@ -32,10 +48,11 @@ impl Augment {
 pub struct Batch {
     pub x: Tensor,
     pub labels: Vec<u32>,
-    /// Positions of the samples in their data set, and whether they were augmented: what a
-    /// cache of per-sample results (a teacher's logits) is keyed by and valid for.
+    /// Positions of the samples in their data set, and which fixed view of them the batch holds
+    /// (`Some(0)` for unaugmented data, `None` for a fresh random augmentation): what a cache of
+    /// per-sample results (a teacher's logits) is keyed by and valid for.
     pub indices: Vec<usize>,
-    pub augmented: bool,
+    pub view: Option<usize>,
 }
 
 /// The shuffled sample order of `epoch` for a run seeded with `seed`.
@@ -57,22 +74,27 @@ pub fn mix(a: u64, b: u64, c: u64) -> u64 {
 }
 
 /// Builds the batch of `indices`, normalized; with `augment`, each sample is transformed by a
-/// generator seeded from `(aug_seed, index)`.
+/// generator seeded from `(aug_seed, index)`, and the batch is labelled with `view` (see
+/// [`Batch::view`]).
 pub fn make_batch(
     set: &dyn Dataset,
     indices: &[usize],
     norm: Normalize,
-    augment: Option<(&Augment, u64)>,
+    augment: Option<(&Augment, u64, Option<usize>)>,
 ) -> Batch {
     let shape = set.sample_shape().to_vec();
     let per: usize = shape.iter().product();
-    let augmented = matches!(augment, Some((aug, _)) if !aug.is_off() && shape.len() == 3);
+    let augmented = matches!(augment, Some((aug, ..)) if !aug.is_off() && shape.len() == 3);
+    let view = match augment {
+        Some((_, _, view)) if augmented => view,
+        _ => Some(0),
+    };
     let mut x = Vec::with_capacity(per * indices.len());
     let mut scratch = vec![0f32; per];
     for &i in indices {
         let img = set.image(i);
         let src = match augment {
-            Some((aug, seed)) if !aug.is_off() && shape.len() == 3 => {
+            Some((aug, seed, _)) if augmented => {
                 let mut rng = ChaCha8Rng::seed_from_u64(mix(seed, i as u64, 0xA116));
                 augment_into(img, &shape, aug, &mut rng, &mut scratch);
                 &scratch[..]
@@ -87,7 +109,7 @@ pub fn make_batch(
         x: Tensor::from_vec(bshape, x),
         labels: indices.iter().map(|&i| set.label(i)).collect(),
         indices: indices.to_vec(),
-        augmented,
+        view,
     }
 }
 

@@ -121,6 +121,10 @@ pub struct Training {
     /// Random crops (padding 2) while training.
     #[serde(default)]
     pub augment: bool,
+    /// With `augment`: how many fixed crop views of each image to cycle through (0: a fresh
+    /// crop every epoch). A distillation stage caches its teacher's logits per view.
+    #[serde(default)]
+    pub views: usize,
 }
 
 fn momentum() -> f32 {

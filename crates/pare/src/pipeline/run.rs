@@ -110,6 +110,7 @@ fn fit_config(t: &Training, seed: u64) -> FitConfig {
         augment: Augment {
             crop_padding: if t.augment { 2 } else { 0 },
             hflip: false,
+            views: t.views,
         },
         eval_batch_size: 1000,
         checkpoint: None,

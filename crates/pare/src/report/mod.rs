@@ -144,23 +144,38 @@ pub fn render(summary: &Summary) -> String {
     out
 }
 
+/// Which forward pass a latency measurement times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// pare's own kernels ([`crate::native`]): what a deployed model runs.
+    Native,
+    /// The training engine's eval-mode pass ([`crate::exec::infer`]), for comparison.
+    Training,
+}
+
 /// Median wall-clock milliseconds of an eval-mode forward pass on a batch of `batch` zero
 /// images, after two warm-up runs, of the model's deployable form (BatchNorm folded into the
 /// preceding layers, see [`crate::fuse`]): the CPU latency a user of the model would see.
-pub fn latency_ms(model: &Model, batch: usize, reps: usize) -> crate::Result<f64> {
+pub fn latency_ms(model: &Model, batch: usize, reps: usize, engine: Engine) -> crate::Result<f64> {
     let folded = crate::fuse::fold_batch_norm(model)?;
     let model = &folded;
     let mut shape = vec![batch];
     shape.extend(&model.graph.input.shape);
     let x = crate::ir::Tensor::zeros(shape);
     let none = crate::ir::Reparams::new();
+    let run = || -> crate::Result<()> {
+        match engine {
+            Engine::Native => crate::native::infer(model, &x).map(drop),
+            Engine::Training => crate::exec::infer(model, &x, &none, &[]).map(drop),
+        }
+    };
     for _ in 0..2 {
-        crate::exec::infer(model, &x, &none, &[])?;
+        run()?;
     }
     let mut times: Vec<f64> = (0..reps.max(1))
         .map(|_| {
             let t = std::time::Instant::now();
-            crate::exec::infer(model, &x, &none, &[]).map(|_| t.elapsed().as_secs_f64() * 1e3)
+            run().map(|_| t.elapsed().as_secs_f64() * 1e3)
         })
         .collect::<crate::Result<_>>()?;
     times.sort_by(f64::total_cmp);

@@ -237,14 +237,15 @@ pub fn fit(
     let empty = Reparams::new();
     for epoch in start_epoch..cfg.epochs {
         let order = epoch_order(train.len(), cfg.seed, epoch);
-        let aug_seed = mix(cfg.seed, epoch as u64, 0xA6);
+        let view = cfg.augment.view_of(epoch);
+        let aug_seed = mix(cfg.seed, view.unwrap_or(epoch) as u64, 0xA6);
         let mut lr = cfg.schedule.base_lr;
         for step in start_step..steps_per_epoch {
             let global = epoch * steps_per_epoch + step;
             lr = cfg.schedule.lr(global, steps_per_epoch, total_steps);
             let idx = &order[step * cfg.batch_size..((step + 1) * cfg.batch_size).min(order.len())];
             let t0 = Instant::now();
-            let batch = make_batch(train, idx, norm, Some((&cfg.augment, aug_seed)));
+            let batch = make_batch(train, idx, norm, Some((&cfg.augment, aug_seed, view)));
             let mut terms = vec![LossTerm::CrossEntropy {
                 labels: batch.labels.clone(),
                 weight: 1.0,

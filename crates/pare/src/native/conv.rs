@@ -1,0 +1,387 @@
+//! Convolution and Linear as matrix products (`gemm` crate), with bias and ReLU applied in the
+//! output pass.
+
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+use super::Fused;
+use crate::ir::Op;
+
+use std::cell::RefCell;
+
+/// Where a product writes: a pointer and how many floats from it may be written.
+struct Dst {
+    ptr: *mut f32,
+    len: usize,
+}
+
+impl Dst {
+    fn of(s: &mut [f32]) -> Dst {
+        Dst {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+        }
+    }
+}
+
+/// A convolution's output `[cout, p]`, written by several threads at once, each product to its
+/// own columns (a block of output positions): disjoint, but not a contiguous sub-slice.
+#[derive(Clone, Copy)]
+struct SharedOut {
+    ptr: *mut f32,
+    len: usize,
+}
+
+// SAFETY: the blocks that write through it touch disjoint elements (see `conv2d`).
+unsafe impl Send for SharedOut {}
+unsafe impl Sync for SharedOut {}
+
+impl SharedOut {
+    /// The writable span from `offset` on.
+    fn at(&self, offset: usize) -> Dst {
+        assert!(offset < self.len, "offset inside the output");
+        Dst {
+            // SAFETY: `offset` is inside the allocation `ptr` points into (checked above).
+            ptr: unsafe { self.ptr.add(offset) },
+            len: self.len - offset,
+        }
+    }
+}
+
+/// `dst[m, n] = lhs[m, k] x rhs[k, n]`, each operand given with its row and column strides.
+/// The one place that calls the `gemm` crate; lengths are checked so the call is sound.
+#[allow(clippy::too_many_arguments)]
+fn matmul(
+    dst: Dst,
+    (dst_rs, dst_cs): (usize, usize),
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+    m: usize,
+    n: usize,
+    k: usize,
+    parallel: bool,
+) {
+    if m == 0 || n == 0 {
+        return;
+    }
+    let last = |rs: usize, cs: usize, rows: usize, cols: usize| (rows - 1) * rs + (cols.max(1) - 1) * cs;
+    assert!(
+        last(dst_rs, dst_cs, m, n) < dst.len,
+        "gemm: destination too short"
+    );
+    if k > 0 {
+        assert!(last(lhs_rs, lhs_cs, m, k) < lhs.len(), "gemm: lhs too short");
+        assert!(last(rhs_rs, rhs_cs, k, n) < rhs.len(), "gemm: rhs too short");
+    }
+    let threads = if parallel && m * n * k > 1 << 16 {
+        Parallelism::Rayon(0)
+    } else {
+        Parallelism::None
+    };
+    // SAFETY: every index the product reads or writes, (rows - 1) * rs + (cols - 1) * cs at
+    // most, was checked to lie inside its slice (or `dst`'s writable span) above; `dst` comes
+    // from memory borrowed mutably by the caller and does not alias the operands.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst.ptr,
+            dst_cs as isize,
+            dst_rs as isize,
+            false,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            threads,
+        );
+    }
+}
+
+/// `y = x W^T + b` on `n` rows of `f` features; weight `[out, f]`.
+pub(super) fn linear(
+    x: &[f32],
+    n: usize,
+    f: usize,
+    w: &[f32],
+    out: usize,
+    b: Option<&[f32]>,
+    relu: Fused,
+) -> Vec<f32> {
+    let mut y = super::buffers::zeros(n * out);
+    matmul(Dst::of(&mut y), (out, 1), x, (f, 1), w, (1, f), n, out, f, true);
+    if let Some(b) = b {
+        y.chunks_mut(out)
+            .for_each(|row| row.iter_mut().zip(b).for_each(|(v, bb)| *v += bb));
+    }
+    if relu == Fused::Relu {
+        y.iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+    y
+}
+
+thread_local! {
+    /// Each thread's im2col buffer: one block's columns (about 512 KiB), kept between calls so
+    /// that no convolution pays for fresh pages.
+    static COLS: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+fn out_size(size: usize, k: usize, s: usize, p: usize, d: usize) -> usize {
+    (size + 2 * p - (d * (k - 1) + 1)) / s + 1
+}
+
+/// A Conv2d on channel-major images `[c, n, h, w]`: returns the output and its `(h, w, c)`.
+pub(super) fn conv2d(
+    op: &Op,
+    x: &[f32],
+    [c, n, h, w]: [usize; 4],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    relu: Fused,
+) -> (Vec<f32>, usize, usize, usize) {
+    let Op::Conv2d {
+        in_channels,
+        out_channels,
+        kernel_size: [kh, kw],
+        stride,
+        padding,
+        dilation,
+        groups,
+        ..
+    } = *op
+    else {
+        unreachable!("conv2d is called for Conv2d nodes");
+    };
+    debug_assert_eq!(c, in_channels);
+    let (oh, ow) = (
+        out_size(h, kh, stride[0], padding[0], dilation[0]),
+        out_size(w, kw, stride[1], padding[1], dilation[1]),
+    );
+    let p = n * oh * ow;
+    let mut y = super::buffers::zeros(out_channels * p);
+    let geom = Geometry {
+        n,
+        h,
+        w,
+        oh,
+        ow,
+        kh,
+        kw,
+        stride,
+        padding,
+        dilation,
+    };
+    if groups == in_channels && groups == out_channels && groups > 1 {
+        depthwise(x, weight, &geom, &mut y);
+        epilogue(&mut y, p, bias, relu);
+        return (y, oh, ow, out_channels);
+    }
+    let (cin, cout) = (in_channels / groups, out_channels / groups);
+    let k = cin * kh * kw;
+    let direct = kh == 1 && kw == 1 && stride == [1, 1] && padding == [0, 0];
+    // Blocks of whole samples whose im2col columns fit in a core's L2 cache (~512 KiB), one
+    // matrix product each, blocks spread over the cores.
+    let plane = oh * ow;
+    let per_block = (128 * 1024 / (k * plane).max(1)).clamp(1, n);
+    let blocks = n.div_ceil(per_block);
+    // Zero-padded input, so that im2col copies lines without bounds checks.
+    let padded = (!direct).then(|| pad(x, c * n, h, w, padding));
+    let (ph, pw) = (h + 2 * padding[0], w + 2 * padding[1]);
+    let out = SharedOut {
+        ptr: y.as_mut_ptr(),
+        len: y.len(),
+    };
+    for g in 0..groups {
+        let wg = &weight[g * cout * k..(g + 1) * cout * k];
+        (0..blocks).into_par_iter().for_each(|b| {
+            let i0 = b * per_block;
+            let (p0, len) = (i0 * plane, per_block.min(n - i0) * plane);
+            let offset = g * cout * p + p0;
+            // This block writes columns p0 .. p0 + len of rows g * cout .. (g + 1) * cout of
+            // `y`, which no other block of this loop writes; `y` outlives the loop and is not
+            // read until it ends; `matmul` checks the span stays inside `y`.
+            let dst = out.at(offset);
+            // out^T [len, cout] = cols^T [len, k] x W^T [k, cout]: output positions are the
+            // long side, so few output channels waste little of a kernel tile.
+            match &padded {
+                None => {
+                    let xg = &x[g * cin * p..(g + 1) * cin * p];
+                    matmul(
+                        dst,
+                        (1, p),
+                        &xg[p0..],
+                        (1, p),
+                        wg,
+                        (1, k),
+                        len,
+                        cout,
+                        k,
+                        blocks == 1,
+                    );
+                }
+                Some(xp) => {
+                    // Taken out of the thread-local, not borrowed: a thread that steals other
+                    // work while it waits inside the product must not find it borrowed.
+                    let mut cols = COLS.take();
+                    if cols.len() < k * len {
+                        cols.resize(k * len, 0.0);
+                    }
+                    let xg = &xp[g * cin * n * ph * pw..(g + 1) * cin * n * ph * pw];
+                    im2col(xg, cin, &geom, i0, len / plane, &mut cols);
+                    matmul(
+                        dst,
+                        (1, p),
+                        &cols,
+                        (1, len),
+                        wg,
+                        (1, k),
+                        len,
+                        cout,
+                        k,
+                        blocks == 1,
+                    );
+                    COLS.set(cols);
+                }
+            }
+        });
+    }
+    if let Some(xp) = padded {
+        super::buffers::recycle(xp);
+    }
+    epilogue(&mut y, p, bias, relu);
+    (y, oh, ow, out_channels)
+}
+
+/// Adds the bias to each channel row of `[c, p]` and applies the fused ReLU.
+fn epilogue(y: &mut [f32], p: usize, bias: Option<&[f32]>, relu: Fused) {
+    y.par_chunks_mut(p).enumerate().for_each(|(ch, row)| {
+        let b = bias.map_or(0.0, |b| b[ch]);
+        if relu == Fused::Relu {
+            row.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+        } else if b != 0.0 {
+            row.iter_mut().for_each(|v| *v += b);
+        }
+    });
+}
+
+struct Geometry {
+    n: usize,
+    h: usize,
+    w: usize,
+    oh: usize,
+    ow: usize,
+    kh: usize,
+    kw: usize,
+    stride: [usize; 2],
+    padding: [usize; 2],
+    dilation: [usize; 2],
+}
+
+impl Geometry {
+    /// Input column read by output column `ox` at kernel column `kx`, if inside the image.
+    fn src_x(&self, ox: usize, kx: usize) -> Option<usize> {
+        (ox * self.stride[1] + kx * self.dilation[1])
+            .checked_sub(self.padding[1])
+            .filter(|&x| x < self.w)
+    }
+
+    fn src_y(&self, oy: usize, ky: usize) -> Option<usize> {
+        (oy * self.stride[0] + ky * self.dilation[0])
+            .checked_sub(self.padding[0])
+            .filter(|&y| y < self.h)
+    }
+}
+
+/// `[planes, h, w]` with `padding` zeros around every plane.
+fn pad(x: &[f32], planes: usize, h: usize, w: usize, padding: [usize; 2]) -> Vec<f32> {
+    let (ph, pw) = (h + 2 * padding[0], w + 2 * padding[1]);
+    let mut out = super::buffers::zeros(planes * ph * pw);
+    out.par_chunks_mut(ph * pw).enumerate().for_each(|(i, dst)| {
+        for y in 0..h {
+            let d = (y + padding[0]) * pw + padding[1];
+            dst[d..d + w].copy_from_slice(&x[(i * h + y) * w..(i * h + y + 1) * w]);
+        }
+    });
+    out
+}
+
+/// `cols[(ci, ky, kx), (i, oy, ox)]` for samples `i0 .. i0 + count` of the zero-padded input
+/// `[cin, n, h + 2 pad, w + 2 pad]`: the pixel that kernel tap meets at that output position.
+fn im2col(xp: &[f32], cin: usize, g: &Geometry, i0: usize, count: usize, cols: &mut [f32]) {
+    let (ph, pw) = (g.h + 2 * g.padding[0], g.w + 2 * g.padding[1]);
+    let taps = g.kh * g.kw;
+    let len = count * g.oh * g.ow;
+    let [sy, sx] = g.stride;
+    for (row, dst) in cols[..cin * taps * len].chunks_mut(len).enumerate() {
+        let (ci, ky, kx) = (row / taps, (row % taps) / g.kw, row % g.kw);
+        let (dy, dx) = (ky * g.dilation[0], kx * g.dilation[1]);
+        let mut lines = dst.chunks_exact_mut(g.ow);
+        for i in i0..i0 + count {
+            // Offsets advance by additions: a division per line costs as much as its copy.
+            let mut start = ((ci * g.n + i) * ph + dy) * pw + dx;
+            for out in (&mut lines).take(g.oh) {
+                if sx == 1 {
+                    copy_short(out, &xp[start..start + g.ow]);
+                } else {
+                    for (ox, o) in out.iter_mut().enumerate() {
+                        *o = xp[start + ox * sx];
+                    }
+                }
+                start += sy * pw;
+            }
+        }
+    }
+}
+
+/// A copy of a few dozen floats: eight at a time, without a call to `memcpy`, whose fixed cost
+/// dominates lines this short.
+#[inline(always)]
+fn copy_short(dst: &mut [f32], src: &[f32]) {
+    let mut d = dst.chunks_exact_mut(8);
+    let mut s = src.chunks_exact(8);
+    for (a, b) in (&mut d).zip(&mut s) {
+        let b: &[f32; 8] = b.try_into().expect("chunks of 8");
+        let a: &mut [f32; 8] = a.try_into().expect("chunks of 8");
+        *a = *b;
+    }
+    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *a = *b;
+    }
+}
+
+/// Depthwise convolution (one filter per channel), direct loops, channels in parallel.
+fn depthwise(x: &[f32], weight: &[f32], g: &Geometry, y: &mut [f32]) {
+    let (plane, oplane) = (g.h * g.w, g.oh * g.ow);
+    let taps = g.kh * g.kw;
+    y.par_chunks_mut(g.n * oplane).enumerate().for_each(|(ch, out)| {
+        let wk = &weight[ch * taps..(ch + 1) * taps];
+        for i in 0..g.n {
+            let src = &x[(ch * g.n + i) * plane..(ch * g.n + i + 1) * plane];
+            let dst = &mut out[i * oplane..(i + 1) * oplane];
+            for oy in 0..g.oh {
+                for ox in 0..g.ow {
+                    let mut acc = 0.0;
+                    for ky in 0..g.kh {
+                        let Some(sy) = g.src_y(oy, ky) else { continue };
+                        for kx in 0..g.kw {
+                            if let Some(sx) = g.src_x(ox, kx) {
+                                acc += wk[ky * g.kw + kx] * src[sy * g.w + sx];
+                            }
+                        }
+                    }
+                    dst[oy * g.ow + ox] = acc;
+                }
+            }
+        }
+    });
+}

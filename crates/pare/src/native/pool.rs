@@ -1,0 +1,68 @@
+//! Max, average and global average pooling on channel-major images, planes in parallel.
+
+use rayon::prelude::*;
+
+use crate::ir::Op;
+
+/// Pools every `[h, w]` plane of `[c, n, h, w]`; returns the output and its `(h, w)`.
+pub(super) fn pool(op: &Op, x: &[f32], [c, n, h, w]: [usize; 4]) -> (Vec<f32>, usize, usize) {
+    let (k, s, p, mode) = match *op {
+        Op::MaxPool2d {
+            kernel_size,
+            stride,
+            padding,
+        } => (kernel_size, stride, padding, Mode::Max),
+        Op::AvgPool2d {
+            kernel_size,
+            stride,
+            padding,
+            count_include_pad,
+        } => (kernel_size, stride, padding, Mode::Avg { count_include_pad }),
+        Op::GlobalAvgPool => (
+            [h, w],
+            [1, 1],
+            [0, 0],
+            Mode::Avg {
+                count_include_pad: true,
+            },
+        ),
+        _ => unreachable!("pool is called for pooling nodes"),
+    };
+    let oh = (h + 2 * p[0] - k[0]) / s[0] + 1;
+    let ow = (w + 2 * p[1] - k[1]) / s[1] + 1;
+    let mut y = super::buffers::zeros(c * n * oh * ow);
+    y.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
+        let src = &x[plane * h * w..(plane + 1) * h * w];
+        for oy in 0..oh {
+            // Window rows/cols clipped to the image; the padding is never read.
+            let y0 = (oy * s[0]) as isize - p[0] as isize;
+            let (ya, yb) = (y0.max(0) as usize, ((y0 + k[0] as isize) as usize).min(h));
+            for ox in 0..ow {
+                let x0 = (ox * s[1]) as isize - p[1] as isize;
+                let (xa, xb) = (x0.max(0) as usize, ((x0 + k[1] as isize) as usize).min(w));
+                let window = (ya..yb).flat_map(|yy| src[yy * w + xa..yy * w + xb].iter().copied());
+                out[oy * ow + ox] = match mode {
+                    Mode::Max => window.fold(f32::NEG_INFINITY, f32::max),
+                    Mode::Avg { count_include_pad } => {
+                        let count = if count_include_pad {
+                            // PyTorch counts the padded window, clipped to the padded image.
+                            let ye = ((y0 + k[0] as isize) as usize).min(h + p[0]);
+                            let xe = ((x0 + k[1] as isize) as usize).min(w + p[1]);
+                            ((ye as isize - y0) * (xe as isize - x0)) as f32
+                        } else {
+                            ((yb - ya) * (xb - xa)) as f32
+                        };
+                        window.sum::<f32>() / count
+                    }
+                };
+            }
+        }
+    });
+    (y, oh, ow)
+}
+
+#[derive(Clone, Copy)]
+enum Mode {
+    Max,
+    Avg { count_include_pad: bool },
+}

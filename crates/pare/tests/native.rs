@@ -1,0 +1,169 @@
+//! The native inference engine gives the training engine's eval-mode outputs: every zoo model
+//! (raw and with BatchNorm folded), and a graph with every remaining op and conv geometry.
+
+use pare::exec::infer;
+use pare::fuse::fold_batch_norm;
+use pare::ir::graph::ops::{bn, conv_grouped, depthwise, linear};
+use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
+use pare::zoo::{catalog, ZooModel};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random(shape: Vec<usize>, seed: u64) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    Tensor::from_vec(shape, (0..n).map(|_| rng.random_range(-1.0..1.0)).collect())
+}
+
+/// Random running statistics and affine BN parameters, so eval-mode BN is not the identity.
+fn perturb_bn(m: &mut Model) {
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let bns: Vec<String> = m
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::BatchNorm { .. }))
+        .map(|n| n.name.clone())
+        .collect();
+    for b in bns {
+        for (suffix, lo, hi) in [
+            ("weight", 0.5, 1.5),
+            ("bias", -0.3, 0.3),
+            ("running_mean", -0.3, 0.3),
+            ("running_var", 0.5, 1.5),
+        ] {
+            let t = m.params.get_mut(&format!("{b}.{suffix}")).unwrap();
+            t.data_mut()
+                .iter_mut()
+                .for_each(|v| *v = rng.random_range(lo..hi));
+        }
+    }
+}
+
+fn assert_close(model: &Model, x: &Tensor, what: &str) {
+    let want = infer(model, x, &Reparams::new(), &[]).unwrap().output;
+    let got = pare::native::infer(model, x).unwrap();
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    let scale = want.data().iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    let worst = got
+        .data()
+        .iter()
+        .zip(want.data())
+        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: max |native - engine| = {worst} (scale {scale})"
+    );
+}
+
+#[test]
+fn every_zoo_model_matches_the_engine_raw_and_folded() {
+    for zm in catalog() {
+        let mut m = Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 3).unwrap();
+        perturb_bn(&mut m);
+        for batch in [1, 5] {
+            let x = random(vec![batch, 1, 28, 28], batch as u64);
+            assert_close(&m, &x, &format!("{} batch {batch}", zm.label()));
+            assert_close(
+                &fold_batch_norm(&m).unwrap(),
+                &x,
+                &format!("{} folded", zm.label()),
+            );
+        }
+    }
+    // A wider MLP through the same path as lenet300.
+    let m = Model::init(
+        ZooModel::parse("mlp", Some(&[64, 32]), 0.5)
+            .unwrap()
+            .build(&[1, 28, 28], 10)
+            .unwrap(),
+        1,
+    )
+    .unwrap();
+    assert_close(&m, &random(vec![3, 1, 28, 28], 2), "mlp with dropout");
+}
+
+#[test]
+fn remaining_ops_and_geometries_match_the_engine() {
+    let mut b = GraphBuilder::new(vec![4, 11, 9]);
+    let mut strided = conv_grouped(4, 6, 3, 1, 1, 2, true);
+    if let Op::Conv2d { stride, .. } = &mut strided {
+        *stride = [2, 1];
+    }
+    b.then("grouped", strided);
+    b.then("gelu", Op::Gelu);
+    b.then("dilated", conv_grouped(6, 6, 3, 2, 2, 1, false));
+    b.then("bn", bn(6));
+    b.then("hs", Op::HardSwish);
+    let left = b.then("dw", depthwise(6, 3, 1, 1));
+    b.then("r6", Op::Relu6);
+    let right = b.add("sig", Op::Sigmoid, &[&left]);
+    b.add("cat", Op::Concat, &["r6", &right]);
+    b.then(
+        "avg",
+        Op::AvgPool2d {
+            kernel_size: [3, 3],
+            stride: [2, 2],
+            padding: [1, 1],
+            count_include_pad: true,
+        },
+    );
+    b.then(
+        "avg2",
+        Op::AvgPool2d {
+            kernel_size: [2, 2],
+            stride: [1, 1],
+            padding: [1, 1],
+            count_include_pad: false,
+        },
+    );
+    b.then(
+        "max",
+        Op::MaxPool2d {
+            kernel_size: [3, 3],
+            stride: [1, 2],
+            padding: [1, 1],
+        },
+    );
+    b.then("tanh", Op::Tanh);
+    let q = pare::ir::Scheme {
+        bits: 4,
+        symmetric: false,
+    }
+    .params(-0.8, 0.9);
+    b.then(
+        "fq",
+        Op::FakeQuant {
+            bits: 4,
+            symmetric: false,
+            scale: q.scale,
+            zero_point: q.zero_point,
+        },
+    );
+    b.then("flat", Op::Flatten);
+    let shape = b.last_shape().unwrap()[0];
+    let a = b.then("fa", linear(shape, 7));
+    let c = b.add("fb", linear(shape, 5), &["flat"]);
+    b.add("vcat", Op::Concat, &[&a, &c]);
+    b.then("bn1d", bn(12));
+    b.then("relu", Op::Relu);
+    b.then("out", linear(12, 3));
+    let mut m = Model::init(b.finish().unwrap(), 5).unwrap();
+    perturb_bn(&mut m);
+    for batch in [1, 4] {
+        assert_close(
+            &m,
+            &random(vec![batch, 4, 11, 9], 9),
+            &format!("op zoo batch {batch}"),
+        );
+    }
+}
+
+#[test]
+fn a_wrong_input_shape_is_a_clear_error() {
+    let m = Model::init(ZooModel::Lenet5.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let e = pare::native::infer(&m, &random(vec![2, 1, 27, 28], 0))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[2, 1, 27, 28]") && e.contains("[1, 28, 28]"), "{e}");
+}
