@@ -7,14 +7,16 @@
 //! saved as `arch.json` + `weights.safetensors` with PyTorch names and layouts.
 //!
 //! Execution ([`exec`]) is the only module that touches the tensor engine (burn, flex CPU
-//! backend); everything else speaks in [`ir::Tensor`].
+//! backend); everything else speaks in [`ir::Tensor`]. Deployed inference runs on pare's own
+//! kernels ([`native`]), whose cost follows the MACs that compression removes.
 //!
 //! Module map: [`ir`] (graph, ops, params, quantizer definitions, I/O), [`exec`]
 //! (forward/backward, loss terms), [`data`] (IDX, Fashion-MNIST, batches, augmentation),
 //! [`train`] (optimizers, schedules, fit loop, checkpoints), [`zoo`] (model constructors),
 //! methods [`prune`], [`quant`] (uniform PTQ/QAT, weight sharing) and [`distill`], [`codec`]
 //! (Huffman, sparse index, the `.pare` file), [`pipeline`] (TOML recipes composing the
-//! methods), [`report`] (per-layer tables, plots).
+//! methods), [`report`] (per-layer tables, plots, latency), [`native`] (inference kernels),
+//! [`fuse`] (BatchNorm folding).
 
 pub mod codec;
 pub mod data;

@@ -407,6 +407,9 @@ impl Recipe {
                 if !(0.0..1.0).contains(&t.momentum) || t.weight_decay < 0.0 {
                     return Err(at("train.momentum must be in [0, 1) and weight_decay >= 0".into()));
                 }
+                if t.views > 0 && !t.augment {
+                    return Err(at("train.views counts augmented views: it needs augment = true".into()));
+                }
             }
             match s {
                 Stage::Train(t) if t.train.epochs == 0 => {
