@@ -104,6 +104,10 @@ pub struct DistillArgs {
     /// Hold out this many training images for validation.
     #[arg(long, default_value_t = 0)]
     pub val: usize,
+    /// Train on a seeded subset of this many of the remaining training images (0: all), for
+    /// method tables that must fit a CPU budget; every model of the run sees the same subset.
+    #[arg(long, default_value_t = 0)]
+    pub train_images: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     #[arg(long, value_name = "DIR")]
@@ -260,6 +264,18 @@ pub fn distill(a: DistillArgs) -> Result<()> {
         (t, Some(v))
     } else {
         (Subset::new(full.clone(), (0..full.len()).collect())?, None)
+    };
+    let train = match a.train_images {
+        0 => train,
+        n if n < train.len() => {
+            let rest = train.len() - n;
+            split(Arc::new(train), rest, a.seed ^ 0x5B5E7)?.0
+        }
+        n => bail!(
+            "--train-images {n}: only {} training images remain after --val {}",
+            train.len(),
+            a.val
+        ),
     };
     let ctx = Ctx {
         a: &a,
@@ -453,7 +469,8 @@ pub fn distill(a: DistillArgs) -> Result<()> {
         "student": a.student,
         "teacher": a.teacher,
         "epochs": a.epochs, "lr": a.lr, "cosine": a.cosine, "temperature": a.temperature, "alpha": a.alpha,
-        "crop_padding": a.crop_padding, "hflip": a.hflip, "views": a.views, "val": a.val, "seed": a.seed,
+        "crop_padding": a.crop_padding, "hflip": a.hflip, "views": a.views, "val": a.val,
+        "train_images": a.train_images, "seed": a.seed,
         "results": rows.iter().map(|(n, acc)| json!({"model": n, "accuracy": acc.test, "val_accuracy": acc.val})).collect::<Vec<_>>(),
     });
     io::write_atomic(
