@@ -291,7 +291,10 @@ pub fn distill(a: DistillArgs) -> Result<()> {
         (None, false) => None,
     };
     if a.views > 0 && a.crop_padding == 0 && !a.hflip {
-        bail!("--views {} counts augmented views: add --crop-padding N or --hflip", a.views);
+        bail!(
+            "--views {} counts augmented views: add --crop-padding N or --hflip",
+            a.views
+        );
     }
     if a.temperature.is_nan() || a.temperature <= 0.0 || !(0.0..=1.0).contains(&a.alpha) {
         bail!("--temperature must be positive and --alpha in [0, 1]");

@@ -29,5 +29,8 @@ fn every_shipped_recipe_parses() {
 fn views_without_augmentation_is_an_error() {
     let text = "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.train]\ntrain = { epochs = 1, lr = 0.1, views = 4 }\n";
     let e = Recipe::parse(text, Path::new("r.toml")).unwrap_err().to_string();
-    assert!(e.contains("r.toml") && e.contains("views") && e.contains("augment"), "{e}");
+    assert!(
+        e.contains("r.toml") && e.contains("views") && e.contains("augment"),
+        "{e}"
+    );
 }

@@ -18,39 +18,51 @@ thread_local! {
 /// A buffer of `len` zeros, reusing a freed one when there is one large enough.
 pub(super) fn zeros(len: usize) -> Vec<f32> {
     let mut v = take(len);
+    v.clear();
     v.resize(len, 0.0);
+    v
+}
+
+/// A buffer of `len` floats whose values are unspecified (an earlier activation's, or zeros):
+/// for outputs that the caller overwrites entirely, which saves a pass over memory.
+pub(super) fn scratch(len: usize) -> Vec<f32> {
+    let mut v = take(len);
+    if v.len() >= len {
+        v.truncate(len);
+    } else {
+        v.clear();
+        v.resize(len, 0.0);
+    }
     v
 }
 
 /// A copy of `src` in a reused buffer.
 pub(super) fn copy_of(src: &[f32]) -> Vec<f32> {
     let mut v = take(src.len());
+    v.clear();
     v.extend_from_slice(src);
     v
 }
 
-/// An empty buffer with room for `len` (the smallest free one that fits).
+/// A freed buffer holding at least `len` values (the smallest such), or a new empty one.
 fn take(len: usize) -> Vec<f32> {
-    let mut v = FREE
-        .with_borrow_mut(|free| {
-            let best = free
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.capacity() >= len)
-                .min_by_key(|(_, v)| v.capacity())
-                .map(|(i, _)| i)?;
-            Some(free.swap_remove(best))
-        })
-        .unwrap_or_else(|| Vec::with_capacity(len));
-    v.clear();
-    v
+    FREE.with_borrow_mut(|free| {
+        let best = free
+            .iter()
+            .enumerate()
+            .filter(|(_, v)| v.len() >= len)
+            .min_by_key(|(_, v)| v.len())
+            .map(|(i, _)| i)?;
+        Some(free.swap_remove(best))
+    })
+    .unwrap_or_else(|| Vec::with_capacity(len))
 }
 
 /// Gives a buffer back for reuse.
 pub(super) fn recycle(v: Vec<f32>) {
     FREE.with_borrow_mut(|free| {
         let held: usize = free.iter().map(|v| v.capacity() * 4).sum();
-        if v.capacity() > 0 && held + v.capacity() * 4 <= KEEP_BYTES {
+        if !v.is_empty() && held + v.capacity() * 4 <= KEEP_BYTES {
             free.push(v);
         }
     });

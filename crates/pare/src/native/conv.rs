@@ -37,6 +37,17 @@ unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
+    /// `len` elements from `offset` as a slice.
+    ///
+    /// # Safety
+    /// No other live reference, on any thread, may overlap `offset .. offset + len`.
+    #[allow(clippy::mut_from_ref)] // the point of the type: disjoint &mut from shared threads
+    unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+        assert!(offset + len <= self.len, "slice inside the output");
+        // SAFETY: in bounds (checked above); exclusive by the caller's contract.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) }
+    }
+
     /// The writable span from `offset` on.
     fn at(&self, offset: usize) -> Dst {
         assert!(offset < self.len, "offset inside the output");
@@ -118,7 +129,7 @@ pub(super) fn linear(
     b: Option<&[f32]>,
     relu: Fused,
 ) -> Vec<f32> {
-    let mut y = super::buffers::zeros(n * out);
+    let mut y = super::buffers::scratch(n * out);
     matmul(Dst::of(&mut y), (out, 1), x, (f, 1), w, (1, f), n, out, f, true);
     if let Some(b) = b {
         y.chunks_mut(out)
@@ -168,7 +179,8 @@ pub(super) fn conv2d(
         out_size(w, kw, stride[1], padding[1], dilation[1]),
     );
     let p = n * oh * ow;
-    let mut y = super::buffers::zeros(out_channels * p);
+    // Every element is written: by the products (they do not read `y`) or the depthwise loop.
+    let mut y = super::buffers::scratch(out_channels * p);
     let geom = Geometry {
         n,
         h,
@@ -230,8 +242,8 @@ pub(super) fn conv2d(
                     );
                 }
                 Some(xp) => {
-                    // Taken out of the thread-local, not borrowed: a thread that steals other
-                    // work while it waits inside the product must not find it borrowed.
+                    // Taken out of the thread-local, not borrowed: a thread that steals other work
+                    // while it waits inside the product must not find it borrowed.
                     let mut cols = COLS.take();
                     if cols.len() < k * len {
                         cols.resize(k * len, 0.0);
@@ -253,25 +265,36 @@ pub(super) fn conv2d(
                     COLS.set(cols);
                 }
             }
+            // Bias and fused ReLU while the block's output is still in cache.
+            for ch in 0..cout {
+                // SAFETY: as above, these `len` elements of row g * cout + ch belong to this
+                // block alone.
+                let row = unsafe { out.slice(offset + ch * p, len) };
+                finish(row, bias.map_or(0.0, |b| b[g * cout + ch]), relu);
+            }
         });
     }
     if let Some(xp) = padded {
         super::buffers::recycle(xp);
     }
-    epilogue(&mut y, p, bias, relu);
     (y, oh, ow, out_channels)
+}
+
+/// Adds the bias to a run of one channel's outputs and applies the fused ReLU.
+#[inline]
+fn finish(row: &mut [f32], b: f32, relu: Fused) {
+    if relu == Fused::Relu {
+        row.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
+    } else if b != 0.0 {
+        row.iter_mut().for_each(|v| *v += b);
+    }
 }
 
 /// Adds the bias to each channel row of `[c, p]` and applies the fused ReLU.
 fn epilogue(y: &mut [f32], p: usize, bias: Option<&[f32]>, relu: Fused) {
-    y.par_chunks_mut(p).enumerate().for_each(|(ch, row)| {
-        let b = bias.map_or(0.0, |b| b[ch]);
-        if relu == Fused::Relu {
-            row.iter_mut().for_each(|v| *v = (*v + b).max(0.0));
-        } else if b != 0.0 {
-            row.iter_mut().for_each(|v| *v += b);
-        }
-    });
+    y.par_chunks_mut(p)
+        .enumerate()
+        .for_each(|(ch, row)| finish(row, bias.map_or(0.0, |b| b[ch]), relu));
 }
 
 struct Geometry {

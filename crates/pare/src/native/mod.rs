@@ -279,7 +279,7 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Resu
         Op::Flatten => match x {
             Act::Image { c, n, h, w, data } => {
                 let (n, per) = (*n, h * w);
-                let mut out = buffers::zeros(data.len());
+                let mut out = buffers::scratch(data.len());
                 for ch in 0..*c {
                     for i in 0..n {
                         let src = &data[(ch * n + i) * per..(ch * n + i + 1) * per];
@@ -359,7 +359,7 @@ fn from_pytorch(x: &Tensor) -> Act {
         4 => {
             let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
             let per = h * w;
-            let mut data = buffers::zeros(x.len());
+            let mut data = buffers::scratch(x.len());
             for i in 0..n {
                 for ch in 0..c {
                     data[(ch * n + i) * per..(ch * n + i + 1) * per]

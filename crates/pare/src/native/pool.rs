@@ -30,7 +30,7 @@ pub(super) fn pool(op: &Op, x: &[f32], [c, n, h, w]: [usize; 4]) -> (Vec<f32>, u
     };
     let oh = (h + 2 * p[0] - k[0]) / s[0] + 1;
     let ow = (w + 2 * p[1] - k[1]) / s[1] + 1;
-    let mut y = super::buffers::zeros(c * n * oh * ow);
+    let mut y = super::buffers::scratch(c * n * oh * ow);
     y.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
         let src = &x[plane * h * w..(plane + 1) * h * w];
         for oy in 0..oh {

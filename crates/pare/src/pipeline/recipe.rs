@@ -408,7 +408,9 @@ impl Recipe {
                     return Err(at("train.momentum must be in [0, 1) and weight_decay >= 0".into()));
                 }
                 if t.views > 0 && !t.augment {
-                    return Err(at("train.views counts augmented views: it needs augment = true".into()));
+                    return Err(at(
+                        "train.views counts augmented views: it needs augment = true".into()
+                    ));
                 }
             }
             match s {
