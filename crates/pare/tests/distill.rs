@@ -193,7 +193,7 @@ fn kd_and_feature_terms_train_the_student_and_leave_the_teacher_alone() {
         let mut s = toy_model(3);
         let mut hook = DistillHook::new(t.clone(), &s, objective).unwrap();
         fit(&mut s, &toy_data(), None, &config(3, 2), &mut hook).unwrap();
-        assert_eq!(hook.teacher.params, frozen, "the teacher must get no update");
+        assert_eq!(hook.teacher().params, frozen, "the teacher must get no update");
         let acc = evaluate(&s, &toy_data(), 64, &Reparams::new()).unwrap().accuracy;
         assert!(acc > 0.6, "distilled student accuracy {acc}");
     }

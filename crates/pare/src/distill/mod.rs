@@ -128,7 +128,8 @@ pub(crate) fn teacher_input(s: Normalize, teacher: &Model, x: &Tensor) -> Tensor
 
 /// Adds the teacher's terms to every training step of the student.
 pub struct DistillHook {
-    pub teacher: Model,
+    /// Private: `folded` is derived from it at construction.
+    teacher: Model,
     pub teacher_reparams: Reparams,
     pub objective: Objective,
     /// The student's normalization (the batch is normalized with it).
@@ -167,6 +168,13 @@ impl DistillHook {
             folded: crate::fuse::fold_batch_norm(&teacher)?,
             teacher,
         })
+    }
+}
+
+impl DistillHook {
+    /// The teacher, as given (never updated by training).
+    pub fn teacher(&self) -> &Model {
+        &self.teacher
     }
 }
 
