@@ -77,6 +77,32 @@ fn distill_reports_the_student_next_to_its_baseline_and_the_teacher() {
     ];
     args.extend(common);
     fails_with(&args, &["fc9"]);
+    let mut args = vec![
+        "distill",
+        "--teacher",
+        &teacher,
+        "--method",
+        "kd",
+        "--views",
+        "4",
+        "--out",
+        "x",
+    ];
+    args.extend(common);
+    fails_with(&args, &["--views 4", "--crop-padding"]);
+    let mut args = vec![
+        "distill",
+        "--teacher",
+        &teacher,
+        "--method",
+        "kd",
+        "--train-images",
+        "99999",
+        "--out",
+        "x",
+    ];
+    args.extend(common);
+    fails_with(&args, &["--train-images 99999", "training images remain"]);
 }
 
 #[test]
