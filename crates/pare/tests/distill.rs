@@ -327,3 +327,38 @@ fn feature_losses_have_finite_gradients_on_identical_and_zero_rows() {
         }
     }
 }
+
+#[test]
+fn peer_targets_use_batch_statistics_like_the_peers_own_step() {
+    // Deep mutual learning's targets: a peer's train-mode prediction (batch statistics), the
+    // one its own step sees, not the eval-mode one (running statistics still near init).
+    let m = toy_model(4);
+    let x = pare::data::make_batch(
+        &toy_data(),
+        &(0..16).collect::<Vec<_>>(),
+        m.graph.input.normalize,
+        None,
+    )
+    .x;
+    let ce = LossTerm::CrossEntropy {
+        labels: vec![0; 16],
+        weight: 1.0,
+    };
+    let step = train_step(&m, &x, &[ce], &Reparams::new(), &[], 3).unwrap();
+    let train_mode = pare::exec::infer_train_mode(&m, &x, 3).unwrap();
+    let eval_mode = infer(&m, &x, &Reparams::new(), &[]).unwrap().output;
+    let gap = |a: &Tensor, b: &Tensor| {
+        a.data()
+            .iter()
+            .zip(b.data())
+            .fold(0f32, |g, (p, q)| g.max((p - q).abs()))
+    };
+    assert!(
+        gap(&train_mode, &step.output) < 1e-5,
+        "train mode = the step's forward pass"
+    );
+    assert!(
+        gap(&train_mode, &eval_mode) > 1e-3,
+        "eval mode differs on a fresh BN model"
+    );
+}

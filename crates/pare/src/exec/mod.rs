@@ -91,6 +91,23 @@ pub fn infer(model: &Model, x: &Tensor, reparams: &Reparams, taps: &[String]) ->
     })
 }
 
+/// A forward pass in train mode (batch statistics, dropout seeded by `seed`) with no gradient
+/// and no running-statistics update: a model's predictions as it sees them during its own
+/// training step (what mutual-learning peers give each other).
+pub fn infer_train_mode(model: &Model, x: &Tensor, seed: u64) -> Result<Tensor> {
+    let dev = infer_device();
+    let (_, params) = upload_params(model, &Reparams::new(), dev, false);
+    let out = run(
+        model,
+        input_value(model, x, dev)?,
+        &params,
+        Mode::Train { seed },
+        &[],
+        dev,
+    )?;
+    Ok(out.output.to_tensor())
+}
+
 /// One forward + backward pass in train mode (batch statistics, dropout seeded by `seed`).
 ///
 /// The loss is the sum of `terms` evaluated on the output node. Parameters are not updated:
