@@ -70,7 +70,12 @@ for name, v in rows.items():
     te = [t for t, _ in v]; va = [x for _, x in v if x is not None]
     d = st.mean(te) - base
     spread = max(te) - min(te)
-    verdict = "-" if name in ("teacher", "student alone") else ("yes" if d > max(spread, noise) else ("worse" if -d > max(spread, noise) else "no"))
+    if name in ("teacher", "student alone"):
+        verdict = "-"
+    elif len(te) < 2 or len(alone) < 2:
+        verdict = "needs 2+ seeds"
+    else:
+        verdict = "yes" if d > max(spread, noise) else ("worse" if -d > max(spread, noise) else "no")
     vm = f"{st.mean(va):.4f}" if va else "-"
     print(f"| {name} | {len(te)} | {st.mean(te):.4f} | {spread:.4f} | {vm} | {100*d:+.2f} pt | {verdict} |")
 PY
