@@ -23,6 +23,12 @@ fn every_shipped_recipe_parses() {
         panic!("the KD recipe is one distill stage");
     };
     assert_eq!((d.train.epochs, d.train.views, d.train.augment), (200, 8, true));
+    // Relative paths resolve against the recipe's directory: the teacher its header tells the
+    // user to train lands in the repository's runs/, not in recipes/runs/.
+    assert_eq!(
+        d.teacher.as_deref(),
+        Some(dir.join("../runs/vgg-teacher").as_path())
+    );
 }
 
 #[test]
