@@ -6,39 +6,42 @@
 # the test set only reports). Per seed it trains: KD, the student alone on the same views (the
 # equal-budget baseline, part of the distill run), the student alone on fresh crops every
 # epoch, and the student alone without augmentation.
-#   bench/kd_patient.sh TEACHER_DIR SEEDS EPOCHS VIEWS TEMPERATURE ALPHA [TAG]
+#   bench/kd_patient.sh TEACHER_DIR SEEDS EPOCHS VIEWS TEMPERATURE ALPHA [flip]
+# With "flip" every arm (KD and both baselines) also draws random horizontal flips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-TEACHER=${1:?usage: bench/kd_patient.sh TEACHER_DIR SEEDS EPOCHS VIEWS TEMPERATURE ALPHA [TAG]}
-SEEDS=$2 EPOCHS=$3 VIEWS=$4 T=$5 ALPHA=$6 TAG=${7:-}
+TEACHER=${1:?usage: bench/kd_patient.sh TEACHER_DIR SEEDS EPOCHS VIEWS TEMPERATURE ALPHA [flip]}
+SEEDS=$2 EPOCHS=$3 VIEWS=$4 T=$5 ALPHA=$6
+FLIP=() F=
+if [ "${7:-}" = flip ]; then FLIP=(--hflip) F=-flip; fi
 PARE=target/release/pare
 OUT=runs/kd-patient
 cargo build --release --quiet
 mkdir -p "$OUT"
 for s in $(seq 0 $((SEEDS - 1))); do
-  name="kd-T$T-a$ALPHA-v$VIEWS-e$EPOCHS-s$s"
+  name="kd-T$T-a$ALPHA-v$VIEWS$F-e$EPOCHS-s$s"
   [ -f "$OUT/$name/distill.json" ] || $PARE distill --teacher "$TEACHER" --student lenet300 --method kd \
     --epochs "$EPOCHS" --lr 0.05 --cosine --crop-padding 2 --views "$VIEWS" --temperature "$T" --alpha "$ALPHA" \
-    --val 5000 --seed "$s" --out "$OUT/$name" $TAG > "$OUT/$name.log" 2>&1
+    --val 5000 --seed "$s" --out "$OUT/$name" "${FLIP[@]}" > "$OUT/$name.log" 2>&1
   for aug in 0 2; do
-    name="alone-c$aug-e$EPOCHS-s$s"
+    name="alone-c$aug$F-e$EPOCHS-s$s"
     [ -f "$OUT/$name/report.json" ] || $PARE train --model lenet300 --epochs "$EPOCHS" --lr 0.05 --schedule cosine \
-      --weight-decay 5e-4 --crop-padding $aug --val 5000 --seed "$s" --out "$OUT/$name" > "$OUT/$name.log" 2>&1
+      --weight-decay 5e-4 --crop-padding $aug --val 5000 --seed "$s" --out "$OUT/$name" "${FLIP[@]}" > "$OUT/$name.log" 2>&1
   done
 done
-python3 - "$OUT" "$SEEDS" "$EPOCHS" "$VIEWS" "$T" "$ALPHA" <<'PY'
+python3 - "$OUT" "$SEEDS" "$EPOCHS" "$VIEWS" "$T" "$ALPHA" "$F" <<'PY'
 import json, os, statistics as st, sys
-out, seeds, e, v, t, a = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
+out, seeds, e, v, t, a, f = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 rows = {}
 def add(name, test, val):
     rows.setdefault(name, []).append((test, val))
 for s in range(seeds):
-    for r in json.load(open(f"{out}/kd-T{t}-a{a}-v{v}-e{e}-s{s}/distill.json"))["results"]:
+    for r in json.load(open(f"{out}/kd-T{t}-a{a}-v{v}{f}-e{e}-s{s}/distill.json"))["results"]:
         add({"student alone": f"alone, same {v} views"}.get(r["model"], r["model"]), r["accuracy"], r["val_accuracy"])
-    for aug, name in [(0, "alone, no augmentation"), (2, "alone, fresh crops")]:
-        rep = json.load(open(f"{out}/alone-c{aug}-e{e}-s{s}/report.json"))
+    for aug, name in [(0, "alone, flips only" if f else "alone, no augmentation"), (2, "alone, fresh crops and flips" if f else "alone, fresh crops")]:
+        rep = json.load(open(f"{out}/alone-c{aug}{f}-e{e}-s{s}/report.json"))
         add(name, rep["test_accuracy"], rep["history"][-1]["val_accuracy"])
-print(f"KD T={t} alpha={a}, {v} views, {e} epochs, {seeds} seeds\n")
+print(f"KD T={t} alpha={a}, {v} views{' with flips' if f else ''}, {e} epochs, {seeds} seeds\n")
 print("| model | test mean | test spread | val mean | tests |\n|---|---|---|---|---|")
 for n, xs in rows.items():
     te = [x[0] for x in xs]; va = [x[1] for x in xs]

@@ -159,6 +159,46 @@ fn remaining_ops_and_geometries_match_the_engine() {
     }
 }
 
+/// Each convolution geometry alone, its output the model's output: in the op zoo above a
+/// wrong conv can hide behind the saturating ops that follow it.
+#[test]
+fn every_conv_geometry_matches_the_engine_at_its_output() {
+    let conv = |k: [usize; 2], stride, padding, dilation, groups| Op::Conv2d {
+        in_channels: 16,
+        out_channels: 4,
+        kernel_size: k,
+        stride,
+        padding,
+        dilation,
+        groups,
+        bias: true,
+    };
+    let cases = [
+        ("3x3", conv([3, 3], [1, 1], [1, 1], [1, 1], 1)),
+        ("3x3 unpadded", conv([3, 3], [1, 1], [0, 0], [1, 1], 1)),
+        ("5x5 dilated", conv([5, 5], [1, 1], [4, 4], [2, 2], 1)),
+        ("tall grouped", conv([3, 2], [1, 1], [2, 1], [2, 1], 2)),
+        ("wide", conv([1, 3], [1, 1], [0, 1], [1, 1], 1)),
+        ("strided", conv([3, 3], [2, 1], [1, 1], [1, 1], 1)),
+        ("1x1", conv([1, 1], [1, 1], [0, 0], [1, 1], 1)),
+        ("1x1 strided", conv([1, 1], [2, 2], [0, 0], [1, 1], 1)),
+    ];
+    for (what, op) in cases {
+        // Images large enough that a block holds one sample (the kernel-row path at stride 1,
+        // one block at batch 1, three at batch 3) and small ones that share blocks (im2col).
+        for (shape, batches) in [([16, 30, 28], [1, 3]), ([16, 11, 9], [1, 64])] {
+            let mut b = GraphBuilder::new(shape.to_vec());
+            b.then("conv", op.clone());
+            let m = Model::init(b.finish().unwrap(), 3).unwrap();
+            for batch in batches {
+                let mut dims = vec![batch];
+                dims.extend(shape);
+                assert_close(&m, &random(dims, 4), &format!("{what} {shape:?} batch {batch}"));
+            }
+        }
+    }
+}
+
 #[test]
 fn a_wrong_input_shape_is_a_clear_error() {
     let m = Model::init(ZooModel::Lenet5.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();

@@ -15,14 +15,6 @@ thread_local! {
     static FREE: RefCell<Vec<Vec<f32>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// A buffer of `len` zeros, reusing a freed one when there is one large enough.
-pub(super) fn zeros(len: usize) -> Vec<f32> {
-    let mut v = take(len);
-    v.clear();
-    v.resize(len, 0.0);
-    v
-}
-
 /// A buffer of `len` floats whose values are unspecified (an earlier activation's, or zeros):
 /// for outputs that the caller overwrites entirely, which saves a pass over memory.
 pub(super) fn scratch(len: usize) -> Vec<f32> {

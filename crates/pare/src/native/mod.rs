@@ -19,6 +19,8 @@ mod buffers;
 mod conv;
 mod pool;
 
+use rayon::prelude::*;
+
 use crate::error::{Error, Result};
 use crate::ir::{Model, Op, Tensor, INPUT};
 
@@ -295,13 +297,20 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Resu
             rows => rows.with(buffers::copy_of(rows.data())),
         },
         Op::Add => {
-            let mut y = buffers::copy_of(x.data());
-            for other in &inputs[1..] {
-                y.iter_mut().zip(other.data()).for_each(|(a, b)| *a += b);
-            }
-            if relu == Fused::Relu {
-                y.iter_mut().for_each(|v| *v = v.max(0.0));
-            }
+            // One parallel pass per chunk (sum and fused ReLU while in cache): a residual
+            // add is pure memory traffic, linear in the channel count.
+            const CHUNK: usize = 16 * 1024;
+            let mut y = buffers::scratch(x.data().len());
+            y.par_chunks_mut(CHUNK).enumerate().for_each(|(j, out)| {
+                let at = j * CHUNK;
+                out.copy_from_slice(&x.data()[at..at + out.len()]);
+                for other in &inputs[1..] {
+                    out.iter_mut().zip(&other.data()[at..]).for_each(|(a, b)| *a += b);
+                }
+                if relu == Fused::Relu {
+                    out.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+            });
             x.with(y)
         }
         Op::Concat => match x {
