@@ -22,7 +22,8 @@ for s in $(seq 0 $((SEEDS - 1))); do
   name="kd-T$T-a$ALPHA-v$VIEWS$F-e$EPOCHS-s$s"
   [ -f "$OUT/$name/distill.json" ] || $PARE distill --teacher "$TEACHER" --student lenet300 --method kd \
     --epochs "$EPOCHS" --lr 0.05 --cosine --crop-padding 2 --views "$VIEWS" --temperature "$T" --alpha "$ALPHA" \
-    --val 5000 --seed "$s" --out "$OUT/$name" "${FLIP[@]}" > "$OUT/$name.log" 2>&1
+    --val 5000 --seed "$s" --out "$OUT/$name" "${FLIP[@]}" \
+    --teacher-cache "$OUT/teacher-logits-v$VIEWS$F-s$s.safetensors" > "$OUT/$name.log" 2>&1
   for aug in 0 2; do
     name="alone-c$aug$F-e$EPOCHS-s$s"
     [ -f "$OUT/$name/report.json" ] || $PARE train --model lenet300 --epochs "$EPOCHS" --lr 0.05 --schedule cosine \

@@ -1,12 +1,13 @@
 //! `pare distill`: train a student from a teacher with any of the nine methods, next to the
 //! same student trained alone with the same budget, and report all of them on the test set.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pare::data::{fashion, split, Augment, Dataset, Subset};
+use pare::distill::cache::CacheKey;
 use pare::distill::dml::DmlHook;
 use pare::distill::{
     add_regressor, ensemble_accuracy, remove_node, DistillHook, Feature, FeatureKind, Objective,
@@ -112,6 +113,11 @@ pub struct DistillArgs {
     pub seed: u64,
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
+    /// --method kd: keep the teacher's logits for the fixed views in this file and reuse them
+    /// in later runs with the same teacher, data, split, seed and augmentation (a temperature
+    /// or alpha sweep pays for the teacher once). A file made for another run is refused.
+    #[arg(long, value_name = "FILE")]
+    pub teacher_cache: Option<PathBuf>,
 }
 
 struct Ctx<'a> {
@@ -191,6 +197,40 @@ impl Ctx<'_> {
     fn kd(&self, student: &mut Model, teacher: &Model, objective: Objective, seed: u64) -> Result<()> {
         let mut hook = DistillHook::new(teacher.clone(), student, objective)?;
         self.train(student, self.a.epochs, seed, Some(&mut hook))
+    }
+
+    /// [`Ctx::kd`] with the teacher's logits loaded from and saved to `--teacher-cache`.
+    fn kd_cached(
+        &self,
+        student: &mut Model,
+        teacher: &Model,
+        objective: Objective,
+        path: &Path,
+    ) -> Result<()> {
+        let a = self.a;
+        let mut key = CacheKey::for_teacher(teacher);
+        key.set("seed", a.seed)
+            .set("views", a.views)
+            .set("crop_padding", a.crop_padding)
+            .set("hflip", a.hflip)
+            .set("val", a.val)
+            .set("train_images", a.train_images)
+            .set("train_samples", self.train.len())
+            .set("data", fashion::resolve_dir(a.data.as_deref()).display())
+            .set("student_input", format!("{:?}", student.graph.input));
+        let mut hook = DistillHook::new(teacher.clone(), student, objective)?;
+        if path.exists() {
+            let n = hook.load_logits(path, &key)?;
+            println!("teacher logits: {n} loaded from {}", path.display());
+        }
+        self.train(student, a.epochs, a.seed, Some(&mut hook))?;
+        hook.save_logits(path, &key)?;
+        println!(
+            "teacher logits: {} saved to {}",
+            hook.cached_logits(),
+            path.display()
+        );
+        Ok(())
     }
 
     /// Test accuracy, and validation accuracy when a split was held out (what settings are
@@ -296,6 +336,12 @@ pub fn distill(a: DistillArgs) -> Result<()> {
             a.views
         );
     }
+    if a.teacher_cache.is_some() && !matches!(a.method, MethodArg::Kd) {
+        bail!("--teacher-cache is for --method kd (one teacher, logits only)");
+    }
+    if a.teacher_cache.is_some() && a.views == 0 && (a.crop_padding > 0 || a.hflip) {
+        bail!("--teacher-cache needs --views N with augmentation: fresh views are never seen twice");
+    }
     if a.temperature.is_nan() || a.temperature <= 0.0 || !(0.0..=1.0).contains(&a.alpha) {
         bail!("--temperature must be positive and --alpha in [0, 1]");
     }
@@ -321,7 +367,11 @@ pub fn distill(a: DistillArgs) -> Result<()> {
         MethodArg::Kd => {
             println!("== KD (T {}, alpha {})", a.temperature, a.alpha);
             let mut s = ctx.model(&a.student, seed)?;
-            ctx.kd(&mut s, teacher.as_ref().expect("checked"), kd_objective, seed)?;
+            let t = teacher.as_ref().expect("checked");
+            match &a.teacher_cache {
+                Some(path) => ctx.kd_cached(&mut s, t, kd_objective, path)?,
+                None => ctx.kd(&mut s, t, kd_objective, seed)?,
+            }
             io::save(&s, &a.out.join("student"))?;
             rows.push(("student KD".into(), ctx.accuracy(&s)?));
         }

@@ -103,6 +103,21 @@ fn distill_reports_the_student_next_to_its_baseline_and_the_teacher() {
     ];
     args.extend(common);
     fails_with(&args, &["--train-images 99999", "training images remain"]);
+    let mut args = vec![
+        "distill",
+        "--method",
+        "dml",
+        "--teacher-cache",
+        "c.safetensors",
+        "--out",
+        "x",
+    ];
+    args.extend(common);
+    fails_with(&args, &["--teacher-cache", "--method kd"]);
+    let mut args = vec!["distill", "--teacher", &teacher, "--method", "kd", "--out", "x"];
+    args.extend(["--crop-padding", "2", "--teacher-cache", "c.safetensors"]);
+    args.extend(common);
+    fails_with(&args, &["--teacher-cache needs --views"]);
 }
 
 #[test]

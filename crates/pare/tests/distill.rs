@@ -2,7 +2,8 @@
 //! (`reference/distill_losses.py`), shape mismatches as clear errors, the teacher untouched,
 //! regressors grafted and removed, mutual learning and ensembles on small generated data.
 
-use pare::data::Augment;
+use pare::data::{Augment, Dataset};
+use pare::distill::cache::CacheKey;
 use pare::distill::dml::DmlHook;
 use pare::distill::{
     add_regressor, ensemble_accuracy, remove_node, DistillHook, Feature, FeatureKind, Objective,
@@ -270,16 +271,22 @@ fn cached_teacher_logits_give_the_same_student() {
     assert_eq!(run(true).params, run(false).params);
 }
 
-#[test]
-fn cached_teacher_logits_over_fixed_augmented_views_give_the_same_student() {
-    // Four epochs over two fixed crop views: epochs 2 and 3 read the teacher from the cache.
-    let t = teacher();
+/// Four epochs over two fixed crop-and-flip views: epochs 2 and 3 revisit epochs 0 and 1.
+fn two_views_four_epochs() -> FitConfig {
     let mut cfg = config(4, 2);
     cfg.augment = Augment {
         crop_padding: 1,
         hflip: true,
         views: 2,
     };
+    cfg
+}
+
+#[test]
+fn cached_teacher_logits_over_fixed_augmented_views_give_the_same_student() {
+    // Four epochs over two fixed crop views: epochs 2 and 3 read the teacher from the cache.
+    let t = teacher();
+    let cfg = two_views_four_epochs();
     let run = |cache: bool| {
         let mut s = toy_model(3);
         let mut hook = DistillHook::new(t.clone(), &s, Objective::kd(2.0, 0.7)).unwrap();
@@ -288,6 +295,46 @@ fn cached_teacher_logits_over_fixed_augmented_views_give_the_same_student() {
         s
     };
     assert_eq!(run(true).params, run(false).params);
+}
+
+#[test]
+fn teacher_logits_saved_to_a_file_replace_the_teacher_in_a_later_run() {
+    let t = teacher();
+    let cfg = two_views_four_epochs();
+    let mut key = CacheKey::for_teacher(&t);
+    key.set("seed", 2).set("views", 2);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("logits.safetensors");
+    let mut first = toy_model(3);
+    let mut hook = DistillHook::new(t.clone(), &first, Objective::kd(2.0, 0.7)).unwrap();
+    fit(&mut first, &toy_data(), None, &cfg, &mut hook).unwrap();
+    hook.save_logits(&path, &key).unwrap();
+    let n = toy_data().len();
+    assert_eq!(hook.cached_logits(), 2 * n, "every (view, sample) once");
+
+    // A run whose hook holds a different teacher but loads the file: it never calls that
+    // teacher, so it trains the same student bit for bit.
+    let mut other = t.clone();
+    other
+        .params
+        .values_mut()
+        .for_each(|p| p.data_mut().iter_mut().for_each(|v| *v = -*v));
+    let mut second = toy_model(3);
+    let mut hook = DistillHook::new(other, &second, Objective::kd(2.0, 0.7)).unwrap();
+    assert_eq!(hook.load_logits(&path, &key).unwrap(), 2 * n);
+    fit(&mut second, &toy_data(), None, &cfg, &mut hook).unwrap();
+    assert_eq!(first.params, second.params);
+
+    // Another seed (or teacher, split, augmentation) is refused, naming the field.
+    let mut wrong = key.clone();
+    wrong.set("seed", 3);
+    let e = hook.load_logits(&path, &wrong).unwrap_err().to_string();
+    assert!(e.contains("seed is 2 there, 3 here"), "{e}");
+    let e = hook
+        .load_logits(&path, &CacheKey::for_teacher(&toy_model(9)))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("teacher"), "{e}");
 }
 
 #[test]

@@ -8,6 +8,7 @@
 //! are schedules of runs (Born-Again generations, Teacher-Assistant chains, refinery rounds)
 //! compose those runs; Deep Mutual Learning trains peers side by side ([`dml`]).
 
+pub mod cache;
 pub mod dml;
 
 use std::collections::HashMap;
