@@ -154,14 +154,23 @@ impl DistillHook {
             return Err(bad("teacher logit cache lacks its index or logits tensor".into()));
         };
         let n = index.shape().first().copied().unwrap_or(0);
-        if index.shape() != [n, 2] || logits.shape().first() != Some(&n) {
+        if index.shape() != [n, 2] || logits.shape().len() != 2 || logits.shape()[0] != n {
             return Err(bad(format!(
                 "teacher logit cache shapes {:?} and {:?} do not match",
                 index.shape(),
                 logits.shape()
             )));
         }
-        let classes = logits.shape().get(1).copied().unwrap_or(0);
+        let classes = logits.shape()[1];
+        if let Some(v) = index
+            .data()
+            .iter()
+            .find(|v| !(v.fract() == 0.0 && (0.0..EXACT as f32).contains(*v)))
+        {
+            return Err(bad(format!(
+                "teacher logit cache index {v} is not a view or sample number"
+            )));
+        }
         for (r, pair) in index.data().chunks_exact(2).enumerate() {
             self.cache.insert(
                 (pair[0] as usize, pair[1] as usize),
