@@ -31,13 +31,22 @@ for s in $(seq 0 $((SEEDS - 1))); do
   done
 done
 python3 - "$OUT" "$SEEDS" "$EPOCHS" "$VIEWS" "$T" "$ALPHA" "$F" <<'PY'
-import json, os, statistics as st, sys
+import glob, json, os, statistics as st, sys
 out, seeds, e, v, t, a, f = sys.argv[1], int(sys.argv[2]), *sys.argv[3:]
 rows = {}
 def add(name, test, val):
     rows.setdefault(name, []).append((test, val))
+def results(path):
+    return json.load(open(path))["results"]
 for s in range(seeds):
-    for r in json.load(open(f"{out}/kd-T{t}-a{a}-v{v}{f}-e{e}-s{s}/distill.json"))["results"]:
+    kd = results(f"{out}/kd-T{t}-a{a}-v{v}{f}-e{e}-s{s}/distill.json")
+    # The student alone on the same views does not depend on T or alpha: a run made with
+    # --no-baseline (bench/kd_sweep.sh) takes it from another setting's run of this seed.
+    alone = [r for r in kd if r["model"] == "student alone"] or next(
+        [r for r in results(p) if r["model"] == "student alone"]
+        for p in sorted(glob.glob(f"{out}/kd-T*-a*-v{v}{f}-e{e}-s{s}/distill.json"))
+        if any(r["model"] == "student alone" for r in results(p)))
+    for r in [x for x in kd if x["model"] != "student alone"] + alone:
         add({"student alone": f"alone, same {v} views"}.get(r["model"], r["model"]), r["accuracy"], r["val_accuracy"])
     for aug, name in [(0, "alone, flips only" if f else "alone, no augmentation"), (2, "alone, fresh crops and flips" if f else "alone, fresh crops")]:
         rep = json.load(open(f"{out}/alone-c{aug}{f}-e{e}-s{s}/report.json"))
