@@ -3,11 +3,13 @@
 # model trained the same way: the same 10-epoch dense start, then either the prune stage (AGP
 # ramp over PRUNE epochs inside a FT-epoch cosine fine-tune) or FT more dense epochs with the
 # same schedule. Prints the test accuracy of both and the drop, per seed.
-#   bench/dc_prune_control.sh [SEEDS] [PRUNE] [FT]
+#   bench/dc_prune_control.sh [SEEDS] [PRUNE] [FT] [LR]
+# LR (default 0.01) is the learning rate of both arms' second stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-SEEDS=${1:-2} PRUNE=${2:-10} FT=${3:-30}
+SEEDS=${1:-2} PRUNE=${2:-10} FT=${3:-30} LR=${4:-0.01}
 OUT=runs/dc-control-p$PRUNE-f$FT
+[ "$LR" = 0.01 ] || OUT=$OUT-lr$LR
 PARE=target/release/pare
 cargo build --release --quiet
 mkdir -p "$OUT"
@@ -19,9 +21,9 @@ seed = 0
 [stage.train]
 train = { epochs = 10, lr = 0.01 }
 '
-printf '%s\n[[stage]]\n[stage.prune]\nlayers = { fc1 = 0.92, fc2 = 0.91, fc3 = 0.74 }\nramp = "agp"\nprune_epochs = %s\ntrain = { epochs = %s, lr = 0.01, cosine = true }\n' \
-  "$head" "$PRUNE" "$FT" > "$OUT/prune.toml"
-printf '%s\n[[stage]]\n[stage.train]\ntrain = { epochs = %s, lr = 0.01, cosine = true }\n' "$head" "$FT" > "$OUT/dense.toml"
+printf '%s\n[[stage]]\n[stage.prune]\nlayers = { fc1 = 0.92, fc2 = 0.91, fc3 = 0.74 }\nramp = "agp"\nprune_epochs = %s\ntrain = { epochs = %s, lr = %s, cosine = true }\n' \
+  "$head" "$PRUNE" "$FT" "$LR" > "$OUT/prune.toml"
+printf '%s\n[[stage]]\n[stage.train]\ntrain = { epochs = %s, lr = %s, cosine = true }\n' "$head" "$FT" "$LR" > "$OUT/dense.toml"
 for s in $(seq 0 $((SEEDS - 1))); do
   for k in prune dense; do
     [ -f "$OUT/$k-s$s/report.json" ] || $PARE compress --recipe "$OUT/$k.toml" --seed "$s" --out "$OUT/$k-s$s" > "$OUT/$k-s$s.log" 2>&1

@@ -219,17 +219,22 @@ impl Ctx<'_> {
             .set("data", fashion::resolve_dir(a.data.as_deref()).display())
             .set("student_input", format!("{:?}", student.graph.input));
         let mut hook = DistillHook::new(teacher.clone(), student, objective)?;
-        if path.exists() {
+        let loaded = if path.exists() {
             let n = hook.load_logits(path, &key)?;
             println!("teacher logits: {n} loaded from {}", path.display());
-        }
+            n
+        } else {
+            0
+        };
         self.train(student, a.epochs, a.seed, Some(&mut hook))?;
-        hook.save_logits(path, &key)?;
-        println!(
-            "teacher logits: {} saved to {}",
-            hook.cached_logits(),
-            path.display()
-        );
+        if hook.cached_logits() > loaded {
+            hook.save_logits(path, &key)?;
+            println!(
+                "teacher logits: {} saved to {}",
+                hook.cached_logits(),
+                path.display()
+            );
+        }
         Ok(())
     }
 
