@@ -242,8 +242,14 @@ pub(super) fn conv2d(
         b => (b.div_ceil(threads) * threads).min(units),
     };
     let first = |b: usize| (b * units / blocks * unit).min(n);
-    // Zero-padded input, so that im2col copies lines without bounds checks.
-    let padded = (!direct).then(|| pad(x, c * n, h, w, padding));
+    // Zero-padded input, so that im2col copies lines without bounds checks; an unpadded
+    // convolution (a strided 1x1 shortcut) reads its input as it is.
+    let padded_copy = (!direct && padding != [0, 0]).then(|| pad(x, c * n, h, w, padding));
+    let padded: Option<&[f32]> = if direct {
+        None
+    } else {
+        Some(padded_copy.as_deref().unwrap_or(x))
+    };
     let (ph, pw) = (h + 2 * padding[0], w + 2 * padding[1]);
     // One sample per block at stride 1 (the large early layers): "tap rows" instead of im2col.
     // The columns hold each (input channel, kernel column) over every padded input row, and
@@ -285,7 +291,7 @@ pub(super) fn conv2d(
             let dst = out.at(offset);
             // out^T [len, cout] = cols^T [len, k] x W^T [k, cout]: output positions are the
             // long side, so few output channels waste little of a kernel tile.
-            match &padded {
+            match padded {
                 None => {
                     let xg = &x[g * cin * p..(g + 1) * cin * p];
                     matmul(
@@ -365,7 +371,7 @@ pub(super) fn conv2d(
             }
         });
     }
-    if let Some(xp) = padded {
+    if let Some(xp) = padded_copy {
         super::buffers::recycle(xp);
     }
     (y, oh, ow, out_channels)
@@ -457,8 +463,12 @@ fn im2col(xp: &[f32], cin: usize, g: &Geometry, i0: usize, count: usize, cols: &
                 if sx == 1 {
                     copy_short(out, &xp[start..start + g.ow]);
                 } else {
-                    for (ox, o) in out.iter_mut().enumerate() {
-                        *o = xp[start + ox * sx];
+                    debug_assert!(
+                        start + (g.ow - 1) * sx < xp.len(),
+                        "strided line inside the input"
+                    );
+                    for (o, v) in out.iter_mut().zip(xp[start..].iter().step_by(sx)) {
+                        *o = *v;
                     }
                 }
                 start += sy * pw;
