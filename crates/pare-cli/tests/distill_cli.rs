@@ -56,68 +56,55 @@ fn distill_reports_the_student_next_to_its_baseline_and_the_teacher() {
     ok(&args);
     let r = results(&ban.join("distill.json"));
     assert!(r.iter().any(|x| x.0 == "BAN ensemble of 2"), "{r:?}");
-    // Clear errors.
-    let mut args = vec!["distill", "--method", "kd", "--out", "x"];
-    args.extend(common);
-    fails_with(&args, &["needs --teacher"]);
-    let mut args = vec!["distill", "--teacher", &teacher, "--method", "at", "--out", "x"];
-    args.extend(common);
-    fails_with(&args, &["--pairs"]);
-    let mut args = vec![
-        "distill",
-        "--teacher",
-        &teacher,
-        "--method",
-        "sp",
-        "--pairs",
-        "fc9:fc1",
-        "--out",
-        "x",
-        "--no-baseline",
+    // Clear errors: each case's arguments (after `distill`) and what the message must name.
+    let t = teacher.as_str();
+    let cases: [(&[&str], &[&str]); 7] = [
+        (&["--method", "kd"], &["needs --teacher"]),
+        (&["--teacher", t, "--method", "at"], &["--pairs"]),
+        (
+            &[
+                "--teacher",
+                t,
+                "--method",
+                "sp",
+                "--pairs",
+                "fc9:fc1",
+                "--no-baseline",
+            ],
+            &["fc9"],
+        ),
+        (
+            &["--teacher", t, "--method", "kd", "--views", "4"],
+            &["--views 4", "--crop-padding"],
+        ),
+        (
+            &["--teacher", t, "--method", "kd", "--train-images", "99999"],
+            &["--train-images 99999", "training images remain"],
+        ),
+        (
+            &["--method", "dml", "--teacher-cache", "c.safetensors"],
+            &["--teacher-cache", "--method kd"],
+        ),
+        (
+            &[
+                "--teacher",
+                t,
+                "--method",
+                "kd",
+                "--crop-padding",
+                "2",
+                "--teacher-cache",
+                "c.safetensors",
+            ],
+            &["--teacher-cache needs --views"],
+        ),
     ];
-    args.extend(common);
-    fails_with(&args, &["fc9"]);
-    let mut args = vec![
-        "distill",
-        "--teacher",
-        &teacher,
-        "--method",
-        "kd",
-        "--views",
-        "4",
-        "--out",
-        "x",
-    ];
-    args.extend(common);
-    fails_with(&args, &["--views 4", "--crop-padding"]);
-    let mut args = vec![
-        "distill",
-        "--teacher",
-        &teacher,
-        "--method",
-        "kd",
-        "--train-images",
-        "99999",
-        "--out",
-        "x",
-    ];
-    args.extend(common);
-    fails_with(&args, &["--train-images 99999", "training images remain"]);
-    let mut args = vec![
-        "distill",
-        "--method",
-        "dml",
-        "--teacher-cache",
-        "c.safetensors",
-        "--out",
-        "x",
-    ];
-    args.extend(common);
-    fails_with(&args, &["--teacher-cache", "--method kd"]);
-    let mut args = vec!["distill", "--teacher", &teacher, "--method", "kd", "--out", "x"];
-    args.extend(["--crop-padding", "2", "--teacher-cache", "c.safetensors"]);
-    args.extend(common);
-    fails_with(&args, &["--teacher-cache needs --views"]);
+    for (case, wanted) in cases {
+        let mut args = vec!["distill", "--out", "x"];
+        args.extend(case);
+        args.extend(common);
+        fails_with(&args, wanted);
+    }
 }
 
 #[test]
