@@ -4,12 +4,15 @@
 # ramp over PRUNE epochs inside a FT-epoch cosine fine-tune) or FT more dense epochs with the
 # same schedule. Prints the test accuracy of both and the drop, per seed.
 #   bench/dc_prune_control.sh [SEEDS] [PRUNE] [FT] [LR]
-# LR (default 0.01) is the learning rate of both arms' second stage.
+# LR (default 0.01) is the learning rate of both arms' second stage; HEAD=N in the environment
+# changes the dense start's epochs (default 10).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${1:-2} PRUNE=${2:-10} FT=${3:-30} LR=${4:-0.01}
 OUT=runs/dc-control-p$PRUNE-f$FT
+HEAD=${HEAD:-10}
 [ "$LR" = 0.01 ] || OUT=$OUT-lr$LR
+[ "$HEAD" = 10 ] || OUT=$OUT-head$HEAD
 PARE=target/release/pare
 cargo build --release --quiet
 mkdir -p "$OUT"
@@ -19,7 +22,7 @@ seed = 0
 
 [[stage]]
 [stage.train]
-train = { epochs = 10, lr = 0.01 }
+train = { epochs = '"$HEAD"', lr = 0.01 }
 '
 printf '%s\n[[stage]]\n[stage.prune]\nlayers = { fc1 = 0.92, fc2 = 0.91, fc3 = 0.74 }\nramp = "agp"\nprune_epochs = %s\ntrain = { epochs = %s, lr = %s, cosine = true }\n' \
   "$head" "$PRUNE" "$FT" "$LR" > "$OUT/prune.toml"
