@@ -43,9 +43,11 @@ for s in range(seeds):
     # The student alone on the same views does not depend on T or alpha: a run made with
     # --no-baseline (bench/kd_sweep.sh) takes it from another setting's run of this seed.
     alone = [r for r in kd if r["model"] == "student alone"] or next(
-        [r for r in results(p) if r["model"] == "student alone"]
-        for p in sorted(glob.glob(f"{out}/kd-T*-a*-v{v}{f}-e{e}-s{s}/distill.json"))
-        if any(r["model"] == "student alone" for r in results(p)))
+        ([r for r in results(p) if r["model"] == "student alone"]
+         for p in sorted(glob.glob(f"{out}/kd-T*-a*-v{v}{f}-e{e}-s{s}/distill.json"))
+         if any(r["model"] == "student alone" for r in results(p))), None)
+    if alone is None:
+        sys.exit(f"seed {s}: no run of {v} views has the student alone; run one without --no-baseline")
     for r in [x for x in kd if x["model"] != "student alone"] + alone:
         add({"student alone": f"alone, same {v} views"}.get(r["model"], r["model"]), r["accuracy"], r["val_accuracy"])
     for aug, name in [(0, "alone, flips only" if f else "alone, no augmentation"), (2, "alone, fresh crops and flips" if f else "alone, fresh crops")]:

@@ -9,7 +9,9 @@ use crate::ir::Op;
 
 use std::cell::RefCell;
 
-/// Where a product writes: a pointer and how many floats from it may be written.
+/// Where a product writes: a pointer and how many floats from it may be written. Copies are
+/// used one after another by the products that accumulate into the same block, never at once.
+#[derive(Clone, Copy)]
 struct Dst {
     ptr: *mut f32,
     len: usize,
@@ -235,17 +237,18 @@ pub(super) fn conv2d(
     let per_block = (128 * 1024 / (k * plane * unit).max(1)).clamp(1, units);
     // As many blocks as that needs, rounded up to a multiple of the thread count and sized to
     // within one unit of each other: 11 blocks on 2 cores would leave one core idle for a
-    // twelfth of the layer (measured: ResNet-20's last stage at 45 channels, 9% slower).
+    // twelfth of the layer (measured: ResNet-20's last stage at 45 channels, 8% slower).
     let threads = rayon::current_num_threads().max(1);
     let blocks = match units.div_ceil(per_block) {
         1 => 1,
         b => (b.div_ceil(threads) * threads).min(units),
     };
     let first = |b: usize| (b * units / blocks * unit).min(n);
-    // Zero-padded input, so that im2col copies lines without bounds checks; an unpadded
-    // convolution (a strided 1x1 shortcut) reads its input as it is.
+    // What im2col reads (none for a direct 1x1): the zero-padded input, so that it copies lines
+    // without bounds checks, or, for an unpadded convolution (a strided 1x1 shortcut), the
+    // input as it is.
     let padded_copy = (!direct && padding != [0, 0]).then(|| pad(x, c * n, h, w, padding));
-    let padded: Option<&[f32]> = if direct {
+    let source: Option<&[f32]> = if direct {
         None
     } else {
         Some(padded_copy.as_deref().unwrap_or(x))
@@ -257,7 +260,7 @@ pub(super) fn conv2d(
     // rows, accumulating into the output: a third of im2col's copying for a 3x3 kernel. im2col
     // was about a fifth of the engine's time on ResNet-20 (perf), and being linear in the
     // channel count it hid part of what pruning saves.
-    let tap_rows = padded.is_some() && stride == [1, 1] && kh > 1 && blocks == n;
+    let tap_rows = source.is_some() && stride == [1, 1] && kh > 1 && blocks == n;
     // The weights per kernel row, `[ky][cout][cin * kw]`, for those products.
     let by_row: Vec<f32> = if tap_rows {
         let mut v = Vec::with_capacity(weight.len());
@@ -291,7 +294,7 @@ pub(super) fn conv2d(
             let dst = out.at(offset);
             // out^T [len, cout] = cols^T [len, k] x W^T [k, cout]: output positions are the
             // long side, so few output channels waste little of a kernel tile.
-            match padded {
+            match source {
                 None => {
                     let xg = &x[g * cin * p..(g + 1) * cin * p];
                     matmul(
@@ -320,9 +323,8 @@ pub(super) fn conv2d(
                     tap_row_cols(xg, cin, &geom, i0, &mut cols);
                     for ky in 0..kh {
                         let wk = &by_row[(g * kh + ky) * cout * kr..(g * kh + ky + 1) * cout * kr];
-                        // Same columns of `y` as `dst`: this block's alone.
                         matmul(
-                            out.at(offset),
+                            dst,
                             (1, p),
                             &cols[ky * dilation[0] * ow..],
                             (1, span),
