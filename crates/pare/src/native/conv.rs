@@ -244,16 +244,11 @@ pub(super) fn conv2d(
         b => (b.div_ceil(threads) * threads).min(units),
     };
     let first = |b: usize| (b * units / blocks * unit).min(n);
-    // What im2col reads (none for a direct 1x1): the zero-padded input, so that it copies lines
-    // without bounds checks, or, for an unpadded convolution (a strided 1x1 shortcut), the
-    // input as it is.
-    let padded_copy = (!direct && padding != [0, 0]).then(|| pad(x, c * n, h, w, padding));
-    let source: Option<&[f32]> = if direct {
-        None
-    } else {
-        Some(padded_copy.as_deref().unwrap_or(x))
-    };
-    let (ph, pw) = (h + 2 * padding[0], w + 2 * padding[1]);
+    // im2col reads the input as it is and writes the zero border itself: a padded copy of the
+    // input was one more pass over every activation, a cost linear in the channel count that
+    // pruning saves less of than MACs.
+    let source: Option<&[f32]> = (!direct).then_some(x);
+    let ph = h + 2 * padding[0];
     // One sample per block at stride 1 (the large early layers): "tap rows" instead of im2col.
     // The columns hold each (input channel, kernel column) over every padded input row, and
     // the kernel's rows become `kh` products that read those columns shifted by whole output
@@ -319,7 +314,7 @@ pub(super) fn conv2d(
                     if cols.len() < kr * span {
                         cols.resize(kr * span, 0.0);
                     }
-                    let xg = &xp[g * cin * n * ph * pw..(g + 1) * cin * n * ph * pw];
+                    let xg = &xp[g * cin * n * h * w..(g + 1) * cin * n * h * w];
                     tap_row_cols(xg, cin, &geom, i0, &mut cols);
                     for ky in 0..kh {
                         let wk = &by_row[(g * kh + ky) * cout * kr..(g * kh + ky + 1) * cout * kr];
@@ -346,7 +341,7 @@ pub(super) fn conv2d(
                     if cols.len() < k * len {
                         cols.resize(k * len, 0.0);
                     }
-                    let xg = &xp[g * cin * n * ph * pw..(g + 1) * cin * n * ph * pw];
+                    let xg = &xp[g * cin * n * h * w..(g + 1) * cin * n * h * w];
                     im2col(xg, cin, &geom, i0, len / plane, &mut cols);
                     matmul(
                         dst,
@@ -372,9 +367,6 @@ pub(super) fn conv2d(
                 finish(row, bias.map_or(0.0, |b| b[g * cout + ch]), relu);
             }
         });
-    }
-    if let Some(xp) = padded_copy {
-        super::buffers::recycle(xp);
     }
     (y, oh, ow, out_channels)
 }
@@ -424,73 +416,154 @@ impl Geometry {
     }
 }
 
-/// `[planes, h, w]` with `padding` zeros around every plane.
-///
-/// Each padded plane is written once, border and interior together: zeroing the whole buffer
-/// first was a second pass over it, a cost linear in the channel count.
-fn pad(x: &[f32], planes: usize, h: usize, w: usize, padding: [usize; 2]) -> Vec<f32> {
-    let (ph, pw) = (h + 2 * padding[0], w + 2 * padding[1]);
-    let mut out = super::buffers::scratch(planes * ph * pw);
-    out.par_chunks_mut(ph * pw).enumerate().for_each(|(i, dst)| {
-        let (top, rest) = dst.split_at_mut(padding[0] * pw);
-        let (rows, bottom) = rest.split_at_mut(h * pw);
-        top.fill(0.0);
-        bottom.fill(0.0);
-        for (y, row) in rows.chunks_exact_mut(pw).enumerate() {
-            let (left, rest) = row.split_at_mut(padding[1]);
-            let (mid, right) = rest.split_at_mut(w);
-            left.fill(0.0);
-            mid.copy_from_slice(&x[(i * h + y) * w..(i * h + y + 1) * w]);
-            right.fill(0.0);
-        }
-    });
-    out
+/// Which output columns kernel column `kx` (or rows, kernel row `ky`) meets inside the image
+/// along one axis: `ox` in `lo .. hi` reads input `x0 + (ox - lo) * stride`; the rest reads
+/// padding. `size` is the input's extent, `out` the output's.
+fn inside(size: usize, out: usize, k: usize, stride: usize, pad: usize, dil: usize) -> (usize, usize, usize) {
+    let off = k * dil;
+    let lo = if off >= pad {
+        0
+    } else {
+        (pad - off).div_ceil(stride)
+    }
+    .min(out);
+    let hi = if size + pad <= off {
+        0
+    } else {
+        ((size - 1 + pad - off) / stride + 1).min(out)
+    }
+    .max(lo);
+    (lo, hi, (lo * stride + off).saturating_sub(pad))
 }
 
-/// `cols[(ci, ky, kx), (i, oy, ox)]` for samples `i0 .. i0 + count` of the zero-padded input
-/// `[cin, n, h + 2 pad, w + 2 pad]`: the pixel that kernel tap meets at that output position.
-fn im2col(xp: &[f32], cin: usize, g: &Geometry, i0: usize, count: usize, cols: &mut [f32]) {
-    let (ph, pw) = (g.h + 2 * g.padding[0], g.w + 2 * g.padding[1]);
+/// Writes one output line of `out.len()` taps: zeros outside `lo .. hi`, inside it the input
+/// `src` from `x0` every `step` floats.
+#[inline(always)]
+fn line(out: &mut [f32], src: &[f32], (lo, hi, x0): (usize, usize, usize), step: usize) {
+    let (left, rest) = out.split_at_mut(lo);
+    let (mid, right) = rest.split_at_mut(hi - lo);
+    zero_few(left);
+    zero_few(right);
+    if mid.is_empty() {
+        // The whole line meets padding (`x0` may then lie past the row).
+    } else if step == 1 {
+        copy_short(mid, &src[x0..x0 + mid.len()]);
+    } else {
+        debug_assert!(
+            x0 + (mid.len() - 1) * step < src.len(),
+            "strided line inside the row"
+        );
+        for (o, v) in mid.iter_mut().zip(src[x0..].iter().step_by(step)) {
+            *o = *v;
+        }
+    }
+}
+
+/// Zeroes the one or two floats a line's padding usually is without a call to `memset`, whose
+/// fixed cost is many times theirs.
+#[inline(always)]
+fn zero_few(s: &mut [f32]) {
+    match s {
+        [] => {}
+        [a] => *a = 0.0,
+        [a, b] => (*a, *b) = (0.0, 0.0),
+        _ => s.fill(0.0),
+    }
+}
+
+/// `cols[(ci, ky, kx), (i, oy, ox)]` for samples `i0 .. i0 + count` of the input `[cin, n, h, w]`:
+/// the pixel that kernel tap meets at that output position, zero where it meets padding.
+fn im2col(x: &[f32], cin: usize, g: &Geometry, i0: usize, count: usize, cols: &mut [f32]) {
     let taps = g.kh * g.kw;
     let len = count * g.oh * g.ow;
     let [sy, sx] = g.stride;
+    let same = g.stride == [1, 1] && (g.oh, g.ow) == (g.h, g.w);
     for (row, dst) in cols[..cin * taps * len].chunks_mut(len).enumerate() {
         let (ci, ky, kx) = (row / taps, (row % taps) / g.kw, row % g.kw);
-        let (dy, dx) = (ky * g.dilation[0], kx * g.dilation[1]);
-        let mut lines = dst.chunks_exact_mut(g.ow);
-        for i in i0..i0 + count {
-            // Offsets advance by additions: a division per line costs as much as its copy.
-            let mut start = ((ci * g.n + i) * ph + dy) * pw + dx;
-            for out in (&mut lines).take(g.oh) {
-                if sx == 1 {
-                    copy_short(out, &xp[start..start + g.ow]);
-                } else {
-                    debug_assert!(
-                        start + (g.ow - 1) * sx < xp.len(),
-                        "strided line inside the input"
-                    );
-                    for (o, v) in out.iter_mut().zip(xp[start..].iter().step_by(sx)) {
-                        *o = *v;
-                    }
-                }
-                start += sy * pw;
+        if same {
+            // Output and input planes have one shape, so this tap's columns for the whole
+            // block are the block's input moved by one offset, with the rows and columns that
+            // meet padding cleared: one long copy instead of a short one per line (at 7x7 the
+            // per-line calls cost more than the copying).
+            let dy = (ky * g.dilation[0]) as isize - g.padding[0] as isize;
+            let dx = (kx * g.dilation[1]) as isize - g.padding[1] as isize;
+            shifted(dst, x, (ci * g.n + i0) * g.h * g.w, dy * g.w as isize + dx);
+            clear_border(dst, g.h, g.w, dy, dx);
+            continue;
+        }
+        let (ylo, yhi, y0) = inside(g.h, g.oh, ky, sy, g.padding[0], g.dilation[0]);
+        let xs = inside(g.w, g.ow, kx, sx, g.padding[1], g.dilation[1]);
+        for (s, sample) in dst.chunks_exact_mut(g.oh * g.ow).enumerate() {
+            let plane = &x[(ci * g.n + i0 + s) * g.h * g.w..][..g.h * g.w];
+            let (top, rest) = sample.split_at_mut(ylo * g.ow);
+            let (mid, bottom) = rest.split_at_mut((yhi - ylo) * g.ow);
+            top.fill(0.0);
+            bottom.fill(0.0);
+            // Rows advance by additions: a division per line costs as much as its copy.
+            let mut y = y0;
+            for out in mid.chunks_exact_mut(g.ow) {
+                line(out, &plane[y * g.w..(y + 1) * g.w], xs, sx);
+                y += sy;
             }
         }
     }
 }
 
-/// `cols[(ci, kx), (y, ox)]` for sample `i` of the zero-padded input `[cin, n, h + 2 pad, w + 2
-/// pad]` at stride 1: the pixel kernel column `kx` meets at output column `ox` on padded input row
-/// `y`, for every padded row. Kernel row `ky` then reads these columns from row `ky * dilation` on.
-fn tap_row_cols(xp: &[f32], cin: usize, g: &Geometry, i: usize, cols: &mut [f32]) {
-    let (ph, pw) = (g.h + 2 * g.padding[0], g.w + 2 * g.padding[1]);
+/// `cols[(ci, kx), (y, ox)]` for sample `i` of the input `[cin, n, h, w]` at stride 1: the pixel
+/// kernel column `kx` meets at output column `ox` on row `y` of the zero-padded input, for every
+/// padded row (zero on the padding). Kernel row `ky` then reads these columns from row
+/// `ky * dilation` on.
+fn tap_row_cols(x: &[f32], cin: usize, g: &Geometry, i: usize, cols: &mut [f32]) {
+    let (top, ph) = (g.padding[0], g.h + 2 * g.padding[0]);
     let span = ph * g.ow;
     for (row, dst) in cols[..cin * g.kw * span].chunks_mut(span).enumerate() {
         let (ci, kx) = (row / g.kw, row % g.kw);
-        let mut start = (ci * g.n + i) * ph * pw + kx * g.dilation[1];
-        for line in dst.chunks_exact_mut(g.ow) {
-            copy_short(line, &xp[start..start + g.ow]);
-            start += pw;
+        let base = (ci * g.n + i) * g.h * g.w;
+        let (above, rest) = dst.split_at_mut(top * g.ow);
+        let (rows, below) = rest.split_at_mut(g.h * g.ow);
+        above.fill(0.0);
+        below.fill(0.0);
+        if g.ow == g.w {
+            // As in `im2col`: the plane moved by the column offset, edge columns cleared.
+            let dx = (kx * g.dilation[1]) as isize - g.padding[1] as isize;
+            shifted(rows, x, base, dx);
+            clear_border(rows, g.h, g.w, 0, dx);
+            continue;
+        }
+        let xs = inside(g.w, g.ow, kx, 1, g.padding[1], g.dilation[1]);
+        let plane = &x[base..][..g.h * g.w];
+        for (src, out) in plane.chunks_exact(g.w).zip(rows.chunks_exact_mut(g.ow)) {
+            line(out, src, xs, 1);
+        }
+    }
+}
+
+/// `out[j] = x[base + j + shift]` where that index lies inside `x`, zero elsewhere.
+fn shifted(out: &mut [f32], x: &[f32], base: usize, shift: isize) {
+    let start = base as isize + shift;
+    let lo = (-start).clamp(0, out.len() as isize) as usize;
+    let hi = (x.len() as isize - start).clamp(lo as isize, out.len() as isize) as usize;
+    out[..lo].fill(0.0);
+    out[hi..].fill(0.0);
+    let from = (start + lo as isize) as usize;
+    out[lo..hi].copy_from_slice(&x[from..from + (hi - lo)]);
+}
+
+/// Zeroes, in each `[h, w]` plane of `out`, the positions whose input moved by `dy` rows and `dx`
+/// columns lies outside the plane: what `shifted` read from a neighbouring row or plane.
+fn clear_border(out: &mut [f32], h: usize, w: usize, dy: isize, dx: isize) {
+    let rows = dy.unsigned_abs().min(h);
+    let cols = dx.unsigned_abs().min(w);
+    for plane in out.chunks_exact_mut(h * w) {
+        if dy < 0 {
+            plane[..rows * w].fill(0.0);
+        } else if dy > 0 {
+            plane[(h - rows) * w..].fill(0.0);
+        }
+        // Column by column, strided: a `fill` per row would be a `memset` call per element.
+        let first = if dx < 0 { 0 } else { w - cols };
+        for c in first..first + cols {
+            plane[c..].iter_mut().step_by(w).for_each(|v| *v = 0.0);
         }
     }
 }
