@@ -267,19 +267,35 @@ pub fn bench_train(
     Ok(())
 }
 
-pub fn bench_latency(dirs: &[std::path::PathBuf], reps: usize, as_json: bool) -> Result<()> {
+pub fn bench_latency(
+    dirs: &[std::path::PathBuf],
+    reps: usize,
+    as_json: bool,
+    layers: Option<usize>,
+) -> Result<()> {
     if dirs.is_empty() {
         bail!("give at least one model directory");
     }
+    if layers == Some(0) {
+        bail!("--layers takes a batch size of at least 1");
+    }
     let mut rows = Vec::new();
+    let mut profiles = Vec::new();
     for d in dirs {
-        let m = io::load(d)?;
+        let m = io::load(d).with_context(|| format!("loading {}", d.display()))?;
+        if let Some(batch) = layers {
+            profiles.push(pare::report::layer_latency_ms(&m, batch, reps)?);
+        }
         let lat = |batch, engine| pare::report::latency_ms(&m, batch, reps, engine);
         let (b1, b64) = (lat(1, Engine::Native)?, lat(64, Engine::Native)?);
         let (t1, t64) = (lat(1, Engine::Training)?, lat(64, Engine::Training)?);
-        rows.push(json!({"dir": d, "macs": m.macs(), "params": m.num_params(),
+        let mut row = json!({"dir": d, "macs": m.macs(), "params": m.num_params(),
             "latency_ms_b1": b1, "latency_ms_b64": b64,
-            "training_engine_ms_b1": t1, "training_engine_ms_b64": t64}));
+            "training_engine_ms_b1": t1, "training_engine_ms_b64": t64});
+        if let (Some(batch), Some(p)) = (layers, profiles.last()) {
+            row["layers"] = json!({"batch": batch, "times": p});
+        }
+        rows.push(row);
         if !as_json {
             println!(
                 "{:<36} {:>12} MACs  native: batch 1 {:>7.3} ms, batch 64 {:>8.2} ms  (training engine: {:>7.3} / {:>8.2} ms)",
@@ -294,6 +310,64 @@ pub fn bench_latency(dirs: &[std::path::PathBuf], reps: usize, as_json: bool) ->
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else if let Some(batch) = layers {
+        print!("{}", layer_table(dirs, &profiles, batch));
     }
     Ok(())
+}
+
+/// Per-layer milliseconds, one column per model; with two models, also each layer's speed-up
+/// (first / second) beside its MAC ratio, for the layers both have.
+fn layer_table(
+    dirs: &[std::path::PathBuf],
+    profiles: &[Vec<pare::report::LayerTime>],
+    batch: usize,
+) -> String {
+    use std::fmt::Write;
+    let mut out = format!("\nper layer, pare's kernels, batch {batch} (median ms):\n");
+    let pair = profiles.len() == 2;
+    let _ = write!(out, "{:<24}", "layer");
+    for d in dirs {
+        let _ = write!(out, " {:>12}", short(d));
+    }
+    if pair {
+        let _ = write!(out, " {:>9} {:>9}", "speed-up", "MAC ratio");
+    }
+    out.push('\n');
+    for t in &profiles[0] {
+        let others: Vec<Option<&pare::report::LayerTime>> = profiles
+            .iter()
+            .map(|p| p.iter().find(|o| o.name == t.name))
+            .collect();
+        let _ = write!(out, "{:<24}", t.name);
+        for o in &others {
+            match o {
+                Some(o) => write!(out, " {:>12.3}", o.ms),
+                None => write!(out, " {:>12}", "-"),
+            }
+            .expect("writing to a String");
+        }
+        if let (true, Some(b)) = (pair, others[1]) {
+            let _ = write!(out, " {:>8.2}x", t.ms / b.ms.max(1e-9));
+            if b.macs > 0 {
+                let _ = write!(out, " {:>8.2}x", t.macs as f64 / b.macs as f64);
+            }
+        }
+        out.push('\n');
+    }
+    for (d, p) in dirs.iter().zip(profiles) {
+        let _ = writeln!(
+            out,
+            "{}: layers sum to {:.2} ms",
+            d.display(),
+            p.iter().map(|t| t.ms).sum::<f64>()
+        );
+    }
+    out
+}
+
+/// The last path component, for a column header.
+fn short(d: &Path) -> String {
+    d.file_name()
+        .map_or_else(|| d.display().to_string(), |f| f.to_string_lossy().into_owned())
 }

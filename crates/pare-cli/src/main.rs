@@ -89,6 +89,10 @@ enum BenchCommand {
         reps: usize,
         #[arg(long)]
         json: bool,
+        /// Also time each layer of pare's kernels at this batch size (e.g. 64); with two
+        /// directories, each layer's speed-up beside its MAC ratio.
+        #[arg(long, value_name = "BATCH")]
+        layers: Option<usize>,
     },
     /// Seconds per training epoch and images/s on the full Fashion-MNIST training set.
     Train {
@@ -217,8 +221,14 @@ fn main() -> ExitCode {
         Command::Sensitivity(args) => prune_cmd::sensitivity(args),
         Command::Lottery(args) => prune_cmd::lottery(args),
         Command::Bench {
-            what: BenchCommand::Latency { dirs, reps, json },
-        } => commands::bench_latency(&dirs, reps, json),
+            what:
+                BenchCommand::Latency {
+                    dirs,
+                    reps,
+                    json,
+                    layers,
+                },
+        } => commands::bench_latency(&dirs, reps, json, layers),
         Command::Bench {
             what:
                 BenchCommand::Train {

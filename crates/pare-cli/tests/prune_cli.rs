@@ -33,6 +33,33 @@ fn structured_neuron_pruning_shrinks_and_reloads() {
     assert_eq!(report["surgery"]["removed"]["fc1"].as_array().unwrap().len(), 150);
     assert!(report["after"]["accuracy"].as_f64().unwrap() > 0.5);
     assert!(report["mac_reduction"].as_f64().unwrap() > 1.9);
+
+    // The per-layer profile pairs the layers by name and prints each one's MAC ratio: fc1 lost
+    // half its outputs (2x), fc2 half its inputs and outputs (4x). Fused ReLUs have no row.
+    let pruned = out.to_str().unwrap();
+    let t = ok(&["bench", "latency", &base, pruned, "--reps", "3", "--layers", "4"]);
+    let row = |name: &str| {
+        t.lines()
+            .find(|l| l.starts_with(&format!("{name} ")))
+            .unwrap_or_else(|| panic!("no {name} row: {t}"))
+            .to_string()
+    };
+    assert!(row("fc1").ends_with("2.00x"), "{t}");
+    assert!(row("fc2").ends_with("4.00x"), "{t}");
+    assert!(!t.contains("relu1 "), "{t}");
+    assert!(t.contains("speed-up") && t.contains("layers sum to"), "{t}");
+    let j: serde_json::Value = serde_json::from_str(&ok(&[
+        "bench", "latency", pruned, "--reps", "2", "--layers", "4", "--json",
+    ]))
+    .unwrap();
+    let times = j[0]["layers"]["times"].as_array().unwrap();
+    let macs: u64 = times.iter().map(|t| t["macs"].as_u64().unwrap()).sum();
+    assert_eq!(macs, j[0]["macs"].as_u64().unwrap());
+    assert!(times.iter().all(|t| t["ms"].as_f64().unwrap() >= 0.0));
+    fails_with(
+        &["bench", "latency", pruned, "--layers", "0"],
+        &["--layers", "at least 1"],
+    );
 }
 
 #[test]

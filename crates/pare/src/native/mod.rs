@@ -80,6 +80,17 @@ enum Fused {
 /// Reparameterizations are not applied: bake masks and quantizers into the weights first (a
 /// saved or decoded model already has them baked). Fold BatchNorm ([`crate::fuse`]) for speed.
 pub fn infer(model: &Model, x: &Tensor) -> Result<Tensor> {
+    infer_timed(model, x, &mut |_, _| {})
+}
+
+/// [`infer`], calling `on_node(i, time)` after node `i` of the graph ran (nodes that alias their
+/// input, such as a ReLU fused into the layer before it, do not run and are not reported): the
+/// per-layer profile of `pare bench latency --layers`.
+pub fn infer_timed(
+    model: &Model,
+    x: &Tensor,
+    on_node: &mut dyn FnMut(usize, std::time::Duration),
+) -> Result<Tensor> {
     let g = &model.graph;
     let shape = x.shape();
     if shape.len() != g.input.shape.len() + 1 || shape[1..] != g.input.shape[..] {
@@ -133,7 +144,9 @@ pub fn infer(model: &Model, x: &Tensor) -> Result<Tensor> {
             } else {
                 Fused::None
             };
+            let start = std::time::Instant::now();
             slots[i + 1] = Some(run(model, &node.name, &node.op, &inputs, relu)?);
+            on_node(i, start.elapsed());
         }
         for inp in &node.inputs {
             let k = lookup(&slot_of, inp);

@@ -181,3 +181,48 @@ pub fn latency_ms(model: &Model, batch: usize, reps: usize, engine: Engine) -> c
     times.sort_by(f64::total_cmp);
     Ok(times[times.len() / 2])
 }
+
+/// One node's share of [`layer_latency_ms`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerTime {
+    pub name: String,
+    pub op: String,
+    pub macs: u64,
+    /// Median milliseconds over the repetitions.
+    pub ms: f64,
+}
+
+/// Median milliseconds per node of pare's kernels on a batch of `batch` zero images, of the
+/// model's deployable form (BatchNorm folded, ReLUs fused into the layer before them, which
+/// then carries their time): which layers a latency goes to, and whether a pruned layer got as
+/// much faster as its MACs say.
+pub fn layer_latency_ms(model: &Model, batch: usize, reps: usize) -> crate::Result<Vec<LayerTime>> {
+    let folded = crate::fuse::fold_batch_norm(model)?;
+    let mut shape = vec![batch];
+    shape.extend(&folded.graph.input.shape);
+    let x = crate::ir::Tensor::zeros(shape);
+    let nodes = folded.graph.nodes.len();
+    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(reps); nodes];
+    crate::native::infer(&folded, &x)?;
+    for _ in 0..reps.max(1) {
+        crate::native::infer_timed(&folded, &x, &mut |i, t| times[i].push(t.as_secs_f64() * 1e3))?;
+    }
+    let shapes = folded.shapes();
+    Ok(folded
+        .graph
+        .nodes
+        .iter()
+        .zip(&shapes.nodes)
+        .zip(times)
+        .filter(|(_, t)| !t.is_empty())
+        .map(|((node, shape), mut t)| {
+            t.sort_by(f64::total_cmp);
+            LayerTime {
+                name: node.name.clone(),
+                op: node.op.kind().to_string(),
+                macs: node.op.macs(shape),
+                ms: t[t.len() / 2],
+            }
+        })
+        .collect())
+}
