@@ -341,11 +341,8 @@ fn layer_table(
             .collect();
         let _ = write!(out, "{:<24}", t.name);
         for o in &others {
-            match o {
-                Some(o) => write!(out, " {:>12.3}", o.ms),
-                None => write!(out, " {:>12}", "-"),
-            }
-            .expect("writing to a String");
+            let cell = o.map_or_else(|| "-".to_string(), |o| format!("{:.3}", o.ms));
+            let _ = write!(out, " {cell:>12}");
         }
         if let (true, Some(b)) = (pair, others[1]) {
             let _ = write!(out, " {:>8.2}x", t.ms / b.ms.max(1e-9));
