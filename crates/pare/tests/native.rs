@@ -207,3 +207,40 @@ fn a_wrong_input_shape_is_a_clear_error() {
         .to_string();
     assert!(e.contains("[2, 1, 27, 28]") && e.contains("[1, 28, 28]"), "{e}");
 }
+
+/// The per-layer profile covers every node that runs, once, with its MACs: on every zoo model
+/// (residual adds, depthwise convolutions, fused ReLUs), the rows' MACs add up to the model's
+/// and a fused ReLU or a folded BatchNorm has no row.
+#[test]
+fn the_layer_profile_has_one_row_per_running_node_on_every_zoo_model() {
+    for zm in catalog() {
+        let m = Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+        let rows = pare::report::layer_latency_ms(&m, 2, 2).unwrap();
+        let what = zm.label();
+        assert_eq!(rows.iter().map(|r| r.macs).sum::<u64>(), m.macs(), "{what}");
+        let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), rows.len(), "{what}: a node reported twice");
+        let folded = fold_batch_norm(&m).unwrap();
+        let mut relus = 0;
+        for r in &rows {
+            assert!(r.ms.is_finite() && r.ms >= 0.0, "{what} {}", r.name);
+            assert!(r.op != "batch_norm", "{what}: {} is folded away", r.name);
+            let node = folded.graph.nodes.iter().find(|n| n.name == r.name).unwrap();
+            if node.op == Op::Relu {
+                // A ReLU that runs on its own does not follow a conv, linear or add (those
+                // run it inside).
+                relus += 1;
+                let src = folded.graph.nodes.iter().find(|p| p.name == node.inputs[0]);
+                assert!(
+                    !src.is_some_and(|p| matches!(p.op, Op::Conv2d { .. } | Op::Linear { .. } | Op::Add)),
+                    "{what}: {} should be fused",
+                    r.name
+                );
+            }
+        }
+        let all_relus = folded.graph.nodes.iter().filter(|n| n.op == Op::Relu).count();
+        assert!(all_relus == 0 || relus < all_relus, "{what}: no ReLU was fused");
+    }
+}
