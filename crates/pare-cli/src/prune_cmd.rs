@@ -8,7 +8,6 @@ use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pare::data::{epoch_order, fashion, make_batch, Batch, Dataset};
 use pare::ir::{io, Model, Reparams};
-use pare::prune::importance::{Apoz, BnGamma, Fpgm, Norm, Random, Taylor};
 use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
 use pare::prune::{Amount, Importance, Scope, Selection, Surgery};
@@ -138,15 +137,16 @@ fn calibration(set: &dyn Dataset, model: &Model, n: usize, bs: usize, seed: u64)
 }
 
 fn importance(criterion: Criterion, seed: u64, calib: Vec<Batch>) -> Box<dyn Importance> {
-    match criterion {
-        Criterion::L1 => Box::new(Norm { p: 1 }),
-        Criterion::L2 => Box::new(Norm { p: 2 }),
-        Criterion::Fpgm => Box::new(Fpgm),
-        Criterion::Bn => Box::new(BnGamma),
-        Criterion::Apoz => Box::new(Apoz { batches: calib }),
-        Criterion::Taylor => Box::new(Taylor { batches: calib }),
-        Criterion::Random => Box::new(Random { seed }),
-    }
+    let c = match criterion {
+        Criterion::L1 => pare::prune::Criterion::L1,
+        Criterion::L2 => pare::prune::Criterion::L2,
+        Criterion::Fpgm => pare::prune::Criterion::Fpgm,
+        Criterion::Bn => pare::prune::Criterion::Bn,
+        Criterion::Apoz => pare::prune::Criterion::Apoz,
+        Criterion::Taylor => pare::prune::Criterion::Taylor,
+        Criterion::Random => pare::prune::Criterion::Random,
+    };
+    c.importance(seed, calib)
 }
 
 struct Measure {

@@ -153,6 +153,30 @@ fn bad_recipes_fail_before_any_work_with_file_and_line() {
         &["compress", "--recipe", &order, "--out", o],
         &["stage 2 (quantize)", "already encoded"],
     );
+    let late = write(
+        "late.toml",
+        "[model]\nzoo = \"lenet300\"\n[[stage]]\nquantize.bits = 8\n[[stage]]\n[stage.structured]\nratio = 0.5\ntrain = { epochs = 0, lr = 0.1 }\n",
+    );
+    fails_with(
+        &["compress", "--recipe", &late, "--out", o],
+        &["stage 2 (structured)", "before the quantize stage"],
+    );
+    let unknown = write(
+        "unknown.toml",
+        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.structured]\nratio = 0.5\nexclude = [\"fc7\"]\ntrain = { epochs = 0, lr = 0.1 }\n",
+    );
+    fails_with(
+        &["compress", "--recipe", &unknown, "--out", o],
+        &["stage 1 (structured)", "fc7"],
+    );
+    let nothing = write(
+        "nothing.toml",
+        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.structured]\ncriterion = \"l3\"\ntrain = { epochs = 0, lr = 0.1 }\n",
+    );
+    fails_with(
+        &["compress", "--recipe", &nothing, "--out", o],
+        &["nothing.toml", "line 5", "l3"],
+    );
     assert!(!out.exists(), "nothing may be written for a rejected recipe");
 }
 
@@ -186,4 +210,58 @@ fn a_pruned_model_is_fine_tuned_by_distilling_from_the_original() {
     let kept = stages[2]["nonzero_weights"].as_u64().unwrap();
     assert_eq!(kept, stages[1]["nonzero_weights"].as_u64().unwrap());
     assert!(stages[2]["accuracy"].as_f64().unwrap() > 0.7);
+}
+
+#[test]
+fn a_structured_stage_shrinks_the_model_then_distills_and_quantizes_in_one_recipe() {
+    let dir = tempfile::tempdir().unwrap();
+    let base = trained(dir.path());
+    let recipe = dir.path().join("shrink.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[model]\ndir = \"{base}\"\n\
+             [[stage]]\n[stage.structured]\ncriterion = \"taylor\"\nratio = 0.5\nsteps = 2\ncalib_batches = 2\n\
+             train = {{ epochs = 1, lr = 0.01 }}\n\
+             [[stage]]\n[stage.distill]\ntemperature = 2.0\ntrain = {{ epochs = 1, lr = 0.01 }}\n\
+             [[stage]]\nquantize.bits = 8\n"
+        ),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let (r, o) = (recipe.to_str().unwrap(), out.to_str().unwrap());
+    let text = ok(&["compress", "--recipe", r, "--out", o]);
+    assert!(
+        text.contains("taylor: ") && text.contains("in 2 step(s)"),
+        "{text}"
+    );
+    let report = json(&out.join("report.json"));
+    let stages = report["stages"].as_array().unwrap();
+    assert_eq!(stages[1]["name"], "structured");
+    // Half of fc1's and fc2's neurons go (fc2 loses inputs too): about a third of the
+    // starting model's weights are left, counted against the starting total.
+    let kept =
+        |s: &serde_json::Value| s["nonzero_weights"].as_f64().unwrap() / s["weights"].as_f64().unwrap();
+    assert_eq!(stages[1]["weights"], stages[0]["weights"]);
+    let k = kept(&stages[1]);
+    assert!((0.45..0.55).contains(&k), "kept {k}");
+    assert!(stages[1]["accuracy"].as_f64().unwrap() > 0.75, "{text}");
+    // The distilled student and the file keep the smaller architecture.
+    assert_eq!(stages[2]["nonzero_weights"], stages[1]["nonzero_weights"]);
+    let file = out.join("model.pare");
+    let info = ok(&["info", file.to_str().unwrap()]);
+    let width = |layer: &str| -> usize {
+        let row = info.lines().find(|l| l.starts_with(layer)).unwrap();
+        let open = row.find('[').unwrap();
+        row[open + 1..row.find(']').unwrap()].parse().unwrap()
+    };
+    // Two steps of 29.3% each, rounded per step, leave 151 of 300 and 51 of 100.
+    assert_eq!((width("fc1 "), width("fc2 ")), (151, 51), "{info}");
+    let acc = stages[3]["accuracy"].as_f64().unwrap();
+    assert_eq!(report["file_accuracy"].as_f64().unwrap(), acc);
+    // Resume reloads the smaller architecture from the saved stage and writes the same file.
+    let size = std::fs::metadata(&file).unwrap().len();
+    let again = ok(&["compress", "--recipe", r, "--out", o, "--resume"]);
+    assert!(!again.contains("== stage"), "{again}");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), size);
 }

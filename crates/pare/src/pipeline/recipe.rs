@@ -23,8 +23,8 @@
 //! huffman = true
 //! ```
 //!
-//! Each `[[stage]]` holds one table named for its kind (`train`, `prune`, `cluster`,
-//! `quantize`, `distill`). Unknown keys and impossible values (a ratio of 1, 20 bits, a negative learning rate) are
+//! Each `[[stage]]` holds one table named for its kind (`train`, `prune`, `structured`,
+//! `cluster`, `quantize`, `distill`). Unknown keys and impossible values (a ratio of 1, 20 bits, a negative learning rate) are
 //! rejected while parsing, with the line and column; names that depend on the model (layers)
 //! are checked against it before the first stage runs.
 
@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::prune::schedule::Ramp;
+use crate::prune::Criterion;
 use crate::quant::{CentroidInit, Observer, Reduce};
 
 /// A number checked while the recipe is parsed, so that toml reports the line of a bad value.
@@ -143,6 +144,9 @@ pub enum Stage {
     Train(TrainStage),
     /// Magnitude pruning to per-layer sparsities with a schedule, fine-tuning meanwhile.
     Prune(PruneStage),
+    /// Structured pruning: channels (filters, neurons) removed by an importance criterion, so
+    /// the model gets physically smaller, with fine-tuning after each step.
+    Structured(StructuredStage),
     /// k-means weight sharing of Linear/Conv2d weights, then centroid fine-tuning.
     Cluster(ClusterStage),
     /// Uniform quantization of weights (and optionally activations), PTQ or QAT.
@@ -197,6 +201,41 @@ pub struct PruneStage {
     #[serde(default = "every")]
     pub every: usize,
     pub train: Training,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StructuredStage {
+    #[serde(default = "l1")]
+    pub criterion: Criterion,
+    /// Fraction of the channels removed from each layer not listed in `layers` (with
+    /// `global`, of all prunable channels, ranked together).
+    #[serde(default = "zero_fraction")]
+    pub ratio: Fraction,
+    /// Per-layer fractions, by any node that produces the layer's channels.
+    #[serde(default)]
+    pub layers: BTreeMap<String, Fraction>,
+    /// Rank every layer's channels together (scores normalized per layer).
+    #[serde(default)]
+    pub global: bool,
+    /// Layers that keep all their channels.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// Round each layer's kept channel count to a multiple of this (1: off).
+    #[serde(default = "one")]
+    pub round_to: usize,
+    /// Remove the channels in this many equal steps (of what is left), fine-tuning after each.
+    #[serde(default = "one")]
+    pub steps: usize,
+    /// Calibration batches (of 128) for the data-driven criteria (apoz, taylor).
+    #[serde(default = "calib")]
+    pub calib_batches: usize,
+    /// Fine-tuning after each step (`epochs = 0`: none).
+    pub train: Training,
+}
+
+fn l1() -> Criterion {
+    Criterion::L1
 }
 
 fn zero_fraction() -> Fraction {
@@ -355,6 +394,7 @@ impl Stage {
         match self {
             Stage::Train(_) => "train",
             Stage::Prune(_) => "prune",
+            Stage::Structured(_) => "structured",
             Stage::Cluster(_) => "cluster",
             Stage::Quantize(_) => "quantize",
             Stage::Distill(_) => "distill",
@@ -365,6 +405,7 @@ impl Stage {
         match self {
             Stage::Train(s) => Some(&s.train),
             Stage::Prune(s) => Some(&s.train),
+            Stage::Structured(s) => Some(&s.train),
             Stage::Cluster(s) => s.train.as_ref(),
             Stage::Quantize(s) => s.train.as_ref(),
             Stage::Distill(s) => Some(&s.train),
@@ -424,6 +465,19 @@ impl Recipe {
                     )))
                 }
                 Stage::Prune(p) if p.every == 0 => return Err(at("every must be at least 1".into())),
+                Stage::Structured(p) if p.steps == 0 || p.round_to == 0 => {
+                    return Err(at("steps and round_to must be at least 1".into()))
+                }
+                Stage::Structured(p) if p.ratio.0 == 0.0 && p.layers.values().all(|f| f.0 == 0.0) => {
+                    return Err(at(
+                        "removes nothing: give a ratio or per-layer fractions above 0".into()
+                    ))
+                }
+                Stage::Structured(p) if p.global && !p.layers.is_empty() => {
+                    return Err(at(
+                        "per-layer fractions apply to per-layer ranking, not to global".into(),
+                    ))
+                }
                 Stage::Quantize(q) => {
                     let bits = [Some(q.bits), q.conv_bits]
                         .into_iter()
@@ -491,6 +545,42 @@ huffman = false
             matches!(&r.stages[1], Stage::Cluster(c) if c.bits == Bits(5) && c.init == CentroidInit::Linear)
         );
         assert!(!r.encode.huffman);
+    }
+
+    #[test]
+    fn a_structured_stage_parses_with_defaults_and_rejects_what_cannot_run() {
+        let head = "[model]\nzoo = \"resnet20\"\n[[stage]]\n[stage.structured]\n";
+        let r = parse(&format!(
+            "{head}ratio = 0.3\ntrain = {{ epochs = 2, lr = 0.01 }}\n"
+        ))
+        .unwrap();
+        let Stage::Structured(s) = &r.stages[0] else {
+            panic!("a structured stage");
+        };
+        assert_eq!(
+            (s.criterion, s.steps, s.round_to, s.global),
+            (Criterion::L1, 1, 1, false)
+        );
+        let r = parse(&format!(
+            "{head}criterion = \"fpgm\"\nlayers = {{ \"layer1.0.conv1\" = 0.5 }}\ntrain = {{ epochs = 0, lr = 0.01 }}\n"
+        ))
+        .unwrap();
+        assert!(matches!(&r.stages[0], Stage::Structured(s) if s.criterion == Criterion::Fpgm));
+        for (body, needle) in [
+            ("train = { epochs = 1, lr = 0.01 }\n", "removes nothing"),
+            (
+                "ratio = 0.3\nsteps = 0\ntrain = { epochs = 1, lr = 0.01 }\n",
+                "steps",
+            ),
+            (
+                "ratio = 0.3\nglobal = true\nlayers = { fc = 0.5 }\ntrain = { epochs = 1, lr = 0.01 }\n",
+                "global",
+            ),
+            ("ratio = 1.0\ntrain = { epochs = 1, lr = 0.01 }\n", "line 5"),
+        ] {
+            let e = parse(&format!("{head}{body}")).unwrap_err();
+            assert!(e.contains(needle), "{body}: {e}");
+        }
     }
 
     #[test]

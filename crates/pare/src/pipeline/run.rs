@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use super::recipe::{ClusterStage, PruneStage, QuantizeStage, Recipe, Stage, Training};
+use super::recipe::{ClusterStage, PruneStage, QuantizeStage, Recipe, Stage, StructuredStage, Training};
 use crate::codec::{self, Encoding, FileBytes, Plan};
 use crate::data::{epoch_order, make_batch, Augment, Batch, Dataset};
 use crate::distill::{DistillHook, Objective};
@@ -21,6 +21,7 @@ use crate::error::{Error, Result};
 use crate::ir::{io, Model, Reparams};
 use crate::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use crate::prune::unstructured::{masks_from_zeros, WeightCriterion};
+use crate::prune::{Amount, Scope, Selection};
 use crate::quant::{
     calibrate_activations, weight_reparams, ActQuant, LayerBits, QatHook, Sharing, SharingHook,
 };
@@ -52,7 +53,8 @@ pub struct StageReport {
     /// Test accuracy right after the stage's transformation, before its training (PTQ,
     /// clustering without fine-tuning); `None` for stages that only train.
     pub accuracy_before_training: Option<f32>,
-    /// Non-zero Linear/Conv2d weights and their total.
+    /// Non-zero Linear/Conv2d weights, and the starting model's total: weights a structured
+    /// stage removed count as pruned.
     pub nonzero_weights: usize,
     pub weights: usize,
     pub seconds: f64,
@@ -193,6 +195,19 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     }
                 }
             }
+            Stage::Structured(p) => {
+                if let Some(prev) = encoded {
+                    return Err(at(format!(
+                        "structured pruning changes the architecture; it must come before the {prev} stage"
+                    )));
+                }
+                let layers = model.layer_weights();
+                for name in p.layers.keys().chain(&p.exclude) {
+                    if !layers.iter().any(|(n, _)| n == name) {
+                        return Err(at(format!("no Linear/Conv2d layer named '{name}'")));
+                    }
+                }
+            }
             Stage::Cluster(c) => {
                 if let Some(prev) = encoded.replace("cluster") {
                     return Err(at(format!("weights are already encoded by the {prev} stage")));
@@ -302,6 +317,7 @@ fn run_stage(
             ))
         }
         Stage::Prune(p) => prune(p, state, seed, data, events),
+        Stage::Structured(p) => structured(p, state, seed, data, events),
         Stage::Cluster(c) => {
             let bits = cluster_bits(c).resolve(&state.model, 1..=16)?;
             let sharing = Sharing::cluster(&mut state.model, &bits, c.init, seed)?;
@@ -437,6 +453,57 @@ fn prune(
     ))
 }
 
+/// Removes channels in `p.steps` steps, each taking the same fraction of what is left, and
+/// fine-tunes after each; reports the accuracy right after the last removal.
+fn structured(
+    p: &StructuredStage,
+    state: &mut State,
+    seed: u64,
+    data: &Data,
+    events: &mut dyn Events,
+) -> Result<(Option<f32>, String)> {
+    let per_step = |r: f32| 1.0 - (1.0 - r).powf(1.0 / p.steps as f32);
+    let selection = Selection {
+        scope: if p.global { Scope::Global } else { Scope::PerLayer },
+        amount: Amount::Ratio(per_step(p.ratio.0)),
+        per_layer: p.layers.iter().map(|(k, v)| (k.clone(), per_step(v.0))).collect(),
+        exclude: p.exclude.clone(),
+        round_to: p.round_to,
+    };
+    let (macs, params) = (state.model.macs(), state.model.num_params());
+    let (mut removed, mut before) = (0, None);
+    for step in 0..p.steps {
+        let step_seed = seed.wrapping_add(step as u64);
+        let calib = if p.criterion.needs_data() {
+            calibration_batches(data.train, &state.model, p.calib_batches, step_seed)
+        } else {
+            Vec::new()
+        };
+        let importance = p.criterion.importance(step_seed, calib);
+        let (pruned, surgery) = crate::prune::structured(&state.model, importance.as_ref(), &selection)?;
+        removed += surgery.count();
+        state.model = pruned;
+        if step + 1 == p.steps {
+            before = Some(accuracy(&state.model, &state.reparams, data)?);
+        }
+        if p.train.epochs > 0 {
+            train_keeping(state, &p.train, step_seed, data, events, None)?;
+        }
+    }
+    Ok((
+        before,
+        format!(
+            "{:?}: {removed} channels removed in {} step(s); parameters {params} -> {}, MACs {macs} -> {} (/{:.2})",
+            p.criterion,
+            p.steps,
+            state.model.num_params(),
+            state.model.macs(),
+            macs as f64 / state.model.macs().max(1) as f64
+        )
+        .to_lowercase(),
+    ))
+}
+
 /// Marks a saved stage: the recipe up to it (as JSON) and its report.
 #[derive(Serialize, Deserialize)]
 struct Done {
@@ -503,7 +570,7 @@ pub fn run(
         events.stage_started(index, total, stage.name());
         let t0 = Instant::now();
         let (before, detail) = run_stage(index, stage, &mut state, recipe.model.seed, data, events)?;
-        let (nz, n) = weights(&state.model);
+        let (nz, _) = weights(&state.model);
         let report = StageReport {
             index,
             name: stage.name().into(),

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
 
 use super::deps::DepGraph;
 use crate::data::Batch;
@@ -21,6 +22,42 @@ pub trait Importance {
     fn name(&self) -> &str;
     /// A score for every channel of every prunable group.
     fn scores(&self, model: &Model, deps: &DepGraph) -> Result<Scores>;
+}
+
+/// The criteria pare ships, by name: what a recipe or the command line chooses from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Criterion {
+    L1,
+    L2,
+    Fpgm,
+    /// BatchNorm gamma (Network Slimming).
+    Bn,
+    Apoz,
+    Taylor,
+    Random,
+}
+
+impl Criterion {
+    /// Whether the criterion scores channels from calibration batches (activations or
+    /// gradients) rather than from the weights alone.
+    pub fn needs_data(self) -> bool {
+        matches!(self, Criterion::Apoz | Criterion::Taylor)
+    }
+
+    /// The criterion as an [`Importance`]; `calib` feeds the data-driven ones, `seed` the
+    /// random control.
+    pub fn importance(self, seed: u64, calib: Vec<Batch>) -> Box<dyn Importance> {
+        match self {
+            Criterion::L1 => Box::new(Norm { p: 1 }),
+            Criterion::L2 => Box::new(Norm { p: 2 }),
+            Criterion::Fpgm => Box::new(Fpgm),
+            Criterion::Bn => Box::new(BnGamma),
+            Criterion::Apoz => Box::new(Apoz { batches: calib }),
+            Criterion::Taylor => Box::new(Taylor { batches: calib }),
+            Criterion::Random => Box::new(Random { seed }),
+        }
+    }
 }
 
 /// The producers of prunable channels, with the channel count of each.

@@ -23,7 +23,7 @@ pub mod unstructured;
 use crate::error::Result;
 use crate::ir::Model;
 pub use deps::DepGraph;
-pub use importance::Importance;
+pub use importance::{Criterion, Importance};
 pub use select::{Amount, Scope, Selection};
 pub use structured::Surgery;
 
