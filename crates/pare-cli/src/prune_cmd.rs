@@ -10,7 +10,7 @@ use pare::data::{epoch_order, fashion, make_batch, Batch, Dataset};
 use pare::ir::{io, Model, Reparams};
 use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
-use pare::prune::{Amount, Importance, Scope, Selection, Surgery};
+use pare::prune::{Amount, Criterion, Scope, Selection, Surgery};
 use pare::report::{latency_ms, summarize, thousands, Engine, Summary};
 use pare::train::{evaluate, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
 use serde_json::json;
@@ -21,17 +21,6 @@ use crate::progress::ProgressHooks;
 pub enum Method {
     Unstructured,
     Structured,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-pub enum Criterion {
-    L1,
-    L2,
-    Fpgm,
-    Bn,
-    Apoz,
-    Taylor,
-    Random,
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -50,8 +39,8 @@ pub struct PruneArgs {
     pub out: PathBuf,
     #[arg(long, value_enum)]
     pub method: Method,
-    /// Structured: the importance criterion.
-    #[arg(long, value_enum, default_value = "l1")]
+    /// Structured: the importance criterion (l1, l2, fpgm, bn, apoz, taylor, random).
+    #[arg(long, default_value = "l1")]
     pub criterion: Criterion,
     /// Fraction to remove: of each layer's channels (structured) or weights (unstructured).
     #[arg(long)]
@@ -134,19 +123,6 @@ fn calibration(set: &dyn Dataset, model: &Model, n: usize, bs: usize, seed: u64)
         .take(n)
         .map(|idx| make_batch(set, idx, model.graph.input.normalize, None))
         .collect()
-}
-
-fn importance(criterion: Criterion, seed: u64, calib: Vec<Batch>) -> Box<dyn Importance> {
-    let c = match criterion {
-        Criterion::L1 => pare::prune::Criterion::L1,
-        Criterion::L2 => pare::prune::Criterion::L2,
-        Criterion::Fpgm => pare::prune::Criterion::Fpgm,
-        Criterion::Bn => pare::prune::Criterion::Bn,
-        Criterion::Apoz => pare::prune::Criterion::Apoz,
-        Criterion::Taylor => pare::prune::Criterion::Taylor,
-        Criterion::Random => pare::prune::Criterion::Random,
-    };
-    c.importance(seed, calib)
 }
 
 struct Measure {
@@ -299,7 +275,7 @@ pub fn prune(a: PruneArgs) -> Result<()> {
                     a.batch_size,
                     a.seed + step as u64,
                 );
-                let imp = importance(a.criterion, a.seed, calib);
+                let imp = a.criterion.importance(a.seed, calib);
                 let (pruned, s) = pare::prune::structured(&model, imp.as_ref(), &sel)?;
                 surgery = surgery.then(&base, &s)?;
                 println!(
@@ -423,7 +399,8 @@ pub struct SensitivityArgs {
     pub out: PathBuf,
     #[arg(long, value_enum, default_value = "structured")]
     pub method: Method,
-    #[arg(long, value_enum, default_value = "l1")]
+    /// Structured: the importance criterion (l1, l2, fpgm, bn, apoz, taylor, random).
+    #[arg(long, default_value = "l1")]
     pub criterion: Criterion,
     /// Ratios to try for each layer.
     #[arg(
@@ -458,7 +435,7 @@ pub fn sensitivity(a: SensitivityArgs) -> Result<()> {
     let mut eval = |m: &Model| Ok(evaluate(m, &eval_set, 1000, &Reparams::new())?.accuracy);
     let points = match a.method {
         Method::Structured => {
-            let imp = importance(a.criterion, a.seed, calib);
+            let imp = a.criterion.importance(a.seed, calib);
             pare::prune::sensitivity::structured(&model, imp.as_ref(), &a.ratios, &mut eval)?
         }
         Method::Unstructured => pare::prune::sensitivity::unstructured(&model, &a.ratios, &mut eval)?,

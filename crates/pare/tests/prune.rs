@@ -539,3 +539,20 @@ fn a_learned_supermask_trains_only_scores_and_selects_a_subnetwork_of_the_init()
     }
     assert!(scores(&init, 0.0, 1).is_err());
 }
+
+/// Every criterion parses from the name it prints (recipes and the CLI share the names), and
+/// an unknown name lists the known ones.
+#[test]
+fn criteria_parse_from_their_names() {
+    use pare::prune::Criterion;
+    for c in Criterion::ALL {
+        assert_eq!(c.name().parse::<Criterion>(), Ok(c));
+        let toml_name: Criterion = serde_json::from_str(&format!("\"{}\"", c.name())).unwrap();
+        assert_eq!(toml_name, c);
+    }
+    let e = "l3".parse::<Criterion>().unwrap_err();
+    assert!(
+        e.contains("'l3'") && e.contains("fpgm") && e.contains("random"),
+        "{e}"
+    );
+}

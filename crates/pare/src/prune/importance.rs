@@ -39,6 +39,29 @@ pub enum Criterion {
 }
 
 impl Criterion {
+    pub const ALL: [Criterion; 7] = [
+        Criterion::L1,
+        Criterion::L2,
+        Criterion::Fpgm,
+        Criterion::Bn,
+        Criterion::Apoz,
+        Criterion::Taylor,
+        Criterion::Random,
+    ];
+
+    /// The name recipes and the command line use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Criterion::L1 => "l1",
+            Criterion::L2 => "l2",
+            Criterion::Fpgm => "fpgm",
+            Criterion::Bn => "bn",
+            Criterion::Apoz => "apoz",
+            Criterion::Taylor => "taylor",
+            Criterion::Random => "random",
+        }
+    }
+
     /// Whether the criterion scores channels from calibration batches (activations or
     /// gradients) rather than from the weights alone.
     pub fn needs_data(self) -> bool {
@@ -57,6 +80,17 @@ impl Criterion {
             Criterion::Taylor => Box::new(Taylor { batches: calib }),
             Criterion::Random => Box::new(Random { seed }),
         }
+    }
+}
+
+impl std::str::FromStr for Criterion {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Criterion, String> {
+        Criterion::ALL.into_iter().find(|c| c.name() == s).ok_or_else(|| {
+            let names: Vec<&str> = Criterion::ALL.iter().map(|c| c.name()).collect();
+            format!("unknown criterion '{s}'; one of {}", names.join(", "))
+        })
     }
 }
 
