@@ -169,6 +169,14 @@ fn bad_recipes_fail_before_any_work_with_file_and_line() {
         &["compress", "--recipe", &unknown, "--out", o],
         &["stage 1 (structured)", "fc7"],
     );
+    let output = write(
+        "output.toml",
+        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.structured]\nlayers = { fc3 = 0.5 }\ntrain = { epochs = 0, lr = 0.1 }\n",
+    );
+    fails_with(
+        &["compress", "--recipe", &output, "--out", o],
+        &["stage 1 (structured)", "fc3", "no prunable channels"],
+    );
     let nothing = write(
         "nothing.toml",
         "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.structured]\ncriterion = \"l3\"\ntrain = { epochs = 0, lr = 0.1 }\n",

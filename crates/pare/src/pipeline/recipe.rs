@@ -212,7 +212,8 @@ pub struct StructuredStage {
     /// `global`, of all prunable channels, ranked together).
     #[serde(default = "zero_fraction")]
     pub ratio: Fraction,
-    /// Per-layer fractions, by any node that produces the layer's channels.
+    /// Per-layer fractions, by layer name (a layer coupled to others through a residual add
+    /// stands for all of them).
     #[serde(default)]
     pub layers: BTreeMap<String, Fraction>,
     /// Rank every layer's channels together (scores normalized per layer).

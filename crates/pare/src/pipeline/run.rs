@@ -201,11 +201,10 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                         "structured pruning changes the architecture; it must come before the {prev} stage"
                     )));
                 }
-                let layers = model.layer_weights();
+                let deps = crate::prune::DepGraph::build(model)?;
                 for name in p.layers.keys().chain(&p.exclude) {
-                    if !layers.iter().any(|(n, _)| n == name) {
-                        return Err(at(format!("no Linear/Conv2d layer named '{name}'")));
-                    }
+                    crate::prune::select::family_by_name(model, &deps, name)
+                        .map_err(|e| at(e.to_string()))?;
                 }
             }
             Stage::Cluster(c) => {
@@ -490,17 +489,19 @@ fn structured(
             train_keeping(state, &p.train, step_seed, data, events, None)?;
         }
     }
+    let t = |n: u64| crate::report::thousands(n);
     Ok((
         before,
         format!(
-            "{:?}: {removed} channels removed in {} step(s); parameters {params} -> {}, MACs {macs} -> {} (/{:.2})",
-            p.criterion,
+            "{}: {removed} channels removed in {} step(s); parameters {} -> {}, MACs {} -> {} (/{:.2})",
+            p.criterion.name(),
             p.steps,
-            state.model.num_params(),
-            state.model.macs(),
+            t(params as u64),
+            t(state.model.num_params() as u64),
+            t(macs),
+            t(state.model.macs()),
             macs as f64 / state.model.macs().max(1) as f64
-        )
-        .to_lowercase(),
+        ),
     ))
 }
 

@@ -74,7 +74,9 @@ fn check_ratio(r: f32, what: &str) -> Result<()> {
     }
 }
 
-fn family_by_name(model: &Model, deps: &DepGraph, name: &str) -> Result<usize> {
+/// The family (coupled channel groups) that the layer `name` produces: a clear error for a name
+/// the model does not have or a layer whose channels cannot be removed (the output layer).
+pub fn family_by_name(model: &Model, deps: &DepGraph, name: &str) -> Result<usize> {
     if model.graph.index_of(name).is_none() {
         return Err(Error::Config(format!("unknown layer '{name}'")));
     }
