@@ -122,69 +122,61 @@ fn quantize_ptq_and_qat_report_their_accuracy() {
 #[test]
 fn bad_recipes_fail_before_any_work_with_file_and_line() {
     let dir = tempfile::tempdir().unwrap();
-    let write = |name: &str, text: &str| {
-        let p = dir.path().join(name);
-        std::fs::write(&p, text).unwrap();
-        p.to_str().unwrap().to_string()
-    };
     let out = dir.path().join("o");
-    let o = out.to_str().unwrap();
-    let typo = write(
-        "typo.toml",
-        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.cluster]\nbits = 4\nint = \"linear\"\n",
-    );
-    fails_with(
-        &["compress", "--recipe", &typo, "--out", o],
-        &["typo.toml", "line 6", "unknown field `int`"],
-    );
-    let layer = write(
-        "layer.toml",
-        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.prune]\nlayers = { fc9 = 0.5 }\ntrain = { epochs = 1, lr = 0.1 }\n",
-    );
-    fails_with(
-        &["compress", "--recipe", &layer, "--out", o],
-        &["stage 1 (prune)", "fc9"],
-    );
-    let order = write(
-        "order.toml",
-        "[model]\nzoo = \"lenet300\"\n[[stage]]\ncluster.bits = 4\n[[stage]]\nquantize.bits = 8\n",
-    );
-    fails_with(
-        &["compress", "--recipe", &order, "--out", o],
-        &["stage 2 (quantize)", "already encoded"],
-    );
-    let late = write(
-        "late.toml",
-        "[model]\nzoo = \"lenet300\"\n[[stage]]\nquantize.bits = 8\n[[stage]]\n[stage.structured]\nratio = 0.5\ntrain = { epochs = 0, lr = 0.1 }\n",
-    );
-    fails_with(
-        &["compress", "--recipe", &late, "--out", o],
-        &["stage 2 (structured)", "before the quantize stage"],
-    );
-    let unknown = write(
-        "unknown.toml",
-        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.structured]\nratio = 0.5\nexclude = [\"fc7\"]\ntrain = { epochs = 0, lr = 0.1 }\n",
-    );
-    fails_with(
-        &["compress", "--recipe", &unknown, "--out", o],
-        &["stage 1 (structured)", "fc7"],
-    );
-    let output = write(
-        "output.toml",
-        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.structured]\nlayers = { fc3 = 0.5 }\ntrain = { epochs = 0, lr = 0.1 }\n",
-    );
-    fails_with(
-        &["compress", "--recipe", &output, "--out", o],
-        &["stage 1 (structured)", "fc3", "no prunable channels"],
-    );
-    let nothing = write(
-        "nothing.toml",
-        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.structured]\ncriterion = \"l3\"\ntrain = { epochs = 0, lr = 0.1 }\n",
-    );
-    fails_with(
-        &["compress", "--recipe", &nothing, "--out", o],
-        &["nothing.toml", "line 5", "l3"],
-    );
+    let head = "[model]\nzoo = \"lenet300\"\n[[stage]]\n";
+    let no_training = "train = { epochs = 0, lr = 0.1 }\n";
+    // (file name, what follows the first `[[stage]]`, what the error must say)
+    let cases: [(&str, String, &[&str]); 7] = [
+        (
+            "typo.toml",
+            "[stage.cluster]\nbits = 4\nint = \"linear\"\n".into(),
+            &["typo.toml", "line 6", "unknown field `int`"],
+        ),
+        (
+            "layer.toml",
+            "[stage.prune]\nlayers = { fc9 = 0.5 }\ntrain = { epochs = 1, lr = 0.1 }\n".into(),
+            &["stage 1 (prune)", "fc9"],
+        ),
+        (
+            "order.toml",
+            "cluster.bits = 4\n[[stage]]\nquantize.bits = 8\n".into(),
+            &["stage 2 (quantize)", "already encoded"],
+        ),
+        (
+            "late.toml",
+            format!("quantize.bits = 8\n[[stage]]\n[stage.structured]\nratio = 0.5\n{no_training}"),
+            &["stage 2 (structured)", "before the quantize stage"],
+        ),
+        (
+            "unknown.toml",
+            format!("[stage.structured]\nratio = 0.5\nexclude = [\"fc7\"]\n{no_training}"),
+            &["stage 1 (structured)", "fc7"],
+        ),
+        (
+            "output.toml",
+            format!("[stage.structured]\nlayers = {{ fc3 = 0.5 }}\n{no_training}"),
+            &["stage 1 (structured)", "fc3", "no prunable channels"],
+        ),
+        (
+            "criterion.toml",
+            format!("[stage.structured]\ncriterion = \"l3\"\n{no_training}"),
+            &["criterion.toml", "line 5", "l3"],
+        ),
+    ];
+    for (name, body, needles) in cases {
+        let recipe = dir.path().join(name);
+        std::fs::write(&recipe, format!("{head}{body}")).unwrap();
+        fails_with(
+            &[
+                "compress",
+                "--recipe",
+                recipe.to_str().unwrap(),
+                "--out",
+                out.to_str().unwrap(),
+            ],
+            needles,
+        );
+    }
     assert!(!out.exists(), "nothing may be written for a rejected recipe");
 }
 
