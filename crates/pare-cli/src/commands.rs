@@ -282,7 +282,7 @@ pub fn bench_latency(
     let mut rows = Vec::new();
     let mut profiles = Vec::new();
     for d in dirs {
-        let m = io::load(d).with_context(|| format!("loading {}", d.display()))?;
+        let m = load_model(d)?;
         if let Some(batch) = layers {
             profiles.push(pare::report::layer_latency_ms(&m, batch, reps)?);
         }
@@ -344,7 +344,7 @@ fn layer_table(
             let cell = o.map_or_else(|| "-".to_string(), |o| format!("{:.3}", o.ms));
             let _ = write!(out, " {cell:>12}");
         }
-        if let (true, Some(b)) = (pair, others[1]) {
+        if let Some(b) = others.get(1).copied().flatten().filter(|_| pair) {
             let _ = write!(out, " {:>8.2}x", t.ms / b.ms.max(1e-9));
             if b.macs > 0 {
                 let _ = write!(out, " {:>8.2}x", t.macs as f64 / b.macs as f64);

@@ -82,7 +82,8 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// CPU inference latency (median ms at batch 1 and 64) of model directories, in one run.
+    /// CPU inference latency (median ms at batch 1 and 64) of model directories or `.pare`
+    /// files, in one run.
     Latency {
         dirs: Vec<PathBuf>,
         #[arg(long, default_value_t = 30)]

@@ -56,6 +56,8 @@ fn compress_writes_a_file_that_evaluates_like_the_last_stage_and_resumes() {
         .unwrap();
     assert!((acc - last).abs() < 1e-6, "{acc} vs {last}");
     assert!(ok(&["info", file.to_str().unwrap()]).contains("fc1"));
+    let lat = ok(&["bench", "latency", file.to_str().unwrap(), "--reps", "2"]);
+    assert!(lat.contains("266,200 MACs"), "{lat}");
     // A resumed run reuses every finished stage and writes the same file.
     let again = ok(&["compress", "--recipe", r, "--out", o, "--resume"]);
     assert!(!again.contains("== stage"), "no stage should run again: {again}");

@@ -48,6 +48,9 @@ fn structured_neuron_pruning_shrinks_and_reloads() {
     assert!(row("fc2").ends_with("4.00x"), "{t}");
     assert!(!t.contains("relu1 "), "{t}");
     assert!(t.contains("speed-up") && t.contains("layers sum to"), "{t}");
+    // One model alone: its times, no ratios.
+    let alone = ok(&["bench", "latency", pruned, "--reps", "2", "--layers", "2"]);
+    assert!(alone.contains("fc1 ") && !alone.contains("speed-up"), "{alone}");
     let j: serde_json::Value = serde_json::from_str(&ok(&[
         "bench", "latency", pruned, "--reps", "2", "--layers", "4", "--json",
     ]))
