@@ -202,7 +202,20 @@ struct TrainArgs {
     resume: bool,
 }
 
+/// Output piped into a reader that stops early (`pare info DIR | head`) ends the process
+/// quietly, as it does for other command-line tools: Rust ignores SIGPIPE by default, so every
+/// `println!` after the reader left would panic.
+fn restore_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a valid
+    // disposition for SIGPIPE.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
+    restore_sigpipe();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Zoo { json } => commands::zoo(json),
