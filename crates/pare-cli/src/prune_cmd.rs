@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pare::data::{epoch_order, fashion, make_batch, Batch, Dataset};
+use pare::data::{calibration_batches, fashion, Dataset};
 use pare::ir::{io, Model, Reparams};
 use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
@@ -113,15 +113,6 @@ fn parse_layers(items: &[String]) -> Result<BTreeMap<String, f32>> {
                 .with_context(|| format!("--layer '{s}': '{v}' is not a number"))?;
             Ok((k.to_string(), v))
         })
-        .collect()
-}
-
-fn calibration(set: &dyn Dataset, model: &Model, n: usize, bs: usize, seed: u64) -> Vec<Batch> {
-    let order = epoch_order(set.len(), seed, 0xCA11);
-    order
-        .chunks(bs)
-        .take(n)
-        .map(|idx| make_batch(set, idx, model.graph.input.normalize, None))
         .collect()
 }
 
@@ -268,9 +259,9 @@ pub fn prune(a: PruneArgs) -> Result<()> {
                 round_to: a.round_to,
             };
             for step in 0..steps {
-                let calib = calibration(
+                let calib = calibration_batches(
                     &splits.train,
-                    &model,
+                    model.graph.input.normalize,
                     a.calib_batches,
                     a.batch_size,
                     a.seed + step as u64,
@@ -427,7 +418,13 @@ pub fn sensitivity(a: SensitivityArgs) -> Result<()> {
     let model = io::load(&a.dir)?;
     let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;
     let n = a.samples.unwrap_or(splits.test.len()).min(splits.test.len());
-    let calib = calibration(&splits.train, &model, a.calib_batches, 128, a.seed);
+    let calib = calibration_batches(
+        &splits.train,
+        model.graph.input.normalize,
+        a.calib_batches,
+        128,
+        a.seed,
+    );
     let test: Arc<dyn Dataset> = Arc::new(splits.test);
     let eval_set = Subset::new(test, (0..n).collect())?;
     let base = evaluate(&model, &eval_set, 1000, &Reparams::new())?.accuracy;

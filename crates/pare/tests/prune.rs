@@ -10,7 +10,7 @@ use pare::prune::importance::{BnGamma, Fpgm, Norm, Random};
 use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use pare::prune::structured::{remove_groups, replay, zero_groups};
 use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
-use pare::prune::{Amount, DepGraph, Importance, Scope, Selection};
+use pare::prune::{Amount, Criterion, DepGraph, Importance, Scope, Selection};
 use pare::zoo::ZooModel;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -263,6 +263,19 @@ fn impossible_requests_get_clear_errors() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("BatchNorm"), "{e}");
+    for c in [Criterion::Apoz, Criterion::Taylor] {
+        let imp = c.importance(0, Vec::new());
+        let e = pare::prune::structured(&m, imp.as_ref(), &mk(Amount::Ratio(0.5), vec![]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!(
+                "the {} criterion needs at least one calibration batch",
+                c.name()
+            )),
+            "{e}"
+        );
+    }
     let d = DepGraph::build(&m).unwrap();
     let all: BTreeSet<usize> = d.families[0].groups.iter().copied().collect();
     let e = remove_groups(&m, &d, &all).unwrap_err().to_string();

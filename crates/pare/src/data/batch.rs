@@ -63,6 +63,24 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// The first `n` batches of `batch_size` samples in an order drawn from `seed`, unaugmented:
+/// what the data-driven pruning criteria (APoZ, Taylor) and the activation observers calibrate
+/// on. Its own stream (not epoch 0's order), so calibration does not replay training's first
+/// batches.
+pub fn calibration_batches(
+    set: &dyn Dataset,
+    norm: Normalize,
+    n: usize,
+    batch_size: usize,
+    seed: u64,
+) -> Vec<Batch> {
+    epoch_order(set.len(), seed, 0xCA11)
+        .chunks(batch_size.max(1))
+        .take(n)
+        .map(|idx| make_batch(set, idx, norm, None))
+        .collect()
+}
+
 /// Mixes integers into one well-spread seed (splitmix64 finalizer).
 pub fn mix(a: u64, b: u64, c: u64) -> u64 {
     let mut z = a

@@ -5,5 +5,5 @@ pub mod dataset;
 pub mod fashion;
 pub mod idx;
 
-pub use batch::{epoch_order, make_batch, sequential, Augment, Batch};
+pub use batch::{calibration_batches, epoch_order, make_batch, sequential, Augment, Batch};
 pub use dataset::{split, Dataset, InMemory, Subset};

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::recipe::{ClusterStage, PruneStage, QuantizeStage, Recipe, Stage, StructuredStage, Training};
 use crate::codec::{self, Encoding, FileBytes, Plan};
-use crate::data::{epoch_order, make_batch, Augment, Batch, Dataset};
+use crate::data::{calibration_batches, Augment, Dataset};
 use crate::distill::{DistillHook, Objective};
 use crate::error::{Error, Result};
 use crate::ir::{io, Model, Reparams};
@@ -153,14 +153,6 @@ fn keep_zeros(model: &Model) -> Result<MaskHook> {
         None,
         masks_from_zeros(model, &[])?,
     )
-}
-
-fn calibration_batches(set: &dyn Dataset, model: &Model, n: usize, seed: u64) -> Vec<Batch> {
-    epoch_order(set.len(), seed, 0xCA11)
-        .chunks(128)
-        .take(n.max(1))
-        .map(|idx| make_batch(set, idx, model.graph.input.normalize, None))
-        .collect()
 }
 
 fn layer_bits(bits: u32, conv: Option<u32>, layers: &BTreeMap<String, super::recipe::Bits>) -> LayerBits {
@@ -347,7 +339,13 @@ fn run_stage(
         Stage::Quantize(q) => {
             set_uniform(q, state)?;
             if let Some(a) = q.activations {
-                let calib = calibration_batches(data.train, &state.model, q.calib_batches, seed);
+                let calib = calibration_batches(
+                    data.train,
+                    state.model.graph.input.normalize,
+                    q.calib_batches.max(1),
+                    128,
+                    seed,
+                );
                 let act = ActQuant {
                     bits: a.bits.0,
                     symmetric: a.symmetric,
@@ -474,7 +472,13 @@ fn structured(
     for step in 0..p.steps {
         let step_seed = seed.wrapping_add(step as u64);
         let calib = if p.criterion.needs_data() {
-            calibration_batches(data.train, &state.model, p.calib_batches, step_seed)
+            calibration_batches(
+                data.train,
+                state.model.graph.input.normalize,
+                p.calib_batches.max(1),
+                128,
+                step_seed,
+            )
         } else {
             Vec::new()
         };

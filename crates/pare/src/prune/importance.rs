@@ -220,6 +220,7 @@ impl Importance for Apoz {
         let relus: Vec<usize> = (0..model.graph.nodes.len())
             .filter(|&i| matches!(model.graph.nodes[i].op, Op::Relu | Op::Relu6))
             .collect();
+        need_batches(&self.batches, "apoz")?;
         let taps: Vec<String> = relus.iter().map(|&i| model.graph.nodes[i].name.clone()).collect();
         let mut zeros: BTreeMap<(usize, usize), (f64, f64)> = BTreeMap::new();
         for b in &self.batches {
@@ -266,6 +267,7 @@ impl Importance for Taylor {
         "taylor"
     }
     fn scores(&self, model: &Model, deps: &DepGraph) -> Result<Scores> {
+        need_batches(&self.batches, "taylor")?;
         let mut s = Scores::new();
         for (bi, b) in self.batches.iter().enumerate() {
             let terms = [LossTerm::CrossEntropy {
@@ -312,6 +314,17 @@ impl Importance for Random {
         }
         Ok(s)
     }
+}
+
+/// The data-driven criteria score nothing without data: an empty calibration set is the
+/// caller's mistake (`--calib-batches 0`), not a model without ReLUs or with zero gradients.
+fn need_batches(batches: &[Batch], criterion: &str) -> Result<()> {
+    if batches.is_empty() {
+        return Err(Error::Config(format!(
+            "the {criterion} criterion needs at least one calibration batch"
+        )));
+    }
+    Ok(())
 }
 
 fn require_all(model: &Model, deps: &DepGraph, s: &Scores, why: &str) -> Result<()> {
