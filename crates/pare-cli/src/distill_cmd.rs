@@ -263,6 +263,12 @@ struct Acc {
     val: Option<f32>,
 }
 
+/// The method as the command line spells it (`at`, not `At`).
+fn method_name(m: MethodArg) -> String {
+    m.to_possible_value()
+        .map_or_else(|| format!("{m:?}"), |v| v.get_name().to_string())
+}
+
 fn pairs(a: &DistillArgs) -> Result<Vec<(String, String)>> {
     a.pairs
         .iter()
@@ -278,8 +284,8 @@ fn feature_objective(a: &DistillArgs, kind: FeatureKind, default_beta: f32) -> R
     let pairs = pairs(a)?;
     if pairs.is_empty() {
         bail!(
-            "--method {:?} needs --pairs STUDENT_LAYER:TEACHER_LAYER",
-            a.method
+            "--method {} needs --pairs STUDENT_LAYER:TEACHER_LAYER",
+            method_name(a.method)
         );
     }
     let mut o = if a.with_kd {
@@ -332,7 +338,7 @@ pub fn distill(a: DistillArgs) -> Result<()> {
     let needs_teacher = !matches!(a.method, MethodArg::Dml | MethodArg::Ban | MethodArg::Refinery);
     let teacher = match (&a.teacher, needs_teacher) {
         (Some(t), _) => Some(io::load(t)?),
-        (None, true) => bail!("--method {:?} needs --teacher DIR", a.method),
+        (None, true) => bail!("--method {} needs --teacher DIR", method_name(a.method)),
         (None, false) => None,
     };
     if a.views > 0 && a.crop_padding == 0 && !a.hflip {
@@ -349,6 +355,32 @@ pub fn distill(a: DistillArgs) -> Result<()> {
     }
     if a.temperature.is_nan() || a.temperature <= 0.0 || !(0.0..=1.0).contains(&a.alpha) {
         bail!("--temperature must be positive and --alpha in [0, 1]");
+    }
+    // Everything the arguments decide is checked before the first epoch: a missing or wrong
+    // --pairs must not cost the baseline's training first.
+    let feature = match a.method {
+        MethodArg::At => Some(feature_objective(&a, FeatureKind::Attention { p: 2.0 }, 1000.0)?),
+        MethodArg::Rkd => Some(feature_objective(
+            &a,
+            FeatureKind::Relational {
+                distance: 25.0,
+                angle: 50.0,
+            },
+            1.0,
+        )?),
+        MethodArg::Sp => Some(feature_objective(&a, FeatureKind::Similarity, 3000.0)?),
+        _ => None,
+    };
+    if let (Some(o), Some(t)) = (&feature, &teacher) {
+        o.validate(&ctx.model(&a.student, a.seed)?, t)?;
+    }
+    let fitnet_pair = match (a.method, pairs(&a)?.as_slice()) {
+        (MethodArg::Fitnet, [pair]) => Some(pair.clone()),
+        (MethodArg::Fitnet, _) => bail!("--method fitnet takes one --pairs GUIDED:HINT"),
+        _ => None,
+    };
+    if let (Some((guided, hint)), Some(t)) = (&fitnet_pair, &teacher) {
+        add_regressor(&ctx.model(&a.student, a.seed)?, guided, t, hint, a.seed)?;
     }
     let seed = a.seed;
     let mut rows: Vec<(String, Acc)> = Vec::new();
@@ -381,18 +413,7 @@ pub fn distill(a: DistillArgs) -> Result<()> {
             rows.push(("student KD".into(), ctx.accuracy(&s)?));
         }
         MethodArg::At | MethodArg::Rkd | MethodArg::Sp => {
-            let (kind, beta) = match a.method {
-                MethodArg::At => (FeatureKind::Attention { p: 2.0 }, 1000.0),
-                MethodArg::Rkd => (
-                    FeatureKind::Relational {
-                        distance: 25.0,
-                        angle: 50.0,
-                    },
-                    1.0,
-                ),
-                _ => (FeatureKind::Similarity, 3000.0),
-            };
-            let objective = feature_objective(&a, kind, beta)?;
+            let objective = feature.expect("built for these methods above");
             println!("== {:?}", a.method);
             let mut s = ctx.model(&a.student, seed)?;
             ctx.kd(&mut s, teacher.as_ref().expect("checked"), objective, seed)?;
@@ -401,10 +422,7 @@ pub fn distill(a: DistillArgs) -> Result<()> {
         }
         MethodArg::Fitnet => {
             let t = teacher.as_ref().expect("checked");
-            let p = pairs(&a)?;
-            let [(guided, hint)] = p.as_slice() else {
-                bail!("--method fitnet takes one --pairs GUIDED:HINT");
-            };
+            let (guided, hint) = fitnet_pair.as_ref().expect("parsed above for fitnet");
             let s0 = ctx.model(&a.student, seed)?;
             let (mut s, regressor) = add_regressor(&s0, guided, t, hint, seed)?;
             println!(

@@ -111,12 +111,14 @@ fn quantize_ptq_and_qat_report_their_accuracy() {
     ]);
     let r = json(&qat.join("report.json"));
     assert!(r["ratio"].as_f64().unwrap() > 8.0);
+    let rejected = dir.path().join("rejected");
+    let rejected = rejected.to_str().unwrap();
     fails_with(
-        &["quantize", &base, "--out", "x", "--bits", "1"],
+        &["quantize", &base, "--out", rejected, "--bits", "1"],
         &["--bits 1", "2..=16"],
     );
     fails_with(
-        &["quantize", &base, "--out", "x", "--act-bits", "17"],
+        &["quantize", &base, "--out", rejected, "--act-bits", "17"],
         &["--act-bits 17"],
     );
 }

@@ -58,20 +58,16 @@ fn distill_reports_the_student_next_to_its_baseline_and_the_teacher() {
     assert!(r.iter().any(|x| x.0 == "BAN ensemble of 2"), "{r:?}");
     // Clear errors: each case's arguments (after `distill`) and what the message must name.
     let t = teacher.as_str();
-    let cases: [(&[&str], &[&str]); 7] = [
-        (&["--method", "kd"], &["needs --teacher"]),
+    let cases: [(&[&str], &[&str]); 8] = [
+        (&["--method", "kd"], &["--method kd needs --teacher"]),
         (&["--teacher", t, "--method", "at"], &["--pairs"]),
         (
-            &[
-                "--teacher",
-                t,
-                "--method",
-                "sp",
-                "--pairs",
-                "fc9:fc1",
-                "--no-baseline",
-            ],
+            &["--teacher", t, "--method", "sp", "--pairs", "fc9:fc1"],
             &["fc9"],
+        ),
+        (
+            &["--teacher", t, "--method", "fitnet"],
+            &["--method fitnet takes one --pairs"],
         ),
         (
             &["--teacher", t, "--method", "kd", "--views", "4"],
@@ -99,11 +95,15 @@ fn distill_reports_the_student_next_to_its_baseline_and_the_teacher() {
             &["--teacher-cache needs --views"],
         ),
     ];
+    // The checks come before any training: a rejected run writes nothing (in particular, not
+    // the student-alone baseline).
+    let rejected = dir.path().join("rejected");
     for (case, wanted) in cases {
-        let mut args = vec!["distill", "--out", "x"];
+        let mut args = vec!["distill", "--out", rejected.to_str().unwrap()];
         args.extend(case);
         args.extend(common);
         fails_with(&args, wanted);
+        assert!(!rejected.exists(), "{case:?} wrote {}", rejected.display());
     }
 }
 
@@ -129,7 +129,15 @@ fn supermask_compares_masks_on_the_untrained_network() {
     assert!(get("learned supermask") > 0.5, "{r:?}");
     assert!(get("untrained init") < 0.3, "{r:?}");
     fails_with(
-        &["supermask", "--keep", "0", "--epochs", "1", "--out", "x"],
+        &[
+            "supermask",
+            "--keep",
+            "0",
+            "--epochs",
+            "1",
+            "--out",
+            dir.path().join("rejected").to_str().unwrap(),
+        ],
         &["keep"],
     );
 }
