@@ -279,20 +279,23 @@ pub fn bench_latency(
     if layers == Some(0) {
         bail!("--layers takes a batch size of at least 1");
     }
+    let models = dirs.iter().map(|d| load_model(d)).collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Model> = models.iter().collect();
+    // All models interleaved in one measurement per setting: their ratios are what this
+    // command is for.
+    let lat = |batch, engine| pare::report::latencies_ms(&refs, batch, reps, engine);
+    let (b1, b64) = (lat(1, Engine::Native)?, lat(64, Engine::Native)?);
+    let (t1, t64) = (lat(1, Engine::Training)?, lat(64, Engine::Training)?);
+    let profiles = match layers {
+        Some(batch) => pare::report::layer_latencies_ms(&refs, batch, reps)?,
+        None => Vec::new(),
+    };
     let mut rows = Vec::new();
-    let mut profiles = Vec::new();
-    for d in dirs {
-        let m = load_model(d)?;
-        if let Some(batch) = layers {
-            profiles.push(pare::report::layer_latency_ms(&m, batch, reps)?);
-        }
-        let lat = |batch, engine| pare::report::latency_ms(&m, batch, reps, engine);
-        let (b1, b64) = (lat(1, Engine::Native)?, lat(64, Engine::Native)?);
-        let (t1, t64) = (lat(1, Engine::Training)?, lat(64, Engine::Training)?);
+    for (i, (d, m)) in dirs.iter().zip(&models).enumerate() {
         let mut row = json!({"dir": d, "macs": m.macs(), "params": m.num_params(),
-            "latency_ms_b1": b1, "latency_ms_b64": b64,
-            "training_engine_ms_b1": t1, "training_engine_ms_b64": t64});
-        if let (Some(batch), Some(p)) = (layers, profiles.last()) {
+            "latency_ms_b1": b1[i], "latency_ms_b64": b64[i],
+            "training_engine_ms_b1": t1[i], "training_engine_ms_b64": t64[i]});
+        if let (Some(batch), Some(p)) = (layers, profiles.get(i)) {
             row["layers"] = json!({"batch": batch, "times": p});
         }
         rows.push(row);
@@ -301,10 +304,10 @@ pub fn bench_latency(
                 "{:<36} {:>12} MACs  native: batch 1 {:>7.3} ms, batch 64 {:>8.2} ms  (training engine: {:>7.3} / {:>8.2} ms)",
                 d.display(),
                 thousands(m.macs()),
-                b1,
-                b64,
-                t1,
-                t64
+                b1[i],
+                b64[i],
+                t1[i],
+                t64[i]
             );
         }
     }

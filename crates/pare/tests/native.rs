@@ -215,7 +215,7 @@ fn a_wrong_input_shape_is_a_clear_error() {
 fn the_layer_profile_has_one_row_per_running_node_on_every_zoo_model() {
     for zm in catalog() {
         let m = Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
-        let rows = pare::report::layer_latency_ms(&m, 2, 2).unwrap();
+        let rows = pare::report::layer_latencies_ms(&[&m], 2, 2).unwrap().remove(0);
         let what = zm.label();
         assert_eq!(rows.iter().map(|r| r.macs).sum::<u64>(), m.macs(), "{what}");
         let mut names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
@@ -248,5 +248,24 @@ fn the_layer_profile_has_one_row_per_running_node_on_every_zoo_model() {
         }
         let all_relus = folded.graph.nodes.iter().filter(|n| n.op == Op::Relu).count();
         assert!(all_relus == 0 || relus < all_relus, "{what}: no ReLU was fused");
+    }
+}
+
+/// Several models measured together come back one result per model, in the order given (the
+/// interleaving must not mix up whose times are whose): each profile's MACs are its model's.
+#[test]
+fn interleaved_measurements_keep_each_models_results_apart() {
+    let build = |name: &str| {
+        let zm = catalog().into_iter().find(|z| z.label() == name).unwrap();
+        Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 0).unwrap()
+    };
+    let (a, b) = (build("lenet300"), build("resnet8"));
+    let profiles = pare::report::layer_latencies_ms(&[&a, &b, &a], 2, 2).unwrap();
+    let macs: Vec<u64> = profiles.iter().map(|p| p.iter().map(|r| r.macs).sum()).collect();
+    assert_eq!(macs, [a.macs(), b.macs(), a.macs()]);
+    for engine in [pare::report::Engine::Native, pare::report::Engine::Training] {
+        let ms = pare::report::latencies_ms(&[&a, &b], 1, 3, engine).unwrap();
+        assert_eq!(ms.len(), 2);
+        assert!(ms.iter().all(|t| t.is_finite() && *t > 0.0), "{ms:?}");
     }
 }

@@ -157,32 +157,53 @@ pub enum Engine {
 /// images, after two warm-up runs, of the model's deployable form (BatchNorm folded into the
 /// preceding layers, see [`crate::fuse`]): the CPU latency a user of the model would see.
 pub fn latency_ms(model: &Model, batch: usize, reps: usize, engine: Engine) -> crate::Result<f64> {
-    let folded = crate::fuse::fold_batch_norm(model)?;
-    let model = &folded;
-    let mut shape = vec![batch];
-    shape.extend(&model.graph.input.shape);
-    let x = crate::ir::Tensor::zeros(shape);
-    let none = crate::ir::Reparams::new();
-    let run = || -> crate::Result<()> {
-        match engine {
-            Engine::Native => crate::native::infer(model, &x).map(drop),
-            Engine::Training => crate::exec::infer(model, &x, &none, &[]).map(drop),
-        }
-    };
-    for _ in 0..2 {
-        run()?;
-    }
-    let mut times: Vec<f64> = (0..reps.max(1))
-        .map(|_| {
-            let t = std::time::Instant::now();
-            run().map(|_| t.elapsed().as_secs_f64() * 1e3)
-        })
-        .collect::<crate::Result<_>>()?;
-    times.sort_by(f64::total_cmp);
-    Ok(times[times.len() / 2])
+    Ok(latencies_ms(&[model], batch, reps, engine)?[0])
 }
 
-/// One node's share of [`layer_latency_ms`].
+/// [`latency_ms`] of several models, measured interleaved: each repetition runs every model
+/// once in turn, so that a slowdown of the machine while they are measured (another tenant of
+/// the VM, a clock change) falls on all of them alike and their ratio stays honest. Measured
+/// one after the other, a drift between minutes (seen up to 50% on a shared 2-core VM) lands
+/// on one model only and makes a speed-up up or down.
+pub fn latencies_ms(models: &[&Model], batch: usize, reps: usize, engine: Engine) -> crate::Result<Vec<f64>> {
+    let none = crate::ir::Reparams::new();
+    let prepared = models
+        .iter()
+        .map(|m| {
+            let folded = crate::fuse::fold_batch_norm(m)?;
+            let mut shape = vec![batch];
+            shape.extend(&folded.graph.input.shape);
+            Ok((folded, crate::ir::Tensor::zeros(shape)))
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    let run = |(model, x): &(Model, crate::ir::Tensor)| -> crate::Result<f64> {
+        let t = std::time::Instant::now();
+        match engine {
+            Engine::Native => crate::native::infer(model, x).map(drop)?,
+            Engine::Training => crate::exec::infer(model, x, &none, &[]).map(drop)?,
+        }
+        Ok(t.elapsed().as_secs_f64() * 1e3)
+    };
+    for p in &prepared {
+        for _ in 0..2 {
+            run(p)?;
+        }
+    }
+    let mut times = vec![Vec::with_capacity(reps.max(1)); prepared.len()];
+    for _ in 0..reps.max(1) {
+        for (p, t) in prepared.iter().zip(&mut times) {
+            t.push(run(p)?);
+        }
+    }
+    Ok(times.into_iter().map(median).collect())
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// One node's share of [`layer_latencies_ms`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct LayerTime {
     pub name: String,
@@ -192,37 +213,50 @@ pub struct LayerTime {
     pub ms: f64,
 }
 
-/// Median milliseconds per node of pare's kernels on a batch of `batch` zero images, of the
+/// Median milliseconds per node of pare's kernels on a batch of `batch` zero images, for each
 /// model's deployable form (BatchNorm folded, ReLUs fused into the layer before them, which
 /// then carries their time): which layers a latency goes to, and whether a pruned layer got as
-/// much faster as its MACs say.
-pub fn layer_latency_ms(model: &Model, batch: usize, reps: usize) -> crate::Result<Vec<LayerTime>> {
-    let folded = crate::fuse::fold_batch_norm(model)?;
-    let mut shape = vec![batch];
-    shape.extend(&folded.graph.input.shape);
-    let x = crate::ir::Tensor::zeros(shape);
-    let nodes = folded.graph.nodes.len();
-    let mut times: Vec<Vec<f64>> = vec![Vec::with_capacity(reps); nodes];
-    crate::native::infer(&folded, &x)?;
-    for _ in 0..reps.max(1) {
-        crate::native::infer_timed(&folded, &x, &mut |i, t| times[i].push(t.as_secs_f64() * 1e3))?;
-    }
-    let shapes = folded.shapes();
-    Ok(folded
-        .graph
-        .nodes
+/// much faster as its MACs say. The models run interleaved, as in [`latencies_ms`].
+pub fn layer_latencies_ms(
+    models: &[&Model],
+    batch: usize,
+    reps: usize,
+) -> crate::Result<Vec<Vec<LayerTime>>> {
+    let mut prepared = models
         .iter()
-        .zip(&shapes.nodes)
-        .zip(times)
-        .filter(|(_, t)| !t.is_empty())
-        .map(|((node, shape), mut t)| {
-            t.sort_by(f64::total_cmp);
-            LayerTime {
-                name: node.name.clone(),
-                op: node.op.kind().to_string(),
-                macs: node.op.macs(shape),
-                ms: t[t.len() / 2],
-            }
+        .map(|m| {
+            let folded = crate::fuse::fold_batch_norm(m)?;
+            let mut shape = vec![batch];
+            shape.extend(&folded.graph.input.shape);
+            let x = crate::ir::Tensor::zeros(shape);
+            crate::native::infer(&folded, &x)?;
+            let times: Vec<Vec<f64>> = vec![Vec::with_capacity(reps.max(1)); folded.graph.nodes.len()];
+            Ok((folded, x, times))
+        })
+        .collect::<crate::Result<Vec<_>>>()?;
+    for _ in 0..reps.max(1) {
+        for (folded, x, times) in &mut prepared {
+            crate::native::infer_timed(folded, x, &mut |i, t| times[i].push(t.as_secs_f64() * 1e3))?;
+        }
+    }
+    Ok(prepared
+        .into_iter()
+        .map(|(folded, _, times)| {
+            let shapes = folded.shapes();
+            folded
+                .graph
+                .nodes
+                .iter()
+                .zip(&shapes.nodes)
+                .zip(times)
+                .filter(|(_, t)| !t.is_empty())
+                .map(|((node, shape), t)| LayerTime {
+                    name: node.name.clone(),
+                    op: node.op.kind().to_string(),
+                    macs: node.op.macs(shape),
+                    ms: median(t),
+                })
+                .collect()
         })
         .collect())
 }
