@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DENSE=$1 PRUNED=$2 RUNS=${3:-5} REPS=${4:-50}
-PARE=target/release/pare
+PARE="${CARGO_TARGET_DIR:-target}/release/pare"
 cargo build --release --quiet
 runs=$(mktemp)
 trap 'rm -f "$runs"' EXIT
