@@ -212,6 +212,11 @@ pub struct StructuredStage {
     /// `global`, of all prunable channels, ranked together).
     #[serde(default = "zero_fraction")]
     pub ratio: Fraction,
+    /// Instead of a ratio: remove the channels whose score, divided by the mean score of their
+    /// layer, is below this (Network Slimming's threshold on BN scales, say); each layer keeps
+    /// at least one channel. With `steps`, applied again at every step.
+    #[serde(default)]
+    pub threshold: Option<Positive>,
     /// Per-layer fractions, by layer name (a layer coupled to others through a residual add
     /// stands for all of them).
     #[serde(default)]
@@ -469,10 +474,15 @@ impl Recipe {
                 Stage::Structured(p) if p.steps == 0 || p.round_to == 0 => {
                     return Err(at("steps and round_to must be at least 1".into()))
                 }
-                Stage::Structured(p) if p.ratio.0 == 0.0 && p.layers.values().all(|f| f.0 == 0.0) => {
+                Stage::Structured(p)
+                    if p.threshold.is_none() && p.ratio.0 == 0.0 && p.layers.values().all(|f| f.0 == 0.0) =>
+                {
                     return Err(at(
-                        "removes nothing: give a ratio or per-layer fractions above 0".into()
+                        "removes nothing: give a ratio, per-layer fractions above 0 or a threshold".into(),
                     ))
+                }
+                Stage::Structured(p) if p.threshold.is_some() && p.ratio.0 > 0.0 => {
+                    return Err(at("give a ratio or a threshold, not both".into()))
                 }
                 Stage::Structured(p) if p.global && !p.layers.is_empty() => {
                     return Err(at(
@@ -567,6 +577,11 @@ huffman = false
         ))
         .unwrap();
         assert!(matches!(&r.stages[0], Stage::Structured(s) if s.criterion == Criterion::Fpgm));
+        let r = parse(&format!(
+            "{head}criterion = \"bn\"\nthreshold = 0.4\ntrain = {{ epochs = 0, lr = 0.01 }}\n"
+        ))
+        .unwrap();
+        assert!(matches!(&r.stages[0], Stage::Structured(s) if s.threshold == Some(Positive(0.4))));
         for (body, needle) in [
             ("train = { epochs = 1, lr = 0.01 }\n", "removes nothing"),
             (
@@ -578,6 +593,14 @@ huffman = false
                 "global",
             ),
             ("ratio = 1.0\ntrain = { epochs = 1, lr = 0.01 }\n", "line 5"),
+            (
+                "ratio = 0.3\nthreshold = 0.5\ntrain = { epochs = 1, lr = 0.01 }\n",
+                "not both",
+            ),
+            (
+                "threshold = -1\ntrain = { epochs = 1, lr = 0.01 }\n",
+                "must be positive",
+            ),
         ] {
             let e = parse(&format!("{head}{body}")).unwrap_err();
             assert!(e.contains(needle), "{body}: {e}");

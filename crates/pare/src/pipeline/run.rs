@@ -462,7 +462,10 @@ fn structured(
     let per_step = |r: f32| 1.0 - (1.0 - r).powf(1.0 / p.steps as f32);
     let selection = Selection {
         scope: if p.global { Scope::Global } else { Scope::PerLayer },
-        amount: Amount::Ratio(per_step(p.ratio.0)),
+        amount: match p.threshold {
+            Some(t) => Amount::Threshold(t.0),
+            None => Amount::Ratio(per_step(p.ratio.0)),
+        },
         per_layer: p.layers.iter().map(|(k, v)| (k.clone(), per_step(v.0))).collect(),
         exclude: p.exclude.clone(),
         round_to: p.round_to,
