@@ -557,7 +557,6 @@ fn a_learned_supermask_trains_only_scores_and_selects_a_subnetwork_of_the_init()
 /// an unknown name lists the known ones.
 #[test]
 fn criteria_parse_from_their_names() {
-    use pare::prune::Criterion;
     for c in Criterion::ALL {
         assert_eq!(c.name().parse::<Criterion>(), Ok(c));
         let toml_name: Criterion = serde_json::from_str(&format!("\"{}\"", c.name())).unwrap();
