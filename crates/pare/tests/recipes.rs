@@ -1,5 +1,5 @@
 //! The recipes shipped in `recipes/` parse and validate; a recipe-level mistake in the fields
-//! added for distillation gets a clear error.
+//! added for distillation gets a clear error; a structured stage with a threshold runs.
 
 use std::path::Path;
 
@@ -38,5 +38,50 @@ fn views_without_augmentation_is_an_error() {
     assert!(
         e.contains("r.toml") && e.contains("views") && e.contains("augment"),
         "{e}"
+    );
+}
+
+struct Quiet;
+impl pare::train::Hooks for Quiet {}
+impl pare::pipeline::run::Events for Quiet {
+    fn training_hooks(&mut self, _epochs: usize) -> Box<dyn pare::train::Hooks> {
+        Box::new(Quiet)
+    }
+}
+
+/// A structured stage with a threshold removes exactly the channels whose score is below that
+/// fraction of their layer's mean: here the 12 fc1 neurons scaled down to 5% (the other
+/// neurons of a fresh init have L2 norms within a few percent of the mean), and no neuron of
+/// fc2.
+#[test]
+fn a_threshold_structured_stage_removes_the_weak_neurons() {
+    use pare::data::InMemory;
+    use pare::ir::Model;
+    use pare::pipeline::run::{run, Data};
+    use pare::zoo::ZooModel;
+
+    let mut model = Model::init(ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let w = model.params.get_mut("fc1.weight").unwrap();
+    w.data_mut()[..12 * 784].iter_mut().for_each(|v| *v *= 0.05);
+    let n = 16;
+    let images: Vec<f32> = (0..n * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+    let set = InMemory::new(vec![1, 28, 28], 10, images, labels).unwrap();
+    let text = "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.structured]\ncriterion = \"l2\"\n\
+                threshold = 0.5\ntrain = { epochs = 0, lr = 0.01 }\n[encode]\nhuffman = false\n";
+    let recipe = Recipe::parse(text, Path::new("t.toml")).unwrap();
+    let data = Data {
+        train: &set,
+        val: None,
+        test: &set,
+    };
+    let out = run(&recipe, model, &data, &mut Quiet, None, false).unwrap();
+    let shape = |name: &str| out.model.params[name].shape().to_vec();
+    assert_eq!(shape("fc1.weight"), [288, 784]);
+    assert_eq!(shape("fc2.weight"), [100, 288]);
+    assert!(
+        out.stages[1].detail.contains("12 channels removed"),
+        "{}",
+        out.stages[1].detail
     );
 }
