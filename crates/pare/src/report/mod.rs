@@ -163,18 +163,13 @@ pub fn latency_ms(model: &Model, batch: usize, reps: usize, engine: Engine) -> c
 /// [`latency_ms`] of several models, measured interleaved: each repetition runs every model
 /// once in turn, so that a slowdown of the machine while they are measured (another tenant of
 /// the VM, a clock change) falls on all of them alike and their ratio stays honest. Measured
-/// one after the other, a drift between minutes (seen up to 50% on a shared 2-core VM) lands
+/// one after the other, a drift between minutes (nearly 2x between runs on a shared 2-core VM) lands
 /// on one model only and makes a speed-up up or down.
 pub fn latencies_ms(models: &[&Model], batch: usize, reps: usize, engine: Engine) -> crate::Result<Vec<f64>> {
     let none = crate::ir::Reparams::new();
     let prepared = models
         .iter()
-        .map(|m| {
-            let folded = crate::fuse::fold_batch_norm(m)?;
-            let mut shape = vec![batch];
-            shape.extend(&folded.graph.input.shape);
-            Ok((folded, crate::ir::Tensor::zeros(shape)))
-        })
+        .map(|m| deployable(m, batch))
         .collect::<crate::Result<Vec<_>>>()?;
     let run = |(model, x): &(Model, crate::ir::Tensor)| -> crate::Result<f64> {
         let t = std::time::Instant::now();
@@ -196,6 +191,14 @@ pub fn latencies_ms(models: &[&Model], batch: usize, reps: usize, engine: Engine
         }
     }
     Ok(times.into_iter().map(median).collect())
+}
+
+/// What a latency is measured on: the model with BatchNorm folded, and a batch of zero images.
+fn deployable(model: &Model, batch: usize) -> crate::Result<(Model, crate::ir::Tensor)> {
+    let folded = crate::fuse::fold_batch_norm(model)?;
+    let mut shape = vec![batch];
+    shape.extend(&folded.graph.input.shape);
+    Ok((folded, crate::ir::Tensor::zeros(shape)))
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -225,10 +228,7 @@ pub fn layer_latencies_ms(
     let mut prepared = models
         .iter()
         .map(|m| {
-            let folded = crate::fuse::fold_batch_norm(m)?;
-            let mut shape = vec![batch];
-            shape.extend(&folded.graph.input.shape);
-            let x = crate::ir::Tensor::zeros(shape);
+            let (folded, x) = deployable(m, batch)?;
             crate::native::infer(&folded, &x)?;
             let times: Vec<Vec<f64>> = vec![Vec::with_capacity(reps.max(1)); folded.graph.nodes.len()];
             Ok((folded, x, times))
