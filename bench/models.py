@@ -1,6 +1,8 @@
 """The zoo models of pare written in PyTorch, with the same layer names (state_dict keys) and
 layouts. Used by the benchmark peer and by the scripts that make test reference values."""
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 
 def mlp(hidden, dropout=0.0, inputs=784, classes=10):
@@ -123,6 +125,42 @@ class MobileNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class VitBlock(nn.Module):
+    """Pre-norm transformer block: LayerNorm, self-attention, LayerNorm, GELU MLP."""
+
+    def __init__(self, d, h, f):
+        super().__init__()
+        self.n1 = nn.LayerNorm(d)
+        self.att = nn.MultiheadAttention(d, h, batch_first=True)
+        self.n2 = nn.LayerNorm(d)
+        self.fc1 = nn.Linear(d, f)
+        self.fc2 = nn.Linear(f, d)
+
+    def forward(self, x):
+        y = self.n1(x)
+        x = x + self.att(y, y, y, need_weights=False)[0]
+        return x + self.fc2(F.gelu(self.fc1(self.n2(x))))
+
+
+class Vit(nn.Module):
+    """The zoo's tiny ViT, as shared/reference/vit_reference.py defines it: 7x7 patches (16
+    tokens) + class token, dim 64, 4 heads, 4 blocks, MLP 128, learned positions."""
+
+    def __init__(self, d=64, h=4, layers=4, f=128, classes=10):
+        super().__init__()
+        self.patch = nn.Conv2d(1, d, 7, 7)
+        self.cls = nn.Parameter(torch.zeros(1, 1, d))
+        self.pos = nn.Parameter(torch.randn(1, 17, d) * 0.02)
+        self.blocks = nn.Sequential(*[VitBlock(d, h, f) for _ in range(layers)])
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, classes)
+
+    def forward(self, x):
+        x = self.patch(x).flatten(2).transpose(1, 2)
+        x = torch.cat([self.cls.expand(len(x), -1, -1), x], 1) + self.pos
+        return self.head(self.norm(self.blocks(x))[:, 0])
+
+
 def build(name):
     name = name.lower().replace("-", "")
     if name == "lenet300":
@@ -140,4 +178,6 @@ def build(name):
         return ResNet(int(name[6:] or 20))
     if name == "mobilenet":
         return MobileNet()
+    if name == "vit":
+        return Vit()
     raise SystemExit(f"unknown model {name}")

@@ -177,11 +177,100 @@ fn add_concat_dropout() {
     grad_check(|b| {
         let a = b.add("a", conv(2, 3, 3, 1, 1, true), &["input"]);
         let c = b.add("b", conv(2, 2, 1, 1, 0, false), &["input"]);
-        b.add("cat", Op::Concat, &[&a, &c]);
+        b.add("cat", Op::Concat { axis: 0 }, &[&a, &c]);
     });
     grad_check(|b| {
         b.then("flatten", Op::Flatten);
         b.then("fc", linear(72, 8));
         b.then("drop", Op::Dropout { p: 0.5 });
+    });
+}
+
+/// The `[2, 6, 6]` input read as a sequence of 6 tokens of 12 features.
+fn tokens(b: &mut GraphBuilder) -> String {
+    b.then("seq", Op::Reshape { shape: vec![6, 12] })
+}
+
+#[test]
+fn layer_norm_and_linear_on_tokens() {
+    grad_check(|b| {
+        tokens(b);
+        b.then("ln", Op::LayerNorm { dim: 12, eps: 1e-5 });
+        b.then("fc", linear(12, 8));
+        b.then("act", Op::Silu);
+    });
+}
+
+#[test]
+fn multihead_attention() {
+    grad_check(|b| {
+        tokens(b);
+        b.then("att", Op::Attention { dim: 12, heads: 3 });
+    });
+}
+
+#[test]
+fn matmul_softmax_transpose_scale() {
+    grad_check(|b| {
+        let s = tokens(b);
+        let q = b.add("q", linear(12, 4), &[&s]);
+        b.add("k", linear(12, 4), &[&s]);
+        let kt = b.then("kt", Op::Transpose { perm: vec![1, 0] });
+        b.add("scores", Op::MatMul, &[&q, &kt]);
+        b.then("scaled", Op::Scale { factor: 0.5 });
+        let p = b.then("p", Op::Softmax { axis: -1 });
+        b.add("ctx", Op::MatMul, &[&p, &s]);
+    });
+}
+
+#[test]
+fn broadcast_arithmetic_with_parameters() {
+    grad_check(|b| {
+        let s = tokens(b);
+        let g = b.add("gain", Op::Parameter { shape: vec![12] }, &[]);
+        let m = b.add("mul", Op::Mul, &[&s, &g]);
+        let o = b.add("offset", Op::Parameter { shape: vec![6, 1] }, &[]);
+        let d = b.add("sub", Op::Sub, &[&m, &o]);
+        b.add("den_p", Op::Parameter { shape: vec![1, 12] }, &[]);
+        let den = b.then("den", Op::Sigmoid);
+        b.add("div", Op::Div, &[&d, &den]);
+    });
+}
+
+#[test]
+fn slice_select_concat_mean_clip() {
+    grad_check(|b| {
+        let s = tokens(b);
+        let x = b.add("fc", linear(12, 12), &[&s]);
+        let a = b.add(
+            "left",
+            Op::Slice {
+                axis: 1,
+                start: 2,
+                end: 10,
+            },
+            &[&x],
+        );
+        let c = b.add(
+            "right",
+            Op::Slice {
+                axis: -1,
+                start: 0,
+                end: 4,
+            },
+            &[&x],
+        );
+        let cat = b.add("cat", Op::Concat { axis: -1 }, &[&a, &c]);
+        let first = b.add("first", Op::Select { axis: 0, index: 1 }, &[&cat]);
+        let mean = b.add(
+            "mean",
+            Op::Mean {
+                axes: vec![0],
+                keepdim: false,
+            },
+            &[&cat],
+        );
+        let sum = b.add("sum", Op::Add, &[&first, &mean]);
+        b.add("clip", Op::Clip { min: -0.6, max: 0.6 }, &[&sum]);
     });
 }

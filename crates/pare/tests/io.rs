@@ -142,7 +142,7 @@ fn arch_errors_name_the_field() {
             .replace("\"in_features\": 800", "\"in_features\": 801");
         std::fs::write(&p, t).unwrap();
     });
-    assert!(e.contains("fc1") && e.contains("expects input [801]"), "{e}");
+    assert!(e.contains("fc1") && e.contains("last axis is 801"), "{e}");
     let e = load_error(|d| std::fs::write(d.join(ARCH_FILE), "{\"format\": \"pare-arch\"").unwrap());
     assert!(e.contains(ARCH_FILE) && e.contains("EOF"), "{e}");
 }

@@ -98,7 +98,7 @@ fn remaining_ops_and_geometries_match_the_engine() {
     let left = b.then("dw", depthwise(6, 3, 1, 1));
     b.then("r6", Op::Relu6);
     let right = b.add("sig", Op::Sigmoid, &[&left]);
-    b.add("cat", Op::Concat, &["r6", &right]);
+    b.add("cat", Op::Concat { axis: 0 }, &["r6", &right]);
     b.then(
         "avg",
         Op::AvgPool2d {
@@ -144,7 +144,7 @@ fn remaining_ops_and_geometries_match_the_engine() {
     let shape = b.last_shape().unwrap()[0];
     let a = b.then("fa", linear(shape, 7));
     let c = b.add("fb", linear(shape, 5), &["flat"]);
-    b.add("vcat", Op::Concat, &[&a, &c]);
+    b.add("vcat", Op::Concat { axis: 0 }, &[&a, &c]);
     b.then("bn1d", bn(12));
     b.then("relu", Op::Relu);
     b.then("out", linear(12, 3));
@@ -267,5 +267,118 @@ fn interleaved_measurements_keep_each_models_results_apart() {
         let ms = pare::report::latencies_ms(&[&a, &b], 1, 3, engine).unwrap();
         assert_eq!(ms.len(), 2);
         assert!(ms.iter().all(|t| t.is_finite() && *t > 0.0), "{ms:?}");
+    }
+}
+
+/// A graph on a `[t, d]` token input: each choice appends one op (or a short pattern) that fits
+/// the current shape, so random choices give valid graphs of every sequence op.
+fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
+    let mut b = GraphBuilder::new(vec![t, d]);
+    let (mut t, mut d) = (t, d);
+    for (i, &(op, arg)) in choices.iter().enumerate() {
+        let n = |s: &str| format!("n{i}_{s}");
+        let x = b.last().to_string();
+        let arg = arg as usize;
+        match op % 14 {
+            0 => drop(b.then(n("ln"), Op::LayerNorm { dim: d, eps: 1e-5 })),
+            1 => {
+                let out = 1 + arg % 8;
+                b.then(n("fc"), linear(d, out));
+                d = out;
+            }
+            2 => {
+                let heads = if d % 2 == 0 && arg % 2 == 0 { 2 } else { 1 };
+                b.then(n("att"), Op::Attention { dim: d, heads });
+            }
+            3 => {
+                let xt = b.then(n("t"), Op::Transpose { perm: vec![1, 0] });
+                b.add(n("scores"), Op::MatMul, &[&x, &xt]);
+                b.then(n("scale"), Op::Scale { factor: 0.3 });
+                let p = b.then(n("p"), Op::Softmax { axis: -1 });
+                b.add(n("ctx"), Op::MatMul, &[&p, &x]);
+            }
+            4 => {
+                let g = b.add(n("g"), Op::Parameter { shape: vec![d] }, &[]);
+                b.add(n("mul"), Op::Mul, &[&x, &g]);
+            }
+            5 => {
+                let o = b.add(n("o"), Op::Parameter { shape: vec![t, 1] }, &[]);
+                b.add(n("sub"), Op::Sub, &[&x, &o]);
+            }
+            6 if d > 1 => {
+                let end = 1 + arg % (d - 1);
+                b.then(
+                    n("slice"),
+                    Op::Slice {
+                        axis: -1,
+                        start: 0,
+                        end,
+                    },
+                );
+                d = end;
+            }
+            7 => {
+                let s = b.then(n("silu"), Op::Silu);
+                b.add(n("cat"), Op::Concat { axis: -1 }, &[&x, &s]);
+                d *= 2;
+            }
+            8 => {
+                let c = b.add(n("cls"), Op::Parameter { shape: vec![1, d] }, &[]);
+                b.add(n("cat"), Op::Concat { axis: 0 }, &[&c, &x]);
+                t += 1;
+            }
+            9 => drop(b.then(n("clip"), Op::Clip { min: -0.5, max: 0.7 })),
+            10 => {
+                b.then(n("r"), Op::Reshape { shape: vec![d, t] });
+                std::mem::swap(&mut t, &mut d);
+            }
+            11 => {
+                let m = b.then(
+                    n("mean"),
+                    Op::Mean {
+                        axes: vec![-1],
+                        keepdim: true,
+                    },
+                );
+                b.add(n("mul"), Op::Mul, &[&x, &m]);
+            }
+            12 => {
+                let s = b.then(n("sig"), Op::Sigmoid);
+                b.add(n("div"), Op::Div, &[&x, &s]);
+            }
+            _ => {
+                b.then(n("r3"), Op::Reshape { shape: vec![t, 1, d] });
+                b.then(n("t3"), Op::Transpose { perm: vec![1, 0, 2] });
+                b.then(n("sm"), Op::Softmax { axis: 1 });
+                b.then(n("back"), Op::Reshape { shape: vec![t, d] });
+            }
+        }
+    }
+    if b.last() == "input" {
+        b.then("id", Op::Identity);
+    }
+    let mut m = Model::init(b.finish().unwrap(), 5).unwrap();
+    // Parameters of order 1 (their init is N(0, 0.02)), so every op's effect is visible.
+    for (k, v) in m.params.iter_mut() {
+        if !k.ends_with("bias") {
+            let mut rng = ChaCha8Rng::seed_from_u64(k.len() as u64);
+            v.data_mut()
+                .iter_mut()
+                .for_each(|x| *x = rng.random_range(-1.0..1.0));
+        }
+    }
+    m
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(48))]
+    #[test]
+    fn random_sequence_graphs_match_the_engine(
+        t in 1usize..6,
+        d in 1usize..9,
+        choices in proptest::collection::vec((0u8..14, 0u8..16), 1..7),
+    ) {
+        let model = sequence_graph(t, d, &choices);
+        assert_close(&model, &random(vec![3, t, d], 11), &format!("{choices:?}"));
     }
 }

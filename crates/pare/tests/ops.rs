@@ -8,7 +8,7 @@ fn check(op: Op, inputs: &[&[usize]], out: &[usize], params: usize, macs: u64) {
     let got = op.output_shape(inputs).unwrap_or_else(|e| panic!("{op:?}: {e}"));
     assert_eq!(got, out, "{op:?} output shape");
     assert_eq!(op.num_params(), params, "{op:?} params");
-    assert_eq!(op.macs(&got), macs, "{op:?} MACs");
+    assert_eq!(op.macs(inputs, &got), macs, "{op:?} MACs");
 }
 
 fn error(op: Op, inputs: &[&[usize]], needle: &str) {
@@ -25,7 +25,7 @@ fn linear_rules() {
         bias: false,
     };
     check(nobias, &[&[4]], &[3], 12, 12);
-    error(linear(784, 300), &[&[1, 28, 28]], "expects input [784]");
+    error(linear(784, 300), &[&[1, 28, 28]], "last axis is 784");
 }
 
 #[test]
@@ -69,7 +69,7 @@ fn channel_rules() {
     assert_eq!(depthwise(8, 3, 1, 1).channel_rule(), ChannelRule::Passthrough);
     assert_eq!(bn(8).channel_rule(), ChannelRule::Passthrough);
     assert_eq!(Op::Add.channel_rule(), ChannelRule::Passthrough);
-    assert_eq!(Op::Concat.channel_rule(), ChannelRule::Concat);
+    assert_eq!(Op::Concat { axis: 0 }.channel_rule(), ChannelRule::Concat);
     assert_eq!(Op::Flatten.channel_rule(), ChannelRule::Flatten);
     let grouped = conv_grouped(8, 8, 3, 1, 1, 2, false);
     assert_eq!(grouped.channel_rule(), ChannelRule::Fixed);
@@ -107,16 +107,16 @@ fn multi_input_rules() {
     check(Op::Add, &[&[16, 8, 8], &[16, 8, 8]], &[16, 8, 8], 0, 0);
     error(Op::Add, &[&[16, 8, 8], &[32, 8, 8]], "equal input shapes");
     check(
-        Op::Concat,
+        Op::Concat { axis: 0 },
         &[&[16, 8, 8], &[8, 8, 8], &[4, 8, 8]],
         &[28, 8, 8],
         0,
         0,
     );
     error(
-        Op::Concat,
+        Op::Concat { axis: 0 },
         &[&[16, 8, 8], &[16, 4, 4]],
-        "equal but for the channel axis",
+        "equal but for axis 0",
     );
     error(Op::Add, &[&[4]], "at least 2");
     error(Op::Relu, &[&[4], &[4]], "takes 1 input");
@@ -137,4 +137,135 @@ fn elementwise_rules() {
         check(op, &[&[3, 5, 5]], &[3, 5, 5], 0, 0);
     }
     error(Op::Dropout { p: 1.0 }, &[&[4]], "dropout p");
+}
+
+#[test]
+fn sequence_and_tensor_rules() {
+    let ln = Op::LayerNorm { dim: 64, eps: 1e-5 };
+    check(ln.clone(), &[&[17, 64]], &[17, 64], 128, 0);
+    error(ln, &[&[17, 32]], "last axis of 64");
+    // A Linear acts on the last axis of any rank: one dot product per token.
+    check(
+        linear(64, 128),
+        &[&[17, 64]],
+        &[17, 128],
+        64 * 128 + 128,
+        17 * 64 * 128,
+    );
+    error(linear(64, 128), &[&[64, 17]], "last axis is 64");
+    check(
+        Op::MatMul,
+        &[&[4, 17, 16], &[4, 16, 17]],
+        &[4, 17, 17],
+        0,
+        4 * 17 * 17 * 16,
+    );
+    error(Op::MatMul, &[&[4, 17, 16], &[2, 16, 17]], "equal leading axes");
+    error(Op::MatMul, &[&[16], &[16]], "[.., m, k]");
+    check(Op::Softmax { axis: -1 }, &[&[4, 17, 17]], &[4, 17, 17], 0, 0);
+    error(Op::Softmax { axis: 3 }, &[&[4, 17, 17]], "out of range");
+    check(
+        Op::Reshape { shape: vec![64, 16] },
+        &[&[64, 4, 4]],
+        &[64, 16],
+        0,
+        0,
+    );
+    error(
+        Op::Reshape { shape: vec![64, 15] },
+        &[&[64, 4, 4]],
+        "1024 elements",
+    );
+    check(Op::Transpose { perm: vec![1, 0] }, &[&[64, 16]], &[16, 64], 0, 0);
+    error(
+        Op::Transpose { perm: vec![0, 0] },
+        &[&[64, 16]],
+        "not a permutation",
+    );
+    check(Op::Mul, &[&[17, 64], &[64]], &[17, 64], 0, 0);
+    check(Op::Div, &[&[17, 1], &[1, 64]], &[17, 64], 0, 0);
+    error(Op::Sub, &[&[17, 64], &[17, 32]], "do not broadcast");
+    check(
+        Op::Slice {
+            axis: 1,
+            start: 64,
+            end: 128,
+        },
+        &[&[17, 192]],
+        &[17, 64],
+        0,
+        0,
+    );
+    error(
+        Op::Slice {
+            axis: 1,
+            start: 64,
+            end: 200,
+        },
+        &[&[17, 192]],
+        "outside axis 1",
+    );
+    check(Op::Select { axis: 0, index: 0 }, &[&[17, 64]], &[64], 0, 0);
+    error(Op::Select { axis: 0, index: 17 }, &[&[17, 64]], "position 17");
+    error(Op::Select { axis: 0, index: 0 }, &[&[64]], "rank-2");
+    check(Op::Concat { axis: 0 }, &[&[1, 64], &[16, 64]], &[17, 64], 0, 0);
+    check(Op::Concat { axis: -1 }, &[&[17, 32], &[17, 32]], &[17, 64], 0, 0);
+    check(
+        Op::Mean {
+            axes: vec![0],
+            keepdim: false,
+        },
+        &[&[17, 64]],
+        &[64],
+        0,
+        0,
+    );
+    check(
+        Op::Mean {
+            axes: vec![-1],
+            keepdim: true,
+        },
+        &[&[17, 64]],
+        &[17, 1],
+        0,
+        0,
+    );
+    error(
+        Op::Mean {
+            axes: vec![0, 1],
+            keepdim: false,
+        },
+        &[&[17, 64]],
+        "keep at least one",
+    );
+    check(Op::Clip { min: -1.0, max: 1.0 }, &[&[8]], &[8], 0, 0);
+    error(Op::Clip { min: 1.0, max: -1.0 }, &[&[8]], "min <= max");
+    check(Op::Silu, &[&[8]], &[8], 0, 0);
+    check(Op::Scale { factor: 0.25 }, &[&[8]], &[8], 0, 0);
+    check(Op::Parameter { shape: vec![17, 64] }, &[], &[17, 64], 17 * 64, 0);
+    error(Op::Parameter { shape: vec![1, 64] }, &[&[1, 64]], "takes 0 input");
+    let att = Op::Attention { dim: 64, heads: 4 };
+    check(
+        att.clone(),
+        &[&[17, 64]],
+        &[17, 64],
+        4 * 64 * 64 + 4 * 64,
+        4 * 17 * 64 * 64 + 2 * 17 * 17 * 64,
+    );
+    error(Op::Attention { dim: 64, heads: 5 }, &[&[17, 64]], "must divide");
+    error(att, &[&[64]], "[tokens, 64]");
+}
+
+#[test]
+fn ops_without_channels_are_opaque_to_pruning() {
+    for op in [
+        Op::LayerNorm { dim: 4, eps: 1e-5 },
+        Op::MatMul,
+        Op::Reshape { shape: vec![4] },
+        Op::Attention { dim: 4, heads: 2 },
+        Op::Parameter { shape: vec![4] },
+    ] {
+        assert_eq!(op.channel_rule(), ChannelRule::Opaque, "{op:?}");
+    }
+    assert_eq!(Op::Silu.channel_rule(), ChannelRule::Passthrough);
 }

@@ -2,16 +2,19 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use burn::tensor::activation::{gelu, hard_swish, relu, relu6, sigmoid, tanh};
-use burn::tensor::module::{avg_pool2d, batch_norm, batch_norm_train, conv2d, linear, max_pool2d};
+use burn::tensor::activation::{gelu, hard_swish, relu, relu6, sigmoid, silu, softmax, tanh};
+use burn::tensor::module::{
+    avg_pool2d, batch_norm, batch_norm_train, conv2d, layer_norm, linear, max_pool2d,
+};
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
 use burn::tensor::{Device, Tensor as BT};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::value::{map_value, upload, Value};
+use super::value::{arr, map_value, reshape, upload, Value};
 use crate::error::{Error, Result};
-use crate::ir::{Model, Op, Reparam, Reparams, INPUT};
+use crate::ir::op::{param_name, resolve_axis};
+use crate::ir::{Model, Node, Op, Reparam, Reparams, INPUT};
 
 /// Train mode uses batch statistics and dropout; eval mode running statistics and no dropout.
 #[derive(Clone, Copy, Debug)]
@@ -103,10 +106,6 @@ fn supermask(w: BT<1>, cpu: &crate::ir::Tensor, init: &crate::ir::Tensor, keep: 
     init * (w.clone() + (mask - w).detach())
 }
 
-fn param<const D: usize>(p: &HashMap<String, BT<1>>, name: &str, shape: [usize; D]) -> BT<D> {
-    p[name].clone().reshape(shape)
-}
-
 /// Runs the graph on `x` (already normalized, `[batch, ..input shape]`).
 pub(crate) fn run(
     model: &Model,
@@ -140,7 +139,13 @@ pub(crate) fn run(
         .enumerate()
         .map(|(i, n)| (n.name.as_str(), i))
         .collect();
-    let mut bn = Vec::new();
+    let mut cx = Cx {
+        params,
+        mode,
+        dev,
+        batch: dims[0],
+        bn: Vec::new(),
+    };
     for (i, node) in g.nodes.iter().enumerate() {
         let ins: Vec<Value> = node
             .inputs
@@ -155,176 +160,227 @@ pub(crate) fn run(
                 }
             })
             .collect();
-        let name = &node.name;
-        let w = |suffix: &str| format!("{name}.{suffix}");
+        values[i] = Some(cx.node(i, node, ins)?);
+    }
+    let output = values[index[g.output.as_str()]]
+        .clone()
+        .expect("output node was computed");
+    let taps = taps
+        .iter()
+        .map(|t| {
+            (
+                t.clone(),
+                values[index[t.as_str()]]
+                    .clone()
+                    .expect("every node was computed"),
+            )
+        })
+        .collect();
+    Ok(RunOut {
+        output,
+        taps,
+        bn: cx.bn,
+    })
+}
+
+/// What every node's forward pass needs besides its inputs.
+struct Cx<'a> {
+    params: &'a HashMap<String, BT<1>>,
+    mode: Mode,
+    dev: &'a Device,
+    batch: usize,
+    bn: Vec<BnBatch>,
+}
+
+/// Pairs two values of one rank and applies a rank-generic expression; `None` for two ranks.
+macro_rules! zip_values {
+    ($a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
+        match ($a, $b) {
+            (Value::V1($x), Value::V1($y)) => Some(Value::V1($body)),
+            (Value::V2($x), Value::V2($y)) => Some(Value::V2($body)),
+            (Value::V3($x), Value::V3($y)) => Some(Value::V3($body)),
+            (Value::V4($x), Value::V4($y)) => Some(Value::V4($body)),
+            (Value::V5($x), Value::V5($y)) => Some(Value::V5($body)),
+            (Value::V6($x), Value::V6($y)) => Some(Value::V6($body)),
+            _ => None,
+        }
+    };
+}
+
+/// Concatenates values of one rank along `dim`; `None` for mixed ranks.
+fn cat(values: Vec<Value>, dim: usize) -> Option<Value> {
+    macro_rules! cat_rank {
+        ($variant:ident) => {{
+            let parts: Option<Vec<_>> = values
+                .into_iter()
+                .map(|v| match v {
+                    Value::$variant(t) => Some(t),
+                    _ => None,
+                })
+                .collect();
+            parts.map(|p| Value::$variant(BT::cat(p, dim)))
+        }};
+    }
+    match values.first()? {
+        Value::V1(_) => cat_rank!(V1),
+        Value::V2(_) => cat_rank!(V2),
+        Value::V3(_) => cat_rank!(V3),
+        Value::V4(_) => cat_rank!(V4),
+        Value::V5(_) => cat_rank!(V5),
+        Value::V6(_) => cat_rank!(V6),
+    }
+}
+
+fn permute<const D: usize>(t: BT<D>, perm: &[usize]) -> BT<D> {
+    t.permute(arr::<D>(perm))
+}
+
+/// Gives `v` rank `rank` by inserting size-1 axes after the batch axis (NumPy broadcasting
+/// aligns shapes at their last axis).
+fn lift(v: Value, rank: usize) -> Value {
+    let d = v.dims();
+    if d.len() >= rank {
+        return v;
+    }
+    let mut shape = vec![d[0]];
+    shape.extend(std::iter::repeat_n(1, rank - d.len()));
+    shape.extend_from_slice(&d[1..]);
+    reshape(v, &shape)
+}
+
+impl Cx<'_> {
+    fn param<const D: usize>(&self, name: &str, shape: [usize; D]) -> BT<D> {
+        self.params[name].clone().reshape(shape)
+    }
+
+    fn node(&mut self, i: usize, node: &Node, ins: Vec<Value>) -> Result<Value> {
+        let name = node.name.as_str();
+        let w = |suffix: &str| param_name(name, suffix);
         let mismatch = |what: &str| Error::graph(name, format!("{} received a {what}", node.op.kind()));
-        let first = ins[0].clone();
-        let out = match &node.op {
+        // Axes of the op are per sample; the engine's values have the batch axis first.
+        let axis = |a: isize, v: &Value| {
+            resolve_axis(a, v.rank() - 1)
+                .map(|a| a + 1)
+                .map_err(|e| Error::graph(name, e))
+        };
+        let Some(first) = ins.first().cloned() else {
+            return self.source(name, &node.op);
+        };
+        Ok(match &node.op {
             Op::Linear {
                 in_features,
                 out_features,
                 bias,
             } => {
-                let Value::V2(x) = first else {
-                    return Err(mismatch("rank-4 tensor; flatten first"));
-                };
-                let wt = param(params, &w("weight"), [*out_features, *in_features]);
-                let b = bias.then(|| param(params, &w("bias"), [*out_features]));
-                Value::V2(linear(x, wt.transpose(), b))
+                let wt = self.param(&w("weight"), [*out_features, *in_features]);
+                let b = bias.then(|| self.param(&w("bias"), [*out_features]));
+                map_value!(first, |x| linear(x, wt.clone().transpose(), b.clone()))
             }
-            Op::Conv2d {
-                in_channels,
-                out_channels,
-                kernel_size,
-                stride,
-                padding,
-                dilation,
-                groups,
-                bias,
-            } => {
+            Op::Conv2d { .. } => {
                 let Value::V4(x) = first else {
-                    return Err(mismatch("rank-2 tensor"));
+                    return Err(mismatch("tensor that is not [batch, C, H, W]"));
                 };
-                let wt = param(
-                    params,
-                    &w("weight"),
-                    [
-                        *out_channels,
-                        in_channels / groups,
-                        kernel_size[0],
-                        kernel_size[1],
-                    ],
-                );
-                let b = bias.then(|| param(params, &w("bias"), [*out_channels]));
-                Value::V4(conv2d(
-                    x,
-                    wt,
-                    b,
-                    ConvOptions::new(*stride, *padding, *dilation, *groups),
-                ))
+                Value::V4(self.conv2d(name, &node.op, x))
             }
-            Op::BatchNorm {
-                num_features, eps, ..
-            } => {
-                let c = *num_features;
-                let gamma = param(params, &w("weight"), [c]);
-                let beta = param(params, &w("bias"), [c]);
-                match mode {
-                    Mode::Train { .. } => {
-                        let count = first.dims().iter().product::<usize>() / c;
-                        let (out, mean, var) = match first {
-                            Value::V2(x) => {
-                                let o = batch_norm_train(x, gamma, beta, *eps);
-                                (Value::V2(o.output), o.mean, o.variance)
-                            }
-                            Value::V4(x) => {
-                                let o = batch_norm_train(x, gamma, beta, *eps);
-                                (Value::V4(o.output), o.mean, o.variance)
-                            }
-                        };
-                        bn.push(BnBatch {
-                            node: name.clone(),
-                            mean,
-                            var,
-                            count,
-                        });
-                        out
-                    }
-                    Mode::Eval => {
-                        let rm = param(params, &w("running_mean"), [c]);
-                        let rv = param(params, &w("running_var"), [c]);
-                        map_value!(first, |x| batch_norm(
-                            x,
-                            gamma.clone(),
-                            beta.clone(),
-                            rm.clone(),
-                            rv.clone(),
-                            *eps
-                        ))
-                    }
-                }
-            }
+            Op::BatchNorm { .. } => self.batch_norm(name, &node.op, first)?,
             Op::Relu => map_value!(first, |x| relu(x)),
             Op::Relu6 => map_value!(first, |x| relu6(x)),
             Op::Gelu => map_value!(first, |x| gelu(x)),
             Op::Sigmoid => map_value!(first, |x| sigmoid(x)),
             Op::Tanh => map_value!(first, |x| tanh(x)),
             Op::HardSwish => map_value!(first, |x| hard_swish(x)),
-            Op::MaxPool2d {
-                kernel_size,
-                stride,
-                padding,
-            } => {
+            Op::Silu => map_value!(first, |x| silu(x)),
+            Op::Clip { min, max } => map_value!(first, |x| x.clamp(*min, *max)),
+            Op::Scale { factor } => map_value!(first, |x| x.mul_scalar(*factor as f32)),
+            Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::GlobalAvgPool => {
                 let Value::V4(x) = first else {
-                    return Err(mismatch("rank-2 tensor"));
+                    return Err(mismatch("tensor that is not [batch, C, H, W]"));
                 };
-                let o = MaxPoolOptions::new(*kernel_size)
-                    .with_stride(*stride)
-                    .with_padding(*padding);
-                Value::V4(max_pool2d(x, o))
+                Value::V4(pool(&node.op, x))
             }
-            Op::AvgPool2d {
-                kernel_size,
-                stride,
-                padding,
-                count_include_pad,
-            } => {
-                let Value::V4(x) = first else {
-                    return Err(mismatch("rank-2 tensor"));
-                };
-                let o = AvgPoolOptions::new(*kernel_size)
-                    .with_stride(*stride)
-                    .with_padding(*padding)
-                    .with_count_include_pad(*count_include_pad);
-                Value::V4(avg_pool2d(x, o))
+            Op::Flatten => {
+                let d = first.dims();
+                reshape(first, &[d[0], d[1..].iter().product()])
             }
-            Op::GlobalAvgPool => {
-                let Value::V4(x) = first else {
-                    return Err(mismatch("rank-2 tensor"));
-                };
-                Value::V4(x.mean_dim(3).mean_dim(2))
+            Op::Reshape { shape } => {
+                let mut full = vec![self.batch];
+                full.extend_from_slice(shape);
+                reshape(first, &full)
             }
-            Op::Flatten => match first {
-                Value::V2(x) => Value::V2(x),
-                Value::V4(x) => {
-                    let [b, c, h, wd] = x.dims();
-                    Value::V2(x.reshape([b, c * h * wd]))
-                }
-            },
+            Op::Transpose { perm } => {
+                let full: Vec<usize> = std::iter::once(0).chain(perm.iter().map(|p| p + 1)).collect();
+                map_value!(first, |x| permute(x, &full))
+            }
             Op::Add => {
                 let mut acc = first;
                 for v in &ins[1..] {
-                    acc = match (acc, v.clone()) {
-                        (Value::V2(a), Value::V2(b)) => Value::V2(a + b),
-                        (Value::V4(a), Value::V4(b)) => Value::V4(a + b),
-                        _ => return Err(mismatch("mix of ranks")),
-                    };
+                    acc =
+                        zip_values!(acc, v.clone(), |a, b| a + b).ok_or_else(|| mismatch("mix of ranks"))?;
                 }
                 acc
             }
-            Op::Concat => match first {
-                Value::V2(_) => {
-                    let parts = ins
-                        .iter()
-                        .map(|v| match v {
-                            Value::V2(t) => Ok(t.clone()),
-                            _ => Err(mismatch("mix of ranks")),
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Value::V2(BT::cat(parts, 1))
+            Op::Mul | Op::Sub | Op::Div => {
+                let rank = first.rank().max(ins[1].rank());
+                let (a, b) = (lift(first, rank), lift(ins[1].clone(), rank));
+                let out = match node.op {
+                    Op::Mul => zip_values!(a, b, |x, y| x * y),
+                    Op::Sub => zip_values!(a, b, |x, y| x - y),
+                    _ => zip_values!(a, b, |x, y| x / y),
+                };
+                out.expect("lifted to one rank")
+            }
+            Op::MatMul => zip_values!(first, ins[1].clone(), |a, b| a.matmul(b))
+                .ok_or_else(|| mismatch("mix of ranks"))?,
+            Op::Concat { axis: a } => {
+                let dim = axis(*a, &first)?;
+                cat(ins, dim).ok_or_else(|| mismatch("mix of ranks"))?
+            }
+            Op::Softmax { axis: a } => {
+                let dim = axis(*a, &first)?;
+                map_value!(first, |x| softmax(x, dim))
+            }
+            Op::LayerNorm { dim, eps } => {
+                let gamma = self.param(&w("weight"), [*dim]);
+                let beta = self.param(&w("bias"), [*dim]);
+                map_value!(first, |x| layer_norm(x, gamma.clone(), Some(beta.clone()), *eps))
+            }
+            Op::Slice { axis: a, start, end } => {
+                let dim = axis(*a, &first)?;
+                map_value!(first, |x| x.narrow(dim, *start, end - start))
+            }
+            Op::Select { axis: a, index } => {
+                let dim = axis(*a, &first)?;
+                let mut shape = first.dims();
+                shape.remove(dim);
+                let one = map_value!(first, |x| x.narrow(dim, *index, 1));
+                reshape(one, &shape)
+            }
+            Op::Mean { axes, keepdim } => {
+                let mut dims = axes
+                    .iter()
+                    .map(|a| axis(*a, &first))
+                    .collect::<Result<Vec<_>>>()?;
+                dims.sort_unstable();
+                let mut kept = first.dims();
+                let mut v = first;
+                for &d in &dims {
+                    v = map_value!(v, |x| x.mean_dim(d));
                 }
-                Value::V4(_) => {
-                    let parts = ins
-                        .iter()
-                        .map(|v| match v {
-                            Value::V4(t) => Ok(t.clone()),
-                            _ => Err(mismatch("mix of ranks")),
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                    Value::V4(BT::cat(parts, 1))
+                if !keepdim {
+                    for &d in dims.iter().rev() {
+                        kept.remove(d);
+                    }
+                    v = reshape(v, &kept);
                 }
-            },
-            Op::Dropout { p } => match mode {
+                v
+            }
+            Op::Attention { dim, heads } => {
+                let Value::V3(x) = first else {
+                    return Err(mismatch("tensor that is not [batch, tokens, dim]"));
+                };
+                Value::V3(self.attention(name, x, *dim, *heads))
+            }
+            Op::Dropout { p } => match self.mode {
                 Mode::Train { seed } if *p > 0.0 => {
                     let dims = first.dims();
                     let n: usize = dims.iter().product();
@@ -339,12 +395,8 @@ pub(crate) fn run(
                             }
                         })
                         .collect();
-                    match first {
-                        Value::V2(x) => Value::V2(x * upload(mask, [dims[0], dims[1]], dev)),
-                        Value::V4(x) => {
-                            Value::V4(x * upload(mask, [dims[0], dims[1], dims[2], dims[3]], dev))
-                        }
-                    }
+                    let mask = reshape(Value::V1(upload(mask, [n], self.dev)), &dims);
+                    zip_values!(first, mask, |x, m| x * m).expect("mask has the value's rank")
                 }
                 _ => first,
             },
@@ -362,22 +414,142 @@ pub(crate) fn run(
                     xc.clone() + (deq - xc).detach()
                 })
             }
-        };
-        values[i] = Some(out);
-    }
-    let output = values[index[g.output.as_str()]]
-        .clone()
-        .expect("output node was computed");
-    let taps = taps
-        .iter()
-        .map(|t| {
-            (
-                t.clone(),
-                values[index[t.as_str()]]
-                    .clone()
-                    .expect("every node was computed"),
-            )
+            Op::Parameter { .. } => unreachable!("a parameter node has no inputs"),
         })
-        .collect();
-    Ok(RunOut { output, taps, bn })
+    }
+
+    /// A node without inputs: a learned tensor repeated over the batch.
+    fn source(&self, name: &str, op: &Op) -> Result<Value> {
+        let Op::Parameter { shape } = op else {
+            return Err(Error::graph(name, format!("{} needs an input", op.kind())));
+        };
+        let mut stored = vec![1];
+        stored.extend_from_slice(shape);
+        let t = reshape(Value::V1(self.params[name].clone()), &stored);
+        let batch = self.batch;
+        Ok(map_value!(t, |x| x.repeat_dim(0, batch)))
+    }
+
+    fn conv2d(&self, name: &str, op: &Op, x: BT<4>) -> BT<4> {
+        let Op::Conv2d {
+            in_channels,
+            out_channels,
+            kernel_size,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias,
+        } = *op
+        else {
+            unreachable!("called for conv2d nodes")
+        };
+        let wt = self.param(
+            &param_name(name, "weight"),
+            [out_channels, in_channels / groups, kernel_size[0], kernel_size[1]],
+        );
+        let b = bias.then(|| self.param(&param_name(name, "bias"), [out_channels]));
+        conv2d(x, wt, b, ConvOptions::new(stride, padding, dilation, groups))
+    }
+
+    fn batch_norm(&mut self, name: &str, op: &Op, x: Value) -> Result<Value> {
+        let Op::BatchNorm {
+            num_features: c, eps, ..
+        } = *op
+        else {
+            unreachable!("called for batch_norm nodes")
+        };
+        let gamma = self.param(&param_name(name, "weight"), [c]);
+        let beta = self.param(&param_name(name, "bias"), [c]);
+        Ok(match self.mode {
+            Mode::Train { .. } => {
+                let count = x.dims().iter().product::<usize>() / c;
+                let (out, mean, var) = match x {
+                    Value::V2(x) => {
+                        let o = batch_norm_train(x, gamma, beta, eps);
+                        (Value::V2(o.output), o.mean, o.variance)
+                    }
+                    Value::V4(x) => {
+                        let o = batch_norm_train(x, gamma, beta, eps);
+                        (Value::V4(o.output), o.mean, o.variance)
+                    }
+                    _ => {
+                        return Err(Error::graph(
+                            name,
+                            "batch_norm received a tensor that is not [batch, C] or [batch, C, H, W]",
+                        ))
+                    }
+                };
+                self.bn.push(BnBatch {
+                    node: name.to_string(),
+                    mean,
+                    var,
+                    count,
+                });
+                out
+            }
+            Mode::Eval => {
+                let rm = self.param(&param_name(name, "running_mean"), [c]);
+                let rv = self.param(&param_name(name, "running_var"), [c]);
+                map_value!(x, |x| batch_norm(
+                    x,
+                    gamma.clone(),
+                    beta.clone(),
+                    rm.clone(),
+                    rv.clone(),
+                    eps
+                ))
+            }
+        })
+    }
+
+    /// `nn.MultiheadAttention` self-attention on `[batch, tokens, dim]`.
+    fn attention(&self, name: &str, x: BT<3>, dim: usize, heads: usize) -> BT<3> {
+        let [b, t, _] = x.dims();
+        let hd = dim / heads;
+        let w_in = self.param(&param_name(name, "in_proj_weight"), [3 * dim, dim]);
+        let b_in = self.param(&param_name(name, "in_proj_bias"), [3 * dim]);
+        let w_out = self.param(&param_name(name, "out_proj.weight"), [dim, dim]);
+        let b_out = self.param(&param_name(name, "out_proj.bias"), [dim]);
+        let qkv = linear(x, w_in.transpose(), Some(b_in));
+        // [b, t, dim] -> [b, heads, t, hd]
+        let split = |k: usize| {
+            qkv.clone()
+                .narrow(2, k * dim, dim)
+                .reshape([b, t, heads, hd])
+                .swap_dims(1, 2)
+        };
+        let (q, k, v) = (split(0), split(1), split(2));
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f32).sqrt());
+        let ctx = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, dim]);
+        linear(ctx, w_out.transpose(), Some(b_out))
+    }
+}
+
+fn pool(op: &Op, x: BT<4>) -> BT<4> {
+    match *op {
+        Op::MaxPool2d {
+            kernel_size,
+            stride,
+            padding,
+        } => max_pool2d(
+            x,
+            MaxPoolOptions::new(kernel_size)
+                .with_stride(stride)
+                .with_padding(padding),
+        ),
+        Op::AvgPool2d {
+            kernel_size,
+            stride,
+            padding,
+            count_include_pad,
+        } => avg_pool2d(
+            x,
+            AvgPoolOptions::new(kernel_size)
+                .with_stride(stride)
+                .with_padding(padding)
+                .with_count_include_pad(count_include_pad),
+        ),
+        _ => x.mean_dim(3).mean_dim(2),
+    }
 }

@@ -90,13 +90,7 @@ fn normalize_rows(x: BT<2>) -> BT<2> {
 }
 
 fn flat(v: &Value) -> BT<2> {
-    match v {
-        Value::V2(t) => t.clone(),
-        Value::V4(t) => {
-            let [b, c, h, w] = t.dims();
-            t.clone().reshape([b, c * h * w])
-        }
-    }
+    v.flat()
 }
 
 fn attention_map(v: &Value, p: f32) -> Result<BT<2>> {
@@ -277,7 +271,7 @@ pub(crate) fn total(
 fn teacher_value(t: &Tensor, dev: &Device) -> Result<Value> {
     Value::from_tensor(t, dev).ok_or_else(|| {
         Error::Config(format!(
-            "a teacher activation of shape {:?} is neither 2-D nor 4-D",
+            "a teacher activation of shape {:?} is not of rank 1 to 6",
             t.shape()
         ))
     })

@@ -139,7 +139,7 @@ pub fn train_step(
     )?;
     let logits = match &out.output {
         Value::V2(t) => t.clone(),
-        Value::V4(_) => {
+        _ => {
             return Err(Error::graph(
                 &model.graph.output,
                 "the output must be [batch, classes] for a classification loss",

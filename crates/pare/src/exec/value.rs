@@ -1,51 +1,115 @@
-//! Conversions between pare's [`Tensor`] and the engine's tensors, and the rank-tagged value
-//! that flows along graph edges (vectors `[B, F]` or images `[B, C, H, W]`).
+//! Conversions between pare's [`Tensor`] and the engine's tensors, and the value that flows
+//! along graph edges: an engine tensor of rank 1 to 6 (batch axis first).
+//!
+//! The engine's tensors carry their rank in the type (`Tensor<D>`), so a graph value is an enum
+//! over ranks; [`map_value!`] applies a rank-generic expression to whichever rank a value has,
+//! and [`reshape`] moves between ranks.
 
 use burn::tensor::{Device, Tensor as BT, TensorData};
 
 use crate::ir::Tensor;
 
-/// An activation on the engine: rank 2 (`[batch, features]`) or rank 4 (`[batch, C, H, W]`).
+/// The largest rank a value may have: the batch axis plus five per-sample axes.
+pub(crate) const MAX_RANK: usize = 6;
+
+/// An activation on the engine, `[batch, ..per-sample shape]`.
 #[derive(Clone)]
 pub(crate) enum Value {
+    V1(BT<1>),
     V2(BT<2>),
+    V3(BT<3>),
     V4(BT<4>),
+    V5(BT<5>),
+    V6(BT<6>),
 }
 
-impl Value {
-    pub(crate) fn from_tensor(t: &Tensor, dev: &Device) -> Option<Value> {
-        match *t.shape() {
-            [a, b] => Some(Value::V2(upload(t.data().to_vec(), [a, b], dev))),
-            [a, b, c, d] => Some(Value::V4(upload(t.data().to_vec(), [a, b, c, d], dev))),
-            _ => None,
-        }
-    }
-
-    pub(crate) fn dims(&self) -> Vec<usize> {
-        match self {
-            Value::V2(t) => t.dims().to_vec(),
-            Value::V4(t) => t.dims().to_vec(),
-        }
-    }
-
-    pub(crate) fn to_tensor(&self) -> Tensor {
-        match self {
-            Value::V2(t) => download(t.clone()),
-            Value::V4(t) => download(t.clone()),
-        }
-    }
-}
-
-/// Applies a rank-generic function to whichever rank the value has.
+/// Applies a rank-generic expression to whichever rank the value has; the result keeps it.
 macro_rules! map_value {
     ($v:expr, |$t:ident| $body:expr) => {
         match $v {
+            $crate::exec::value::Value::V1($t) => $crate::exec::value::Value::V1($body),
             $crate::exec::value::Value::V2($t) => $crate::exec::value::Value::V2($body),
+            $crate::exec::value::Value::V3($t) => $crate::exec::value::Value::V3($body),
             $crate::exec::value::Value::V4($t) => $crate::exec::value::Value::V4($body),
+            $crate::exec::value::Value::V5($t) => $crate::exec::value::Value::V5($body),
+            $crate::exec::value::Value::V6($t) => $crate::exec::value::Value::V6($body),
         }
     };
 }
 pub(crate) use map_value;
+
+/// Applies a rank-generic expression whose result is not a value (a shape, a download).
+macro_rules! with_value {
+    ($v:expr, |$t:ident| $body:expr) => {
+        match $v {
+            $crate::exec::value::Value::V1($t) => $body,
+            $crate::exec::value::Value::V2($t) => $body,
+            $crate::exec::value::Value::V3($t) => $body,
+            $crate::exec::value::Value::V4($t) => $body,
+            $crate::exec::value::Value::V5($t) => $body,
+            $crate::exec::value::Value::V6($t) => $body,
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use with_value;
+
+/// The first `D` entries of `s` as an array (callers pass slices of length `D`).
+pub(crate) fn arr<const D: usize>(s: &[usize]) -> [usize; D] {
+    let mut a = [0; D];
+    a.copy_from_slice(&s[..D]);
+    a
+}
+
+/// The value with the same elements in row-major order under `shape` (any rank 1..=6).
+pub(crate) fn reshape(v: Value, shape: &[usize]) -> Value {
+    fn to<const D: usize>(t: BT<D>, shape: &[usize]) -> Value {
+        match shape.len() {
+            1 => Value::V1(t.reshape(arr::<1>(shape))),
+            2 => Value::V2(t.reshape(arr::<2>(shape))),
+            3 => Value::V3(t.reshape(arr::<3>(shape))),
+            4 => Value::V4(t.reshape(arr::<4>(shape))),
+            5 => Value::V5(t.reshape(arr::<5>(shape))),
+            6 => Value::V6(t.reshape(arr::<6>(shape))),
+            r => unreachable!("rank {r} is checked against {MAX_RANK} by the graph"),
+        }
+    }
+    with_value!(v, |t| to(t, shape))
+}
+
+impl Value {
+    /// Uploads a pare tensor; `None` for a rank outside 1..=6.
+    pub(crate) fn from_tensor(t: &Tensor, dev: &Device) -> Option<Value> {
+        let s = t.shape();
+        if s.is_empty() || s.len() > MAX_RANK {
+            return None;
+        }
+        let flat: BT<1> = upload(t.data().to_vec(), [t.len()], dev);
+        Some(reshape(Value::V1(flat), s))
+    }
+
+    pub(crate) fn dims(&self) -> Vec<usize> {
+        with_value!(self, |t| t.dims().to_vec())
+    }
+
+    pub(crate) fn rank(&self) -> usize {
+        with_value!(self, |t| t.dims().len())
+    }
+
+    pub(crate) fn to_tensor(&self) -> Tensor {
+        with_value!(self, |t| download(t.clone()))
+    }
+
+    /// The value as `[batch, features]` (every per-sample axis flattened).
+    pub(crate) fn flat(&self) -> BT<2> {
+        let d = self.dims();
+        let per: usize = d[1..].iter().product();
+        match reshape(self.clone(), &[d[0], per]) {
+            Value::V2(t) => t,
+            _ => unreachable!("reshaped to rank 2"),
+        }
+    }
+}
 
 pub(crate) fn upload<const D: usize>(data: Vec<f32>, shape: [usize; D], dev: &Device) -> BT<D> {
     BT::from_data(TensorData::new(data, shape), dev)

@@ -10,6 +10,9 @@ use crate::error::{Error, Result};
 /// The name by which nodes refer to the model's input.
 pub const INPUT: &str = "input";
 
+/// The largest per-sample rank a value may have (the engines add the batch axis).
+pub const MAX_RANK: usize = 5;
+
 /// Per-channel-free input normalization: `x' = (x - mean) / std` on pixels in [0, 1].
 ///
 /// It belongs to the model, not the data set, so that a saved model evaluates correctly on
@@ -67,6 +70,25 @@ pub struct Shapes {
     pub nodes: Vec<Vec<usize>>,
 }
 
+impl Shapes {
+    /// The shape of the value called `name`: [`INPUT`] or a node of `graph`.
+    ///
+    /// # Panics
+    /// When `name` is neither (callers pass names from the validated graph these shapes came from).
+    pub fn of<'a>(&'a self, graph: &Graph, name: &str) -> &'a [usize] {
+        if name == INPUT {
+            &self.input
+        } else {
+            &self.nodes[graph.index_of(name).expect("a node of the validated graph")]
+        }
+    }
+
+    /// The shapes of node `i`'s inputs, in order.
+    pub fn inputs_of<'a>(&'a self, graph: &Graph, i: usize) -> Vec<&'a [usize]> {
+        graph.nodes[i].inputs.iter().map(|n| self.of(graph, n)).collect()
+    }
+}
+
 impl Graph {
     /// Index of a node by name.
     pub fn index_of(&self, name: &str) -> Option<usize> {
@@ -79,11 +101,11 @@ impl Graph {
 
     /// Checks names, order, arity and shapes; returns every node's output shape.
     pub fn shapes(&self) -> Result<Shapes> {
-        if self.input.shape.is_empty() || self.input.shape.contains(&0) {
+        if self.input.shape.is_empty() || self.input.shape.len() > MAX_RANK || self.input.shape.contains(&0) {
             return Err(Error::graph(
                 INPUT,
                 format!(
-                    "input shape {:?} must be non-empty and positive",
+                    "input shape {:?} must have 1 to {MAX_RANK} axes, all positive",
                     self.input.shape
                 ),
             ));
@@ -120,6 +142,12 @@ impl Graph {
                 .op
                 .output_shape(&ins)
                 .map_err(|reason| Error::graph(&node.name, reason))?;
+            if out.is_empty() || out.len() > MAX_RANK {
+                return Err(Error::graph(
+                    &node.name,
+                    format!("output shape {out:?} must have 1 to {MAX_RANK} axes"),
+                ));
+            }
             shapes.push(out);
         }
         if !index.contains_key(self.output.as_str()) {

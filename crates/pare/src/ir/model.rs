@@ -39,7 +39,7 @@ pub fn param_refs(graph: &Graph) -> Vec<ParamRef> {
         .enumerate()
         .flat_map(|(i, n)| {
             n.op.params().into_iter().map(move |spec| ParamRef {
-                name: format!("{}.{}", n.name, spec.suffix),
+                name: super::op::param_name(&n.name, spec.suffix),
                 node: i,
                 spec,
             })
@@ -88,8 +88,9 @@ impl Model {
     /// Builds a model with PyTorch's default initialization from a seeded generator.
     ///
     /// Linear and Conv2d: weight ~ kaiming_uniform(a = sqrt(5)), i.e. U(-1/sqrt(fan_in),
-    /// 1/sqrt(fan_in)), bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BatchNorm: weight 1, bias 0,
-    /// running mean 0, running var 1. Parameters are drawn in node order from one ChaCha8
+    /// 1/sqrt(fan_in)), bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BatchNorm and LayerNorm:
+    /// weight 1, bias 0, running mean 0, running var 1; attention as `nn.MultiheadAttention`
+    /// (xavier-uniform input projection, zero biases); a bare parameter ~ N(0, 0.02). Parameters are drawn in node order from one ChaCha8
     /// stream, so the same seed gives the same model on every machine.
     pub fn init(graph: Graph, seed: u64) -> Result<Model> {
         graph.shapes()?;
@@ -99,8 +100,29 @@ impl Model {
             let op = &graph.nodes[r.node].op;
             let n: usize = r.spec.shape.iter().product();
             let t = match (op, r.spec.suffix) {
-                (Op::BatchNorm { .. }, "weight" | "running_var") => Tensor::ones(r.spec.shape),
-                (Op::BatchNorm { .. }, _) => Tensor::zeros(r.spec.shape),
+                (Op::BatchNorm { .. } | Op::LayerNorm { .. }, "weight" | "running_var") => {
+                    Tensor::ones(r.spec.shape)
+                }
+                (Op::BatchNorm { .. } | Op::LayerNorm { .. }, _) => Tensor::zeros(r.spec.shape),
+                (Op::Attention { .. }, "in_proj_bias" | "out_proj.bias") => Tensor::zeros(r.spec.shape),
+                (Op::Attention { dim, .. }, "in_proj_weight") => {
+                    // PyTorch: xavier_uniform over the [3 * dim, dim] matrix.
+                    let bound = (6.0 / (4 * dim) as f32).sqrt();
+                    let data = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
+                    Tensor::from_vec(r.spec.shape, data)
+                }
+                (Op::Parameter { .. }, _) => {
+                    // N(0, 0.02), the usual init of class tokens and position embeddings
+                    // (Box-Muller on the same stream).
+                    let data = (0..n)
+                        .map(|_| {
+                            let u1: f32 = 1.0 - rng.random::<f32>();
+                            let u2: f32 = rng.random();
+                            0.02 * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+                        })
+                        .collect();
+                    Tensor::from_vec(r.spec.shape, data)
+                }
                 _ => {
                     let bound = 1.0 / (fan_in(op) as f32).sqrt();
                     let data = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
@@ -156,9 +178,16 @@ impl Model {
         self.graph
             .nodes
             .iter()
-            .zip(&shapes.nodes)
-            .map(|(n, s)| n.op.macs(s))
+            .enumerate()
+            .map(|(i, _)| self.node_macs(&shapes, i))
             .sum()
+    }
+
+    /// Multiply-accumulates of node `i` for one sample, given the model's shapes.
+    pub fn node_macs(&self, shapes: &Shapes, i: usize) -> u64 {
+        self.graph.nodes[i]
+            .op
+            .macs(&shapes.inputs_of(&self.graph, i), &shapes.nodes[i])
     }
 }
 
@@ -166,6 +195,7 @@ impl Model {
 fn fan_in(op: &Op) -> usize {
     match *op {
         Op::Linear { in_features, .. } => in_features,
+        Op::Attention { dim, .. } => dim,
         Op::Conv2d {
             in_channels,
             kernel_size,

@@ -64,13 +64,89 @@ pub enum Op {
     Flatten,
     /// Elementwise sum of two or more inputs of equal shape (residual connections).
     Add,
-    /// Concatenation of two or more inputs along the channel axis.
-    Concat,
+    /// Concatenation of two or more inputs along `axis` of the per-sample shape (0, the channel
+    /// axis of images, by default; negative counts from the end).
+    Concat {
+        #[serde(default, skip_serializing_if = "is_zero")]
+        axis: isize,
+    },
     /// Inverted dropout; the identity in eval mode.
     Dropout {
         p: f64,
     },
     Identity,
+    /// Layer normalization over the last axis (PyTorch's `nn.LayerNorm(dim)`): weight and bias
+    /// `[dim]`, biased variance.
+    LayerNorm {
+        dim: usize,
+        eps: f64,
+    },
+    /// Product of two activations, batched over the leading axes: `[.., m, k] x [.., k, n] ->
+    /// [.., m, n]` (leading axes equal; attention scores and their weighted sums).
+    #[serde(rename = "matmul")]
+    MatMul,
+    /// Softmax along `axis` (negative counts from the end).
+    Softmax {
+        axis: isize,
+    },
+    /// The same elements in row-major order under another per-sample shape.
+    Reshape {
+        shape: Vec<usize>,
+    },
+    /// Permutation of the per-sample axes: output axis `i` is input axis `perm[i]`.
+    Transpose {
+        perm: Vec<usize>,
+    },
+    /// Elementwise product of two inputs, NumPy broadcasting over the per-sample shapes.
+    Mul,
+    /// Elementwise difference `a - b`, NumPy broadcasting.
+    Sub,
+    /// Elementwise quotient `a / b`, NumPy broadcasting.
+    Div,
+    /// `x * factor` (e.g. attention's `1 / sqrt(head_dim)`).
+    Scale {
+        factor: f64,
+    },
+    /// Positions `start..end` of `axis`.
+    Slice {
+        axis: isize,
+        start: usize,
+        end: usize,
+    },
+    /// Position `index` of `axis`, the axis removed (e.g. a ViT's class token).
+    Select {
+        axis: isize,
+        index: usize,
+    },
+    /// `x * sigmoid(x)`.
+    Silu,
+    /// `min(max(x, min), max)`.
+    Clip {
+        min: f32,
+        max: f32,
+    },
+    /// Mean over `axes`, kept as size 1 with `keepdim`, removed otherwise.
+    Mean {
+        axes: Vec<isize>,
+        #[serde(default)]
+        keepdim: bool,
+    },
+    /// Multi-head self-attention over a `[tokens, dim]` sequence, PyTorch's
+    /// `nn.MultiheadAttention(dim, heads, batch_first=True)` called as `att(x, x, x)`: one input
+    /// projection `in_proj_weight` `[3 * dim, dim]` (query, key, value rows in that order) with
+    /// `in_proj_bias`, scaled dot-product softmax per head of `dim / heads` features, and the
+    /// output projection `out_proj.weight` `[dim, dim]` with `out_proj.bias`.
+    #[serde(rename = "multihead_attention")]
+    Attention {
+        dim: usize,
+        heads: usize,
+    },
+    /// A learned tensor of per-sample shape `shape`, the same for every sample (a class token,
+    /// a position embedding). Its parameter `weight` is stored `[1, ..shape]`, as a PyTorch
+    /// `nn.Parameter` broadcast over the batch is. Takes no input.
+    Parameter {
+        shape: Vec<usize>,
+    },
     /// Simulated quantization of the activations flowing through (see [`super::quant`]):
     /// `y = dequantize(quantize(x))` with a calibrated scale and zero point. The backward pass
     /// is the clipped straight-through estimator: gradient 1 inside the representable range,
@@ -93,7 +169,17 @@ pub enum ParamKind {
     Buffer,
 }
 
-/// A parameter an op owns, named `{node}.{suffix}` as in a PyTorch `state_dict`.
+/// The full name of a node's parameter: `{node}.{suffix}` as in a PyTorch `state_dict`, or the
+/// node's own name for an empty suffix (a bare `nn.Parameter` such as a class token).
+pub fn param_name(node: &str, suffix: &str) -> String {
+    if suffix.is_empty() {
+        node.to_string()
+    } else {
+        format!("{node}.{suffix}")
+    }
+}
+
+/// A parameter an op owns, named by [`param_name`] as in a PyTorch `state_dict`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamSpec {
     pub suffix: &'static str,
@@ -125,6 +211,38 @@ pub enum ChannelRule {
     /// Grouped convolution that is not depthwise: channels can only be removed a whole group at
     /// a time, which pare does not do yet, so its channels are fixed.
     Fixed,
+    /// The op mixes or moves positions of its inputs' axes (normalization over features,
+    /// products of activations, reshapes, broadcasting): every channel it reads or makes is
+    /// fixed.
+    Opaque,
+}
+
+fn is_zero(v: &isize) -> bool {
+    *v == 0
+}
+
+/// `axis` of a rank-`rank` shape as an index (negative counts from the end).
+pub fn resolve_axis(axis: isize, rank: usize) -> Result<usize, String> {
+    let r = rank as isize;
+    let a = if axis < 0 { axis + r } else { axis };
+    if (0..r).contains(&a) {
+        Ok(a as usize)
+    } else {
+        Err(format!("axis {axis} is out of range for a rank-{rank} input"))
+    }
+}
+
+/// NumPy broadcasting of two shapes (aligned at the last axis; sizes equal or 1).
+pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    let n = a.len().max(b.len());
+    let at = |s: &[usize], i: usize| if i + s.len() < n { 1 } else { s[i + s.len() - n] };
+    (0..n)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y || y == 1 => Ok(x),
+            (1, y) => Ok(y),
+            _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
+        })
+        .collect()
 }
 
 fn conv_out(size: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {
@@ -151,10 +269,26 @@ impl Op {
             Op::GlobalAvgPool => "global_avg_pool",
             Op::Flatten => "flatten",
             Op::Add => "add",
-            Op::Concat => "concat",
+            Op::Concat { .. } => "concat",
             Op::Dropout { .. } => "dropout",
             Op::Identity => "identity",
             Op::FakeQuant { .. } => "fake_quant",
+            Op::LayerNorm { .. } => "layer_norm",
+            Op::MatMul => "matmul",
+            Op::Softmax { .. } => "softmax",
+            Op::Reshape { .. } => "reshape",
+            Op::Transpose { .. } => "transpose",
+            Op::Mul => "mul",
+            Op::Sub => "sub",
+            Op::Div => "div",
+            Op::Scale { .. } => "scale",
+            Op::Slice { .. } => "slice",
+            Op::Select { .. } => "select",
+            Op::Silu => "silu",
+            Op::Clip { .. } => "clip",
+            Op::Mean { .. } => "mean",
+            Op::Parameter { .. } => "parameter",
+            Op::Attention { .. } => "multihead_attention",
         }
     }
 
@@ -171,13 +305,18 @@ impl Op {
                 | Op::Dropout { .. }
                 | Op::Identity
                 | Op::FakeQuant { .. }
+                | Op::Silu
+                | Op::Clip { .. }
+                | Op::Scale { .. }
         )
     }
 
     /// Accepted number of inputs: `(min, max)`.
     pub fn arity(&self) -> (usize, usize) {
         match self {
-            Op::Add | Op::Concat => (2, usize::MAX),
+            Op::Add | Op::Concat { .. } => (2, usize::MAX),
+            Op::MatMul | Op::Mul | Op::Sub | Op::Div => (2, 2),
+            Op::Parameter { .. } => (0, 0),
             _ => (1, 1),
         }
     }
@@ -263,6 +402,27 @@ impl Op {
                 }
                 v
             }
+            Op::LayerNorm { dim, .. } => vec![
+                p("weight", vec![dim], ParamKind::Weight, None, None),
+                p("bias", vec![dim], ParamKind::Bias, None, None),
+            ],
+            Op::Parameter { ref shape } => {
+                let mut stored = vec![1];
+                stored.extend_from_slice(shape);
+                vec![p("", stored, ParamKind::Weight, None, None)]
+            }
+            Op::Attention { dim, .. } => vec![
+                p(
+                    "in_proj_weight",
+                    vec![3 * dim, dim],
+                    ParamKind::Weight,
+                    None,
+                    None,
+                ),
+                p("in_proj_bias", vec![3 * dim], ParamKind::Bias, None, None),
+                p("out_proj.weight", vec![dim, dim], ParamKind::Weight, None, None),
+                p("out_proj.bias", vec![dim], ParamKind::Bias, None, None),
+            ],
             Op::BatchNorm { num_features, .. } => vec![
                 p("weight", vec![num_features], ParamKind::Weight, Some(0), None),
                 p("bias", vec![num_features], ParamKind::Bias, Some(0), None),
@@ -301,8 +461,23 @@ impl Op {
             Op::Conv2d { groups, .. } if *groups == 1 => ChannelRule::Transform,
             Op::Conv2d { .. } if self.is_depthwise() => ChannelRule::Passthrough,
             Op::Conv2d { .. } => ChannelRule::Fixed,
-            Op::Concat => ChannelRule::Concat,
+            Op::Concat { axis: 0 } => ChannelRule::Concat,
+            // Along H or W channels pass through; from the end the axis depends on the rank.
+            Op::Concat { axis } if *axis < 0 => ChannelRule::Opaque,
             Op::Flatten => ChannelRule::Flatten,
+            Op::LayerNorm { .. }
+            | Op::MatMul
+            | Op::Softmax { .. }
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Mul
+            | Op::Sub
+            | Op::Div
+            | Op::Slice { .. }
+            | Op::Select { .. }
+            | Op::Mean { .. }
+            | Op::Parameter { .. }
+            | Op::Attention { .. } => ChannelRule::Opaque,
             _ => ChannelRule::Passthrough,
         }
     }
@@ -322,6 +497,14 @@ impl Op {
                 inputs.len()
             ));
         }
+        if let Op::Parameter { shape } = self {
+            if shape.is_empty() || shape.contains(&0) {
+                return Err(format!(
+                    "parameter shape {shape:?} must be non-empty and positive"
+                ));
+            }
+            return Ok(shape.clone());
+        }
         let x = inputs[0];
         let image = |what: &str| -> Result<(usize, usize, usize), String> {
             match *x {
@@ -336,9 +519,15 @@ impl Op {
                 in_features,
                 out_features,
                 ..
-            } => match *x {
-                [n] if n == in_features => Ok(vec![out_features]),
-                _ => Err(format!("linear expects input [{in_features}], got {x:?}")),
+            } => match x.split_last() {
+                Some((&n, lead)) if n == in_features => {
+                    let mut out = lead.to_vec();
+                    out.push(out_features);
+                    Ok(out)
+                }
+                _ => Err(format!(
+                    "linear expects an input whose last axis is {in_features}, got {x:?}"
+                )),
             },
             Op::Conv2d {
                 in_channels,
@@ -424,18 +613,141 @@ impl Op {
                 }
                 Ok(x.to_vec())
             }
-            Op::Concat => {
+            Op::Concat { axis } => {
+                let a = resolve_axis(axis, x.len())?;
                 let mut out = x.to_vec();
                 for s in &inputs[1..] {
-                    if s.len() != x.len() || s[1..] != x[1..] {
+                    if s.len() != x.len() || s[..a] != x[..a] || s[a + 1..] != x[a + 1..] {
                         return Err(format!(
-                            "concat expects shapes equal but for the channel axis, got {x:?} and {s:?}"
+                            "concat expects shapes equal but for axis {a}, got {x:?} and {s:?}"
                         ));
                     }
-                    out[0] += s[0];
+                    out[a] += s[a];
                 }
                 Ok(out)
             }
+            Op::LayerNorm { dim, eps } => {
+                if x.last() != Some(&dim) {
+                    return Err(format!("layer_norm expects a last axis of {dim}, got {x:?}"));
+                }
+                if !(eps > 0.0 && eps.is_finite()) {
+                    return Err(format!("layer_norm eps={eps} must be positive and finite"));
+                }
+                Ok(x.to_vec())
+            }
+            Op::MatMul => {
+                let y = inputs[1];
+                let r = x.len();
+                if r < 2 || y.len() != r || x[..r - 2] != y[..r - 2] || x[r - 1] != y[r - 2] {
+                    return Err(format!(
+                        "matmul expects [.., m, k] and [.., k, n] with equal leading axes, got {x:?} and {y:?}"
+                    ));
+                }
+                let mut out = x.to_vec();
+                out[r - 1] = y[r - 1];
+                Ok(out)
+            }
+            Op::Softmax { axis } => {
+                resolve_axis(axis, x.len())?;
+                Ok(x.to_vec())
+            }
+            Op::Reshape { ref shape } => {
+                let (have, want) = (x.iter().product::<usize>(), shape.iter().product::<usize>());
+                if shape.is_empty() || shape.contains(&0) || have != want {
+                    return Err(format!(
+                        "reshape of {x:?} ({have} elements) to {shape:?} ({want} elements)"
+                    ));
+                }
+                Ok(shape.clone())
+            }
+            Op::Transpose { ref perm } => {
+                let mut seen = vec![false; x.len()];
+                let valid = perm.len() == x.len()
+                    && perm
+                        .iter()
+                        .all(|&p| p < x.len() && !std::mem::replace(&mut seen[p], true));
+                if !valid {
+                    return Err(format!(
+                        "transpose perm {perm:?} is not a permutation of the {} axes of {x:?}",
+                        x.len()
+                    ));
+                }
+                Ok(perm.iter().map(|&p| x[p]).collect())
+            }
+            Op::Mul | Op::Sub | Op::Div => {
+                broadcast(x, inputs[1]).map_err(|e| format!("{}: {e}", self.kind()))
+            }
+            Op::Scale { factor } => {
+                if !factor.is_finite() {
+                    return Err(format!("scale factor={factor} must be finite"));
+                }
+                Ok(x.to_vec())
+            }
+            Op::Slice { axis, start, end } => {
+                let a = resolve_axis(axis, x.len())?;
+                if start >= end || end > x[a] {
+                    return Err(format!(
+                        "slice {start}..{end} is empty or outside axis {a} of {x:?}"
+                    ));
+                }
+                let mut out = x.to_vec();
+                out[a] = end - start;
+                Ok(out)
+            }
+            Op::Select { axis, index } => {
+                let a = resolve_axis(axis, x.len())?;
+                if x.len() < 2 || index >= x[a] {
+                    return Err(format!(
+                        "select of position {index} of axis {a} needs a rank-2 or larger input with that position, got {x:?}"
+                    ));
+                }
+                let mut out = x.to_vec();
+                out.remove(a);
+                Ok(out)
+            }
+            Op::Clip { min, max } => {
+                if !(min.is_finite() && max.is_finite() && min <= max) {
+                    return Err(format!("clip needs finite min <= max, got {min}..{max}"));
+                }
+                Ok(x.to_vec())
+            }
+            Op::Mean { ref axes, keepdim } => {
+                let mut drop = vec![false; x.len()];
+                for &a in axes {
+                    let a = resolve_axis(a, x.len())?;
+                    if std::mem::replace(&mut drop[a], true) {
+                        return Err(format!("mean names axis {a} twice"));
+                    }
+                }
+                if axes.is_empty() || (!keepdim && drop.iter().all(|d| *d)) {
+                    return Err(format!(
+                        "mean over {axes:?} of {x:?} must name an axis and keep at least one"
+                    ));
+                }
+                Ok(x.iter()
+                    .zip(&drop)
+                    .filter_map(|(&d, &gone)| match (gone, keepdim) {
+                        (false, _) => Some(d),
+                        (true, true) => Some(1),
+                        (true, false) => None,
+                    })
+                    .collect())
+            }
+            Op::Silu => Ok(x.to_vec()),
+            Op::Attention { dim, heads } => {
+                if heads == 0 || dim == 0 || dim % heads != 0 {
+                    return Err(format!(
+                        "multihead_attention: heads={heads} must divide dim={dim} (both positive)"
+                    ));
+                }
+                match *x {
+                    [_, d] if d == dim => Ok(x.to_vec()),
+                    _ => Err(format!(
+                        "multihead_attention expects a [tokens, {dim}] input, got {x:?}"
+                    )),
+                }
+            }
+            Op::Parameter { .. } => unreachable!("handled before reading inputs"),
             Op::Dropout { p } => {
                 if !(0.0..1.0).contains(&p) {
                     return Err(format!("dropout p must be in [0, 1), got {p}"));
@@ -463,15 +775,28 @@ impl Op {
         }
     }
 
-    /// Multiply-accumulates per sample. Counted for Linear and Conv2d only, the usual convention
+    /// Multiply-accumulates per sample. Counted for Linear, Conv2d and MatMul only, the usual convention
     /// (BN folds into the preceding conv at inference; activations and pools are not MACs).
-    pub fn macs(&self, output: &[usize]) -> u64 {
+    pub fn macs(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
         match *self {
             Op::Linear {
                 in_features,
                 out_features,
                 ..
-            } => (in_features * out_features) as u64,
+            } => {
+                // One dot product of length `in_features` per output element.
+                let positions: usize = output.iter().product::<usize>() / out_features.max(1);
+                (positions * in_features * out_features) as u64
+            }
+            Op::Attention { dim, .. } => {
+                // Projections (3 in, 1 out) plus scores and their weighted sum.
+                let t = output.first().copied().unwrap_or(0);
+                (4 * t * dim * dim + 2 * t * t * dim) as u64
+            }
+            Op::MatMul => {
+                let k = inputs.first().and_then(|x| x.last()).copied().unwrap_or(0);
+                (output.iter().product::<usize>() * k) as u64
+            }
             Op::Conv2d {
                 in_channels,
                 kernel_size,

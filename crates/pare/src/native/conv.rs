@@ -126,6 +126,36 @@ fn matmul(
     }
 }
 
+/// `y[m, n] = lhs[m, k] x rhs[k, n]` into `y` (row-major, `n` columns), each operand given
+/// with its row and column strides (a transposed operand is a swap of its strides). Single
+/// threaded: callers split batched products themselves.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn product(
+    y: &mut [f32],
+    lhs: &[f32],
+    lhs_strides: (usize, usize),
+    rhs: &[f32],
+    rhs_strides: (usize, usize),
+    m: usize,
+    n: usize,
+    k: usize,
+) {
+    assert!(y.len() >= m * n, "product: destination too short");
+    matmul(
+        Dst::of(y),
+        (n, 1),
+        lhs,
+        lhs_strides,
+        rhs,
+        rhs_strides,
+        m,
+        n,
+        k,
+        false,
+        false,
+    );
+}
+
 /// `y = x W^T + b` on `n` rows of `f` features; weight `[out, f]`.
 pub(super) fn linear(
     x: &[f32],

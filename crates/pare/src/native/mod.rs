@@ -18,6 +18,9 @@
 mod buffers;
 mod conv;
 mod pool;
+mod tensor;
+
+use std::borrow::Cow;
 
 use rayon::prelude::*;
 
@@ -37,24 +40,26 @@ enum Act {
     },
     /// Feature vectors, sample-major: `data[i * f + j]`.
     Rows { n: usize, f: usize, data: Vec<f32> },
+    /// Any other rank, PyTorch's row-major layout: `shape` is `[N, ..per-sample shape]`.
+    Nd { shape: Vec<usize>, data: Vec<f32> },
 }
 
 impl Act {
     fn data(&self) -> &[f32] {
         match self {
-            Act::Image { data, .. } | Act::Rows { data, .. } => data,
+            Act::Image { data, .. } | Act::Rows { data, .. } | Act::Nd { data, .. } => data,
         }
     }
 
     fn into_data(self) -> Vec<f32> {
         match self {
-            Act::Image { data, .. } | Act::Rows { data, .. } => data,
+            Act::Image { data, .. } | Act::Rows { data, .. } | Act::Nd { data, .. } => data,
         }
     }
 
     fn data_mut(&mut self) -> &mut Vec<f32> {
         match self {
-            Act::Image { data, .. } | Act::Rows { data, .. } => data,
+            Act::Image { data, .. } | Act::Rows { data, .. } | Act::Nd { data, .. } => data,
         }
     }
 
@@ -63,6 +68,50 @@ impl Act {
         match *self {
             Act::Image { c, n, h, w, .. } => Act::Image { c, n, h, w, data },
             Act::Rows { n, f, .. } => Act::Rows { n, f, data },
+            Act::Nd { ref shape, .. } => Act::Nd {
+                shape: shape.clone(),
+                data,
+            },
+        }
+    }
+
+    /// A value in PyTorch's layout: rows at rank 2, `Nd` otherwise.
+    fn dense(shape: Vec<usize>, data: Vec<f32>) -> Act {
+        match *shape {
+            [n, f] => Act::Rows { n, f, data },
+            _ => Act::Nd { shape, data },
+        }
+    }
+
+    /// The full shape `[N, ..]` and the data in PyTorch's row-major layout (images are
+    /// reordered from channel-major, a copy; the other layouts are borrowed).
+    fn pytorch(&self) -> (Vec<usize>, Cow<'_, [f32]>) {
+        match self {
+            Act::Rows { n, f, data } => (vec![*n, *f], Cow::Borrowed(data)),
+            Act::Nd { shape, data } => (shape.clone(), Cow::Borrowed(data)),
+            Act::Image { c, n, h, w, data } => {
+                let per = h * w;
+                let mut out = buffers::scratch(data.len());
+                for ch in 0..*c {
+                    for i in 0..*n {
+                        out[(i * c + ch) * per..(i * c + ch + 1) * per]
+                            .copy_from_slice(&data[(ch * n + i) * per..(ch * n + i + 1) * per]);
+                    }
+                }
+                (vec![*n, *c, *h, *w], Cow::Owned(out))
+            }
+        }
+    }
+
+    /// Images in the engine's channel-major layout (a rank-4 `Nd` is reordered).
+    fn image(&self) -> Option<Cow<'_, Act>> {
+        match self {
+            Act::Image { .. } => Some(Cow::Borrowed(self)),
+            Act::Nd { shape, data } if shape.len() == 4 => Some(Cow::Owned(from_pytorch(&Tensor::from_vec(
+                shape.clone(),
+                data.clone(),
+            )))),
+            _ => None,
         }
     }
 }
@@ -145,7 +194,7 @@ pub fn infer_timed(
                 Fused::None
             };
             let start = std::time::Instant::now();
-            slots[i + 1] = Some(run(model, &node.name, &node.op, &inputs, relu)?);
+            slots[i + 1] = Some(run(model, &node.name, &node.op, &inputs, relu, shape[0])?);
             on_node(i, start.elapsed());
         }
         for inp in &node.inputs {
@@ -199,11 +248,17 @@ fn fusions(model: &Model) -> Vec<Step> {
 }
 
 fn param<'m>(model: &'m Model, node: &str, suffix: &str) -> Option<&'m [f32]> {
-    model.params.get(&format!("{node}.{suffix}")).map(|t| t.data())
+    model
+        .params
+        .get(&crate::ir::op::param_name(node, suffix))
+        .map(|t| t.data())
 }
 
-fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Result<Act> {
-    let x = inputs[0];
+/// Runs one node on `n` samples.
+fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused, n: usize) -> Result<Act> {
+    let Some(&x) = inputs.first() else {
+        return tensor_op(model, name, op, inputs, relu, n);
+    };
     let weight = || param(model, name, "weight").expect("validated model has its weights");
     let bias = || param(model, name, "bias");
     let mismatch = |want: &str| Error::Graph {
@@ -211,6 +266,17 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Resu
         reason: format!("native inference: expects {want}"),
     };
     Ok(match op {
+        Op::Linear {
+            in_features,
+            out_features,
+            ..
+        } if matches!(x, Act::Nd { .. }) => {
+            let (mut shape, data) = x.pytorch();
+            let rows = data.len() / in_features;
+            let out = conv::linear(&data, rows, *in_features, weight(), *out_features, bias(), relu);
+            *shape.last_mut().expect("rank >= 1") = *out_features;
+            Act::dense(shape, out)
+        }
         Op::Linear {
             in_features,
             out_features,
@@ -230,8 +296,9 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Resu
             }
         }
         Op::Conv2d { .. } => {
-            let Act::Image { c, n, h, w, data } = x else {
-                return Err(mismatch("images"));
+            let img = x.image().ok_or_else(|| mismatch("images"))?;
+            let Act::Image { c, n, h, w, data } = img.as_ref() else {
+                unreachable!("image() gives images")
             };
             let (out, oh, ow, oc) = conv::conv2d(op, data, [*c, *n, *h, *w], weight(), bias(), relu);
             Act::Image {
@@ -265,6 +332,7 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Resu
                             .for_each(|(j, v)| *v = *v * scale[j] + shift[j]);
                     }
                 }
+                Act::Nd { .. } => return Err(mismatch("[N, C] or [N, C, H, W] values")),
             }
             y
         }
@@ -279,8 +347,9 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Resu
             map(x, |v| p.fake(v))
         }
         Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::GlobalAvgPool => {
-            let Act::Image { c, n, h, w, data } = x else {
-                return Err(mismatch("images"));
+            let img = x.image().ok_or_else(|| mismatch("images"))?;
+            let Act::Image { c, n, h, w, data } = img.as_ref() else {
+                unreachable!("image() gives images")
             };
             let (out, oh, ow) = pool::pool(op, data, [*c, *n, *h, *w]);
             Act::Image {
@@ -307,8 +376,32 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Resu
                     data: out,
                 }
             }
-            rows => rows.with(buffers::copy_of(rows.data())),
+            Act::Rows { .. } => x.with(buffers::copy_of(x.data())),
+            Act::Nd { shape, data } => Act::Rows {
+                n: shape[0],
+                f: data.len() / shape[0].max(1),
+                data: buffers::copy_of(data),
+            },
         },
+        Op::Add | Op::Concat { .. } if !same_layout(inputs) => {
+            let dense: Vec<(Vec<usize>, Cow<[f32]>)> = inputs.iter().map(|a| a.pytorch()).collect();
+            let (shape, data) = if *op == Op::Add {
+                let mut acc = dense[0].1.to_vec();
+                for (_, d) in &dense[1..] {
+                    acc.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
+                }
+                if relu == Fused::Relu {
+                    acc.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                (dense[0].0.clone(), acc)
+            } else {
+                let Op::Concat { axis } = op else { unreachable!() };
+                let parts: Vec<(&[usize], &[f32])> =
+                    dense.iter().map(|(s, d)| (s.as_slice(), d.as_ref())).collect();
+                tensor::concat(&parts, axis_of(*axis, &dense[0].0)?)
+            };
+            Act::dense(shape, data)
+        }
         Op::Add => {
             // One parallel pass per chunk (sum and fused ReLU while in cache): a residual
             // add is pure memory traffic, linear in the channel count.
@@ -326,7 +419,14 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Resu
             });
             x.with(y)
         }
-        Op::Concat => match x {
+        Op::Concat { axis } if matches!(x, Act::Nd { .. }) || *axis != 0 => {
+            let dense: Vec<(Vec<usize>, Cow<[f32]>)> = inputs.iter().map(|a| a.pytorch()).collect();
+            let parts: Vec<(&[usize], &[f32])> =
+                dense.iter().map(|(s, d)| (s.as_slice(), d.as_ref())).collect();
+            let (shape, data) = tensor::concat(&parts, axis_of(*axis, &dense[0].0)?);
+            Act::dense(shape, data)
+        }
+        Op::Concat { .. } => match x {
             Act::Image { n, h, w, .. } => {
                 let (mut c, mut data) = (0, Vec::new());
                 for a in inputs {
@@ -349,7 +449,7 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Resu
                     .iter()
                     .map(|a| match a {
                         Act::Rows { f, .. } => *f,
-                        Act::Image { .. } => 0,
+                        _ => 0,
                     })
                     .sum();
                 let mut data = Vec::with_capacity(n * f);
@@ -363,9 +463,144 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused) -> Resu
                 }
                 Act::Rows { n: *n, f, data }
             }
+            Act::Nd { .. } => unreachable!("handled by the arm above"),
         },
         Op::Dropout { .. } | Op::Identity => x.with(buffers::copy_of(x.data())),
+        Op::Silu => map(x, |v| v / (1.0 + (-v).exp())),
+        Op::Clip { min, max } => map(x, |v| v.clamp(*min, *max)),
+        Op::Scale { factor } => {
+            let f = *factor as f32;
+            map(x, |v| v * f)
+        }
+        _ => return tensor_op(model, name, op, inputs, relu, n),
     })
+}
+
+/// True when every input has the first one's layout (all images, all rows, or all `Nd`).
+fn same_layout(inputs: &[&Act]) -> bool {
+    let kind = |a: &Act| std::mem::discriminant(a);
+    inputs.iter().all(|a| kind(a) == kind(inputs[0]))
+}
+
+/// A per-sample axis of the op as an axis of the full `[N, ..]` shape.
+fn axis_of(axis: isize, full: &[usize]) -> Result<usize> {
+    crate::ir::op::resolve_axis(axis, full.len() - 1)
+        .map(|a| a + 1)
+        .map_err(Error::Config)
+}
+
+/// The ops of token sequences and general tensors, on PyTorch's layout (`tensor.rs`).
+fn tensor_op(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused, n: usize) -> Result<Act> {
+    let param = |suffix: &str| param(model, name, suffix).expect("validated model has its parameters");
+    let (shape, data) = match inputs.first() {
+        Some(x) => x.pytorch(),
+        None => (Vec::new(), Cow::Borrowed(&[][..])),
+    };
+    let at = |a: isize| axis_of(a, &shape).map_err(|e| Error::graph(name, e.to_string()));
+    let (shape, data) = match op {
+        Op::LayerNorm { eps, .. } => {
+            let y = tensor::layer_norm(&data, param("weight"), param("bias"), *eps as f32);
+            (shape, y)
+        }
+        Op::Softmax { axis } => {
+            let y = tensor::softmax(&data, &shape, at(*axis)?);
+            (shape, y)
+        }
+        Op::Reshape { shape: per } => {
+            let full: Vec<usize> = std::iter::once(shape[0]).chain(per.iter().copied()).collect();
+            (full, buffers::copy_of(&data))
+        }
+        Op::Transpose { perm } => {
+            let full: Vec<usize> = std::iter::once(0).chain(perm.iter().map(|p| p + 1)).collect();
+            tensor::transpose(&data, &shape, &full)
+        }
+        Op::MatMul => {
+            let (b_shape, b) = inputs[1].pytorch();
+            tensor::matmul(&data, &shape, &b, &b_shape)
+        }
+        Op::Mul | Op::Sub | Op::Div => {
+            let (b_shape, b) = inputs[1].pytorch();
+            // Per-sample shapes broadcast from their last axis; the batch axis stays first.
+            let rank = shape.len().max(b_shape.len());
+            let lift = |s: &[usize]| -> Vec<usize> {
+                let mut l = vec![s[0]];
+                l.extend(std::iter::repeat_n(1, rank - s.len()));
+                l.extend_from_slice(&s[1..]);
+                l
+            };
+            let (sa, sb) = (lift(&shape), lift(&b_shape));
+            let out: Vec<usize> = sa.iter().zip(&sb).map(|(x, y)| *x.max(y)).collect();
+            let y = match op {
+                Op::Mul => tensor::broadcast(&data, &sa, &b, &sb, &out, |x, y| x * y),
+                Op::Sub => tensor::broadcast(&data, &sa, &b, &sb, &out, |x, y| x - y),
+                _ => tensor::broadcast(&data, &sa, &b, &sb, &out, |x, y| x / y),
+            };
+            (out, y)
+        }
+        Op::Slice { axis, start, end } => {
+            let a = at(*axis)?;
+            let y = tensor::slice(&data, &shape, a, *start, *end);
+            let mut s = shape.clone();
+            s[a] = end - start;
+            (s, y)
+        }
+        Op::Select { axis, index } => {
+            let a = at(*axis)?;
+            let y = tensor::slice(&data, &shape, a, *index, index + 1);
+            let mut s = shape.clone();
+            s.remove(a);
+            (s, y)
+        }
+        Op::Mean { axes, keepdim } => {
+            let mut dims = axes.iter().map(|a| at(*a)).collect::<Result<Vec<_>>>()?;
+            dims.sort_unstable();
+            let (mut s, mut y) = (shape.clone(), data.to_vec());
+            for &d in &dims {
+                y = tensor::mean(&y, &s, d);
+                s[d] = 1;
+            }
+            if !keepdim {
+                for &d in dims.iter().rev() {
+                    s.remove(d);
+                }
+            }
+            (s, y)
+        }
+        Op::Attention { dim, heads } => {
+            let &[n, t, _] = shape.as_slice() else {
+                return Err(Error::graph(
+                    name,
+                    "native inference: attention expects [N, tokens, dim]",
+                ));
+            };
+            let y = tensor::attention(
+                &data,
+                n,
+                t,
+                *dim,
+                *heads,
+                param("in_proj_weight"),
+                param("in_proj_bias"),
+                param("out_proj.weight"),
+                param("out_proj.bias"),
+            );
+            (shape, y)
+        }
+        Op::Parameter { shape: per } => {
+            let p = param("");
+            let mut y = Vec::with_capacity(n * p.len());
+            for _ in 0..n {
+                y.extend_from_slice(p);
+            }
+            (std::iter::once(n).chain(per.iter().copied()).collect(), y)
+        }
+        _ => unreachable!("{} is handled by the layout-specific kernels", op.kind()),
+    };
+    let mut y = Act::dense(shape, data);
+    if relu == Fused::Relu {
+        y.data_mut().iter_mut().for_each(|v| *v = v.max(0.0));
+    }
+    Ok(y)
 }
 
 fn map(x: &Act, f: impl Fn(f32) -> f32) -> Act {
@@ -390,16 +625,13 @@ fn from_pytorch(x: &Tensor) -> Act {
             }
             Act::Image { c, n, h, w, data }
         }
-        _ => Act::Rows {
-            n: s[0],
-            f: x.len() / s[0].max(1),
-            data: x.data().to_vec(),
-        },
+        _ => Act::dense(s.to_vec(), x.data().to_vec()),
     }
 }
 
 fn to_pytorch(a: Act) -> Tensor {
     match a {
+        Act::Nd { shape, data } => Tensor::from_vec(shape, data),
         Act::Rows { n, f, data } => Tensor::from_vec(vec![n, f], data),
         Act::Image { c, n, h, w, data } => {
             let per = h * w;

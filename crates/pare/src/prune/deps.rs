@@ -117,7 +117,19 @@ impl DepGraph {
                 })
                 .collect();
             let out_channels = shapes.nodes[i][0];
-            let out = match node.op.channel_rule() {
+            // Channels are axis 0 of a `[C]` or `[C, H, W]` value; an op reading or making a
+            // value of another rank (token sequences) has no channels to couple.
+            let channel_ranks = shapes
+                .inputs_of(g, i)
+                .iter()
+                .chain([&shapes.nodes[i].as_slice()])
+                .all(|s| matches!(s.len(), 1 | 3));
+            let rule = if channel_ranks {
+                node.op.channel_rule()
+            } else {
+                ChannelRule::Opaque
+            };
+            let out = match rule {
                 ChannelRule::Transform => fresh(out_channels, Some(i), false, &mut producer, &mut fixed),
                 ChannelRule::Passthrough => {
                     for other in &ins[1..] {
@@ -135,6 +147,12 @@ impl DepGraph {
                 }
                 ChannelRule::Fixed => {
                     for &e in &ins[0] {
+                        fixed[e] = true;
+                    }
+                    fresh(out_channels, Some(i), true, &mut producer, &mut fixed)
+                }
+                ChannelRule::Opaque => {
+                    for &e in ins.iter().flatten() {
                         fixed[e] = true;
                     }
                     fresh(out_channels, Some(i), true, &mut producer, &mut fixed)

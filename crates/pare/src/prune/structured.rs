@@ -125,7 +125,7 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
             _ => {}
         }
         for spec in old_specs {
-            let name = format!("{}.{}", node.name, spec.suffix);
+            let name = crate::ir::op::param_name(&node.name, spec.suffix);
             let mut t = model.params[&name].clone();
             if let Some(a) = spec.out_axis {
                 if keep_out.len() != t.shape()[a] {
@@ -199,7 +199,7 @@ pub fn zero_groups(model: &mut Model, deps: &DepGraph, groups: &BTreeSet<usize>)
             let Some(axis) = spec.out_axis else { continue };
             let t = model
                 .params
-                .get_mut(&format!("{}.{}", node.name, spec.suffix))
+                .get_mut(&crate::ir::op::param_name(&node.name, spec.suffix))
                 .expect("declared");
             let shape = t.shape().to_vec();
             let outer: usize = shape[..axis].iter().product();

@@ -37,10 +37,10 @@ pub fn summarize(model: &Model) -> Summary {
     let shapes = model.shapes();
     let mut layers = Vec::new();
     let mut nonzero = 0;
-    for (node, shape) in model.graph.nodes.iter().zip(&shapes.nodes) {
+    for (i, (node, shape)) in model.graph.nodes.iter().zip(&shapes.nodes).enumerate() {
         let (mut wz, mut wn) = (0usize, 0usize);
         for spec in node.op.params() {
-            let t = &model.params[&format!("{}.{}", node.name, spec.suffix)];
+            let t = &model.params[&crate::ir::op::param_name(&node.name, spec.suffix)];
             if spec.kind != ParamKind::Buffer {
                 nonzero += t.data().iter().filter(|v| **v != 0.0).count();
             }
@@ -54,7 +54,7 @@ pub fn summarize(model: &Model) -> Summary {
             op: node.op.kind().to_string(),
             output_shape: shape.clone(),
             params: node.op.num_params(),
-            macs: node.op.macs(shape),
+            macs: model.node_macs(&shapes, i),
             sparsity: (wn > 0).then(|| wz as f64 / wn as f64),
         });
     }
@@ -247,13 +247,13 @@ pub fn layer_latencies_ms(
                 .graph
                 .nodes
                 .iter()
-                .zip(&shapes.nodes)
+                .enumerate()
                 .zip(times)
                 .filter(|(_, t)| !t.is_empty())
-                .map(|((node, shape), t)| LayerTime {
+                .map(|((i, node), t)| LayerTime {
                     name: node.name.clone(),
                     op: node.op.kind().to_string(),
-                    macs: node.op.macs(shape),
+                    macs: folded.node_macs(&shapes, i),
                     ms: median(t),
                 })
                 .collect()

@@ -29,7 +29,16 @@ pub enum ZooModel {
     /// MobileNet-v1-style: a 3x3 stem, then depthwise-separable blocks (3x3 depthwise + BN +
     /// ReLU, 1x1 pointwise + BN + ReLU), global average pool, fc. `width` scales channels.
     Mobilenet { width: f32 },
+    /// A tiny Vision Transformer (Dosovitskiy et al. 2021): 7x7 patches embedded by a stride-7
+    /// conv, a class token, learned position embeddings, 4 pre-norm blocks (LayerNorm,
+    /// 4-head self-attention, LayerNorm, GELU MLP 128) of width 64, a final LayerNorm and a
+    /// linear head on the class token. Names and layouts are those of
+    /// `shared/reference/vit_reference.py` (139,018 parameters at 1x28x28).
+    Vit,
 }
+
+/// The zoo ViT's sizes: patch side, width, heads, blocks, MLP width.
+const VIT: (usize, usize, usize, usize, usize) = (7, 64, 4, 4, 128);
 
 impl ZooModel {
     /// Parses a model name as the CLI takes it: `lenet300`, `lenet5`, `mlp` (sizes from
@@ -46,6 +55,7 @@ impl ZooModel {
             "vgg" | "vggsmall" => ZooModel::Vgg,
             "mobilenet" | "mobilenetv1" => ZooModel::Mobilenet { width: 1.0 },
             "resnet" => ZooModel::Resnet { depth: 20 },
+            "vit" => ZooModel::Vit,
             _ => match n.strip_prefix("resnet").and_then(|d| d.parse().ok()) {
                 Some(depth) => ZooModel::Resnet { depth },
                 None => {
@@ -94,6 +104,7 @@ impl ZooModel {
             ZooModel::Resnet { depth } => format!("resnet{depth}"),
             ZooModel::Mobilenet { width } if *width == 1.0 => "mobilenet".into(),
             ZooModel::Mobilenet { width } => format!("mobilenet x{width}"),
+            ZooModel::Vit => "vit".into(),
         }
     }
 
@@ -148,6 +159,7 @@ impl ZooModel {
             }
             ZooModel::Resnet { depth } => resnet(&mut b, c, (depth - 2) / 6, classes),
             ZooModel::Mobilenet { width } => mobilenet(&mut b, c, *width, classes),
+            ZooModel::Vit => vit(&mut b, [c, h, w], classes)?,
         }
         b.finish()
     }
@@ -226,6 +238,50 @@ fn mobilenet(b: &mut GraphBuilder, c: usize, width: f32, classes: usize) {
     b.then("fc", linear(ch, classes));
 }
 
+fn vit(b: &mut GraphBuilder, [c, h, w]: [usize; 3], classes: usize) -> Result<()> {
+    let (patch, dim, heads, depth, mlp) = VIT;
+    if h % patch != 0 || w % patch != 0 {
+        return Err(Error::Config(format!(
+            "vit cuts {patch}x{patch} patches: the input's height and width must be multiples of {patch}, got {h}x{w}"
+        )));
+    }
+    let tokens = (h / patch) * (w / patch);
+    b.then("patch", conv(c, dim, patch, patch, 0, true));
+    b.then(
+        "patch_tokens",
+        Op::Reshape {
+            shape: vec![dim, tokens],
+        },
+    );
+    let seq = b.then("patch_seq", Op::Transpose { perm: vec![1, 0] });
+    let cls = b.add("cls", Op::Parameter { shape: vec![1, dim] }, &[]);
+    let cat = b.add("tokens", Op::Concat { axis: 0 }, &[&cls, &seq]);
+    let pos = b.add(
+        "pos",
+        Op::Parameter {
+            shape: vec![tokens + 1, dim],
+        },
+        &[],
+    );
+    let mut x = b.add("embed", Op::Add, &[&cat, &pos]);
+    let ln = |dim| Op::LayerNorm { dim, eps: 1e-5 };
+    for i in 0..depth {
+        let p = format!("blocks.{i}");
+        b.add(format!("{p}.n1"), ln(dim), &[&x]);
+        let att = b.then(format!("{p}.att"), Op::Attention { dim, heads });
+        x = b.add(format!("{p}.add1"), Op::Add, &[&x, &att]);
+        b.then(format!("{p}.n2"), ln(dim));
+        b.then(format!("{p}.fc1"), linear(dim, mlp));
+        b.then(format!("{p}.gelu"), Op::Gelu);
+        let y = b.then(format!("{p}.fc2"), linear(mlp, dim));
+        x = b.add(format!("{p}.add2"), Op::Add, &[&x, &y]);
+    }
+    b.add("norm", ln(dim), &[&x]);
+    b.then("cls_out", Op::Select { axis: 0, index: 0 });
+    b.then("head", linear(dim, classes));
+    Ok(())
+}
+
 /// The models `pare zoo` lists.
 pub fn catalog() -> Vec<ZooModel> {
     vec![
@@ -244,5 +300,6 @@ pub fn catalog() -> Vec<ZooModel> {
         ZooModel::Resnet { depth: 20 },
         ZooModel::Resnet { depth: 56 },
         ZooModel::Mobilenet { width: 1.0 },
+        ZooModel::Vit,
     ]
 }
