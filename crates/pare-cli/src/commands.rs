@@ -190,11 +190,24 @@ pub(crate) fn load_model(path: &Path) -> Result<Model> {
     }
 }
 
-pub fn eval(dir: &Path, data: Option<&Path>, batch_size: usize, as_json: bool) -> Result<()> {
+pub fn eval(
+    dir: &Path,
+    data: Option<&Path>,
+    batch_size: usize,
+    output: Option<&str>,
+    as_json: bool,
+) -> Result<()> {
     if batch_size == 0 {
         bail!("--batch-size must be at least 1");
     }
-    let model = load_model(dir)?;
+    let mut model = load_model(dir)?;
+    if let Some(out) = output {
+        let graph = model
+            .graph
+            .select_output(out)
+            .with_context(|| format!("--output {out}: {}", dir.display()))?;
+        model = pare::ir::Model::new(graph, model.params)?;
+    }
     let splits = load_data(data)?;
     let m = evaluate(&model, &splits.test, batch_size, &Reparams::new())?;
     if as_json {

@@ -43,6 +43,10 @@ enum Command {
         data: DataArgs,
         #[arg(long, default_value_t = 1000)]
         batch_size: usize,
+        /// Which of the graph's named outputs to evaluate (an early exit, an auxiliary head);
+        /// the main output by default.
+        #[arg(long)]
+        output: Option<String>,
         /// Print a JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -224,8 +228,9 @@ fn main() -> ExitCode {
             dir,
             data,
             batch_size,
+            output,
             json,
-        } => commands::eval(&dir, data.data.as_deref(), batch_size, json),
+        } => commands::eval(&dir, data.data.as_deref(), batch_size, output.as_deref(), json),
         Command::Info { dir, json } => commands::info(&dir, json),
         Command::Prune(args) => prune_cmd::prune(args),
         Command::Compress(args) => compress_cmd::compress(args),

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{fails_with, pare, stderr, stdout};
+use common::{fails_with, ok, pare, stderr, stdout};
 
 #[test]
 fn zoo_lists_models_with_pytorch_parameter_counts() {
@@ -134,4 +134,31 @@ fn bad_input_gets_a_clear_error() {
         &["diverged"],
     );
     assert!(!Path::new("/tmp/x/arch.json").exists());
+}
+
+#[test]
+fn eval_picks_one_of_the_graphs_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = common::trained(tmp.path());
+    // Declare the hidden layer fc2 an extra output: an (untrained) exit of 100 "classes".
+    let arch = std::path::Path::new(&base).join("arch.json");
+    let text = std::fs::read_to_string(&arch).unwrap();
+    let with_exit = text.replacen(
+        "\"output\": \"fc3\"",
+        "\"output\": \"fc3\", \"extra_outputs\": [\"fc2\"]",
+        1,
+    );
+    assert_ne!(text, with_exit, "arch.json names its output");
+    std::fs::write(&arch, with_exit).unwrap();
+    let main: serde_json::Value = serde_json::from_str(&ok(&["eval", &base, "--json"])).unwrap();
+    let fc3: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", &base, "--output", "fc3", "--json"])).unwrap();
+    assert_eq!(main, fc3);
+    let exit: serde_json::Value =
+        serde_json::from_str(&ok(&["eval", &base, "--output", "fc2", "--json"])).unwrap();
+    assert_ne!(exit["accuracy"], main["accuracy"]);
+    fails_with(
+        &["eval", &base, "--output", "relu1"],
+        &["relu1", "not an output", "fc3, fc2"],
+    );
 }

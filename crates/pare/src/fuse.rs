@@ -26,7 +26,7 @@ pub fn fold_batch_norm(model: &Model) -> Result<Model> {
         };
         let foldable = matches!(graph.nodes[pi].op, Op::Linear { .. } | Op::Conv2d { .. })
             && graph.consumers(&producer).len() == 1
-            && graph.output != producer;
+            && !graph.is_output(&producer);
         if !foldable {
             i += 1;
             continue;
@@ -70,8 +70,10 @@ pub fn fold_batch_norm(model: &Model) -> Result<Model> {
                 }
             }
         }
-        if graph.output == node.name {
-            graph.output = producer.clone();
+        for out in std::iter::once(&mut graph.output).chain(graph.extra_outputs.iter_mut()) {
+            if *out == node.name {
+                *out = producer.clone();
+            }
         }
         graph.nodes.remove(i);
     }

@@ -9,7 +9,7 @@ use pare::exec::{train_step, LossTerm};
 use pare::ir::graph::ops::{bn, linear};
 use pare::ir::{GraphBuilder, Model, Op, Params, Reparam, Reparams, Tensor};
 use pare::train::{
-    fit, FitConfig, Hooks, LrSchedule, NoHooks, Optimizer, OptimizerConfig, Schedule, StepInfo,
+    fit, FitConfig, Hooks, LrSchedule, NoHooks, Optimizer, OptimizerConfig, OutputLosses, Schedule, StepInfo,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -440,4 +440,91 @@ fn soft_target_loss_is_t_squared_scaled_cross_entropy() {
         let want = 0.5 * t * t * want / 2.0;
         assert!((got - want).abs() < 1e-5, "T={t}: {got} vs {want}");
     }
+}
+
+/// The toy task with an early exit after the pool: the graph's second named output.
+fn two_output_model(seed: u64) -> Model {
+    let mut b = GraphBuilder::new(vec![1, 8, 8]);
+    b.then("conv", pare::ir::graph::ops::conv(1, 4, 3, 1, 1, true));
+    b.then("relu", Op::Relu);
+    b.then("pool", pare::ir::graph::ops::max_pool(2, 2));
+    let f = b.then("flatten", Op::Flatten);
+    b.add("exit", linear(64, 3), &[&f]);
+    b.add("fc1", linear(64, 16), &[&f]);
+    b.then("relu2", Op::Relu);
+    b.then("fc", linear(16, 3));
+    b.extra_output("exit");
+    Model::init(b.finish().unwrap(), seed).unwrap()
+}
+
+fn ce(labels: &[u32]) -> LossTerm {
+    LossTerm::CrossEntropy {
+        labels: labels.to_vec(),
+        weight: 1.0,
+    }
+}
+
+#[test]
+fn a_two_output_graph_trains_with_two_losses_saves_and_reloads() {
+    let data = toy_data();
+    let init = two_output_model(1);
+    // The exit's loss is its own cross-entropy: the two-term loss is the sum of both outputs'.
+    let x = Tensor::from_vec(vec![6, 1, 8, 8], (0..384).map(|i| (i % 7) as f32 / 7.0).collect());
+    let labels = [0, 1, 2, 0, 1, 2];
+    let at_exit = LossTerm::At {
+        output: "exit".into(),
+        term: Box::new(ce(&labels)),
+    };
+    let both = train_step(&init, &x, &[ce(&labels), at_exit], &Reparams::new(), &[], 0).unwrap();
+    let main = train_step(&init, &x, &[ce(&labels)], &Reparams::new(), &[], 0).unwrap();
+    let exit_first = Model::new(init.graph.select_output("exit").unwrap(), init.params.clone()).unwrap();
+    let exit = train_step(&exit_first, &x, &[ce(&labels)], &Reparams::new(), &[], 0).unwrap();
+    assert!(
+        (both.loss - main.loss - exit.loss).abs() < 1e-5,
+        "{} vs {} + {}",
+        both.loss,
+        main.loss,
+        exit.loss
+    );
+    assert!(main.grads["exit.weight"].data().iter().all(|g| *g == 0.0));
+    assert!(both.grads["exit.weight"].max_abs_diff(&exit.grads["exit.weight"]) < 1e-6);
+
+    // Trained jointly, both outputs learn the task; trained on the main loss alone (without
+    // weight decay, which would shrink every weight), the exit head keeps its initial weights.
+    let mut m = init.clone();
+    let mut hook = OutputLosses::new(&m, vec![("exit".into(), 0.5)]).unwrap();
+    fit(&mut m, &data, None, &config(4, None, false), &mut hook).unwrap();
+    for out in ["fc", "exit"] {
+        let picked = Model::new(m.graph.select_output(out).unwrap(), m.params.clone()).unwrap();
+        let acc = pare::train::evaluate(&picked, &data, 64, &Reparams::new())
+            .unwrap()
+            .accuracy;
+        assert!(acc > 0.9, "{out}: accuracy {acc}");
+    }
+    let mut alone = init.clone();
+    let no_decay = FitConfig {
+        optimizer: OptimizerConfig::sgd(0.9, 0.0),
+        ..config(1, None, false)
+    };
+    fit(&mut alone, &data, None, &no_decay, &mut NoHooks).unwrap();
+    assert_ne!(alone.params["fc.weight"], init.params["fc.weight"]);
+    assert_eq!(alone.params["exit.weight"], init.params["exit.weight"]);
+
+    // Saved and reloaded with its outputs.
+    let dir = tempfile::tempdir().unwrap();
+    pare::ir::io::save(&m, dir.path()).unwrap();
+    let back = pare::ir::io::load(dir.path()).unwrap();
+    assert_eq!(back.graph.outputs(), vec!["fc", "exit"]);
+    assert_eq!(back, m);
+
+    // Names that are not outputs are refused.
+    assert!(OutputLosses::new(&m, vec![("fc1".into(), 1.0)]).is_err());
+    assert!(OutputLosses::new(&m, vec![("exit".into(), f32::NAN)]).is_err());
+    assert!(m.graph.select_output("relu2").is_err());
+    let not_output = LossTerm::At {
+        output: "fc1".into(),
+        term: Box::new(ce(&labels)),
+    };
+    let e = train_step(&m, &x, &[not_output], &Reparams::new(), &[], 0).unwrap_err();
+    assert!(e.to_string().contains("not an output"), "{e}");
 }

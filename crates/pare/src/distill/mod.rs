@@ -307,7 +307,7 @@ pub fn add_regressor(
 /// Removes a side node (e.g. a regressor after the hint stage) and its parameters.
 pub fn remove_node(model: &Model, name: &str) -> Result<Model> {
     let mut graph = model.graph.clone();
-    if graph.nodes.iter().any(|n| n.inputs.iter().any(|i| i == name)) || graph.output == name {
+    if graph.nodes.iter().any(|n| n.inputs.iter().any(|i| i == name)) || graph.is_output(name) {
         return Err(Error::graph(
             name,
             "other nodes read it; only a side node can be removed",

@@ -61,6 +61,9 @@ pub enum LossTerm {
         teacher: Tensor,
         weight: f32,
     },
+    /// A logits term (cross-entropy or soft targets) on another named output of the graph
+    /// than the main one: an early exit's or an auxiliary head's own loss.
+    At { output: String, term: Box<LossTerm> },
 }
 
 impl LossTerm {
@@ -71,6 +74,7 @@ impl LossTerm {
             | LossTerm::Attention { tap, .. }
             | LossTerm::Relational { tap, .. }
             | LossTerm::Similarity { tap, .. } => Some(tap),
+            LossTerm::At { output, .. } => Some(output),
             _ => None,
         }
     }
@@ -244,6 +248,20 @@ pub(crate) fn total(
                     l = l + huber_mean(rkd_angles(s) - rkd_angles(t)).mul_scalar(*angle_weight);
                 }
                 l
+            }
+            LossTerm::At { output, term } => {
+                if matches!(**term, LossTerm::At { .. }) || term.tap().is_some() {
+                    return Err(Error::Config(format!(
+                        "the loss on output '{output}' must be cross-entropy or soft targets"
+                    )));
+                }
+                let Value::V2(head) = taps[output].clone() else {
+                    return Err(Error::graph(
+                        output,
+                        "an output with a logits loss must be [batch, classes]",
+                    ));
+                };
+                total(head, taps, std::slice::from_ref(term), dev)?
             }
             LossTerm::Similarity { tap, teacher, weight } => {
                 let s = flat(&taps[tap]);

@@ -122,6 +122,16 @@ pub fn train_step(
 ) -> Result<StepOutput> {
     let dev = train_device();
     let (leaves, params) = upload_params(model, reparams, dev, true);
+    for t in terms {
+        if let LossTerm::At { output, .. } = t {
+            if !model.graph.is_output(output) {
+                return Err(Error::graph(
+                    output,
+                    "a loss names it, but it is not an output of the graph",
+                ));
+            }
+        }
+    }
     // The caller's taps plus those the loss terms read.
     let mut all_taps: Vec<String> = taps.to_vec();
     for t in terms.iter().filter_map(LossTerm::tap) {

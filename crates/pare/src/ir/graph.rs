@@ -59,8 +59,13 @@ pub struct Node {
 pub struct Graph {
     pub input: InputSpec,
     pub nodes: Vec<Node>,
-    /// Name of the node whose value is the model's output (the logits).
+    /// Name of the node whose value is the model's output (the logits): what evaluation,
+    /// latency and export use unless told to pick another output.
     pub output: String,
+    /// Further named outputs (early-exit heads, hint layers): computed with the main one and
+    /// trained with their own loss terms ([`crate::exec::LossTerm::At`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_outputs: Vec<String>,
 }
 
 /// Per-sample shapes of every node's output, indexed like `Graph::nodes`.
@@ -150,13 +155,53 @@ impl Graph {
             }
             shapes.push(out);
         }
-        if !index.contains_key(self.output.as_str()) {
-            return Err(Error::graph(&self.output, "the graph's output names no node"));
+        for (k, out) in self.outputs().into_iter().enumerate() {
+            if !index.contains_key(out) {
+                return Err(Error::graph(out, "the graph's output names no node"));
+            }
+            if self.outputs()[..k].contains(&out) {
+                return Err(Error::graph(out, "the node is named as an output twice"));
+            }
         }
         Ok(Shapes {
             input: self.input.shape.clone(),
             nodes: shapes,
         })
+    }
+
+    /// Every named output, the main one first.
+    pub fn outputs(&self) -> Vec<&str> {
+        std::iter::once(self.output.as_str())
+            .chain(self.extra_outputs.iter().map(String::as_str))
+            .collect()
+    }
+
+    /// True when `name` is one of the graph's outputs.
+    pub fn is_output(&self, name: &str) -> bool {
+        self.output == name || self.extra_outputs.iter().any(|o| o == name)
+    }
+
+    /// The same graph with `name`, one of its outputs, as the main output (the previous main
+    /// output becomes an extra one): how evaluation and export pick an output.
+    pub fn select_output(&self, name: &str) -> Result<Graph> {
+        if !self.is_output(name) {
+            return Err(Error::graph(
+                name,
+                format!(
+                    "is not an output of the graph (outputs: {})",
+                    self.outputs().join(", ")
+                ),
+            ));
+        }
+        let mut g = self.clone();
+        g.extra_outputs = self
+            .outputs()
+            .into_iter()
+            .filter(|o| *o != name)
+            .map(str::to_string)
+            .collect();
+        g.output = name.to_string();
+        Ok(g)
     }
 
     /// Names of the nodes that read `name`'s output, in graph order.
@@ -174,6 +219,7 @@ impl Graph {
 pub struct GraphBuilder {
     input: InputSpec,
     nodes: Vec<Node>,
+    extra_outputs: Vec<String>,
 }
 
 impl GraphBuilder {
@@ -184,7 +230,13 @@ impl GraphBuilder {
                 normalize: Normalize::default(),
             },
             nodes: Vec::new(),
+            extra_outputs: Vec::new(),
         }
+    }
+
+    /// Declares `name` an extra output of the graph (the last node added stays the main one).
+    pub fn extra_output(&mut self, name: &str) {
+        self.extra_outputs.push(name.to_string());
     }
 
     /// Adds a node reading `inputs`; returns its name.
@@ -214,6 +266,7 @@ impl GraphBuilder {
             input: self.input.clone(),
             nodes: self.nodes.clone(),
             output: self.last().to_string(),
+            extra_outputs: Vec::new(),
         };
         let shapes = g.shapes()?;
         Ok(shapes.nodes.last().cloned().unwrap_or(shapes.input))
@@ -231,6 +284,7 @@ impl GraphBuilder {
             input: self.input,
             nodes: self.nodes,
             output,
+            extra_outputs: self.extra_outputs,
         };
         g.shapes()?;
         Ok(g)

@@ -238,7 +238,7 @@ fn fusions(model: &Model) -> Vec<Step> {
         let fusable = matches!(g.nodes[p].op, Op::Conv2d { .. } | Op::Linear { .. } | Op::Add)
             && steps[p] == Step::Run
             && g.consumers(&g.nodes[p].name).len() == 1
-            && g.output != g.nodes[p].name;
+            && !g.is_output(&g.nodes[p].name);
         if fusable {
             steps[p] = Step::WithRelu;
             steps[i] = Step::Alias;

@@ -167,9 +167,10 @@ impl DepGraph {
             in_elems.push(ins.into_iter().next().unwrap_or_default());
             out_elems.push(out);
         }
-        let out_idx = index[g.output.as_str()];
-        for &e in &out_elems[out_idx] {
-            fixed[e] = true;
+        for out in g.outputs() {
+            for &e in &out_elems[index[out]] {
+                fixed[e] = true;
+            }
         }
         let n = producer.len();
         let mut uf = UnionFind((0..n).collect());

@@ -3,6 +3,7 @@
 mod checkpoint;
 pub mod fit;
 pub mod optim;
+pub mod outputs;
 pub mod schedule;
 
 pub use fit::{
@@ -10,4 +11,5 @@ pub use fit::{
     Metrics, NoHooks, StepInfo,
 };
 pub use optim::{Optimizer, OptimizerConfig};
+pub use outputs::OutputLosses;
 pub use schedule::{LrSchedule, Schedule};
