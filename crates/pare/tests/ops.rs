@@ -65,14 +65,61 @@ fn conv_rules() {
 
 #[test]
 fn channel_rules() {
-    assert_eq!(conv(3, 8, 3, 1, 1, true).channel_rule(), ChannelRule::Transform);
-    assert_eq!(depthwise(8, 3, 1, 1).channel_rule(), ChannelRule::Passthrough);
-    assert_eq!(bn(8).channel_rule(), ChannelRule::Passthrough);
-    assert_eq!(Op::Add.channel_rule(), ChannelRule::Passthrough);
-    assert_eq!(Op::Concat { axis: 0 }.channel_rule(), ChannelRule::Concat);
-    assert_eq!(Op::Flatten.channel_rule(), ChannelRule::Flatten);
-    let grouped = conv_grouped(8, 8, 3, 1, 1, 2, false);
-    assert_eq!(grouped.channel_rule(), ChannelRule::Fixed);
+    use ChannelRule::*;
+    // (op, input shapes, rule): channels are axis 0 of [F] and [C, H, W], the last axis of
+    // [tokens, F]; other ranks have none.
+    let img: &[usize] = &[8, 6, 6];
+    let seq: &[usize] = &[5, 8];
+    let rules: Vec<(Op, Vec<&[usize]>, ChannelRule)> = vec![
+        (conv(3, 8, 3, 1, 1, true), vec![&[3, 6, 6]], Transform),
+        (depthwise(8, 3, 1, 1), vec![img], Passthrough),
+        (conv_grouped(8, 8, 3, 1, 1, 2, false), vec![img], Fixed),
+        (bn(8), vec![img], Passthrough),
+        (Op::Add, vec![img, img], Passthrough),
+        (Op::Concat { axis: 0 }, vec![img, img], Concat),
+        (Op::Concat { axis: -2 }, vec![img, img], Passthrough),
+        (Op::Concat { axis: 0 }, vec![seq, seq], Passthrough),
+        (Op::Concat { axis: -1 }, vec![seq, seq], Concat),
+        (Op::Flatten, vec![img], Flatten),
+        (Op::Flatten, vec![seq], Opaque),
+        (linear(8, 4), vec![&[8]], Transform),
+        (linear(8, 4), vec![seq], Transform),
+        (linear(6, 4), vec![img], Opaque),
+        (Op::Gelu, vec![seq], Passthrough),
+        (Op::Select { axis: 0, index: 0 }, vec![seq], Passthrough),
+        (Op::Select { axis: 1, index: 0 }, vec![seq], Opaque),
+        (Op::Select { axis: 1, index: 0 }, vec![img], Opaque),
+        (Op::Softmax { axis: 0 }, vec![seq], Passthrough),
+        (Op::Softmax { axis: -1 }, vec![seq], Opaque),
+        (
+            Op::Mean {
+                axes: vec![1, 2],
+                keepdim: false,
+            },
+            vec![img],
+            Passthrough,
+        ),
+        (
+            Op::Mean {
+                axes: vec![1],
+                keepdim: false,
+            },
+            vec![img],
+            Opaque,
+        ),
+        (
+            Op::Mean {
+                axes: vec![0],
+                keepdim: true,
+            },
+            vec![seq],
+            Passthrough,
+        ),
+        (Op::Relu, vec![&[2, 8, 6, 6]], Opaque),
+    ];
+    for (op, inputs, rule) in rules {
+        assert_eq!(op.channel_rule(&inputs), rule, "{op:?} on {inputs:?}");
+    }
     // The parameter axes structured pruning slices.
     let p = conv(3, 8, 3, 1, 1, true).params();
     assert_eq!((p[0].out_axis, p[0].in_axis), (Some(0), Some(1)));
@@ -265,7 +312,7 @@ fn ops_without_channels_are_opaque_to_pruning() {
         Op::Attention { dim: 4, heads: 2 },
         Op::Parameter { shape: vec![4] },
     ] {
-        assert_eq!(op.channel_rule(), ChannelRule::Opaque, "{op:?}");
+        assert_eq!(op.channel_rule(&[&[5, 4]]), ChannelRule::Opaque, "{op:?}");
     }
-    assert_eq!(Op::Silu.channel_rule(), ChannelRule::Passthrough);
+    assert_eq!(Op::Silu.channel_rule(&[&[5, 4]]), ChannelRule::Passthrough);
 }

@@ -1,5 +1,7 @@
 //! The channel dependency graph for structured pruning, built only from each op's
-//! [`ChannelRule`]: no per-op special cases beyond those rules.
+//! [`ChannelRule`]: no per-op special cases beyond those rules. A value's channels lie along
+//! [`channel_axis`] of its per-sample shape (features of vectors and of each token of a
+//! sequence, channels of images).
 //!
 //! Every channel created by a `Transform` op (a Linear's neuron, a dense conv's filter) is an
 //! *element*. Walking the graph in order, each node's channel axis becomes a vector of elements:
@@ -12,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
+use crate::ir::op::channel_axis;
 use crate::ir::{ChannelRule, Model, INPUT};
 
 /// A coupled set of channels that can only be removed together.
@@ -94,7 +97,8 @@ impl DepGraph {
         let shapes = model.shapes();
         let mut producer: Vec<Option<(usize, usize)>> = Vec::new();
         let mut fixed: Vec<bool> = Vec::new();
-        let input_elems = fresh(shapes.input[0], None, true, &mut producer, &mut fixed);
+        let input_channels = channel_axis(shapes.input.len()).map_or(0, |a| shapes.input[a]);
+        let input_elems = fresh(input_channels, None, true, &mut producer, &mut fixed);
         let mut out_elems: Vec<Vec<usize>> = Vec::with_capacity(g.nodes.len());
         let mut in_elems: Vec<Vec<usize>> = Vec::with_capacity(g.nodes.len());
         let mut unions: Vec<(usize, usize)> = Vec::new();
@@ -116,19 +120,9 @@ impl DepGraph {
                     }
                 })
                 .collect();
-            let out_channels = shapes.nodes[i][0];
-            // Channels are axis 0 of a `[C]` or `[C, H, W]` value; an op reading or making a
-            // value of another rank (token sequences) has no channels to couple.
-            let channel_ranks = shapes
-                .inputs_of(g, i)
-                .iter()
-                .chain([&shapes.nodes[i].as_slice()])
-                .all(|s| matches!(s.len(), 1 | 3));
-            let rule = if channel_ranks {
-                node.op.channel_rule()
-            } else {
-                ChannelRule::Opaque
-            };
+            let out_shape = &shapes.nodes[i];
+            let out_channels = channel_axis(out_shape.len()).map_or(0, |a| out_shape[a]);
+            let rule = node.op.channel_rule(&shapes.inputs_of(g, i));
             let out = match rule {
                 ChannelRule::Transform => fresh(out_channels, Some(i), false, &mut producer, &mut fixed),
                 ChannelRule::Passthrough => {

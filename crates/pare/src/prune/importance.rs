@@ -11,6 +11,7 @@ use super::deps::DepGraph;
 use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::exec::{self, LossTerm};
+use crate::ir::op::channel_axis;
 use crate::ir::{Model, Op, Reparams};
 
 /// Scores of prunable channels, keyed by (producer node index, output channel).
@@ -227,18 +228,24 @@ impl Importance for Apoz {
             let out = exec::infer(model, &b.x, &Reparams::new(), &taps)?;
             for (&i, name) in relus.iter().zip(&taps) {
                 let t = &out.taps[name];
-                let (batch, chans) = (t.shape()[0], t.shape()[1]);
-                let per = t.len() / (batch * chans).max(1);
+                // The tap is [batch, ..per-sample]; its channels are the channel axis of the
+                // per-sample shape, with `outer` positions before and `per` after it.
+                let Some(ca) = channel_axis(t.shape().len() - 1).map(|a| a + 1) else {
+                    continue;
+                };
+                let outer: usize = t.shape()[..ca].iter().product();
+                let chans = t.shape()[ca];
+                let per = t.len() / (outer * chans).max(1);
                 for (p, &e) in deps.out_elems[i].iter().enumerate() {
                     let Some(owner) = deps.producer[e] else { continue };
                     let mut z = 0usize;
-                    for n in 0..batch {
-                        let start = (n * chans + p) * per;
+                    for o in 0..outer {
+                        let start = (o * chans + p) * per;
                         z += t.data()[start..start + per].iter().filter(|v| **v == 0.0).count();
                     }
                     let acc = zeros.entry(owner).or_insert((0.0, 0.0));
                     acc.0 += z as f64;
-                    acc.1 += (batch * per) as f64;
+                    acc.1 += (outer * per) as f64;
                 }
             }
         }
