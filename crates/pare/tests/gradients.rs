@@ -205,7 +205,26 @@ fn layer_norm_and_linear_on_tokens() {
 fn multihead_attention() {
     grad_check(|b| {
         tokens(b);
-        b.then("att", Op::Attention { dim: 12, heads: 3 });
+        b.then(
+            "att",
+            Op::Attention {
+                dim: 12,
+                heads: 3,
+                head_dim: None,
+            },
+        );
+    });
+    // Pruned heads: 2 heads of 5 features inside a width of 12.
+    grad_check(|b| {
+        tokens(b);
+        b.then(
+            "att",
+            Op::Attention {
+                dim: 12,
+                heads: 2,
+                head_dim: Some(5),
+            },
+        );
     });
 }
 

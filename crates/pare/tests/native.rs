@@ -287,8 +287,17 @@ fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
                 d = out;
             }
             2 => {
+                // Heads of d / heads features as in PyTorch, or of another size (pruned heads).
                 let heads = if d % 2 == 0 && arg % 2 == 0 { 2 } else { 1 };
-                b.then(n("att"), Op::Attention { dim: d, heads });
+                let head_dim = (arg % 3 == 0).then_some(1 + arg % 5);
+                b.then(
+                    n("att"),
+                    Op::Attention {
+                        dim: d,
+                        heads,
+                        head_dim,
+                    },
+                );
             }
             3 => {
                 let xt = b.then(n("t"), Op::Transpose { perm: vec![1, 0] });

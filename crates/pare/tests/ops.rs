@@ -291,7 +291,11 @@ fn sequence_and_tensor_rules() {
     check(Op::Scale { factor: 0.25 }, &[&[8]], &[8], 0, 0);
     check(Op::Parameter { shape: vec![17, 64] }, &[], &[17, 64], 17 * 64, 0);
     error(Op::Parameter { shape: vec![1, 64] }, &[&[1, 64]], "takes 0 input");
-    let att = Op::Attention { dim: 64, heads: 4 };
+    let att = Op::Attention {
+        dim: 64,
+        heads: 4,
+        head_dim: None,
+    };
     check(
         att.clone(),
         &[&[17, 64]],
@@ -299,7 +303,32 @@ fn sequence_and_tensor_rules() {
         4 * 64 * 64 + 4 * 64,
         4 * 17 * 64 * 64 + 2 * 17 * 17 * 64,
     );
-    error(Op::Attention { dim: 64, heads: 5 }, &[&[17, 64]], "must divide");
+    error(
+        Op::Attention {
+            dim: 64,
+            heads: 5,
+            head_dim: None,
+        },
+        &[&[17, 64]],
+        "must divide",
+    );
+    // Two heads of 16 kept from four: inner width 32.
+    let pruned = Op::Attention {
+        dim: 64,
+        heads: 2,
+        head_dim: Some(16),
+    };
+    check(
+        pruned.clone(),
+        &[&[17, 64]],
+        &[17, 64],
+        4 * 64 * 32 + 3 * 32 + 64,
+        4 * 17 * 64 * 32 + 2 * 17 * 17 * 32,
+    );
+    assert_eq!(
+        pruned.head_slices(&[1]),
+        ((16..32).chain(48..64).chain(80..96).collect(), (16..32).collect())
+    );
     error(att, &[&[64]], "[tokens, 64]");
 }
 
@@ -309,7 +338,11 @@ fn ops_without_channels_are_opaque_to_pruning() {
         Op::LayerNorm { dim: 4, eps: 1e-5 },
         Op::MatMul,
         Op::Reshape { shape: vec![4] },
-        Op::Attention { dim: 4, heads: 2 },
+        Op::Attention {
+            dim: 4,
+            heads: 2,
+            head_dim: None,
+        },
         Op::Parameter { shape: vec![4] },
     ] {
         assert_eq!(op.channel_rule(&[&[5, 4]]), ChannelRule::Opaque, "{op:?}");

@@ -570,15 +570,53 @@ fn criteria_parse_from_their_names() {
 }
 
 /// In a ViT the channels of a token sequence are its features: the MLP neurons of each block
-/// (fc1 -> GELU -> fc2) are groups, while the residual stream (tied to the position embedding,
-/// normalized by LayerNorm) and the attention's projections stay whole.
+/// (fc1 -> GELU -> fc2) are groups, and so are the heads of each attention op (their query,
+/// key, value rows and output columns together); the residual stream (tied to the position
+/// embedding, normalized by LayerNorm) stays whole. A removal replays from its surgery log.
 #[test]
-fn a_vits_mlp_neurons_are_its_channel_groups() {
-    let m = Model::init(ZooModel::Vit.build(&[1, 28, 28], 10).unwrap(), 5).unwrap();
+fn a_vits_heads_and_mlp_neurons_are_its_channel_groups() {
+    let mut m = Model::init(ZooModel::Vit.build(&[1, 28, 28], 10).unwrap(), 5).unwrap();
+    perturb_bn(&mut m);
     let d = DepGraph::build(&m).unwrap();
+    let want: Vec<String> = (0..4)
+        .flat_map(|i| [format!("blocks.{i}.att"), format!("blocks.{i}.fc1")])
+        .collect();
+    assert_eq!(families(&m), want);
+    for f in &d.families {
+        assert_eq!(f.groups.len(), if f.groups.len() == 4 { 4 } else { 128 });
+    }
+    // Two heads of block 0 and three neurons of block 1's MLP.
+    let att = &d.families[d.family_of(&m, "blocks.0.att").unwrap()];
+    let fc1 = &d.families[d.family_of(&m, "blocks.1.fc1").unwrap()];
+    let remove: BTreeSet<usize> = [
+        att.groups[0],
+        att.groups[2],
+        fc1.groups[5],
+        fc1.groups[6],
+        fc1.groups[100],
+    ]
+    .into();
+    let (p, s) = remove_groups(&m, &d, &remove).unwrap();
     assert_eq!(
-        families(&m),
-        vec!["blocks.0.fc1", "blocks.1.fc1", "blocks.2.fc1", "blocks.3.fc1"]
+        p.graph.node("blocks.0.att").unwrap().op,
+        Op::Attention {
+            dim: 64,
+            heads: 2,
+            head_dim: Some(16)
+        }
     );
-    assert!(d.families.iter().all(|f| f.groups.len() == 128));
+    assert_eq!(p.params["blocks.0.att.in_proj_weight"].shape(), &[96, 64]);
+    assert_eq!(p.params["blocks.0.att.out_proj.weight"].shape(), &[64, 32]);
+    assert_eq!(p.params["blocks.1.fc2.weight"].shape(), &[64, 125]);
+    assert_eq!(s.removed["blocks.0.att"], vec![0, 2]);
+    assert_eq!(replay(&m, &s).unwrap(), p);
+    // The kept heads are the same heads: with the removed ones zeroed, outputs agree.
+    let mut z = m.clone();
+    zero_groups(&mut z, &d, &remove);
+    let x = input(3);
+    let a = infer(&z, &x, &Reparams::new(), &[]).unwrap().output;
+    let b = infer(&p, &x, &Reparams::new(), &[]).unwrap().output;
+    assert!(a.max_abs_diff(&b) < 1e-4);
+    let e = remove_groups(&m, &d, &att.groups.iter().copied().collect()).unwrap_err();
+    assert!(e.to_string().contains("every channel (or head)"), "{e}");
 }

@@ -374,11 +374,11 @@ impl Cx<'_> {
                 }
                 v
             }
-            Op::Attention { dim, heads } => {
+            op @ Op::Attention { dim, heads, .. } => {
                 let Value::V3(x) = first else {
                     return Err(mismatch("tensor that is not [batch, tokens, dim]"));
                 };
-                Value::V3(self.attention(name, x, *dim, *heads))
+                Value::V3(self.attention(name, x, *dim, *heads, op.head_dim()))
             }
             Op::Dropout { p } => match self.mode {
                 Mode::Train { seed } if *p > 0.0 => {
@@ -504,24 +504,27 @@ impl Cx<'_> {
     }
 
     /// `nn.MultiheadAttention` self-attention on `[batch, tokens, dim]`.
-    fn attention(&self, name: &str, x: BT<3>, dim: usize, heads: usize) -> BT<3> {
+    fn attention(&self, name: &str, x: BT<3>, dim: usize, heads: usize, hd: usize) -> BT<3> {
         let [b, t, _] = x.dims();
-        let hd = dim / heads;
-        let w_in = self.param(&param_name(name, "in_proj_weight"), [3 * dim, dim]);
-        let b_in = self.param(&param_name(name, "in_proj_bias"), [3 * dim]);
-        let w_out = self.param(&param_name(name, "out_proj.weight"), [dim, dim]);
+        let inner = heads * hd;
+        let w_in = self.param(&param_name(name, "in_proj_weight"), [3 * inner, dim]);
+        let b_in = self.param(&param_name(name, "in_proj_bias"), [3 * inner]);
+        let w_out = self.param(&param_name(name, "out_proj.weight"), [dim, inner]);
         let b_out = self.param(&param_name(name, "out_proj.bias"), [dim]);
         let qkv = linear(x, w_in.transpose(), Some(b_in));
-        // [b, t, dim] -> [b, heads, t, hd]
+        // [b, t, inner] -> [b, heads, t, hd]
         let split = |k: usize| {
             qkv.clone()
-                .narrow(2, k * dim, dim)
+                .narrow(2, k * inner, inner)
                 .reshape([b, t, heads, hd])
                 .swap_dims(1, 2)
         };
         let (q, k, v) = (split(0), split(1), split(2));
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f32).sqrt());
-        let ctx = softmax(scores, 3).matmul(v).swap_dims(1, 2).reshape([b, t, dim]);
+        let ctx = softmax(scores, 3)
+            .matmul(v)
+            .swap_dims(1, 2)
+            .reshape([b, t, inner]);
         linear(ctx, w_out.transpose(), Some(b_out))
     }
 }

@@ -106,8 +106,8 @@ impl Model {
                 (Op::BatchNorm { .. } | Op::LayerNorm { .. }, _) => Tensor::zeros(r.spec.shape),
                 (Op::Attention { .. }, "in_proj_bias" | "out_proj.bias") => Tensor::zeros(r.spec.shape),
                 (Op::Attention { dim, .. }, "in_proj_weight") => {
-                    // PyTorch: xavier_uniform over the [3 * dim, dim] matrix.
-                    let bound = (6.0 / (4 * dim) as f32).sqrt();
+                    // PyTorch: xavier_uniform over the [3 * inner, dim] matrix.
+                    let bound = (6.0 / (dim + 3 * op.attention_inner()) as f32).sqrt();
                     let data = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
                     Tensor::from_vec(r.spec.shape, data)
                 }

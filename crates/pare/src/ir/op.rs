@@ -136,10 +136,16 @@ pub enum Op {
     /// projection `in_proj_weight` `[3 * dim, dim]` (query, key, value rows in that order) with
     /// `in_proj_bias`, scaled dot-product softmax per head of `dim / heads` features, and the
     /// output projection `out_proj.weight` `[dim, dim]` with `out_proj.bias`.
+    ///
+    /// `head_dim` is `dim / heads` unless given: a model whose heads were pruned keeps fewer
+    /// heads of the same size, so its inner width `heads * head_dim` is below `dim` and the
+    /// projections are `[3 * inner, dim]` and `[dim, inner]`.
     #[serde(rename = "multihead_attention")]
     Attention {
         dim: usize,
         heads: usize,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        head_dim: Option<usize>,
     },
     /// A learned tensor of per-sample shape `shape`, the same for every sample (a class token,
     /// a position embedding). Its parameter `weight` is stored `[1, ..shape]`, as a PyTorch
@@ -353,6 +359,42 @@ impl Op {
         }
     }
 
+    /// The size of an attention op's heads (0 for other ops).
+    pub fn head_dim(&self) -> usize {
+        match *self {
+            Op::Attention { dim, heads, head_dim } => head_dim.unwrap_or(dim / heads.max(1)),
+            _ => 0,
+        }
+    }
+
+    /// An attention op's inner width, `heads * head_dim` (0 for other ops).
+    pub fn attention_inner(&self) -> usize {
+        match *self {
+            Op::Attention { heads, .. } => heads * self.head_dim(),
+            _ => 0,
+        }
+    }
+
+    /// Channels an op owns inside itself, prunable apart from its inputs and output: an
+    /// attention op's heads.
+    pub fn internal_channels(&self) -> usize {
+        match *self {
+            Op::Attention { heads, .. } => heads,
+            _ => 0,
+        }
+    }
+
+    /// For an attention op keeping the heads `keep`: the rows of `in_proj_weight` (and
+    /// `in_proj_bias`) and the columns of `out_proj.weight` that hold them, in order.
+    pub fn head_slices(&self, keep: &[usize]) -> (Vec<usize>, Vec<usize>) {
+        let (hd, inner) = (self.head_dim(), self.attention_inner());
+        let cols: Vec<usize> = keep.iter().flat_map(|&h| h * hd..(h + 1) * hd).collect();
+        let rows = (0..3)
+            .flat_map(|k| cols.iter().map(move |c| k * inner + c))
+            .collect();
+        (rows, cols)
+    }
+
     /// True for a convolution whose every group holds one input and one output channel.
     pub fn is_depthwise(&self) -> bool {
         matches!(self, Op::Conv2d { in_channels, out_channels, groups, .. }
@@ -422,18 +464,21 @@ impl Op {
                 stored.extend_from_slice(shape);
                 vec![p("", stored, ParamKind::Weight, None, None)]
             }
-            Op::Attention { dim, .. } => vec![
-                p(
-                    "in_proj_weight",
-                    vec![3 * dim, dim],
-                    ParamKind::Weight,
-                    None,
-                    None,
-                ),
-                p("in_proj_bias", vec![3 * dim], ParamKind::Bias, None, None),
-                p("out_proj.weight", vec![dim, dim], ParamKind::Weight, None, None),
-                p("out_proj.bias", vec![dim], ParamKind::Bias, None, None),
-            ],
+            Op::Attention { dim, .. } => {
+                let inner = self.attention_inner();
+                vec![
+                    p(
+                        "in_proj_weight",
+                        vec![3 * inner, dim],
+                        ParamKind::Weight,
+                        None,
+                        None,
+                    ),
+                    p("in_proj_bias", vec![3 * inner], ParamKind::Bias, None, None),
+                    p("out_proj.weight", vec![dim, inner], ParamKind::Weight, None, None),
+                    p("out_proj.bias", vec![dim], ParamKind::Bias, None, None),
+                ]
+            }
             Op::BatchNorm { num_features, .. } => vec![
                 p("weight", vec![num_features], ParamKind::Weight, Some(0), None),
                 p("bias", vec![num_features], ParamKind::Bias, Some(0), None),
@@ -777,10 +822,14 @@ impl Op {
                     .collect())
             }
             Op::Silu => Ok(x.to_vec()),
-            Op::Attention { dim, heads } => {
-                if heads == 0 || dim == 0 || dim % heads != 0 {
+            Op::Attention { dim, heads, head_dim } => {
+                let fits = match head_dim {
+                    None => dim % heads.max(1) == 0,
+                    Some(hd) => hd > 0,
+                };
+                if heads == 0 || dim == 0 || !fits {
                     return Err(format!(
-                        "multihead_attention: heads={heads} must divide dim={dim} (both positive)"
+                        "multihead_attention: heads={heads} must divide dim={dim} (both positive), or head_dim be given"
                     ));
                 }
                 match *x {
@@ -833,8 +882,8 @@ impl Op {
             }
             Op::Attention { dim, .. } => {
                 // Projections (3 in, 1 out) plus scores and their weighted sum.
-                let t = output.first().copied().unwrap_or(0);
-                (4 * t * dim * dim + 2 * t * t * dim) as u64
+                let (t, inner) = (output.first().copied().unwrap_or(0), self.attention_inner());
+                (4 * t * dim * inner + 2 * t * t * inner) as u64
             }
             Op::MatMul => {
                 let k = inputs.first().and_then(|x| x.last()).copied().unwrap_or(0);

@@ -566,7 +566,7 @@ fn tensor_op(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused, n
             }
             (s, y)
         }
-        Op::Attention { dim, heads } => {
+        Op::Attention { dim, heads, .. } => {
             let &[n, t, _] = shape.as_slice() else {
                 return Err(Error::graph(
                     name,
@@ -579,6 +579,7 @@ fn tensor_op(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused, n
                 t,
                 *dim,
                 *heads,
+                op.head_dim(),
                 param("in_proj_weight"),
                 param("in_proj_bias"),
                 param("out_proj.weight"),

@@ -206,22 +206,23 @@ pub(super) fn attention(
     t: usize,
     dim: usize,
     heads: usize,
+    hd: usize,
     w_in: &[f32],
     b_in: &[f32],
     w_out: &[f32],
     b_out: &[f32],
 ) -> Vec<f32> {
     let rows = n * t;
-    let qkv = super::conv::linear(x, rows, dim, w_in, 3 * dim, Some(b_in), super::Fused::None);
-    let hd = dim / heads;
+    let inner = heads * hd;
+    let qkv = super::conv::linear(x, rows, dim, w_in, 3 * inner, Some(b_in), super::Fused::None);
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut ctx = buffers::scratch(rows * dim);
+    let mut ctx = buffers::scratch(rows * inner);
     let mut scores = vec![0f32; t * t];
-    let row = 3 * dim;
+    let row = 3 * inner;
     for s in 0..n {
         let seq = &qkv[s * t * row..(s + 1) * t * row];
         for h in 0..heads {
-            let (q, k, v) = (&seq[h * hd..], &seq[dim + h * hd..], &seq[2 * dim + h * hd..]);
+            let (q, k, v) = (&seq[h * hd..], &seq[inner + h * hd..], &seq[2 * inner + h * hd..]);
             // scores[i, j] = q_i . k_j: q rows of stride 3*dim, k read transposed.
             product(&mut scores, q, (row, 1), k, (1, row), t, t, hd);
             for r in scores.chunks_mut(t) {
@@ -233,16 +234,16 @@ pub(super) fn attention(
                 }
                 r.iter_mut().for_each(|e| *e /= sum);
             }
-            // ctx[s, i, h*hd..] = scores x v, written with the row stride of `dim`.
+            // ctx[s, i, h*hd..] = scores x v, written with the row stride of `inner`.
             let mut head_out = vec![0f32; t * hd];
             product(&mut head_out, &scores, (t, 1), v, (row, 1), t, hd, t);
             for i in 0..t {
-                let at = (s * t + i) * dim + h * hd;
+                let at = (s * t + i) * inner + h * hd;
                 ctx[at..at + hd].copy_from_slice(&head_out[i * hd..(i + 1) * hd]);
             }
         }
     }
-    let y = super::conv::linear(&ctx, rows, dim, w_out, dim, Some(b_out), super::Fused::None);
+    let y = super::conv::linear(&ctx, rows, inner, w_out, dim, Some(b_out), super::Fused::None);
     buffers::recycle(qkv);
     buffers::recycle(ctx);
     y

@@ -41,6 +41,9 @@ pub struct DepGraph {
     pub(crate) out_elems: Vec<Vec<usize>>,
     /// Per node: the element ids along its (first) input's channel axis.
     pub(crate) in_elems: Vec<Vec<usize>>,
+    /// Per node: the elements of the channels it owns inside itself (an attention op's heads,
+    /// producer `(node, head)`), prunable apart from its inputs and output.
+    pub(crate) internal: Vec<Vec<usize>>,
     /// Per element: its producer (node index, channel), or `None` for input/fixed channels.
     pub(crate) producer: Vec<Option<(usize, usize)>>,
     /// Per element: its group index, or `None` when it cannot be pruned.
@@ -101,6 +104,7 @@ impl DepGraph {
         let input_elems = fresh(input_channels, None, true, &mut producer, &mut fixed);
         let mut out_elems: Vec<Vec<usize>> = Vec::with_capacity(g.nodes.len());
         let mut in_elems: Vec<Vec<usize>> = Vec::with_capacity(g.nodes.len());
+        let mut internal: Vec<Vec<usize>> = Vec::with_capacity(g.nodes.len());
         let mut unions: Vec<(usize, usize)> = Vec::new();
         let index: BTreeMap<&str, usize> = g
             .nodes
@@ -160,6 +164,13 @@ impl DepGraph {
             }
             in_elems.push(ins.into_iter().next().unwrap_or_default());
             out_elems.push(out);
+            internal.push(fresh(
+                node.op.internal_channels(),
+                Some(i),
+                false,
+                &mut producer,
+                &mut fixed,
+            ));
         }
         for out in g.outputs() {
             for &e in &out_elems[index[out]] {
@@ -204,6 +215,7 @@ impl DepGraph {
             .map(|(producers, groups)| Family { producers, groups })
             .collect();
         Ok(DepGraph {
+            internal,
             out_elems,
             in_elems,
             producer,

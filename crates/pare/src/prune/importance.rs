@@ -11,8 +11,8 @@ use super::deps::DepGraph;
 use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::exec::{self, LossTerm};
-use crate::ir::op::channel_axis;
-use crate::ir::{Model, Op, Reparams};
+use crate::ir::op::{channel_axis, param_name};
+use crate::ir::{Model, Op, Params, Reparams};
 
 /// Scores of prunable channels, keyed by (producer node index, output channel).
 pub type Scores = BTreeMap<(usize, usize), f32>;
@@ -109,8 +109,27 @@ fn producers(deps: &DepGraph) -> BTreeMap<usize, usize> {
 
 /// The producer's filters as rows: `weight` sliced along its output axis.
 fn filters(model: &Model, node: usize) -> Vec<Vec<f32>> {
+    rows_of(model, &model.params, node)
+}
+
+/// Node `node`'s prunable units as vectors of `tensors` (the weights, or their gradients): the
+/// rows of `weight` along its output axis, or for an attention op each head's query, key and
+/// value rows of `in_proj_weight` followed by its columns of `out_proj.weight`.
+fn rows_of(model: &Model, tensors: &Params, node: usize) -> Vec<Vec<f32>> {
     let n = &model.graph.nodes[node];
-    let w = &model.params[&format!("{}.weight", n.name)];
+    let t = |suffix: &str| &tensors[&param_name(&n.name, suffix)];
+    if n.op.internal_channels() > 0 {
+        let (w_in, w_out) = (t("in_proj_weight"), t("out_proj.weight"));
+        return (0..n.op.internal_channels())
+            .map(|h| {
+                let (rows, cols) = n.op.head_slices(&[h]);
+                let mut v = w_in.select(0, &rows).into_data();
+                v.extend(w_out.select(1, &cols).into_data());
+                v
+            })
+            .collect();
+    }
+    let w = t("weight");
     let rows = w.shape()[0];
     w.data()
         .chunks(w.len() / rows.max(1))
@@ -283,17 +302,12 @@ impl Importance for Taylor {
             }];
             let step = exec::train_step(model, &b.x, &terms, &Reparams::new(), &[], bi as u64)?;
             for node in producers(deps).into_keys() {
-                let name = format!("{}.weight", model.graph.nodes[node].name);
-                let (w, g) = (&model.params[&name], &step.grads[&name]);
-                let rows = w.shape()[0];
-                let per = w.len() / rows.max(1);
-                for c in 0..rows {
-                    let r = c * per..(c + 1) * per;
-                    let v: f32 = w.data()[r.clone()]
-                        .iter()
-                        .zip(&g.data()[r])
-                        .map(|(a, b)| a * b)
-                        .sum();
+                let (w, g) = (
+                    rows_of(model, &model.params, node),
+                    rows_of(model, &step.grads, node),
+                );
+                for (c, (w, g)) in w.iter().zip(&g).enumerate() {
+                    let v: f32 = w.iter().zip(g).map(|(a, b)| a * b).sum();
                     *s.entry((node, c)).or_insert(0.0) += v.abs() / self.batches.len() as f32;
                 }
             }

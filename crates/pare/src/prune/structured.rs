@@ -7,10 +7,12 @@ use serde::{Deserialize, Serialize};
 
 use super::deps::DepGraph;
 use crate::error::{Error, Result};
+use crate::ir::op::{channel_axis, param_name};
 use crate::ir::{Model, Op, Params};
 
 /// What structured pruning removed: per producer node (a Linear or dense Conv2d of the base
-/// model), the indices of its output channels that are gone. Replayable data: applying it to
+/// model), the indices of its output channels that are gone; for an attention node, the
+/// indices of its heads. Replayable data: applying it to
 /// the base model with [`replay`] gives the pruned architecture and weights.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -38,7 +40,9 @@ impl Surgery {
                 Error::Config(format!("surgery names node '{name}', which the base model lacks"))
             })?;
             let gone: BTreeSet<usize> = self.removed.get(name).into_iter().flatten().copied().collect();
-            let remaining: Vec<usize> = (0..shapes.nodes[i][0]).filter(|c| !gone.contains(c)).collect();
+            let remaining: Vec<usize> = (0..channels(base, &shapes, i))
+                .filter(|c| !gone.contains(c))
+                .collect();
             let entry = out.removed.entry(name.clone()).or_default();
             for &c in chans {
                 let base_c = *remaining.get(c).ok_or_else(|| {
@@ -89,11 +93,18 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
     for (i, node) in graph.nodes.iter_mut().enumerate() {
         let keep_out = keep(&deps.out_elems[i]);
         let keep_in = keep(&deps.in_elems[i]);
-        if keep_out.is_empty() {
+        let keep_internal = keep(&deps.internal[i]);
+        if keep_out.is_empty() && !deps.out_elems[i].is_empty()
+            || keep_internal.is_empty() && !deps.internal[i].is_empty()
+        {
             return Err(Error::graph(
                 &node.name,
-                "pruning would remove every channel of this layer",
+                "pruning would remove every channel (or head) of this layer",
             ));
+        }
+        if keep_internal.len() < deps.internal[i].len() {
+            remove_heads(&mut node.op, &node.name, model, &keep_internal, &mut params);
+            continue;
         }
         let old_specs = node.op.params();
         match &mut node.op {
@@ -125,7 +136,7 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
             _ => {}
         }
         for spec in old_specs {
-            let name = crate::ir::op::param_name(&node.name, spec.suffix);
+            let name = param_name(&node.name, spec.suffix);
             let mut t = model.params[&name].clone();
             if let Some(a) = spec.out_axis {
                 if keep_out.len() != t.shape()[a] {
@@ -141,6 +152,42 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
         }
     }
     Ok((Model::new(graph, params)?, surgery))
+}
+
+/// The number of channels the surgery log numbers for node `i`: its heads for attention, its
+/// output's channel-axis size otherwise.
+fn channels(model: &Model, shapes: &crate::ir::Shapes, i: usize) -> usize {
+    let op = &model.graph.nodes[i].op;
+    if op.internal_channels() > 0 {
+        return op.internal_channels();
+    }
+    let s = &shapes.nodes[i];
+    channel_axis(s.len()).map_or(0, |a| s[a])
+}
+
+/// Keeps the heads `keep` of an attention node: the rows of its input projection and the
+/// columns of its output projection that hold them. The head size stays, the inner width shrinks.
+fn remove_heads(op: &mut Op, name: &str, model: &Model, keep: &[usize], params: &mut Params) {
+    let (rows, cols) = op.head_slices(keep);
+    let p = |suffix: &str| model.params[&param_name(name, suffix)].clone();
+    params.insert(
+        param_name(name, "in_proj_weight"),
+        p("in_proj_weight").select(0, &rows),
+    );
+    params.insert(
+        param_name(name, "in_proj_bias"),
+        p("in_proj_bias").select(0, &rows),
+    );
+    params.insert(
+        param_name(name, "out_proj.weight"),
+        p("out_proj.weight").select(1, &cols),
+    );
+    params.insert(param_name(name, "out_proj.bias"), p("out_proj.bias"));
+    let hd = op.head_dim();
+    if let Op::Attention { heads, head_dim, .. } = op {
+        *heads = keep.len();
+        *head_dim = Some(hd);
+    }
 }
 
 /// Applies a surgery log to the base model it was recorded on.
@@ -185,9 +232,28 @@ pub fn replay(base: &Model, surgery: &Surgery) -> Result<Model> {
 /// groups' channels (producer rows, BatchNorm gamma/beta/running mean, depthwise filters),
 /// leaving shapes unchanged. On such a model removal is exact: the removed channels carry zeros.
 pub fn zero_groups(model: &mut Model, deps: &DepGraph, groups: &BTreeSet<usize>) {
+    let in_groups = |e: usize| deps.group_of[e].is_some_and(|g| groups.contains(&g));
     for (i, node) in model.graph.nodes.iter().enumerate() {
+        let heads: Vec<usize> = (0..deps.internal[i].len())
+            .filter(|&h| in_groups(deps.internal[i][h]))
+            .collect();
+        if !heads.is_empty() {
+            // A head's query, key and value rows (with their biases) and its output columns.
+            let (rows, cols) = node.op.head_slices(&heads);
+            for (suffix, axis, idx) in [
+                ("in_proj_weight", 0, &rows),
+                ("in_proj_bias", 0, &rows),
+                ("out_proj.weight", 1, &cols),
+            ] {
+                let t = model
+                    .params
+                    .get_mut(&param_name(&node.name, suffix))
+                    .expect("declared");
+                zero_slices(t, axis, idx);
+            }
+        }
         let positions: Vec<usize> = (0..deps.out_elems[i].len())
-            .filter(|&p| deps.group_of[deps.out_elems[i][p]].is_some_and(|g| groups.contains(&g)))
+            .filter(|&p| in_groups(deps.out_elems[i][p]))
             .collect();
         if positions.is_empty() {
             continue;
@@ -199,19 +265,24 @@ pub fn zero_groups(model: &mut Model, deps: &DepGraph, groups: &BTreeSet<usize>)
             let Some(axis) = spec.out_axis else { continue };
             let t = model
                 .params
-                .get_mut(&crate::ir::op::param_name(&node.name, spec.suffix))
+                .get_mut(&param_name(&node.name, spec.suffix))
                 .expect("declared");
-            let shape = t.shape().to_vec();
-            let outer: usize = shape[..axis].iter().product();
-            let inner: usize = shape[axis + 1..].iter().product();
-            for o in 0..outer {
-                for &p in &positions {
-                    let start = (o * shape[axis] + p) * inner;
-                    t.data_mut()[start..start + inner]
-                        .iter_mut()
-                        .for_each(|v| *v = 0.0);
-                }
-            }
+            zero_slices(t, axis, &positions);
+        }
+    }
+}
+
+/// Sets the slices at `positions` along `axis` to zero.
+fn zero_slices(t: &mut crate::ir::Tensor, axis: usize, positions: &[usize]) {
+    let shape = t.shape().to_vec();
+    let outer: usize = shape[..axis].iter().product();
+    let inner: usize = shape[axis + 1..].iter().product();
+    for o in 0..outer {
+        for &p in positions {
+            let start = (o * shape[axis] + p) * inner;
+            t.data_mut()[start..start + inner]
+                .iter_mut()
+                .for_each(|v| *v = 0.0);
         }
     }
 }

@@ -268,7 +268,14 @@ fn vit(b: &mut GraphBuilder, [c, h, w]: [usize; 3], classes: usize) -> Result<()
     for i in 0..depth {
         let p = format!("blocks.{i}");
         b.add(format!("{p}.n1"), ln(dim), &[&x]);
-        let att = b.then(format!("{p}.att"), Op::Attention { dim, heads });
+        let att = b.then(
+            format!("{p}.att"),
+            Op::Attention {
+                dim,
+                heads,
+                head_dim: None,
+            },
+        );
         x = b.add(format!("{p}.add1"), Op::Add, &[&x, &att]);
         b.then(format!("{p}.n2"), ln(dim));
         b.then(format!("{p}.fc1"), linear(dim, mlp));
