@@ -19,7 +19,7 @@ cargo build --release --quiet
 echo "== pare"
 start=$(date +%s)
 target/release/pare train --model vit --epochs "$EPOCHS" --optimizer adamw --lr 0.001 \
-  --weight-decay 0.05 --schedule cosine --out "$OUT" 2>&1 | grep -E '^(epoch +[0-9]+/|test accuracy)'
+  --weight-decay 0.05 --schedule cosine --out "$OUT" 2>&1 | grep -E '^(epoch +[0-9]+/[0-9]+ +lr|test accuracy)'
 echo "pare: $(( ($(date +%s) - start) / EPOCHS )) s per epoch (wall, evaluation included)"
 echo "== pytorch"
 bench/.venv/bin/python bench/vit_train.py "$EPOCHS"
