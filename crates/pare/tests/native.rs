@@ -391,3 +391,26 @@ proptest::proptest! {
         assert_close(&model, &random(vec![3, t, d], 11), &format!("{choices:?}"));
     }
 }
+
+/// Sequence ops on images and images made by sequence ops: each layout meets the others (an
+/// Add of an image and a row-major value, a conv reading a concat along H, a Linear on rows).
+#[test]
+fn mixed_layouts_match_the_engine() {
+    let mut b = GraphBuilder::new(vec![2, 6, 6]);
+    let a = b.then("conv", pare::ir::graph::ops::conv(2, 4, 3, 1, 1, true));
+    let l = b.then("rows", linear(6, 6));
+    b.add("sum", Op::Add, &[&a, &l]);
+    let c = b.add("cat", Op::Concat { axis: 1 }, &["sum", &a]);
+    b.add("conv2", pare::ir::graph::ops::conv(4, 3, 3, 1, 1, false), &[&c]);
+    b.then(
+        "mean",
+        Op::Mean {
+            axes: vec![2],
+            keepdim: true,
+        },
+    );
+    b.then("flatten", Op::Flatten);
+    b.then("head", linear(36, 5));
+    let model = Model::init(b.finish().unwrap(), 2).unwrap();
+    assert_close(&model, &random(vec![3, 2, 6, 6], 4), "mixed layouts");
+}

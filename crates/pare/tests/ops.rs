@@ -349,3 +349,17 @@ fn ops_without_channels_are_opaque_to_pruning() {
     }
     assert_eq!(Op::Silu.channel_rule(&[&[5, 4]]), ChannelRule::Passthrough);
 }
+
+#[test]
+fn a_graph_with_an_empty_axis_is_rejected() {
+    // Zero features or channels pass each op's own arithmetic; the graph refuses the value.
+    for op in [linear(784, 0), conv(1, 0, 3, 1, 1, true)] {
+        let mut b = pare::ir::GraphBuilder::new(vec![1, 28, 28]);
+        if matches!(op, Op::Linear { .. }) {
+            b.then("flatten", Op::Flatten);
+        }
+        b.then("layer", op);
+        let e = b.finish().unwrap_err().to_string();
+        assert!(e.contains("layer") && e.contains("all positive"), "{e}");
+    }
+}

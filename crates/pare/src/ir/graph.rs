@@ -147,10 +147,10 @@ impl Graph {
                 .op
                 .output_shape(&ins)
                 .map_err(|reason| Error::graph(&node.name, reason))?;
-            if out.is_empty() || out.len() > MAX_RANK {
+            if out.is_empty() || out.len() > MAX_RANK || out.contains(&0) {
                 return Err(Error::graph(
                     &node.name,
-                    format!("output shape {out:?} must have 1 to {MAX_RANK} axes"),
+                    format!("output shape {out:?} must have 1 to {MAX_RANK} axes, all positive"),
                 ));
             }
             shapes.push(out);

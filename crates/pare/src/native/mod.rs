@@ -270,7 +270,8 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused, n: usiz
             in_features,
             out_features,
             ..
-        } if matches!(x, Act::Nd { .. }) => {
+        } if !matches!(x, Act::Rows { .. }) => {
+            // On the last axis of any other layout (token sequences, or an image's rows).
             let (mut shape, data) = x.pytorch();
             let rows = data.len() / in_features;
             let out = conv::linear(&data, rows, *in_features, weight(), *out_features, bias(), relu);
