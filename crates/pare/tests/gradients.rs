@@ -293,3 +293,18 @@ fn slice_select_concat_mean_clip() {
         b.add("clip", Op::Clip { min: -0.6, max: 0.6 }, &[&sum]);
     });
 }
+
+#[test]
+fn pad_and_channel_shuffle() {
+    grad_check(|b| {
+        b.then("c1", conv(2, 4, 3, 1, 1, true));
+        b.then(
+            "pad",
+            Op::Pad {
+                pads: vec![[0, 0], [1, 2], [2, 0]],
+            },
+        );
+        b.then("shuffle", Op::ChannelShuffle { groups: 2 });
+        b.then("c2", conv_grouped(4, 4, 3, 0, 1, 2, true));
+    });
+}

@@ -351,9 +351,20 @@ fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
                 );
                 b.add(n("mul"), Op::Mul, &[&x, &m]);
             }
-            12 => {
+            12 if arg % 2 == 0 => {
                 let s = b.then(n("sig"), Op::Sigmoid);
                 b.add(n("div"), Op::Div, &[&x, &s]);
+            }
+            12 => {
+                let (before, after) = (arg % 3, (arg / 3) % 2);
+                b.then(
+                    n("pad"),
+                    Op::Pad {
+                        pads: vec![[before, after], [after, before]],
+                    },
+                );
+                t += before + after;
+                d += before + after;
             }
             _ => {
                 b.then(n("r3"), Op::Reshape { shape: vec![t, 1, d] });
@@ -413,4 +424,23 @@ fn mixed_layouts_match_the_engine() {
     b.then("head", linear(36, 5));
     let model = Model::init(b.finish().unwrap(), 2).unwrap();
     assert_close(&model, &random(vec![3, 2, 6, 6], 4), "mixed layouts");
+}
+
+#[test]
+fn pad_and_channel_shuffle_match_the_engine() {
+    let mut b = GraphBuilder::new(vec![2, 6, 6]);
+    b.then("conv", pare::ir::graph::ops::conv(2, 6, 3, 1, 1, true));
+    b.then("shuffle", Op::ChannelShuffle { groups: 3 });
+    b.then(
+        "pad",
+        Op::Pad {
+            pads: vec![[0, 1], [2, 0], [1, 1]],
+        },
+    );
+    b.then("shuffle2", Op::ChannelShuffle { groups: 7 });
+    b.then("g", conv_grouped(7, 7, 3, 0, 1, 7, false));
+    b.then("flatten", Op::Flatten);
+    b.then("head", linear(7 * 6 * 6, 4));
+    let model = Model::init(b.finish().unwrap(), 3).unwrap();
+    assert_close(&model, &random(vec![3, 2, 6, 6], 6), "pad and shuffle");
 }

@@ -363,3 +363,18 @@ fn a_graph_with_an_empty_axis_is_rejected() {
         assert!(e.contains("layer") && e.contains("all positive"), "{e}");
     }
 }
+
+#[test]
+fn pad_and_shuffle_rules() {
+    let pad = |pads: Vec<[usize; 2]>| Op::Pad { pads };
+    check(pad(vec![[0, 0], [1, 2], [3, 0]]), &[&[4, 5, 6]], &[4, 8, 9], 0, 0);
+    error(pad(vec![[1, 1]]), &[&[4, 5]], "one [before, after] pair per axis");
+    error(pad(vec![[usize::MAX, 1]]), &[&[4]], "overflows");
+    check(Op::ChannelShuffle { groups: 2 }, &[&[8, 4, 4]], &[8, 4, 4], 0, 0);
+    error(Op::ChannelShuffle { groups: 3 }, &[&[8, 4, 4]], "multiple");
+    // Padding H and W keeps channels apart; padding the channel axis adds channels.
+    let spatial = pad(vec![[0, 0], [1, 1], [1, 1]]);
+    assert_eq!(spatial.channel_rule(&[&[4, 5, 6]]), ChannelRule::Passthrough);
+    let channels = pad(vec![[1, 0], [0, 0], [0, 0]]);
+    assert_eq!(channels.channel_rule(&[&[4, 5, 6]]), ChannelRule::Opaque);
+}

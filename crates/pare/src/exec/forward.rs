@@ -6,7 +6,7 @@ use burn::tensor::activation::{gelu, hard_swish, relu, relu6, sigmoid, silu, sof
 use burn::tensor::module::{
     avg_pool2d, batch_norm, batch_norm_train, conv2d, layer_norm, linear, max_pool2d,
 };
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions};
+use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
 use burn::tensor::{Device, Tensor as BT};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -379,6 +379,24 @@ impl Cx<'_> {
                     return Err(mismatch("tensor that is not [batch, tokens, dim]"));
                 };
                 Value::V3(self.attention(name, x, *dim, *heads, op.head_dim()))
+            }
+            Op::Pad { pads } => {
+                let full: Vec<(usize, usize)> = std::iter::once((0, 0))
+                    .chain(pads.iter().map(|&[a, b]| (a, b)))
+                    .collect();
+                map_value!(first, |x| x.pad(full.clone(), PadMode::Constant(0.0)))
+            }
+            Op::ChannelShuffle { groups } => {
+                let Value::V4(x) = first else {
+                    return Err(mismatch("tensor that is not [batch, C, H, W]"));
+                };
+                let [b, c, h, w] = x.dims();
+                let g = *groups;
+                Value::V4(
+                    x.reshape([b, g, c / g, h * w])
+                        .swap_dims(1, 2)
+                        .reshape([b, c, h, w]),
+                )
             }
             Op::Dropout { p } => match self.mode {
                 Mode::Train { seed } if *p > 0.0 => {

@@ -147,6 +147,16 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         head_dim: Option<usize>,
     },
+    /// Zero padding: `pads[i] = [before, after]` for each per-sample axis `i` (every axis
+    /// listed).
+    Pad {
+        pads: Vec<[usize; 2]>,
+    },
+    /// ShuffleNet's channel shuffle on `[C, H, W]`: the channels seen as `[groups, C / groups]`
+    /// and transposed, so the next grouped convolution mixes every group (Zhang et al. 2018).
+    ChannelShuffle {
+        groups: usize,
+    },
     /// A learned tensor of per-sample shape `shape`, the same for every sample (a class token,
     /// a position embedding). Its parameter `weight` is stored `[1, ..shape]`, as a PyTorch
     /// `nn.Parameter` broadcast over the batch is. Takes no input.
@@ -306,6 +316,8 @@ impl Op {
             Op::Mean { .. } => "mean",
             Op::Parameter { .. } => "parameter",
             Op::Attention { .. } => "multihead_attention",
+            Op::Pad { .. } => "pad",
+            Op::ChannelShuffle { .. } => "channel_shuffle",
         }
     }
 
@@ -537,6 +549,11 @@ impl Op {
             Op::Flatten if rank == 3 => ChannelRule::Flatten,
             Op::Flatten if rank == 1 => ChannelRule::Passthrough,
             // Ops along another axis than the channels keep each channel apart.
+            // Padding other axes than the channels adds positions, not channels.
+            Op::Pad { pads } => match pads.get(ca) {
+                Some([0, 0]) => ChannelRule::Passthrough,
+                _ => ChannelRule::Opaque,
+            },
             Op::Softmax { axis } | Op::Slice { axis, .. } => match is_channel(*axis) {
                 Some(false) => ChannelRule::Passthrough,
                 _ => ChannelRule::Opaque,
@@ -565,6 +582,7 @@ impl Op {
             | Op::Sub
             | Op::Div
             | Op::Parameter { .. }
+            | Op::ChannelShuffle { .. }
             | Op::Attention { .. } => ChannelRule::Opaque,
             _ => ChannelRule::Passthrough,
         }
@@ -822,6 +840,28 @@ impl Op {
                     .collect())
             }
             Op::Silu => Ok(x.to_vec()),
+            Op::Pad { ref pads } => {
+                if pads.len() != x.len() {
+                    return Err(format!(
+                        "pad needs one [before, after] pair per axis of {x:?}, got {}",
+                        pads.len()
+                    ));
+                }
+                x.iter()
+                    .zip(pads)
+                    .map(|(&d, &[a, b])| {
+                        d.checked_add(a)
+                            .and_then(|v| v.checked_add(b))
+                            .ok_or_else(|| format!("pad {pads:?} overflows the shape {x:?}"))
+                    })
+                    .collect()
+            }
+            Op::ChannelShuffle { groups } => match *x {
+                [c, _, _] if groups > 0 && c % groups == 0 => Ok(x.to_vec()),
+                _ => Err(format!(
+                    "channel_shuffle with {groups} groups needs a [C, H, W] input with C a multiple of them, got {x:?}"
+                )),
+            },
             Op::Attention { dim, heads, head_dim } => {
                 let fits = match head_dim {
                     None => dim % heads.max(1) == 0,

@@ -468,6 +468,31 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused, n: usiz
         },
         Op::Dropout { .. } | Op::Identity => x.with(buffers::copy_of(x.data())),
         Op::Silu => map(x, |v| v / (1.0 + (-v).exp())),
+        Op::ChannelShuffle { groups } => {
+            let img = x.image().ok_or_else(|| mismatch("images"))?;
+            let Act::Image { c, n, h, w, data } = img.as_ref() else {
+                unreachable!("image() gives images")
+            };
+            // Output channel j * groups + i is input channel i * (c / groups) + j; a channel
+            // is one contiguous plane of the channel-major layout.
+            let (g, plane) = (*groups, n * h * w);
+            let per = c / g;
+            let mut out = buffers::scratch(data.len());
+            for i in 0..g {
+                for j in 0..per {
+                    let (to, from) = (j * g + i, i * per + j);
+                    out[to * plane..(to + 1) * plane]
+                        .copy_from_slice(&data[from * plane..(from + 1) * plane]);
+                }
+            }
+            Act::Image {
+                c: *c,
+                n: *n,
+                h: *h,
+                w: *w,
+                data: out,
+            }
+        }
         Op::Clip { min, max } => map(x, |v| v.clamp(*min, *max)),
         Op::Scale { factor } => {
             let f = *factor as f32;
@@ -550,6 +575,16 @@ fn tensor_op(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused, n
             let y = tensor::slice(&data, &shape, a, *index, index + 1);
             let mut s = shape.clone();
             s.remove(a);
+            (s, y)
+        }
+        Op::Pad { pads } => {
+            let (mut s, mut y) = (shape.clone(), data.to_vec());
+            for (a, &[before, after]) in pads.iter().enumerate() {
+                if before + after > 0 {
+                    y = tensor::pad(&y, &s, a + 1, before, after);
+                    s[a + 1] += before + after;
+                }
+            }
             (s, y)
         }
         Op::Mean { axes, keepdim } => {

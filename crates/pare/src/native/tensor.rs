@@ -181,6 +181,17 @@ pub(super) fn concat(parts: &[(&[usize], &[f32])], axis: usize) -> (Vec<usize>, 
     (shape, y)
 }
 
+/// `before` and `after` zeros around `axis`.
+pub(super) fn pad(x: &[f32], shape: &[usize], axis: usize, before: usize, after: usize) -> Vec<f32> {
+    let (outer, size, inner) = split(shape, axis);
+    let mut y = vec![0f32; outer * (before + size + after) * inner];
+    for o in 0..outer {
+        let at = (o * (before + size + after) + before) * inner;
+        y[at..at + size * inner].copy_from_slice(&x[o * size * inner..(o + 1) * size * inner]);
+    }
+    y
+}
+
 /// Mean over `axis`, kept with size 1.
 pub(super) fn mean(x: &[f32], shape: &[usize], axis: usize) -> Vec<f32> {
     let (outer, size, inner) = split(shape, axis);
