@@ -203,29 +203,20 @@ fn layer_norm_and_linear_on_tokens() {
 
 #[test]
 fn multihead_attention() {
-    grad_check(|b| {
-        tokens(b);
-        b.then(
-            "att",
-            Op::Attention {
-                dim: 12,
-                heads: 3,
-                head_dim: None,
-            },
-        );
-    });
-    // Pruned heads: 2 heads of 5 features inside a width of 12.
-    grad_check(|b| {
-        tokens(b);
-        b.then(
-            "att",
-            Op::Attention {
-                dim: 12,
-                heads: 2,
-                head_dim: Some(5),
-            },
-        );
-    });
+    // PyTorch's heads (3 of 4 features in a width of 12), and pruned ones (2 of 5).
+    for (heads, head_dim) in [(3, None), (2, Some(5))] {
+        grad_check(|b| {
+            tokens(b);
+            b.then(
+                "att",
+                Op::Attention {
+                    dim: 12,
+                    heads,
+                    head_dim,
+                },
+            );
+        });
+    }
 }
 
 #[test]

@@ -582,8 +582,9 @@ fn a_vits_heads_and_mlp_neurons_are_its_channel_groups() {
         .flat_map(|i| [format!("blocks.{i}.att"), format!("blocks.{i}.fc1")])
         .collect();
     assert_eq!(families(&m), want);
-    for f in &d.families {
-        assert_eq!(f.groups.len(), if f.groups.len() == 4 { 4 } else { 128 });
+    for (f, name) in d.families.iter().zip(&want) {
+        let units = if name.ends_with("att") { 4 } else { 128 };
+        assert_eq!(f.groups.len(), units, "{name}");
     }
     // Two heads of block 0 and three neurons of block 1's MLP.
     let att = &d.families[d.family_of(&m, "blocks.0.att").unwrap()];

@@ -15,6 +15,7 @@
 //! rounds like [`crate::ir::QParams::fake`]. `tests/native.rs` checks every zoo model against
 //! [`crate::exec::infer`].
 
+mod act;
 mod buffers;
 mod conv;
 mod pool;
@@ -22,99 +23,12 @@ mod tensor;
 
 use std::borrow::Cow;
 
+use act::Act;
+
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::ir::{Model, Op, Tensor, INPUT};
-
-/// An activation in the engine's layout.
-#[derive(Clone, Debug)]
-enum Act {
-    /// Images, channel-major: `data[((c * n + i) * h + y) * w + x]`.
-    Image {
-        c: usize,
-        n: usize,
-        h: usize,
-        w: usize,
-        data: Vec<f32>,
-    },
-    /// Feature vectors, sample-major: `data[i * f + j]`.
-    Rows { n: usize, f: usize, data: Vec<f32> },
-    /// Any other rank, PyTorch's row-major layout: `shape` is `[N, ..per-sample shape]`.
-    Nd { shape: Vec<usize>, data: Vec<f32> },
-}
-
-impl Act {
-    fn data(&self) -> &[f32] {
-        match self {
-            Act::Image { data, .. } | Act::Rows { data, .. } | Act::Nd { data, .. } => data,
-        }
-    }
-
-    fn into_data(self) -> Vec<f32> {
-        match self {
-            Act::Image { data, .. } | Act::Rows { data, .. } | Act::Nd { data, .. } => data,
-        }
-    }
-
-    fn data_mut(&mut self) -> &mut Vec<f32> {
-        match self {
-            Act::Image { data, .. } | Act::Rows { data, .. } | Act::Nd { data, .. } => data,
-        }
-    }
-
-    /// The same layout and shape with other values.
-    fn with(&self, data: Vec<f32>) -> Act {
-        match *self {
-            Act::Image { c, n, h, w, .. } => Act::Image { c, n, h, w, data },
-            Act::Rows { n, f, .. } => Act::Rows { n, f, data },
-            Act::Nd { ref shape, .. } => Act::Nd {
-                shape: shape.clone(),
-                data,
-            },
-        }
-    }
-
-    /// A value in PyTorch's layout: rows at rank 2, `Nd` otherwise.
-    fn dense(shape: Vec<usize>, data: Vec<f32>) -> Act {
-        match *shape {
-            [n, f] => Act::Rows { n, f, data },
-            _ => Act::Nd { shape, data },
-        }
-    }
-
-    /// The full shape `[N, ..]` and the data in PyTorch's row-major layout (images are
-    /// reordered from channel-major, a copy; the other layouts are borrowed).
-    fn pytorch(&self) -> (Vec<usize>, Cow<'_, [f32]>) {
-        match self {
-            Act::Rows { n, f, data } => (vec![*n, *f], Cow::Borrowed(data)),
-            Act::Nd { shape, data } => (shape.clone(), Cow::Borrowed(data)),
-            Act::Image { c, n, h, w, data } => {
-                let per = h * w;
-                let mut out = buffers::scratch(data.len());
-                for ch in 0..*c {
-                    for i in 0..*n {
-                        out[(i * c + ch) * per..(i * c + ch + 1) * per]
-                            .copy_from_slice(&data[(ch * n + i) * per..(ch * n + i + 1) * per]);
-                    }
-                }
-                (vec![*n, *c, *h, *w], Cow::Owned(out))
-            }
-        }
-    }
-
-    /// Images in the engine's channel-major layout (a rank-4 `Nd` is reordered).
-    fn image(&self) -> Option<Cow<'_, Act>> {
-        match self {
-            Act::Image { .. } => Some(Cow::Borrowed(self)),
-            Act::Nd { shape, data } if shape.len() == 4 => Some(Cow::Owned(from_pytorch(&Tensor::from_vec(
-                shape.clone(),
-                data.clone(),
-            )))),
-            _ => None,
-        }
-    }
-}
 
 /// A ReLU applied inside the producing op's output loop.
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -148,7 +62,7 @@ pub fn infer_timed(
             shape, g.input.shape
         )));
     }
-    let input = from_pytorch(x);
+    let input = Act::from_pytorch(x.shape(), x.data());
     let fused = fusions(model);
     // Slot 0 is the input, slot i + 1 node i; a node that aliases its input (a fused ReLU,
     // Dropout, Identity) reads and is read through its source's slot.
@@ -206,7 +120,7 @@ pub fn infer_timed(
             }
         }
     }
-    Ok(to_pytorch(slots[out_slot].take().expect("output computed")))
+    Ok(slots[out_slot].take().expect("output computed").into_tensor())
 }
 
 #[derive(Clone, Copy, PartialEq, Debug)]
@@ -270,31 +184,13 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused, n: usiz
             in_features,
             out_features,
             ..
-        } if !matches!(x, Act::Rows { .. }) => {
-            // On the last axis of any other layout (token sequences, or an image's rows).
+        } => {
+            // On the last axis: rows, token sequences, or an image's rows.
             let (mut shape, data) = x.pytorch();
             let rows = data.len() / in_features;
             let out = conv::linear(&data, rows, *in_features, weight(), *out_features, bias(), relu);
             *shape.last_mut().expect("rank >= 1") = *out_features;
             Act::dense(shape, out)
-        }
-        Op::Linear {
-            in_features,
-            out_features,
-            ..
-        } => {
-            let Act::Rows { n, f, data } = x else {
-                return Err(mismatch("feature vectors"));
-            };
-            if f != in_features {
-                return Err(mismatch(&format!("{in_features} features, got {f}")));
-            }
-            let out = conv::linear(data, *n, *f, weight(), *out_features, bias(), relu);
-            Act::Rows {
-                n: *n,
-                f: *out_features,
-                data: out,
-            }
         }
         Op::Conv2d { .. } => {
             let img = x.image().ok_or_else(|| mismatch("images"))?;
@@ -384,26 +280,20 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused, n: usiz
                 data: buffers::copy_of(data),
             },
         },
-        Op::Add | Op::Concat { .. } if !same_layout(inputs) => {
-            let dense: Vec<(Vec<usize>, Cow<[f32]>)> = inputs.iter().map(|a| a.pytorch()).collect();
-            let (shape, data) = if *op == Op::Add {
-                let mut acc = dense[0].1.to_vec();
-                for (_, d) in &dense[1..] {
-                    acc.iter_mut().zip(d.iter()).for_each(|(a, b)| *a += b);
-                }
-                if relu == Fused::Relu {
-                    acc.iter_mut().for_each(|v| *v = v.max(0.0));
-                }
-                (dense[0].0.clone(), acc)
-            } else {
-                let Op::Concat { axis } = op else { unreachable!() };
-                let parts: Vec<(&[usize], &[f32])> =
-                    dense.iter().map(|(s, d)| (s.as_slice(), d.as_ref())).collect();
-                tensor::concat(&parts, axis_of(*axis, &dense[0].0)?)
-            };
-            Act::dense(shape, data)
-        }
         Op::Add => {
+            // Inputs in different layouts (an image and a row-major value) meet in PyTorch's.
+            let inputs: Vec<Cow<Act>> = if same_layout(inputs) {
+                inputs.iter().map(|a| Cow::Borrowed(*a)).collect()
+            } else {
+                inputs
+                    .iter()
+                    .map(|a| {
+                        let (shape, data) = a.pytorch();
+                        Cow::Owned(Act::dense(shape, data.into_owned()))
+                    })
+                    .collect()
+            };
+            let x = inputs[0].as_ref();
             // One parallel pass per chunk (sum and fused ReLU while in cache): a residual
             // add is pure memory traffic, linear in the channel count.
             const CHUNK: usize = 16 * 1024;
@@ -420,52 +310,26 @@ fn run(model: &Model, name: &str, op: &Op, inputs: &[&Act], relu: Fused, n: usiz
             });
             x.with(y)
         }
-        Op::Concat { axis } if matches!(x, Act::Nd { .. }) || *axis != 0 => {
-            let dense: Vec<(Vec<usize>, Cow<[f32]>)> = inputs.iter().map(|a| a.pytorch()).collect();
-            let parts: Vec<(&[usize], &[f32])> =
-                dense.iter().map(|(s, d)| (s.as_slice(), d.as_ref())).collect();
-            let (shape, data) = tensor::concat(&parts, axis_of(*axis, &dense[0].0)?);
-            Act::dense(shape, data)
+        Op::Concat { axis } => {
+            let full = x.pytorch_shape();
+            let along = axis_of(*axis, &full)?;
+            if along == 1 && inputs.iter().all(|a| matches!(a, Act::Image { .. })) {
+                // Channel-major images: a channel concat is one append per input.
+                let Act::Image { n, h, w, .. } = *x else {
+                    unreachable!("checked")
+                };
+                let c = inputs.iter().map(|a| a.pytorch_shape()[1]).sum();
+                let mut data = Vec::with_capacity(n * c * h * w);
+                inputs.iter().for_each(|a| data.extend_from_slice(a.data()));
+                Act::Image { c, n, h, w, data }
+            } else {
+                let dense: Vec<(Vec<usize>, Cow<[f32]>)> = inputs.iter().map(|a| a.pytorch()).collect();
+                let parts: Vec<(&[usize], &[f32])> =
+                    dense.iter().map(|(s, d)| (s.as_slice(), d.as_ref())).collect();
+                let (shape, data) = tensor::concat(&parts, along);
+                Act::dense(shape, data)
+            }
         }
-        Op::Concat { .. } => match x {
-            Act::Image { n, h, w, .. } => {
-                let (mut c, mut data) = (0, Vec::new());
-                for a in inputs {
-                    let Act::Image { c: ci, data: d, .. } = a else {
-                        return Err(mismatch("images on every input"));
-                    };
-                    c += ci;
-                    data.extend_from_slice(d);
-                }
-                Act::Image {
-                    c,
-                    n: *n,
-                    h: *h,
-                    w: *w,
-                    data,
-                }
-            }
-            Act::Rows { n, .. } => {
-                let f: usize = inputs
-                    .iter()
-                    .map(|a| match a {
-                        Act::Rows { f, .. } => *f,
-                        _ => 0,
-                    })
-                    .sum();
-                let mut data = Vec::with_capacity(n * f);
-                for i in 0..*n {
-                    for a in inputs {
-                        let Act::Rows { f: fi, data: d, .. } = a else {
-                            return Err(mismatch("vectors on every input"));
-                        };
-                        data.extend_from_slice(&d[i * fi..(i + 1) * fi]);
-                    }
-                }
-                Act::Rows { n: *n, f, data }
-            }
-            Act::Nd { .. } => unreachable!("handled by the arm above"),
-        },
         Op::Dropout { .. } | Op::Identity => x.with(buffers::copy_of(x.data())),
         Op::Silu => map(x, |v| v / (1.0 + (-v).exp())),
         Op::ChannelShuffle { groups } => {
@@ -644,42 +508,4 @@ fn map(x: &Act, f: impl Fn(f32) -> f32) -> Act {
     let mut y = x.with(buffers::copy_of(x.data()));
     y.data_mut().iter_mut().for_each(|v| *v = f(*v));
     y
-}
-
-/// `[N, C, H, W]` -> channel-major images; `[N, F]` -> rows.
-fn from_pytorch(x: &Tensor) -> Act {
-    let s = x.shape();
-    match s.len() {
-        4 => {
-            let (n, c, h, w) = (s[0], s[1], s[2], s[3]);
-            let per = h * w;
-            let mut data = buffers::scratch(x.len());
-            for i in 0..n {
-                for ch in 0..c {
-                    data[(ch * n + i) * per..(ch * n + i + 1) * per]
-                        .copy_from_slice(&x.data()[(i * c + ch) * per..(i * c + ch + 1) * per]);
-                }
-            }
-            Act::Image { c, n, h, w, data }
-        }
-        _ => Act::dense(s.to_vec(), x.data().to_vec()),
-    }
-}
-
-fn to_pytorch(a: Act) -> Tensor {
-    match a {
-        Act::Nd { shape, data } => Tensor::from_vec(shape, data),
-        Act::Rows { n, f, data } => Tensor::from_vec(vec![n, f], data),
-        Act::Image { c, n, h, w, data } => {
-            let per = h * w;
-            let mut out = vec![0f32; data.len()];
-            for ch in 0..c {
-                for i in 0..n {
-                    out[(i * c + ch) * per..(i * c + ch + 1) * per]
-                        .copy_from_slice(&data[(ch * n + i) * per..(ch * n + i + 1) * per]);
-                }
-            }
-            Tensor::from_vec(vec![n, c, h, w], out)
-        }
-    }
 }

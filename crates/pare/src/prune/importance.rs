@@ -107,11 +107,6 @@ fn producers(deps: &DepGraph) -> BTreeMap<usize, usize> {
     p
 }
 
-/// The producer's filters as rows: `weight` sliced along its output axis.
-fn filters(model: &Model, node: usize) -> Vec<Vec<f32>> {
-    rows_of(model, &model.params, node)
-}
-
 /// Node `node`'s prunable units as vectors of `tensors` (the weights, or their gradients): the
 /// rows of `weight` along its output axis, or for an attention op each head's query, key and
 /// value rows of `in_proj_weight` followed by its columns of `out_proj.weight`.
@@ -153,7 +148,7 @@ impl Importance for Norm {
     fn scores(&self, model: &Model, deps: &DepGraph) -> Result<Scores> {
         let mut s = Scores::new();
         for node in producers(deps).into_keys() {
-            for (c, f) in filters(model, node).iter().enumerate() {
+            for (c, f) in rows_of(model, &model.params, node).iter().enumerate() {
                 let v = if self.p == 1 {
                     f.iter().map(|x| x.abs()).sum()
                 } else {
@@ -177,7 +172,7 @@ impl Importance for Fpgm {
     fn scores(&self, model: &Model, deps: &DepGraph) -> Result<Scores> {
         let mut s = Scores::new();
         for node in producers(deps).into_keys() {
-            let f = filters(model, node);
+            let f = rows_of(model, &model.params, node);
             for (i, a) in f.iter().enumerate() {
                 let d: f32 = f
                     .iter()

@@ -1,0 +1,109 @@
+//! How each op maps the channel axis from its inputs to its output: the local rules that
+//! structured pruning's dependency analysis (`prune::deps`) closes over.
+
+use super::shape::resolve_axis;
+use super::Op;
+
+/// How an op's channel axis ([`channel_axis`]) relates to its inputs' channels.
+///
+/// Structured pruning closes over these rules to find which parameter slices must be removed
+/// together; see `ARCHITECTURE.md`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ChannelRule {
+    /// The op consumes its input channels through a weight and creates new output channels
+    /// (Linear, dense or grouped-but-not-depthwise Conv2d). A boundary between groups.
+    Transform,
+    /// Output channel `c` is channel `c` of every input (elementwise ops, BN, pools, depthwise
+    /// conv, Add). All inputs' channels are coupled with the output's.
+    Passthrough,
+    /// Output channels are the inputs' channels one after the other.
+    Concat,
+    /// Input channel `c` of `[C, H, W]` becomes output features `c*H*W .. (c+1)*H*W`.
+    Flatten,
+    /// Grouped convolution that is not depthwise: channels can only be removed a whole group at
+    /// a time, which pare does not do yet, so its channels are fixed.
+    Fixed,
+    /// The op mixes or moves positions of its inputs' axes (normalization over features,
+    /// products of activations, reshapes, broadcasting): every channel it reads or makes is
+    /// fixed.
+    Opaque,
+}
+
+/// The channel axis of a per-sample value of rank `rank`, the axis structured pruning removes
+/// slices of: the features of a vector `[F]`, of each token of a sequence `[tokens, F]`, and the
+/// channels of an image `[C, H, W]`. Other ranks have none (their values are left whole).
+pub fn channel_axis(rank: usize) -> Option<usize> {
+    match rank {
+        1 | 3 => Some(0),
+        2 => Some(1),
+        _ => None,
+    }
+}
+
+impl Op {
+    /// How the channel axis (see [`channel_axis`]) maps from the inputs, of these per-sample
+    /// shapes, to the output.
+    pub fn channel_rule(&self, inputs: &[&[usize]]) -> ChannelRule {
+        let rank = inputs.first().map_or(0, |x| x.len());
+        let Some(ca) = channel_axis(rank) else {
+            return ChannelRule::Opaque;
+        };
+        if inputs.iter().any(|x| channel_axis(x.len()).is_none()) {
+            return ChannelRule::Opaque;
+        }
+        // Whether an axis attribute names the channel axis (None: out of range).
+        let is_channel = |a: isize| resolve_axis(a, rank).ok().map(|a| a == ca);
+        match self {
+            // A Linear consumes the last axis: channels for vectors and token sequences.
+            Op::Linear { .. } if rank <= 2 => ChannelRule::Transform,
+            Op::Linear { .. } => ChannelRule::Opaque,
+            Op::Conv2d { groups, .. } if *groups == 1 => ChannelRule::Transform,
+            Op::Conv2d { .. } if self.is_depthwise() => ChannelRule::Passthrough,
+            Op::Conv2d { .. } => ChannelRule::Fixed,
+            Op::Concat { axis } => match is_channel(*axis) {
+                Some(true) => ChannelRule::Concat,
+                Some(false) => ChannelRule::Passthrough,
+                None => ChannelRule::Opaque,
+            },
+            Op::Flatten if rank == 3 => ChannelRule::Flatten,
+            Op::Flatten if rank == 1 => ChannelRule::Passthrough,
+            // Ops along another axis than the channels keep each channel apart.
+            // Padding other axes than the channels adds positions, not channels.
+            Op::Pad { pads } => match pads.get(ca) {
+                Some([0, 0]) => ChannelRule::Passthrough,
+                _ => ChannelRule::Opaque,
+            },
+            Op::Softmax { axis } | Op::Slice { axis, .. } => match is_channel(*axis) {
+                Some(false) => ChannelRule::Passthrough,
+                _ => ChannelRule::Opaque,
+            },
+            // A token of a sequence: its features are the output's channels. (Selecting a row
+            // of an image would leave [C, W], whose channel axis is another.)
+            Op::Select { axis, .. } if rank == 2 && is_channel(*axis) == Some(false) => {
+                ChannelRule::Passthrough
+            }
+            Op::Select { .. } => ChannelRule::Opaque,
+            Op::Mean { axes, keepdim } => {
+                let reduces_channels = axes.iter().any(|a| is_channel(*a) != Some(false));
+                // Without keepdim, a [T, D] token mean is [D]: the channels stay the last axis.
+                if reduces_channels || (rank == 3 && !keepdim && axes.len() != 2) {
+                    ChannelRule::Opaque
+                } else {
+                    ChannelRule::Passthrough
+                }
+            }
+            Op::Flatten
+            | Op::LayerNorm { .. }
+            | Op::MatMul
+            | Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Mul
+            | Op::Sub
+            | Op::Div
+            | Op::Parameter { .. }
+            | Op::ChannelShuffle { .. }
+            | Op::Attention { .. } => ChannelRule::Opaque,
+            _ => ChannelRule::Passthrough,
+        }
+    }
+}

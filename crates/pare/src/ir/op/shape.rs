@@ -1,0 +1,355 @@
+//! Each op's output shape for the shapes of its inputs, with errors that say what was expected;
+//! and the axis arithmetic the rules share (negative axes, NumPy broadcasting).
+
+use super::Op;
+
+/// `axis` of a rank-`rank` shape as an index (negative counts from the end).
+pub fn resolve_axis(axis: isize, rank: usize) -> Result<usize, String> {
+    let r = rank as isize;
+    let a = if axis < 0 { axis + r } else { axis };
+    if (0..r).contains(&a) {
+        Ok(a as usize)
+    } else {
+        Err(format!("axis {axis} is out of range for a rank-{rank} input"))
+    }
+}
+
+/// NumPy broadcasting of two shapes (aligned at the last axis; sizes equal or 1).
+pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
+    let n = a.len().max(b.len());
+    let at = |s: &[usize], i: usize| if i + s.len() < n { 1 } else { s[i + s.len() - n] };
+    (0..n)
+        .map(|i| match (at(a, i), at(b, i)) {
+            (x, y) if x == y || y == 1 => Ok(x),
+            (1, y) => Ok(y),
+            _ => Err(format!("shapes {a:?} and {b:?} do not broadcast")),
+        })
+        .collect()
+}
+
+fn conv_out(size: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {
+    let span = d * (k - 1) + 1;
+    let padded = size + 2 * p;
+    (padded >= span && s > 0).then(|| (padded - span) / s + 1)
+}
+
+impl Op {
+    /// Output shape for the given input shapes; the error says what was expected.
+    pub fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let (lo, hi) = self.arity();
+        if inputs.len() < lo || inputs.len() > hi {
+            return Err(format!(
+                "{} takes {} input(s), got {}",
+                self.kind(),
+                if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("at least {lo}")
+                },
+                inputs.len()
+            ));
+        }
+        if let Op::Parameter { shape } = self {
+            if shape.is_empty() || shape.contains(&0) {
+                return Err(format!(
+                    "parameter shape {shape:?} must be non-empty and positive"
+                ));
+            }
+            return Ok(shape.clone());
+        }
+        let x = inputs[0];
+        let image = |what: &str| -> Result<(usize, usize, usize), String> {
+            match *x {
+                [c, h, w] => Ok((c, h, w)),
+                _ => Err(format!(
+                    "{what} expects a [C, H, W] input, got {x:?} (add a flatten/reshape or fix the graph)"
+                )),
+            }
+        };
+        match *self {
+            Op::Linear {
+                in_features,
+                out_features,
+                ..
+            } => match x.split_last() {
+                Some((&n, lead)) if n == in_features => {
+                    let mut out = lead.to_vec();
+                    out.push(out_features);
+                    Ok(out)
+                }
+                _ => Err(format!(
+                    "linear expects an input whose last axis is {in_features}, got {x:?}"
+                )),
+            },
+            Op::Conv2d {
+                in_channels,
+                out_channels,
+                kernel_size,
+                stride,
+                padding,
+                dilation,
+                groups,
+                ..
+            } => {
+                let (c, h, w) = image("conv2d")?;
+                if c != in_channels {
+                    return Err(format!("conv2d expects {in_channels} input channels, got {c}"));
+                }
+                if groups == 0 || in_channels % groups != 0 || out_channels % groups != 0 {
+                    return Err(format!(
+                        "conv2d groups={groups} must divide in_channels={in_channels} and out_channels={out_channels}"
+                    ));
+                }
+                if kernel_size.contains(&0) || stride.contains(&0) || dilation.contains(&0) {
+                    return Err("conv2d kernel_size, stride and dilation must be positive".into());
+                }
+                let oh = conv_out(h, kernel_size[0], stride[0], padding[0], dilation[0]);
+                let ow = conv_out(w, kernel_size[1], stride[1], padding[1], dilation[1]);
+                match (oh, ow) {
+                    (Some(oh), Some(ow)) => Ok(vec![out_channels, oh, ow]),
+                    _ => Err(format!(
+                        "conv2d kernel {kernel_size:?} does not fit input {h}x{w} with padding {padding:?}"
+                    )),
+                }
+            }
+            Op::BatchNorm { num_features, .. } => {
+                if x.first() != Some(&num_features) || !(x.len() == 1 || x.len() == 3) {
+                    return Err(format!(
+                        "batch_norm expects [{num_features}] or [{num_features}, H, W], got {x:?}"
+                    ));
+                }
+                Ok(x.to_vec())
+            }
+            Op::MaxPool2d {
+                kernel_size,
+                stride,
+                padding,
+            }
+            | Op::AvgPool2d {
+                kernel_size,
+                stride,
+                padding,
+                ..
+            } => {
+                let (c, h, w) = image(self.kind())?;
+                if kernel_size.contains(&0) || stride.contains(&0) {
+                    return Err(format!(
+                        "{}: kernel_size and stride must be positive",
+                        self.kind()
+                    ));
+                }
+                if padding[0] * 2 > kernel_size[0] || padding[1] * 2 > kernel_size[1] {
+                    return Err(format!(
+                        "{}: padding {padding:?} must be at most half of kernel {kernel_size:?}",
+                        self.kind()
+                    ));
+                }
+                let oh = conv_out(h, kernel_size[0], stride[0], padding[0], 1);
+                let ow = conv_out(w, kernel_size[1], stride[1], padding[1], 1);
+                match (oh, ow) {
+                    (Some(oh), Some(ow)) => Ok(vec![c, oh, ow]),
+                    _ => Err(format!(
+                        "{}: kernel {kernel_size:?} does not fit input {h}x{w}",
+                        self.kind()
+                    )),
+                }
+            }
+            Op::GlobalAvgPool => {
+                let (c, _, _) = image("global_avg_pool")?;
+                Ok(vec![c, 1, 1])
+            }
+            Op::Flatten => Ok(vec![x.iter().product()]),
+            Op::Add => {
+                if let Some(bad) = inputs.iter().find(|s| **s != x) {
+                    return Err(format!("add expects equal input shapes, got {x:?} and {bad:?}"));
+                }
+                Ok(x.to_vec())
+            }
+            Op::Concat { axis } => {
+                let a = resolve_axis(axis, x.len())?;
+                let mut out = x.to_vec();
+                for s in &inputs[1..] {
+                    if s.len() != x.len() || s[..a] != x[..a] || s[a + 1..] != x[a + 1..] {
+                        return Err(format!(
+                            "concat expects shapes equal but for axis {a}, got {x:?} and {s:?}"
+                        ));
+                    }
+                    out[a] += s[a];
+                }
+                Ok(out)
+            }
+            Op::LayerNorm { dim, eps } => {
+                if x.last() != Some(&dim) {
+                    return Err(format!("layer_norm expects a last axis of {dim}, got {x:?}"));
+                }
+                if !(eps > 0.0 && eps.is_finite()) {
+                    return Err(format!("layer_norm eps={eps} must be positive and finite"));
+                }
+                Ok(x.to_vec())
+            }
+            Op::MatMul => {
+                let y = inputs[1];
+                let r = x.len();
+                if r < 2 || y.len() != r || x[..r - 2] != y[..r - 2] || x[r - 1] != y[r - 2] {
+                    return Err(format!(
+                        "matmul expects [.., m, k] and [.., k, n] with equal leading axes, got {x:?} and {y:?}"
+                    ));
+                }
+                let mut out = x.to_vec();
+                out[r - 1] = y[r - 1];
+                Ok(out)
+            }
+            Op::Softmax { axis } => {
+                resolve_axis(axis, x.len())?;
+                Ok(x.to_vec())
+            }
+            Op::Reshape { ref shape } => {
+                let (have, want) = (x.iter().product::<usize>(), shape.iter().product::<usize>());
+                if shape.is_empty() || shape.contains(&0) || have != want {
+                    return Err(format!(
+                        "reshape of {x:?} ({have} elements) to {shape:?} ({want} elements)"
+                    ));
+                }
+                Ok(shape.clone())
+            }
+            Op::Transpose { ref perm } => {
+                let mut seen = vec![false; x.len()];
+                let valid = perm.len() == x.len()
+                    && perm
+                        .iter()
+                        .all(|&p| p < x.len() && !std::mem::replace(&mut seen[p], true));
+                if !valid {
+                    return Err(format!(
+                        "transpose perm {perm:?} is not a permutation of the {} axes of {x:?}",
+                        x.len()
+                    ));
+                }
+                Ok(perm.iter().map(|&p| x[p]).collect())
+            }
+            Op::Mul | Op::Sub | Op::Div => {
+                broadcast(x, inputs[1]).map_err(|e| format!("{}: {e}", self.kind()))
+            }
+            Op::Scale { factor } => {
+                if !factor.is_finite() {
+                    return Err(format!("scale factor={factor} must be finite"));
+                }
+                Ok(x.to_vec())
+            }
+            Op::Slice { axis, start, end } => {
+                let a = resolve_axis(axis, x.len())?;
+                if start >= end || end > x[a] {
+                    return Err(format!(
+                        "slice {start}..{end} is empty or outside axis {a} of {x:?}"
+                    ));
+                }
+                let mut out = x.to_vec();
+                out[a] = end - start;
+                Ok(out)
+            }
+            Op::Select { axis, index } => {
+                let a = resolve_axis(axis, x.len())?;
+                if x.len() < 2 || index >= x[a] {
+                    return Err(format!(
+                        "select of position {index} of axis {a} needs a rank-2 or larger input with that position, got {x:?}"
+                    ));
+                }
+                let mut out = x.to_vec();
+                out.remove(a);
+                Ok(out)
+            }
+            Op::Clip { min, max } => {
+                if !(min.is_finite() && max.is_finite() && min <= max) {
+                    return Err(format!("clip needs finite min <= max, got {min}..{max}"));
+                }
+                Ok(x.to_vec())
+            }
+            Op::Mean { ref axes, keepdim } => {
+                let mut drop = vec![false; x.len()];
+                for &a in axes {
+                    let a = resolve_axis(a, x.len())?;
+                    if std::mem::replace(&mut drop[a], true) {
+                        return Err(format!("mean names axis {a} twice"));
+                    }
+                }
+                if axes.is_empty() || (!keepdim && drop.iter().all(|d| *d)) {
+                    return Err(format!(
+                        "mean over {axes:?} of {x:?} must name an axis and keep at least one"
+                    ));
+                }
+                Ok(x.iter()
+                    .zip(&drop)
+                    .filter_map(|(&d, &gone)| match (gone, keepdim) {
+                        (false, _) => Some(d),
+                        (true, true) => Some(1),
+                        (true, false) => None,
+                    })
+                    .collect())
+            }
+            Op::Silu => Ok(x.to_vec()),
+            Op::Pad { ref pads } => {
+                if pads.len() != x.len() {
+                    return Err(format!(
+                        "pad needs one [before, after] pair per axis of {x:?}, got {}",
+                        pads.len()
+                    ));
+                }
+                x.iter()
+                    .zip(pads)
+                    .map(|(&d, &[a, b])| {
+                        d.checked_add(a)
+                            .and_then(|v| v.checked_add(b))
+                            .ok_or_else(|| format!("pad {pads:?} overflows the shape {x:?}"))
+                    })
+                    .collect()
+            }
+            Op::ChannelShuffle { groups } => match *x {
+                [c, _, _] if groups > 0 && c % groups == 0 => Ok(x.to_vec()),
+                _ => Err(format!(
+                    "channel_shuffle with {groups} groups needs a [C, H, W] input with C a multiple of them, got {x:?}"
+                )),
+            },
+            Op::Attention { dim, heads, head_dim } => {
+                let fits = match head_dim {
+                    None => dim % heads.max(1) == 0,
+                    Some(hd) => hd > 0,
+                };
+                if heads == 0 || dim == 0 || !fits {
+                    return Err(format!(
+                        "multihead_attention: heads={heads} must divide dim={dim} (both positive), or head_dim be given"
+                    ));
+                }
+                match *x {
+                    [_, d] if d == dim => Ok(x.to_vec()),
+                    _ => Err(format!(
+                        "multihead_attention expects a [tokens, {dim}] input, got {x:?}"
+                    )),
+                }
+            }
+            Op::Parameter { .. } => unreachable!("handled before reading inputs"),
+            Op::Dropout { p } => {
+                if !(0.0..1.0).contains(&p) {
+                    return Err(format!("dropout p must be in [0, 1), got {p}"));
+                }
+                Ok(x.to_vec())
+            }
+            Op::Relu
+            | Op::Relu6
+            | Op::Gelu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::HardSwish
+            | Op::Identity
+            | Op::FakeQuant { .. } => {
+                if let Op::FakeQuant { bits, scale, .. } = *self {
+                    if !crate::ir::quant::BITS.contains(&bits) {
+                        return Err(format!("fake_quant bits={bits} must be in 2..=16"));
+                    }
+                    if !(scale > 0.0 && scale.is_finite()) {
+                        return Err(format!("fake_quant scale={scale} must be positive and finite"));
+                    }
+                }
+                Ok(x.to_vec())
+            }
+        }
+    }
+}

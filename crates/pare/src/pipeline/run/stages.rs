@@ -1,0 +1,197 @@
+//! The stages that train: fine-tuning that keeps the model's encoding (shared centroids,
+//! quantizers, pruned zeros), weight pruning on a schedule, and structured pruning in steps.
+
+use std::collections::BTreeMap;
+
+use super::*;
+
+pub(super) fn fit_config(t: &Training, seed: u64) -> FitConfig {
+    FitConfig {
+        epochs: t.epochs,
+        batch_size: t.batch_size,
+        optimizer: OptimizerConfig::sgd(t.momentum, t.weight_decay),
+        schedule: if t.cosine {
+            Schedule::cosine(t.lr.0)
+        } else {
+            Schedule::constant(t.lr.0)
+        },
+        seed,
+        augment: Augment {
+            crop_padding: if t.augment { 2 } else { 0 },
+            hflip: false,
+            views: t.views,
+        },
+        eval_batch_size: 1000,
+        checkpoint: None,
+        resume: false,
+    }
+}
+
+pub(super) fn train(
+    model: &mut Model,
+    t: &Training,
+    seed: u64,
+    data: &Data,
+    hook: &mut dyn Hooks,
+    events: &mut dyn Events,
+) -> Result<()> {
+    let mut progress = events.training_hooks(t.epochs);
+    let r = fit(
+        model,
+        data.train,
+        data.val,
+        &fit_config(t, seed),
+        &mut Chain(vec![hook, progress.as_mut()]),
+    )?;
+    if r.interrupted {
+        return Err(Error::Interrupted);
+    }
+    Ok(())
+}
+
+/// A hook that keeps pruned weights at zero (masks from the current zeros).
+fn keep_zeros(model: &Model) -> Result<MaskHook> {
+    MaskHook::new(
+        WeightCriterion::LayerSparsity {
+            default: 0.0,
+            per_layer: BTreeMap::new(),
+        },
+        Vec::new(),
+        None,
+        masks_from_zeros(model, &[])?,
+    )
+}
+
+/// Trains with whatever keeps the model's encoding intact: shared centroids, quantizers, or
+/// pruned zeros.
+pub(super) fn train_keeping(
+    state: &mut State,
+    t: &Training,
+    seed: u64,
+    data: &Data,
+    events: &mut dyn Events,
+    extra: Option<&mut dyn Hooks>,
+) -> Result<()> {
+    let both = |keep: &mut dyn Hooks, state: &mut State, events: &mut dyn Events| match extra {
+        Some(e) => train(&mut state.model, t, seed, data, &mut Chain(vec![keep, e]), events),
+        None => train(&mut state.model, t, seed, data, keep, events),
+    };
+    if let Some(sharing) = state.sharing.take() {
+        let mut hook = SharingHook {
+            sharing,
+            reduce: Default::default(),
+        };
+        let r = both(&mut hook, state, events);
+        state.sharing = Some(hook.sharing);
+        r
+    } else if !state.reparams.is_empty() {
+        let mut hook = QatHook::new(state.reparams.clone());
+        both(&mut hook, state, events)
+    } else {
+        let mut hook = keep_zeros(&state.model)?;
+        both(&mut hook, state, events)
+    }
+}
+
+pub(super) fn prune(
+    p: &PruneStage,
+    state: &mut State,
+    seed: u64,
+    data: &Data,
+    events: &mut dyn Events,
+) -> Result<(Option<f32>, String)> {
+    let criterion = WeightCriterion::LayerSparsity {
+        default: p.default.0,
+        per_layer: p.layers.iter().map(|(k, v)| (k.clone(), v.0)).collect(),
+    };
+    let spe = data.train.len().div_ceil(p.train.batch_size);
+    let sched = PruneSchedule {
+        ramp: p.ramp,
+        start: 0,
+        end: if p.ramp == Ramp::OneShot {
+            0
+        } else {
+            p.prune_epochs * spe
+        },
+        every: p.every,
+    };
+    let mut hook = MaskHook::new(criterion, Vec::new(), Some(sched), BTreeMap::new())?;
+    hook.update(&mut state.model, 0)?;
+    train(&mut state.model, &p.train, seed, data, &mut hook, events)?;
+    let detail = state
+        .model
+        .layer_weights()
+        .iter()
+        .map(|(n, w)| {
+            let t = &state.model.params[w];
+            format!("{n} {:.1}% kept", 100.0 * (1.0 - t.sparsity()))
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    Ok((
+        None,
+        format!("{:?} ramp over {} epochs; {detail}", p.ramp, p.prune_epochs).to_lowercase(),
+    ))
+}
+
+/// Removes channels in `p.steps` steps, each taking the same fraction of what is left, and
+/// fine-tunes after each; reports the accuracy right after the last removal.
+pub(super) fn structured(
+    p: &StructuredStage,
+    state: &mut State,
+    seed: u64,
+    data: &Data,
+    events: &mut dyn Events,
+) -> Result<(Option<f32>, String)> {
+    let per_step = |r: f32| 1.0 - (1.0 - r).powf(1.0 / p.steps as f32);
+    let selection = Selection {
+        scope: if p.global { Scope::Global } else { Scope::PerLayer },
+        amount: match p.threshold {
+            Some(t) => Amount::Threshold(t.0),
+            None => Amount::Ratio(per_step(p.ratio.0)),
+        },
+        per_layer: p.layers.iter().map(|(k, v)| (k.clone(), per_step(v.0))).collect(),
+        exclude: p.exclude.clone(),
+        round_to: p.round_to,
+    };
+    let (macs, params) = (state.model.macs(), state.model.num_params());
+    let (mut removed, mut before) = (0, None);
+    for step in 0..p.steps {
+        let step_seed = seed.wrapping_add(step as u64);
+        let calib = if p.criterion.needs_data() {
+            calibration_batches(
+                data.train,
+                state.model.graph.input.normalize,
+                p.calib_batches.max(1),
+                128,
+                step_seed,
+            )
+        } else {
+            Vec::new()
+        };
+        let importance = p.criterion.importance(step_seed, calib);
+        let (pruned, surgery) = crate::prune::structured(&state.model, importance.as_ref(), &selection)?;
+        removed += surgery.count();
+        state.model = pruned;
+        if step + 1 == p.steps {
+            before = Some(accuracy(&state.model, &state.reparams, data)?);
+        }
+        if p.train.epochs > 0 {
+            train_keeping(state, &p.train, step_seed, data, events, None)?;
+        }
+    }
+    let t = |n: u64| crate::report::thousands(n);
+    Ok((
+        before,
+        format!(
+            "{}: {removed} channels removed in {} step(s); parameters {} -> {}, MACs {} -> {} (/{:.2})",
+            p.criterion.name(),
+            p.steps,
+            t(params as u64),
+            t(state.model.num_params() as u64),
+            t(macs),
+            t(state.model.macs()),
+            macs as f64 / state.model.macs().max(1) as f64
+        ),
+    ))
+}
