@@ -104,9 +104,9 @@ pub fn train(a: TrainArgs) -> Result<()> {
             hflip: a.hflip,
             views: 0,
         },
-        eval_batch_size: 1000,
         checkpoint: Some(a.out.join(CHECKPOINT)),
         resume: a.resume,
+        ..Default::default()
     };
     cfg.validate()?;
     let mut model = fresh_model(&zm, train_all.as_ref(), a.seed)?;
@@ -251,13 +251,8 @@ pub fn bench_train(
     let cfg = FitConfig {
         epochs,
         batch_size,
-        optimizer: OptimizerConfig::sgd(0.9, 0.0),
         schedule: Schedule::constant(lr),
-        seed: 0,
-        augment: Default::default(),
-        eval_batch_size: 1000,
-        checkpoint: None,
-        resume: false,
+        ..Default::default()
     };
     let mut hooks = ProgressHooks::new(epochs, as_json);
     let report = fit(&mut model, &splits.train, None, &cfg, &mut hooks)?;

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
 use pare::data::{fashion, split, Dataset, Subset};
+use pare::ir::quant::BITS;
 use pare::ir::{io, Model};
 use pare::pipeline::recipe::{
     Activations, Bits, EncodeSpec, ModelSpec, ObserverName, Positive, QuantizeStage, Stage, Training,
@@ -188,8 +189,8 @@ pub fn compress(a: CompressArgs) -> Result<()> {
 
 pub fn quantize(a: QuantizeArgs) -> Result<()> {
     let bits = |b: u32, what: &str| -> Result<Bits> {
-        if !(2..=16).contains(&b) {
-            anyhow::bail!("{what} {b}: uniform quantization takes 2..=16 bits");
+        if !BITS.contains(&b) {
+            anyhow::bail!("{what} {b}: uniform quantization takes {BITS:?} bits");
         }
         Ok(Bits(b))
     };

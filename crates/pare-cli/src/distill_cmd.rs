@@ -9,11 +9,9 @@ use clap::{Args, ValueEnum};
 use pare::data::{fashion, split, Augment, Dataset, Subset};
 use pare::distill::cache::CacheKey;
 use pare::distill::dml::DmlHook;
-use pare::distill::{
-    add_regressor, ensemble_accuracy, remove_node, DistillHook, Feature, FeatureKind, Objective,
-};
-use pare::ir::{io, Model, Reparams};
-use pare::train::{evaluate, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
+use pare::distill::{add_regressor, ensemble_accuracy, DistillHook, Feature, FeatureKind, Objective};
+use pare::ir::{io, Model};
+use pare::train::{accuracy, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
 use pare::zoo::ZooModel;
 use serde_json::json;
 
@@ -135,20 +133,14 @@ impl Ctx<'_> {
             epochs,
             batch_size: a.batch_size,
             optimizer: OptimizerConfig::sgd(0.9, a.weight_decay),
-            schedule: if a.cosine {
-                Schedule::cosine(a.lr)
-            } else {
-                Schedule::constant(a.lr)
-            },
+            schedule: Schedule::cosine_if(a.cosine, a.lr),
             seed,
             augment: Augment {
                 crop_padding: a.crop_padding,
                 hflip: a.hflip,
                 views: a.views,
             },
-            eval_batch_size: 1000,
-            checkpoint: None,
-            resume: false,
+            ..Default::default()
         }
     }
 
@@ -241,8 +233,7 @@ impl Ctx<'_> {
     /// Test accuracy, and validation accuracy when a split was held out (what settings are
     /// chosen on: the test set only reports).
     fn accuracy(&self, m: &Model) -> Result<Acc> {
-        let on =
-            |set: &dyn Dataset| -> Result<f32> { Ok(evaluate(m, set, 1000, &Reparams::new())?.accuracy) };
+        let on = |set: &dyn Dataset| -> Result<f32> { Ok(accuracy(m, set)?) };
         Ok(Acc {
             test: on(self.test)?,
             val: self.val.map(on).transpose()?,
@@ -439,7 +430,7 @@ pub fn distill(a: DistillArgs) -> Result<()> {
             }];
             let mut hook = DistillHook::new(t.clone(), &s, hint_obj)?;
             ctx.train(&mut s, a.hint_epochs.max(1), seed, Some(&mut hook))?;
-            let mut s = remove_node(&s, &regressor)?;
+            let mut s = pare::ir::rewrite::remove_side(&s, &regressor)?;
             println!("== FitNets stage 2: KD ({} epochs)", a.epochs);
             ctx.kd(&mut s, t, kd_objective, seed)?;
             io::save(&s, &a.out.join("student"))?;

@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pare::data::{calibration_batches, fashion, Dataset};
-use pare::ir::{io, Model, Reparams};
+use pare::ir::{io, Model};
 use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
 use pare::prune::{Amount, Criterion, Scope, Selection, Surgery};
 use pare::report::{latencies_ms, summarize, thousands, Engine, Summary};
-use pare::train::{evaluate, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
+use pare::train::{accuracy, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
 use serde_json::json;
 
 use crate::progress::ProgressHooks;
@@ -123,7 +123,7 @@ struct Measure {
 
 fn measure(m: &Model, test: &dyn Dataset) -> Result<Measure> {
     Ok(Measure {
-        accuracy: evaluate(m, test, 1000, &Reparams::new())?.accuracy,
+        accuracy: accuracy(m, test)?,
         summary: summarize(m),
     })
 }
@@ -142,16 +142,9 @@ fn fine_tune(
         epochs,
         batch_size: a.batch_size,
         optimizer: OptimizerConfig::sgd(0.9, a.weight_decay),
-        schedule: if a.cosine {
-            Schedule::cosine(a.lr)
-        } else {
-            Schedule::constant(a.lr)
-        },
+        schedule: Schedule::cosine_if(a.cosine, a.lr),
         seed: a.seed,
-        augment: Default::default(),
-        eval_batch_size: 1000,
-        checkpoint: None,
-        resume: false,
+        ..Default::default()
     };
     let mut progress = ProgressHooks::new(epochs, false);
     let r = match extra {
@@ -427,9 +420,9 @@ pub fn sensitivity(a: SensitivityArgs) -> Result<()> {
     );
     let test: Arc<dyn Dataset> = Arc::new(splits.test);
     let eval_set = Subset::new(test, (0..n).collect())?;
-    let base = evaluate(&model, &eval_set, 1000, &Reparams::new())?.accuracy;
+    let base = accuracy(&model, &eval_set)?;
     println!("unpruned accuracy {base:.4} on {n} test images");
-    let mut eval = |m: &Model| Ok(evaluate(m, &eval_set, 1000, &Reparams::new())?.accuracy);
+    let mut eval = |m: &Model| Ok(accuracy(m, &eval_set)?);
     let points = match a.method {
         Method::Structured => {
             let imp = a.criterion.importance(a.seed, calib);
@@ -555,10 +548,7 @@ pub fn lottery(a: LotteryArgs) -> Result<()> {
         optimizer: OptimizerConfig::adam(0.0),
         schedule: Schedule::constant(a.lr),
         seed: a.seed,
-        augment: Default::default(),
-        eval_batch_size: 1000,
-        checkpoint: None,
-        resume: false,
+        ..Default::default()
     };
     let mut progress = ProgressHooks::new(a.epochs, true);
     println!(

@@ -9,10 +9,10 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::Args;
 use pare::data::fashion;
-use pare::ir::{io, Reparams};
+use pare::ir::io;
 use pare::prune::supermask::scores;
 use pare::prune::unstructured::{apply_masks, magnitude_masks, WeightCriterion};
-use pare::train::{evaluate, fit, FitConfig, OptimizerConfig, Schedule};
+use pare::train::{accuracy, fit, FitConfig, Schedule};
 use pare::zoo::ZooModel;
 use serde_json::json;
 
@@ -46,18 +46,9 @@ pub struct SupermaskArgs {
 fn config(epochs: usize, lr: f32, cosine: bool, seed: u64) -> FitConfig {
     FitConfig {
         epochs,
-        batch_size: 128,
-        optimizer: OptimizerConfig::sgd(0.9, 0.0),
-        schedule: if cosine {
-            Schedule::cosine(lr)
-        } else {
-            Schedule::constant(lr)
-        },
+        schedule: Schedule::cosine_if(cosine, lr),
         seed,
-        augment: Default::default(),
-        eval_batch_size: 1000,
-        checkpoint: None,
-        resume: false,
+        ..Default::default()
     }
 }
 
@@ -67,9 +58,7 @@ pub fn supermask(a: SupermaskArgs) -> Result<()> {
         fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
     let init = fresh_model(&ZooModel::parse(&a.model, None, 0.0)?, &splits.train, a.seed)?;
     let (mut scored, mut hook) = scores(&init, a.keep, a.seed)?;
-    let acc = |m: &pare::ir::Model| -> Result<f32> {
-        Ok(evaluate(m, &splits.test, 1000, &Reparams::new())?.accuracy)
-    };
+    let acc = |m: &pare::ir::Model| -> Result<f32> { Ok(accuracy(m, &splits.test)?) };
     let stop = |interrupted: bool| {
         if interrupted {
             println!("interrupted; nothing was written");

@@ -17,11 +17,12 @@ fn main() -> pare::Result<()> {
     let mut shape = vec![batch];
     shape.extend(&model.graph.input.shape);
     let x = pare::ir::Tensor::zeros(shape);
-    pare::native::infer(&model, &x)?;
+    let plan = pare::native::compile(&model)?;
+    plan.run(&x)?;
     let mut times = Vec::with_capacity(reps);
     for _ in 0..reps {
         let t = Instant::now();
-        pare::native::infer(&model, &x)?;
+        plan.run(&x)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);

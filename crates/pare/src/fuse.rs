@@ -6,7 +6,7 @@
 //! over the activations, which on the CPU costs about as much as a small convolution.
 
 use crate::error::Result;
-use crate::ir::{Model, Op, Tensor};
+use crate::ir::{rewrite, Model, Op, Tensor};
 
 /// Folds every foldable BatchNorm (eval-mode semantics: running statistics).
 pub fn fold_batch_norm(model: &Model) -> Result<Model> {
@@ -55,27 +55,17 @@ pub fn fold_batch_norm(model: &Model) -> Result<Model> {
             .map(|c| (old_b[c] - mean[c]) * scale[c] + beta[c])
             .collect();
         params.insert(bname, Tensor::from_vec(vec![scale.len()], b));
-        match &mut graph.nodes[pi].op {
+        let mut with_bias = graph.nodes[pi].clone();
+        match &mut with_bias.op {
             Op::Linear { bias, .. } | Op::Conv2d { bias, .. } => *bias = true,
             _ => unreachable!("checked above"),
         }
-        for s in ["weight", "bias", "running_mean", "running_var"] {
-            params.remove(&format!("{}.{s}", node.name));
+        graph.replace(&producer, vec![with_bias], &producer)?;
+        for name in rewrite::params_of(&graph, &node.name) {
+            params.remove(&name);
         }
         // Readers of the BN now read the layer it was folded into.
-        for n in graph.nodes.iter_mut() {
-            for inp in n.inputs.iter_mut() {
-                if *inp == node.name {
-                    *inp = producer.clone();
-                }
-            }
-        }
-        for out in std::iter::once(&mut graph.output).chain(graph.extra_outputs.iter_mut()) {
-            if *out == node.name {
-                *out = producer.clone();
-            }
-        }
-        graph.nodes.remove(i);
+        graph.bypass(&node.name)?;
     }
     Model::new(graph, params)
 }

@@ -5,9 +5,7 @@
 use pare::data::{Augment, Dataset};
 use pare::distill::cache::CacheKey;
 use pare::distill::dml::DmlHook;
-use pare::distill::{
-    add_regressor, ensemble_accuracy, remove_node, DistillHook, Feature, FeatureKind, Objective,
-};
+use pare::distill::{add_regressor, ensemble_accuracy, DistillHook, Feature, FeatureKind, Objective};
 use pare::exec::{infer, train_step, LossTerm};
 use pare::ir::graph::ops::linear;
 use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
@@ -20,13 +18,10 @@ fn config(epochs: usize, seed: u64) -> FitConfig {
     FitConfig {
         epochs,
         batch_size: 32,
-        optimizer: OptimizerConfig::sgd(0.9, 0.0),
         schedule: Schedule::constant(0.05),
         seed,
-        augment: Default::default(),
         eval_batch_size: 64,
-        checkpoint: None,
-        resume: false,
+        ..Default::default()
     }
 }
 
@@ -226,7 +221,7 @@ fn a_fitnets_regressor_is_a_side_node_that_can_be_removed() {
     let a = infer(&s, &x, &Reparams::new(), &[]).unwrap().output;
     let b = infer(&with, &x, &Reparams::new(), &[]).unwrap().output;
     assert_eq!(a.data(), b.data(), "a side node does not change the output");
-    let back = remove_node(&with, &name).unwrap();
+    let back = pare::ir::rewrite::remove_side(&with, &name).unwrap();
     assert_eq!(back.graph, s.graph);
     assert_eq!(back.params.len(), s.params.len());
     // Spatial sizes that differ cannot be regressed by a 1x1 convolution.
@@ -236,7 +231,7 @@ fn a_fitnets_regressor_is_a_side_node_that_can_be_removed() {
         .to_string();
     assert!(e.contains("spatial"), "{e}");
     assert!(
-        remove_node(&s, "conv").is_err(),
+        pare::ir::rewrite::remove_side(&s, "conv").is_err(),
         "a node on the path cannot be removed"
     );
 }

@@ -444,3 +444,43 @@ fn pad_and_channel_shuffle_match_the_engine() {
     let model = Model::init(b.finish().unwrap(), 3).unwrap();
     assert_close(&model, &random(vec![3, 2, 6, 6], 6), "pad and shuffle");
 }
+
+/// A compiled plan holds what it needs: it runs batches of any size after its model is gone,
+/// with the engine's outputs, and an alias at the input or output (Identity, Dropout) reads
+/// through to its source.
+#[test]
+fn a_plan_runs_many_batches_after_its_model_is_gone() {
+    let mut m = Model::init(
+        ZooModel::parse("resnet20", None, 0.0)
+            .unwrap()
+            .build(&[1, 28, 28], 10)
+            .unwrap(),
+        5,
+    )
+    .unwrap();
+    perturb_bn(&mut m);
+    let xs: Vec<Tensor> = [1, 4, 2]
+        .iter()
+        .map(|&n| random(vec![n, 1, 28, 28], n as u64))
+        .collect();
+    let want: Vec<Tensor> = xs
+        .iter()
+        .map(|x| infer(&m, x, &Reparams::new(), &[]).unwrap().output)
+        .collect();
+    let plan = pare::native::compile(&m).unwrap();
+    drop(m);
+    for (x, want) in xs.iter().zip(&want) {
+        let got = plan.run(x).unwrap();
+        assert!(got.max_abs_diff(want) < 1e-4, "batch {}", x.shape()[0]);
+    }
+    let mut b = GraphBuilder::new([6]);
+    b.then("id", Op::Identity);
+    b.then("fc", linear(6, 3));
+    b.then("drop", Op::Dropout { p: 0.5 });
+    let m = Model::init(b.finish().unwrap(), 2).unwrap();
+    assert_close(&m, &random(vec![3, 6], 1), "aliases at both ends");
+    let mut b = GraphBuilder::new([6]);
+    b.then("only", Op::Identity);
+    let m = Model::init(b.finish().unwrap(), 2).unwrap();
+    assert_close(&m, &random(vec![3, 6], 1), "the input as the output");
+}

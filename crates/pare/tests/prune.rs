@@ -409,11 +409,8 @@ fn mask_hook_prunes_on_schedule_and_masks_stay_zero_through_training() {
         batch_size: 32,
         optimizer: OptimizerConfig::sgd(0.9, 5e-4),
         schedule: Schedule::constant(0.05),
-        seed: 0,
-        augment: Default::default(),
         eval_batch_size: 64,
-        checkpoint: None,
-        resume: false,
+        ..Default::default()
     };
     fit(&mut m, &data, None, &cfg, &mut hook).unwrap();
     for l in ["fc1", "fc2", "fc3"] {
@@ -494,7 +491,7 @@ fn folding_batch_norm_keeps_outputs_on_every_zoo_model() {
 fn a_learned_supermask_trains_only_scores_and_selects_a_subnetwork_of_the_init() {
     use pare::data::InMemory;
     use pare::prune::supermask::scores;
-    use pare::train::{evaluate, fit, FitConfig, OptimizerConfig, Schedule};
+    use pare::train::{evaluate, fit, FitConfig, Schedule};
     // Two classes separated by the sign of the mean pixel of an 8x8 image, seen by an MLP.
     let mut rng = ChaCha8Rng::seed_from_u64(3);
     let (mut px, mut labels) = (Vec::new(), Vec::new());
@@ -515,13 +512,9 @@ fn a_learned_supermask_trains_only_scores_and_selects_a_subnetwork_of_the_init()
     let cfg = FitConfig {
         epochs: 8,
         batch_size: 32,
-        optimizer: OptimizerConfig::sgd(0.9, 0.0),
         schedule: Schedule::constant(0.1),
-        seed: 0,
-        augment: Default::default(),
         eval_batch_size: 256,
-        checkpoint: None,
-        resume: false,
+        ..Default::default()
     };
     let reparams = pare::ir::Reparams::new();
     let before = evaluate(&hook.bake(&scored), &data, 256, &reparams).unwrap().loss;

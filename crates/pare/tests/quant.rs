@@ -32,10 +32,8 @@ fn config(epochs: usize, lr: f32) -> FitConfig {
         optimizer: OptimizerConfig::sgd(0.9, 1e-3),
         schedule: Schedule::constant(lr),
         seed: 3,
-        augment: Default::default(),
         eval_batch_size: 64,
-        checkpoint: None,
-        resume: false,
+        ..Default::default()
     }
 }
 

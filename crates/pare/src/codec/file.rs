@@ -36,7 +36,7 @@ use super::reader::Reader;
 use super::sparse;
 use super::stream::{self, StreamBytes};
 use crate::error::{Error, Result};
-use crate::ir::quant::{dequantize, BITS};
+use crate::ir::quant::{dequantize, BITS, GAP_BITS};
 use crate::ir::{io, Graph, Model, Params, Tensor, WeightQuant};
 
 pub const MAGIC: &[u8; 4] = b"PARE";
@@ -214,7 +214,7 @@ fn encode_tensor(name: &str, t: &Tensor, enc: Encoding, out: &mut Vec<u8>) -> Re
             huffman,
         } => {
             if !BITS.contains(&bits) {
-                return Err(config(name, format!("uniform bits = {bits} must be in 2..=16")));
+                return Err(config(name, format!("uniform bits = {bits} must be in {BITS:?}")));
             }
             let q = WeightQuant {
                 bits,
@@ -249,8 +249,11 @@ fn encode_tensor(name: &str, t: &Tensor, enc: Encoding, out: &mut Vec<u8>) -> Re
             add_stream(stream::write(&symbols, book.len(), huffman, out), &mut b, false);
         }
         Encoding::Sparse { gap_bits, huffman } => {
-            if !(1..=16).contains(&gap_bits) {
-                return Err(config(name, format!("gap_bits = {gap_bits} must be in 1..=16")));
+            if !GAP_BITS.contains(&gap_bits) {
+                return Err(config(
+                    name,
+                    format!("gap_bits = {gap_bits} must be in {GAP_BITS:?}"),
+                ));
             }
             let book = codebook(t.data(), true, MAX_CODEBOOK - 1).ok_or_else(|| {
                 config(
@@ -297,7 +300,7 @@ fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result:
             ..
         } => {
             if !BITS.contains(&bits) {
-                return Err(format!("uniform bits = {bits} must be in 2..=16"));
+                return Err(format!("uniform bits = {bits} must be in {BITS:?}"));
             }
             let q = WeightQuant {
                 bits,
@@ -337,8 +340,8 @@ fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result:
             Ok(symbols.iter().map(|&s| book[s as usize]).collect())
         }
         Encoding::Sparse { gap_bits, .. } => {
-            if !(1..=16).contains(&gap_bits) {
-                return Err(format!("gap_bits = {gap_bits} must be in 1..=16"));
+            if !GAP_BITS.contains(&gap_bits) {
+                return Err(format!("gap_bits = {gap_bits} must be in {GAP_BITS:?}"));
             }
             let k = r.u32()? as usize;
             if k >= MAX_CODEBOOK {

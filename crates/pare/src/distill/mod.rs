@@ -19,7 +19,7 @@ use crate::data::{sequential, Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::exec::{infer, LossTerm};
 use crate::ir::graph::ops::{conv, linear};
-use crate::ir::{Model, Node, Normalize, Reparams, Tensor};
+use crate::ir::{rewrite, Model, Node, Normalize, Readers, Reparams, Tensor};
 use crate::train::Hooks;
 
 /// Row-wise softmax of `logits / t` over the last axis (`[batch, classes]` logits).
@@ -129,7 +129,7 @@ pub(crate) fn teacher_input(s: Normalize, teacher: &Model, x: &Tensor) -> Tensor
 
 /// Adds the teacher's terms to every training step of the student.
 pub struct DistillHook {
-    /// Private: `folded` is derived from it at construction.
+    /// Private: `plan` is derived from it at construction.
     teacher: Model,
     pub teacher_reparams: Reparams,
     pub objective: Objective,
@@ -143,9 +143,9 @@ pub struct DistillHook {
     cache: HashMap<(usize, usize), Vec<f32>>,
     /// Whether to use that cache (on by default; results are identical either way).
     pub use_cache: bool,
-    /// The teacher with BatchNorm folded, run by the native engine when only its logits are
-    /// needed (about twice as fast as the training engine's eval pass).
-    folded: Model,
+    /// The teacher with BatchNorm folded, compiled for the native engine, run when only its
+    /// logits are needed (about twice as fast as the training engine's eval pass).
+    plan: crate::native::Plan,
 }
 
 impl DistillHook {
@@ -166,7 +166,7 @@ impl DistillHook {
             taps,
             cache: HashMap::new(),
             use_cache: true,
-            folded: crate::fuse::fold_batch_norm(&teacher)?,
+            plan: crate::native::compile(&crate::fuse::fold_batch_norm(&teacher)?)?,
             teacher,
         })
     }
@@ -203,7 +203,7 @@ impl Hooks for DistillHook {
         } else {
             let x = teacher_input(self.student_norm, &self.teacher, &batch.x);
             let (output, taps) = if self.taps.is_empty() && self.teacher_reparams.is_empty() {
-                (crate::native::infer(&self.folded, &x)?, Default::default())
+                (self.plan.run(&x)?, Default::default())
             } else {
                 let out = infer(&self.teacher, &x, &self.teacher_reparams, &self.taps)?;
                 (out.output, out.taps)
@@ -284,43 +284,23 @@ pub fn add_regressor(
         }
     };
     let name = format!("{guided}_regressor");
+    let node = Node {
+        name: name.clone(),
+        op,
+        inputs: vec![guided.to_string()],
+    };
     let mut graph = student.graph.clone();
-    let at = graph.index_of(guided).expect("checked above") + 1;
-    graph.nodes.insert(
-        at,
-        Node {
-            name: name.clone(),
-            op,
-            inputs: vec![guided.to_string()],
-        },
-    );
-    let fresh = Model::init(graph.clone(), seed)?;
-    let mut params = student.params.clone();
-    for (k, v) in fresh.params {
-        if k.starts_with(&format!("{name}.")) {
-            params.insert(k, v);
-        }
-    }
-    Ok((Model::new(graph, params)?, name))
-}
-
-/// Removes a side node (e.g. a regressor after the hint stage) and its parameters.
-pub fn remove_node(model: &Model, name: &str) -> Result<Model> {
-    let mut graph = model.graph.clone();
-    if graph.nodes.iter().any(|n| n.inputs.iter().any(|i| i == name)) || graph.is_output(name) {
-        return Err(Error::graph(
-            name,
-            "other nodes read it; only a side node can be removed",
-        ));
-    }
-    graph.nodes.retain(|n| n.name != name);
-    let params = model
-        .params
-        .iter()
-        .filter(|(k, _)| !k.starts_with(&format!("{name}.")))
-        .map(|(k, v)| (k.clone(), v.clone()))
+    graph.insert_after(guided, node.clone(), Readers::None)?;
+    let fresh = Model::init(graph, seed)?;
+    let params = rewrite::params_of(&fresh.graph, &name)
+        .into_iter()
+        .map(|k| {
+            let v = fresh.params[&k].clone();
+            (k, v)
+        })
         .collect();
-    Model::new(graph, params)
+    let with = rewrite::insert_after(student, guided, node, params, Readers::None)?;
+    Ok((with, name))
 }
 
 /// Test accuracy of the averaged softmax of several models (Born-Again ensembles, DML peers).

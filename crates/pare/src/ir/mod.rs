@@ -10,6 +10,7 @@ pub mod model;
 pub mod op;
 pub mod quant;
 pub mod reparam;
+pub mod rewrite;
 pub mod tensor;
 
 pub use graph::{Graph, GraphBuilder, InputSpec, Node, Normalize, Shapes, INPUT};
@@ -17,4 +18,5 @@ pub use model::{Model, ParamRef, Params};
 pub use op::{ChannelRule, Op, ParamKind, ParamSpec};
 pub use quant::{QParams, Scheme, WeightQuant};
 pub use reparam::{Reparam, Reparams};
+pub use rewrite::Readers;
 pub use tensor::Tensor;

@@ -23,8 +23,15 @@ pub struct Scheme {
     pub symmetric: bool,
 }
 
-/// Bit widths pare quantizes to; 1 bit is binarization (a later wave), above 16 is pointless.
+/// Bit widths of uniform quantization: 1 bit is binarization, not an affine grid; above 16
+/// bits gains nothing over f32 storage.
 pub const BITS: std::ops::RangeInclusive<u32> = 2..=16;
+
+/// Bit widths of k-means weight sharing: the width of a codebook index (1 bit: two centroids).
+pub const SHARE_BITS: std::ops::RangeInclusive<u32> = 1..=16;
+
+/// Widths of the sparse encoding's relative index (the gap to the next stored weight).
+pub const GAP_BITS: std::ops::RangeInclusive<u32> = 1..=16;
 
 impl Scheme {
     /// Smallest and largest integer level.

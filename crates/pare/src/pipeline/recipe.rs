@@ -34,6 +34,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::ir::quant::{GAP_BITS, SHARE_BITS};
 use crate::prune::schedule::Ramp;
 use crate::prune::Criterion;
 use crate::quant::{CentroidInit, Observer, Reduce};
@@ -78,10 +79,10 @@ checked!(
     "{v} must be positive"
 );
 checked!(
-    /// A bit width in 1..=16 (weight sharing) or 2..=16 (uniform; checked by the stage).
+    /// A bit width in `SHARE_BITS` (weight sharing) or `BITS` (uniform; checked by the stage).
     Bits(u32, "u32"),
-    |v| (1..=16).contains(&v),
-    "{v} bits: must be in 1..=16"
+    |v| SHARE_BITS.contains(&v),
+    "{v} bits: must be in {SHARE_BITS:?}"
 );
 checked!(
     /// A weight in `[0, 1]`.
@@ -507,8 +508,8 @@ impl Recipe {
                 _ => {}
             }
         }
-        if r.encode.gap_bits.is_some_and(|g| !(1..=16).contains(&g)) {
-            return Err(bad("[encode] gap_bits must be in 1..=16".into()));
+        if r.encode.gap_bits.is_some_and(|g| !GAP_BITS.contains(&g)) {
+            return Err(bad(format!("[encode] gap_bits must be in {GAP_BITS:?}")));
         }
         Ok(r)
     }

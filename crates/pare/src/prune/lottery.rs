@@ -14,8 +14,8 @@ use super::schedule::MaskHook;
 use super::unstructured::{apply_masks, magnitude_masks, prunable_weights, Masks, WeightCriterion};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
-use crate::ir::{Model, Reparams};
-use crate::train::{evaluate, fit, Chain, FitConfig, Hooks};
+use crate::ir::Model;
+use crate::train::{accuracy, fit, Chain, FitConfig, Hooks};
 
 /// How a lottery-ticket run is done.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -146,18 +146,18 @@ pub fn lottery(
                 .sum()
         };
         trained = train_masked(&rewind, &masks, train, fit_cfg, progress)?;
-        let ticket = evaluate(&trained, test, 1000, &Reparams::new())?.accuracy;
+        let ticket = accuracy(&trained, test)?;
         let random = if cfg.random_control && round > 0 {
             let fresh = Model::init(init.graph.clone(), cfg.control_seed + round as u64)?;
             let m = train_masked(&fresh, &masks, train, fit_cfg, progress)?;
-            Some(evaluate(&m, test, 1000, &Reparams::new())?.accuracy)
+            Some(accuracy(&m, test)?)
         } else {
             None
         };
         let supermask = if round > 0 {
             let mut m = init.clone();
             apply_masks(&mut m, &masks);
-            Some(evaluate(&m, test, 1000, &Reparams::new())?.accuracy)
+            Some(accuracy(&m, test)?)
         } else {
             None
         };

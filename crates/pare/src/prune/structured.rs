@@ -7,8 +7,8 @@ use serde::{Deserialize, Serialize};
 
 use super::deps::DepGraph;
 use crate::error::{Error, Result};
-use crate::ir::op::{channel_axis, param_name};
-use crate::ir::{Model, Op, Params};
+use crate::ir::op::{channel_axis, param_name, Kept};
+use crate::ir::{Model, Params};
 
 /// What structured pruning removed: per producer node (a Linear or dense Conv2d of the base
 /// model), the indices of its output channels that are gone; for an attention node, the
@@ -102,38 +102,16 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
                 "pruning would remove every channel (or head) of this layer",
             ));
         }
-        if keep_internal.len() < deps.internal[i].len() {
-            remove_heads(&mut node.op, &node.name, model, &keep_internal, &mut params);
-            continue;
-        }
         let old_specs = node.op.params();
-        match &mut node.op {
-            Op::Linear {
-                in_features,
-                out_features,
-                ..
-            } => {
-                *in_features = keep_in.len();
-                *out_features = keep_out.len();
-            }
-            op @ Op::Conv2d { .. } => {
-                let depthwise = op.is_depthwise();
-                if let Op::Conv2d {
-                    in_channels,
-                    out_channels,
-                    groups,
-                    ..
-                } = op
-                {
-                    *in_channels = keep_in.len();
-                    *out_channels = keep_out.len();
-                    if depthwise {
-                        *groups = keep_out.len();
-                    }
-                }
-            }
-            Op::BatchNorm { num_features, .. } => *num_features = keep_out.len(),
-            _ => {}
+        let tracked = |elems: &[usize], kept: &[usize]| (!elems.is_empty()).then_some(kept.len());
+        node.op = node.op.shrunk(Kept {
+            inputs: tracked(&deps.in_elems[i], &keep_in),
+            outputs: tracked(&deps.out_elems[i], &keep_out),
+            internal: tracked(&deps.internal[i], &keep_internal),
+        });
+        if keep_internal.len() < deps.internal[i].len() {
+            remove_heads(&node.name, model, &keep_internal, &mut params);
+            continue;
         }
         for spec in old_specs {
             let name = param_name(&node.name, spec.suffix);
@@ -166,28 +144,19 @@ fn channels(model: &Model, shapes: &crate::ir::Shapes, i: usize) -> usize {
 }
 
 /// Keeps the heads `keep` of an attention node: the rows of its input projection and the
-/// columns of its output projection that hold them. The head size stays, the inner width shrinks.
-fn remove_heads(op: &mut Op, name: &str, model: &Model, keep: &[usize], params: &mut Params) {
+/// columns of its output projection that hold them.
+fn remove_heads(name: &str, model: &Model, keep: &[usize], params: &mut Params) {
+    let op = &model.graph.node(name).expect("a node of the model").op;
     let (rows, cols) = op.head_slices(keep);
     let p = |suffix: &str| model.params[&param_name(name, suffix)].clone();
-    params.insert(
-        param_name(name, "in_proj_weight"),
-        p("in_proj_weight").select(0, &rows),
-    );
-    params.insert(
-        param_name(name, "in_proj_bias"),
-        p("in_proj_bias").select(0, &rows),
-    );
-    params.insert(
-        param_name(name, "out_proj.weight"),
-        p("out_proj.weight").select(1, &cols),
-    );
-    params.insert(param_name(name, "out_proj.bias"), p("out_proj.bias"));
-    let hd = op.head_dim();
-    if let Op::Attention { heads, head_dim, .. } = op {
-        *heads = keep.len();
-        *head_dim = Some(hd);
+    for (suffix, axis, idx) in [
+        ("in_proj_weight", 0, &rows),
+        ("in_proj_bias", 0, &rows),
+        ("out_proj.weight", 1, &cols),
+    ] {
+        params.insert(param_name(name, suffix), p(suffix).select(axis, idx));
     }
+    params.insert(param_name(name, "out_proj.bias"), p("out_proj.bias"));
 }
 
 /// Applies a surgery log to the base model it was recorded on.

@@ -66,9 +66,10 @@ impl Sharing {
     ) -> Result<Self> {
         let mut layers = BTreeMap::new();
         for (name, &b) in bits {
-            if !(1..=16).contains(&b) {
+            if !crate::ir::quant::SHARE_BITS.contains(&b) {
                 return Err(Error::Config(format!(
-                    "weight sharing of '{name}': bits = {b} must be in 1..=16"
+                    "weight sharing of '{name}': bits = {b} must be in {:?}",
+                    crate::ir::quant::SHARE_BITS
                 )));
             }
             let w = model

@@ -7,7 +7,7 @@
 //! and saves, reloads and reports like any other. Weights are quantized per tensor or per
 //! output channel from their min/max (the usual choice for weights).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -15,7 +15,7 @@ use super::observer::{Observer, Samples};
 use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::exec;
-use crate::ir::{Model, Node, Op, Reparam, Reparams, Scheme, Tensor, WeightQuant, INPUT};
+use crate::ir::{Model, Node, Op, Readers, Reparam, Reparams, Scheme, Tensor, WeightQuant, INPUT};
 use crate::train::{Hooks, StepInfo};
 
 /// Bit widths per layer: a default for Linear/Conv2d weights plus per-node overrides.
@@ -168,19 +168,14 @@ fn quantized_sources(model: &Model) -> Vec<String> {
 /// Removes every [`Op::FakeQuant`] node, reconnecting its consumers to its input.
 pub fn strip_act_quant(model: &Model) -> Result<Model> {
     let mut graph = model.graph.clone();
-    let redirect: HashMap<String, String> = graph
+    let quantizers: Vec<String> = graph
         .nodes
         .iter()
         .filter(|n| matches!(n.op, Op::FakeQuant { .. }))
-        .map(|n| (n.name.clone(), n.inputs[0].clone()))
+        .map(|n| n.name.clone())
         .collect();
-    graph.nodes.retain(|n| !matches!(n.op, Op::FakeQuant { .. }));
-    for n in &mut graph.nodes {
-        for i in &mut n.inputs {
-            while let Some(r) = redirect.get(i) {
-                *i = r.clone();
-            }
-        }
+    for q in quantizers {
+        graph.bypass(&q)?;
     }
     Model::new(graph, model.params.clone())
 }
@@ -233,30 +228,11 @@ pub fn calibrate_activations(
             inputs: vec![src.to_string()],
         }
     };
-    if let Some(clash) = sources.iter().map(|s| qname(s)).find(|q| graph.node(q).is_some()) {
-        return Err(Error::graph(
-            clash,
-            "a node already has the name of an inserted quantizer",
-        ));
+    // Each quantizer sits right after its source; only the weighted layers read it.
+    let weighted = |n: &Node| matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. });
+    for src in &sources {
+        graph.insert_after(src, node_for(src), Readers::Matching(&weighted))?;
     }
-    let mut nodes = Vec::with_capacity(graph.nodes.len() + sources.len());
-    if sources.iter().any(|s| s == INPUT) {
-        nodes.push(node_for(INPUT));
-    }
-    for mut n in graph.nodes.drain(..) {
-        let produces = sources.contains(&n.name);
-        if matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. }) {
-            for i in &mut n.inputs {
-                *i = qname(i);
-            }
-        }
-        let name = n.name.clone();
-        nodes.push(n);
-        if produces {
-            nodes.push(node_for(&name));
-        }
-    }
-    graph.nodes = nodes;
     Model::new(graph, model.params.clone())
 }
 

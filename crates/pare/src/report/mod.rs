@@ -167,18 +167,27 @@ pub fn latency_ms(model: &Model, batch: usize, reps: usize, engine: Engine) -> c
 /// on one model only and makes a speed-up up or down.
 pub fn latencies_ms(models: &[&Model], batch: usize, reps: usize, engine: Engine) -> crate::Result<Vec<f64>> {
     let none = crate::ir::Reparams::new();
+    // The native engine runs a plan compiled once, as a deployment does.
     let prepared = models
         .iter()
-        .map(|m| deployable(m, batch))
+        .map(|m| {
+            let (model, x) = deployable(m, batch)?;
+            let plan = match engine {
+                Engine::Native => Some(crate::native::compile(&model)?),
+                Engine::Training => None,
+            };
+            Ok((model, plan, x))
+        })
         .collect::<crate::Result<Vec<_>>>()?;
-    let run = |(model, x): &(Model, crate::ir::Tensor)| -> crate::Result<f64> {
-        let t = std::time::Instant::now();
-        match engine {
-            Engine::Native => crate::native::infer(model, x).map(drop)?,
-            Engine::Training => crate::exec::infer(model, x, &none, &[]).map(drop)?,
-        }
-        Ok(t.elapsed().as_secs_f64() * 1e3)
-    };
+    let run =
+        |(model, plan, x): &(Model, Option<crate::native::Plan>, crate::ir::Tensor)| -> crate::Result<f64> {
+            let t = std::time::Instant::now();
+            match plan {
+                Some(plan) => plan.run(x).map(drop)?,
+                None => crate::exec::infer(model, x, &none, &[]).map(drop)?,
+            }
+            Ok(t.elapsed().as_secs_f64() * 1e3)
+        };
     for p in &prepared {
         for _ in 0..2 {
             run(p)?;
@@ -229,19 +238,20 @@ pub fn layer_latencies_ms(
         .iter()
         .map(|m| {
             let (folded, x) = deployable(m, batch)?;
-            crate::native::infer(&folded, &x)?;
+            let plan = crate::native::compile(&folded)?;
+            plan.run(&x)?;
             let times: Vec<Vec<f64>> = vec![Vec::with_capacity(reps.max(1)); folded.graph.nodes.len()];
-            Ok((folded, x, times))
+            Ok((folded, plan, x, times))
         })
         .collect::<crate::Result<Vec<_>>>()?;
     for _ in 0..reps.max(1) {
-        for (folded, x, times) in &mut prepared {
-            crate::native::infer_timed(folded, x, &mut |i, t| times[i].push(t.as_secs_f64() * 1e3))?;
+        for (_, plan, x, times) in &mut prepared {
+            plan.run_timed(x, &mut |i, t| times[i].push(t.as_secs_f64() * 1e3))?;
         }
     }
     Ok(prepared
         .into_iter()
-        .map(|(folded, _, times)| {
+        .map(|(folded, _, _, times)| {
             let shapes = folded.shapes();
             folded
                 .graph

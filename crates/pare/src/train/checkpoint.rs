@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::fit::{EpochRecord, EpochSums, FitConfig};
+use super::config::{EpochRecord, EpochSums, FitConfig};
 use super::optim::Optimizer;
 use crate::error::{Error, Result};
 use crate::ir::io::{arch_json, encode_safetensors, read_safetensors, write_atomic};

@@ -1,72 +1,19 @@
 //! The fit loop: seeded batches, forward/backward on the engine, optimizer step, hooks,
 //! validation, atomic checkpoints every epoch (and on interruption), exact resume.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, Checkpoint};
-use super::optim::{Optimizer, OptimizerConfig};
-use super::schedule::Schedule;
+use super::config::EpochSums;
+pub use super::config::{EpochRecord, FitConfig};
+use super::optim::Optimizer;
 use crate::data::batch::mix;
-use crate::data::{epoch_order, make_batch, sequential, Augment, Batch, Dataset};
+use crate::data::{epoch_order, make_batch, sequential, Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::exec::{self, LossTerm, StepOutput};
 use crate::ir::{Model, Params, Reparams};
-
-/// Everything that defines a training run. Serialized into reports and checkpoints.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FitConfig {
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub optimizer: OptimizerConfig,
-    pub schedule: Schedule,
-    pub seed: u64,
-    #[serde(default)]
-    pub augment: Augment,
-    /// Batch size for validation passes (no gradients, so it can be larger).
-    pub eval_batch_size: usize,
-    /// Where to write the checkpoint after every epoch; `None` disables checkpoints.
-    #[serde(skip)]
-    pub checkpoint: Option<PathBuf>,
-    /// Continue from `checkpoint` instead of starting over.
-    #[serde(skip)]
-    pub resume: bool,
-}
-
-impl FitConfig {
-    pub fn validate(&self) -> Result<()> {
-        if self.epochs == 0 {
-            return Err(Error::Config("epochs must be at least 1".into()));
-        }
-        if self.batch_size == 0 || self.eval_batch_size == 0 {
-            return Err(Error::Config("batch sizes must be at least 1".into()));
-        }
-        if self.resume && self.checkpoint.is_none() {
-            return Err(Error::Config("resume needs a checkpoint path".into()));
-        }
-        self.optimizer.validate()?;
-        self.schedule.validate()
-    }
-}
-
-/// What one epoch did.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct EpochRecord {
-    /// 1-based.
-    pub epoch: usize,
-    /// Learning rate at the epoch's last step.
-    pub lr: f32,
-    pub train_loss: f32,
-    pub train_accuracy: f32,
-    pub val_loss: Option<f32>,
-    pub val_accuracy: Option<f32>,
-    /// Wall-clock seconds of the training steps (validation excluded).
-    pub seconds: f64,
-    pub images_per_sec: f64,
-}
 
 /// Progress after one optimizer step.
 #[derive(Clone, Debug)]
@@ -174,6 +121,12 @@ pub fn evaluate(model: &Model, set: &dyn Dataset, batch_size: usize, reparams: &
     })
 }
 
+/// Test accuracy of `model` as it is (no reparameterizations), in batches of 1000: the figure
+/// every command and report prints.
+pub fn accuracy(model: &Model, set: &dyn Dataset) -> Result<f32> {
+    Ok(evaluate(model, set, 1000, &Reparams::new())?.accuracy)
+}
+
 /// Summed cross-entropy and number of correct predictions of a `[B, classes]` logits tensor.
 pub fn loss_and_correct(logits: &crate::ir::Tensor, labels: &[u32]) -> (f64, usize) {
     let classes = logits.shape()[1];
@@ -194,15 +147,6 @@ pub fn loss_and_correct(logits: &crate::ir::Tensor, labels: &[u32]) -> (f64, usi
         .filter(|(p, y)| **p == **y as usize)
         .count();
     (loss, correct)
-}
-
-/// Running sums of the current epoch (saved in mid-epoch checkpoints).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub(crate) struct EpochSums {
-    pub loss: f64,
-    pub correct: usize,
-    pub seen: usize,
-    pub seconds: f64,
 }
 
 /// Trains `model` in place. With `cfg.resume`, continues from `cfg.checkpoint`: the same

@@ -1,14 +1,15 @@
 //! Training: optimizers, learning-rate schedules, the fit loop with hooks, checkpoints.
 
 mod checkpoint;
+pub mod config;
 pub mod fit;
 pub mod optim;
 pub mod outputs;
 pub mod schedule;
 
 pub use fit::{
-    evaluate, fit, loss_and_correct, update_running_stats, Chain, EpochRecord, FitConfig, FitReport, Hooks,
-    Metrics, NoHooks, StepInfo,
+    accuracy, evaluate, fit, loss_and_correct, update_running_stats, Chain, EpochRecord, FitConfig,
+    FitReport, Hooks, Metrics, NoHooks, StepInfo,
 };
 pub use optim::{Optimizer, OptimizerConfig};
 pub use outputs::OutputLosses;

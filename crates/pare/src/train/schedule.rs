@@ -51,6 +51,16 @@ impl Schedule {
         }
     }
 
+    /// [`Schedule::cosine`] when `cosine`, else [`Schedule::constant`]: what the commands'
+    /// `--cosine` flag chooses.
+    pub fn cosine_if(cosine: bool, base_lr: f32) -> Self {
+        if cosine {
+            Schedule::cosine(base_lr)
+        } else {
+            Schedule::constant(base_lr)
+        }
+    }
+
     pub fn validate(&self) -> Result<()> {
         if !(self.base_lr > 0.0 && self.base_lr.is_finite()) {
             return Err(Error::Config(format!(

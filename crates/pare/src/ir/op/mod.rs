@@ -12,7 +12,7 @@ mod channels;
 mod params;
 mod shape;
 
-pub use channels::{channel_axis, ChannelRule};
+pub use channels::{channel_axis, ChannelRule, Kept};
 pub use shape::{broadcast, resolve_axis};
 
 use serde::{Deserialize, Serialize};

@@ -342,7 +342,7 @@ impl Op {
             | Op::FakeQuant { .. } => {
                 if let Op::FakeQuant { bits, scale, .. } = *self {
                     if !crate::ir::quant::BITS.contains(&bits) {
-                        return Err(format!("fake_quant bits={bits} must be in 2..=16"));
+                        return Err(format!("fake_quant bits={bits} must be in {:?}", crate::ir::quant::BITS));
                     }
                     if !(scale > 0.0 && scale.is_finite()) {
                         return Err(format!("fake_quant scale={scale} must be positive and finite"));

@@ -21,7 +21,8 @@ use crate::codec::{self, Encoding, FileBytes, Plan};
 use crate::data::{calibration_batches, Augment, Dataset};
 use crate::distill::{DistillHook, Objective};
 use crate::error::{Error, Result};
-use crate::ir::{io, Model, Reparams};
+use crate::ir::quant::{BITS, SHARE_BITS};
+use crate::ir::{io, Model, Reparam, Reparams};
 use crate::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use crate::prune::unstructured::{masks_from_zeros, WeightCriterion};
 use crate::prune::{Amount, Scope, Selection};
@@ -90,8 +91,6 @@ struct State {
     original: Model,
     reparams: Reparams,
     sharing: Option<Sharing>,
-    /// Uniform encodings of quantized weights.
-    plan: Plan,
 }
 
 fn weights(model: &Model) -> (usize, usize) {
@@ -150,7 +149,7 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     return Err(at(format!("weights are already encoded by the {prev} stage")));
                 }
                 cluster_bits(c)
-                    .resolve(model, 1..=16)
+                    .resolve(model, SHARE_BITS)
                     .map_err(|e| at(e.to_string()))?;
             }
             Stage::Quantize(q) => {
@@ -158,7 +157,7 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     return Err(at(format!("weights are already encoded by the {prev} stage")));
                 }
                 quant_bits(q)
-                    .resolve(model, 2..=16)
+                    .resolve(model, BITS)
                     .map_err(|e| at(e.to_string()))?;
             }
             Stage::Train(_) => {}
@@ -187,7 +186,7 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
 fn restore(stage: &Stage, state: &mut State) -> Result<()> {
     match stage {
         Stage::Cluster(c) => {
-            let bits = cluster_bits(c).resolve(&state.model, 1..=16)?;
+            let bits = cluster_bits(c).resolve(&state.model, SHARE_BITS)?;
             state.sharing = Some(Sharing::from_values(&state.model, bits.keys())?);
         }
         Stage::Quantize(q) => set_uniform(q, state)?,
@@ -197,19 +196,8 @@ fn restore(stage: &Stage, state: &mut State) -> Result<()> {
 }
 
 fn set_uniform(q: &QuantizeStage, state: &mut State) -> Result<()> {
-    let bits = quant_bits(q).resolve(&state.model, 2..=16)?;
+    let bits = quant_bits(q).resolve(&state.model, BITS)?;
     state.reparams = weight_reparams(&state.model, &bits, q.per_channel, q.symmetric, true);
-    for (w, b) in bits {
-        state.plan.insert(
-            w,
-            Encoding::Uniform {
-                bits: b,
-                per_channel: q.per_channel,
-                symmetric: q.symmetric,
-                huffman: false,
-            },
-        );
-    }
     Ok(())
 }
 
@@ -256,7 +244,7 @@ fn run_stage(
         Stage::Prune(p) => prune(p, state, seed, data, events),
         Stage::Structured(p) => structured(p, state, seed, data, events),
         Stage::Cluster(c) => {
-            let bits = cluster_bits(c).resolve(&state.model, 1..=16)?;
+            let bits = cluster_bits(c).resolve(&state.model, SHARE_BITS)?;
             let sharing = Sharing::cluster(&mut state.model, &bits, c.init, seed)?;
             let before = accuracy(&state.model, &state.reparams, data)?;
             let mut hook = SharingHook {
@@ -356,7 +344,6 @@ pub fn run(
         model,
         reparams: Reparams::new(),
         sharing: None,
-        plan: Plan::new(),
     };
     let (nz, n) = weights(&state.model);
     let mut reports = vec![StageReport {
@@ -435,27 +422,24 @@ pub fn run(
     })
 }
 
-/// Per-parameter encodings of the final model: uniform codes for quantized weights, the
-/// smallest codebook layout for shared ones, f32 for the rest.
+/// Per-parameter encodings of the final model: uniform codes for quantized weights (the
+/// quantizers in `state.reparams` say how), the smallest codebook layout for shared ones, f32
+/// for the rest.
 fn encoding_plan(recipe: &Recipe, state: &State) -> Result<Plan> {
     let huffman = recipe.encode.huffman;
     let mut plan = Plan::new();
-    for (w, e) in &state.plan {
-        let e = match *e {
-            Encoding::Uniform {
-                bits,
-                per_channel,
-                symmetric,
-                ..
-            } => Encoding::Uniform {
-                bits,
-                per_channel,
-                symmetric,
-                huffman,
-            },
-            other => other,
-        };
-        plan.insert(w.clone(), e);
+    for (w, rs) in &state.reparams {
+        for r in rs {
+            if let Reparam::FakeQuant(q) = r {
+                let e = Encoding::Uniform {
+                    bits: q.bits,
+                    per_channel: q.per_channel,
+                    symmetric: q.symmetric,
+                    huffman,
+                };
+                plan.insert(w.clone(), e);
+            }
+        }
     }
     if let Some(sharing) = &state.sharing {
         for w in sharing.layers.keys() {

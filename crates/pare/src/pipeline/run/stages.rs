@@ -10,20 +10,14 @@ pub(super) fn fit_config(t: &Training, seed: u64) -> FitConfig {
         epochs: t.epochs,
         batch_size: t.batch_size,
         optimizer: OptimizerConfig::sgd(t.momentum, t.weight_decay),
-        schedule: if t.cosine {
-            Schedule::cosine(t.lr.0)
-        } else {
-            Schedule::constant(t.lr.0)
-        },
+        schedule: Schedule::cosine_if(t.cosine, t.lr.0),
         seed,
         augment: Augment {
             crop_padding: if t.augment { 2 } else { 0 },
             hflip: false,
             views: t.views,
         },
-        eval_batch_size: 1000,
-        checkpoint: None,
-        resume: false,
+        ..Default::default()
     }
 }
 

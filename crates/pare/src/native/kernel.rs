@@ -1,0 +1,443 @@
+//! One kernel per node, chosen and prepared when a model is compiled into a [`super::Plan`]:
+//! parameters copied out of the model's name-keyed map, BatchNorm turned into a per-channel
+//! affine map, the fused ReLU decided. Running a kernel is then a dispatch on this enum and
+//! the arithmetic, nothing looked up by name.
+
+use std::borrow::Cow;
+
+use rayon::prelude::*;
+
+use super::act::Act;
+use super::{buffers, conv, pool, tensor, Fused};
+use crate::error::{Error, Result};
+use crate::ir::op::param_name;
+use crate::ir::{Model, Op, QParams};
+
+/// An elementwise function of one value.
+#[derive(Clone, Copy, Debug)]
+pub(super) enum Unary {
+    Relu,
+    Relu6,
+    Gelu,
+    Sigmoid,
+    Tanh,
+    HardSwish,
+    Silu,
+    Clip { min: f32, max: f32 },
+    Scale(f32),
+    FakeQuant(QParams),
+}
+
+impl Unary {
+    fn apply(self, v: f32) -> f32 {
+        match self {
+            Unary::Relu => v.max(0.0),
+            Unary::Relu6 => v.clamp(0.0, 6.0),
+            Unary::Gelu => 0.5 * v * (1.0 + libm::erff(v / std::f32::consts::SQRT_2)),
+            Unary::Sigmoid => 1.0 / (1.0 + (-v).exp()),
+            Unary::Tanh => v.tanh(),
+            Unary::HardSwish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
+            Unary::Silu => v / (1.0 + (-v).exp()),
+            Unary::Clip { min, max } => v.clamp(min, max),
+            Unary::Scale(f) => v * f,
+            Unary::FakeQuant(p) => p.fake(v),
+        }
+    }
+}
+
+/// What one node computes, with everything it needs from the model.
+#[derive(Clone, Debug)]
+pub(super) enum Kernel {
+    /// `y = x W^T + b` on the last axis of any rank.
+    Linear {
+        in_features: usize,
+        out_features: usize,
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        relu: Fused,
+    },
+    /// A Conv2d on channel-major images (`op` carries its geometry).
+    Conv2d {
+        op: Op,
+        weight: Vec<f32>,
+        bias: Option<Vec<f32>>,
+        relu: Fused,
+    },
+    /// `y = x * scale[c] + shift[c]` on the channel axis: an eval-mode BatchNorm.
+    Affine {
+        scale: Vec<f32>,
+        shift: Vec<f32>,
+    },
+    Unary(Unary),
+    /// Max, average or global average pooling (`op` carries the window).
+    Pool(Op),
+    Flatten,
+    Add {
+        relu: Fused,
+    },
+    Concat {
+        axis: isize,
+    },
+    ChannelShuffle {
+        groups: usize,
+    },
+    /// A copy of the input (a Dropout or Identity that cannot alias, e.g. reading the input).
+    Copy,
+    LayerNorm {
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        eps: f32,
+    },
+    Attention {
+        dim: usize,
+        heads: usize,
+        head_dim: usize,
+        in_weight: Vec<f32>,
+        in_bias: Vec<f32>,
+        out_weight: Vec<f32>,
+        out_bias: Vec<f32>,
+    },
+    /// A learned tensor repeated for every sample.
+    Parameter {
+        shape: Vec<usize>,
+        value: Vec<f32>,
+    },
+    /// The parameter-free ops on PyTorch's layout (softmax, reshape, transpose, products of
+    /// activations, broadcasting arithmetic, slicing, padding, means).
+    Nd {
+        op: Op,
+        relu: Fused,
+    },
+}
+
+impl Kernel {
+    /// The kernel for node `i` of `model`, with a ReLU fused into it when `relu` says so.
+    pub(super) fn new(model: &Model, i: usize, relu: Fused) -> Kernel {
+        let node = &model.graph.nodes[i];
+        let p = |suffix: &str| -> Vec<f32> { model.params[&param_name(&node.name, suffix)].data().to_vec() };
+        let maybe = |suffix: &str| {
+            model
+                .params
+                .get(&param_name(&node.name, suffix))
+                .map(|t| t.data().to_vec())
+        };
+        let unary = Kernel::Unary;
+        match node.op {
+            Op::Linear {
+                in_features,
+                out_features,
+                ..
+            } => Kernel::Linear {
+                in_features,
+                out_features,
+                weight: p("weight"),
+                bias: maybe("bias"),
+                relu,
+            },
+            Op::Conv2d { .. } => Kernel::Conv2d {
+                op: node.op.clone(),
+                weight: p("weight"),
+                bias: maybe("bias"),
+                relu,
+            },
+            Op::BatchNorm { eps, .. } => {
+                let (g, b, mean, var) = (p("weight"), p("bias"), p("running_mean"), p("running_var"));
+                let scale: Vec<f32> = (0..g.len())
+                    .map(|c| g[c] / (var[c] + eps as f32).sqrt())
+                    .collect();
+                let shift = (0..g.len()).map(|c| b[c] - mean[c] * scale[c]).collect();
+                Kernel::Affine { scale, shift }
+            }
+            Op::Relu => unary(Unary::Relu),
+            Op::Relu6 => unary(Unary::Relu6),
+            Op::Gelu => unary(Unary::Gelu),
+            Op::Sigmoid => unary(Unary::Sigmoid),
+            Op::Tanh => unary(Unary::Tanh),
+            Op::HardSwish => unary(Unary::HardSwish),
+            Op::Silu => unary(Unary::Silu),
+            Op::Clip { min, max } => unary(Unary::Clip { min, max }),
+            Op::Scale { factor } => unary(Unary::Scale(factor as f32)),
+            Op::FakeQuant { .. } => unary(Unary::FakeQuant(
+                node.op.act_qparams().expect("a fake_quant op has qparams"),
+            )),
+            Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::GlobalAvgPool => Kernel::Pool(node.op.clone()),
+            Op::Flatten => Kernel::Flatten,
+            Op::Add => Kernel::Add { relu },
+            Op::Concat { axis } => Kernel::Concat { axis },
+            Op::ChannelShuffle { groups } => Kernel::ChannelShuffle { groups },
+            Op::Dropout { .. } | Op::Identity => Kernel::Copy,
+            Op::LayerNorm { eps, .. } => Kernel::LayerNorm {
+                weight: p("weight"),
+                bias: p("bias"),
+                eps: eps as f32,
+            },
+            Op::Attention { dim, heads, .. } => Kernel::Attention {
+                dim,
+                heads,
+                head_dim: node.op.head_dim(),
+                in_weight: p("in_proj_weight"),
+                in_bias: p("in_proj_bias"),
+                out_weight: p("out_proj.weight"),
+                out_bias: p("out_proj.bias"),
+            },
+            Op::Parameter { ref shape } => Kernel::Parameter {
+                shape: shape.clone(),
+                value: p(""),
+            },
+            _ => Kernel::Nd {
+                op: node.op.clone(),
+                relu,
+            },
+        }
+    }
+
+    /// Runs the kernel on `inputs` of `n` samples; `name` is the node's, for errors.
+    pub(super) fn run(&self, name: &str, inputs: &[&Act], n: usize) -> Result<Act> {
+        let mismatch = |want: &str| Error::graph(name, format!("native inference: expects {want}"));
+        if let Kernel::Parameter { shape, value } = self {
+            let mut y = Vec::with_capacity(n * value.len());
+            for _ in 0..n {
+                y.extend_from_slice(value);
+            }
+            return Ok(Act::dense(
+                std::iter::once(n).chain(shape.iter().copied()).collect(),
+                y,
+            ));
+        }
+        let x = *inputs.first().ok_or_else(|| mismatch("an input"))?;
+        Ok(match self {
+            Kernel::Linear {
+                in_features,
+                out_features,
+                weight,
+                bias,
+                relu,
+            } => {
+                // On the last axis: rows, token sequences, or an image's rows.
+                let (mut shape, data) = x.pytorch();
+                let rows = data.len() / in_features;
+                let out = conv::linear(
+                    &data,
+                    rows,
+                    *in_features,
+                    weight,
+                    *out_features,
+                    bias.as_deref(),
+                    *relu,
+                );
+                *shape.last_mut().expect("rank >= 1") = *out_features;
+                Act::dense(shape, out)
+            }
+            Kernel::Conv2d {
+                op,
+                weight,
+                bias,
+                relu,
+            } => {
+                let img = x.image().ok_or_else(|| mismatch("images"))?;
+                let Act::Image { c, n, h, w, data } = img.as_ref() else {
+                    unreachable!("image() gives images")
+                };
+                let (out, oh, ow, oc) =
+                    conv::conv2d(op, data, [*c, *n, *h, *w], weight, bias.as_deref(), *relu);
+                Act::Image {
+                    c: oc,
+                    n: *n,
+                    h: oh,
+                    w: ow,
+                    data: out,
+                }
+            }
+            Kernel::Affine { scale, shift } => {
+                let mut y = x.with(buffers::copy_of(x.data()));
+                match &mut y {
+                    Act::Image { c, data, .. } => {
+                        let plane = data.len() / *c;
+                        for (ch, chunk) in data.chunks_mut(plane).enumerate() {
+                            chunk.iter_mut().for_each(|v| *v = *v * scale[ch] + shift[ch]);
+                        }
+                    }
+                    Act::Rows { f, data, .. } => {
+                        for row in data.chunks_mut(*f) {
+                            row.iter_mut()
+                                .enumerate()
+                                .for_each(|(j, v)| *v = *v * scale[j] + shift[j]);
+                        }
+                    }
+                    Act::Nd { .. } => return Err(mismatch("[N, C] or [N, C, H, W] values")),
+                }
+                y
+            }
+            Kernel::Unary(f) => {
+                let mut y = x.with(buffers::copy_of(x.data()));
+                y.data_mut().iter_mut().for_each(|v| *v = f.apply(*v));
+                y
+            }
+            Kernel::Pool(op) => {
+                let img = x.image().ok_or_else(|| mismatch("images"))?;
+                let Act::Image { c, n, h, w, data } = img.as_ref() else {
+                    unreachable!("image() gives images")
+                };
+                let (out, oh, ow) = pool::pool(op, data, [*c, *n, *h, *w]);
+                Act::Image {
+                    c: *c,
+                    n: *n,
+                    h: oh,
+                    w: ow,
+                    data: out,
+                }
+            }
+            Kernel::Flatten => flatten(x),
+            Kernel::Add { relu } => add(inputs, *relu),
+            Kernel::Concat { axis } => concat(inputs, *axis)?,
+            Kernel::ChannelShuffle { groups } => {
+                let img = x.image().ok_or_else(|| mismatch("images"))?;
+                channel_shuffle(&img, *groups)
+            }
+            Kernel::Copy => x.with(buffers::copy_of(x.data())),
+            Kernel::LayerNorm { weight, bias, eps } => {
+                let (shape, data) = x.pytorch();
+                Act::dense(shape, tensor::layer_norm(&data, weight, bias, *eps))
+            }
+            Kernel::Attention {
+                dim,
+                heads,
+                head_dim,
+                in_weight,
+                in_bias,
+                out_weight,
+                out_bias,
+            } => {
+                let (shape, data) = x.pytorch();
+                let &[n, t, _] = shape.as_slice() else {
+                    return Err(mismatch("[N, tokens, dim] for attention"));
+                };
+                let y = tensor::attention(
+                    &data, n, t, *dim, *heads, *head_dim, in_weight, in_bias, out_weight, out_bias,
+                );
+                Act::dense(shape, y)
+            }
+            Kernel::Nd { op, relu } => {
+                let mut y = super::nd::run(op, inputs).map_err(|e| Error::graph(name, e))?;
+                if *relu == Fused::Relu {
+                    y.data_mut().iter_mut().for_each(|v| *v = v.max(0.0));
+                }
+                y
+            }
+            Kernel::Parameter { .. } => unreachable!("handled above"),
+        })
+    }
+}
+
+/// `[C, H, W] -> [C * H * W]`, channel-major as in PyTorch.
+fn flatten(x: &Act) -> Act {
+    match x {
+        Act::Image { c, n, h, w, data } => {
+            let (n, per) = (*n, h * w);
+            let mut out = buffers::scratch(data.len());
+            for ch in 0..*c {
+                for i in 0..n {
+                    let src = &data[(ch * n + i) * per..(ch * n + i + 1) * per];
+                    out[i * c * per + ch * per..i * c * per + (ch + 1) * per].copy_from_slice(src);
+                }
+            }
+            Act::Rows {
+                n,
+                f: c * per,
+                data: out,
+            }
+        }
+        Act::Rows { .. } => x.with(buffers::copy_of(x.data())),
+        Act::Nd { shape, data } => Act::Rows {
+            n: shape[0],
+            f: data.len() / shape[0].max(1),
+            data: buffers::copy_of(data),
+        },
+    }
+}
+
+/// Elementwise sum of inputs of one shape, with the fused ReLU.
+fn add(inputs: &[&Act], relu: Fused) -> Act {
+    // Inputs in different layouts (an image and a row-major value) meet in PyTorch's.
+    let inputs: Vec<Cow<Act>> = if same_layout(inputs) {
+        inputs.iter().map(|a| Cow::Borrowed(*a)).collect()
+    } else {
+        inputs
+            .iter()
+            .map(|a| {
+                let (shape, data) = a.pytorch();
+                Cow::Owned(Act::dense(shape, data.into_owned()))
+            })
+            .collect()
+    };
+    let x = inputs[0].as_ref();
+    // One parallel pass per chunk (sum and fused ReLU while in cache): a residual add is pure
+    // memory traffic, linear in the channel count.
+    const CHUNK: usize = 16 * 1024;
+    let mut y = buffers::scratch(x.data().len());
+    y.par_chunks_mut(CHUNK).enumerate().for_each(|(j, out)| {
+        let at = j * CHUNK;
+        out.copy_from_slice(&x.data()[at..at + out.len()]);
+        for other in &inputs[1..] {
+            out.iter_mut().zip(&other.data()[at..]).for_each(|(a, b)| *a += b);
+        }
+        if relu == Fused::Relu {
+            out.iter_mut().for_each(|v| *v = v.max(0.0));
+        }
+    });
+    x.with(y)
+}
+
+fn concat(inputs: &[&Act], axis: isize) -> Result<Act> {
+    let x = inputs[0];
+    let full = x.pytorch_shape();
+    let along = super::axis_of(axis, &full)?;
+    Ok(
+        if along == 1 && inputs.iter().all(|a| matches!(a, Act::Image { .. })) {
+            // Channel-major images: a channel concat is one append per input.
+            let Act::Image { n, h, w, .. } = *x else {
+                unreachable!("checked")
+            };
+            let c = inputs.iter().map(|a| a.pytorch_shape()[1]).sum();
+            let mut data = Vec::with_capacity(n * c * h * w);
+            inputs.iter().for_each(|a| data.extend_from_slice(a.data()));
+            Act::Image { c, n, h, w, data }
+        } else {
+            let dense: Vec<(Vec<usize>, Cow<[f32]>)> = inputs.iter().map(|a| a.pytorch()).collect();
+            let parts: Vec<(&[usize], &[f32])> =
+                dense.iter().map(|(s, d)| (s.as_slice(), d.as_ref())).collect();
+            let (shape, data) = tensor::concat(&parts, along);
+            Act::dense(shape, data)
+        },
+    )
+}
+
+fn channel_shuffle(img: &Act, groups: usize) -> Act {
+    let Act::Image { c, n, h, w, data } = img else {
+        unreachable!("image() gives images")
+    };
+    // Output channel j * groups + i is input channel i * (c / groups) + j; a channel is one
+    // contiguous plane of the channel-major layout.
+    let plane = n * h * w;
+    let per = c / groups;
+    let mut out = buffers::scratch(data.len());
+    for i in 0..groups {
+        for j in 0..per {
+            let (to, from) = (j * groups + i, i * per + j);
+            out[to * plane..(to + 1) * plane].copy_from_slice(&data[from * plane..(from + 1) * plane]);
+        }
+    }
+    Act::Image {
+        c: *c,
+        n: *n,
+        h: *h,
+        w: *w,
+        data: out,
+    }
+}
+
+/// True when every input has the first one's layout (all images, all rows, or all `Nd`).
+fn same_layout(inputs: &[&Act]) -> bool {
+    let kind = |a: &Act| std::mem::discriminant(a);
+    inputs.iter().all(|a| kind(a) == kind(inputs[0]))
+}

@@ -1,0 +1,193 @@
+//! A model compiled for the native engine: the steps to run, each with its kernel and the
+//! buffer slots it reads and writes, decided once and then run on any number of batches.
+
+use super::act::Act;
+use super::kernel::Kernel;
+use super::{buffers, Fused};
+use crate::error::{Error, Result};
+use crate::ir::{Model, Op, Tensor, INPUT};
+
+/// One node that runs: its kernel, the slots it reads, and the slots it is the last reader of
+/// (their buffers are recycled once it ran).
+#[derive(Clone, Debug)]
+struct Step {
+    /// Index of the node in the model's graph (for per-layer timings).
+    node: usize,
+    name: String,
+    kernel: Kernel,
+    inputs: Vec<usize>,
+    output: usize,
+    release: Vec<usize>,
+}
+
+/// An eval-mode model ready to run: see [`compile`].
+#[derive(Clone, Debug)]
+pub struct Plan {
+    input_shape: Vec<usize>,
+    steps: Vec<Step>,
+    slots: usize,
+    output: usize,
+}
+
+/// Compiles `model` for the native engine: which nodes run and which alias their input (a
+/// ReLU fused into the layer before it, Dropout, Identity), one kernel per running node with its
+/// parameters, and the buffer slot of every value with the step after which it is freed.
+///
+/// The plan copies the parameters it needs, so the model can be dropped. Reparameterizations
+/// are not applied: bake masks and quantizers into the weights first (a saved or decoded model
+/// already has them baked). Fold BatchNorm ([`crate::fuse`]) for speed.
+pub fn compile(model: &Model) -> Result<Plan> {
+    let g = &model.graph;
+    let fused = fusions(model);
+    // Slot 0 is the input, slot i + 1 node i; a node that aliases its input reads and is read
+    // through its source's slot.
+    let mut slot_of: Vec<usize> = Vec::with_capacity(g.nodes.len() + 1);
+    slot_of.push(0);
+    let index: std::collections::HashMap<&str, usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.name.as_str(), i))
+        .collect();
+    let lookup = |slot_of: &[usize], name: &str| -> usize {
+        if name == INPUT {
+            0
+        } else {
+            slot_of[index[name] + 1]
+        }
+    };
+    for (i, node) in g.nodes.iter().enumerate() {
+        let own = if fused[i] == Role::Alias {
+            lookup(&slot_of, &node.inputs[0])
+        } else {
+            i + 1
+        };
+        slot_of.push(own);
+    }
+    let output = lookup(&slot_of, &g.output);
+    // The last node reading each slot (directly or through an alias), plus one; 0 for none.
+    let mut last_use = vec![0usize; g.nodes.len() + 1];
+    for (i, node) in g.nodes.iter().enumerate() {
+        for inp in &node.inputs {
+            last_use[lookup(&slot_of, inp)] = i + 1;
+        }
+    }
+    let mut steps: Vec<Step> = Vec::new();
+    for (i, node) in g.nodes.iter().enumerate() {
+        if fused[i] == Role::Alias {
+            continue;
+        }
+        let relu = if fused[i] == Role::WithRelu {
+            Fused::Relu
+        } else {
+            Fused::None
+        };
+        steps.push(Step {
+            node: i,
+            name: node.name.clone(),
+            kernel: Kernel::new(model, i, relu),
+            inputs: node.inputs.iter().map(|n| lookup(&slot_of, n)).collect(),
+            output: i + 1,
+            release: Vec::new(),
+        });
+    }
+    // A slot is freed after the last step at or before its last reader.
+    for (k, &last) in last_use.iter().enumerate() {
+        if last == 0 || k == output {
+            continue;
+        }
+        if let Some(s) = steps.iter_mut().rev().find(|s| s.node < last) {
+            s.release.push(k);
+        }
+    }
+    Ok(Plan {
+        input_shape: g.input.shape.clone(),
+        steps,
+        slots: g.nodes.len() + 1,
+        output,
+    })
+}
+
+impl Plan {
+    /// Eval-mode forward pass on a batch `x` (`[N, ...input shape]`, normalized): the value of
+    /// the model's output in PyTorch layout (the logits `[N, classes]`).
+    pub fn run(&self, x: &Tensor) -> Result<Tensor> {
+        self.run_timed(x, &mut |_, _| {})
+    }
+
+    /// [`Plan::run`], calling `on_node(i, time)` after node `i` of the graph ran (nodes that
+    /// alias their input do not run and are not reported): the per-layer profile of
+    /// `pare bench latency --layers`.
+    pub fn run_timed(
+        &self,
+        x: &Tensor,
+        on_node: &mut dyn FnMut(usize, std::time::Duration),
+    ) -> Result<Tensor> {
+        let shape = x.shape();
+        if shape.len() != self.input_shape.len() + 1 || shape[1..] != self.input_shape[..] {
+            return Err(Error::Config(format!(
+                "native inference: input {:?} does not match the model's per-sample shape {:?}",
+                shape, self.input_shape
+            )));
+        }
+        let mut slots: Vec<Option<Act>> = vec![None; self.slots];
+        slots[0] = Some(Act::from_pytorch(x.shape(), x.data()));
+        for step in &self.steps {
+            let inputs: Vec<&Act> = step
+                .inputs
+                .iter()
+                .map(|&k| slots[k].as_ref().expect("topological order"))
+                .collect();
+            let start = std::time::Instant::now();
+            let y = step.kernel.run(&step.name, &inputs, shape[0])?;
+            on_node(step.node, start.elapsed());
+            slots[step.output] = Some(y);
+            for &k in &step.release {
+                if let Some(a) = slots[k].take() {
+                    buffers::recycle(a.into_data());
+                }
+            }
+        }
+        let out = slots[self.output].take().expect("output computed");
+        Ok(out.into_tensor())
+    }
+}
+
+/// What a node does in the plan.
+#[derive(Clone, Copy, PartialEq, Debug)]
+enum Role {
+    Run,
+    WithRelu,
+    /// Produces its input unchanged (a fused ReLU, Dropout, Identity).
+    Alias,
+}
+
+/// Which nodes run, which run with a fused ReLU, and which alias their input.
+fn fusions(model: &Model) -> Vec<Role> {
+    let g = &model.graph;
+    let mut roles: Vec<Role> = g
+        .nodes
+        .iter()
+        .map(|n| match n.op {
+            Op::Dropout { .. } | Op::Identity => Role::Alias,
+            _ => Role::Run,
+        })
+        .collect();
+    for (i, node) in g.nodes.iter().enumerate() {
+        if node.op != Op::Relu {
+            continue;
+        }
+        let Some(p) = g.index_of(&node.inputs[0]) else {
+            continue;
+        };
+        let fusable = matches!(g.nodes[p].op, Op::Conv2d { .. } | Op::Linear { .. } | Op::Add)
+            && roles[p] == Role::Run
+            && g.consumers(&g.nodes[p].name).len() == 1
+            && !g.is_output(&g.nodes[p].name);
+        if fusable {
+            roles[p] = Role::WithRelu;
+            roles[i] = Role::Alias;
+        }
+    }
+    roles
+}
