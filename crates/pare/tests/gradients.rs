@@ -299,3 +299,50 @@ fn pad_and_channel_shuffle() {
         b.then("c2", conv_grouped(4, 4, 3, 0, 1, 2, true));
     });
 }
+
+/// An embedding table's gradient (rows gathered by integer ids; repeated ids accumulate) and
+/// those of the layers after it, on a graph whose input is ids.
+#[test]
+fn embedding_of_integer_ids() {
+    let mut b = GraphBuilder::new(vec![5]);
+    b.input_dtype(pare::ir::DType::Index);
+    b.then(
+        "emb",
+        Op::Embedding {
+            num_embeddings: 8,
+            embedding_dim: 4,
+        },
+    );
+    b.then("ln", Op::LayerNorm { dim: 4, eps: 1e-5 });
+    b.then("flat", Op::Reshape { shape: vec![20] });
+    b.then("head", linear(20, CLASSES));
+    let mut model = Model::init(b.finish().unwrap(), 3).unwrap();
+    // Ids 0..7 with repeats (3 appears four times) over four samples; row 7 is never read.
+    let ids: Vec<f32> = [1, 3, 3, 0, 6, 2, 3, 5, 4, 4, 0, 1, 2, 5, 6, 6, 0, 3, 1, 2]
+        .iter()
+        .map(|&i| i as f32)
+        .collect();
+    let x = Tensor::from_vec(vec![4, 5], ids);
+    let labels: Vec<u32> = vec![0, 1, 2, 1];
+    let (_, grads) = loss(&model, &x, &labels);
+    let eps = 1e-3f32;
+    for name in model.trainable() {
+        let len = model.params[&name].len();
+        for i in 0..len {
+            let orig = model.params[&name].data()[i];
+            model.params.get_mut(&name).unwrap().data_mut()[i] = orig + eps;
+            let (lp, _) = loss(&model, &x, &labels);
+            model.params.get_mut(&name).unwrap().data_mut()[i] = orig - eps;
+            let (lm, _) = loss(&model, &x, &labels);
+            model.params.get_mut(&name).unwrap().data_mut()[i] = orig;
+            let numeric = (lp - lm) / (2.0 * eps);
+            let analytic = grads[&name].data()[i];
+            assert!(
+                (numeric - analytic).abs() <= 2e-3 + 5e-2 * numeric.abs(),
+                "{name}[{i}]: analytic {analytic}, numeric {numeric}"
+            );
+        }
+    }
+    // The row no id selects gets exactly no gradient.
+    assert!(grads["emb.weight"].data()[7 * 4..].iter().all(|g| *g == 0.0));
+}

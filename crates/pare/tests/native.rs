@@ -484,3 +484,46 @@ fn a_plan_runs_many_batches_after_its_model_is_gone() {
     let m = Model::init(b.finish().unwrap(), 2).unwrap();
     assert_close(&m, &random(vec![3, 6], 1), "the input as the output");
 }
+
+/// A text classifier on integer ids: embedding, position table, attention, token mean, head.
+#[test]
+fn an_embedding_model_matches_the_engine() {
+    let mut b = GraphBuilder::new([6]);
+    b.input_dtype(pare::ir::DType::Index);
+    b.then(
+        "tok",
+        Op::Embedding {
+            num_embeddings: 50,
+            embedding_dim: 16,
+        },
+    );
+    b.add("pos", Op::Parameter { shape: vec![6, 16] }, &[]);
+    b.add("sum", Op::Add, &["tok", "pos"]);
+    b.then("ln", Op::LayerNorm { dim: 16, eps: 1e-5 });
+    b.then(
+        "attn",
+        Op::Attention {
+            dim: 16,
+            heads: 2,
+            head_dim: None,
+        },
+    );
+    b.then(
+        "pool",
+        Op::Mean {
+            axes: vec![0],
+            keepdim: false,
+        },
+    );
+    b.then("head", linear(16, 3));
+    let m = Model::init(b.finish().unwrap(), 4).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(1);
+    for batch in [1, 5] {
+        let ids = (0..batch * 6).map(|_| rng.random_range(0..50) as f32).collect();
+        assert_close(
+            &m,
+            &Tensor::from_vec(vec![batch, 6], ids),
+            &format!("ids batch {batch}"),
+        );
+    }
+}

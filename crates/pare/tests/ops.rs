@@ -378,3 +378,54 @@ fn pad_and_shuffle_rules() {
     let channels = pad(vec![[1, 0], [0, 0], [0, 0]]);
     assert_eq!(channels.channel_rule(&[&[4, 5, 6]]), ChannelRule::Opaque);
 }
+
+#[test]
+fn embedding_rules_and_integer_inputs() {
+    use pare::ir::{DType, GraphBuilder, Model, Tensor};
+    let emb = |n, d| Op::Embedding {
+        num_embeddings: n,
+        embedding_dim: d,
+    };
+    // Ids of any rank up to four gain a feature axis; a lookup is no multiply-accumulate.
+    check(emb(30522, 384), &[&[128]], &[128, 384], 30522 * 384, 0);
+    check(emb(10, 8), &[&[2, 3]], &[2, 3, 8], 80, 0);
+    error(emb(0, 8), &[&[4]], "must be positive");
+    error(emb(1 << 25, 8), &[&[4]], "at most");
+    error(emb(10, 8), &[&[1, 2, 3, 4, 5]], "too many axes");
+
+    // Only an embedding reads ids, and it reads nothing else.
+    let graph = |dtype: DType, first: Op| {
+        let mut b = GraphBuilder::new([4]);
+        b.input_dtype(dtype);
+        b.then("first", first);
+        b.finish()
+    };
+    let e = graph(DType::F32, emb(10, 8)).unwrap_err().to_string();
+    assert!(e.contains("first") && e.contains("dtype \"index\""), "{e}");
+    let e = graph(DType::Index, Op::Relu).unwrap_err().to_string();
+    assert!(e.contains("relu cannot read integer ids"), "{e}");
+    let mut b = GraphBuilder::new([4]);
+    b.input_dtype(DType::Index);
+    b.then("emb", emb(10, 8));
+    b.add("late", emb(10, 8), &["emb"]);
+    let e = b.finish().unwrap_err().to_string();
+    assert!(e.contains("late"), "{e}");
+
+    // A batch of ids is checked against the smallest table before either engine runs it.
+    let m = Model::init(graph(DType::Index, emb(10, 8)).unwrap(), 0).unwrap();
+    for (bad, needle) in [(2.5, "2.5"), (-1.0, "-1"), (10.0, "0..10"), (f32::NAN, "NaN")] {
+        let x = Tensor::from_vec([2, 4], vec![0.0, 1.0, 2.0, 3.0, 4.0, bad, 6.0, 7.0]);
+        let e = pare::exec::infer(&m, &x, &Default::default(), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle) && e.contains("position 5"), "{e}");
+        let e = pare::native::infer(&m, &x).unwrap_err().to_string();
+        assert!(e.contains(needle), "{e}");
+    }
+    // Saved and loaded with its dtype.
+    let dir = tempfile::tempdir().unwrap();
+    pare::ir::io::save(&m, dir.path()).unwrap();
+    let arch = std::fs::read_to_string(dir.path().join("arch.json")).unwrap();
+    assert!(arch.contains("\"dtype\": \"index\""), "{arch}");
+    assert_eq!(pare::ir::io::load(dir.path()).unwrap(), m);
+}

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use burn::tensor::activation::{gelu, hard_swish, relu, relu6, sigmoid, silu, softmax, tanh};
 use burn::tensor::module::{
-    avg_pool2d, batch_norm, batch_norm_train, conv2d, layer_norm, linear, max_pool2d,
+    avg_pool2d, batch_norm, batch_norm_train, conv2d, embedding, layer_norm, linear, max_pool2d,
 };
 use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
 use burn::tensor::{Device, Tensor as BT};
@@ -433,6 +433,23 @@ impl Cx<'_> {
                 })
             }
             Op::Parameter { .. } => unreachable!("a parameter node has no inputs"),
+            Op::Embedding {
+                num_embeddings,
+                embedding_dim,
+            } => {
+                // Ids of any per-sample shape, looked up as one row of ids (checked against the
+                // table by `Graph::check_batch` before the run).
+                let dims = first.dims();
+                let total: usize = dims.iter().product();
+                let Value::V2(ids) = reshape(first, &[1, total]) else {
+                    unreachable!("reshaped to rank 2")
+                };
+                let table = self.param(&w("weight"), [*num_embeddings, *embedding_dim]);
+                let rows = Value::V3(embedding(table, ids.int()));
+                let mut out = dims;
+                out.push(*embedding_dim);
+                reshape(rows, &out)
+            }
         })
     }
 

@@ -60,24 +60,8 @@ pub struct StepOutput {
 }
 
 fn input_value(model: &Model, x: &Tensor, dev: &Device) -> Result<Value> {
-    let shape = x.shape();
-    let ok = shape.len() == model.graph.input.shape.len() + 1 && shape[0] > 0;
-    Value::from_tensor(x, dev).filter(|_| ok).ok_or_else(|| {
-        Error::graph(
-            crate::ir::INPUT,
-            format!(
-                "input batch has shape {shape:?}, expected [batch, {}]",
-                model
-                    .graph
-                    .input
-                    .shape
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        )
-    })
+    model.graph.check_batch(x)?;
+    Ok(Value::from_tensor(x, dev).expect("a checked batch has rank 2..=6"))
 }
 
 /// Runs the model in eval mode (running BN statistics, no dropout) on a normalized batch.

@@ -30,13 +30,64 @@ impl Default for Normalize {
     }
 }
 
-/// What the model takes: the per-sample shape (no batch axis) and its normalization.
+/// What the elements of the model's input are.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DType {
+    /// Real values (pixels): what every op but [`Op::Embedding`] reads.
+    #[default]
+    F32,
+    /// Integer ids (token indices) below 2^24, held exactly in the engines' f32 buffers; only
+    /// [`Op::Embedding`] reads them, and a batch is checked against its table size.
+    Index,
+}
+
+impl DType {
+    fn is_f32(&self) -> bool {
+        *self == DType::F32
+    }
+}
+
+/// The largest table an [`Op::Embedding`] may index: ids travel as exact f32 integers.
+pub const MAX_INDEX: usize = 1 << 24;
+
+/// What the model takes: the per-sample shape (no batch axis), its element type and its
+/// normalization (of real values only).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InputSpec {
     pub shape: Vec<usize>,
+    #[serde(default, skip_serializing_if = "DType::is_f32")]
+    pub dtype: DType,
     #[serde(default)]
     pub normalize: Normalize,
+}
+
+impl InputSpec {
+    /// Checks a batch `[N, ..per-sample shape]` with N > 0; for an index input, also that every
+    /// value is an id below `rows` (no engine then indexes past a table).
+    pub fn check_batch(&self, x: &super::Tensor, rows: usize) -> Result<()> {
+        let shape = x.shape();
+        if shape.len() != self.shape.len() + 1 || shape[1..] != self.shape[..] || shape[0] == 0 {
+            return Err(Error::graph(
+                INPUT,
+                format!(
+                    "input batch has shape {shape:?}, expected a batch of the model's per-sample shape {:?}",
+                    self.shape
+                ),
+            ));
+        }
+        if self.dtype == DType::Index {
+            let bad = |v: f32| !(v.fract() == 0.0 && v >= 0.0 && (v as usize) < rows);
+            if let Some((i, v)) = x.data().iter().enumerate().find(|(_, v)| bad(**v)) {
+                return Err(Error::graph(
+                    INPUT,
+                    format!("input value {v} at flat position {i} is not an id in 0..{rows}"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// One node: a unique name, an op, and the names of the nodes (or [`INPUT`]) it reads.
@@ -118,6 +169,12 @@ impl Graph {
         if !(self.input.normalize.std > 0.0 && self.input.normalize.std.is_finite()) {
             return Err(Error::graph(INPUT, "normalize.std must be a positive number"));
         }
+        if self.input.dtype == DType::Index && self.input.normalize != Normalize::default() {
+            return Err(Error::graph(
+                INPUT,
+                "integer ids cannot be normalized (drop normalize)",
+            ));
+        }
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
         for (i, node) in self.nodes.iter().enumerate() {
@@ -143,6 +200,7 @@ impl Graph {
                     ));
                 }
             }
+            self.check_dtypes(node)?;
             let out = node
                 .op
                 .output_shape(&ins)
@@ -167,6 +225,46 @@ impl Graph {
             input: self.input.shape.clone(),
             nodes: shapes,
         })
+    }
+
+    /// Index inputs are read by embeddings only, and embeddings read only them: no op
+    /// outputs ids, so an embedding reads the graph's input.
+    fn check_dtypes(&self, node: &Node) -> Result<()> {
+        let index_input = self.input.dtype == DType::Index;
+        let embedding = matches!(node.op, Op::Embedding { .. });
+        for inp in &node.inputs {
+            let reads_ids = inp == INPUT && index_input;
+            if reads_ids != embedding {
+                let reason = if embedding {
+                    "an embedding reads integer ids: the graph's input, declared with dtype \"index\""
+                        .to_string()
+                } else {
+                    format!(
+                        "{} cannot read integer ids (only an embedding can)",
+                        node.op.kind()
+                    )
+                };
+                return Err(Error::graph(&node.name, reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks a batch against the input (see [`InputSpec::check_batch`]).
+    pub fn check_batch(&self, x: &super::Tensor) -> Result<()> {
+        self.input.check_batch(x, self.id_rows())
+    }
+
+    /// The number of ids every embedding has a row for (the smallest table).
+    pub fn id_rows(&self) -> usize {
+        self.nodes
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Embedding { num_embeddings, .. } => Some(num_embeddings),
+                _ => None,
+            })
+            .min()
+            .unwrap_or(MAX_INDEX)
     }
 
     /// Every named output, the main one first.
@@ -227,11 +325,17 @@ impl GraphBuilder {
         GraphBuilder {
             input: InputSpec {
                 shape: shape.into(),
+                dtype: DType::F32,
                 normalize: Normalize::default(),
             },
             nodes: Vec::new(),
             extra_outputs: Vec::new(),
         }
+    }
+
+    /// Declares what the input's elements are (real values by default, or integer ids).
+    pub fn input_dtype(&mut self, dtype: DType) {
+        self.input.dtype = dtype;
     }
 
     /// Declares `name` an extra output of the graph (the last node added stays the main one).

@@ -13,7 +13,7 @@ pub mod reparam;
 pub mod rewrite;
 pub mod tensor;
 
-pub use graph::{Graph, GraphBuilder, InputSpec, Node, Normalize, Shapes, INPUT};
+pub use graph::{DType, Graph, GraphBuilder, InputSpec, Node, Normalize, Shapes, INPUT};
 pub use model::{Model, ParamRef, Params};
 pub use op::{ChannelRule, Op, ParamKind, ParamSpec};
 pub use quant::{QParams, Scheme, WeightQuant};

@@ -90,7 +90,8 @@ impl Model {
     /// Linear and Conv2d: weight ~ kaiming_uniform(a = sqrt(5)), i.e. U(-1/sqrt(fan_in),
     /// 1/sqrt(fan_in)), bias ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in)); BatchNorm and LayerNorm:
     /// weight 1, bias 0, running mean 0, running var 1; attention as `nn.MultiheadAttention`
-    /// (xavier-uniform input projection, zero biases); a bare parameter ~ N(0, 0.02). Parameters are drawn in node order from one ChaCha8
+    /// (xavier-uniform input projection, zero biases); a bare parameter ~ N(0, 0.02), an
+    /// embedding table ~ N(0, 1). Parameters are drawn in node order from one ChaCha8
     /// stream, so the same seed gives the same model on every machine.
     pub fn init(graph: Graph, seed: u64) -> Result<Model> {
         graph.shapes()?;
@@ -111,18 +112,10 @@ impl Model {
                     let data = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
                     Tensor::from_vec(r.spec.shape, data)
                 }
-                (Op::Parameter { .. }, _) => {
-                    // N(0, 0.02), the usual init of class tokens and position embeddings
-                    // (Box-Muller on the same stream).
-                    let data = (0..n)
-                        .map(|_| {
-                            let u1: f32 = 1.0 - rng.random::<f32>();
-                            let u2: f32 = rng.random();
-                            0.02 * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
-                        })
-                        .collect();
-                    Tensor::from_vec(r.spec.shape, data)
-                }
+                // N(0, 0.02), the usual init of class tokens and position embeddings; N(0, 1)
+                // for embedding tables, as PyTorch's nn.Embedding.
+                (Op::Parameter { .. }, _) => Tensor::from_vec(r.spec.shape, normal(&mut rng, n, 0.02)),
+                (Op::Embedding { .. }, _) => Tensor::from_vec(r.spec.shape, normal(&mut rng, n, 1.0)),
                 _ => {
                     let bound = 1.0 / (fan_in(op) as f32).sqrt();
                     let data = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
@@ -189,6 +182,17 @@ impl Model {
             .op
             .macs(&shapes.inputs_of(&self.graph, i), &shapes.nodes[i])
     }
+}
+
+/// `n` draws of N(0, std^2) (Box-Muller on the model's stream).
+fn normal(rng: &mut ChaCha8Rng, n: usize, std: f32) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let u1: f32 = 1.0 - rng.random::<f32>();
+            let u2: f32 = rng.random();
+            std * (-2.0 * u1.ln()).sqrt() * (std::f32::consts::TAU * u2).cos()
+        })
+        .collect()
 }
 
 /// Inputs seen by each output unit of a weighted op (PyTorch's `fan_in`).

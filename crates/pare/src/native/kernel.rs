@@ -97,6 +97,11 @@ pub(super) enum Kernel {
         out_weight: Vec<f32>,
         out_bias: Vec<f32>,
     },
+    /// Rows of `table` (`[rows, dim]`) picked by integer ids.
+    Embedding {
+        dim: usize,
+        table: Vec<f32>,
+    },
     /// A learned tensor repeated for every sample.
     Parameter {
         shape: Vec<usize>,
@@ -179,6 +184,10 @@ impl Kernel {
                 in_bias: p("in_proj_bias"),
                 out_weight: p("out_proj.weight"),
                 out_bias: p("out_proj.bias"),
+            },
+            Op::Embedding { embedding_dim, .. } => Kernel::Embedding {
+                dim: embedding_dim,
+                table: p("weight"),
             },
             Op::Parameter { ref shape } => Kernel::Parameter {
                 shape: shape.clone(),
@@ -315,6 +324,17 @@ impl Kernel {
                 let y = tensor::attention(
                     &data, n, t, *dim, *heads, *head_dim, in_weight, in_bias, out_weight, out_bias,
                 );
+                Act::dense(shape, y)
+            }
+            Kernel::Embedding { dim, table } => {
+                // Ids were checked against the table when the batch entered the plan.
+                let (mut shape, ids) = x.pytorch();
+                let mut y = buffers::scratch(ids.len() * dim);
+                for (row, &id) in y.chunks_mut(*dim).zip(ids.iter()) {
+                    let at = id as usize * dim;
+                    row.copy_from_slice(&table[at..at + dim]);
+                }
+                shape.push(*dim);
                 Act::dense(shape, y)
             }
             Kernel::Nd { op, relu } => {

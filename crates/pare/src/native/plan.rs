@@ -4,7 +4,7 @@
 use super::act::Act;
 use super::kernel::Kernel;
 use super::{buffers, Fused};
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::ir::{Model, Op, Tensor, INPUT};
 
 /// One node that runs: its kernel, the slots it reads, and the slots it is the last reader of
@@ -23,7 +23,9 @@ struct Step {
 /// An eval-mode model ready to run: see [`compile`].
 #[derive(Clone, Debug)]
 pub struct Plan {
-    input_shape: Vec<usize>,
+    input: crate::ir::InputSpec,
+    /// The ids every embedding has a row for (see [`crate::ir::Graph::id_rows`]).
+    id_rows: usize,
     steps: Vec<Step>,
     slots: usize,
     output: usize,
@@ -101,7 +103,8 @@ pub fn compile(model: &Model) -> Result<Plan> {
         }
     }
     Ok(Plan {
-        input_shape: g.input.shape.clone(),
+        input: g.input.clone(),
+        id_rows: g.id_rows(),
         steps,
         slots: g.nodes.len() + 1,
         output,
@@ -123,13 +126,8 @@ impl Plan {
         x: &Tensor,
         on_node: &mut dyn FnMut(usize, std::time::Duration),
     ) -> Result<Tensor> {
+        self.input.check_batch(x, self.id_rows)?;
         let shape = x.shape();
-        if shape.len() != self.input_shape.len() + 1 || shape[1..] != self.input_shape[..] {
-            return Err(Error::Config(format!(
-                "native inference: input {:?} does not match the model's per-sample shape {:?}",
-                shape, self.input_shape
-            )));
-        }
         let mut slots: Vec<Option<Act>> = vec![None; self.slots];
         slots[0] = Some(Act::from_pytorch(x.shape(), x.data()));
         for step in &self.steps {

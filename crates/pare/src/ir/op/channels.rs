@@ -101,6 +101,7 @@ impl Op {
             | Op::Sub
             | Op::Div
             | Op::Parameter { .. }
+            | Op::Embedding { .. }
             | Op::ChannelShuffle { .. }
             | Op::Attention { .. } => ChannelRule::Opaque,
             _ => ChannelRule::Passthrough,

@@ -173,6 +173,13 @@ pub enum Op {
     Parameter {
         shape: Vec<usize>,
     },
+    /// A lookup table (PyTorch's `nn.Embedding`): each integer id of the input becomes row `id`
+    /// of `weight` `[num_embeddings, embedding_dim]`, so `[T]` ids give `[T, embedding_dim]`.
+    /// Reads the graph's input, which must then be of dtype `index`.
+    Embedding {
+        num_embeddings: usize,
+        embedding_dim: usize,
+    },
     /// Simulated quantization of the activations flowing through (see [`super::quant`]):
     /// `y = dequantize(quantize(x))` with a calibrated scale and zero point. The backward pass
     /// is the clipped straight-through estimator: gradient 1 inside the representable range,
@@ -259,6 +266,7 @@ impl Op {
             Op::Clip { .. } => "clip",
             Op::Mean { .. } => "mean",
             Op::Parameter { .. } => "parameter",
+            Op::Embedding { .. } => "embedding",
             Op::Attention { .. } => "multihead_attention",
             Op::Pad { .. } => "pad",
             Op::ChannelShuffle { .. } => "channel_shuffle",

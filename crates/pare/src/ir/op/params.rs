@@ -62,6 +62,16 @@ impl Op {
                 p("weight", vec![dim], ParamKind::Weight, None, None),
                 p("bias", vec![dim], ParamKind::Bias, None, None),
             ],
+            Op::Embedding {
+                num_embeddings,
+                embedding_dim,
+            } => vec![p(
+                "weight",
+                vec![num_embeddings, embedding_dim],
+                ParamKind::Weight,
+                None,
+                None,
+            )],
             Op::Parameter { ref shape } => {
                 let mut stored = vec![1];
                 stored.extend_from_slice(shape);

@@ -326,6 +326,21 @@ impl Op {
                 }
             }
             Op::Parameter { .. } => unreachable!("handled before reading inputs"),
+            Op::Embedding {
+                num_embeddings,
+                embedding_dim,
+            } => {
+                if num_embeddings == 0 || embedding_dim == 0 || num_embeddings > crate::ir::graph::MAX_INDEX {
+                    return Err(format!(
+                        "embedding of {num_embeddings} x {embedding_dim}: both must be positive, at most {} rows",
+                        crate::ir::graph::MAX_INDEX
+                    ));
+                }
+                if x.len() >= crate::ir::graph::MAX_RANK {
+                    return Err(format!("embedding ids {x:?} have too many axes for a {embedding_dim}-wide output"));
+                }
+                Ok(x.iter().copied().chain([embedding_dim]).collect())
+            }
             Op::Dropout { p } => {
                 if !(0.0..1.0).contains(&p) {
                     return Err(format!("dropout p must be in [0, 1), got {p}"));
