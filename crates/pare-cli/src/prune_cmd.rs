@@ -10,7 +10,7 @@ use pare::data::{calibration_batches, fashion, Dataset};
 use pare::ir::{io, Model};
 use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
-use pare::prune::{Amount, Criterion, Scope, Selection, Surgery};
+use pare::prune::{Amount, Criterion, Scope, Selection, Steps, Surgery};
 use pare::report::{latencies_ms, summarize, thousands, Engine, Summary};
 use pare::train::{accuracy, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
 use serde_json::json;
@@ -128,13 +128,15 @@ fn measure(m: &Model, test: &dyn Dataset) -> Result<Measure> {
     })
 }
 
+/// Fine-tunes for `epochs` (none: unchanged). An interruption is [`pare::Error::Interrupted`]:
+/// `prune` then writes nothing.
 fn fine_tune(
     model: &mut Model,
     train: &dyn Dataset,
     a: &PruneArgs,
     epochs: usize,
     extra: Option<&mut dyn Hooks>,
-) -> Result<()> {
+) -> pare::Result<()> {
     if epochs == 0 {
         return Ok(());
     }
@@ -152,9 +154,17 @@ fn fine_tune(
         None => fit(model, train, None, &cfg, &mut progress)?,
     };
     if r.interrupted {
-        bail!("interrupted during fine-tuning; nothing was written");
+        return Err(pare::Error::Interrupted);
     }
     Ok(())
+}
+
+/// Says what an interruption means for `prune`: nothing was written.
+fn interrupted(e: pare::Error) -> anyhow::Error {
+    match e {
+        pare::Error::Interrupted => anyhow::anyhow!("interrupted during fine-tuning; nothing was written"),
+        other => other.into(),
+    }
 }
 
 pub fn prune(a: PruneArgs) -> Result<()> {
@@ -201,20 +211,11 @@ pub fn prune(a: PruneArgs) -> Result<()> {
                     a.finetune_epochs
                 );
             }
-            let end = if ramp == Ramp::OneShot {
-                0
-            } else {
-                a.prune_epochs * spe
-            };
-            let sched = PruneSchedule {
-                ramp,
-                start: 0,
-                end,
-                every: a.prune_every,
-            };
+            let sched = PruneSchedule::over_epochs(ramp, a.prune_epochs, spe, a.prune_every);
             let mut hook = MaskHook::new(criterion, a.exclude.clone(), Some(sched), BTreeMap::new())?;
             hook.update(&mut model, 0)?;
-            fine_tune(&mut model, &splits.train, &a, a.finetune_epochs, Some(&mut hook))?;
+            fine_tune(&mut model, &splits.train, &a, a.finetune_epochs, Some(&mut hook))
+                .map_err(interrupted)?;
         }
         Method::Structured => {
             if a.quality.is_some() {
@@ -223,7 +224,6 @@ pub fn prune(a: PruneArgs) -> Result<()> {
             if a.reinit && a.steps > 1 {
                 bail!("--reinit trains the final architecture from scratch; use it with --steps 1");
             }
-            let steps = a.steps.max(1);
             let amount = match (a.threshold, a.ratio) {
                 (Some(t), None) => Amount::Threshold(t),
                 (None, r) => {
@@ -231,46 +231,39 @@ pub fn prune(a: PruneArgs) -> Result<()> {
                     if !(0.0..1.0).contains(&r) {
                         bail!("--ratio {r} is impossible; it must be in [0, 1) (a layer keeps at least one channel)");
                     }
-                    // Each step removes the same fraction of what is left.
-                    Amount::Ratio(1.0 - (1.0 - r).powf(1.0 / steps as f32))
+                    Amount::Ratio(r)
                 }
                 _ => bail!("give --ratio or --threshold, not both"),
             };
-            let per_layer = layers
-                .into_iter()
-                .map(|(k, r)| (k, 1.0 - (1.0 - r).powf(1.0 / steps as f32)))
-                .collect();
-            let sel = Selection {
-                scope: if a.global { Scope::Global } else { Scope::PerLayer },
-                amount,
-                per_layer,
-                exclude: a.exclude.clone(),
-                round_to: a.round_to,
+            let steps = Steps {
+                criterion: a.criterion,
+                selection: Selection {
+                    scope: if a.global { Scope::Global } else { Scope::PerLayer },
+                    amount,
+                    per_layer: layers,
+                    exclude: a.exclude.clone(),
+                    round_to: a.round_to,
+                },
+                steps: a.steps.max(1),
+                seed: a.seed,
+                calib: Some((&splits.train, a.calib_batches, a.batch_size)),
             };
-            for step in 0..steps {
-                let calib = calibration_batches(
-                    &splits.train,
-                    model.graph.input.normalize,
-                    a.calib_batches,
-                    a.batch_size,
-                    a.seed + step as u64,
-                );
-                let imp = a.criterion.importance(a.seed, calib);
-                let (pruned, s) = pare::prune::structured(&model, imp.as_ref(), &sel)?;
-                surgery = surgery.then(&base, &s)?;
-                println!(
-                    "step {}/{steps}: removed {} channels ({} parameters, {} MACs left)",
-                    step + 1,
-                    s.count(),
-                    thousands(pruned.num_params() as u64),
-                    thousands(pruned.macs())
-                );
-                model = pruned;
-                if a.reinit {
-                    model = Model::init(model.graph.clone(), a.seed)?;
-                }
-                fine_tune(&mut model, &splits.train, &a, a.finetune_epochs, None)?;
-            }
+            let total = steps.steps;
+            (model, surgery) = steps
+                .run(&base, |step, pruned, s| {
+                    println!(
+                        "step {}/{total}: removed {} channels ({} parameters, {} MACs left)",
+                        step + 1,
+                        s.count(),
+                        thousands(pruned.num_params() as u64),
+                        thousands(pruned.macs())
+                    );
+                    if a.reinit {
+                        *pruned = Model::init(pruned.graph.clone(), a.seed)?;
+                    }
+                    fine_tune(pruned, &splits.train, &a, a.finetune_epochs, None)
+                })
+                .map_err(interrupted)?;
         }
     }
     let after = measure(&model, &splits.test)?;

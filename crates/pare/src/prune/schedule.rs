@@ -33,6 +33,21 @@ pub struct PruneSchedule {
 }
 
 impl PruneSchedule {
+    /// A ramp from the first step over `epochs` epochs of `steps_per_epoch` steps, masks
+    /// updated every `every` steps (one-shot: the full sparsity at once).
+    pub fn over_epochs(ramp: Ramp, epochs: usize, steps_per_epoch: usize, every: usize) -> Self {
+        PruneSchedule {
+            ramp,
+            start: 0,
+            end: if ramp == Ramp::OneShot {
+                0
+            } else {
+                epochs * steps_per_epoch
+            },
+            every,
+        }
+    }
+
     /// Fraction of the target sparsity reached at `step`: a pure function of the step.
     pub fn fraction(&self, step: usize) -> f32 {
         if step < self.start {

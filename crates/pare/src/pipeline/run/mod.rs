@@ -23,7 +23,7 @@ use crate::distill::{DistillHook, Objective};
 use crate::error::{Error, Result};
 use crate::ir::quant::{BITS, SHARE_BITS};
 use crate::ir::{io, Model, Reparam, Reparams};
-use crate::prune::schedule::{MaskHook, PruneSchedule, Ramp};
+use crate::prune::schedule::{MaskHook, PruneSchedule};
 use crate::prune::unstructured::{masks_from_zeros, WeightCriterion};
 use crate::prune::{Amount, Scope, Selection};
 use crate::quant::{

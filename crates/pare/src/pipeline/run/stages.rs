@@ -99,16 +99,7 @@ pub(super) fn prune(
         per_layer: p.layers.iter().map(|(k, v)| (k.clone(), v.0)).collect(),
     };
     let spe = data.train.len().div_ceil(p.train.batch_size);
-    let sched = PruneSchedule {
-        ramp: p.ramp,
-        start: 0,
-        end: if p.ramp == Ramp::OneShot {
-            0
-        } else {
-            p.prune_epochs * spe
-        },
-        every: p.every,
-    };
+    let sched = PruneSchedule::over_epochs(p.ramp, p.prune_epochs, spe, p.every);
     let mut hook = MaskHook::new(criterion, Vec::new(), Some(sched), BTreeMap::new())?;
     hook.update(&mut state.model, 0)?;
     train(&mut state.model, &p.train, seed, data, &mut hook, events)?;
@@ -137,49 +128,52 @@ pub(super) fn structured(
     data: &Data,
     events: &mut dyn Events,
 ) -> Result<(Option<f32>, String)> {
-    let per_step = |r: f32| 1.0 - (1.0 - r).powf(1.0 / p.steps as f32);
-    let selection = Selection {
-        scope: if p.global { Scope::Global } else { Scope::PerLayer },
-        amount: match p.threshold {
-            Some(t) => Amount::Threshold(t.0),
-            None => Amount::Ratio(per_step(p.ratio.0)),
+    let steps = crate::prune::Steps {
+        criterion: p.criterion,
+        selection: Selection {
+            scope: if p.global { Scope::Global } else { Scope::PerLayer },
+            amount: match p.threshold {
+                Some(t) => Amount::Threshold(t.0),
+                None => Amount::Ratio(p.ratio.0),
+            },
+            per_layer: p.layers.iter().map(|(k, v)| (k.clone(), v.0)).collect(),
+            exclude: p.exclude.clone(),
+            round_to: p.round_to,
         },
-        per_layer: p.layers.iter().map(|(k, v)| (k.clone(), per_step(v.0))).collect(),
-        exclude: p.exclude.clone(),
-        round_to: p.round_to,
+        steps: p.steps,
+        seed,
+        calib: Some((data.train, p.calib_batches, 128)),
     };
-    let (macs, params) = (state.model.macs(), state.model.num_params());
-    let (mut removed, mut before) = (0, None);
-    for step in 0..p.steps {
-        let step_seed = seed.wrapping_add(step as u64);
-        let calib = if p.criterion.needs_data() {
-            calibration_batches(
-                data.train,
-                state.model.graph.input.normalize,
-                p.calib_batches.max(1),
-                128,
-                step_seed,
-            )
-        } else {
-            Vec::new()
-        };
-        let importance = p.criterion.importance(step_seed, calib);
-        let (pruned, surgery) = crate::prune::structured(&state.model, importance.as_ref(), &selection)?;
-        removed += surgery.count();
-        state.model = pruned;
+    let start = state.model.clone();
+    let (macs, params) = (start.macs(), start.num_params());
+    let mut before = None;
+    let (pruned, surgery) = steps.run(&start, |step, model, _| {
+        // The stage's training keeps whatever encoding the state holds; it runs on the state.
+        std::mem::swap(&mut state.model, model);
         if step + 1 == p.steps {
             before = Some(accuracy(&state.model, &state.reparams, data)?);
         }
         if p.train.epochs > 0 {
-            train_keeping(state, &p.train, step_seed, data, events, None)?;
+            train_keeping(
+                state,
+                &p.train,
+                seed.wrapping_add(step as u64),
+                data,
+                events,
+                None,
+            )?;
         }
-    }
+        std::mem::swap(&mut state.model, model);
+        Ok(())
+    })?;
+    state.model = pruned;
     let t = |n: u64| crate::report::thousands(n);
     Ok((
         before,
         format!(
-            "{}: {removed} channels removed in {} step(s); parameters {} -> {}, MACs {} -> {} (/{:.2})",
+            "{}: {} channels removed in {} step(s); parameters {} -> {}, MACs {} -> {} (/{:.2})",
             p.criterion.name(),
+            surgery.count(),
             p.steps,
             t(params as u64),
             t(state.model.num_params() as u64),
