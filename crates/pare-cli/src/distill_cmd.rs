@@ -9,7 +9,7 @@ use clap::{Args, ValueEnum};
 use pare::data::{fashion, split, Augment, Dataset, Subset};
 use pare::distill::cache::CacheKey;
 use pare::distill::dml::DmlHook;
-use pare::distill::{add_regressor, ensemble_accuracy, DistillHook, Feature, FeatureKind, Objective};
+use pare::distill::{add_regressor, ensemble_accuracy, staged, DistillHook, Feature, FeatureKind, Objective};
 use pare::ir::{io, Model};
 use pare::train::{accuracy, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
 use pare::zoo::ZooModel;
@@ -166,7 +166,13 @@ impl Ctx<'_> {
         fresh_model(&zm, self.full, seed)
     }
 
-    fn train(&self, model: &mut Model, epochs: usize, seed: u64, hook: Option<&mut dyn Hooks>) -> Result<()> {
+    fn train(
+        &self,
+        model: &mut Model,
+        epochs: usize,
+        seed: u64,
+        hook: Option<&mut dyn Hooks>,
+    ) -> pare::Result<()> {
         let mut progress = ProgressHooks::new(epochs, false);
         let cfg = self.config(epochs, seed);
         let r = match hook {
@@ -184,11 +190,6 @@ impl Ctx<'_> {
             std::process::exit(130);
         }
         Ok(())
-    }
-
-    fn kd(&self, student: &mut Model, teacher: &Model, objective: Objective, seed: u64) -> Result<()> {
-        let mut hook = DistillHook::new(teacher.clone(), student, objective)?;
-        self.train(student, self.a.epochs, seed, Some(&mut hook))
     }
 
     /// [`Ctx::kd`] with the teacher's logits loaded from and saved to `--teacher-cache`.
@@ -245,6 +246,20 @@ impl Ctx<'_> {
             test: ensemble_accuracy(models, self.test, 1000)?,
             val: self.val.map(|v| ensemble_accuracy(models, v, 1000)).transpose()?,
         })
+    }
+}
+
+/// The multi-run methods of `pare::distill::staged` train through the command's own runs
+/// (progress bars, Ctrl-C).
+impl staged::Train for &Ctx<'_> {
+    fn train(
+        &mut self,
+        model: &mut Model,
+        epochs: usize,
+        seed: u64,
+        hook: Option<&mut dyn Hooks>,
+    ) -> pare::Result<()> {
+        Ctx::train(self, model, epochs, seed, hook)
     }
 }
 
@@ -398,7 +413,7 @@ pub fn distill(a: DistillArgs) -> Result<()> {
             let t = teacher.as_ref().expect("checked");
             match &a.teacher_cache {
                 Some(path) => ctx.kd_cached(&mut s, t, kd_objective, path)?,
-                None => ctx.kd(&mut s, t, kd_objective, seed)?,
+                None => staged::kd(&mut &ctx, &mut s, t, kd_objective, a.epochs, seed)?,
             }
             io::save(&s, &a.out.join("student"))?;
             rows.push(("student KD".into(), ctx.accuracy(&s)?));
@@ -407,32 +422,32 @@ pub fn distill(a: DistillArgs) -> Result<()> {
             let objective = feature.expect("built for these methods above");
             println!("== {:?}", a.method);
             let mut s = ctx.model(&a.student, seed)?;
-            ctx.kd(&mut s, teacher.as_ref().expect("checked"), objective, seed)?;
+            staged::kd(
+                &mut &ctx,
+                &mut s,
+                teacher.as_ref().expect("checked"),
+                objective,
+                a.epochs,
+                seed,
+            )?;
             io::save(&s, &a.out.join("student"))?;
             rows.push((format!("student {:?}", a.method), ctx.accuracy(&s)?));
         }
         MethodArg::Fitnet => {
             let t = teacher.as_ref().expect("checked");
             let (guided, hint) = fitnet_pair.as_ref().expect("parsed above for fitnet");
-            let s0 = ctx.model(&a.student, seed)?;
-            let (mut s, regressor) = add_regressor(&s0, guided, t, hint, seed)?;
             println!(
-                "== FitNets stage 1: hint {guided} -> {hint} ({} epochs)",
-                a.hint_epochs
+                "== FitNets: hint {guided} -> {hint} ({} epochs), then KD ({} epochs)",
+                a.hint_epochs, a.epochs
             );
-            let mut hint_obj = Objective::kd(1.0, 0.0);
-            hint_obj.ce_weight = 0.0;
-            hint_obj.features = vec![Feature {
-                student: regressor.clone(),
-                teacher: hint.clone(),
-                kind: FeatureKind::Hint,
+            let hint = staged::Hint {
+                guided: guided.clone(),
+                hint: hint.clone(),
+                epochs: a.hint_epochs,
                 weight: a.beta.unwrap_or(1.0),
-            }];
-            let mut hook = DistillHook::new(t.clone(), &s, hint_obj)?;
-            ctx.train(&mut s, a.hint_epochs.max(1), seed, Some(&mut hook))?;
-            let mut s = pare::ir::rewrite::remove_side(&s, &regressor)?;
-            println!("== FitNets stage 2: KD ({} epochs)", a.epochs);
-            ctx.kd(&mut s, t, kd_objective, seed)?;
+            };
+            let s0 = ctx.model(&a.student, seed)?;
+            let s = staged::fitnets(&mut &ctx, &s0, t, &hint, kd_objective, a.epochs, seed)?;
             io::save(&s, &a.out.join("student"))?;
             rows.push(("student FitNets".into(), ctx.accuracy(&s)?));
         }
@@ -458,47 +473,34 @@ pub fn distill(a: DistillArgs) -> Result<()> {
         }
         MethodArg::Ban | MethodArg::Refinery => {
             let is_ban = a.method == MethodArg::Ban;
-            let n = if is_ban { a.generations } else { a.rounds };
+            let (n, what, dir, objective) = if is_ban {
+                (a.generations, "BAN generation", "gen", kd_objective)
+            } else {
+                (a.rounds, "refinery round", "round", Objective::refinery())
+            };
+            // Born-again generations start from the student trained alone; refinery rounds
+            // from the teacher when one is given.
             let first = match (&teacher, is_ban) {
                 (Some(t), false) => t.clone(),
                 _ => alone.clone().expect("trained above"),
             };
-            let mut prev = first;
-            let mut gens = Vec::new();
-            for g in 1..=n {
-                println!(
-                    "== {} {g}/{n}",
-                    if is_ban {
-                        "born-again generation"
-                    } else {
-                        "refinery round"
-                    }
-                );
-                let mut s = ctx.model(&a.student, seed + g as u64)?;
-                let obj = if is_ban {
-                    kd_objective.clone()
-                } else {
-                    Objective::refinery()
-                };
-                ctx.kd(&mut s, &prev, obj, seed + g as u64)?;
-                io::save(
-                    &s,
-                    &a.out.join(format!("{}{g}", if is_ban { "gen" } else { "round" })),
-                )?;
+            let mut fresh = |g: usize| -> pare::Result<Model> {
+                println!("== {what} {g}/{n}");
+                ctx.model(&a.student, seed + g as u64)
+                    .map_err(|e| pare::Error::Config(format!("{e:#}")))
+            };
+            let mut done = |g: usize, s: &Model| -> pare::Result<()> {
+                io::save(s, &a.out.join(format!("{dir}{g}")))?;
                 rows.push((
-                    format!(
-                        "{} {g}",
-                        if is_ban {
-                            "BAN generation"
-                        } else {
-                            "refinery round"
-                        }
-                    ),
-                    ctx.accuracy(&s)?,
+                    format!("{what} {g}"),
+                    ctx.accuracy(s)
+                        .map_err(|e| pare::Error::Config(format!("{e:#}")))?,
                 ));
-                gens.push(s.clone());
-                prev = s;
-            }
+                Ok(())
+            };
+            let gens = staged::generations(
+                &mut &ctx, &first, &mut fresh, n, objective, a.epochs, seed, &mut done,
+            )?;
             if is_ban {
                 let refs: Vec<&Model> = gens.iter().collect();
                 rows.push((format!("BAN ensemble of {n}"), ctx.ensemble(&refs)?));
@@ -510,14 +512,11 @@ pub fn distill(a: DistillArgs) -> Result<()> {
                 .assistant
                 .as_deref()
                 .context("--method takd needs --assistant MODEL")?;
-            println!("== TAKD: teacher -> assistant {spec}");
-            let mut assistant = ctx.model(spec, seed)?;
-            ctx.kd(&mut assistant, t, kd_objective.clone(), seed)?;
+            println!("== TAKD: teacher -> assistant {spec} -> student");
+            let (assistant, s0) = (ctx.model(spec, seed)?, ctx.model(&a.student, seed)?);
+            let (assistant, s) = staged::takd(&mut &ctx, t, assistant, s0, kd_objective, a.epochs, seed)?;
             io::save(&assistant, &a.out.join("assistant"))?;
             rows.push(("assistant (KD from teacher)".into(), ctx.accuracy(&assistant)?));
-            println!("== TAKD: assistant -> student");
-            let mut s = ctx.model(&a.student, seed)?;
-            ctx.kd(&mut s, &assistant, kd_objective, seed)?;
             io::save(&s, &a.out.join("student"))?;
             rows.push(("student TAKD".into(), ctx.accuracy(&s)?));
         }

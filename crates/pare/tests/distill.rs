@@ -404,3 +404,76 @@ fn peer_targets_use_batch_statistics_like_the_peers_own_step() {
         "eval mode differs on a fresh BN model"
     );
 }
+
+/// Training runs on the toy data, recording what each run was asked for.
+struct ToyRuns {
+    runs: Vec<(usize, u64, bool)>,
+}
+
+impl pare::distill::staged::Train for ToyRuns {
+    fn train(
+        &mut self,
+        model: &mut Model,
+        epochs: usize,
+        seed: u64,
+        hook: Option<&mut dyn pare::train::Hooks>,
+    ) -> pare::Result<()> {
+        self.runs.push((epochs, seed, hook.is_some()));
+        match hook {
+            Some(h) => fit(model, &toy_data(), None, &config(epochs, seed), h)?,
+            None => fit(model, &toy_data(), None, &config(epochs, seed), &mut NoHooks)?,
+        };
+        Ok(())
+    }
+}
+
+/// The schedules of runs: FitNets (hint stage through a regressor that is gone afterwards,
+/// then KD), TAKD (teacher -> assistant -> student) and generations (each taught by the one
+/// before), each run with the teacher's terms and the seeds and epochs asked for; every
+/// student learns the toy task.
+#[test]
+fn staged_methods_run_their_schedules() {
+    use pare::distill::staged::{fitnets, generations, takd, Hint};
+    let t = teacher();
+    let acc = |m: &Model| evaluate(m, &toy_data(), 64, &Reparams::new()).unwrap().accuracy;
+    let kd = Objective::kd(2.0, 0.7);
+
+    let mut runs = ToyRuns { runs: Vec::new() };
+    let hint = Hint {
+        guided: "relu".into(),
+        hint: "relu".into(),
+        epochs: 2,
+        weight: 1.0,
+    };
+    let s = fitnets(&mut runs, &toy_model(3), &t, &hint, kd.clone(), 3, 9).unwrap();
+    assert_eq!(s.graph, toy_model(3).graph, "the regressor is removed");
+    assert_eq!(runs.runs, vec![(2, 9, true), (3, 9, true)]);
+    assert!(acc(&s) > 0.9, "FitNets student {}", acc(&s));
+
+    let mut runs = ToyRuns { runs: Vec::new() };
+    let (assistant, s) = takd(&mut runs, &t, toy_model(4), toy_model(5), kd.clone(), 3, 2).unwrap();
+    assert_eq!(runs.runs, vec![(3, 2, true), (3, 2, true)]);
+    assert!(acc(&assistant) > 0.9 && acc(&s) > 0.9);
+
+    let mut runs = ToyRuns { runs: Vec::new() };
+    let mut seen = Vec::new();
+    let gens = generations(
+        &mut runs,
+        &t,
+        &mut |g| Ok(toy_model(10 + g as u64)),
+        3,
+        Objective::refinery(),
+        2,
+        1,
+        &mut |g, m| {
+            seen.push((g, acc(m)));
+            Ok(())
+        },
+    )
+    .unwrap();
+    assert_eq!(gens.len(), 3);
+    assert_eq!(runs.runs, vec![(2, 2, true), (2, 3, true), (2, 4, true)]);
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert!(seen.iter().all(|(_, a)| *a > 0.9), "{seen:?}");
+    assert_ne!(gens[0].params, gens[1].params);
+}

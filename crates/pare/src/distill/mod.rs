@@ -10,6 +10,7 @@
 
 pub mod cache;
 pub mod dml;
+pub mod staged;
 
 use std::collections::HashMap;
 
