@@ -150,18 +150,7 @@ impl Ctx<'_> {
         if p.is_dir() {
             return Ok(io::load(p)?);
         }
-        let (name, hidden) = match spec.split_once(':') {
-            Some((n, h)) => {
-                let sizes = h
-                    .split(',')
-                    .map(|x| x.parse::<usize>())
-                    .collect::<std::result::Result<Vec<_>, _>>()
-                    .with_context(|| format!("'{spec}': hidden sizes must be numbers, e.g. mlp:800,800"))?;
-                (n, Some(sizes))
-            }
-            None => (spec, None),
-        };
-        let zm = ZooModel::parse(name, hidden.as_deref(), 0.0)
+        let zm = ZooModel::parse_spec(spec)
             .with_context(|| format!("'{spec}' is neither a directory nor a zoo model"))?;
         fresh_model(&zm, self.full, seed)
     }

@@ -85,3 +85,74 @@ fn a_threshold_structured_stage_removes_the_weak_neurons() {
         out.stages[1].detail
     );
 }
+
+mod common;
+
+/// Every distillation method runs as a recipe stage: FitNets (the regressor is gone after it),
+/// TAKD through a zoo assistant, Born-Again generations and a refinery round, on the toy task;
+/// a staged method after weight pruning is refused before anything trains.
+#[test]
+fn staged_distillation_methods_run_as_recipe_stages() {
+    use pare::ir::io;
+    use pare::pipeline::run::{run, Data};
+    use pare::train::{fit, FitConfig, NoHooks, Schedule};
+
+    let data = common::toy_data();
+    let cfg = FitConfig {
+        epochs: 3,
+        batch_size: 32,
+        schedule: Schedule::constant(0.05),
+        ..Default::default()
+    };
+    let mut teacher = common::toy_model(7);
+    fit(&mut teacher, &data, None, &cfg, &mut NoHooks).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    io::save(&teacher, dir.path()).unwrap();
+    let t = dir.path().display().to_string().replace('\\', "/");
+    let train = "train = { epochs = 2, lr = 0.05, batch_size = 32 }";
+    let text = format!(
+        "[model]\ndir = \"{t}\"\n\
+         [[stage]]\n[stage.distill]\nteacher = \"{t}\"\nmethod = {{ fitnet = {{ guided = \"relu\", hint = \"relu\" }} }}\n{train}\n\
+         [[stage]]\n[stage.distill]\nteacher = \"{t}\"\nmethod = {{ takd = {{ assistant = \"mlp:32\" }} }}\n{train}\n\
+         [[stage]]\n[stage.distill]\nmethod = {{ born_again = {{ generations = 2 }} }}\n{train}\n\
+         [[stage]]\n[stage.distill]\nteacher = \"{t}\"\nmethod = {{ refinery = {{ rounds = 1 }} }}\n{train}\n\
+         [encode]\nhuffman = false\n"
+    );
+    let recipe = Recipe::parse(&text, Path::new("d.toml")).unwrap();
+    let sets = Data {
+        train: &data,
+        val: None,
+        test: &data,
+    };
+    let student = common::toy_model(3);
+    let out = run(&recipe, student.clone(), &sets, &mut Quiet, None, false).unwrap();
+    assert_eq!(
+        out.model.graph, student.graph,
+        "the student keeps its architecture"
+    );
+    let details: Vec<&str> = out.stages[1..].iter().map(|s| s.detail.as_str()).collect();
+    for (d, needle) in
+        details
+            .iter()
+            .zip(["FitNets", "TAKD", "2 Born-Again generations", "1 refinery rounds"])
+    {
+        assert!(d.contains(needle), "{d}");
+    }
+    for s in &out.stages[1..] {
+        assert!(s.accuracy > 0.9, "{}: {}", s.name, s.accuracy);
+    }
+
+    let text = format!(
+        "[model]\ndir = \"{t}\"\n[[stage]]\n[stage.prune]\ndefault = 0.5\ntrain = {{ epochs = 1, lr = 0.01 }}\n\
+         [[stage]]\n[stage.distill]\nmethod = {{ born_again = {{ generations = 1 }} }}\n{train}\n"
+    );
+    let recipe = Recipe::parse(&text, Path::new("d.toml")).unwrap();
+    let Err(e) = run(&recipe, student, &sets, &mut Quiet, None, false) else {
+        panic!("a born_again stage after pruning runs");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("stage 2") && e.contains("born_again") && e.contains("before the prune stage"),
+        "{e}"
+    );
+}

@@ -152,8 +152,9 @@ pub enum Stage {
     Cluster(ClusterStage),
     /// Uniform quantization of weights (and optionally activations), PTQ or QAT.
     Quantize(QuantizeStage),
-    /// Fine-tuning by distillation (Hinton KD) from a teacher, by default the model the
-    /// pipeline started from; pruned zeros, shared values and quantizers are kept.
+    /// Distillation from a teacher, by default the model the pipeline started from: Hinton KD
+    /// fine-tuning (pruned zeros, shared values and quantizers are kept), or one of the
+    /// methods that are schedules of runs (FitNets, TAKD, Born-Again, Label Refinery).
     Distill(DistillStage),
 }
 
@@ -167,7 +168,55 @@ pub struct DistillStage {
     pub temperature: Positive,
     #[serde(default = "alpha")]
     pub alpha: UnitFraction,
+    /// `kd` by default.
+    #[serde(default)]
+    pub method: DistillMethod,
     pub train: Training,
+}
+
+/// How a distill stage teaches the current model. In TOML: `method = "kd"`, or a table such
+/// as `method = { fitnet = { guided = "relu2", hint = "conv3" } }`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum DistillMethod {
+    /// Hinton KD into the current model, keeping its encoding.
+    #[default]
+    Kd,
+    /// FitNets: `hint_epochs` training the layers up to `guided` (through a regressor) to
+    /// predict the teacher's `hint` layer, then KD.
+    Fitnet {
+        guided: String,
+        hint: String,
+        #[serde(default = "one")]
+        hint_epochs: usize,
+        #[serde(default = "unit")]
+        beta: Positive,
+    },
+    /// Teacher-Assistant KD: `assistant`, a zoo model (`vgg`, `mlp:1200,1200`) built fresh, is
+    /// distilled from the teacher, then the current model from it.
+    Takd { assistant: String },
+    /// Born-Again networks: `generations` fresh copies of the current architecture, each
+    /// distilled from the one before (the first from the current model); the last is kept.
+    BornAgain { generations: usize },
+    /// Label Refinery: like Born-Again, with the previous model's predictions as the only labels
+    /// (the first round learns from the teacher).
+    Refinery { rounds: usize },
+}
+
+impl DistillMethod {
+    pub fn name(&self) -> &'static str {
+        match self {
+            DistillMethod::Kd => "kd",
+            DistillMethod::Fitnet { .. } => "fitnet",
+            DistillMethod::Takd { .. } => "takd",
+            DistillMethod::BornAgain { .. } => "born_again",
+            DistillMethod::Refinery { .. } => "refinery",
+        }
+    }
+}
+
+fn unit() -> Positive {
+    Positive(1.0)
 }
 
 fn four() -> Positive {

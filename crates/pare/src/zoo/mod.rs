@@ -43,6 +43,26 @@ const VIT: (usize, usize, usize, usize, usize) = (7, 64, 4, 4, 128);
 impl ZooModel {
     /// Parses a model name as the CLI takes it: `lenet300`, `lenet5`, `mlp` (sizes from
     /// `hidden`), `vgg`, `resnet20` / `resnet-56` / `resnet` (20), `mobilenet`.
+    /// Parses `name` or `name:h1,h2,..` (hidden sizes of an `mlp`), as `--student` and recipes
+    /// name a model to build.
+    pub fn parse_spec(spec: &str) -> Result<ZooModel> {
+        match spec.split_once(':') {
+            Some((name, h)) => {
+                let sizes = h
+                    .split(',')
+                    .map(|x| x.trim().parse::<usize>())
+                    .collect::<std::result::Result<Vec<_>, _>>()
+                    .map_err(|_| {
+                        Error::Config(format!(
+                            "'{spec}': hidden sizes must be numbers, e.g. mlp:800,800"
+                        ))
+                    })?;
+                ZooModel::parse(name, Some(&sizes), 0.0)
+            }
+            None => ZooModel::parse(spec, None, 0.0),
+        }
+    }
+
     pub fn parse(name: &str, hidden: Option<&[usize]>, dropout: f64) -> Result<ZooModel> {
         let n = name.to_ascii_lowercase().replace(['-', '_'], "");
         let m = match n.as_str() {

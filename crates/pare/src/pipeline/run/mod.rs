@@ -13,10 +13,13 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+mod distill;
 mod stages;
 use stages::{prune, structured, train, train_keeping};
 
-use super::recipe::{ClusterStage, PruneStage, QuantizeStage, Recipe, Stage, StructuredStage, Training};
+use super::recipe::{
+    ClusterStage, DistillMethod, PruneStage, QuantizeStage, Recipe, Stage, StructuredStage, Training,
+};
 use crate::codec::{self, Encoding, FileBytes, Plan};
 use crate::data::{calibration_batches, Augment, Dataset};
 use crate::distill::{DistillHook, Objective};
@@ -118,7 +121,7 @@ fn quant_bits(q: &QuantizeStage) -> LayerBits {
 
 /// Checks everything that depends on the model before any stage runs.
 fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
-    let mut encoded = None;
+    let (mut encoded, mut pruned) = (None, None);
     for (i, s) in recipe.stages.iter().enumerate() {
         let at = |m: String| Error::Config(format!("stage {} ({}): {m}", i + 1, s.name()));
         match s {
@@ -126,6 +129,7 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                 if let Some(prev) = encoded {
                     return Err(at(format!("pruning must come before the {prev} stage")));
                 }
+                pruned = Some("prune");
                 for name in p.layers.keys() {
                     if !model.layer_weights().iter().any(|(n, _)| n == name) {
                         return Err(at(format!("no Linear/Conv2d layer named '{name}'")));
@@ -161,25 +165,53 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     .map_err(|e| at(e.to_string()))?;
             }
             Stage::Train(_) => {}
-            Stage::Distill(d) => match &d.teacher {
-                Some(dir) if !dir.join(io::ARCH_FILE).is_file() => {
+            Stage::Distill(d) if d.method != DistillMethod::Kd => {
+                // The staged methods train models other than the current one (a regressor, an
+                // assistant, fresh generations): only pruned zeros of the student are kept.
+                if let Some(prev) = encoded.or(pruned) {
                     return Err(at(format!(
-                        "teacher '{}' is not a model directory",
-                        dir.display()
+                        "method {} trains fresh models and keeps no encoding; it must come before the {prev} stage",
+                        d.method.name()
                     )));
                 }
-                None if recipe.model.zoo.is_some() => {
-                    return Err(at(
-                        "without `teacher` it distills from the starting model, which for a zoo model is untrained; \
-                         name a teacher directory or start from `[model] dir`"
-                            .into(),
-                    ));
+                match &d.method {
+                    DistillMethod::Fitnet { guided, .. } if model.graph.node(guided).is_none() => {
+                        return Err(at(format!("fitnet: the model has no layer '{guided}' to guide")));
+                    }
+                    DistillMethod::Takd { assistant } => {
+                        crate::zoo::ZooModel::parse_spec(assistant)
+                            .map_err(|e| at(format!("takd assistant: {e}")))?;
+                    }
+                    DistillMethod::BornAgain { generations: 0 } | DistillMethod::Refinery { rounds: 0 } => {
+                        return Err(at("needs at least one generation (round)".into()));
+                    }
+                    _ => {}
                 }
-                _ => {}
-            },
+                // Born-Again generations learn from the current model, not a teacher.
+                if !matches!(d.method, DistillMethod::BornAgain { .. }) {
+                    check_teacher(recipe, d).map_err(at)?;
+                }
+            }
+            Stage::Distill(d) => check_teacher(recipe, d).map_err(at)?,
         }
     }
     Ok(())
+}
+
+/// The teacher of a distill stage exists (a model directory, or the starting model when that
+/// was trained).
+fn check_teacher(recipe: &Recipe, d: &super::recipe::DistillStage) -> std::result::Result<(), String> {
+    match &d.teacher {
+        Some(dir) if !dir.join(io::ARCH_FILE).is_file() => {
+            Err(format!("teacher '{}' is not a model directory", dir.display()))
+        }
+        None if recipe.model.zoo.is_some() => Err(
+            "without `teacher` it distills from the starting model, which for a zoo model is untrained; \
+             name a teacher directory or start from `[model] dir`"
+                .into(),
+        ),
+        _ => Ok(()),
+    }
 }
 
 /// Replays the effect a finished stage has on the state besides the model (on resume).
@@ -220,27 +252,7 @@ fn run_stage(
             train_keeping(state, &t.train, seed, data, events, None)?;
             Ok((None, detail))
         }
-        Stage::Distill(d) => {
-            let teacher = match &d.teacher {
-                Some(dir) => io::load(dir)?,
-                None => state.original.clone(),
-            };
-            let objective = Objective::kd(d.temperature.0, d.alpha.0);
-            let mut hook = DistillHook::new(teacher, &state.model, objective)?;
-            let before = accuracy(&state.model, &state.reparams, data)?;
-            train_keeping(state, &d.train, seed, data, events, Some(&mut hook))?;
-            let from = d
-                .teacher
-                .as_ref()
-                .map_or("the starting model".to_string(), |p| p.display().to_string());
-            Ok((
-                Some(before),
-                format!(
-                    "KD from {from}, T {}, alpha {}, {} epochs",
-                    d.temperature.0, d.alpha.0, d.train.epochs
-                ),
-            ))
-        }
+        Stage::Distill(d) => distill::distill(d, state, seed, data, events),
         Stage::Prune(p) => prune(p, state, seed, data, events),
         Stage::Structured(p) => structured(p, state, seed, data, events),
         Stage::Cluster(c) => {

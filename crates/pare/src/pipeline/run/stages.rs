@@ -44,7 +44,7 @@ pub(super) fn train(
 }
 
 /// A hook that keeps pruned weights at zero (masks from the current zeros).
-fn keep_zeros(model: &Model) -> Result<MaskHook> {
+pub(super) fn keep_zeros(model: &Model) -> Result<MaskHook> {
     MaskHook::new(
         WeightCriterion::LayerSparsity {
             default: 0.0,
