@@ -73,7 +73,12 @@ fn channel_rules() {
     let rules: Vec<(Op, Vec<&[usize]>, ChannelRule)> = vec![
         (conv(3, 8, 3, 1, 1, true), vec![&[3, 6, 6]], Transform),
         (depthwise(8, 3, 1, 1), vec![img], Passthrough),
-        (conv_grouped(8, 8, 3, 1, 1, 2, false), vec![img], Fixed),
+        (
+            conv_grouped(8, 8, 3, 1, 1, 2, false),
+            vec![img],
+            Grouped { groups: 2 },
+        ),
+        (Op::ChannelShuffle { groups: 4 }, vec![img], Shuffle { groups: 4 }),
         (bn(8), vec![img], Passthrough),
         (Op::Add, vec![img, img], Passthrough),
         (Op::Concat { axis: 0 }, vec![img, img], Concat),

@@ -7,7 +7,8 @@
 //! *element*. Walking the graph in order, each node's channel axis becomes a vector of elements:
 //! pass-through ops copy their input's vector, `Add` unifies its inputs position by position
 //! (a residual couples channel k of both branches), `Concat` stacks the vectors, `Flatten`
-//! repeats each element `H*W` times. Elements that must be removed together fall into one
+//! repeats each element `H*W` times, a grouped convolution couples the same slot of every
+//! group and a channel shuffle permutes the vector. Elements that must be removed together fall into one
 //! union-find class: a [`Group`]. Removing a group slices the producers' output rows, every
 //! pass-through parameter (BatchNorm, depthwise filters) and every consumer's input columns.
 
@@ -68,6 +69,15 @@ fn fresh(
     (start..start + n).collect()
 }
 
+/// The pairs that couple position `i` of the first of `groups` equal runs of `elems` with
+/// position `i` of every other run.
+fn same_slot(elems: &[usize], groups: usize) -> Vec<(usize, usize)> {
+    let per = elems.len() / groups.max(1);
+    (1..groups)
+        .flat_map(|g| (0..per).map(move |i| (elems[i], elems[g * per + i])))
+        .collect()
+}
+
 struct UnionFind(Vec<usize>);
 
 impl UnionFind {
@@ -94,7 +104,7 @@ impl UnionFind {
 
 impl DepGraph {
     /// Analyses a model. The model's output channels (the logits) and its input channels can
-    /// never be pruned; nor can the channels around a grouped (non-depthwise) convolution.
+    /// never be pruned.
     pub fn build(model: &Model) -> Result<DepGraph> {
         let g = &model.graph;
         let shapes = model.shapes();
@@ -143,11 +153,20 @@ impl DepGraph {
                         .flat_map(|&e| std::iter::repeat_n(e, spatial))
                         .collect()
                 }
-                ChannelRule::Fixed => {
-                    for &e in &ins[0] {
-                        fixed[e] = true;
-                    }
-                    fresh(out_channels, Some(i), true, &mut producer, &mut fixed)
+                ChannelRule::Grouped { groups } => {
+                    // Equal groups: a slot goes from every group at once, on both sides.
+                    let out = fresh(out_channels, Some(i), false, &mut producer, &mut fixed);
+                    unions.extend(same_slot(&out, groups));
+                    unions.extend(same_slot(&ins[0], groups));
+                    out
+                }
+                ChannelRule::Shuffle { groups } => {
+                    // Input slot j of every group goes together; the output is the permutation.
+                    unions.extend(same_slot(&ins[0], groups));
+                    let per = ins[0].len() / groups.max(1);
+                    (0..ins[0].len())
+                        .map(|o| ins[0][(o % groups) * per + o / groups])
+                        .collect()
                 }
                 ChannelRule::Opaque => {
                     for &e in ins.iter().flatten() {

@@ -103,7 +103,7 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
             ));
         }
         let old_specs = node.op.params();
-        let tracked = |elems: &[usize], kept: &[usize]| (!elems.is_empty()).then_some(kept.len());
+        let tracked = |elems: &[usize], kept: &[usize]| (kept.len() < elems.len()).then_some(kept.len());
         node.op = node.op.shrunk(Kept {
             inputs: tracked(&deps.in_elems[i], &keep_in),
             outputs: tracked(&deps.out_elems[i], &keep_out),
@@ -116,15 +116,21 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
         for spec in old_specs {
             let name = param_name(&node.name, spec.suffix);
             let mut t = model.params[&name].clone();
-            if let Some(a) = spec.out_axis {
-                if keep_out.len() != t.shape()[a] {
-                    t = t.select(a, &keep_out);
-                }
+            // Only axes that lost channels are sliced (an op whose axes are not the tracked
+            // channel axis keeps its parameters whole).
+            if let Some(a) = spec.out_axis.filter(|_| keep_out.len() < deps.out_elems[i].len()) {
+                t = t.select(a, &keep_out);
             }
-            if let Some(a) = spec.in_axis {
-                if keep_in.len() != t.shape()[a] {
-                    t = t.select(a, &keep_in);
-                }
+            if let Some(a) = spec.in_axis.filter(|_| keep_in.len() < deps.in_elems[i].len()) {
+                // A grouped conv's weight holds one group's input slots: the kept slots are the
+                // kept positions of the first group (the same in every group).
+                let slots: Vec<usize> = keep_in.iter().copied().filter(|&p| p < t.shape()[a]).collect();
+                let kept = if t.shape()[a] < deps.in_elems[i].len() {
+                    &slots
+                } else {
+                    &keep_in
+                };
+                t = t.select(a, kept);
             }
             params.insert(name, t);
         }

@@ -20,9 +20,15 @@ pub enum ChannelRule {
     Concat,
     /// Input channel `c` of `[C, H, W]` becomes output features `c*H*W .. (c+1)*H*W`.
     Flatten,
-    /// Grouped convolution that is not depthwise: channels can only be removed a whole group at
-    /// a time, which pare does not do yet, so its channels are fixed.
-    Fixed,
+    /// Grouped convolution that is not depthwise: new output channels like `Transform`, and
+    /// the groups must stay equal in size, so a channel goes together with the channel at the
+    /// same position (slot) of every other group: on the output (one filter slot of each group)
+    /// and on the input (one input slot of each group).
+    Grouped { groups: usize },
+    /// ShuffleNet's channel shuffle: output channel `j * groups + i` is input channel
+    /// `i * (C / groups) + j`, a permutation that stays one for fewer channels when slot `j` is
+    /// removed from every input group together.
+    Shuffle { groups: usize },
     /// The op mixes or moves positions of its inputs' axes (normalization over features,
     /// products of activations, reshapes, broadcasting): every channel it reads or makes is
     /// fixed.
@@ -59,7 +65,8 @@ impl Op {
             Op::Linear { .. } => ChannelRule::Opaque,
             Op::Conv2d { groups, .. } if *groups == 1 => ChannelRule::Transform,
             Op::Conv2d { .. } if self.is_depthwise() => ChannelRule::Passthrough,
-            Op::Conv2d { .. } => ChannelRule::Fixed,
+            Op::Conv2d { groups, .. } => ChannelRule::Grouped { groups: *groups },
+            Op::ChannelShuffle { groups } if rank == 3 => ChannelRule::Shuffle { groups: *groups },
             Op::Concat { axis } => match is_channel(*axis) {
                 Some(true) => ChannelRule::Concat,
                 Some(false) => ChannelRule::Passthrough,

@@ -39,8 +39,9 @@ impl Op {
                 bias,
                 ..
             } => {
-                // A depthwise kernel has one input channel per filter: nothing to slice on axis 1.
-                let in_axis = (groups == 1).then_some(1);
+                // Axis 1 holds a group's input slots (all inputs for groups = 1); a depthwise
+                // kernel has one input channel per filter: nothing to slice there.
+                let in_axis = (!self.is_depthwise()).then_some(1);
                 let mut v = vec![p(
                     "weight",
                     vec![
