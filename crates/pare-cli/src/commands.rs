@@ -58,6 +58,7 @@ fn load_data(dir: Option<&Path>) -> Result<fashion::Splits> {
 }
 
 pub fn train(a: TrainArgs) -> Result<()> {
+    io::check_output_dir(&a.out, &[&fashion::resolve_dir(a.data.data.as_deref())])?;
     let zm = zoo_model(&a.model)?;
     let lr = a.lr.unwrap_or(match a.optimizer {
         OptimizerArg::Sgd => 0.01,

@@ -132,6 +132,15 @@ fn starting_model(spec: &ModelSpec, train: &dyn Dataset) -> Result<Model> {
 
 fn execute(recipe: &Recipe, title: &str, out: &Path, resume: bool, data_dir: Option<&Path>) -> Result<()> {
     let dir = fashion::resolve_dir(data_dir);
+    // Everything the recipe reads: the data, the starting model, the teachers.
+    let mut inputs: Vec<&Path> = vec![&dir];
+    inputs.extend(recipe.model.dir.as_deref());
+    for s in &recipe.stages {
+        if let Stage::Distill(d) = s {
+            inputs.extend(d.teacher.as_deref());
+        }
+    }
+    io::check_output_dir(out, &inputs)?;
     let splits =
         fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
     let train_all: Arc<dyn Dataset> = Arc::new(splits.train);
@@ -179,6 +188,7 @@ fn execute(recipe: &Recipe, title: &str, out: &Path, resume: bool, data_dir: Opt
 }
 
 pub fn compress(a: CompressArgs) -> Result<()> {
+    io::check_output_dir(&a.out, &[&a.recipe])?;
     let mut recipe = Recipe::load(&a.recipe)?;
     if let Some(seed) = a.seed {
         recipe.model.seed = seed;

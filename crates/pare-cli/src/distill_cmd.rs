@@ -301,6 +301,10 @@ fn feature_objective(a: &DistillArgs, kind: FeatureKind, default_beta: f32) -> R
 }
 
 pub fn distill(a: DistillArgs) -> Result<()> {
+    let data_dir = fashion::resolve_dir(a.data.as_deref());
+    let mut inputs = vec![data_dir.as_path()];
+    inputs.extend(a.teacher.as_deref());
+    io::check_output_dir(&a.out, &inputs)?;
     let dir = fashion::resolve_dir(a.data.as_deref());
     let splits =
         fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;

@@ -168,6 +168,7 @@ fn interrupted(e: pare::Error) -> anyhow::Error {
 }
 
 pub fn prune(a: PruneArgs) -> Result<()> {
+    io::check_output_dir(&a.out, &[&a.dir, &fashion::resolve_dir(a.data.as_deref())])?;
     let base = io::load(&a.dir)?;
     let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;
     let layers = parse_layers(&a.layer)?;
@@ -398,6 +399,7 @@ pub struct SensitivityArgs {
 }
 
 pub fn sensitivity(a: SensitivityArgs) -> Result<()> {
+    io::check_output_dir(&a.out, &[&a.dir, &fashion::resolve_dir(a.data.as_deref())])?;
     use pare::data::Subset;
     use pare::report::plot::{line_chart, Series};
     use std::sync::Arc;
@@ -513,6 +515,7 @@ pub struct LotteryArgs {
 }
 
 pub fn lottery(a: LotteryArgs) -> Result<()> {
+    io::check_output_dir(&a.out, &[&fashion::resolve_dir(a.data.as_deref())])?;
     use pare::prune::lottery::{lottery, LotteryConfig};
     use pare::report::plot::{line_chart, Series};
     let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;

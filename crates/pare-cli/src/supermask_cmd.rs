@@ -53,6 +53,7 @@ fn config(epochs: usize, lr: f32, cosine: bool, seed: u64) -> FitConfig {
 }
 
 pub fn supermask(a: SupermaskArgs) -> Result<()> {
+    io::check_output_dir(&a.out, &[&fashion::resolve_dir(a.data.as_deref())])?;
     let dir = fashion::resolve_dir(a.data.as_deref());
     let splits =
         fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;

@@ -35,6 +35,63 @@ struct ArchFile {
     graph: Graph,
 }
 
+/// Refuses an output directory that is one of the `inputs` (directories or files a command
+/// reads), lies inside one, or contains one: writing it would replace or mix with what the
+/// command reads. Paths are compared resolved (absolute, symbolic links followed as far as
+/// they exist), so `a/../a` and a link to an input are caught too.
+pub fn check_output_dir(out: &Path, inputs: &[&Path]) -> Result<()> {
+    let o = resolved(out);
+    for input in inputs {
+        let i = resolved(input);
+        let relation = if o == i {
+            "is"
+        } else if o.starts_with(&i) {
+            "lies inside"
+        } else if i.starts_with(&o) {
+            "contains"
+        } else {
+            continue;
+        };
+        return Err(Error::Config(format!(
+            "output directory {}: it {relation} the input {}; write to another directory (nothing was written)",
+            out.display(),
+            input.display()
+        )));
+    }
+    Ok(())
+}
+
+/// `p` made absolute, with its longest existing prefix canonicalized (links resolved) and the
+/// rest appended as given, `.` and `..` folded.
+fn resolved(p: &Path) -> std::path::PathBuf {
+    let abs = std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
+    let mut existing = abs.clone();
+    let mut rest: Vec<std::ffi::OsString> = Vec::new();
+    loop {
+        if let Ok(c) = existing.canonicalize() {
+            let mut out = c;
+            for part in rest.iter().rev() {
+                match part.to_str() {
+                    Some(".") => {}
+                    Some("..") => {
+                        out.pop();
+                    }
+                    _ => out.push(part),
+                }
+            }
+            return out;
+        }
+        match (existing.file_name().map(|n| n.to_os_string()), existing.parent()) {
+            (Some(name), Some(parent)) => {
+                rest.push(name);
+                existing = parent.to_path_buf();
+            }
+            // `..` at the end or the root: keep what is there.
+            _ => return abs,
+        }
+    }
+}
+
 /// Writes `bytes` to `path` atomically: a sibling temporary file, fsync, then rename.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty());

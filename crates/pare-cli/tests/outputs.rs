@@ -1,0 +1,122 @@
+//! No command writes into what it reads: an output directory that is an input, lies inside
+//! one or contains one is refused before anything runs, and the input stays byte for byte.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::fails_with;
+
+/// Every file under `dir` with its bytes.
+fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn an_output_directory_overlapping_an_input_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let model =
+        pare::ir::Model::init(pare::zoo::ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    pare::ir::io::save(&model, &base).unwrap();
+    let recipe = tmp.path().join("r.toml");
+    std::fs::write(
+        &recipe,
+        format!(
+            "[model]\ndir = \"{}\"\n[[stage]]\n[stage.quantize]\nbits = 8\n",
+            base.display()
+        ),
+    )
+    .unwrap();
+    let data = tmp.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    std::fs::write(data.join("train-images-idx3-ubyte.gz"), b"not read").unwrap();
+    let before = snapshot(tmp.path());
+    let b = base.to_str().unwrap();
+    let inside = base.join("sub");
+    let inside = inside.to_str().unwrap();
+    let dotted = format!("{b}/../base");
+    let parent = tmp.path().to_str().unwrap();
+    let d = data.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "train", "--model", "lenet300", "--epochs", "1", "--data", d, "--out", d,
+            ],
+            "is the input",
+        ),
+        (vec!["lottery", "--data", d, "--out", d], "is the input"),
+        (
+            vec!["supermask", "--data", d, "--out", parent],
+            "contains the input",
+        ),
+        (
+            vec!["prune", b, "--out", b, "--method", "structured", "--ratio", "0.5"],
+            "is the input",
+        ),
+        (
+            vec![
+                "prune",
+                b,
+                "--out",
+                &dotted,
+                "--method",
+                "unstructured",
+                "--ratio",
+                "0.5",
+            ],
+            "is the input",
+        ),
+        (
+            vec!["prune", b, "--out", inside, "--method", "structured"],
+            "lies inside the input",
+        ),
+        (
+            vec!["prune", b, "--out", parent, "--method", "structured"],
+            "contains the input",
+        ),
+        (vec!["quantize", b, "--out", b, "--bits", "8"], "is the input"),
+        (vec!["sensitivity", b, "--out", inside], "lies inside the input"),
+        (
+            vec![
+                "distill",
+                "--teacher",
+                b,
+                "--student",
+                "lenet300",
+                "--method",
+                "kd",
+                "--out",
+                b,
+                "--epochs",
+                "1",
+            ],
+            "is the input",
+        ),
+        (
+            vec!["compress", "--recipe", recipe.to_str().unwrap(), "--out", b],
+            "is the input",
+        ),
+        (
+            vec!["compress", "--recipe", recipe.to_str().unwrap(), "--out", parent],
+            "contains the input",
+        ),
+    ];
+    for (args, relation) in cases {
+        fails_with(&args, &["output directory", relation, "nothing was written"]);
+        assert_eq!(snapshot(tmp.path()), before, "{args:?} changed the files");
+    }
+}
