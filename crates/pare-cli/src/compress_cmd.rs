@@ -13,7 +13,8 @@ use pare::data::{fashion, split, Dataset, Subset};
 use pare::ir::quant::BITS;
 use pare::ir::{io, Model};
 use pare::pipeline::recipe::{
-    Activations, Bits, EncodeSpec, ModelSpec, ObserverName, Positive, QuantizeStage, Stage, Training,
+    Activations, Bits, EncodeSpec, ModelSpec, ObserverName, Percentile, Positive, QuantizeStage, Stage,
+    Training,
 };
 use pare::pipeline::{report, run, Data, Events, Recipe, StageReport};
 use pare::train::Hooks;
@@ -204,6 +205,8 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         }
         Ok(Bits(b))
     };
+    // Checked even when unused, so a wrong value is never silently ignored.
+    let percentile = Percentile::try_from(a.percentile).map_err(|e| anyhow::anyhow!("--percentile: {e}"))?;
     let stage = QuantizeStage {
         bits: bits(a.bits, "--bits")?,
         conv_bits: None,
@@ -222,7 +225,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
                         ObserverArg::Mse => ObserverName::Mse,
                         ObserverArg::Kl => ObserverName::Kl,
                     },
-                    percentile: a.percentile,
+                    percentile,
                 })
             })
             .transpose()?,

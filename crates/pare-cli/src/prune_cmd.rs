@@ -219,6 +219,15 @@ pub fn prune(a: PruneArgs) -> Result<()> {
                 .map_err(interrupted)?;
         }
         Method::Structured => {
+            if a.steps == 0 || a.round_to == 0 {
+                bail!("--steps and --round-to must be at least 1");
+            }
+            if a.criterion.needs_data() && a.calib_batches == 0 {
+                bail!(
+                    "--criterion {} scores channels on data: --calib-batches must be at least 1",
+                    a.criterion.name()
+                );
+            }
             if a.quality.is_some() {
                 bail!("--quality is for unstructured pruning");
             }

@@ -162,3 +162,112 @@ fn eval_picks_one_of_the_graphs_outputs() {
         &["relu1", "not an output", "fc3, fc2"],
     );
 }
+
+/// Non-finite hyper-parameters and weights are refused with the flag or the tensor named.
+#[test]
+fn non_finite_values_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    let o = out.to_str().unwrap();
+    for wd in ["nan", "inf"] {
+        fails_with(
+            &[
+                "train",
+                "--model",
+                "lenet300",
+                "--epochs",
+                "1",
+                "--weight-decay",
+                wd,
+                "--out",
+                o,
+            ],
+            &["weight decay"],
+        );
+    }
+    assert!(!out.exists(), "nothing is written for a refused run");
+    let base = dir.path().join("base");
+    let mut m = common::untrained_lenet300();
+    let b = base.to_str().unwrap();
+    pare::ir::io::save(&m, &base).unwrap();
+    for p in ["nan", "150", "20"] {
+        fails_with(
+            &["quantize", b, "--out", o, "--bits", "8", "--percentile", p],
+            &["--percentile", "(50, 100]"],
+        );
+    }
+    m.params.get_mut("fc2.bias").unwrap().data_mut()[4] = f32::NAN;
+    pare::ir::io::save(&m, &base).unwrap();
+    fails_with(&["eval", b], &["fc2.bias", "non-finite", "position 4"]);
+}
+
+/// A model too large for memory is refused with what it would need, before anything is
+/// allocated or written.
+#[test]
+fn absurd_sizes_are_refused_with_the_memory_they_need() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("m");
+    fails_with(
+        &[
+            "train",
+            "--model",
+            "mlp",
+            "--hidden",
+            "1000000000",
+            "--epochs",
+            "1",
+            "--out",
+            out.to_str().unwrap(),
+        ],
+        &["fc1.weight", "TB of f32"],
+    );
+    assert!(!out.exists());
+}
+
+/// Values that would be ignored or silently changed are refused, naming the flag.
+#[test]
+fn flags_that_would_be_ignored_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("o");
+    let o = out.to_str().unwrap();
+    let base = dir.path().join("base");
+    let m = common::untrained_lenet300();
+    pare::ir::io::save(&m, &base).unwrap();
+    let b = base.to_str().unwrap();
+    let structured = ["prune", b, "--out", o, "--method", "structured", "--ratio", "0.5"];
+    for extra in [["--steps", "0"], ["--round-to", "0"]] {
+        fails_with(
+            &[&structured[..], &extra[..]].concat(),
+            &["--steps and --round-to"],
+        );
+    }
+    fails_with(
+        &[
+            &structured[..],
+            &["--criterion", "apoz", "--calib-batches", "0"][..],
+        ]
+        .concat(),
+        &["apoz", "--calib-batches"],
+    );
+    fails_with(
+        &[
+            "train", "--model", "lenet300", "--hidden", "100", "--epochs", "1", "--out", o,
+        ],
+        &["--hidden and --dropout are for the mlp model"],
+    );
+    fails_with(
+        &[
+            "train",
+            "--model",
+            "lenet300",
+            "--crop-padding",
+            "100000",
+            "--epochs",
+            "1",
+            "--out",
+            o,
+        ],
+        &["crop padding 100000 exceeds the 28x28 images"],
+    );
+    assert!(!out.exists(), "nothing is written for a refused run");
+}

@@ -29,8 +29,7 @@ fn snapshot(dir: &Path) -> BTreeMap<String, Vec<u8>> {
 fn an_output_directory_overlapping_an_input_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
     let base = tmp.path().join("base");
-    let model =
-        pare::ir::Model::init(pare::zoo::ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let model = common::untrained_lenet300();
     pare::ir::io::save(&model, &base).unwrap();
     let recipe = tmp.path().join("r.toml");
     std::fs::write(

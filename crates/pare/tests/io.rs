@@ -189,3 +189,44 @@ fn idx_errors_say_what_is_wrong() {
     idx_error(&[0, 0], "too short");
     idx_error(&[0x1f, 0x8b, 0x08, 0x00, 0x01], "gzip stream is corrupt");
 }
+
+/// NaN and infinities are refused wherever weights are read: a model directory, and a `.pare`
+/// file whose f32 payload holds one; the error names the tensor and the position.
+#[test]
+fn non_finite_weights_are_named_on_every_load() {
+    for bad in [f32::NAN, f32::INFINITY, f32::NEG_INFINITY] {
+        let e = load_error(|d| rewrite_weights(d, |t| t.get_mut("fc1.weight").unwrap().data_mut()[7] = bad));
+        assert!(
+            e.contains("fc1.weight") && e.contains("non-finite") && e.contains("position 7"),
+            "{e}"
+        );
+        let mut m = lenet5();
+        m.params.get_mut("conv1.bias").unwrap().data_mut()[3] = bad;
+        let (bytes, _) = pare::codec::encode(&m, &pare::codec::Plan::new()).unwrap();
+        let e = pare::codec::decode(&bytes).expect_err("a NaN weight must not decode");
+        assert!(e.contains("conv1.bias") && e.contains("position 3"), "{e}");
+    }
+}
+
+/// A gzip stream that inflates far past what its header declares is refused after reading the
+/// declared size (it is never inflated whole); a header declaring more than 2 GiB is refused
+/// before any body is read.
+#[test]
+fn idx_bombs_are_refused_from_their_header() {
+    use std::io::Write;
+    let mut body = encode_idx(&[2, 5], &[7; 10]);
+    body.resize(body.len() + (64 << 20), 0);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&body).unwrap();
+    let gz = gz.finish().unwrap();
+    assert!(gz.len() < 1 << 20, "a small file: {} bytes", gz.len());
+    idx_error(&gz, "need 10 data bytes, the file has more");
+    idx_error(
+        &[
+            0, 0, 0x08, 0x03, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 2,
+        ],
+        "declare more than",
+    );
+    let ok = parse_idx(&encode_idx(&[2, 5], &[7; 10]), Path::new("ok.idx")).unwrap();
+    assert_eq!(ok.dims, [2, 5]);
+}

@@ -434,3 +434,67 @@ fn embedding_rules_and_integer_inputs() {
     assert!(arch.contains("\"dtype\": \"index\""), "{arch}");
     assert_eq!(pare::ir::io::load(dir.path()).unwrap(), m);
 }
+
+/// Extreme sizes are refused when a graph is checked, never wrapped or allocated: padding,
+/// stride, dilation and kernels near usize::MAX, values or parameters past 2^28 elements.
+#[test]
+fn extreme_sizes_are_refused_without_overflow() {
+    use pare::ir::GraphBuilder;
+    let huge = usize::MAX / 2 + 1;
+    let conv_with = |k: usize, s: usize, p: usize, d: usize| Op::Conv2d {
+        in_channels: 1,
+        out_channels: 2,
+        kernel_size: [k, 3],
+        stride: [s, 1],
+        padding: [p, 1],
+        dilation: [d, 1],
+        groups: 1,
+        bias: false,
+    };
+    for op in [
+        conv_with(3, 1, huge, 1),
+        conv_with(3, 1, usize::MAX, 1),
+        conv_with(huge, 1, 1, 2),
+        conv_with(3, 1, 1, huge),
+        conv_with(3, usize::MAX, usize::MAX, usize::MAX),
+    ] {
+        let mut b = GraphBuilder::new([1, 8, 8]);
+        b.then("c", op.clone());
+        assert!(b.finish().is_err(), "{op:?}");
+    }
+    // A wide padding fits arithmetic but not memory: refused by the value cap.
+    let mut b = GraphBuilder::new([1, 8, 8]);
+    b.then("c", conv_with(3, 1, 1 << 27, 1));
+    let e = b.finish().unwrap_err().to_string();
+    assert!(
+        e.contains("'c'") && e.contains("per sample") && e.contains("GB of f32"),
+        "{e}"
+    );
+    // Parameters: one huge layer, or many that add up.
+    let mut b = GraphBuilder::new([784]);
+    b.then("fc1", linear(784, 1_000_000_000));
+    let e = b.finish().unwrap_err().to_string();
+    assert!(e.contains("fc1.weight") && e.contains("3.1 TB of f32"), "{e}");
+    let mut b = GraphBuilder::new([4096]);
+    for i in 0..20 {
+        b.then(format!("fc{i}"), linear(4096, 4096));
+    }
+    let e = b.finish().unwrap_err().to_string();
+    assert!(e.contains("fc15") && e.contains("parameters"), "{e}");
+    // Flatten, concat and reshape of sizes whose product overflows.
+    error(Op::Flatten, &[&[huge, 4, 4]], "overflows");
+    error(
+        Op::Concat { axis: 0 },
+        &[&[usize::MAX, 2, 2], &[1, 2, 2]],
+        "overflows",
+    );
+    error(
+        Op::Reshape { shape: vec![4, 4] },
+        &[&[huge, 2, 8]],
+        "too many elements",
+    );
+    // A graph just under the cap is fine (235M parameters).
+    let mut b = GraphBuilder::new([784]);
+    b.then("wide", linear(784, 300_000));
+    assert!(b.finish().is_ok());
+}

@@ -156,3 +156,86 @@ fn staged_distillation_methods_run_as_recipe_stages() {
         "{e}"
     );
 }
+
+/// The compressed file is a plain name inside the output directory: no path leaves it or
+/// lands on another output, checked when the recipe is parsed.
+#[test]
+fn the_encoded_file_name_stays_inside_the_output_directory() {
+    let recipe = |file: &str| {
+        let text = format!(
+            "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.quantize]\nbits = 8\n[encode]\nfile = {}\n",
+            toml::Value::String(file.into())
+        );
+        Recipe::parse(&text, Path::new("e.toml"))
+    };
+    for bad in [
+        "../../x.pare",
+        "/tmp/x.pare",
+        "model/weights.safetensors",
+        "a\\b.pare",
+        "",
+        ".",
+        "..",
+        ".hidden",
+        "model",
+        "report.json",
+        "report.md",
+        "stages",
+    ] {
+        let e = recipe(bad).expect_err(bad).to_string();
+        assert!(e.contains("e.toml") && e.contains("[encode] file"), "{bad}: {e}");
+    }
+    assert_eq!(recipe("small.pare").unwrap().encode.file, "small.pare");
+}
+
+/// Non-finite or out-of-range hyper-parameters are refused with the field, in recipes and in
+/// the optimizer settings every command builds.
+#[test]
+fn non_finite_hyper_parameters_are_refused() {
+    let parse = |stage: &str| {
+        let text = format!("[model]\nzoo = \"lenet300\"\n[[stage]]\n{stage}\n");
+        Recipe::parse(&text, Path::new("h.toml"))
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    for wd in ["nan", "inf", "-1.0"] {
+        let e = parse(&format!(
+            "[stage.train]\ntrain = {{ epochs = 1, lr = 0.1, weight_decay = {wd} }}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("h.toml") && e.contains("weight_decay"), "{wd}: {e}");
+    }
+    for p in ["nan", "150.0", "50.0", "-inf"] {
+        let e = parse(&format!(
+            "[stage.quantize]\nbits = 8\nactivations = {{ bits = 8, observer = \"percentile\", percentile = {p} }}"
+        ))
+        .unwrap_err();
+        assert!(e.contains("h.toml") && e.contains("percentile"), "{p}: {e}");
+    }
+    assert!(parse("[stage.quantize]\nbits = 8\nactivations = { bits = 8, observer = \"percentile\", percentile = 99.9 }").is_ok());
+    use pare::train::OptimizerConfig;
+    for bad in [
+        OptimizerConfig::sgd(0.9, f32::NAN),
+        OptimizerConfig::sgd(0.9, f32::INFINITY),
+        OptimizerConfig::sgd(f32::NAN, 0.0),
+        OptimizerConfig::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: f32::NAN,
+            weight_decay: 0.0,
+        },
+        OptimizerConfig::adam(f32::NAN),
+    ] {
+        assert!(bad.validate().is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn a_data_criterion_without_calibration_batches_is_refused() {
+    let text = "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.structured]\ncriterion = \"apoz\"\nratio = 0.3\ncalib_batches = 0\ntrain = { epochs = 1, lr = 0.01 }\n";
+    let e = Recipe::parse(text, Path::new("c.toml")).unwrap_err().to_string();
+    assert!(
+        e.contains("c.toml") && e.contains("calib_batches must be at least 1"),
+        "{e}"
+    );
+}

@@ -52,3 +52,9 @@ pub fn trained(dir: &Path) -> String {
     ]);
     base.to_str().unwrap().to_string()
 }
+
+/// An untrained lenet300 (seed 0): enough for commands that fail before they train.
+#[allow(dead_code)]
+pub fn untrained_lenet300() -> pare::ir::Model {
+    pare::ir::Model::init(pare::zoo::ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 0).unwrap()
+}

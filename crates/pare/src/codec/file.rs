@@ -44,8 +44,9 @@ pub const VERSION: u16 = 1;
 /// Magic, version and header length.
 pub const PREAMBLE: usize = 10;
 pub const CHECKSUM: usize = 4;
-/// Largest tensor the decoder will allocate (elements): a sanity bound against hostile files.
-pub const MAX_ELEMENTS: usize = 1 << 28;
+/// Largest tensor the decoder will allocate (elements): the graph check bounds every model's
+/// parameters by it in total, before any tensor is read.
+pub use crate::ir::graph::MAX_ELEMENTS;
 
 /// How one parameter is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -482,7 +483,14 @@ pub fn decode_body(body: &[u8]) -> std::result::Result<Model, String> {
         if !tr.is_done() {
             return Err(format!("tensor '{}': payload has trailing bytes", e.name));
         }
-        params.insert(e.name.clone(), Tensor::from_vec(r_.spec.shape.clone(), data));
+        let t = Tensor::from_vec(r_.spec.shape.clone(), data);
+        if let Some((i, v)) = t.first_non_finite() {
+            return Err(format!(
+                "tensor '{}' holds the non-finite value {v} at flat position {i}",
+                e.name
+            ));
+        }
+        params.insert(e.name.clone(), t);
     }
     if !r.is_done() {
         return Err("trailing bytes after the last tensor".into());

@@ -20,72 +20,91 @@ pub fn read_idx(path: &Path) -> Result<IdxArray> {
     parse_idx(&raw, path)
 }
 
+/// The largest IDX body pare reads: 2 GiB (Fashion-MNIST's training images are 47 MB).
+pub const MAX_IDX_BYTES: usize = 1 << 31;
+
 /// Parses IDX bytes (gzipped or raw); `path` is only used in error messages.
+///
+/// The header is read first and the body only up to the size it declares (plus one byte to
+/// detect trailing data), so a small gzip stream that inflates to gigabytes is refused after
+/// reading at most the declared size, never decompressed whole.
 pub fn parse_idx(raw: &[u8], path: &Path) -> Result<IdxArray> {
     let err = |reason: String| Error::Idx {
         path: path.to_path_buf(),
         reason,
     };
-    let bytes: Vec<u8>;
-    let buf = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::new();
-        flate2::read::GzDecoder::new(raw)
-            .read_to_end(&mut out)
-            .map_err(|e| err(format!("gzip stream is corrupt or truncated: {e}")))?;
-        bytes = out;
-        &bytes[..]
+    let gz = raw.starts_with(&[0x1f, 0x8b]);
+    let mut input: Box<dyn Read + '_> = if gz {
+        Box::new(flate2::read::GzDecoder::new(raw))
     } else {
-        raw
+        Box::new(raw)
     };
-    if buf.len() < 4 {
+    let corrupt = |e: std::io::Error| err(format!("gzip stream is corrupt or truncated: {e}"));
+    // Reads up to `n` bytes (fewer at the end of the stream).
+    let mut read_up_to = |n: usize| -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        input
+            .by_ref()
+            .take(n as u64)
+            .read_to_end(&mut out)
+            .map_err(corrupt)?;
+        Ok(out)
+    };
+    let magic = read_up_to(4)?;
+    if magic.len() < 4 {
         return Err(err(format!(
             "{} bytes is too short for the 4-byte magic",
-            buf.len()
+            magic.len()
         )));
     }
-    if buf[0] != 0 || buf[1] != 0 {
+    if magic[0] != 0 || magic[1] != 0 {
         return Err(err(format!(
             "wrong magic {:02x} {:02x} {:02x} {:02x} (expected 00 00 08 NDIM)",
-            buf[0], buf[1], buf[2], buf[3]
+            magic[0], magic[1], magic[2], magic[3]
         )));
     }
-    if buf[2] != 0x08 {
+    if magic[2] != 0x08 {
         return Err(err(format!(
             "element type 0x{:02x} is not supported (expected 0x08, unsigned byte)",
-            buf[2]
+            magic[2]
         )));
     }
-    let ndim = buf[3] as usize;
+    let ndim = magic[3] as usize;
     if ndim == 0 {
         return Err(err("zero dimensions".into()));
     }
-    let header = 4 + 4 * ndim;
-    if buf.len() < header {
+    let head = read_up_to(4 * ndim)?;
+    if head.len() < 4 * ndim {
         return Err(err(format!(
             "header declares {ndim} dimensions but the file ends after {} bytes",
-            buf.len()
+            4 + head.len()
         )));
     }
-    let dims: Vec<usize> = (0..ndim)
-        .map(|i| {
-            let o = 4 + 4 * i;
-            u32::from_be_bytes([buf[o], buf[o + 1], buf[o + 2], buf[o + 3]]) as usize
-        })
+    let dims: Vec<usize> = head
+        .chunks(4)
+        .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
     let n = dims
         .iter()
         .try_fold(1usize, |a, &d| a.checked_mul(d))
-        .ok_or_else(|| err(format!("dimensions {dims:?} overflow")))?;
-    let body = buf.len() - header;
-    if body != n {
+        .filter(|&n| n <= MAX_IDX_BYTES)
+        .ok_or_else(|| {
+            err(format!(
+                "dimensions {dims:?} declare more than {MAX_IDX_BYTES} bytes"
+            ))
+        })?;
+    let data = read_up_to(n.saturating_add(1))?;
+    if data.len() != n {
+        let have = if data.len() > n {
+            "more".to_string()
+        } else {
+            data.len().to_string()
+        };
         return Err(err(format!(
-            "dimensions {dims:?} need {n} data bytes, the file has {body} (truncated or wrong file)"
+            "dimensions {dims:?} need {n} data bytes, the file has {have} (truncated or wrong file)"
         )));
     }
-    Ok(IdxArray {
-        dims,
-        data: buf[header..].to_vec(),
-    })
+    Ok(IdxArray { dims, data })
 }
 
 /// Encodes an unsigned-byte IDX array (raw, not gzipped). Used by tests and tools that write

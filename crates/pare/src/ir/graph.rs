@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::op::Op;
+use super::op::{elements, Op};
 use crate::error::{Error, Result};
 
 /// The name by which nodes refer to the model's input.
@@ -12,6 +12,12 @@ pub const INPUT: &str = "input";
 
 /// The largest per-sample rank a value may have (the engines add the batch axis).
 pub const MAX_RANK: usize = 5;
+
+/// The most elements a value may hold per sample, and a model's parameters in all: 2^28 (1 GiB
+/// of f32). Larger graphs are refused when they are checked, before anything is allocated, so
+/// no size computed from a checked graph overflows and no engine runs out of memory on one
+/// sample (e.g. `mlp --hidden 1000000000` asks for 784 billion weights).
+pub const MAX_ELEMENTS: usize = 1 << 28;
 
 /// Per-channel-free input normalization: `x' = (x - mean) / std` on pixels in [0, 1].
 ///
@@ -157,11 +163,15 @@ impl Graph {
 
     /// Checks names, order, arity and shapes; returns every node's output shape.
     pub fn shapes(&self) -> Result<Shapes> {
-        if self.input.shape.is_empty() || self.input.shape.len() > MAX_RANK || self.input.shape.contains(&0) {
+        if self.input.shape.is_empty()
+            || self.input.shape.len() > MAX_RANK
+            || self.input.shape.contains(&0)
+            || elements(&self.input.shape).is_none_or(|n| n > MAX_ELEMENTS)
+        {
             return Err(Error::graph(
                 INPUT,
                 format!(
-                    "input shape {:?} must have 1 to {MAX_RANK} axes, all positive",
+                    "input shape {:?} must have 1 to {MAX_RANK} axes, all positive, at most {MAX_ELEMENTS} elements",
                     self.input.shape
                 ),
             ));
@@ -177,6 +187,7 @@ impl Graph {
         }
         let mut index: HashMap<&str, usize> = HashMap::new();
         let mut shapes: Vec<Vec<usize>> = Vec::with_capacity(self.nodes.len());
+        let mut params = 0usize;
         for (i, node) in self.nodes.iter().enumerate() {
             if node.name.is_empty() || node.name == INPUT {
                 return Err(Error::graph(&node.name, "a node may not be named '' or 'input'"));
@@ -209,6 +220,31 @@ impl Graph {
                 return Err(Error::graph(
                     &node.name,
                     format!("output shape {out:?} must have 1 to {MAX_RANK} axes, all positive"),
+                ));
+            }
+            for spec in node.op.params() {
+                let total = elements(&spec.shape).and_then(|n| params.checked_add(n));
+                params = total.filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| {
+                    Error::graph(
+                        &node.name,
+                        format!(
+                            "parameter '{}' {:?} takes the model to {} parameters, {}; pare allows {MAX_ELEMENTS} (1 GiB)",
+                            super::op::param_name(&node.name, spec.suffix),
+                            spec.shape,
+                            total.map_or("more than usize::MAX".to_string(), |n| n.to_string()),
+                            f32_memory(total),
+                        ),
+                    )
+                })?;
+            }
+            let n = elements(&out);
+            if n.is_none_or(|n| n > MAX_ELEMENTS) {
+                return Err(Error::graph(
+                    &node.name,
+                    format!(
+                        "output shape {out:?} holds {} per sample; pare allows {MAX_ELEMENTS} elements (1 GiB)",
+                        f32_memory(n)
+                    ),
                 ));
             }
             shapes.push(out);
@@ -310,6 +346,21 @@ impl Graph {
             .filter(|(_, n)| n.inputs.iter().any(|i| i == name))
             .map(|(i, _)| i)
             .collect()
+    }
+}
+
+/// The memory `n` f32 values take, in words ("3.2 TB of f32"); `None` is past usize.
+fn f32_memory(n: Option<usize>) -> String {
+    match n {
+        Some(n) => {
+            let bytes = n as f64 * 4.0;
+            let (v, unit) = [(1e12, "TB"), (1e9, "GB"), (1e6, "MB")]
+                .into_iter()
+                .find(|(s, _)| bytes >= *s)
+                .map_or((bytes, "B"), |(s, u)| (bytes / s, u));
+            format!("{v:.1} {unit} of f32")
+        }
+        None => "more memory than can be addressed".into(),
     }
 }
 

@@ -165,7 +165,15 @@ pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMa
                 view.dtype()
             ),
         })?;
-        out.insert(name, Tensor::from_vec(view.shape().to_vec(), data));
+        let t = Tensor::from_vec(view.shape().to_vec(), data);
+        if let Some((i, v)) = t.first_non_finite() {
+            return Err(Error::Weights {
+                path: path.to_path_buf(),
+                tensor: name,
+                reason: format!("holds the non-finite value {v} at flat position {i}"),
+            });
+        }
+        out.insert(name, t);
     }
     Ok((out, metadata))
 }

@@ -69,6 +69,16 @@ impl Tensor {
         self.data.len()
     }
 
+    /// The first NaN or infinite value with its flat position: weights must not hold one
+    /// (every loader refuses them, naming the tensor).
+    pub fn first_non_finite(&self) -> Option<(usize, f32)> {
+        self.data
+            .iter()
+            .copied()
+            .enumerate()
+            .find(|(_, v)| !v.is_finite())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.data.is_empty()
     }

@@ -85,6 +85,12 @@ checked!(
     "{v} bits: must be in {SHARE_BITS:?}"
 );
 checked!(
+    /// The percentile an observer clips at, in `(50, 100]` (the range keeps both tails).
+    Percentile(f32, "f32"),
+    |v| v > 50.0 && v <= 100.0,
+    "percentile {v} must be in (50, 100]"
+);
+checked!(
     /// A weight in `[0, 1]`.
     UnitFraction(f32, "f32"),
     |v| (0.0..=1.0).contains(&v),
@@ -373,15 +379,15 @@ pub struct Activations {
     pub observer: ObserverName,
     /// For the percentile observer.
     #[serde(default = "percentile")]
-    pub percentile: f32,
+    pub percentile: Percentile,
 }
 
 fn minmax() -> ObserverName {
     ObserverName::Minmax
 }
 
-fn percentile() -> f32 {
-    99.99
+fn percentile() -> Percentile {
+    Percentile(99.99)
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -397,7 +403,7 @@ impl Activations {
     pub fn observer(&self) -> Observer {
         match self.observer {
             ObserverName::Minmax => Observer::MinMax,
-            ObserverName::Percentile => Observer::Percentile { q: self.percentile },
+            ObserverName::Percentile => Observer::Percentile { q: self.percentile.0 },
             ObserverName::Mse => Observer::Mse,
             ObserverName::Kl => Observer::Kl,
         }
@@ -429,6 +435,29 @@ impl Default for EncodeSpec {
 
 fn file_name() -> String {
     "model.pare".into()
+}
+
+/// What `pare compress` writes in its output directory besides the compressed file.
+pub const OUTPUT_NAMES: [&str; 4] = ["model", "report.md", "report.json", "stages"];
+
+/// The compressed file's name must be a plain file name inside the output directory: no
+/// directories, not absolute, not `.`/`..`, and none of the other outputs' names.
+fn check_file_name(name: &str) -> std::result::Result<(), String> {
+    let plain = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '\\', '\0'])
+        && !name.starts_with('.');
+    if !plain {
+        return Err("must be a plain file name (no directories, not hidden), e.g. \"model.pare\"".into());
+    }
+    if OUTPUT_NAMES.contains(&name) {
+        return Err(format!(
+            "is the name of another output ({})",
+            OUTPUT_NAMES.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 /// A whole recipe.
@@ -501,8 +530,12 @@ impl Recipe {
                 if t.batch_size == 0 {
                     return Err(at("train.batch_size must be at least 1".into()));
                 }
-                if !(0.0..1.0).contains(&t.momentum) || t.weight_decay < 0.0 {
-                    return Err(at("train.momentum must be in [0, 1) and weight_decay >= 0".into()));
+                if !(0.0..1.0).contains(&t.momentum) || !(t.weight_decay >= 0.0 && t.weight_decay.is_finite())
+                {
+                    return Err(at(format!(
+                        "train.momentum must be in [0, 1) and weight_decay a finite number >= 0 (got {}, {})",
+                        t.momentum, t.weight_decay
+                    )));
                 }
                 if t.views > 0 && !t.augment {
                     return Err(at(
@@ -523,6 +556,12 @@ impl Recipe {
                 Stage::Prune(p) if p.every == 0 => return Err(at("every must be at least 1".into())),
                 Stage::Structured(p) if p.steps == 0 || p.round_to == 0 => {
                     return Err(at("steps and round_to must be at least 1".into()))
+                }
+                Stage::Structured(p) if p.criterion.needs_data() && p.calib_batches == 0 => {
+                    return Err(at(format!(
+                        "criterion {} scores channels on data: calib_batches must be at least 1",
+                        p.criterion.name()
+                    )))
                 }
                 Stage::Structured(p)
                     if p.threshold.is_none() && p.ratio.0 == 0.0 && p.layers.values().all(|f| f.0 == 0.0) =>
@@ -560,6 +599,8 @@ impl Recipe {
         if r.encode.gap_bits.is_some_and(|g| !GAP_BITS.contains(&g)) {
             return Err(bad(format!("[encode] gap_bits must be in {GAP_BITS:?}")));
         }
+        check_file_name(&r.encode.file)
+            .map_err(|e| bad(format!("[encode] file = {:?}: {e}", r.encode.file)))?;
         Ok(r)
     }
 

@@ -159,6 +159,14 @@ pub fn fit(
     hooks: &mut dyn Hooks,
 ) -> Result<FitReport> {
     cfg.validate()?;
+    if let [_, h, w] = *train.sample_shape() {
+        if cfg.augment.crop_padding > h.min(w) {
+            return Err(Error::Config(format!(
+                "crop padding {} exceeds the {h}x{w} images: a crop would hold no pixel of the image",
+                cfg.augment.crop_padding
+            )));
+        }
+    }
     if train.is_empty() {
         return Err(Error::Data("the training set is empty".into()));
     }

@@ -67,10 +67,12 @@ impl OptimizerConfig {
                 nesterov,
                 weight_decay,
             } => {
-                if !(0.0..1.0).contains(&momentum) || !(0.0..=1.0).contains(&dampening) || weight_decay < 0.0
+                if !(0.0..1.0).contains(&momentum)
+                    || !(0.0..=1.0).contains(&dampening)
+                    || !(weight_decay >= 0.0 && weight_decay.is_finite())
                 {
                     return bad(format!(
-                        "sgd: momentum must be in [0, 1), dampening in [0, 1], weight decay >= 0 (got {momentum}, {dampening}, {weight_decay})"
+                        "sgd: momentum must be in [0, 1), dampening in [0, 1], weight decay >= 0 and finite (got {momentum}, {dampening}, {weight_decay})"
                     ));
                 }
                 if nesterov && (momentum == 0.0 || dampening != 0.0) {
@@ -91,11 +93,11 @@ impl OptimizerConfig {
             } => {
                 if !(0.0..1.0).contains(&beta1)
                     || !(0.0..1.0).contains(&beta2)
-                    || eps <= 0.0
-                    || weight_decay < 0.0
+                    || !(eps > 0.0 && eps.is_finite())
+                    || !(weight_decay >= 0.0 && weight_decay.is_finite())
                 {
                     return bad(format!(
-                        "adam: betas must be in [0, 1), eps > 0, weight decay >= 0 (got {beta1}, {beta2}, {eps}, {weight_decay})"
+                        "adam: betas must be in [0, 1), eps > 0, weight decay >= 0 (all finite) (got {beta1}, {beta2}, {eps}, {weight_decay})"
                     ));
                 }
             }

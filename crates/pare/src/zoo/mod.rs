@@ -86,6 +86,13 @@ impl ZooModel {
                 }
             },
         };
+        // Hidden sizes and dropout belong to the MLP: given with another model they would be
+        // silently ignored.
+        if !matches!(m, ZooModel::Mlp { .. }) && (hidden.is_some() || dropout != 0.0) {
+            return Err(Error::Config(format!(
+                "--hidden and --dropout are for the mlp model, not {name}"
+            )));
+        }
         if let ZooModel::Mlp { hidden, .. } = &m {
             if hidden.is_empty() || hidden.contains(&0) {
                 return Err(Error::Config(

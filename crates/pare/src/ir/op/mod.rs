@@ -13,7 +13,7 @@ mod params;
 mod shape;
 
 pub use channels::{channel_axis, ChannelRule, Kept};
-pub use shape::{broadcast, resolve_axis};
+pub use shape::{broadcast, elements, resolve_axis};
 
 use serde::{Deserialize, Serialize};
 

@@ -27,10 +27,17 @@ pub fn broadcast(a: &[usize], b: &[usize]) -> Result<Vec<usize>, String> {
         .collect()
 }
 
+/// The output size of a window `k` (dilation `d`) sliding by `s` over `size` padded by `p` on
+/// both sides; `None` when it does not fit or the arithmetic would overflow.
 fn conv_out(size: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize> {
-    let span = d * (k - 1) + 1;
-    let padded = size + 2 * p;
+    let span = d.checked_mul(k.checked_sub(1)?)?.checked_add(1)?;
+    let padded = p.checked_mul(2)?.checked_add(size)?;
     (padded >= span && s > 0).then(|| (padded - span) / s + 1)
+}
+
+/// The number of elements of `shape`, `None` when it overflows.
+pub fn elements(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
 }
 
 impl Op {
@@ -158,7 +165,7 @@ impl Op {
                 let (c, _, _) = image("global_avg_pool")?;
                 Ok(vec![c, 1, 1])
             }
-            Op::Flatten => Ok(vec![x.iter().product()]),
+            Op::Flatten => Ok(vec![elements(x).ok_or_else(|| format!("flatten of {x:?} overflows"))?]),
             Op::Add => {
                 if let Some(bad) = inputs.iter().find(|s| **s != x) {
                     return Err(format!("add expects equal input shapes, got {x:?} and {bad:?}"));
@@ -174,7 +181,9 @@ impl Op {
                             "concat expects shapes equal but for axis {a}, got {x:?} and {s:?}"
                         ));
                     }
-                    out[a] += s[a];
+                    out[a] = out[a]
+                        .checked_add(s[a])
+                        .ok_or_else(|| format!("concat of {x:?} and {s:?} overflows"))?;
                 }
                 Ok(out)
             }
@@ -204,10 +213,13 @@ impl Op {
                 Ok(x.to_vec())
             }
             Op::Reshape { ref shape } => {
-                let (have, want) = (x.iter().product::<usize>(), shape.iter().product::<usize>());
-                if shape.is_empty() || shape.contains(&0) || have != want {
+                let (have, want) = (elements(x), elements(shape));
+                if shape.is_empty() || shape.contains(&0) || have.is_none() || have != want {
+                    let count = |n: Option<usize>| n.map_or("too many".to_string(), |n| n.to_string());
                     return Err(format!(
-                        "reshape of {x:?} ({have} elements) to {shape:?} ({want} elements)"
+                        "reshape of {x:?} ({} elements) to {shape:?} ({} elements)",
+                        count(have),
+                        count(want)
                     ));
                 }
                 Ok(shape.clone())
