@@ -59,6 +59,7 @@ fn load_data(dir: Option<&Path>) -> Result<fashion::Splits> {
 
 pub fn train(a: TrainArgs) -> Result<()> {
     io::check_output_dir(&a.out, &[&fashion::resolve_dir(a.data.data.as_deref())])?;
+    let _lock = crate::lock::OutputLock::take(&a.out)?;
     let zm = zoo_model(&a.model)?;
     let lr = a.lr.unwrap_or(match a.optimizer {
         OptimizerArg::Sgd => 0.01,
@@ -149,7 +150,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             a.out.join(CHECKPOINT).display()
         );
         // The conventional exit status of a program stopped by SIGINT.
-        std::process::exit(130);
+        crate::lock::exit(130);
     }
     let test = evaluate(&model, &splits.test, 1000, &Reparams::new())?;
     io::save(&model, &a.out)?;
@@ -184,6 +185,12 @@ pub fn train(a: TrainArgs) -> Result<()> {
 
 /// A model directory, or a compressed `.pare` file (decoded).
 pub(crate) fn load_model(path: &Path) -> Result<Model> {
+    if !path.exists() {
+        bail!(
+            "{}: no such file or directory (a model directory or a .pare file)",
+            path.display()
+        );
+    }
     if path.is_file() {
         Ok(pare::codec::read(path)?)
     } else {

@@ -142,6 +142,7 @@ fn execute(recipe: &Recipe, title: &str, out: &Path, resume: bool, data_dir: Opt
         }
     }
     io::check_output_dir(out, &inputs)?;
+    let _lock = crate::lock::OutputLock::take(out)?;
     let splits =
         fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
     let train_all: Arc<dyn Dataset> = Arc::new(splits.train);
@@ -166,7 +167,7 @@ fn execute(recipe: &Recipe, title: &str, out: &Path, resume: bool, data_dir: Opt
                 "interrupted: finished stages are saved under {}; rerun with --resume to continue",
                 out.join("stages").display()
             );
-            std::process::exit(130);
+            crate::lock::exit(130);
         }
         r => r?,
     };

@@ -176,7 +176,7 @@ impl Ctx<'_> {
         };
         if r.interrupted {
             println!("interrupted; nothing was written");
-            std::process::exit(130);
+            crate::lock::exit(130);
         }
         Ok(())
     }
@@ -305,6 +305,7 @@ pub fn distill(a: DistillArgs) -> Result<()> {
     let mut inputs = vec![data_dir.as_path()];
     inputs.extend(a.teacher.as_deref());
     io::check_output_dir(&a.out, &inputs)?;
+    let _lock = crate::lock::OutputLock::take(&a.out)?;
     let dir = fashion::resolve_dir(a.data.as_deref());
     let splits =
         fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;

@@ -5,6 +5,7 @@
 mod commands;
 mod compress_cmd;
 mod distill_cmd;
+mod lock;
 mod progress;
 mod prune_cmd;
 mod supermask_cmd;
@@ -263,9 +264,15 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
-            for cause in e.chain().skip(1) {
-                eprintln!("  caused by: {cause}");
+            // A cause whose words the message already holds (an OS error after its path) is
+            // not repeated.
+            let mut shown = e.to_string();
+            eprintln!("error: {shown}");
+            for cause in e.chain().skip(1).map(|c| c.to_string()) {
+                if !shown.contains(&cause) {
+                    eprintln!("  caused by: {cause}");
+                    shown.push_str(&cause);
+                }
             }
             ExitCode::FAILURE
         }

@@ -169,6 +169,7 @@ fn interrupted(e: pare::Error) -> anyhow::Error {
 
 pub fn prune(a: PruneArgs) -> Result<()> {
     io::check_output_dir(&a.out, &[&a.dir, &fashion::resolve_dir(a.data.as_deref())])?;
+    let _lock = crate::lock::OutputLock::take(&a.out)?;
     let base = io::load(&a.dir)?;
     let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;
     let layers = parse_layers(&a.layer)?;
@@ -409,6 +410,7 @@ pub struct SensitivityArgs {
 
 pub fn sensitivity(a: SensitivityArgs) -> Result<()> {
     io::check_output_dir(&a.out, &[&a.dir, &fashion::resolve_dir(a.data.as_deref())])?;
+    let _lock = crate::lock::OutputLock::take(&a.out)?;
     use pare::data::Subset;
     use pare::report::plot::{line_chart, Series};
     use std::sync::Arc;
@@ -525,6 +527,7 @@ pub struct LotteryArgs {
 
 pub fn lottery(a: LotteryArgs) -> Result<()> {
     io::check_output_dir(&a.out, &[&fashion::resolve_dir(a.data.as_deref())])?;
+    let _lock = crate::lock::OutputLock::take(&a.out)?;
     use pare::prune::lottery::{lottery, LotteryConfig};
     use pare::report::plot::{line_chart, Series};
     let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;

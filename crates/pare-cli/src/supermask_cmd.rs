@@ -54,6 +54,7 @@ fn config(epochs: usize, lr: f32, cosine: bool, seed: u64) -> FitConfig {
 
 pub fn supermask(a: SupermaskArgs) -> Result<()> {
     io::check_output_dir(&a.out, &[&fashion::resolve_dir(a.data.as_deref())])?;
+    let _lock = crate::lock::OutputLock::take(&a.out)?;
     let dir = fashion::resolve_dir(a.data.as_deref());
     let splits =
         fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
@@ -63,7 +64,7 @@ pub fn supermask(a: SupermaskArgs) -> Result<()> {
     let stop = |interrupted: bool| {
         if interrupted {
             println!("interrupted; nothing was written");
-            std::process::exit(130);
+            crate::lock::exit(130);
         }
     };
     println!("== dense training ({} epochs)", a.epochs);

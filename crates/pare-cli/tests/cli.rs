@@ -85,8 +85,22 @@ fn bad_input_gets_a_clear_error() {
         &["train", "--model", "resnet21", "--epochs", "1", "--out", "/tmp/x"],
         &["6n+2"],
     );
-    fails_with(&["eval", "/nonexistent/model"], &["/nonexistent/model/arch.json"]);
-    fails_with(&["info", "/nonexistent/model"], &["/nonexistent/model/arch.json"]);
+    fails_with(
+        &["eval", "/nonexistent/model"],
+        &["/nonexistent/model: no such file or directory"],
+    );
+    fails_with(
+        &["info", "/nonexistent/model"],
+        &["/nonexistent/model: no such file or directory"],
+    );
+    fails_with(
+        &["eval", "nothere.pare"],
+        &["nothere.pare: no such file or directory"],
+    );
+    // An OS error is said once, after its path, not again as a cause.
+    let o = common::pare(&["eval", "/tmp", "--data", "/nonexistent/data"]);
+    let e = stderr(&o);
+    assert!(e.matches("os error 2").count() <= 1, "{e}");
     fails_with(&["eval", "/tmp", "--data", "/nonexistent/data"], &["arch.json"]);
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("m");

@@ -119,3 +119,44 @@ fn an_output_directory_overlapping_an_input_is_refused() {
         assert_eq!(snapshot(tmp.path()), before, "{args:?} changed the files");
     }
 }
+
+/// One run per output directory: a live owner's lock refuses a second run; a lock left by a
+/// process that no longer runs is reported and taken over, with the temporary files such a
+/// run leaves; the lock is gone after the run.
+#[test]
+fn an_output_directory_is_locked_while_a_run_writes_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    pare::ir::io::save(&common::untrained_lenet300(), &base).unwrap();
+    let out = tmp.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let lock = out.join(".pare.lock");
+    // This test's own process is alive.
+    std::fs::write(&lock, std::process::id().to_string()).unwrap();
+    let (b, o) = (base.to_str().unwrap(), out.to_str().unwrap());
+    let quantize = ["quantize", b, "--out", o, "--bits", "8"];
+    fails_with(
+        &quantize,
+        &["is in use by pare process", &std::process::id().to_string()],
+    );
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        1,
+        "nothing but the lock"
+    );
+    // A pid past Linux's largest possible one: no such process.
+    std::fs::write(&lock, "4194305").unwrap();
+    // And a temporary file a killed save left behind.
+    let leftover = out.join(".model.pare.4194305.tmp");
+    std::fs::write(&leftover, b"partial").unwrap();
+    let run = common::pare(&quantize);
+    assert!(run.status.success(), "{}", common::stderr(&run));
+    assert!(
+        common::stderr(&run).contains("4194305, which no longer runs"),
+        "{}",
+        common::stderr(&run)
+    );
+    assert!(!lock.exists(), "the lock is released");
+    assert!(!leftover.exists(), "the killed run's temporary file is removed");
+    assert!(out.join("model.pare").is_file());
+}

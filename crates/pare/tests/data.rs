@@ -136,3 +136,35 @@ fn real_fashion_mnist_loads() {
         "{n:?}"
     );
 }
+
+/// A data directory whose splits cannot be used together is refused when it is loaded, naming
+/// the file: an empty test set, or test images of another size than the training images.
+#[test]
+fn unusable_splits_are_refused_when_loaded() {
+    use pare::data::idx::encode_idx;
+    let write = |dir: &std::path::Path, stem: &str, dims: &[usize]| {
+        let n: usize = dims.iter().product();
+        std::fs::write(dir.join(stem), encode_idx(dims, &vec![0; n])).unwrap();
+    };
+    let split = |test_images: &[usize]| {
+        let dir = tempfile::tempdir().unwrap();
+        write(dir.path(), "train-images-idx3-ubyte", &[4, 28, 28]);
+        write(dir.path(), "train-labels-idx1-ubyte", &[4]);
+        write(dir.path(), "t10k-images-idx3-ubyte", test_images);
+        write(dir.path(), "t10k-labels-idx1-ubyte", &[test_images[0]]);
+        pare::data::fashion::load(dir.path())
+            .map(drop)
+            .map_err(|e| e.to_string())
+    };
+    assert!(split(&[2, 28, 28]).is_ok());
+    let e = split(&[0, 28, 28]).unwrap_err();
+    assert!(
+        e.contains("t10k-images-idx3-ubyte") && e.contains("holds no images"),
+        "{e}"
+    );
+    let e = split(&[2, 32, 32]).unwrap_err();
+    assert!(
+        e.contains("t10k-images-idx3-ubyte") && e.contains("[1, 32, 32]") && e.contains("[1, 28, 28]"),
+        "{e}"
+    );
+}

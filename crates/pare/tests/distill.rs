@@ -330,6 +330,16 @@ fn teacher_logits_saved_to_a_file_replace_the_teacher_in_a_later_run() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("teacher"), "{e}");
+
+    // A flipped bit in the saved logits is refused, not taught from.
+    let mut bytes = std::fs::read(&path).unwrap();
+    *bytes.last_mut().unwrap() ^= 0x01;
+    std::fs::write(&path, &bytes).unwrap();
+    let e = hook.load_logits(&path, &key).unwrap_err().to_string();
+    assert!(
+        e.contains("logits.safetensors") && e.contains("checksum mismatch"),
+        "{e}"
+    );
 }
 
 #[test]

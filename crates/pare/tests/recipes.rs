@@ -239,3 +239,33 @@ fn a_data_criterion_without_calibration_batches_is_refused() {
         "{e}"
     );
 }
+
+/// `epochs = 0` is the stage's transformation alone where one exists (one-shot pruning here)
+/// and an error, found when the recipe is parsed, where the stage only trains.
+#[test]
+fn zero_epochs_prune_without_training_and_are_refused_where_a_stage_only_trains() {
+    use pare::pipeline::run::{run, Data};
+    let data = common::toy_data();
+    let sets = Data {
+        train: &data,
+        val: None,
+        test: &data,
+    };
+    let text = "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.prune]\ndefault = 0.5\nramp = \"one_shot\"\n\
+                train = { epochs = 0, lr = 0.01 }\n[encode]\nhuffman = false\n";
+    let recipe = Recipe::parse(text, Path::new("z.toml")).unwrap();
+    let out = run(&recipe, common::toy_model(3), &sets, &mut Quiet, None, false).unwrap();
+    let w = &out.model.params["conv.weight"];
+    assert!((w.sparsity() - 0.5).abs() < 0.03, "sparsity {}", w.sparsity());
+    for stage in [
+        "[stage.train]\ntrain = { epochs = 0, lr = 0.01 }",
+        "[stage.distill]\nteacher = \"/tmp\"\ntrain = { epochs = 0, lr = 0.01 }",
+    ] {
+        let text = format!("[model]\nzoo = \"lenet300\"\n[[stage]]\n{stage}\n");
+        let e = Recipe::parse(&text, Path::new("z.toml")).unwrap_err().to_string();
+        assert!(
+            e.contains("z.toml") && e.contains("epochs must be at least 1"),
+            "{e}"
+        );
+    }
+}

@@ -151,6 +151,54 @@ fn resume_refuses_a_different_run() {
     assert!(e.contains("no checkpoint to resume from"), "{e}");
 }
 
+/// A checkpoint changed after pare wrote it is refused, not trained on: one flipped bit in the
+/// weights (the last data byte) or a step moved past the epoch's end in its metadata.
+#[test]
+fn resume_refuses_a_damaged_checkpoint() {
+    let data = toy_data();
+    let dir = tempfile::tempdir().unwrap();
+    let ck = dir.path().join("ck.safetensors");
+    fit(
+        &mut toy_model(1),
+        &data,
+        None,
+        &config(1, Some(&ck), false),
+        &mut NoHooks,
+    )
+    .unwrap();
+    let good = std::fs::read(&ck).unwrap();
+    let resume = |bytes: &[u8]| {
+        std::fs::write(&ck, bytes).unwrap();
+        fit(
+            &mut toy_model(1),
+            &data,
+            None,
+            &config(2, Some(&ck), true),
+            &mut NoHooks,
+        )
+        .unwrap_err()
+        .to_string()
+    };
+    let mut flipped = good.clone();
+    *flipped.last_mut().unwrap() ^= 0x01;
+    let e = resume(&flipped);
+    assert!(
+        e.contains("ck.safetensors") && e.contains("checksum mismatch"),
+        "{e}"
+    );
+    // The metadata says where the run is; a step past the epoch (8 steps of 32 here) is
+    // caught by the checksum too, since it covers the metadata.
+    let key = b"\\\"step\\\":0";
+    let at = good
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the metadata holds the step");
+    let mut moved = good.clone();
+    moved[at + key.len() - 1] = b'9';
+    let e = resume(&moved);
+    assert!(e.contains("checksum mismatch"), "{e}");
+}
+
 #[test]
 fn diverging_loss_stops_with_a_clear_error() {
     let data = toy_data();

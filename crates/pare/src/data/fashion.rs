@@ -82,11 +82,34 @@ fn load_pair(dir: &Path, images: &str, labels: &str) -> Result<InMemory> {
 }
 
 /// Loads both splits from `dir` (gzipped or raw IDX files with the standard names).
+///
+/// # Errors
+/// Besides unreadable files: an empty split, or test images of another size than the training
+/// images, named by file, so that no run trains fully and then fails (or reports an accuracy
+/// on nothing) at the end.
 pub fn load(dir: &Path) -> Result<Splits> {
-    Ok(Splits {
-        train: load_pair(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?,
-        test: load_pair(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?,
-    })
+    let train = load_pair(dir, "train-images-idx3-ubyte", "train-labels-idx1-ubyte")?;
+    let test = load_pair(dir, "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")?;
+    for (set, stem) in [
+        (&train, "train-images-idx3-ubyte"),
+        (&test, "t10k-images-idx3-ubyte"),
+    ] {
+        if set.is_empty() {
+            return Err(Error::Data(format!(
+                "{}: holds no images",
+                find(dir, stem)?.display()
+            )));
+        }
+    }
+    if train.sample_shape() != test.sample_shape() {
+        return Err(Error::Data(format!(
+            "{}: test images are {:?}, the training images {:?}",
+            find(dir, "t10k-images-idx3-ubyte")?.display(),
+            test.sample_shape(),
+            train.sample_shape()
+        )));
+    }
+    Ok(Splits { train, test })
 }
 
 /// Mean and standard deviation of every pixel of a set: the normalization a model trained on

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use super::DistillHook;
 use crate::error::{Error, Result};
-use crate::ir::io::{encode_safetensors, read_safetensors, write_atomic};
+use crate::ir::io::{encode_sealed, read_sealed, write_atomic};
 use crate::ir::{Model, Tensor};
 
 /// Metadata field that holds the key.
@@ -131,14 +131,14 @@ impl DistillHook {
             ),
         ]);
         let meta = HashMap::from([(KEY_FIELD.to_string(), key.encode())]);
-        write_atomic(path, &encode_safetensors(&tensors, Some(meta)))
+        write_atomic(path, &encode_sealed(&tensors, meta))
     }
 
     /// Adds the logits saved at `path` to the cache and returns how many there were; a file
     /// saved under another key (another teacher, seed, split or augmentation) is an error that
     /// names the first differing field.
     pub fn load_logits(&mut self, path: &Path, key: &CacheKey) -> Result<usize> {
-        let (tensors, meta) = read_safetensors(path)?;
+        let (tensors, meta) = read_sealed(path)?;
         let bad = |reason: String| Error::Config(format!("{}: {reason}", path.display()));
         let saved = CacheKey::decode(
             meta.get(KEY_FIELD)

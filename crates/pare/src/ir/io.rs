@@ -136,6 +136,61 @@ pub fn encode_safetensors(
     safetensors::serialize(views, metadata).expect("f32 tensors with consistent shapes serialize")
 }
 
+/// The metadata key under which [`encode_sealed`] records its checksum.
+pub const CHECKSUM_KEY: &str = "pare.crc32";
+
+/// CRC-32 of the tensors (name, shape, little-endian values, in name order) and the other
+/// metadata (sorted): what a sealed file's checksum covers.
+fn seal(tensors: &BTreeMap<String, Tensor>, metadata: &HashMap<String, String>) -> String {
+    let mut h = crc32fast::Hasher::new();
+    for (name, t) in tensors {
+        h.update(name.as_bytes());
+        t.shape()
+            .iter()
+            .for_each(|d| h.update(&(*d as u64).to_le_bytes()));
+        t.data().iter().for_each(|v| h.update(&v.to_le_bytes()));
+    }
+    let mut keys: Vec<&String> = metadata.keys().filter(|k| *k != CHECKSUM_KEY).collect();
+    keys.sort();
+    for k in keys {
+        h.update(k.as_bytes());
+        h.update(metadata[k].as_bytes());
+    }
+    format!("{:08x}", h.finalize())
+}
+
+/// [`encode_safetensors`] with a checksum of tensors and metadata in the metadata: for files
+/// pare writes and reads back itself (checkpoints, the teacher-logit cache), where a flipped
+/// byte must not be trained on.
+pub fn encode_sealed(tensors: &BTreeMap<String, Tensor>, metadata: HashMap<String, String>) -> Vec<u8> {
+    let mut metadata = metadata;
+    let crc = seal(tensors, &metadata);
+    metadata.insert(CHECKSUM_KEY.to_string(), crc);
+    encode_safetensors(tensors, Some(metadata))
+}
+
+/// Reads a file written by [`encode_sealed`], checking its checksum.
+///
+/// # Errors
+/// As [`read_safetensors`], and when the checksum is missing or does not match (the file was
+/// changed or damaged after pare wrote it).
+pub fn read_sealed(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let (tensors, metadata) = read_safetensors(path)?;
+    let bad = |reason: &str| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let want = metadata
+        .get(CHECKSUM_KEY)
+        .ok_or_else(|| bad("no checksum (not written by this version of pare)"))?;
+    if *want != seal(&tensors, &metadata) {
+        return Err(bad(
+            "checksum mismatch: the file was changed or damaged after pare wrote it",
+        ));
+    }
+    Ok((tensors, metadata))
+}
+
 /// Reads every tensor of a safetensors file as f32, with the file's metadata.
 ///
 /// F32 is read as is; F64, F16 and BF16 are converted; PyTorch's integer BatchNorm counter

@@ -544,8 +544,12 @@ impl Recipe {
                 }
             }
             match s {
-                Stage::Train(t) if t.train.epochs == 0 => {
-                    return Err(at("train.epochs must be at least 1".into()))
+                Stage::Train(TrainStage { train: t }) | Stage::Distill(DistillStage { train: t, .. })
+                    if t.epochs == 0 =>
+                {
+                    return Err(at(
+                        "train.epochs must be at least 1 (the stage only trains)".into()
+                    ))
                 }
                 Stage::Prune(p) if p.ramp != Ramp::OneShot && p.prune_epochs > p.train.epochs => {
                     return Err(at(format!(

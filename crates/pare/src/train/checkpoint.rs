@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{EpochRecord, EpochSums, FitConfig};
 use super::optim::Optimizer;
 use crate::error::{Error, Result};
-use crate::ir::io::{arch_json, encode_safetensors, read_safetensors, write_atomic};
+use crate::ir::io::{arch_json, encode_sealed, read_sealed, write_atomic};
 use crate::ir::{Model, Params, Tensor};
 
 const META_KEY: &str = "pare.checkpoint";
@@ -74,7 +74,7 @@ pub(crate) fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
         META_KEY.to_string(),
         serde_json::to_string(&ck.meta).expect("checkpoint metadata serializes"),
     )]);
-    write_atomic(path, &encode_safetensors(&all, Some(meta)))
+    write_atomic(path, &encode_sealed(&all, meta))
 }
 
 /// Loads a checkpoint and checks it belongs to this model and a compatible configuration
@@ -89,7 +89,7 @@ pub(crate) fn load(path: &Path, model: &Model, cfg: &FitConfig) -> Result<Checkp
             "no checkpoint to resume from (run without --resume first)".into()
         ));
     }
-    let (tensors, metadata) = read_safetensors(path)?;
+    let (tensors, metadata) = read_sealed(path)?;
     let meta: Meta = metadata
         .get(META_KEY)
         .ok_or_else(|| err("not a pare checkpoint (no metadata)".into()))

@@ -179,6 +179,15 @@ pub fn fit(
     if cfg.resume {
         let path = cfg.checkpoint.as_ref().expect("validated");
         let ck = checkpoint::load(path, model, cfg)?;
+        if ck.meta.step >= steps_per_epoch {
+            return Err(Error::Checkpoint {
+                path: path.clone(),
+                reason: format!(
+                    "it stopped at step {} of an epoch that has {steps_per_epoch} steps (another data set or batch size?)",
+                    ck.meta.step
+                ),
+            });
+        }
         model.params = ck.params;
         opt.load_state(&ck.optimizer, &model.params, ck.meta.optimizer_steps)?;
         history = ck.meta.history;

@@ -29,6 +29,10 @@ pub(super) fn train(
     hook: &mut dyn Hooks,
     events: &mut dyn Events,
 ) -> Result<()> {
+    // `epochs = 0`: the stage's transformation without fine-tuning (one-shot pruning, PTQ).
+    if t.epochs == 0 {
+        return Ok(());
+    }
     let mut progress = events.training_hooks(t.epochs);
     let r = fit(
         model,
