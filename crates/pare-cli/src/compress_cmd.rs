@@ -55,7 +55,7 @@ pub struct QuantizeArgs {
     pub dir: PathBuf,
     #[arg(long)]
     pub out: PathBuf,
-    /// Weight bits (2..=16) of Linear/Conv2d layers.
+    /// Weight bits (2..=16) of Linear, Conv2d and attention layers.
     #[arg(long, default_value_t = 8)]
     pub bits: u32,
     /// One scale per tensor instead of per output channel.

@@ -266,3 +266,44 @@ fn a_centroid_moves_by_the_summed_gradient_of_its_cluster() {
         assert!((c - e).abs() < 1e-4, "{c} vs {e}");
     }
 }
+
+/// A transformer's attention projections are layer weights like any Linear's: quantized,
+/// pruned and shared, each row (an output unit) with its own per-channel scale.
+#[test]
+fn attention_projections_are_layer_weights() {
+    let vit = Model::init(pare::zoo::ZooModel::Vit.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let weights: Vec<String> = vit.layer_weights().into_iter().map(|(_, w)| w).collect();
+    for w in [
+        "blocks.0.att.in_proj_weight",
+        "blocks.0.att.out_proj.weight",
+        "blocks.3.fc2.weight",
+    ] {
+        assert!(weights.iter().any(|x| x == w), "{w} missing from {weights:?}");
+    }
+    assert!(!weights
+        .iter()
+        .any(|w| w.contains("norm") || w.ends_with("bias") || w == "cls"));
+    let bits = LayerBits {
+        default: 4,
+        conv: None,
+        per_layer: BTreeMap::new(),
+    }
+    .resolve(&vit, pare::ir::quant::BITS)
+    .unwrap();
+    let baked = bake(&vit, &weight_reparams(&vit, &bits, true, true, true));
+    let w = &baked.params["blocks.0.att.in_proj_weight"];
+    for row in w.data().chunks(w.shape()[1]) {
+        let mut distinct: Vec<f32> = row.to_vec();
+        distinct.sort_by(f32::total_cmp);
+        distinct.dedup();
+        assert!(
+            distinct.len() <= 16,
+            "a 4-bit row has at most 16 values, got {}",
+            distinct.len()
+        );
+    }
+    assert_ne!(
+        baked.params["blocks.0.att.out_proj.weight"],
+        vit.params["blocks.0.att.out_proj.weight"]
+    );
+}

@@ -141,14 +141,20 @@ impl Model {
             .collect()
     }
 
-    /// The weight tensors of Linear and Conv2d nodes as `(node, parameter)` names, in node
-    /// order: what weight pruning, quantization and sharing act on (BN scales and biases are
-    /// left in f32).
+    /// The weight matrices of Linear, Conv2d and attention nodes (an attention node has two:
+    /// its input and output projections, rows = output units) as `(node, parameter)` names, in
+    /// node order: what weight pruning, quantization and sharing act on (norm scales, biases and
+    /// learned tokens are left in f32).
     pub fn layer_weights(&self) -> Vec<(String, String)> {
         self.param_refs()
             .into_iter()
             .filter(|r| r.spec.kind == ParamKind::Weight)
-            .filter(|r| matches!(self.graph.nodes[r.node].op, Op::Linear { .. } | Op::Conv2d { .. }))
+            .filter(|r| {
+                matches!(
+                    self.graph.nodes[r.node].op,
+                    Op::Linear { .. } | Op::Conv2d { .. } | Op::Attention { .. }
+                )
+            })
             .map(|r| (self.graph.nodes[r.node].name.clone(), r.name))
             .collect()
     }

@@ -81,7 +81,8 @@ pub(super) enum Kernel {
     ChannelShuffle {
         groups: usize,
     },
-    /// A copy of the input (a Dropout or Identity that cannot alias, e.g. reading the input).
+    /// A copy of the input: Dropout and Identity in eval mode. A compiled plan aliases them
+    /// instead (no step runs); the kernel keeps every op runnable on its own.
     Copy,
     LayerNorm {
         weight: Vec<f32>,

@@ -154,7 +154,7 @@ pub enum Stage {
     /// Structured pruning: channels (filters, neurons) removed by an importance criterion, so
     /// the model gets physically smaller, with fine-tuning after each step.
     Structured(StructuredStage),
-    /// k-means weight sharing of Linear/Conv2d weights, then centroid fine-tuning.
+    /// k-means weight sharing of layer weights (Linear, Conv2d, attention), then centroid fine-tuning.
     Cluster(ClusterStage),
     /// Uniform quantization of weights (and optionally activations), PTQ or QAT.
     Quantize(QuantizeStage),

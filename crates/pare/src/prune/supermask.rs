@@ -27,7 +27,7 @@ impl Hooks for SupermaskHook {
     }
 }
 
-/// The model whose Linear/Conv2d weights hold scores (absolute values of a second, independent
+/// The model whose layer weights hold scores (absolute values of a second, independent
 /// initialization, as edge-popup's Kaiming-uniform scores), and the hook that trains them.
 pub fn scores(init: &Model, keep: f32, seed: u64) -> Result<(Model, SupermaskHook)> {
     if !(keep > 0.0 && keep <= 1.0) {

@@ -31,12 +31,12 @@ pub enum WeightCriterion {
     StdQuality(f32),
 }
 
-/// The weights magnitude pruning considers: those of Linear and Conv2d nodes, unless excluded.
+/// The weights magnitude pruning considers: [`Model::layer_weights`], unless excluded.
 pub fn prunable_weights(model: &Model, exclude: &[String]) -> Result<Vec<String>> {
     for e in exclude {
         match model.graph.node(e) {
             None => return Err(Error::Config(format!("unknown layer '{e}'"))),
-            Some(n) if !matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. }) => {
+            Some(n) if !matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. } | Op::Attention { .. }) => {
                 return Err(Error::Config(format!(
                     "layer '{e}' is a {}, which has no prunable weights",
                     n.op.kind()

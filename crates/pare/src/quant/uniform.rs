@@ -18,7 +18,8 @@ use crate::exec;
 use crate::ir::{Model, Node, Op, Readers, Reparam, Reparams, Scheme, Tensor, WeightQuant, INPUT};
 use crate::train::{Hooks, StepInfo};
 
-/// Bit widths per layer: a default for Linear/Conv2d weights plus per-node overrides.
+/// Bit widths per layer: a default for layer weights (Linear, Conv2d, attention) plus per-node
+/// overrides.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LayerBits {
@@ -38,7 +39,7 @@ impl LayerBits {
         }
     }
 
-    /// The bits of every Linear/Conv2d weight of `model`, keyed by parameter name; unknown
+    /// The bits of every layer weight ([`Model::layer_weights`]) of `model`, keyed by parameter name; unknown
     /// layer names and widths outside `range` are errors.
     pub fn resolve(
         &self,
@@ -49,7 +50,7 @@ impl LayerBits {
         for (name, b) in &self.per_layer {
             if !layers.iter().any(|(n, _)| n == name) {
                 return Err(Error::Config(format!(
-                    "bits for layer '{name}': the model has no Linear/Conv2d node of that name"
+                    "bits for layer '{name}': the model has no Linear, Conv2d or attention node of that name"
                 )));
             }
             check_bits(*b, &range, &format!("bits for layer '{name}'"))?;
@@ -99,7 +100,7 @@ pub struct ActQuant {
     pub observer: Observer,
 }
 
-/// Fake quantizers for the Linear/Conv2d weights of `model`, each after the mask of its zeros
+/// Fake quantizers for the layer weights of `model`, each after the mask of its zeros
 /// if `keep_zeros` (a pruned model stays pruned while it is fine-tuned quantized).
 pub fn weight_reparams(
     model: &Model,

@@ -60,7 +60,7 @@ pub struct StageReport {
     /// Test accuracy right after the stage's transformation, before its training (PTQ,
     /// clustering without fine-tuning); `None` for stages that only train.
     pub accuracy_before_training: Option<f32>,
-    /// Non-zero Linear/Conv2d weights, and the starting model's total: weights a structured
+    /// Non-zero layer weights (`Model::layer_weights`), and the starting model's total: weights a structured
     /// stage removed count as pruned.
     pub nonzero_weights: usize,
     pub weights: usize,
@@ -132,7 +132,7 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                 pruned = Some("prune");
                 for name in p.layers.keys() {
                     if !model.layer_weights().iter().any(|(n, _)| n == name) {
-                        return Err(at(format!("no Linear/Conv2d layer named '{name}'")));
+                        return Err(at(format!("no Linear, Conv2d or attention layer named '{name}'")));
                     }
                 }
             }
