@@ -27,6 +27,7 @@ pub fn ok(args: &[&str]) -> String {
 }
 
 /// Expects exit code 1 and a message on stderr containing every needle, without a panic.
+#[allow(dead_code)] // not every test file uses every helper
 pub fn fails_with(args: &[&str], needles: &[&str]) {
     let o = pare(args);
     assert_eq!(o.status.code(), Some(1), "{args:?} should fail: {}", stdout(&o));
@@ -57,4 +58,22 @@ pub fn trained(dir: &Path) -> String {
 #[allow(dead_code)]
 pub fn untrained_lenet300() -> pare::ir::Model {
     pare::ir::Model::init(pare::zoo::ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 0).unwrap()
+}
+
+/// Every file under `dir` with its bytes: what a refused command must leave unchanged.
+#[allow(dead_code)]
+pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    let mut out = std::collections::BTreeMap::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.insert(p.display().to_string(), std::fs::read(&p).unwrap());
+            }
+        }
+    }
+    out
 }
