@@ -264,6 +264,10 @@ fn flags_that_would_be_ignored_are_refused() {
         &["apoz", "--calib-batches"],
     );
     fails_with(
+        &[&structured[..], &["--round-to", "100000"][..]].concat(),
+        &["round_to 100000 exceeds", "the largest has 300"],
+    );
+    fails_with(
         &[
             "train", "--model", "lenet300", "--hidden", "100", "--epochs", "1", "--out", o,
         ],

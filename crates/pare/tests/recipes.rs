@@ -269,3 +269,26 @@ fn zero_epochs_prune_without_training_and_are_refused_where_a_stage_only_trains(
         );
     }
 }
+
+/// A `round_to` past every layer's width is refused before the first stage runs.
+#[test]
+fn a_round_to_wider_than_every_layer_is_refused_before_any_stage() {
+    use pare::pipeline::run::{run, Data};
+    let data = common::toy_data();
+    let sets = Data {
+        train: &data,
+        val: None,
+        test: &data,
+    };
+    let text = "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.train]\ntrain = { epochs = 1, lr = 0.01 }\n\
+                [[stage]]\n[stage.structured]\nratio = 0.5\nround_to = 100000\ntrain = { epochs = 0, lr = 0.01 }\n";
+    let recipe = Recipe::parse(text, Path::new("w.toml")).unwrap();
+    let Err(e) = run(&recipe, common::toy_model(3), &sets, &mut Quiet, None, false) else {
+        panic!("round_to = 100000 runs");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("stage 2") && e.contains("round_to 100000 exceeds") && e.contains("the largest has 4"),
+        "{e}"
+    );
+}

@@ -78,6 +78,7 @@ impl Steps<'_> {
                 .collect(),
             ..self.selection.clone()
         };
+        select::check_round_to(selection.round_to, &DepGraph::build(model)?)?;
         let (mut current, mut total) = (model.clone(), Surgery::default());
         for step in 0..steps {
             let step_seed = self.seed.wrapping_add(step as u64);

@@ -54,6 +54,18 @@ fn one() -> usize {
     1
 }
 
+/// Checks a `round_to` against the model: no larger than the largest prunable layer's channel
+/// count (beyond it, every layer would silently keep all its channels).
+pub fn check_round_to(round_to: usize, deps: &DepGraph) -> Result<()> {
+    let largest = deps.families.iter().map(|f| f.groups.len()).max().unwrap_or(0);
+    if round_to > largest.max(1) {
+        return Err(Error::Config(format!(
+            "round_to {round_to} exceeds every prunable layer's channel count (the largest has {largest})"
+        )));
+    }
+    Ok(())
+}
+
 /// `n - k` kept channels rounded to the nearest multiple of `m` (at least `m`, at most `n`).
 fn rounded_removal(n: usize, k: usize, m: usize) -> usize {
     if m <= 1 || n <= m {

@@ -143,6 +143,7 @@ fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     )));
                 }
                 let deps = crate::prune::DepGraph::build(model)?;
+                crate::prune::select::check_round_to(p.round_to, &deps).map_err(|e| at(e.to_string()))?;
                 for name in p.layers.keys().chain(&p.exclude) {
                     crate::prune::select::family_by_name(model, &deps, name)
                         .map_err(|e| at(e.to_string()))?;
