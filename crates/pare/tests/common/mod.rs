@@ -43,3 +43,9 @@ pub fn toy_model(seed: u64) -> Model {
     b.then("fc", linear(64, 3));
     Model::init(b.finish().unwrap(), seed).unwrap()
 }
+
+/// A zoo model by name for 1x28x28 inputs and 10 classes, initialized with seed 4.
+pub fn zoo(name: &str) -> Model {
+    let zm = pare::zoo::ZooModel::parse(name, None, 0.0).unwrap();
+    Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 4).unwrap()
+}
