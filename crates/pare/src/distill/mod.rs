@@ -290,17 +290,16 @@ pub fn add_regressor(
         op,
         inputs: vec![guided.to_string()],
     };
+    // The regressor's initial weights are drawn as a fresh model of the grafted graph draws
+    // them; the student keeps its own.
     let mut graph = student.graph.clone();
-    graph.insert_after(guided, node.clone(), Readers::None)?;
-    let fresh = Model::init(graph, seed)?;
-    let params = rewrite::params_of(&fresh.graph, &name)
-        .into_iter()
-        .map(|k| {
-            let v = fresh.params[&k].clone();
-            (k, v)
-        })
-        .collect();
-    let with = rewrite::insert_after(student, guided, node, params, Readers::None)?;
+    graph.insert_after(guided, node, Readers::None)?;
+    let fresh = Model::init(graph.clone(), seed)?;
+    let mut params = student.params.clone();
+    for k in rewrite::params_of(&graph, &name) {
+        params.insert(k.clone(), fresh.params[&k].clone());
+    }
+    let with = Model::new(graph, params)?;
     Ok((with, name))
 }
 
