@@ -16,7 +16,7 @@ use pare::pipeline::recipe::{
     Activations, Bits, EncodeSpec, ModelSpec, ObserverName, Percentile, Positive, QuantizeStage, Stage,
     Training,
 };
-use pare::pipeline::{report, run, Data, Events, Recipe, StageReport};
+use pare::pipeline::{preflight, report, run, Data, Events, Recipe, StageReport};
 use pare::train::Hooks;
 use pare::zoo::ZooModel;
 
@@ -123,15 +123,38 @@ impl Events for Printer {
     }
 }
 
-fn starting_model(spec: &ModelSpec, train: &dyn Dataset) -> Result<Model> {
-    match (&spec.zoo, &spec.dir) {
-        (Some(name), _) => Ok(fresh_model(&ZooModel::parse(name, None, 0.0)?, train, spec.seed)?),
-        (None, Some(dir)) => Ok(io::load(dir)?),
-        (None, None) => unreachable!("Recipe::parse requires a model"),
-    }
+/// The recipe's starting model directory, read before the data so that a wrong path fails at
+/// once; `source` is the recipe file, named in the error.
+fn model_dir(spec: &ModelSpec, source: Option<&Path>) -> Result<Option<Model>> {
+    let (None, Some(dir)) = (&spec.zoo, &spec.dir) else {
+        return Ok(None);
+    };
+    let model = io::load(dir);
+    Ok(Some(match source {
+        Some(recipe) => {
+            model.with_context(|| format!("{}: [model] dir = \"{}\"", recipe.display(), dir.display()))?
+        }
+        None => model?,
+    }))
 }
 
-fn execute(recipe: &Recipe, title: &str, out: &Path, resume: bool, data_dir: Option<&Path>) -> Result<()> {
+fn fresh_zoo_model(spec: &ModelSpec, train: &dyn Dataset) -> Result<Model> {
+    let name = spec
+        .zoo
+        .as_deref()
+        .expect("Recipe::parse requires a zoo model or a directory");
+    Ok(fresh_model(&ZooModel::parse(name, None, 0.0)?, train, spec.seed)?)
+}
+
+/// Runs `recipe` (read from the file `source`, or made by a command) into `out`.
+fn execute(
+    recipe: &Recipe,
+    source: Option<&Path>,
+    title: &str,
+    out: &Path,
+    resume: bool,
+    data_dir: Option<&Path>,
+) -> Result<()> {
     let dir = fashion::resolve_dir(data_dir);
     // Everything the recipe reads: the data, the starting model, the teachers.
     let mut inputs: Vec<&Path> = vec![&dir];
@@ -143,6 +166,19 @@ fn execute(recipe: &Recipe, title: &str, out: &Path, resume: bool, data_dir: Opt
     }
     io::check_output_dir(out, &inputs)?;
     let _lock = crate::lock::OutputLock::take(out)?;
+    let loaded = model_dir(&recipe.model, source)?;
+    // A model directory is checked against the recipe before the data is read; a zoo model
+    // is built for the data's image size, so after.
+    let check = |model: &Model| -> Result<()> {
+        let checked = preflight(recipe, model);
+        match source {
+            Some(path) => checked.with_context(|| path.display().to_string()),
+            None => Ok(checked?),
+        }
+    };
+    if let Some(m) = &loaded {
+        check(m)?;
+    }
     let splits =
         fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
     let train_all: Arc<dyn Dataset> = Arc::new(splits.train);
@@ -155,7 +191,14 @@ fn execute(recipe: &Recipe, title: &str, out: &Path, resume: bool, data_dir: Opt
             None,
         )
     };
-    let model = starting_model(&recipe.model, train_all.as_ref())?;
+    let model = match loaded {
+        Some(m) => m,
+        None => {
+            let m = fresh_zoo_model(&recipe.model, train_all.as_ref())?;
+            check(&m)?;
+            m
+        }
+    };
     let data = Data {
         train: &train,
         val: val.as_ref().map(|v| v as &dyn Dataset),
@@ -196,7 +239,14 @@ pub fn compress(a: CompressArgs) -> Result<()> {
         recipe.model.seed = seed;
     }
     let title = format!("pare compress {}", a.recipe.display());
-    execute(&recipe, &title, &a.out, a.resume, a.data.as_deref())
+    execute(
+        &recipe,
+        Some(&a.recipe),
+        &title,
+        &a.out,
+        a.resume,
+        a.data.as_deref(),
+    )
 }
 
 pub fn quantize(a: QuantizeArgs) -> Result<()> {
@@ -262,5 +312,5 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     // Through the parser, so flags get the same checks as a recipe file.
     let recipe = Recipe::parse(&text, Path::new("<command line>"))?;
     let title = format!("pare quantize {}", a.dir.display());
-    execute(&recipe, &title, &a.out, false, a.data.as_deref())
+    execute(&recipe, None, &title, &a.out, false, a.data.as_deref())
 }

@@ -207,20 +207,26 @@ struct TrainArgs {
     resume: bool,
 }
 
-/// Output piped into a reader that stops early (`pare info DIR | head`) ends the process
-/// quietly, as it does for other command-line tools: Rust ignores SIGPIPE by default, so every
-/// `println!` after the reader left would panic.
-fn restore_sigpipe() {
+/// Signal dispositions a command-line tool wants, set before any other thread exists.
+///
+/// - SIGPIPE back to its default: output piped into a reader that stops early
+///   (`pare info DIR | head`) ends the process quietly, as it does for other tools (Rust ignores
+///   SIGPIPE, so every `println!` after the reader left would panic).
+/// - SIGXFSZ ignored: a write past the file-size limit (`ulimit -f`) then fails with EFBIG,
+///   which `write_atomic` reports with the file's name after removing its temporary file,
+///   instead of the signal killing the process silently and leaving the temporary behind.
+fn set_signal_dispositions() {
     #[cfg(unix)]
-    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL is a valid
-    // disposition for SIGPIPE.
+    // SAFETY: called first thing in `main`, before any other thread exists; SIG_DFL and
+    // SIG_IGN are valid dispositions for these signals.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        libc::signal(libc::SIGXFSZ, libc::SIG_IGN);
     }
 }
 
 fn main() -> ExitCode {
-    restore_sigpipe();
+    set_signal_dispositions();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Zoo { json } => commands::zoo(json),

@@ -69,22 +69,7 @@ fn an_output_directory_overlapping_an_input_is_refused() {
         ),
         (vec!["quantize", b, "--out", b, "--bits", "8"], "is the input"),
         (vec!["sensitivity", b, "--out", inside], "lies inside the input"),
-        (
-            vec![
-                "distill",
-                "--teacher",
-                b,
-                "--student",
-                "lenet300",
-                "--method",
-                "kd",
-                "--out",
-                b,
-                "--epochs",
-                "1",
-            ],
-            "is the input",
-        ),
+        (common::kd_args(b, b), "is the input"),
         (
             vec!["compress", "--recipe", recipe.to_str().unwrap(), "--out", b],
             "is the input",
@@ -139,4 +124,49 @@ fn an_output_directory_is_locked_while_a_run_writes_it() {
     assert!(!lock.exists(), "the lock is released");
     assert!(!leftover.exists(), "the killed run's temporary file is removed");
     assert!(out.join("model.pare").is_file());
+}
+
+/// A write past the file-size limit (`ulimit -f`) is an error naming the file, with exit code
+/// 1, not a silent death by SIGXFSZ; no temporary file is left and nothing half-written takes
+/// the output's name.
+#[test]
+fn a_file_size_limit_is_an_error_naming_the_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    pare::ir::io::save(&common::untrained_lenet300(), &base).unwrap();
+    let out = tmp.path().join("out");
+    // 64 blocks (32-64 KB, by the shell's block size): the 8-bit model takes about 270 KB.
+    let run = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("ulimit -f 64 && exec \"$0\" \"$@\"")
+        .arg(env!("CARGO_BIN_EXE_pare"))
+        .args([
+            "quantize",
+            base.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+            "--bits",
+            "8",
+        ])
+        .output()
+        .unwrap();
+    let e = common::stderr(&run);
+    assert_eq!(run.status.code(), Some(1), "{e}");
+    // The first file past the limit is the quantize stage's saved weights.
+    assert!(
+        e.contains(&format!("{}/", out.display())) && e.contains("weights.safetensors: File too large"),
+        "{e}"
+    );
+    assert!(!e.contains("panicked"), "{e}");
+    let left: Vec<String> = if out.exists() {
+        common::snapshot(&out).into_keys().collect()
+    } else {
+        Vec::new()
+    };
+    assert!(
+        !left
+            .iter()
+            .any(|n| n.ends_with(".tmp") || n.ends_with("model.pare") || n.ends_with(".pare.lock")),
+        "{left:?}"
+    );
 }

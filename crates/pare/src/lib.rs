@@ -24,6 +24,8 @@ pub mod distill;
 pub mod error;
 pub mod exec;
 pub mod fuse;
+#[doc(hidden)]
+pub mod fuzz;
 pub mod ir;
 pub mod native;
 pub mod pipeline;

@@ -154,6 +154,30 @@ fn corrupt_truncated_and_foreign_files_are_errors() {
     assert!(e.contains("m.pare") && e.contains("checksum"), "{e}");
 }
 
+/// A constant 2048x2048 layer codes to a few hundred bytes (a one-value codebook, zero-bit indices);
+/// a file that small may not make the decoder allocate its 4M parameters (the memory-bomb
+/// class: a few hundred bytes declaring gigabytes).
+#[test]
+fn a_small_file_cannot_declare_more_parameters_than_it_could_hold() {
+    let mut b = pare::ir::GraphBuilder::new(vec![2048]);
+    b.then("fc", pare::ir::graph::ops::linear(2048, 2048));
+    let mut m = Model::init(b.finish().unwrap(), 0).unwrap();
+    m.params.get_mut("fc.weight").unwrap().data_mut().fill(0.5);
+    m.params.get_mut("fc.bias").unwrap().data_mut().fill(0.0);
+    let plan = Plan::from([
+        ("fc.weight".into(), Encoding::Shared { huffman: false }),
+        ("fc.bias".into(), Encoding::Shared { huffman: false }),
+    ]);
+    let (bytes, _) = codec::encode(&m, &plan).unwrap();
+    assert!(bytes.len() < 1000, "{} bytes", bytes.len());
+    let e = codec::decode(&bytes).unwrap_err();
+    assert!(e.contains("more than a file of"), "{e}");
+    // The same layer with its real values is a file that large, and decodes.
+    let m = Model::init(m.graph.clone(), 0).unwrap();
+    let (bytes, _) = codec::encode(&m, &Plan::new()).unwrap();
+    same_values(&codec::decode(&bytes).unwrap(), &m);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 

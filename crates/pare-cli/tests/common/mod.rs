@@ -77,3 +77,21 @@ pub fn snapshot(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     }
     out
 }
+
+/// `pare distill` by Hinton KD for one epoch from `teacher` into a lenet300 student at `out`.
+#[allow(dead_code)]
+pub fn kd_args<'a>(teacher: &'a str, out: &'a str) -> Vec<&'a str> {
+    vec![
+        "distill",
+        "--teacher",
+        teacher,
+        "--student",
+        "lenet300",
+        "--method",
+        "kd",
+        "--epochs",
+        "1",
+        "--out",
+        out,
+    ]
+}

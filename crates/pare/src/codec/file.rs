@@ -48,6 +48,13 @@ pub const CHECKSUM: usize = 4;
 /// parameters by it in total, before any tensor is read.
 pub use crate::ir::graph::MAX_ELEMENTS;
 
+/// The most parameters a file may declare per byte of its body (plus 2^20 for any file), checked
+/// before any tensor is decoded: a few hundred bytes must not make the decoder allocate
+/// gigabytes. The densest real encodings stay far below it: Deep Compression's LeNet-300-100
+/// stores about 10 weights per byte, and even a sparse index of 8-bit gaps with one-bit Huffman
+/// codes holds about 2,000 positions per byte.
+pub const MAX_ELEMENTS_PER_BYTE: usize = 4096;
+
 /// How one parameter is stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
@@ -459,6 +466,20 @@ pub fn decode_body(body: &[u8]) -> std::result::Result<Model, String> {
             "header lists {} tensors, the graph has {} parameters",
             header.tensors.len(),
             refs.len()
+        ));
+    }
+    let declared = refs.iter().try_fold(0usize, |n, r| {
+        n.checked_add(r.spec.shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))?)
+    });
+    let most = body
+        .len()
+        .saturating_mul(MAX_ELEMENTS_PER_BYTE)
+        .saturating_add(1 << 20);
+    if declared.is_none_or(|n| n > most) {
+        return Err(format!(
+            "the header declares {} parameters, more than a file of {} bytes can hold (at most {most})",
+            declared.map_or("too many".into(), |n| n.to_string()),
+            body.len()
         ));
     }
     let mut params = Params::new();

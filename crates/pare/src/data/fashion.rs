@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use super::dataset::{Dataset, InMemory};
-use super::idx::read_idx;
+use super::idx::{read_idx, IdxArray};
 use crate::error::{Error, Result};
 use crate::ir::Normalize;
 
@@ -58,17 +58,20 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
 fn load_pair(dir: &Path, images: &str, labels: &str) -> Result<InMemory> {
     let ip = find(dir, images)?;
     let lp = find(dir, labels)?;
-    let im = read_idx(&ip)?;
-    let lb = read_idx(&lp)?;
+    pair(read_idx(&ip)?, &ip, read_idx(&lp)?, &lp)
+}
+
+/// Images `[N, H, W]` and labels `[N]` (each with the file it came from) as a data set.
+pub fn pair(im: IdxArray, ip: &Path, lb: IdxArray, lp: &Path) -> Result<InMemory> {
     if im.dims.len() != 3 {
         return Err(Error::Idx {
-            path: ip,
+            path: ip.to_path_buf(),
             reason: format!("images must have 3 dimensions [N, H, W], got {:?}", im.dims),
         });
     }
     if lb.dims.len() != 1 || lb.dims[0] != im.dims[0] {
         return Err(Error::Idx {
-            path: lp,
+            path: lp.to_path_buf(),
             reason: format!(
                 "labels have dims {:?}, expected [{}] to match the images",
                 lb.dims, im.dims[0]

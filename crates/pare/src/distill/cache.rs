@@ -19,7 +19,7 @@ use crate::ir::io::{encode_sealed, read_sealed, write_atomic};
 use crate::ir::{Model, Tensor};
 
 /// Metadata field that holds the key.
-const KEY_FIELD: &str = "pare.teacher_logits.key";
+pub(crate) const KEY_FIELD: &str = "pare.teacher_logits.key";
 
 /// What a cached logit depends on, as ordered `name = value` fields.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +47,7 @@ impl CacheKey {
             .join("\n")
     }
 
-    fn decode(s: &str) -> Self {
+    pub(crate) fn decode(s: &str) -> Self {
         CacheKey(
             s.lines()
                 .filter_map(|l| l.split_once('='))
@@ -106,32 +106,7 @@ impl DistillHook {
 
     /// Writes the cache to `path` (atomically) under `key`.
     pub fn save_logits(&self, path: &Path, key: &CacheKey) -> Result<()> {
-        let mut entries: Vec<(&(usize, usize), &Vec<f32>)> = self.cache.iter().collect();
-        entries.sort_by_key(|(k, _)| **k);
-        let classes = entries.first().map_or(0, |(_, v)| v.len());
-        if entries.iter().any(|((v, i), _)| *v >= EXACT || *i >= EXACT) {
-            return Err(Error::Config(format!(
-                "{}: teacher logit cache indices reach {EXACT} (more views or samples than it stores)",
-                path.display()
-            )));
-        }
-        let index: Vec<f32> = entries
-            .iter()
-            .flat_map(|((v, i), _)| [*v as f32, *i as f32])
-            .collect();
-        let logits: Vec<f32> = entries.iter().flat_map(|(_, l)| l.iter().copied()).collect();
-        let tensors = BTreeMap::from([
-            (
-                "index".to_string(),
-                Tensor::from_vec(vec![entries.len(), 2], index),
-            ),
-            (
-                "logits".to_string(),
-                Tensor::from_vec(vec![entries.len(), classes], logits),
-            ),
-        ]);
-        let meta = HashMap::from([(KEY_FIELD.to_string(), key.encode())]);
-        write_atomic(path, &encode_sealed(&tensors, meta))
+        write_atomic(path, &encode_logits(&self.cache, path, key)?)
     }
 
     /// Adds the logits saved at `path` to the cache and returns how many there were; a file
@@ -139,44 +114,109 @@ impl DistillHook {
     /// names the first differing field.
     pub fn load_logits(&mut self, path: &Path, key: &CacheKey) -> Result<usize> {
         let (tensors, meta) = read_sealed(path)?;
-        let bad = |reason: String| Error::Config(format!("{}: {reason}", path.display()));
-        let saved = CacheKey::decode(
-            meta.get(KEY_FIELD)
-                .ok_or_else(|| bad(format!("not a teacher logit cache (no {KEY_FIELD} metadata)")))?,
-        );
-        if let Some((field, want, got)) = key.first_difference(&saved) {
-            return Err(bad(format!(
-                "teacher logit cache made for another run: {field} is {got} there, {want} here \
-                 (delete the file or pass another path)"
-            )));
-        }
-        let (Some(index), Some(logits)) = (tensors.get("index"), tensors.get("logits")) else {
-            return Err(bad("teacher logit cache lacks its index or logits tensor".into()));
-        };
-        let n = index.shape().first().copied().unwrap_or(0);
-        if index.shape() != [n, 2] || logits.shape().len() != 2 || logits.shape()[0] != n {
-            return Err(bad(format!(
-                "teacher logit cache shapes {:?} and {:?} do not match",
-                index.shape(),
-                logits.shape()
-            )));
-        }
-        let classes = logits.shape()[1];
-        if let Some(v) = index
-            .data()
+        let shapes = self.teacher().graph.shapes()?;
+        let classes = shapes
+            .of(&self.teacher().graph, &self.teacher().graph.output)
             .iter()
-            .find(|v| !(v.fract() == 0.0 && (0.0..EXACT as f32).contains(*v)))
-        {
-            return Err(bad(format!(
-                "teacher logit cache index {v} is not a view or sample number"
-            )));
-        }
-        for (r, pair) in index.data().chunks_exact(2).enumerate() {
-            self.cache.insert(
-                (pair[0] as usize, pair[1] as usize),
-                logits.data()[r * classes..(r + 1) * classes].to_vec(),
-            );
-        }
+            .product();
+        let saved = saved_logits(&tensors, &meta, path, key, classes)?;
+        let n = saved.len();
+        self.cache.extend(saved);
         Ok(n)
     }
+}
+
+/// The cache file's bytes (sealed safetensors): an `index` tensor of (view, sample) rows and
+/// the `logits` rows in the same order, under `key`; `path` names the file in errors.
+pub(crate) fn encode_logits(
+    cache: &HashMap<(usize, usize), Vec<f32>>,
+    path: &Path,
+    key: &CacheKey,
+) -> Result<Vec<u8>> {
+    let mut entries: Vec<(&(usize, usize), &Vec<f32>)> = cache.iter().collect();
+    entries.sort_by_key(|(k, _)| **k);
+    let classes = entries.first().map_or(0, |(_, v)| v.len());
+    if entries.iter().any(|((v, i), _)| *v >= EXACT || *i >= EXACT) {
+        return Err(Error::Config(format!(
+            "{}: teacher logit cache indices reach {EXACT} (more views or samples than it stores)",
+            path.display()
+        )));
+    }
+    let index: Vec<f32> = entries
+        .iter()
+        .flat_map(|((v, i), _)| [*v as f32, *i as f32])
+        .collect();
+    let logits: Vec<f32> = entries.iter().flat_map(|(_, l)| l.iter().copied()).collect();
+    let tensors = BTreeMap::from([
+        (
+            "index".to_string(),
+            Tensor::from_vec(vec![entries.len(), 2], index),
+        ),
+        (
+            "logits".to_string(),
+            Tensor::from_vec(vec![entries.len(), classes], logits),
+        ),
+    ]);
+    let meta = HashMap::from([(KEY_FIELD.to_string(), key.encode())]);
+    Ok(encode_sealed(&tensors, meta))
+}
+
+/// The `(view, sample) -> logits` entries of a read cache file (its tensors and metadata),
+/// checked against `key`, the teacher's output width `classes`, and for consistent shapes and
+/// indices.
+pub(crate) fn saved_logits(
+    tensors: &BTreeMap<String, Tensor>,
+    meta: &HashMap<String, String>,
+    path: &Path,
+    key: &CacheKey,
+    classes: usize,
+) -> Result<Vec<((usize, usize), Vec<f32>)>> {
+    let bad = |reason: String| Error::Config(format!("{}: {reason}", path.display()));
+    let saved = CacheKey::decode(
+        meta.get(KEY_FIELD)
+            .ok_or_else(|| bad(format!("not a teacher logit cache (no {KEY_FIELD} metadata)")))?,
+    );
+    if let Some((field, want, got)) = key.first_difference(&saved) {
+        return Err(bad(format!(
+            "teacher logit cache made for another run: {field} is {got} there, {want} here \
+             (delete the file or pass another path)"
+        )));
+    }
+    let (Some(index), Some(logits)) = (tensors.get("index"), tensors.get("logits")) else {
+        return Err(bad("teacher logit cache lacks its index or logits tensor".into()));
+    };
+    let n = index.shape().first().copied().unwrap_or(0);
+    if index.shape() != [n, 2] || logits.shape().len() != 2 || logits.shape()[0] != n {
+        return Err(bad(format!(
+            "teacher logit cache shapes {:?} and {:?} do not match",
+            index.shape(),
+            logits.shape()
+        )));
+    }
+    if n > 0 && logits.shape()[1] != classes {
+        return Err(bad(format!(
+            "teacher logit cache holds {} logits per sample, the teacher gives {classes}",
+            logits.shape()[1]
+        )));
+    }
+    if let Some(v) = index
+        .data()
+        .iter()
+        .find(|v| !(v.fract() == 0.0 && (0.0..EXACT as f32).contains(*v)))
+    {
+        return Err(bad(format!(
+            "teacher logit cache index {v} is not a view or sample number"
+        )));
+    }
+    Ok(index
+        .data()
+        .chunks_exact(2)
+        .enumerate()
+        .map(|(r, pair)| {
+            (
+                (pair[0] as usize, pair[1] as usize),
+                logits.data()[r * classes..(r + 1) * classes].to_vec(),
+            )
+        })
+        .collect())
 }

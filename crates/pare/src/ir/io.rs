@@ -175,7 +175,16 @@ pub fn encode_sealed(tensors: &BTreeMap<String, Tensor>, metadata: HashMap<Strin
 /// As [`read_safetensors`], and when the checksum is missing or does not match (the file was
 /// changed or damaged after pare wrote it).
 pub fn read_sealed(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
-    let (tensors, metadata) = read_safetensors(path)?;
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse_sealed(&bytes, path)
+}
+
+/// [`read_sealed`] on bytes already read; `path` names the file in errors.
+pub fn parse_sealed(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let (tensors, metadata) = parse_safetensors(bytes, path)?;
     let bad = |reason: &str| Error::Safetensors {
         path: path.to_path_buf(),
         reason: reason.to_string(),
@@ -198,11 +207,19 @@ pub fn read_sealed(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<Str
 /// naming the tensor.
 pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| Error::Safetensors {
+    parse_safetensors(&bytes, path)
+}
+
+/// [`read_safetensors`] on bytes already read; `path` names the file in errors.
+pub fn parse_safetensors(
+    bytes: &[u8],
+    path: &Path,
+) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
+    let st = SafeTensors::deserialize(bytes).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| Error::Safetensors {
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| Error::Safetensors {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })?;

@@ -7,4 +7,4 @@ pub mod report;
 pub mod run;
 
 pub use recipe::Recipe;
-pub use run::{run, Data, Events, Outcome, StageReport};
+pub use run::{preflight, run, Data, Events, Outcome, StageReport};

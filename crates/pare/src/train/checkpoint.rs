@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use super::config::{EpochRecord, EpochSums, FitConfig};
 use super::optim::Optimizer;
 use crate::error::{Error, Result};
-use crate::ir::io::{arch_json, encode_sealed, read_sealed, write_atomic};
+use crate::ir::io::{arch_json, encode_sealed, parse_sealed, write_atomic};
 use crate::ir::{Model, Params, Tensor};
 
 const META_KEY: &str = "pare.checkpoint";
@@ -63,6 +63,11 @@ impl Checkpoint {
 }
 
 pub(crate) fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
+    write_atomic(path, &encode(ck))
+}
+
+/// The checkpoint file's bytes: sealed safetensors.
+pub(crate) fn encode(ck: &Checkpoint) -> Vec<u8> {
     let mut all = BTreeMap::new();
     for (k, v) in &ck.params {
         all.insert(format!("param.{k}"), v.clone());
@@ -74,7 +79,7 @@ pub(crate) fn save(path: &Path, ck: &Checkpoint) -> Result<()> {
         META_KEY.to_string(),
         serde_json::to_string(&ck.meta).expect("checkpoint metadata serializes"),
     )]);
-    write_atomic(path, &encode_sealed(&all, meta))
+    encode_sealed(&all, meta)
 }
 
 /// Loads a checkpoint and checks it belongs to this model and a compatible configuration
@@ -89,7 +94,28 @@ pub(crate) fn load(path: &Path, model: &Model, cfg: &FitConfig) -> Result<Checkp
             "no checkpoint to resume from (run without --resume first)".into()
         ));
     }
-    let (tensors, metadata) = read_sealed(path)?;
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    parse(&bytes, path, model, cfg)
+}
+
+/// [`load`] on the file's bytes; `path` names it in errors.
+pub(crate) fn parse(bytes: &[u8], path: &Path, model: &Model, cfg: &FitConfig) -> Result<Checkpoint> {
+    let (tensors, metadata) = parse_sealed(bytes, path)?;
+    from_parts(tensors, metadata, path, model, cfg)
+}
+
+/// What the checkpoint's tensors and metadata say, checked against this model and run.
+pub(crate) fn from_parts(
+    tensors: BTreeMap<String, Tensor>,
+    metadata: HashMap<String, String>,
+    path: &Path,
+    model: &Model,
+    cfg: &FitConfig,
+) -> Result<Checkpoint> {
+    let err = |reason: String| Error::Checkpoint {
+        path: path.to_path_buf(),
+        reason,
+    };
     let meta: Meta = metadata
         .get(META_KEY)
         .ok_or_else(|| err("not a pare checkpoint (no metadata)".into()))

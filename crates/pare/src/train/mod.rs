@@ -1,6 +1,6 @@
 //! Training: optimizers, learning-rate schedules, the fit loop with hooks, checkpoints.
 
-mod checkpoint;
+pub(crate) mod checkpoint;
 pub mod config;
 pub mod fit;
 pub mod optim;

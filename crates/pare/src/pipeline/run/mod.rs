@@ -119,8 +119,9 @@ fn quant_bits(q: &QuantizeStage) -> LayerBits {
     layer_bits(q.bits.0, q.conv_bits.map(|b| b.0), &q.layers)
 }
 
-/// Checks everything that depends on the model before any stage runs.
-fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
+/// Checks everything that depends on the model before any stage runs ([`run`] starts with
+/// it; a caller can run it earlier, before loading data).
+pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
     let (mut encoded, mut pruned) = (None, None);
     for (i, s) in recipe.stages.iter().enumerate() {
         let at = |m: String| Error::Config(format!("stage {} ({}): {m}", i + 1, s.name()));
