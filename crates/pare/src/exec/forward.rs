@@ -1,19 +1,18 @@
-//! Runs an `ir::Graph` on the engine: one match over `Op`, the only place ops become engine calls.
+//! Runs an `ir::Graph` on the engine: the ops with parameters or a train/eval mode here, the
+//! others in `nd.rs`; the only places ops become engine calls.
 
 use std::collections::{BTreeMap, HashMap};
 
-use burn::tensor::activation::{gelu, hard_swish, relu, relu6, sigmoid, silu, softmax, tanh};
-use burn::tensor::module::{
-    avg_pool2d, batch_norm, batch_norm_train, conv2d, embedding, layer_norm, linear, max_pool2d,
-};
-use burn::tensor::ops::{AvgPoolOptions, ConvOptions, MaxPoolOptions, PadMode};
+use burn::tensor::activation::softmax;
+use burn::tensor::module::{batch_norm, batch_norm_train, conv2d, embedding, layer_norm, linear};
+use burn::tensor::ops::ConvOptions;
 use burn::tensor::{Device, Tensor as BT};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::value::{arr, map_value, reshape, upload, Value};
+use super::value::{map_value, reshape, upload, zip_values, Value};
 use crate::error::{Error, Result};
-use crate::ir::op::{param_name, resolve_axis};
+use crate::ir::op::param_name;
 use crate::ir::{Model, Node, Op, Reparam, Reparams, INPUT};
 
 /// Train mode uses batch statistics and dropout; eval mode running statistics and no dropout.
@@ -192,77 +191,17 @@ struct Cx<'a> {
     bn: Vec<BnBatch>,
 }
 
-/// Pairs two values of one rank and applies a rank-generic expression; `None` for two ranks.
-macro_rules! zip_values {
-    ($a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
-        match ($a, $b) {
-            (Value::V1($x), Value::V1($y)) => Some(Value::V1($body)),
-            (Value::V2($x), Value::V2($y)) => Some(Value::V2($body)),
-            (Value::V3($x), Value::V3($y)) => Some(Value::V3($body)),
-            (Value::V4($x), Value::V4($y)) => Some(Value::V4($body)),
-            (Value::V5($x), Value::V5($y)) => Some(Value::V5($body)),
-            (Value::V6($x), Value::V6($y)) => Some(Value::V6($body)),
-            _ => None,
-        }
-    };
-}
-
-/// Concatenates values of one rank along `dim`; `None` for mixed ranks.
-fn cat(values: Vec<Value>, dim: usize) -> Option<Value> {
-    macro_rules! cat_rank {
-        ($variant:ident) => {{
-            let parts: Option<Vec<_>> = values
-                .into_iter()
-                .map(|v| match v {
-                    Value::$variant(t) => Some(t),
-                    _ => None,
-                })
-                .collect();
-            parts.map(|p| Value::$variant(BT::cat(p, dim)))
-        }};
-    }
-    match values.first()? {
-        Value::V1(_) => cat_rank!(V1),
-        Value::V2(_) => cat_rank!(V2),
-        Value::V3(_) => cat_rank!(V3),
-        Value::V4(_) => cat_rank!(V4),
-        Value::V5(_) => cat_rank!(V5),
-        Value::V6(_) => cat_rank!(V6),
-    }
-}
-
-fn permute<const D: usize>(t: BT<D>, perm: &[usize]) -> BT<D> {
-    t.permute(arr::<D>(perm))
-}
-
-/// Gives `v` rank `rank` by inserting size-1 axes after the batch axis (NumPy broadcasting
-/// aligns shapes at their last axis).
-fn lift(v: Value, rank: usize) -> Value {
-    let d = v.dims();
-    if d.len() >= rank {
-        return v;
-    }
-    let mut shape = vec![d[0]];
-    shape.extend(std::iter::repeat_n(1, rank - d.len()));
-    shape.extend_from_slice(&d[1..]);
-    reshape(v, &shape)
-}
-
 impl Cx<'_> {
     fn param<const D: usize>(&self, name: &str, shape: [usize; D]) -> BT<D> {
         self.params[name].clone().reshape(shape)
     }
 
+    /// One node's forward pass: the ops with parameters or a mode here, the others in
+    /// [`super::nd`].
     fn node(&mut self, i: usize, node: &Node, ins: Vec<Value>) -> Result<Value> {
         let name = node.name.as_str();
         let w = |suffix: &str| param_name(name, suffix);
         let mismatch = |what: &str| Error::graph(name, format!("{} received a {what}", node.op.kind()));
-        // Axes of the op are per sample; the engine's values have the batch axis first.
-        let axis = |a: isize, v: &Value| {
-            resolve_axis(a, v.rank() - 1)
-                .map(|a| a + 1)
-                .map_err(|e| Error::graph(name, e))
-        };
         let Some(first) = ins.first().cloned() else {
             return self.source(name, &node.op);
         };
@@ -283,96 +222,10 @@ impl Cx<'_> {
                 Value::V4(self.conv2d(name, &node.op, x))
             }
             Op::BatchNorm { .. } => self.batch_norm(name, &node.op, first)?,
-            Op::Relu => map_value!(first, |x| relu(x)),
-            Op::Relu6 => map_value!(first, |x| relu6(x)),
-            Op::Gelu => map_value!(first, |x| gelu(x)),
-            Op::Sigmoid => map_value!(first, |x| sigmoid(x)),
-            Op::Tanh => map_value!(first, |x| tanh(x)),
-            Op::HardSwish => map_value!(first, |x| hard_swish(x)),
-            Op::Silu => map_value!(first, |x| silu(x)),
-            Op::Clip { min, max } => map_value!(first, |x| x.clamp(*min, *max)),
-            Op::Scale { factor } => map_value!(first, |x| x.mul_scalar(*factor as f32)),
-            Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::GlobalAvgPool => {
-                let Value::V4(x) = first else {
-                    return Err(mismatch("tensor that is not [batch, C, H, W]"));
-                };
-                Value::V4(pool(&node.op, x))
-            }
-            Op::Flatten => {
-                let d = first.dims();
-                reshape(first, &[d[0], d[1..].iter().product()])
-            }
-            Op::Reshape { shape } => {
-                let mut full = vec![self.batch];
-                full.extend_from_slice(shape);
-                reshape(first, &full)
-            }
-            Op::Transpose { perm } => {
-                let full: Vec<usize> = std::iter::once(0).chain(perm.iter().map(|p| p + 1)).collect();
-                map_value!(first, |x| permute(x, &full))
-            }
-            Op::Add => {
-                let mut acc = first;
-                for v in &ins[1..] {
-                    acc =
-                        zip_values!(acc, v.clone(), |a, b| a + b).ok_or_else(|| mismatch("mix of ranks"))?;
-                }
-                acc
-            }
-            Op::Mul | Op::Sub | Op::Div => {
-                let rank = first.rank().max(ins[1].rank());
-                let (a, b) = (lift(first, rank), lift(ins[1].clone(), rank));
-                let out = match node.op {
-                    Op::Mul => zip_values!(a, b, |x, y| x * y),
-                    Op::Sub => zip_values!(a, b, |x, y| x - y),
-                    _ => zip_values!(a, b, |x, y| x / y),
-                };
-                out.expect("lifted to one rank")
-            }
-            Op::MatMul => zip_values!(first, ins[1].clone(), |a, b| a.matmul(b))
-                .ok_or_else(|| mismatch("mix of ranks"))?,
-            Op::Concat { axis: a } => {
-                let dim = axis(*a, &first)?;
-                cat(ins, dim).ok_or_else(|| mismatch("mix of ranks"))?
-            }
-            Op::Softmax { axis: a } => {
-                let dim = axis(*a, &first)?;
-                map_value!(first, |x| softmax(x, dim))
-            }
             Op::LayerNorm { dim, eps } => {
                 let gamma = self.param(&w("weight"), [*dim]);
                 let beta = self.param(&w("bias"), [*dim]);
                 map_value!(first, |x| layer_norm(x, gamma.clone(), Some(beta.clone()), *eps))
-            }
-            Op::Slice { axis: a, start, end } => {
-                let dim = axis(*a, &first)?;
-                map_value!(first, |x| x.narrow(dim, *start, end - start))
-            }
-            Op::Select { axis: a, index } => {
-                let dim = axis(*a, &first)?;
-                let mut shape = first.dims();
-                shape.remove(dim);
-                let one = map_value!(first, |x| x.narrow(dim, *index, 1));
-                reshape(one, &shape)
-            }
-            Op::Mean { axes, keepdim } => {
-                let mut dims = axes
-                    .iter()
-                    .map(|a| axis(*a, &first))
-                    .collect::<Result<Vec<_>>>()?;
-                dims.sort_unstable();
-                let mut kept = first.dims();
-                let mut v = first;
-                for &d in &dims {
-                    v = map_value!(v, |x| x.mean_dim(d));
-                }
-                if !keepdim {
-                    for &d in dims.iter().rev() {
-                        kept.remove(d);
-                    }
-                    v = reshape(v, &kept);
-                }
-                v
             }
             op @ Op::Attention { dim, heads, .. } => {
                 let Value::V3(x) = first else {
@@ -380,77 +233,55 @@ impl Cx<'_> {
                 };
                 Value::V3(self.attention(name, x, *dim, *heads, op.head_dim()))
             }
-            Op::Pad { pads } => {
-                let full: Vec<(usize, usize)> = std::iter::once((0, 0))
-                    .chain(pads.iter().map(|&[a, b]| (a, b)))
-                    .collect();
-                map_value!(first, |x| x.pad(full.clone(), PadMode::Constant(0.0)))
-            }
-            Op::ChannelShuffle { groups } => {
-                let Value::V4(x) = first else {
-                    return Err(mismatch("tensor that is not [batch, C, H, W]"));
-                };
-                let [b, c, h, w] = x.dims();
-                let g = *groups;
-                Value::V4(
-                    x.reshape([b, g, c / g, h * w])
-                        .swap_dims(1, 2)
-                        .reshape([b, c, h, w]),
-                )
-            }
-            Op::Dropout { p } => match self.mode {
-                Mode::Train { seed } if *p > 0.0 => {
-                    let dims = first.dims();
-                    let n: usize = dims.iter().product();
-                    let keep = 1.0 - *p as f32;
-                    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((i as u64 + 1) * 0x9E37_79B9_7F4A_7C15));
-                    let mask: Vec<f32> = (0..n)
-                        .map(|_| {
-                            if rng.random::<f32>() < keep {
-                                1.0 / keep
-                            } else {
-                                0.0
-                            }
-                        })
-                        .collect();
-                    let mask = reshape(Value::V1(upload(mask, [n], self.dev)), &dims);
-                    zip_values!(first, mask, |x, m| x * m).expect("mask has the value's rank")
-                }
-                _ => first,
-            },
-            Op::Identity => first,
-            Op::FakeQuant { .. } => {
-                let p = node.op.act_qparams().expect("a fake_quant op has qparams");
-                let (lo, hi) = p.range();
-                let (s, z) = (p.scale, p.zero_point as f32);
-                map_value!(first, |x| {
-                    // Clipped STE: clamp carries the gradient inside [lo, hi] and blocks it
-                    // outside; the rounding is detached.
-                    let xc = x.clamp(lo, hi);
-                    let q = ((xc.clone() / s).round() + z).clamp(p.qmin as f32, p.qmax as f32);
-                    let deq = (q - z) * s;
-                    xc.clone() + (deq - xc).detach()
-                })
-            }
-            Op::Parameter { .. } => unreachable!("a parameter node has no inputs"),
             Op::Embedding {
                 num_embeddings,
                 embedding_dim,
-            } => {
-                // Ids of any per-sample shape, looked up as one row of ids (checked against the
-                // table by `Graph::check_batch` before the run).
-                let dims = first.dims();
-                let total: usize = dims.iter().product();
-                let Value::V2(ids) = reshape(first, &[1, total]) else {
-                    unreachable!("reshaped to rank 2")
-                };
-                let table = self.param(&w("weight"), [*num_embeddings, *embedding_dim]);
-                let rows = Value::V3(embedding(table, ids.int()));
-                let mut out = dims;
-                out.push(*embedding_dim);
-                reshape(rows, &out)
-            }
+            } => self.embedding(name, first, *num_embeddings, *embedding_dim),
+            Op::Dropout { p } => self.dropout(i, first, *p),
+            Op::Parameter { .. } => unreachable!("a parameter node has no inputs"),
+            op => super::nd::run(op, ins, self.batch).map_err(|reason| Error::graph(name, reason))?,
         })
+    }
+
+    /// Ids of any per-sample shape, looked up as one row of ids (checked against the table by
+    /// `Graph::check_batch` before the run).
+    fn embedding(&self, name: &str, ids: Value, rows: usize, dim: usize) -> Value {
+        let dims = ids.dims();
+        let total: usize = dims.iter().product();
+        let Value::V2(ids) = reshape(ids, &[1, total]) else {
+            unreachable!("reshaped to rank 2")
+        };
+        let table = self.param(&param_name(name, "weight"), [rows, dim]);
+        let found = Value::V3(embedding(table, ids.int()));
+        let mut out = dims;
+        out.push(dim);
+        reshape(found, &out)
+    }
+
+    /// Inverted dropout in train mode, with a mask drawn from the step's seed and the node's
+    /// position (so a step is reproducible); the identity in eval mode.
+    fn dropout(&self, i: usize, x: Value, p: f64) -> Value {
+        let Mode::Train { seed } = self.mode else {
+            return x;
+        };
+        if p <= 0.0 {
+            return x;
+        }
+        let dims = x.dims();
+        let n: usize = dims.iter().product();
+        let keep = 1.0 - p as f32;
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ ((i as u64 + 1) * 0x9E37_79B9_7F4A_7C15));
+        let mask: Vec<f32> = (0..n)
+            .map(|_| {
+                if rng.random::<f32>() < keep {
+                    1.0 / keep
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        let mask = reshape(Value::V1(upload(mask, [n], self.dev)), &dims);
+        zip_values!(x, mask, |x, m| x * m).expect("mask has the value's rank")
     }
 
     /// A node without inputs: a learned tensor repeated over the batch.
@@ -561,33 +392,5 @@ impl Cx<'_> {
             .swap_dims(1, 2)
             .reshape([b, t, inner]);
         linear(ctx, w_out.transpose(), Some(b_out))
-    }
-}
-
-fn pool(op: &Op, x: BT<4>) -> BT<4> {
-    match *op {
-        Op::MaxPool2d {
-            kernel_size,
-            stride,
-            padding,
-        } => max_pool2d(
-            x,
-            MaxPoolOptions::new(kernel_size)
-                .with_stride(stride)
-                .with_padding(padding),
-        ),
-        Op::AvgPool2d {
-            kernel_size,
-            stride,
-            padding,
-            count_include_pad,
-        } => avg_pool2d(
-            x,
-            AvgPoolOptions::new(kernel_size)
-                .with_stride(stride)
-                .with_padding(padding)
-                .with_count_include_pad(count_include_pad),
-        ),
-        _ => x.mean_dim(3).mean_dim(2),
     }
 }

@@ -7,6 +7,7 @@
 
 mod forward;
 mod loss;
+mod nd;
 pub(crate) mod value;
 
 use std::collections::BTreeMap;

@@ -54,6 +54,22 @@ macro_rules! with_value {
 #[allow(unused_imports)]
 pub(crate) use with_value;
 
+/// Pairs two values of one rank and applies a rank-generic expression; `None` for two ranks.
+macro_rules! zip_values {
+    ($a:expr, $b:expr, |$x:ident, $y:ident| $body:expr) => {
+        match ($a, $b) {
+            (Value::V1($x), Value::V1($y)) => Some(Value::V1($body)),
+            (Value::V2($x), Value::V2($y)) => Some(Value::V2($body)),
+            (Value::V3($x), Value::V3($y)) => Some(Value::V3($body)),
+            (Value::V4($x), Value::V4($y)) => Some(Value::V4($body)),
+            (Value::V5($x), Value::V5($y)) => Some(Value::V5($body)),
+            (Value::V6($x), Value::V6($y)) => Some(Value::V6($body)),
+            _ => None,
+        }
+    };
+}
+pub(crate) use zip_values;
+
 /// The first `D` entries of `s` as an array (callers pass slices of length `D`).
 pub(crate) fn arr<const D: usize>(s: &[usize]) -> [usize; D] {
     let mut a = [0; D];

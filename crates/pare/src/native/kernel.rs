@@ -205,16 +205,10 @@ impl Kernel {
     pub(super) fn run(&self, name: &str, inputs: &[&Act], n: usize) -> Result<Act> {
         let mismatch = |want: &str| Error::graph(name, format!("native inference: expects {want}"));
         if let Kernel::Parameter { shape, value } = self {
-            let mut y = Vec::with_capacity(n * value.len());
-            for _ in 0..n {
-                y.extend_from_slice(value);
-            }
-            return Ok(Act::dense(
-                std::iter::once(n).chain(shape.iter().copied()).collect(),
-                y,
-            ));
+            return Ok(repeat(shape, value, n));
         }
         let x = *inputs.first().ok_or_else(|| mismatch("an input"))?;
+        let image = || x.image().ok_or_else(|| mismatch("images"));
         Ok(match self {
             Kernel::Linear {
                 in_features,
@@ -222,88 +216,26 @@ impl Kernel {
                 weight,
                 bias,
                 relu,
-            } => {
-                // On the last axis: rows, token sequences, or an image's rows.
-                let (mut shape, data) = x.pytorch();
-                let rows = data.len() / in_features;
-                let out = conv::linear(
-                    &data,
-                    rows,
-                    *in_features,
-                    weight,
-                    *out_features,
-                    bias.as_deref(),
-                    *relu,
-                );
-                *shape.last_mut().expect("rank >= 1") = *out_features;
-                Act::dense(shape, out)
-            }
+            } => linear(x, *in_features, *out_features, weight, bias.as_deref(), *relu),
             Kernel::Conv2d {
                 op,
                 weight,
                 bias,
                 relu,
-            } => {
-                let img = x.image().ok_or_else(|| mismatch("images"))?;
-                let Act::Image { c, n, h, w, data } = img.as_ref() else {
-                    unreachable!("image() gives images")
-                };
-                let (out, oh, ow, oc) =
-                    conv::conv2d(op, data, [*c, *n, *h, *w], weight, bias.as_deref(), *relu);
-                Act::Image {
-                    c: oc,
-                    n: *n,
-                    h: oh,
-                    w: ow,
-                    data: out,
-                }
-            }
+            } => conv2d(image()?.as_ref(), op, weight, bias.as_deref(), *relu),
             Kernel::Affine { scale, shift } => {
-                let mut y = x.with(buffers::copy_of(x.data()));
-                match &mut y {
-                    Act::Image { c, data, .. } => {
-                        let plane = data.len() / *c;
-                        for (ch, chunk) in data.chunks_mut(plane).enumerate() {
-                            chunk.iter_mut().for_each(|v| *v = *v * scale[ch] + shift[ch]);
-                        }
-                    }
-                    Act::Rows { f, data, .. } => {
-                        for row in data.chunks_mut(*f) {
-                            row.iter_mut()
-                                .enumerate()
-                                .for_each(|(j, v)| *v = *v * scale[j] + shift[j]);
-                        }
-                    }
-                    Act::Nd { .. } => return Err(mismatch("[N, C] or [N, C, H, W] values")),
-                }
-                y
+                affine(x, scale, shift).ok_or_else(|| mismatch("[N, C] or [N, C, H, W] values"))?
             }
             Kernel::Unary(f) => {
                 let mut y = x.with(buffers::copy_of(x.data()));
                 y.data_mut().iter_mut().for_each(|v| *v = f.apply(*v));
                 y
             }
-            Kernel::Pool(op) => {
-                let img = x.image().ok_or_else(|| mismatch("images"))?;
-                let Act::Image { c, n, h, w, data } = img.as_ref() else {
-                    unreachable!("image() gives images")
-                };
-                let (out, oh, ow) = pool::pool(op, data, [*c, *n, *h, *w]);
-                Act::Image {
-                    c: *c,
-                    n: *n,
-                    h: oh,
-                    w: ow,
-                    data: out,
-                }
-            }
+            Kernel::Pool(op) => pool(image()?.as_ref(), op),
             Kernel::Flatten => flatten(x),
             Kernel::Add { relu } => add(inputs, *relu),
             Kernel::Concat { axis } => concat(inputs, *axis)?,
-            Kernel::ChannelShuffle { groups } => {
-                let img = x.image().ok_or_else(|| mismatch("images"))?;
-                channel_shuffle(&img, *groups)
-            }
+            Kernel::ChannelShuffle { groups } => channel_shuffle(image()?.as_ref(), *groups),
             Kernel::Copy => x.with(buffers::copy_of(x.data())),
             Kernel::LayerNorm { weight, bias, eps } => {
                 let (shape, data) = x.pytorch();
@@ -327,17 +259,7 @@ impl Kernel {
                 );
                 Act::dense(shape, y)
             }
-            Kernel::Embedding { dim, table } => {
-                // Ids were checked against the table when the batch entered the plan.
-                let (mut shape, ids) = x.pytorch();
-                let mut y = buffers::scratch(ids.len() * dim);
-                for (row, &id) in y.chunks_mut(*dim).zip(ids.iter()) {
-                    let at = id as usize * dim;
-                    row.copy_from_slice(&table[at..at + dim]);
-                }
-                shape.push(*dim);
-                Act::dense(shape, y)
-            }
+            Kernel::Embedding { dim, table } => embedding(x, *dim, table),
             Kernel::Nd { op, relu } => {
                 let mut y = super::nd::run(op, inputs).map_err(|e| Error::graph(name, e))?;
                 if *relu == Fused::Relu {
@@ -348,6 +270,87 @@ impl Kernel {
             Kernel::Parameter { .. } => unreachable!("handled above"),
         })
     }
+}
+
+/// A learned tensor repeated for `n` samples.
+fn repeat(shape: &[usize], value: &[f32], n: usize) -> Act {
+    let mut y = Vec::with_capacity(n * value.len());
+    for _ in 0..n {
+        y.extend_from_slice(value);
+    }
+    Act::dense(std::iter::once(n).chain(shape.iter().copied()).collect(), y)
+}
+
+/// A Linear on the last axis: rows, token sequences, or an image's rows.
+fn linear(x: &Act, inputs: usize, outputs: usize, weight: &[f32], bias: Option<&[f32]>, relu: Fused) -> Act {
+    let (mut shape, data) = x.pytorch();
+    let rows = data.len() / inputs;
+    let out = conv::linear(&data, rows, inputs, weight, outputs, bias, relu);
+    *shape.last_mut().expect("rank >= 1") = outputs;
+    Act::dense(shape, out)
+}
+
+fn conv2d(img: &Act, op: &Op, weight: &[f32], bias: Option<&[f32]>, relu: Fused) -> Act {
+    let Act::Image { c, n, h, w, data } = img else {
+        unreachable!("image() gives images")
+    };
+    let (out, oh, ow, oc) = conv::conv2d(op, data, [*c, *n, *h, *w], weight, bias, relu);
+    Act::Image {
+        c: oc,
+        n: *n,
+        h: oh,
+        w: ow,
+        data: out,
+    }
+}
+
+/// `x * scale[c] + shift[c]` per channel (folded BatchNorm); `None` for values without a
+/// channel axis this kernel knows.
+fn affine(x: &Act, scale: &[f32], shift: &[f32]) -> Option<Act> {
+    let mut y = x.with(buffers::copy_of(x.data()));
+    match &mut y {
+        Act::Image { c, data, .. } => {
+            let plane = data.len() / *c;
+            for (ch, chunk) in data.chunks_mut(plane).enumerate() {
+                chunk.iter_mut().for_each(|v| *v = *v * scale[ch] + shift[ch]);
+            }
+        }
+        Act::Rows { f, data, .. } => {
+            for row in data.chunks_mut(*f) {
+                row.iter_mut()
+                    .enumerate()
+                    .for_each(|(j, v)| *v = *v * scale[j] + shift[j]);
+            }
+        }
+        Act::Nd { .. } => return None,
+    }
+    Some(y)
+}
+
+fn pool(img: &Act, op: &Op) -> Act {
+    let Act::Image { c, n, h, w, data } = img else {
+        unreachable!("image() gives images")
+    };
+    let (out, oh, ow) = pool::pool(op, data, [*c, *n, *h, *w]);
+    Act::Image {
+        c: *c,
+        n: *n,
+        h: oh,
+        w: ow,
+        data: out,
+    }
+}
+
+/// Rows of `table` picked by ids (checked against the table when the batch entered the plan).
+fn embedding(ids: &Act, dim: usize, table: &[f32]) -> Act {
+    let (mut shape, ids) = ids.pytorch();
+    let mut y = buffers::scratch(ids.len() * dim);
+    for (row, &id) in y.chunks_mut(dim).zip(ids.iter()) {
+        let at = id as usize * dim;
+        row.copy_from_slice(&table[at..at + dim]);
+    }
+    shape.push(dim);
+    Act::dense(shape, y)
 }
 
 /// `[C, H, W] -> [C * H * W]`, channel-major as in PyTorch.
