@@ -16,7 +16,7 @@
 //! methods [`prune`], [`quant`] (uniform PTQ/QAT, weight sharing) and [`distill`], [`codec`]
 //! (Huffman, sparse index, the `.pare` file), [`pipeline`] (TOML recipes composing the
 //! methods), [`report`] (per-layer tables, plots, latency), [`native`] (inference kernels),
-//! [`fuse`] (BatchNorm folding).
+//! [`fuse`] (BatchNorm folding), [`lowrank`] (SVD factorization of Linear layers).
 
 pub mod codec;
 pub mod data;
@@ -27,6 +27,7 @@ pub mod fuse;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod ir;
+pub mod lowrank;
 pub mod native;
 pub mod pipeline;
 pub mod prune;
