@@ -5,6 +5,7 @@
 mod commands;
 mod compress_cmd;
 mod distill_cmd;
+mod factorize_cmd;
 mod lock;
 mod progress;
 mod prune_cmd;
@@ -75,6 +76,9 @@ enum Command {
     Prune(prune_cmd::PruneArgs),
     /// Prune each layer alone at several ratios and plot accuracy against ratio.
     Sensitivity(prune_cmd::SensitivityArgs),
+    /// Low-rank factorization of Linear layers by truncated SVD (one layer becomes two),
+    /// optional fine-tuning, and a before/after report with measured latency.
+    Factorize(factorize_cmd::FactorizeArgs),
     /// Lottery ticket experiment: iterative magnitude pruning with rewinding, and the random
     /// re-initialization control.
     Lottery(prune_cmd::LotteryArgs),
@@ -245,6 +249,7 @@ fn main() -> ExitCode {
         Command::Supermask(args) => supermask_cmd::supermask(args),
         Command::Quantize(args) => compress_cmd::quantize(args),
         Command::Sensitivity(args) => prune_cmd::sensitivity(args),
+        Command::Factorize(args) => factorize_cmd::factorize_cmd(args),
         Command::Lottery(args) => prune_cmd::lottery(args),
         Command::Bench {
             what:

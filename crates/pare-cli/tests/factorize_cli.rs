@@ -1,0 +1,42 @@
+//! `pare factorize`: the report on real data, and bad requests refused before any work.
+
+mod common;
+
+use common::{fails_with, ok, untrained_lenet300};
+
+#[test]
+fn factorize_reports_ranks_and_writes_a_smaller_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    pare::ir::io::save(&untrained_lenet300(), &base).unwrap();
+    let out = tmp.path().join("low");
+    let (b, o) = (base.to_str().unwrap(), out.to_str().unwrap());
+    let text = ok(&["factorize", b, "--rank", "16", "--layers", "fc1,fc2", "--out", o]);
+    assert!(text.contains("parameters / "), "{text}");
+    let m = pare::ir::io::load(&out).unwrap();
+    assert_eq!(m.params["fc1_v.weight"].shape(), &[16, 784]);
+    assert_eq!(m.params["fc2.weight"].shape(), &[100, 16]);
+    assert_eq!(m.params["fc3.weight"].shape(), &[10, 100], "fc3 was not named");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("factorize.json")).unwrap()).unwrap();
+    assert_eq!(report["layers"][0]["rank"], 16);
+    assert_eq!(report["after"]["params"], m.num_params());
+    for (args, needle) in [
+        (
+            vec!["factorize", b, "--out", o],
+            "exactly one of --energy and --rank",
+        ),
+        (
+            vec!["factorize", b, "--energy", "0.9", "--rank", "3", "--out", o],
+            "exactly one",
+        ),
+        (vec!["factorize", b, "--energy", "1.5", "--out", o], "energy 1.5"),
+        (
+            vec!["factorize", b, "--rank", "8", "--layers", "conv9", "--out", o],
+            "no Linear layer named 'conv9'",
+        ),
+        (vec!["factorize", b, "--rank", "8", "--out", b], "is the input"),
+    ] {
+        fails_with(&args, &[needle]);
+    }
+}
