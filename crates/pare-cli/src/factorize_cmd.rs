@@ -10,10 +10,10 @@ use pare::data::fashion;
 use pare::ir::io;
 use pare::lowrank::{factorize, Rank};
 use pare::report::{latencies_ms, thousands, Engine};
-use pare::train::{accuracy, fit, FitConfig, OptimizerConfig, Schedule};
+use pare::train::accuracy;
 use serde_json::json;
 
-use crate::progress::ProgressHooks;
+use crate::finetune::{interrupted, FinetuneArgs};
 
 #[derive(Args)]
 pub struct FactorizeArgs {
@@ -32,18 +32,8 @@ pub struct FactorizeArgs {
     /// Linear layers to factorize (default: every Linear layer).
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,
-    /// Fine-tuning epochs after the factorization (SGD, momentum 0.9).
-    #[arg(long, default_value_t = 0)]
-    pub finetune_epochs: usize,
-    #[arg(long, default_value_t = 0.01)]
-    pub lr: f32,
-    /// Cosine decay of the fine-tuning learning rate instead of a constant rate.
-    #[arg(long)]
-    pub cosine: bool,
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub tune: FinetuneArgs,
     #[arg(long, value_name = "DIR")]
     pub data: Option<PathBuf>,
 }
@@ -80,21 +70,9 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
             if r.factorized { "" } else { "  (kept: no smaller)" }
         );
     }
-    if a.finetune_epochs > 0 {
-        let cfg = FitConfig {
-            epochs: a.finetune_epochs,
-            batch_size: a.batch_size,
-            optimizer: OptimizerConfig::sgd(0.9, 0.0),
-            schedule: Schedule::cosine_if(a.cosine, a.lr),
-            seed: a.seed,
-            ..Default::default()
-        };
-        cfg.validate()?;
-        let mut progress = ProgressHooks::new(a.finetune_epochs, false);
-        if fit(&mut model, &splits.train, None, &cfg, &mut progress)?.interrupted {
-            bail!("interrupted during fine-tuning; nothing was written");
-        }
-    }
+    a.tune
+        .run(&mut model, &splits.train, a.tune.finetune_epochs, None)
+        .map_err(interrupted)?;
     let after = accuracy(&model, &splits.test)?;
     let b1 = latencies_ms(&[&base, &model], 1, 50, Engine::Native)?;
     let b64 = latencies_ms(&[&base, &model], 64, 20, Engine::Native)?;
@@ -129,8 +107,11 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
     println!(
         "accuracy {:.4} right after the factorization{}; parameters / {:.2}; batch-64 speed-up x{:.2}",
         factorized,
-        if a.finetune_epochs > 0 {
-            format!(", {after:.4} after {} epochs of fine-tuning", a.finetune_epochs)
+        if a.tune.finetune_epochs > 0 {
+            format!(
+                ", {after:.4} after {} epochs of fine-tuning",
+                a.tune.finetune_epochs
+            )
         } else {
             String::new()
         },
@@ -141,7 +122,7 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
         "base": a.dir,
         "rule": match rule { Rank::Energy(e) => json!({"energy": e}), Rank::Fixed(r) => json!({"rank": r}) },
         "layers": ranks,
-        "finetune_epochs": a.finetune_epochs,
+        "finetune_epochs": a.tune.finetune_epochs,
         "before": {"accuracy": before, "params": base.num_params(), "macs": base.macs(), "latency_ms_b1": b1[0], "latency_ms_b64": b64[0]},
         "factorized_accuracy": factorized,
         "after": {"accuracy": after, "params": model.num_params(), "macs": model.macs(), "latency_ms_b1": b1[1], "latency_ms_b64": b64[1]},

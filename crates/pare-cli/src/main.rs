@@ -6,6 +6,7 @@ mod commands;
 mod compress_cmd;
 mod distill_cmd;
 mod factorize_cmd;
+mod finetune;
 mod lock;
 mod progress;
 mod prune_cmd;

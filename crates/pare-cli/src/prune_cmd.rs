@@ -12,9 +12,10 @@ use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
 use pare::prune::{Amount, Criterion, Scope, Selection, Steps, Surgery};
 use pare::report::{latencies_ms, summarize, thousands, Engine, Summary};
-use pare::train::{accuracy, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
+use pare::train::{accuracy, FitConfig, OptimizerConfig, Schedule};
 use serde_json::json;
 
+use crate::finetune::{interrupted, FinetuneArgs};
 use crate::progress::ProgressHooks;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -72,20 +73,8 @@ pub struct PruneArgs {
     /// Structured: prune in this many steps, fine-tuning after each.
     #[arg(long, default_value_t = 1)]
     pub steps: usize,
-    /// Fine-tuning epochs (after each structured step; in total for unstructured).
-    #[arg(long, default_value_t = 0)]
-    pub finetune_epochs: usize,
-    #[arg(long, default_value_t = 0.01)]
-    pub lr: f32,
-    /// Cosine decay of the fine-tuning learning rate instead of a constant rate.
-    #[arg(long)]
-    pub cosine: bool,
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f32,
-    #[arg(long, default_value_t = 128)]
-    pub batch_size: usize,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
+    #[command(flatten)]
+    pub tune: FinetuneArgs,
     /// Structured, per layer: round each layer's kept channels to a multiple of this (e.g. 8)
     /// so that dense kernels stay efficient.
     #[arg(long, default_value_t = 1)]
@@ -128,45 +117,6 @@ fn measure(m: &Model, test: &dyn Dataset) -> Result<Measure> {
     })
 }
 
-/// Fine-tunes for `epochs` (none: unchanged). An interruption is [`pare::Error::Interrupted`]:
-/// `prune` then writes nothing.
-fn fine_tune(
-    model: &mut Model,
-    train: &dyn Dataset,
-    a: &PruneArgs,
-    epochs: usize,
-    extra: Option<&mut dyn Hooks>,
-) -> pare::Result<()> {
-    if epochs == 0 {
-        return Ok(());
-    }
-    let cfg = FitConfig {
-        epochs,
-        batch_size: a.batch_size,
-        optimizer: OptimizerConfig::sgd(0.9, a.weight_decay),
-        schedule: Schedule::cosine_if(a.cosine, a.lr),
-        seed: a.seed,
-        ..Default::default()
-    };
-    let mut progress = ProgressHooks::new(epochs, false);
-    let r = match extra {
-        Some(h) => fit(model, train, None, &cfg, &mut Chain(vec![h, &mut progress]))?,
-        None => fit(model, train, None, &cfg, &mut progress)?,
-    };
-    if r.interrupted {
-        return Err(pare::Error::Interrupted);
-    }
-    Ok(())
-}
-
-/// Says what an interruption means for `prune`: nothing was written.
-fn interrupted(e: pare::Error) -> anyhow::Error {
-    match e {
-        pare::Error::Interrupted => anyhow::anyhow!("interrupted during fine-tuning; nothing was written"),
-        other => other.into(),
-    }
-}
-
 pub fn prune(a: PruneArgs) -> Result<()> {
     io::check_output_dir(&a.out, &[&a.dir, &fashion::resolve_dir(a.data.as_deref())])?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
@@ -182,7 +132,7 @@ pub fn prune(a: PruneArgs) -> Result<()> {
     );
     let mut model = base.clone();
     let mut surgery = Surgery::default();
-    let spe = splits.train.len().div_ceil(a.batch_size.max(1));
+    let spe = splits.train.len().div_ceil(a.tune.batch_size.max(1));
     match a.method {
         Method::Unstructured => {
             if a.reinit {
@@ -206,17 +156,18 @@ pub fn prune(a: PruneArgs) -> Result<()> {
                 RampArg::Linear => Ramp::Linear,
                 RampArg::Agp => Ramp::Agp,
             };
-            if ramp != Ramp::OneShot && a.prune_epochs > a.finetune_epochs {
+            if ramp != Ramp::OneShot && a.prune_epochs > a.tune.finetune_epochs {
                 bail!(
                     "--prune-epochs ({}) cannot exceed --finetune-epochs ({})",
                     a.prune_epochs,
-                    a.finetune_epochs
+                    a.tune.finetune_epochs
                 );
             }
             let sched = PruneSchedule::over_epochs(ramp, a.prune_epochs, spe, a.prune_every);
             let mut hook = MaskHook::new(criterion, a.exclude.clone(), Some(sched), BTreeMap::new())?;
             hook.update(&mut model, 0)?;
-            fine_tune(&mut model, &splits.train, &a, a.finetune_epochs, Some(&mut hook))
+            a.tune
+                .run(&mut model, &splits.train, a.tune.finetune_epochs, Some(&mut hook))
                 .map_err(interrupted)?;
         }
         Method::Structured => {
@@ -256,8 +207,8 @@ pub fn prune(a: PruneArgs) -> Result<()> {
                     round_to: a.round_to,
                 },
                 steps: a.steps.max(1),
-                seed: a.seed,
-                calib: Some((&splits.train, a.calib_batches, a.batch_size)),
+                seed: a.tune.seed,
+                calib: Some((&splits.train, a.calib_batches, a.tune.batch_size)),
             };
             let total = steps.steps;
             (model, surgery) = steps
@@ -270,9 +221,9 @@ pub fn prune(a: PruneArgs) -> Result<()> {
                         thousands(pruned.macs())
                     );
                     if a.reinit {
-                        *pruned = Model::init(pruned.graph.clone(), a.seed)?;
+                        *pruned = Model::init(pruned.graph.clone(), a.tune.seed)?;
                     }
-                    fine_tune(pruned, &splits.train, &a, a.finetune_epochs, None)
+                    a.tune.run(pruned, &splits.train, a.tune.finetune_epochs, None)
                 })
                 .map_err(interrupted)?;
         }

@@ -1,0 +1,69 @@
+//! The fine-tuning options and run shared by the commands that change a trained model and
+//! then train it back (`prune`, `factorize`): SGD with momentum 0.9, constant or cosine rate.
+
+use clap::Args;
+use pare::data::Dataset;
+use pare::ir::Model;
+use pare::train::{fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
+
+use crate::progress::ProgressHooks;
+
+#[derive(Args)]
+pub struct FinetuneArgs {
+    /// Fine-tuning epochs (prune: after each structured step, in total for unstructured).
+    #[arg(long, default_value_t = 0)]
+    pub finetune_epochs: usize,
+    #[arg(long, default_value_t = 0.01)]
+    pub lr: f32,
+    /// Cosine decay of the fine-tuning learning rate instead of a constant rate.
+    #[arg(long)]
+    pub cosine: bool,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f32,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+}
+
+impl FinetuneArgs {
+    /// Fine-tunes `model` for `epochs` (none: unchanged), with `extra` hooks beside the
+    /// progress bar. An interruption is [`pare::Error::Interrupted`]: the caller writes nothing.
+    pub fn run(
+        &self,
+        model: &mut Model,
+        train: &dyn Dataset,
+        epochs: usize,
+        extra: Option<&mut dyn Hooks>,
+    ) -> pare::Result<()> {
+        if epochs == 0 {
+            return Ok(());
+        }
+        let cfg = FitConfig {
+            epochs,
+            batch_size: self.batch_size,
+            optimizer: OptimizerConfig::sgd(0.9, self.weight_decay),
+            schedule: Schedule::cosine_if(self.cosine, self.lr),
+            seed: self.seed,
+            ..Default::default()
+        };
+        cfg.validate()?;
+        let mut progress = ProgressHooks::new(epochs, false);
+        let r = match extra {
+            Some(h) => fit(model, train, None, &cfg, &mut Chain(vec![h, &mut progress]))?,
+            None => fit(model, train, None, &cfg, &mut progress)?,
+        };
+        if r.interrupted {
+            return Err(pare::Error::Interrupted);
+        }
+        Ok(())
+    }
+}
+
+/// Says what an interruption during fine-tuning means for these commands: nothing was written.
+pub fn interrupted(e: pare::Error) -> anyhow::Error {
+    match e {
+        pare::Error::Interrupted => anyhow::anyhow!("interrupted during fine-tuning; nothing was written"),
+        other => other.into(),
+    }
+}
