@@ -10,7 +10,7 @@ use crate::progress::ProgressHooks;
 
 #[derive(Args)]
 pub struct FinetuneArgs {
-    /// Fine-tuning epochs (prune: after each structured step, in total for unstructured).
+    /// Fine-tuning epochs (structured pruning: after each step).
     #[arg(long, default_value_t = 0)]
     pub finetune_epochs: usize,
     #[arg(long, default_value_t = 0.01)]
