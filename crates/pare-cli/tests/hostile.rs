@@ -41,6 +41,11 @@ fn every_model_reading_command_refuses_damaged_models_cleanly() {
     pare::ir::io::save(&untrained_lenet300(), &good).unwrap();
     let arch = std::fs::read_to_string(good.join("arch.json")).unwrap();
     let weights = std::fs::read(good.join("weights.safetensors")).unwrap();
+    // arch.json with fc1's width (300) replaced.
+    let fc1_width = |w: usize| -> Box<dyn Fn(&Path)> {
+        let text = arch.replace("\"out_features\": 300", &format!("\"out_features\": {w}"));
+        Box::new(move |d: &Path| std::fs::write(d.join("arch.json"), &text).unwrap())
+    };
     // (directory name, what to damage, a word the error must hold)
     let damaged: Vec<(&str, Box<dyn Fn(&Path)>, &str)> = vec![
         (
@@ -48,28 +53,8 @@ fn every_model_reading_command_refuses_damaged_models_cleanly() {
             Box::new(|d: &Path| std::fs::write(d.join("arch.json"), "{ not json").unwrap()),
             "arch.json",
         ),
-        (
-            "zero-width",
-            Box::new(|d: &Path| {
-                std::fs::write(
-                    d.join("arch.json"),
-                    arch.replace("\"out_features\": 300", "\"out_features\": 0"),
-                )
-                .unwrap()
-            }),
-            "arch.json",
-        ),
-        (
-            "huge-layer",
-            Box::new(|d: &Path| {
-                std::fs::write(
-                    d.join("arch.json"),
-                    arch.replace("\"out_features\": 300", "\"out_features\": 1000000000"),
-                )
-                .unwrap()
-            }),
-            "arch.json",
-        ),
+        ("zero-width", fc1_width(0), "arch.json"),
+        ("huge-layer", fc1_width(1_000_000_000), "arch.json"),
         (
             "no-weights",
             Box::new(|d: &Path| std::fs::remove_file(d.join("weights.safetensors")).unwrap()),

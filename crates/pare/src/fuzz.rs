@@ -169,17 +169,16 @@ pub fn pare(bytes: &[u8]) -> Result<()> {
         path: path().to_path_buf(),
         reason,
     };
-    let body = pare_file::decode_body(
-        bytes
-            .get(..bytes.len().saturating_sub(pare_file::CHECKSUM))
-            .unwrap_or(&[]),
-    );
-    let whole = pare_file::decode(bytes);
-    if let Ok(m) = &body {
+    // The body is decoded once, whatever the checksum says; the checksum's verdict comes first.
+    let body = bytes
+        .get(..bytes.len().saturating_sub(pare_file::CHECKSUM))
+        .unwrap_or(&[]);
+    let envelope = pare_file::checked_body(bytes).map(drop);
+    let model = pare_file::decode_body(body);
+    if let Ok(m) = &model {
         run_small(m)?;
     }
-    whole.map_err(compressed)?;
-    body.map(drop).map_err(compressed)
+    envelope.and(model.map(drop)).map_err(compressed)
 }
 
 /// Parses a recipe and checks it against its starting model (a zoo model for 1x28x28 inputs

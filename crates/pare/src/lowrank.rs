@@ -147,6 +147,8 @@ struct Svd {
     /// `[k, in]` right singular vectors transposed, row j for value j.
     v_t: DMatrix<f64>,
     values: Vec<f64>,
+    /// `kept[r]`: the fraction of the squared values the largest `r` hold (`kept[0] = 0`).
+    kept: Vec<f64>,
     /// Position of value j (in decreasing order) in `u`'s columns and `v_t`'s rows.
     order: Vec<usize>,
 }
@@ -157,8 +159,17 @@ impl Svd {
         let svd = m.svd(true, true);
         let mut order: Vec<usize> = (0..svd.singular_values.len()).collect();
         order.sort_by(|&a, &b| svd.singular_values[b].total_cmp(&svd.singular_values[a]));
+        let values: Vec<f64> = order.iter().map(|&i| svd.singular_values[i]).collect();
+        let total: f64 = values.iter().map(|s| s * s).sum();
+        let kept = std::iter::once(0.0)
+            .chain(values.iter().scan(0.0, |acc, s| {
+                *acc += s * s;
+                Some(if total == 0.0 { 1.0 } else { *acc / total })
+            }))
+            .collect();
         Svd {
-            values: order.iter().map(|&i| svd.singular_values[i]).collect(),
+            values,
+            kept,
             u: svd.u.expect("requested U"),
             v_t: svd.v_t.expect("requested V^T"),
             order,
@@ -166,18 +177,14 @@ impl Svd {
     }
 
     fn energy(&self, r: usize) -> f64 {
-        let total: f64 = self.values.iter().map(|s| s * s).sum();
-        if total == 0.0 {
-            return 1.0;
-        }
-        self.values[..r].iter().map(|s| s * s).sum::<f64>() / total
+        self.kept[r]
     }
 
     fn rank_for(&self, rule: Rank) -> usize {
         let full = self.values.len();
         match rule {
             Rank::Fixed(r) => r.min(full),
-            Rank::Energy(e) => (1..=full).find(|&r| self.energy(r) >= e - 1e-12).unwrap_or(full),
+            Rank::Energy(e) => (1..=full).find(|&r| self.kept[r] >= e - 1e-12).unwrap_or(full),
         }
     }
 

@@ -423,6 +423,11 @@ pub fn encode(model: &Model, plan: &Plan) -> Result<(Vec<u8>, FileBytes)> {
 
 /// Decodes a compressed model, checking the checksum first.
 pub fn decode(bytes: &[u8]) -> std::result::Result<Model, String> {
+    decode_body(checked_body(bytes)?)
+}
+
+/// The file without its checksum, once the magic, version and checksum are checked.
+pub fn checked_body(bytes: &[u8]) -> std::result::Result<&[u8], String> {
     if bytes.len() < PREAMBLE + CHECKSUM {
         return Err(format!(
             "truncated: {} bytes is shorter than any pare file",
@@ -443,7 +448,7 @@ pub fn decode(bytes: &[u8]) -> std::result::Result<Model, String> {
     if crc32fast::hash(body) != stored {
         return Err("checksum mismatch: the file is corrupt or truncated".into());
     }
-    decode_body(body)
+    Ok(body)
 }
 
 /// Decodes without checking the checksum, so that fuzzing reaches the parser behind it.
