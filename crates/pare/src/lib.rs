@@ -23,6 +23,7 @@ pub mod data;
 pub mod distill;
 pub mod error;
 pub mod exec;
+pub mod exits;
 pub mod fuse;
 #[doc(hidden)]
 pub mod fuzz;

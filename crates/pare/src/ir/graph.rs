@@ -338,6 +338,39 @@ impl Graph {
         Ok(g)
     }
 
+    /// For each of `outputs` in the order given, the indices (in graph order) of the nodes it
+    /// needs that no earlier one of them needed: running the stages one after the other computes
+    /// the first output as early as possible, then the second, and so on (how an early-exit model
+    /// runs). Nodes no output needs are in no stage.
+    pub fn stages(&self, outputs: &[&str]) -> Result<Vec<Vec<usize>>> {
+        let mut done = vec![false; self.nodes.len()];
+        let mut stages = Vec::with_capacity(outputs.len());
+        for &out in outputs {
+            let start = self
+                .index_of(out)
+                .ok_or_else(|| Error::graph(out, "no such node"))?;
+            let mut need = vec![false; self.nodes.len()];
+            need[start] = true;
+            // Inputs come before their readers, so one backward sweep marks every ancestor.
+            for i in (0..=start).rev() {
+                if !need[i] || done[i] {
+                    continue;
+                }
+                for inp in &self.nodes[i].inputs {
+                    if let Some(j) = self.index_of(inp) {
+                        need[j] = true;
+                    }
+                }
+            }
+            let stage: Vec<usize> = (0..self.nodes.len()).filter(|&i| need[i] && !done[i]).collect();
+            for &i in &stage {
+                done[i] = true;
+            }
+            stages.push(stage);
+        }
+        Ok(stages)
+    }
+
     /// Names of the nodes that read `name`'s output, in graph order.
     pub fn consumers(&self, name: &str) -> Vec<usize> {
         self.nodes

@@ -122,6 +122,53 @@ impl Act {
         }
     }
 
+    /// The samples `keep` (indices into the batch, ascending) in the same layout: the batch
+    /// that goes on after an early exit let the others leave.
+    pub(super) fn select(&self, keep: &[usize]) -> Act {
+        let m = keep.len();
+        let rows = |data: &[f32], per: usize| {
+            let mut out = buffers::scratch(m * per);
+            for (r, &i) in keep.iter().enumerate() {
+                out[r * per..(r + 1) * per].copy_from_slice(&data[i * per..(i + 1) * per]);
+            }
+            out
+        };
+        match self {
+            Act::Rows { f, data, .. } => Act::Rows {
+                n: m,
+                f: *f,
+                data: rows(data, *f),
+            },
+            Act::Nd { shape, data } => {
+                let per: usize = shape[1..].iter().product();
+                let mut shape = shape.clone();
+                shape[0] = m;
+                Act::Nd {
+                    shape,
+                    data: rows(data, per),
+                }
+            }
+            Act::Image { c, n, h, w, data } => {
+                let plane = h * w;
+                let mut out = buffers::scratch(c * m * plane);
+                for ch in 0..*c {
+                    for (r, &i) in keep.iter().enumerate() {
+                        let src = (ch * n + i) * plane;
+                        let dst = (ch * m + r) * plane;
+                        out[dst..dst + plane].copy_from_slice(&data[src..src + plane]);
+                    }
+                }
+                Act::Image {
+                    c: *c,
+                    n: m,
+                    h: *h,
+                    w: *w,
+                    data: out,
+                }
+            }
+        }
+    }
+
     /// The value as a pare tensor in PyTorch's layout.
     pub(super) fn into_tensor(self) -> Tensor {
         match self {

@@ -22,12 +22,14 @@
 mod act;
 mod buffers;
 mod conv;
+mod exits;
 mod kernel;
 mod nd;
 mod plan;
 mod pool;
 mod tensor;
 
+pub use exits::{compile_exits, ExitPlan, ExitRun};
 pub use plan::{compile, Plan};
 
 use crate::error::{Error, Result};

@@ -10,9 +10,9 @@ use crate::ir::{Model, Op, Tensor, INPUT};
 /// One node that runs: its kernel, the slots it reads, and the slots it is the last reader of
 /// (their buffers are recycled once it ran).
 #[derive(Clone, Debug)]
-struct Step {
+pub(super) struct Step {
     /// Index of the node in the model's graph (for per-layer timings).
-    node: usize,
+    pub(super) node: usize,
     name: String,
     kernel: Kernel,
     inputs: Vec<usize>,
@@ -26,9 +26,10 @@ pub struct Plan {
     input: crate::ir::InputSpec,
     /// The ids every embedding has a row for (see [`crate::ir::Graph::id_rows`]).
     id_rows: usize,
-    steps: Vec<Step>,
-    slots: usize,
-    output: usize,
+    pub(super) steps: Vec<Step>,
+    pub(super) slots: usize,
+    /// The slots of the graph's outputs, the main one first.
+    pub(super) outputs: Vec<usize>,
 }
 
 /// Compiles `model` for the native engine: which nodes run and which alias their input (a
@@ -39,6 +40,13 @@ pub struct Plan {
 /// are not applied: bake masks and quantizers into the weights first (a saved or decoded model
 /// already has them baked). Fold BatchNorm ([`crate::fuse`]) for speed.
 pub fn compile(model: &Model) -> Result<Plan> {
+    compile_order(model, &(0..model.graph.nodes.len()).collect::<Vec<_>>())
+}
+
+/// [`compile`] with the nodes run in `order`: any order in which every node comes after the
+/// nodes it reads (the nodes left out must not be needed by those in it). An early-exit plan
+/// runs the nodes of each exit's stage before the next stage's.
+pub(super) fn compile_order(model: &Model, order: &[usize]) -> Result<Plan> {
     let g = &model.graph;
     let fused = fusions(model);
     // Slot 0 is the input, slot i + 1 node i; a node that aliases its input reads and is read
@@ -66,16 +74,19 @@ pub fn compile(model: &Model) -> Result<Plan> {
         };
         slot_of.push(own);
     }
-    let output = lookup(&slot_of, &g.output);
-    // The last node reading each slot (directly or through an alias), plus one; 0 for none.
+    let outputs: Vec<usize> = g.outputs().iter().map(|o| lookup(&slot_of, o)).collect();
+    // The position in `order` of the last node reading each slot (directly or through an
+    // alias), plus one; 0 for none.
     let mut last_use = vec![0usize; g.nodes.len() + 1];
-    for (i, node) in g.nodes.iter().enumerate() {
-        for inp in &node.inputs {
-            last_use[lookup(&slot_of, inp)] = i + 1;
+    for (pos, &i) in order.iter().enumerate() {
+        for inp in &g.nodes[i].inputs {
+            last_use[lookup(&slot_of, inp)] = pos + 1;
         }
     }
     let mut steps: Vec<Step> = Vec::new();
-    for (i, node) in g.nodes.iter().enumerate() {
+    let mut step_pos: Vec<usize> = Vec::new();
+    for (pos, &i) in order.iter().enumerate() {
+        let node = &g.nodes[i];
         if fused[i] == Role::Alias {
             continue;
         }
@@ -92,14 +103,15 @@ pub fn compile(model: &Model) -> Result<Plan> {
             output: i + 1,
             release: Vec::new(),
         });
+        step_pos.push(pos);
     }
-    // A slot is freed after the last step at or before its last reader.
+    // A slot is freed after the last step at or before its last reader; outputs are kept.
     for (k, &last) in last_use.iter().enumerate() {
-        if last == 0 || k == output {
+        if last == 0 || outputs.contains(&k) {
             continue;
         }
-        if let Some(s) = steps.iter_mut().rev().find(|s| s.node < last) {
-            s.release.push(k);
+        if let Some(s) = (0..steps.len()).rev().find(|&s| step_pos[s] < last) {
+            steps[s].release.push(k);
         }
     }
     Ok(Plan {
@@ -107,7 +119,7 @@ pub fn compile(model: &Model) -> Result<Plan> {
         id_rows: g.id_rows(),
         steps,
         slots: g.nodes.len() + 1,
-        output,
+        outputs,
     })
 }
 
@@ -126,18 +138,47 @@ impl Plan {
         x: &Tensor,
         on_node: &mut dyn FnMut(usize, std::time::Duration),
     ) -> Result<Tensor> {
+        let mut slots = self.start(x)?;
+        self.run_steps(&mut slots, 0..self.steps.len(), x.shape()[0], on_node)?;
+        Ok(take(&mut slots, self.outputs[0]).into_tensor())
+    }
+
+    /// Every output of the graph on the batch `x`, the main one first (an early-exit model's
+    /// exits beside its final logits, computed in one pass).
+    pub fn run_all(&self, x: &Tensor) -> Result<Vec<Tensor>> {
+        let mut slots = self.start(x)?;
+        self.run_steps(&mut slots, 0..self.steps.len(), x.shape()[0], &mut |_, _| {})?;
+        Ok(self
+            .outputs
+            .iter()
+            .map(|&k| slots[k].clone().expect("outputs are computed").into_tensor())
+            .collect())
+    }
+
+    /// The slots of one run, holding the checked input batch.
+    pub(super) fn start(&self, x: &Tensor) -> Result<Vec<Option<Act>>> {
         self.input.check_batch(x, self.id_rows)?;
-        let shape = x.shape();
         let mut slots: Vec<Option<Act>> = vec![None; self.slots];
         slots[0] = Some(Act::from_pytorch(x.shape(), x.data()));
-        for step in &self.steps {
+        Ok(slots)
+    }
+
+    /// Runs `steps` on `n` samples held in `slots`, recycling what each step frees.
+    pub(super) fn run_steps(
+        &self,
+        slots: &mut [Option<Act>],
+        steps: std::ops::Range<usize>,
+        n: usize,
+        on_node: &mut dyn FnMut(usize, std::time::Duration),
+    ) -> Result<()> {
+        for step in &self.steps[steps] {
             let inputs: Vec<&Act> = step
                 .inputs
                 .iter()
                 .map(|&k| slots[k].as_ref().expect("topological order"))
                 .collect();
             let start = std::time::Instant::now();
-            let y = step.kernel.run(&step.name, &inputs, shape[0])?;
+            let y = step.kernel.run(&step.name, &inputs, n)?;
             on_node(step.node, start.elapsed());
             slots[step.output] = Some(y);
             for &k in &step.release {
@@ -146,9 +187,13 @@ impl Plan {
                 }
             }
         }
-        let out = slots[self.output].take().expect("output computed");
-        Ok(out.into_tensor())
+        Ok(())
     }
+}
+
+/// The value in slot `k`, moved out.
+pub(super) fn take(slots: &mut [Option<Act>], k: usize) -> Act {
+    slots[k].take().expect("outputs are computed")
 }
 
 /// What a node does in the plan.

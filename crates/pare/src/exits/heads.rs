@@ -1,0 +1,247 @@
+//! Exit heads: grafting a small classifier onto a chosen node (a tap) as an extra output of
+//! the graph, and training the heads on a frozen backbone from its stored features.
+
+use crate::data::{Dataset, InMemory};
+use crate::error::{Error, Result};
+use crate::ir::graph::ops::linear;
+use crate::ir::rewrite::{self, Readers};
+use crate::ir::{GraphBuilder, Model, Node, Op};
+use crate::train::{fit, Chain, FitConfig, Hooks, OutputLosses};
+
+/// The classifier grafted at each tap: images are average-pooled to about 4x4 (Shallow-Deep
+/// Networks' feature reduction, so that the head keeps where things are but costs little),
+/// flattened, then one Linear layer, or two with a ReLU between when `hidden > 0`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub hidden: usize,
+}
+
+/// One exit head in a model: the node it reads, the node whose output is its features (what a
+/// frozen backbone's heads train on) and its output (an extra output of the graph).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Exit {
+    pub tap: String,
+    pub features: String,
+    pub output: String,
+}
+
+impl Exit {
+    /// The exit heads of a model that [`attach`] made, from their names (`exits.{k}.fc`).
+    pub fn of(model: &Model) -> Vec<Exit> {
+        let g = &model.graph;
+        let mut out = Vec::new();
+        for k in 0.. {
+            let output = format!("exits.{k}.fc");
+            if !g.extra_outputs.contains(&output) {
+                break;
+            }
+            // The head's first node reads the tap; its Linear layers follow its features.
+            let first = g.nodes.iter().find(|n| n.name.starts_with(&format!("exits.{k}.")));
+            let tap = first.map(|n| n.inputs[0].clone()).unwrap_or_default();
+            let fc1 = format!("exits.{k}.fc1");
+            let lin = if g.node(&fc1).is_some() { fc1 } else { output.clone() };
+            let features = g.node(&lin).map(|n| n.inputs[0].clone()).unwrap_or_default();
+            out.push(Exit { tap, features, output });
+        }
+        out
+    }
+}
+
+/// Grafts a head onto each of `taps` (nodes of `model`), numbered from the earliest tap in the
+/// graph: nodes `exits.{k}.pool`, `.flatten`, `.fc1`, `.relu`, `.fc` (those the head needs),
+/// right after the tap, with `exits.{k}.fc` an extra output. The backbone and its outputs are
+/// unchanged; the heads' weights are drawn as PyTorch initializes a fresh Linear (seeded).
+pub fn attach(model: &Model, taps: &[String], head: Head, seed: u64) -> Result<(Model, Vec<Exit>)> {
+    let g = &model.graph;
+    if taps.is_empty() {
+        return Err(Error::Config("no exit taps given".into()));
+    }
+    if let Some(e) = Exit::of(model).first() {
+        return Err(Error::graph(
+            &e.output,
+            "the model already has exit heads; attach them to the model without exits",
+        ));
+    }
+    let [classes] = model.shapes().of(g, &g.output)[..] else {
+        return Err(Error::graph(&g.output, "exit heads need a main output of one vector per sample"));
+    };
+    let mut order: Vec<(usize, &String)> = Vec::with_capacity(taps.len());
+    for t in taps {
+        let i = g.index_of(t).ok_or_else(|| {
+            Error::graph(t, "no such node to attach an exit to (see the layer names in arch.json)")
+        })?;
+        if order.iter().any(|(j, _)| *j == i) {
+            return Err(Error::graph(t, "named twice as an exit tap"));
+        }
+        if g.is_output(t) {
+            return Err(Error::graph(t, "is an output of the graph; an exit goes before it"));
+        }
+        order.push((i, t));
+    }
+    order.sort();
+    let shapes = model.shapes();
+    let mut graph = g.clone();
+    let mut exits = Vec::new();
+    for (k, (i, tap)) in order.into_iter().enumerate() {
+        let p = format!("exits.{k}");
+        let mut nodes: Vec<Node> = Vec::new();
+        let mut last = tap.clone();
+        let mut push = |name: String, op: Op, last: &mut String| {
+            nodes.push(Node {
+                name: name.clone(),
+                op,
+                inputs: vec![last.clone()],
+            });
+            *last = name;
+        };
+        let features = match shapes.nodes[i][..] {
+            [c, h, w] => {
+                let (kh, kw) = (h.div_ceil(4), w.div_ceil(4));
+                let (oh, ow) = (h / kh, w / kw);
+                if kh > 1 || kw > 1 {
+                    let pool = Op::AvgPool2d {
+                        kernel_size: [kh, kw],
+                        stride: [kh, kw],
+                        padding: [0, 0],
+                        count_include_pad: true,
+                    };
+                    push(format!("{p}.pool"), pool, &mut last);
+                }
+                push(format!("{p}.flatten"), Op::Flatten, &mut last);
+                if kh > 1 || kw > 1 {
+                    c * oh * ow
+                } else {
+                    c * h * w
+                }
+            }
+            [f] => f,
+            ref s => {
+                return Err(Error::graph(
+                    tap,
+                    format!("an exit reads images [C, H, W] or vectors [F]; this node gives {s:?}"),
+                ))
+            }
+        };
+        let feature_node = last.clone();
+        let mut width = features;
+        if head.hidden > 0 {
+            push(format!("{p}.fc1"), linear(width, head.hidden), &mut last);
+            push(format!("{p}.relu"), Op::Relu, &mut last);
+            width = head.hidden;
+        }
+        push(format!("{p}.fc"), linear(width, classes), &mut last);
+        let mut after = tap.clone();
+        for n in nodes {
+            let name = n.name.clone();
+            graph.insert_after(&after, n, Readers::None)?;
+            after = name;
+        }
+        graph.extra_outputs.push(last.clone());
+        exits.push(Exit {
+            tap: tap.clone(),
+            features: feature_node,
+            output: last,
+        });
+    }
+    graph.shapes()?;
+    let fresh = Model::init(graph.clone(), seed)?;
+    let mut params = model.params.clone();
+    for n in graph.nodes.iter().filter(|n| n.name.starts_with("exits.")) {
+        for name in rewrite::params_of(&graph, &n.name) {
+            params.insert(name.clone(), fresh.params[&name].clone());
+        }
+    }
+    Ok((Model::new(graph, params)?, exits))
+}
+
+/// Trains the heads of `exits` on a frozen backbone (Shallow-Deep Networks' setting): each
+/// head's input features are computed once for the whole of `train` with the native engine (eval
+/// mode, so the backbone and its BatchNorm statistics stay as they are), then every head is
+/// fitted on them, each with its own cross-entropy, in one run of `cfg`. The backbone's
+/// parameters and the main output are untouched.
+pub fn train_frozen(
+    model: &mut Model,
+    exits: &[Exit],
+    train: &dyn Dataset,
+    cfg: &FitConfig,
+    hooks: &mut dyn Hooks,
+) -> Result<()> {
+    let (features, widths) = stored_features(model, exits, train)?;
+    // One model holds every head, reading its slice of the stored features; heads share no
+    // parameter, so training them together is training each on its own.
+    let mut b = GraphBuilder::new(vec![widths.iter().sum::<usize>()]);
+    let mut start = 0;
+    for (e, &w) in exits.iter().zip(&widths) {
+        let s = b.add(
+            format!("{}.features", e.output),
+            Op::Slice {
+                axis: 0,
+                start,
+                end: start + w,
+            },
+            &[crate::ir::INPUT],
+        );
+        start += w;
+        let mut last = s;
+        for n in head_nodes(model, e) {
+            last = b.add(n.name.clone(), n.op.clone(), &[&last]);
+        }
+        if e.output != exits.last().expect("exits are given").output {
+            b.extra_output(&e.output);
+        }
+    }
+    let graph = b.finish()?;
+    let mut params = crate::ir::Params::new();
+    for n in &graph.nodes {
+        for name in rewrite::params_of(&graph, &n.name) {
+            params.insert(name.clone(), model.params[&name].clone());
+        }
+    }
+    let mut heads = Model::new(graph, params)?;
+    let extra: Vec<(String, f32)> = heads.graph.extra_outputs.iter().map(|o| (o.clone(), 1.0)).collect();
+    let mut losses = OutputLosses::new(&heads, extra)?;
+    let r = fit(&mut heads, &features, None, cfg, &mut Chain(vec![&mut losses, hooks]))?;
+    if r.interrupted {
+        return Err(Error::Interrupted);
+    }
+    for (name, t) in heads.params {
+        model.params.insert(name, t);
+    }
+    Ok(())
+}
+
+/// The nodes of an exit head after its features (its Linear layers and the ReLU between).
+fn head_nodes<'a>(model: &'a Model, e: &Exit) -> Vec<&'a Node> {
+    let g = &model.graph;
+    let from = g.index_of(&e.features).expect("an exit's features are a node") + 1;
+    let to = g.index_of(&e.output).expect("an exit's output is a node");
+    g.nodes[from..=to].iter().collect()
+}
+
+/// Every sample's features for each exit, side by side (`[N, sum of widths]`), and the widths.
+fn stored_features(model: &Model, exits: &[Exit], set: &dyn Dataset) -> Result<(InMemory, Vec<usize>)> {
+    let mut graph = model.graph.clone();
+    graph.extra_outputs = exits.iter().map(|e| e.features.clone()).collect();
+    graph.output = model.graph.output.clone();
+    let probe = Model::new(graph, model.params.clone())?;
+    let shapes = probe.shapes();
+    let widths: Vec<usize> = exits
+        .iter()
+        .map(|e| shapes.of(&probe.graph, &e.features).iter().product())
+        .collect();
+    let total: usize = widths.iter().sum();
+    let plan = crate::native::compile(&probe)?;
+    let mut data = Vec::with_capacity(set.len() * total);
+    let mut labels = Vec::with_capacity(set.len());
+    for batch in crate::data::sequential(set, 500, probe.graph.input.normalize) {
+        let outs = plan.run_all(&batch.x)?;
+        let n = batch.labels.len();
+        for i in 0..n {
+            for (k, w) in widths.iter().enumerate() {
+                data.extend_from_slice(&outs[k + 1].data()[i * w..(i + 1) * w]);
+            }
+        }
+        labels.extend_from_slice(&batch.labels);
+    }
+    Ok((InMemory::new(vec![total], set.num_classes(), data, labels)?, widths))
+}
