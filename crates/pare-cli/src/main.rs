@@ -5,6 +5,7 @@
 mod commands;
 mod compress_cmd;
 mod distill_cmd;
+mod exits_cmd;
 mod factorize_cmd;
 mod finetune;
 mod lock;
@@ -80,6 +81,10 @@ enum Command {
     /// Low-rank factorization of Linear layers by truncated SVD (one layer becomes two),
     /// optional fine-tuning, and a before/after report with measured latency.
     Factorize(factorize_cmd::FactorizeArgs),
+    /// Early exits: classifier heads grafted onto chosen layers, trained, thresholds chosen on
+    /// validation data for a target accuracy or MAC budget, and the saving measured (MACs and
+    /// latency) with the accuracy-MACs curve of every exit rule.
+    Exits(exits_cmd::ExitsArgs),
     /// Lottery ticket experiment: iterative magnitude pruning with rewinding, and the random
     /// re-initialization control.
     Lottery(prune_cmd::LotteryArgs),
@@ -251,6 +256,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => compress_cmd::quantize(args),
         Command::Sensitivity(args) => prune_cmd::sensitivity(args),
         Command::Factorize(args) => factorize_cmd::factorize_cmd(args),
+        Command::Exits(args) => exits_cmd::exits_cmd(args),
         Command::Lottery(args) => prune_cmd::lottery(args),
         Command::Bench {
             what:
