@@ -1,6 +1,6 @@
-//! `pare factorize`: low-rank (truncated SVD) factorization of a model directory's Linear
-//! layers, optional fine-tuning, and a before/after report (accuracy, per-layer ranks,
-//! parameters, MACs, CPU latency).
+//! `pare factorize`: low-rank factorization of a model directory's Linear layers (truncated
+//! SVD) and convolutions (spatial SVD or Tucker-2), optional fine-tuning, and a before/after
+//! report (accuracy, per-layer ranks, parameters, MACs, CPU latency).
 
 use std::path::PathBuf;
 
@@ -8,7 +8,7 @@ use anyhow::{bail, Result};
 use clap::Args;
 use pare::data::fashion;
 use pare::ir::io;
-use pare::lowrank::{factorize, Rank};
+use pare::lowrank::{factorize_with, ConvMethod, Rank};
 use pare::report::{latencies_ms, thousands, Engine};
 use pare::train::accuracy;
 use serde_json::json;
@@ -29,7 +29,12 @@ pub struct FactorizeArgs {
     /// Keep at most this many singular values per layer.
     #[arg(long)]
     pub rank: Option<usize>,
-    /// Linear layers to factorize (default: every Linear layer).
+    /// Also factorize convolutions: spatial (kh x kw -> kh x 1, 1 x kw) or tucker2 (1x1, core,
+    /// 1x1 on the channel axes).
+    #[arg(long, value_parser = ["spatial", "tucker2"])]
+    pub conv: Option<String>,
+    /// Layers to factorize (default: every Linear layer, and with --conv every convolution the
+    /// method applies to).
     #[arg(long, value_delimiter = ',')]
     pub layers: Vec<String>,
     #[command(flatten)]
@@ -50,20 +55,25 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
     let base = io::load(&a.dir)?;
     let layers = (!a.layers.is_empty()).then_some(a.layers.as_slice());
     // The rule and the names are checked before the data is read.
-    let (mut model, ranks) = factorize(&base, layers, rule)?;
+    let conv = a.conv.as_deref().map(ConvMethod::parse).transpose()?;
+    let (mut model, ranks) = factorize_with(&base, layers, rule, conv)?;
     let splits = fashion::load(&data_dir)?;
     let before = accuracy(&base, &splits.test)?;
     let factorized = accuracy(&model, &splits.test)?;
     println!(
-        "{:<12} {:>10} {:>6} {:>8} {:>12} {:>12}",
-        "layer", "full rank", "rank", "energy", "weights", "after"
+        "{:<20} {:>8} {:>10} {:>8} {:>8} {:>12} {:>12}",
+        "layer", "method", "full rank", "rank", "energy", "weights", "after"
     );
     for r in &ranks {
         println!(
-            "{:<12} {:>10} {:>6} {:>8.4} {:>12} {:>12}{}",
+            "{:<20} {:>8} {:>10} {:>8} {:>8.4} {:>12} {:>12}{}",
             r.layer,
+            r.method,
             r.full_rank,
-            r.rank,
+            match r.input_rank {
+                Some(ri) => format!("{}/{ri}", r.rank),
+                None => r.rank.to_string(),
+            },
             r.energy,
             thousands(r.weights_before as u64),
             thousands(r.weights_after as u64),
@@ -105,7 +115,7 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
         println!("{k:<24} {b:>14} {af:>14}");
     }
     println!(
-        "accuracy {:.4} right after the factorization{}; parameters / {:.2}; batch-64 speed-up x{:.2}",
+        "accuracy {:.4} right after the factorization{}; parameters / {:.2}; MACs / {:.2}; batch-64 speed-up x{:.2}",
         factorized,
         if a.tune.finetune_epochs > 0 {
             format!(
@@ -116,11 +126,13 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
             String::new()
         },
         base.num_params() as f64 / model.num_params() as f64,
+        base.macs() as f64 / model.macs() as f64,
         b64[0] / b64[1]
     );
     let report = json!({
         "base": a.dir,
         "rule": match rule { Rank::Energy(e) => json!({"energy": e}), Rank::Fixed(r) => json!({"rank": r}) },
+        "conv": conv,
         "layers": ranks,
         "finetune_epochs": a.tune.finetune_epochs,
         "before": {"accuracy": before, "params": base.num_params(), "macs": base.macs(), "latency_ms_b1": b1[0], "latency_ms_b64": b64[0]},

@@ -78,8 +78,9 @@ enum Command {
     Prune(prune_cmd::PruneArgs),
     /// Prune each layer alone at several ratios and plot accuracy against ratio.
     Sensitivity(prune_cmd::SensitivityArgs),
-    /// Low-rank factorization of Linear layers by truncated SVD (one layer becomes two),
-    /// optional fine-tuning, and a before/after report with measured latency.
+    /// Low-rank factorization of Linear layers by truncated SVD (one layer becomes two) and of
+    /// convolutions by spatial SVD or Tucker-2, optional fine-tuning, and a before/after report
+    /// with measured latency.
     Factorize(factorize_cmd::FactorizeArgs),
     /// Early exits: classifier heads grafted onto chosen layers, trained, thresholds chosen on
     /// validation data for a target accuracy or MAC budget, and the saving measured (MACs and

@@ -40,3 +40,27 @@ fn factorize_reports_ranks_and_writes_a_smaller_model() {
         fails_with(&args, &[needle]);
     }
 }
+
+#[test]
+fn factorize_takes_convolutions_by_spatial_svd_or_tucker2() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    let zm = pare::zoo::ZooModel::parse("lenet5", None, 0.0).unwrap();
+    let m = pare::ir::Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 1).unwrap();
+    pare::ir::io::save(&m, &base).unwrap();
+    let b = base.to_str().unwrap();
+    for (method, layer) in [("spatial", "conv2_v"), ("tucker2", "conv2_core")] {
+        let out = tmp.path().join(method);
+        let o = out.to_str().unwrap();
+        let text = ok(&["factorize", b, "--conv", method, "--rank", "4", "--layers", "conv2", "--out", o]);
+        assert!(text.contains("MACs / "), "{text}");
+        let f = pare::ir::io::load(&out).unwrap();
+        assert!(f.graph.node(layer).is_some(), "{method}: no {layer}");
+        assert!(f.macs() < m.macs());
+    }
+    let o = tmp.path().join("x");
+    fails_with(
+        &["factorize", b, "--conv", "spatial", "--rank", "4", "--layers", "fc9", "--out", o.to_str().unwrap()],
+        &["no Linear layer or ungrouped convolution with a kernel above 1x1 named 'fc9'"],
+    );
+}

@@ -6,7 +6,7 @@ mod common;
 
 use pare::ir::graph::ops::linear;
 use pare::ir::{GraphBuilder, Model, Op, Tensor};
-use pare::lowrank::{factorize, Rank};
+use pare::lowrank::{factorize, factorize_with, ConvMethod, Rank};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -132,4 +132,167 @@ fn a_rank_that_saves_nothing_leaves_the_layer_and_bad_rules_are_refused() {
         let e = factorize(&m, layers.as_deref(), rule).unwrap_err().to_string();
         assert!(e.contains(needle), "{e}");
     }
+}
+
+/// input [3, 10, 10] -> c1 (3 -> 8, 3x3, stride 2, pad 1, bias) -> relu -> c2 (8 -> 6, 3x3)
+/// -> relu -> pw (6 -> 6, 1x1) -> flatten -> fc.
+fn conv_model() -> Model {
+    use pare::ir::graph::ops::conv;
+    let mut b = GraphBuilder::new(vec![3, 10, 10]);
+    b.then("c1", conv(3, 8, 3, 2, 1, true));
+    b.then("relu1", Op::Relu);
+    b.then("c2", conv(8, 6, 3, 1, 1, false));
+    b.then("relu2", Op::Relu);
+    b.then("pw", conv(6, 6, 1, 1, 0, false));
+    b.then("flatten", Op::Flatten);
+    b.then("fc", linear(6 * 25, 4));
+    Model::init(b.finish().unwrap(), 2).unwrap()
+}
+
+fn rand_vec(rng: &mut ChaCha8Rng, n: usize) -> Vec<f64> {
+    (0..n).map(|_| rng.random_range(-1.0..1.0)).collect()
+}
+
+/// Sets conv `name`'s 3x3 weight `[o, i, 3, 3]` to one of spatial rank 2
+/// (`W[f, c, y, x] = sum_j A[(c, y), j] B[j, (x, f)]`).
+fn spatial_rank2(m: &mut Model, name: &str, rng: &mut ChaCha8Rng) {
+    let w = m.params.get_mut(&format!("{name}.weight")).unwrap();
+    let (o, i) = (w.shape()[0], w.shape()[1]);
+    let (a, b) = (rand_vec(rng, i * 3 * 2), rand_vec(rng, 2 * 3 * o));
+    let d = w.data_mut();
+    for f in 0..o {
+        for c in 0..i {
+            for y in 0..3 {
+                for x in 0..3 {
+                    let v: f64 = (0..2).map(|j| a[(c * 3 + y) * 2 + j] * b[j * 3 * o + x * o + f]).sum();
+                    d[((f * i + c) * 3 + y) * 3 + x] = (v * 0.2) as f32;
+                }
+            }
+        }
+    }
+}
+
+/// Sets conv `name`'s weight to one of Tucker ranks (2, 2) on its channel axes.
+fn tucker_rank2(m: &mut Model, name: &str, rng: &mut ChaCha8Rng) {
+    let w = m.params.get_mut(&format!("{name}.weight")).unwrap();
+    let (o, i, k) = (w.shape()[0], w.shape()[1], w.shape()[2] * w.shape()[3]);
+    let (uo, ui, core) = (rand_vec(rng, o * 2), rand_vec(rng, i * 2), rand_vec(rng, 4 * k));
+    let d = w.data_mut();
+    for f in 0..o {
+        for c in 0..i {
+            for yx in 0..k {
+                let mut v = 0.0;
+                for a in 0..2 {
+                    for b in 0..2 {
+                        v += uo[f * 2 + a] * ui[c * 2 + b] * core[(a * 2 + b) * k + yx];
+                    }
+                }
+                d[(f * i + c) * k + yx] = (v * 0.3) as f32;
+            }
+        }
+    }
+}
+
+#[test]
+fn convolutions_of_low_rank_are_replaced_exactly_in_both_engines() {
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let x = Tensor::from_vec(
+        vec![3, 3, 10, 10],
+        (0..900).map(|_| rng.random_range(-1.0..1.0)).collect(),
+    );
+    let layers = Some(vec!["c1".to_string(), "c2".to_string()]);
+    for method in [ConvMethod::Spatial, ConvMethod::Tucker2] {
+        let mut m = conv_model();
+        for name in ["c1", "c2"] {
+            match method {
+                ConvMethod::Spatial => spatial_rank2(&mut m, name, &mut rng),
+                ConvMethod::Tucker2 => tucker_rank2(&mut m, name, &mut rng),
+            }
+        }
+        let (f, report) = factorize_with(&m, layers.as_deref(), Rank::Energy(1.0), Some(method)).unwrap();
+        for r in &report {
+            assert!(r.factorized && r.rank == 2 && r.energy > 1.0 - 1e-6, "{method:?}: {r:?}");
+        }
+        match method {
+            ConvMethod::Spatial => {
+                assert_eq!(f.params["c1_v.weight"].shape(), &[2, 3, 3, 1]);
+                assert_eq!(f.params["c1.weight"].shape(), &[8, 2, 1, 3]);
+            }
+            ConvMethod::Tucker2 => {
+                assert_eq!(report[0].input_rank, Some(2));
+                assert_eq!(f.params["c2_in.weight"].shape(), &[2, 8, 1, 1]);
+                assert_eq!(f.params["c2_core.weight"].shape(), &[2, 2, 3, 3]);
+                assert_eq!(f.params["c2.weight"].shape(), &[6, 2, 1, 1]);
+            }
+        }
+        assert_eq!(f.params["c1.bias"], m.params["c1.bias"]);
+        assert!(f.macs() < m.macs(), "{method:?}");
+        let want = pare::native::infer(&m, &x).unwrap();
+        let native = pare::native::infer(&f, &x).unwrap();
+        assert!(max_diff(&native, &want) < 1e-4, "{method:?}: {}", max_diff(&native, &want));
+        let engine = pare::exec::infer(&f, &x, &Default::default(), &[]).unwrap().output;
+        assert!(max_diff(&engine, &want) < 1e-4, "{method:?}");
+    }
+}
+
+#[test]
+fn a_truncated_convolution_keeps_the_energy_it_reports_and_bad_names_are_refused() {
+    let m = conv_model();
+    for method in [ConvMethod::Spatial, ConvMethod::Tucker2] {
+        let (f, report) = factorize_with(&m, None, Rank::Fixed(3), Some(method)).unwrap();
+        // Spatial SVD leaves the 1x1 conv; Tucker-2 takes it but it cannot shrink.
+        let names: Vec<&str> = report.iter().map(|r| r.layer.as_str()).collect();
+        match method {
+            ConvMethod::Spatial => assert_eq!(names, ["c1", "c2", "fc"]),
+            ConvMethod::Tucker2 => assert_eq!(names, ["c1", "c2", "pw", "fc"]),
+        }
+        for r in &report {
+            assert!(r.energy > 0.0 && r.energy <= 1.0 + 1e-9, "{r:?}");
+        }
+        let pw = report.iter().find(|r| r.layer == "pw");
+        assert!(pw.is_none_or(|r| !r.factorized), "{pw:?}");
+        let c2 = report.iter().find(|r| r.layer == "c2").unwrap();
+        assert!(c2.factorized && c2.rank == 3, "{c2:?}");
+        // The energy left out is the truncation's squared error.
+        let w = m.params["c2.weight"].data();
+        let (o, i, k) = (6, 8, 9);
+        let approx = |fo: usize, c: usize, yx: usize| -> f64 {
+            let p = |n: &str| f.params[n].data();
+            match method {
+                ConvMethod::Spatial => (0..3)
+                    .map(|j| p("c2_v.weight")[(j * i + c) * 3 + yx / 3] as f64 * p("c2.weight")[(fo * 3 + j) * 3 + yx % 3] as f64)
+                    .sum(),
+                ConvMethod::Tucker2 => {
+                    let ri = c2.input_rank.unwrap();
+                    let mut v = 0.0;
+                    for a in 0..3 {
+                        for b in 0..ri {
+                            v += p("c2.weight")[fo * 3 + a] as f64
+                                * p("c2_core.weight")[(a * ri + b) * k + yx] as f64
+                                * p("c2_in.weight")[b * i + c] as f64;
+                        }
+                    }
+                    v
+                }
+            }
+        };
+        let (mut resid, mut total) = (0.0, 0.0);
+        for fo in 0..o {
+            for c in 0..i {
+                for yx in 0..k {
+                    let x = w[(fo * i + c) * k + yx] as f64;
+                    resid += (x - approx(fo, c, yx)).powi(2);
+                    total += x * x;
+                }
+            }
+        }
+        assert!((resid / total - (1.0 - c2.energy)).abs() < 1e-4, "{method:?}: {} vs {}", resid / total, 1.0 - c2.energy);
+        assert!(f.num_params() < m.num_params());
+    }
+    let e = factorize_with(&m, Some(&["pw".to_string()]), Rank::Fixed(1), Some(ConvMethod::Spatial))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("'pw'") && e.contains("kernel above 1x1"), "{e}");
+    let e = factorize(&m, Some(&["c1".to_string()]), Rank::Fixed(1)).unwrap_err().to_string();
+    assert!(e.contains("no Linear layer named 'c1'"), "{e}");
 }

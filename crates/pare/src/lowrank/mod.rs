@@ -1,0 +1,219 @@
+//! Low-rank factorization: one layer becomes a few thinner ones.
+//!
+//! - Linear, by truncated SVD (Xue et al. 2013; Denton et al. 2014): `W [out, in] ~ U_r S_r
+//!   V_r^T`, `in -> r` without a bias then `r -> out` with the original bias, `r (in + out)`
+//!   weights instead of `in * out`. The singular values are split evenly (`sqrt(S_r) V_r^T` and
+//!   `U_r sqrt(S_r)`), so the two factors have the same scale and train alike when fine-tuned.
+//! - Conv2d, spatial SVD (Jaderberg et al. 2014, as AIMET does it): the `kh x kw` kernel becomes
+//!   a `kh x 1` convolution to `r` channels then a `1 x kw` one (`conv.rs`).
+//! - Conv2d, Tucker-2 (Kim et al. 2016): the two channel axes are compressed by HOSVD, giving a
+//!   1x1 convolution `in -> r_in`, the `kh x kw` core `r_in -> r_out`, and a 1x1 `r_out -> out`.
+//!
+//! The last new layer keeps the layer's name (and its bias's), so layer names in recipes and
+//! pruning still find it; the ones before are `{name}_v` (SVD, spatial) or `{name}_in`,
+//! `{name}_core` (Tucker-2). A layer is left alone when the rank kept would not make it smaller.
+
+mod conv;
+mod svd;
+
+use std::collections::BTreeSet;
+
+use serde::Serialize;
+
+use crate::error::{Error, Result};
+use crate::ir::op::param_name;
+use crate::ir::{Model, Node, Op};
+use svd::Svd;
+
+/// How many singular values a factorized layer keeps.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rank {
+    /// The fewest singular values whose squares sum to at least this fraction of the total
+    /// (the fraction of `||W||_F^2` kept), in (0, 1]. Tucker-2 applies it to each channel axis.
+    Energy(f64),
+    /// At most this many (a layer of lower rank keeps all of its own).
+    Fixed(usize),
+}
+
+/// How convolutions are factorized (Linear layers always by SVD).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConvMethod {
+    /// `kh x kw -> kh x 1, 1 x kw` (ungrouped convolutions with both kernel sides above 1).
+    Spatial,
+    /// `1x1 -> kh x kw core -> 1x1` on the channel axes (ungrouped convolutions).
+    Tucker2,
+}
+
+impl ConvMethod {
+    pub fn parse(s: &str) -> Result<ConvMethod> {
+        match s {
+            "spatial" => Ok(ConvMethod::Spatial),
+            "tucker2" => Ok(ConvMethod::Tucker2),
+            _ => Err(Error::Config(format!(
+                "unknown convolution factorization '{s}' (expected spatial or tucker2)"
+            ))),
+        }
+    }
+
+    /// Whether the method applies to `op`.
+    fn applies(self, op: &Op) -> bool {
+        match (self, op) {
+            (_, Op::Conv2d { groups, .. }) if *groups != 1 => false,
+            (ConvMethod::Spatial, Op::Conv2d { kernel_size, .. }) => kernel_size[0] > 1 && kernel_size[1] > 1,
+            (ConvMethod::Tucker2, Op::Conv2d { .. }) => true,
+            _ => false,
+        }
+    }
+}
+
+/// What happened to one layer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LayerRank {
+    pub layer: String,
+    /// `svd`, `spatial` or `tucker2`.
+    pub method: &'static str,
+    /// The largest rank the factorization can have (`min(in, out)` for a Linear layer; for
+    /// Tucker-2, of the output-channel axis).
+    pub full_rank: usize,
+    /// The rank the rule chose (Tucker-2: of the output-channel axis).
+    pub rank: usize,
+    /// Tucker-2: the rank of the input-channel axis.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input_rank: Option<usize>,
+    /// Fraction of `||W||_F^2` the factorized weight keeps.
+    pub energy: f64,
+    pub weights_before: usize,
+    pub weights_after: usize,
+    /// Whether the layer was replaced (false: the rank would not make it smaller).
+    pub factorized: bool,
+}
+
+/// Factorizes the Linear layers named in `layers` (all of them when `None`) by `rank`.
+///
+/// # Errors
+/// A name that is no Linear layer of the model, or an impossible rule (energy outside (0, 1],
+/// rank 0).
+pub fn factorize(model: &Model, layers: Option<&[String]>, rank: Rank) -> Result<(Model, Vec<LayerRank>)> {
+    factorize_with(model, layers, rank, None)
+}
+
+/// Factorizes the layers named in `layers` by `rank`: Linear layers by SVD and, with `conv`,
+/// the convolutions that method applies to. Without `layers`, every such layer.
+///
+/// # Errors
+/// A name that is no such layer of the model, or an impossible rule (energy outside (0, 1],
+/// rank 0).
+pub fn factorize_with(
+    model: &Model,
+    layers: Option<&[String]>,
+    rank: Rank,
+    conv: Option<ConvMethod>,
+) -> Result<(Model, Vec<LayerRank>)> {
+    match rank {
+        Rank::Energy(e) if !(e > 0.0 && e <= 1.0) => {
+            return Err(Error::Config(format!(
+                "energy {e} is impossible: the fraction kept must be in (0, 1]"
+            )))
+        }
+        Rank::Fixed(0) => return Err(Error::Config("rank 0 would remove the layer".into())),
+        _ => {}
+    }
+    let linears: Vec<&Node> = model
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Linear { .. }) || conv.is_some_and(|c| c.applies(&n.op)))
+        .collect();
+    let kinds = match conv {
+        None => "Linear layer",
+        Some(ConvMethod::Spatial) => "Linear layer or ungrouped convolution with a kernel above 1x1",
+        Some(ConvMethod::Tucker2) => "Linear layer or ungrouped convolution",
+    };
+    let chosen: BTreeSet<&str> = match layers {
+        None => linears.iter().map(|n| n.name.as_str()).collect(),
+        Some(names) => {
+            for name in names {
+                if !linears.iter().any(|n| &n.name == name) {
+                    return Err(Error::Config(format!(
+                        "no {kinds} named '{name}' (such layers: {})",
+                        linears
+                            .iter()
+                            .map(|n| n.name.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                }
+            }
+            names.iter().map(String::as_str).collect()
+        }
+    };
+    let mut graph = model.graph.clone();
+    let mut params = model.params.clone();
+    let mut report = Vec::new();
+    for node in linears.into_iter().filter(|n| chosen.contains(n.name.as_str())) {
+        let Op::Linear {
+            in_features,
+            out_features,
+            bias,
+        } = node.op
+        else {
+            let method = conv.expect("convolutions are chosen only with a method");
+            let (row, nodes, new_params) = conv::factorize(model, node, rank, method);
+            let factorized = row.factorized;
+            report.push(row);
+            if factorized {
+                params.remove(&param_name(&node.name, "weight"));
+                params.extend(new_params);
+                graph.replace(&node.name, nodes, &node.name)?;
+            }
+            continue;
+        };
+        let weight = param_name(&node.name, "weight");
+        let svd = Svd::of(&model.params[&weight], out_features, in_features);
+        let r = svd.rank_for(rank);
+        let (before, after) = (in_features * out_features, r * (in_features + out_features));
+        let factorized = after < before;
+        report.push(LayerRank {
+            layer: node.name.clone(),
+            method: "svd",
+            full_rank: svd.values.len(),
+            rank: r,
+            input_rank: None,
+            energy: svd.energy(r),
+            weights_before: before,
+            weights_after: if factorized { after } else { before },
+            factorized,
+        });
+        if !factorized {
+            continue;
+        }
+        let first = format!("{}_v", node.name);
+        let (v, u) = svd.factors(r);
+        params.insert(param_name(&first, "weight"), v);
+        params.insert(weight, u);
+        let nodes = vec![
+            Node {
+                name: first.clone(),
+                op: Op::Linear {
+                    in_features,
+                    out_features: r,
+                    bias: false,
+                },
+                inputs: node.inputs.clone(),
+            },
+            Node {
+                name: node.name.clone(),
+                op: Op::Linear {
+                    in_features: r,
+                    out_features,
+                    bias,
+                },
+                inputs: vec![first],
+            },
+        ];
+        graph.replace(&node.name, nodes, &node.name)?;
+    }
+    Ok((Model::new(graph, params)?, report))
+}
+
