@@ -3,12 +3,14 @@
 //! report (accuracy, per-layer ranks, parameters, MACs, CPU latency).
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use pare::data::fashion;
+use pare::data::{fashion, split, Dataset, Subset};
 use pare::ir::io;
-use pare::lowrank::{factorize_with, ConvMethod, Rank};
+use pare::native;
+use pare::lowrank::{factorize_for_macs, factorize_with, ConvMethod, Rank};
 use pare::report::{latencies_ms, thousands, Engine};
 use pare::train::accuracy;
 use serde_json::json;
@@ -29,6 +31,17 @@ pub struct FactorizeArgs {
     /// Keep at most this many singular values per layer.
     #[arg(long)]
     pub rank: Option<usize>,
+    /// Keep this fraction of the model's MACs, in (0, 1): each layer is factorized alone at
+    /// 10%..90% of its rank and evaluated, then the ranks are chosen by one accuracy floor
+    /// (AIMET's greedy selection).
+    #[arg(long)]
+    pub macs: Option<f64>,
+    /// --macs: training images held out (seeded split, --seed) to evaluate the trials on.
+    #[arg(long, default_value_t = 5000)]
+    pub val: usize,
+    /// --macs: how many of the held-out images each trial is evaluated on.
+    #[arg(long, default_value_t = 1000)]
+    pub samples: usize,
     /// Also factorize convolutions: spatial (kh x kw -> kh x 1, 1 x kw) or tucker2 (1x1, core,
     /// 1x1 on the channel axes).
     #[arg(long, value_parser = ["spatial", "tucker2"])]
@@ -44,10 +57,15 @@ pub struct FactorizeArgs {
 }
 
 pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
-    let rule = match (a.energy, a.rank) {
-        (Some(e), None) => Rank::Energy(e),
-        (None, Some(r)) => Rank::Fixed(r),
-        _ => bail!("give exactly one of --energy and --rank"),
+    let rule = match (a.energy, a.rank, a.macs) {
+        (Some(e), None, None) => Some(Rank::Energy(e)),
+        (None, Some(r), None) => Some(Rank::Fixed(r)),
+        (None, None, Some(f)) if !(f > 0.0 && f < 1.0) => bail!("--macs must be in (0, 1), got {f}"),
+        (None, None, Some(_)) if a.samples == 0 || a.samples > a.val => {
+            bail!("--samples must be between 1 and --val ({})", a.val)
+        }
+        (None, None, Some(_)) => None,
+        _ => bail!("give exactly one of --energy, --rank and --macs"),
     };
     let data_dir = fashion::resolve_dir(a.data.as_deref());
     io::check_output_dir(&a.out, &[&a.dir, &data_dir])?;
@@ -56,8 +74,23 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
     let layers = (!a.layers.is_empty()).then_some(a.layers.as_slice());
     // The rule and the names are checked before the data is read.
     let conv = a.conv.as_deref().map(ConvMethod::parse).transpose()?;
-    let (mut model, ranks) = factorize_with(&base, layers, rule, conv)?;
+    let (checked, rows) = factorize_with(&base, layers, rule.unwrap_or(Rank::Fixed(usize::MAX)), conv)?;
     let splits = fashion::load(&data_dir)?;
+    let train: Arc<dyn Dataset> = Arc::new(splits.train);
+    let (mut model, ranks, budget) = match rule {
+        Some(_) => (checked, rows, None),
+        None => {
+            let (_, val) = split(train.clone(), a.val, a.tune.seed)?;
+            let probe = Subset::new(Arc::new(val), (0..a.samples).collect())?;
+            eprintln!(
+                "trying each layer alone at 10%..90% of its rank on {} held-out images",
+                probe.len()
+            );
+            let mut eval = |m: &pare::ir::Model| native::accuracy(m, &probe);
+            let (m, r, b) = factorize_for_macs(&base, layers, conv, a.macs.expect("matched"), &mut eval)?;
+            (m, r, Some(b))
+        }
+    };
     let before = accuracy(&base, &splits.test)?;
     let factorized = accuracy(&model, &splits.test)?;
     println!(
@@ -80,8 +113,18 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
             if r.factorized { "" } else { "  (kept: no smaller)" }
         );
     }
+    if let Some(b) = &budget {
+        println!(
+            "ranks for {:.2} of the MACs ({} of {}): each chosen rank alone keeps at least {:.4} on the held-out images (unfactorized: {:.4})",
+            model.macs() as f64 / b.base_macs as f64,
+            thousands(model.macs()),
+            thousands(b.base_macs),
+            b.floor,
+            b.base_accuracy
+        );
+    }
     a.tune
-        .run(&mut model, &splits.train, a.tune.finetune_epochs, None)
+        .run(&mut model, &*train, a.tune.finetune_epochs, None)
         .map_err(interrupted)?;
     let after = accuracy(&model, &splits.test)?;
     let b1 = latencies_ms(&[&base, &model], 1, 50, Engine::Native)?;
@@ -131,7 +174,12 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
     );
     let report = json!({
         "base": a.dir,
-        "rule": match rule { Rank::Energy(e) => json!({"energy": e}), Rank::Fixed(r) => json!({"rank": r}) },
+        "rule": match rule {
+            Some(Rank::Energy(e)) => json!({"energy": e}),
+            Some(Rank::Fixed(r)) => json!({"rank": r}),
+            None => json!({"macs": a.macs}),
+        },
+        "budget": budget,
         "conv": conv,
         "layers": ranks,
         "finetune_epochs": a.tune.finetune_epochs,

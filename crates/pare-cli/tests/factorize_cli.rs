@@ -24,7 +24,7 @@ fn factorize_reports_ranks_and_writes_a_smaller_model() {
     for (args, needle) in [
         (
             vec!["factorize", b, "--out", o],
-            "exactly one of --energy and --rank",
+            "exactly one of --energy, --rank and --macs",
         ),
         (
             vec!["factorize", b, "--energy", "0.9", "--rank", "3", "--out", o],
@@ -57,6 +57,22 @@ fn factorize_takes_convolutions_by_spatial_svd_or_tucker2() {
         let f = pare::ir::io::load(&out).unwrap();
         assert!(f.graph.node(layer).is_some(), "{method}: no {layer}");
         assert!(f.macs() < m.macs());
+    }
+    let out = tmp.path().join("budget");
+    let o = out.to_str().unwrap();
+    let text = ok(&["factorize", b, "--conv", "tucker2", "--macs", "0.5", "--samples", "200", "--out", o]);
+    assert!(text.contains("ranks for 0.") && text.contains("of the MACs"), "{text}");
+    let f = pare::ir::io::load(&out).unwrap();
+    assert!(f.macs() as f64 <= 0.5 * m.macs() as f64);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("factorize.json")).unwrap()).unwrap();
+    assert!(!report["budget"]["trials"].as_array().unwrap().is_empty());
+    for (args, needle) in [
+        (vec!["factorize", b, "--macs", "1.5", "--out", o], "--macs must be in (0, 1)"),
+        (vec!["factorize", b, "--macs", "0.5", "--samples", "0", "--out", o], "--samples"),
+        (vec!["factorize", b, "--macs", "0.5", "--rank", "3", "--out", o], "exactly one of"),
+    ] {
+        fails_with(&args, &[needle]);
     }
     let o = tmp.path().join("x");
     fails_with(

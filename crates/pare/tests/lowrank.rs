@@ -6,7 +6,7 @@ mod common;
 
 use pare::ir::graph::ops::linear;
 use pare::ir::{GraphBuilder, Model, Op, Tensor};
-use pare::lowrank::{factorize, factorize_with, ConvMethod, Rank};
+use pare::lowrank::{factorize, factorize_for_macs, factorize_with, ConvMethod, Rank};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -295,4 +295,41 @@ fn a_truncated_convolution_keeps_the_energy_it_reports_and_bad_names_are_refused
     assert!(e.contains("'pw'") && e.contains("kernel above 1x1"), "{e}");
     let e = factorize(&m, Some(&["c1".to_string()]), Rank::Fixed(1)).unwrap_err().to_string();
     assert!(e.contains("no Linear layer named 'c1'"), "{e}");
+}
+
+#[test]
+fn a_mac_budget_is_met_and_the_sensitive_layer_keeps_the_higher_rank() {
+    let m = conv_model();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    let x = Tensor::from_vec(
+        vec![4, 3, 10, 10],
+        (0..1200).map(|_| rng.random_range(-1.0..1.0)).collect(),
+    );
+    let want = pare::native::infer(&m, &x).unwrap();
+    // A stand-in for accuracy: closeness to the original's outputs, where c1 matters 20 times
+    // as much as c2.
+    let mut calls = 0;
+    let mut eval = |f: &Model| -> pare::Result<f64> {
+        calls += 1;
+        let d = max_diff(&pare::native::infer(f, &x)?, &want) as f64;
+        let c1_changed = f.graph.node("c1_core").is_some();
+        Ok(1.0 - d * if c1_changed { 20.0 } else { 1.0 })
+    };
+    let layers = Some(vec!["c1".to_string(), "c2".to_string()]);
+    let (f, rows, report) =
+        factorize_for_macs(&m, layers.as_deref(), Some(ConvMethod::Tucker2), 0.7, &mut eval).unwrap();
+    assert!(f.macs() as f64 <= 0.7 * m.macs() as f64, "{} of {}", f.macs(), m.macs());
+    assert_eq!(report.base_macs, m.macs());
+    assert_eq!(calls, 1 + report.trials.len());
+    assert!(report.trials.iter().all(|t| t.macs_saved > 0));
+    let rank = |l: &str| rows.iter().find(|r| r.layer == l).map(|r| (r.factorized, r.rank)).unwrap();
+    let (c1, c2) = (rank("c1"), rank("c2"));
+    assert!(c2.0, "{rows:?}");
+    assert!(!c1.0 || c1.1 > c2.1, "the sensitive layer gave up more: {rows:?}");
+    for frac in [0.0, 1.0, f64::NAN] {
+        let e = factorize_for_macs(&m, None, Some(ConvMethod::Tucker2), frac, &mut |_| Ok(1.0)).unwrap_err();
+        assert!(e.to_string().contains("MAC budget"), "{e}");
+    }
+    let e = factorize_for_macs(&m, None, Some(ConvMethod::Tucker2), 0.001, &mut |_| Ok(1.0)).unwrap_err();
+    assert!(e.to_string().contains("out of reach"), "{e}");
 }

@@ -9,12 +9,18 @@
 //! - Conv2d, Tucker-2 (Kim et al. 2016): the two channel axes are compressed by HOSVD, giving a
 //!   1x1 convolution `in -> r_in`, the `kh x kw` core `r_in -> r_out`, and a 1x1 `r_out -> out`.
 //!
+//! Ranks come from a rule applied to every layer ([`Rank`]: energy kept or fixed) or from a MAC
+//! budget spread over the layers by their measured sensitivity ([`factorize_for_macs`]).
+//!
 //! The last new layer keeps the layer's name (and its bias's), so layer names in recipes and
 //! pruning still find it; the ones before are `{name}_v` (SVD, spatial) or `{name}_in`,
 //! `{name}_core` (Tucker-2). A layer is left alone when the rank kept would not make it smaller.
 
+mod budget;
 mod conv;
 mod svd;
+
+pub use budget::{factorize_for_macs, BudgetReport, Trial};
 
 use std::collections::BTreeSet;
 

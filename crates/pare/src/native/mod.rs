@@ -49,6 +49,19 @@ pub fn infer(model: &Model, x: &Tensor) -> Result<Tensor> {
     compile(model)?.run(x)
 }
 
+/// Accuracy of `model` on `set` on this engine (eval mode, batches of 500): the fast figure
+/// for searches that evaluate many candidate models (rank budgets, sensitivity).
+pub fn accuracy(model: &Model, set: &dyn crate::data::Dataset) -> Result<f64> {
+    let plan = compile(model)?;
+    let (mut right, mut seen) = (0usize, 0usize);
+    for b in crate::data::sequential(set, 500, model.graph.input.normalize) {
+        let y = plan.run(&b.x)?;
+        right += crate::train::loss_and_correct(&y, &b.labels).1;
+        seen += b.labels.len();
+    }
+    Ok(right as f64 / seen.max(1) as f64)
+}
+
 /// A per-sample axis of the op as an axis of the full `[N, ..]` shape.
 fn axis_of(axis: isize, full: &[usize]) -> Result<usize> {
     crate::ir::op::resolve_axis(axis, full.len() - 1)
