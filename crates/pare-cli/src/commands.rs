@@ -112,6 +112,13 @@ pub fn train(a: TrainArgs) -> Result<()> {
     };
     cfg.validate()?;
     let mut model = fresh_model(&zm, train_all.as_ref(), a.seed)?;
+    if let Some(f) = a.hashed {
+        let (m, layers) = pare::hashing::hash_linears(&model, f, None, pare::hashing::Buckets::Fresh, a.seed)?;
+        if layers.is_empty() {
+            bail!("--hashed: {} has no Linear layer to hash", zm.label());
+        }
+        model = m;
+    }
     let (train_set, val_set): (Subset, Option<Subset>) = if a.val > 0 {
         let (t, v) = split(train_all.clone(), a.val, a.seed)?;
         (t, Some(v))
@@ -163,6 +170,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
         "config": cfg,
         "normalize": model.graph.input.normalize,
         "slimming": a.slimming,
+        "hashed": a.hashed,
         "history": report.history,
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,

@@ -213,6 +213,10 @@ struct TrainArgs {
     /// that `pare prune --criterion bn` finds channels to remove.
     #[arg(long, default_value_t = 0.0)]
     slimming: f32,
+    /// HashedNets: every Linear layer's weights drawn from 1/F as many shared values through
+    /// a hash of their position, trained in that form (e.g. 8).
+    #[arg(long, value_name = "F")]
+    hashed: Option<f64>,
     /// Continue an interrupted run from OUT/checkpoint.safetensors.
     #[arg(long)]
     resume: bool,

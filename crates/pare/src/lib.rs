@@ -25,6 +25,7 @@ pub mod error;
 pub mod exec;
 pub mod exits;
 pub mod fuse;
+pub mod hashing;
 #[doc(hidden)]
 pub mod fuzz;
 pub mod ir;

@@ -215,6 +215,24 @@ impl Cx<'_> {
                 let b = bias.then(|| self.param(&w("bias"), [*out_features]));
                 map_value!(first, |x| linear(x, wt.clone().transpose(), b.clone()))
             }
+            Op::HashedLinear {
+                in_features,
+                out_features,
+                buckets,
+                seed,
+                bias,
+            } => {
+                // The virtual weight gathered from the buckets: the gradient of a bucket is
+                // the signed sum of its positions' gradients.
+                let (index, sign) = crate::ir::op::hashed_index(*seed, *out_features, *in_features, *buckets);
+                let n = index.len();
+                let index = upload(index.into_iter().map(|b| b as f32).collect(), [n], self.dev).int();
+                let sign = upload(sign, [n], self.dev);
+                let table = self.param(&w("weight"), [*buckets]);
+                let wt = (table.select(0, index) * sign).reshape([*out_features, *in_features]);
+                let b = bias.then(|| self.param(&w("bias"), [*out_features]));
+                map_value!(first, |x| linear(x, wt.clone().transpose(), b.clone()))
+            }
             Op::Conv2d { .. } => {
                 let Value::V4(x) = first else {
                     return Err(mismatch("tensor that is not [batch, C, H, W]"));

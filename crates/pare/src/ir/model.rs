@@ -204,7 +204,7 @@ fn normal(rng: &mut ChaCha8Rng, n: usize, std: f32) -> Vec<f32> {
 /// Inputs seen by each output unit of a weighted op (PyTorch's `fan_in`).
 fn fan_in(op: &Op) -> usize {
     match *op {
-        Op::Linear { in_features, .. } => in_features,
+        Op::Linear { in_features, .. } | Op::HashedLinear { in_features, .. } => in_features,
         Op::Attention { dim, .. } => dim,
         Op::Conv2d {
             in_channels,

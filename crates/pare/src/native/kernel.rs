@@ -140,6 +140,24 @@ impl Kernel {
                 bias: maybe("bias"),
                 relu,
             },
+            // The virtual weight is built once here; the layer then runs as a dense Linear.
+            Op::HashedLinear {
+                in_features,
+                out_features,
+                buckets,
+                seed,
+                ..
+            } => {
+                let table = p("weight");
+                let (index, sign) = crate::ir::op::hashed_index(seed, out_features, in_features, buckets);
+                Kernel::Linear {
+                    in_features,
+                    out_features,
+                    weight: index.iter().zip(&sign).map(|(&b, s)| s * table[b as usize]).collect(),
+                    bias: maybe("bias"),
+                    relu,
+                }
+            }
             Op::Conv2d { .. } => Kernel::Conv2d {
                 op: node.op.clone(),
                 weight: p("weight"),

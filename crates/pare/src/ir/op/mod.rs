@@ -9,10 +9,12 @@
 //! rule.
 
 mod channels;
+mod hashed;
 mod params;
 mod shape;
 
 pub use channels::{channel_axis, ChannelRule, Kept};
+pub use hashed::hashed_index;
 pub use shape::{broadcast, elements, resolve_axis};
 
 use serde::{Deserialize, Serialize};
@@ -28,6 +30,18 @@ pub enum Op {
     Linear {
         in_features: usize,
         out_features: usize,
+        bias: bool,
+    },
+    /// HashedNets (Chen et al. 2015): a Linear whose virtual `[out, in]` weight reads a vector
+    /// of `buckets` shared values through a hash of its position, with a sign hash:
+    /// `W[i, j] = sign(i, j) * weight[bucket(i, j)]` (see [`hashed_index`]). Only the buckets
+    /// (and the bias) are parameters; `seed` picks the hash, so the layer is the same after
+    /// saving and loading.
+    HashedLinear {
+        in_features: usize,
+        out_features: usize,
+        buckets: usize,
+        seed: u64,
         bias: bool,
     },
     /// 2-D convolution, weight `[out, in / groups, kh, kw]`. `groups == in == out` is depthwise.
@@ -234,6 +248,7 @@ impl Op {
     pub fn kind(&self) -> &'static str {
         match self {
             Op::Linear { .. } => "linear",
+            Op::HashedLinear { .. } => "hashed_linear",
             Op::Conv2d { .. } => "conv2d",
             Op::BatchNorm { .. } => "batch_norm",
             Op::Relu => "relu",

@@ -31,6 +31,19 @@ impl Op {
                 }
                 v
             }
+            // The buckets index no channel: the layer is not sliced by structured pruning.
+            Op::HashedLinear {
+                out_features,
+                buckets,
+                bias,
+                ..
+            } => {
+                let mut v = vec![p("weight", vec![buckets], ParamKind::Weight, None, None)];
+                if bias {
+                    v.push(p("bias", vec![out_features], ParamKind::Bias, None, None));
+                }
+                v
+            }
             Op::Conv2d {
                 in_channels,
                 out_channels,
@@ -129,6 +142,11 @@ impl Op {
     pub fn macs(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
         match *self {
             Op::Linear {
+                in_features,
+                out_features,
+                ..
+            }
+            | Op::HashedLinear {
                 in_features,
                 out_features,
                 ..

@@ -78,6 +78,11 @@ impl Op {
                 in_features,
                 out_features,
                 ..
+            }
+            | Op::HashedLinear {
+                in_features,
+                out_features,
+                ..
             } => match x.split_last() {
                 Some((&n, lead)) if n == in_features => {
                     let mut out = lead.to_vec();
