@@ -125,6 +125,85 @@ class MobileNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class Fire(nn.Module):
+    def __init__(self, inp, squeeze, expand):
+        super().__init__()
+        self.squeeze = nn.Conv2d(inp, squeeze, 1)
+        self.expand1x1 = nn.Conv2d(squeeze, expand, 1)
+        self.expand3x3 = nn.Conv2d(squeeze, expand, 3, padding=1)
+
+    def forward(self, x):
+        x = F.relu(self.squeeze(x))
+        return torch.cat([F.relu(self.expand1x1(x)), F.relu(self.expand3x3(x))], 1)
+
+
+class SqueezeNet(nn.Module):
+    """SqueezeNet for 28x28: 3x3 stem of 64, max-pool, Fire 16/64 x2, max-pool, Fire 32/128 x2,
+    torchvision's classifier (1x1 conv, ReLU, global average pool)."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 64, 3, padding=1)
+        self.fire2 = Fire(64, 16, 64)
+        self.fire3 = Fire(128, 16, 64)
+        self.fire4 = Fire(128, 32, 128)
+        self.fire5 = Fire(256, 32, 128)
+        self.classifier = nn.Conv2d(256, classes, 1)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        x = F.max_pool2d(self.fire3(self.fire2(x)), 2)
+        x = self.fire5(self.fire4(x))
+        return F.relu(self.classifier(x)).mean((2, 3))
+
+
+class ShuffleUnit(nn.Module):
+    def __init__(self, inp, out, groups, first, group_first_conv):
+        super().__init__()
+        mid = out // 4
+        self.first = first
+        self.groups = groups
+        branch_out = out - inp if first else out
+        self.gconv1 = nn.Conv2d(inp, mid, 1, groups=groups if group_first_conv else 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(mid)
+        self.dwconv = nn.Conv2d(mid, mid, 3, 2 if first else 1, 1, groups=mid, bias=False)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.gconv2 = nn.Conv2d(mid, branch_out, 1, groups=groups, bias=False)
+        self.bn3 = nn.BatchNorm2d(branch_out)
+
+    def forward(self, x):
+        y = F.relu(self.bn1(self.gconv1(x)))
+        n, c, h, w = y.shape
+        y = y.view(n, self.groups, c // self.groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+        y = self.bn3(self.gconv2(self.bn2(self.dwconv(y))))
+        if self.first:
+            return F.relu(torch.cat([y, F.avg_pool2d(x, 3, 2, 1)], 1))
+        return F.relu(y + x)
+
+
+class ShuffleNet(nn.Module):
+    """ShuffleNet v1, 3 groups, for 28x28: stem 24, stages of 60/120/240 channels with 2/4/2
+    units (the first of each with stride 2), global average pool, fc."""
+
+    def __init__(self, classes=10, groups=3):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 24, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(24)
+        ch = 24
+        for s, (out, units) in enumerate([(60, 2), (120, 4), (240, 2)]):
+            stage = []
+            for u in range(units):
+                stage.append(ShuffleUnit(ch, out, groups, u == 0, not (s == 0 and u == 0)))
+                ch = out
+            setattr(self, f"stage{s + 2}", nn.Sequential(*stage))
+        self.fc = nn.Linear(ch, classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = self.stage4(self.stage3(self.stage2(x)))
+        return self.fc(x.mean((2, 3)))
+
+
 class VitBlock(nn.Module):
     """Pre-norm transformer block: LayerNorm, self-attention, LayerNorm, GELU MLP."""
 
@@ -180,4 +259,10 @@ def build(name):
         return MobileNet()
     if name == "vit":
         return Vit()
+    if name == "squeezenet":
+        return SqueezeNet()
+    if name == "shufflenet":
+        return ShuffleNet()
+    if name.startswith("mobilenet:"):
+        return MobileNet(float(name.split(":")[1]))
     raise SystemExit(f"unknown model {name}")

@@ -41,7 +41,16 @@ pub fn zoo(as_json: bool) -> Result<()> {
 }
 
 fn zoo_model(m: &ModelArgs) -> Result<ZooModel> {
-    Ok(ZooModel::parse(&m.model, m.hidden.as_deref(), m.dropout)?)
+    let zm = if m.model.contains(':') && m.hidden.is_none() {
+        ZooModel::parse_spec(&m.model)?
+    } else {
+        ZooModel::parse(&m.model, m.hidden.as_deref(), m.dropout)?
+    };
+    match (m.width, &zm) {
+        (None, _) => Ok(zm),
+        (Some(w), ZooModel::Mobilenet { .. }) => Ok(ZooModel::mobilenet(w)?),
+        (Some(_), _) => bail!("--width is for the mobilenet model, not {}", m.model),
+    }
 }
 
 /// A freshly initialized zoo model for `set`: its sample shape, class count and pixel

@@ -137,9 +137,13 @@ struct DataArgs {
 
 #[derive(Args, Clone)]
 struct ModelArgs {
-    /// Zoo model: lenet300, lenet5, mlp, vgg, resnet20 (resnet8/14/32/56), mobilenet.
+    /// Zoo model: lenet300, lenet5, mlp, vgg, resnet20 (resnet8/14/32/56), mobilenet,
+    /// squeezenet, shufflenet, vit.
     #[arg(long)]
     model: String,
+    /// Width multiplier of --model mobilenet, e.g. 0.5.
+    #[arg(long)]
+    width: Option<f32>,
     /// Hidden sizes for --model mlp, e.g. 1200,1200.
     #[arg(long, value_delimiter = ',')]
     hidden: Option<Vec<usize>>,

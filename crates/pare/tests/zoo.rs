@@ -12,6 +12,10 @@ fn model(name: &str) -> Model {
         "mlp:1200,1200:0.5" => ("mlp", Some(vec![1200, 1200]), 0.5),
         "mlp:800,800" => ("mlp", Some(vec![800, 800]), 0.0),
         "mlp:30,30" => ("mlp", Some(vec![30, 30]), 0.0),
+        "mobilenet:0.5" => {
+            let zm = ZooModel::parse_spec(name).unwrap();
+            return Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+        }
         other => (other, None, 0.0),
     };
     let zm = ZooModel::parse(n, hidden.as_deref(), dropout).unwrap();

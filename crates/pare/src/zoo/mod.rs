@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::ir::graph::ops::{bn, conv, depthwise, linear, max_pool};
+use crate::ir::graph::ops::{bn, conv, conv_grouped, depthwise, linear, max_pool};
 use crate::ir::{Graph, GraphBuilder, Op};
 
 /// A model of the zoo with its size options.
@@ -29,6 +29,18 @@ pub enum ZooModel {
     /// MobileNet-v1-style: a 3x3 stem, then depthwise-separable blocks (3x3 depthwise + BN +
     /// ReLU, 1x1 pointwise + BN + ReLU), global average pool, fc. `width` scales channels.
     Mobilenet { width: f32 },
+    /// SqueezeNet (Iandola et al. 2016) for small images: a 3x3 stem of 64, max-pool, Fire
+    /// modules (1x1 squeeze, then 1x1 and 3x3 expands concatenated) 16/64, 16/64, max-pool,
+    /// 32/128, 32/128, and torchvision's classifier (1x1 conv to the classes, ReLU, global
+    /// average pool). Biases and no BatchNorm, as in the paper.
+    Squeezenet,
+    /// ShuffleNet v1 (Zhang et al. 2018) with 3 groups for small images: a 3x3 stem of 24 +
+    /// BN, then stages of 60, 120 and 240 channels (2, 4 and 2 units). A unit is a grouped 1x1
+    /// to a quarter of its width + BN + ReLU, a channel shuffle, a 3x3 depthwise + BN, a grouped
+    /// 1x1 + BN, added to the input (or, at a stage's first, stride-2 unit, concatenated with
+    /// its 3x3 average pool), then ReLU. The first 1x1 of the network is not grouped (24
+    /// channels are too few, as the paper notes). Global average pool, fc.
+    Shufflenet,
     /// A tiny Vision Transformer (Dosovitskiy et al. 2021): 7x7 patches embedded by a stride-7
     /// conv, a class token, learned position embeddings, 4 pre-norm blocks (LayerNorm,
     /// 4-head self-attention, LayerNorm, GELU MLP 128) of width 64, a final LayerNorm and a
@@ -43,10 +55,13 @@ const VIT: (usize, usize, usize, usize, usize) = (7, 64, 4, 4, 128);
 impl ZooModel {
     /// Parses a model name as the CLI takes it: `lenet300`, `lenet5`, `mlp` (sizes from
     /// `hidden`), `vgg`, `resnet20` / `resnet-56` / `resnet` (20), `mobilenet`.
-    /// Parses `name` or `name:h1,h2,..` (hidden sizes of an `mlp`), as `--student` and recipes
-    /// name a model to build.
+    /// Parses `name`, `name:h1,h2,..` (hidden sizes of an `mlp`) or `mobilenet:W` (a width
+    /// multiplier), as `--model`, `--student` and recipes name a model to build.
     pub fn parse_spec(spec: &str) -> Result<ZooModel> {
         match spec.split_once(':') {
+            Some((name, w)) if ZooModel::parse(name, None, 0.0)? == (ZooModel::Mobilenet { width: 1.0 }) => {
+                ZooModel::mobilenet(w.trim().parse::<f32>().unwrap_or(f32::NAN))
+            }
             Some((name, h)) => {
                 let sizes = h
                     .split(',')
@@ -74,6 +89,8 @@ impl ZooModel {
             },
             "vgg" | "vggsmall" => ZooModel::Vgg,
             "mobilenet" | "mobilenetv1" => ZooModel::Mobilenet { width: 1.0 },
+            "squeezenet" => ZooModel::Squeezenet,
+            "shufflenet" | "shufflenetv1" => ZooModel::Shufflenet,
             "resnet" => ZooModel::Resnet { depth: 20 },
             "vit" => ZooModel::Vit,
             _ => match n.strip_prefix("resnet").and_then(|d| d.parse().ok()) {
@@ -113,6 +130,16 @@ impl ZooModel {
         Ok(m)
     }
 
+    /// MobileNet with its channels scaled by `width`, in (0, 4].
+    pub fn mobilenet(width: f32) -> Result<ZooModel> {
+        if !(width > 0.0 && width <= 4.0) {
+            return Err(Error::Config(format!(
+                "a MobileNet width multiplier must be in (0, 4], e.g. mobilenet:0.5; got {width}"
+            )));
+        }
+        Ok(ZooModel::Mobilenet { width })
+    }
+
     /// A short name for listings.
     pub fn label(&self) -> String {
         match self {
@@ -132,6 +159,8 @@ impl ZooModel {
             ZooModel::Mobilenet { width } if *width == 1.0 => "mobilenet".into(),
             ZooModel::Mobilenet { width } => format!("mobilenet x{width}"),
             ZooModel::Vit => "vit".into(),
+            ZooModel::Squeezenet => "squeezenet".into(),
+            ZooModel::Shufflenet => "shufflenet".into(),
         }
     }
 
@@ -187,6 +216,8 @@ impl ZooModel {
             ZooModel::Resnet { depth } => resnet(&mut b, c, (depth - 2) / 6, classes),
             ZooModel::Mobilenet { width } => mobilenet(&mut b, c, *width, classes),
             ZooModel::Vit => vit(&mut b, [c, h, w], classes)?,
+            ZooModel::Squeezenet => squeezenet(&mut b, c, classes),
+            ZooModel::Shufflenet => shufflenet(&mut b, c, classes),
         }
         b.finish()
     }
@@ -265,6 +296,73 @@ fn mobilenet(b: &mut GraphBuilder, c: usize, width: f32, classes: usize) {
     b.then("fc", linear(ch, classes));
 }
 
+fn squeezenet(b: &mut GraphBuilder, c: usize, classes: usize) {
+    b.then("conv1", conv(c, 64, 3, 1, 1, true));
+    b.then("relu1", Op::Relu);
+    b.then("pool1", max_pool(2, 2));
+    let mut ch = 64;
+    for (i, (squeeze, expand)) in [(16, 64), (16, 64), (32, 128), (32, 128)].into_iter().enumerate() {
+        let p = format!("fire{}", i + 2);
+        b.then(format!("{p}.squeeze"), conv(ch, squeeze, 1, 1, 0, true));
+        let s = b.then(format!("{p}.squeeze_relu"), Op::Relu);
+        b.add(format!("{p}.expand1x1"), conv(squeeze, expand, 1, 1, 0, true), &[&s]);
+        let e1 = b.then(format!("{p}.expand1x1_relu"), Op::Relu);
+        b.add(format!("{p}.expand3x3"), conv(squeeze, expand, 3, 1, 1, true), &[&s]);
+        let e3 = b.then(format!("{p}.expand3x3_relu"), Op::Relu);
+        b.add(format!("{p}.cat"), Op::Concat { axis: 0 }, &[&e1, &e3]);
+        ch = 2 * expand;
+        if i == 1 {
+            b.then("pool2", max_pool(2, 2));
+        }
+    }
+    b.then("classifier", conv(ch, classes, 1, 1, 0, true));
+    b.then("classifier_relu", Op::Relu);
+    b.then("avgpool", Op::GlobalAvgPool);
+    b.then("flatten", Op::Flatten);
+}
+
+fn shufflenet(b: &mut GraphBuilder, c: usize, classes: usize) {
+    const G: usize = 3;
+    b.then("conv1", conv(c, 24, 3, 1, 1, false));
+    b.then("bn1", bn(24));
+    let mut x = b.then("relu1", Op::Relu);
+    let mut ch = 24;
+    for (s, (out, units)) in [(60, 2), (120, 4), (240, 2)].into_iter().enumerate() {
+        for u in 0..units {
+            let p = format!("stage{}.{u}", s + 2);
+            let first = u == 0;
+            let mid = out / 4;
+            let branch_out = if first { out - ch } else { out };
+            let g1 = if s == 0 && first { 1 } else { G };
+            b.add(format!("{p}.gconv1"), conv_grouped(ch, mid, 1, 0, 1, g1, false), &[&x]);
+            b.then(format!("{p}.bn1"), bn(mid));
+            b.then(format!("{p}.relu1"), Op::Relu);
+            b.then(format!("{p}.shuffle"), Op::ChannelShuffle { groups: G });
+            b.then(format!("{p}.dwconv"), depthwise(mid, 3, if first { 2 } else { 1 }, 1));
+            b.then(format!("{p}.bn2"), bn(mid));
+            b.then(format!("{p}.gconv2"), conv_grouped(mid, branch_out, 1, 0, 1, G, false));
+            let branch = b.then(format!("{p}.bn3"), bn(branch_out));
+            if first {
+                let pool = Op::AvgPool2d {
+                    kernel_size: [3, 3],
+                    stride: [2, 2],
+                    padding: [1, 1],
+                    count_include_pad: true,
+                };
+                let short = b.add(format!("{p}.shortcut"), pool, &[&x]);
+                b.add(format!("{p}.cat"), Op::Concat { axis: 0 }, &[&branch, &short]);
+            } else {
+                b.add(format!("{p}.add"), Op::Add, &[&branch, &x]);
+            }
+            x = b.then(format!("{p}.relu"), Op::Relu);
+            ch = out;
+        }
+    }
+    b.then("avgpool", Op::GlobalAvgPool);
+    b.then("flatten", Op::Flatten);
+    b.then("fc", linear(ch, classes));
+}
+
 fn vit(b: &mut GraphBuilder, [c, h, w]: [usize; 3], classes: usize) -> Result<()> {
     let (patch, dim, heads, depth, mlp) = VIT;
     if h % patch != 0 || w % patch != 0 {
@@ -334,6 +432,8 @@ pub fn catalog() -> Vec<ZooModel> {
         ZooModel::Resnet { depth: 20 },
         ZooModel::Resnet { depth: 56 },
         ZooModel::Mobilenet { width: 1.0 },
+        ZooModel::Squeezenet,
+        ZooModel::Shufflenet,
         ZooModel::Vit,
     ]
 }
