@@ -292,3 +292,50 @@ fn a_round_to_wider_than_every_layer_is_refused_before_any_stage() {
         "{e}"
     );
 }
+
+/// A factorize stage replaces the layers by their factors and fine-tunes; a bad rule or a
+/// factorization after pruning is refused before any stage runs.
+#[test]
+fn a_factorize_stage_factorizes_and_is_checked_before_running() {
+    use pare::data::InMemory;
+    use pare::ir::Model;
+    use pare::pipeline::run::{preflight, run, Data};
+    use pare::zoo::ZooModel;
+
+    let model = Model::init(ZooModel::Lenet5.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let n = 16;
+    let images: Vec<f32> = (0..n * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+    let set = InMemory::new(vec![1, 28, 28], 10, images, labels).unwrap();
+    let text = "[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.factorize]\nrank = 8\nconv = \"tucker2\"\n\
+                layers = [\"conv2\", \"fc1\"]\ntrain = { epochs = 1, lr = 0.01, batch_size = 8 }\n\
+                [encode]\nhuffman = false\n";
+    let recipe = Recipe::parse(text, Path::new("f.toml")).unwrap();
+    let data = Data {
+        train: &set,
+        val: None,
+        test: &set,
+    };
+    let out = run(&recipe, model.clone(), &data, &mut Quiet, None, false).unwrap();
+    assert_eq!(out.model.params["conv2_core.weight"].shape(), &[8, 8, 5, 5]);
+    assert_eq!(out.model.params["fc1_v.weight"].shape(), &[8, 800]);
+    assert!(out.model.macs() < model.macs());
+    assert!(out.stages[1].detail.contains("conv2 rank 8"), "{}", out.stages[1].detail);
+
+    for (stage, needle) in [
+        ("energy = 0.9\nrank = 4", "exactly one of energy and rank"),
+        ("rank = 0", "above 0"),
+    ] {
+        let t = format!("[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.factorize]\n{stage}\ntrain = {{ epochs = 0, lr = 0.01 }}\n");
+        let e = Recipe::parse(&t, Path::new("f.toml")).unwrap_err().to_string();
+        assert!(e.contains("f.toml") && e.contains(needle), "{e}");
+    }
+    let t = "[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.factorize]\nrank = 4\nlayers = [\"conv9\"]\n\
+             train = { epochs = 0, lr = 0.01 }\n";
+    let e = preflight(&Recipe::parse(t, Path::new("f.toml")).unwrap(), &model).unwrap_err().to_string();
+    assert!(e.contains("conv9"), "{e}");
+    let t = "[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.prune]\ndefault = 0.5\nramp = \"one_shot\"\ntrain = { epochs = 0, lr = 0.01 }\n\
+             [[stage]]\n[stage.factorize]\nrank = 4\ntrain = { epochs = 0, lr = 0.01 }\n";
+    let e = preflight(&Recipe::parse(t, Path::new("f.toml")).unwrap(), &model).unwrap_err().to_string();
+    assert!(e.contains("must come before the prune stage"), "{e}");
+}

@@ -42,7 +42,7 @@ pub enum Rank {
 }
 
 /// How convolutions are factorized (Linear layers always by SVD).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ConvMethod {
     /// `kh x kw -> kh x 1, 1 x kw` (ungrouped convolutions with both kernel sides above 1).

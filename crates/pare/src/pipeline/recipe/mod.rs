@@ -165,6 +165,12 @@ impl Recipe {
                     )))
                 }
                 Stage::Prune(p) if p.every == 0 => return Err(at("every must be at least 1".into())),
+                Stage::Factorize(f) if f.energy.is_some() == f.rank.is_some() => {
+                    return Err(at("give exactly one of energy and rank".into()))
+                }
+                Stage::Factorize(f) if f.energy.is_some_and(|e| e.0 == 0.0) || f.rank == Some(0) => {
+                    return Err(at("energy and rank must be above 0 (the layer would be removed)".into()))
+                }
                 Stage::Structured(p) if p.steps == 0 || p.round_to == 0 => {
                     return Err(at("steps and round_to must be at least 1".into()))
                 }

@@ -75,6 +75,37 @@ pub enum Stage {
     /// fine-tuning (pruned zeros, shared values and quantizers are kept), or one of the
     /// methods that are schedules of runs (FitNets, TAKD, Born-Again, Label Refinery).
     Distill(DistillStage),
+    /// Low-rank factorization: Linear layers by SVD, and with `conv` convolutions by spatial
+    /// SVD or Tucker-2, then fine-tuning.
+    Factorize(FactorizeStage),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FactorizeStage {
+    /// Keep the fewest singular values holding this fraction of each layer's squared norm.
+    #[serde(default)]
+    pub energy: Option<UnitFraction>,
+    /// Or keep at most this many.
+    #[serde(default)]
+    pub rank: Option<usize>,
+    /// `"spatial"` or `"tucker2"`: also factorize the convolutions that method applies to.
+    #[serde(default)]
+    pub conv: Option<crate::lowrank::ConvMethod>,
+    /// The layers to factorize (default: all that qualify).
+    #[serde(default)]
+    pub layers: Vec<String>,
+    pub train: Training,
+}
+
+impl FactorizeStage {
+    /// The rank rule (checked when the recipe is read: exactly one of energy and rank).
+    pub fn rank_rule(&self) -> crate::lowrank::Rank {
+        match (self.energy, self.rank) {
+            (Some(e), _) => crate::lowrank::Rank::Energy(e.0 as f64),
+            (None, r) => crate::lowrank::Rank::Fixed(r.unwrap_or(usize::MAX)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -333,6 +364,7 @@ impl Stage {
             Stage::Cluster(_) => "cluster",
             Stage::Quantize(_) => "quantize",
             Stage::Distill(_) => "distill",
+            Stage::Factorize(_) => "factorize",
         }
     }
 
@@ -344,6 +376,7 @@ impl Stage {
             Stage::Cluster(s) => s.train.as_ref(),
             Stage::Quantize(s) => s.train.as_ref(),
             Stage::Distill(s) => Some(&s.train),
+            Stage::Factorize(s) => Some(&s.train),
         }
     }
 }

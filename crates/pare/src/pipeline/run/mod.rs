@@ -167,6 +167,15 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     .map_err(|e| at(e.to_string()))?;
             }
             Stage::Train(_) => {}
+            Stage::Factorize(f) => {
+                if let Some(prev) = encoded.or(pruned) {
+                    return Err(at(format!(
+                        "factorization replaces the weights (their zeros and codes with them); it must come before the {prev} stage"
+                    )));
+                }
+                let layers = (!f.layers.is_empty()).then_some(f.layers.as_slice());
+                crate::lowrank::factorize_with(model, layers, f.rank_rule(), f.conv).map_err(|e| at(e.to_string()))?;
+            }
             Stage::Distill(d) if d.method != DistillMethod::Kd => {
                 // The staged methods train models other than the current one (a regressor, an
                 // assistant, fresh generations): only pruned zeros of the student are kept.
@@ -255,6 +264,19 @@ fn run_stage(
             Ok((None, detail))
         }
         Stage::Distill(d) => distill::distill(d, state, seed, data, events),
+        Stage::Factorize(f) => {
+            let layers = (!f.layers.is_empty()).then_some(f.layers.as_slice());
+            let (m, rows) = crate::lowrank::factorize_with(&state.model, layers, f.rank_rule(), f.conv)?;
+            state.model = m;
+            train(&mut state.model, &f.train, seed, data, &mut crate::train::NoHooks, events)?;
+            let detail = rows
+                .iter()
+                .filter(|r| r.factorized)
+                .map(|r| format!("{} rank {}", r.layer, r.rank))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok((None, detail))
+        }
         Stage::Prune(p) => prune(p, state, seed, data, events),
         Stage::Structured(p) => structured(p, state, seed, data, events),
         Stage::Cluster(c) => {
