@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use pare::data::{fashion, split, Dataset, Subset};
+use pare::data::{calibration_batches, fashion, split, Dataset, Subset};
+use pare::distill::{DistillHook, Objective};
 use pare::ir::io;
 use pare::native;
-use pare::lowrank::{factorize_for_macs, factorize_with, ConvMethod, Rank};
+use pare::lowrank::{factorize_for_macs, factorize_with, refit_pointwise, ConvMethod, Rank};
 use pare::report::{latencies_ms, thousands, Engine};
 use pare::train::accuracy;
 use serde_json::json;
@@ -42,10 +43,18 @@ pub struct FactorizeArgs {
     /// --macs: how many of the held-out images each trial is evaluated on.
     #[arg(long, default_value_t = 1000)]
     pub samples: usize,
-    /// Also factorize convolutions: spatial (kh x kw -> kh x 1, 1 x kw) or tucker2 (1x1, core,
-    /// 1x1 on the channel axes).
-    #[arg(long, value_parser = ["spatial", "tucker2"])]
+    /// Also factorize convolutions: spatial (kh x kw -> kh x 1, 1 x kw), tucker2 (1x1, core,
+    /// 1x1 on the channel axes) or separable (depthwise kh x kw, then 1x1; the 1x1 refitted to
+    /// the original layer's outputs on --calib training images).
+    #[arg(long, value_parser = ["spatial", "tucker2", "separable"])]
     pub conv: Option<String>,
+    /// Training images the separable conversion's 1x1 layers are refitted on.
+    #[arg(long, default_value_t = 256)]
+    pub calib: usize,
+    /// Fine-tune by knowledge distillation from the model before factorization (Hinton KD,
+    /// T = 4, alpha = 0.9) instead of the labels alone.
+    #[arg(long)]
+    pub distill: bool,
     /// Layers to factorize (default: every Linear layer, and with --conv every convolution the
     /// method applies to).
     #[arg(long, value_delimiter = ',')]
@@ -65,6 +74,8 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
             bail!("--samples must be between 1 and --val ({})", a.val)
         }
         (None, None, Some(_)) => None,
+        // The separable conversion takes no rank: without a rule only convolutions change.
+        (None, None, None) if a.conv.as_deref() == Some("separable") => Some(Rank::Fixed(usize::MAX)),
         _ => bail!("give exactly one of --energy, --rank and --macs"),
     };
     let data_dir = fashion::resolve_dir(a.data.as_deref());
@@ -91,6 +102,20 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
             (m, r, Some(b))
         }
     };
+    if conv == Some(ConvMethod::Separable) && a.calib > 0 {
+        let converted: Vec<String> = ranks
+            .iter()
+            .filter(|r| r.factorized && r.method == "separable")
+            .map(|r| r.layer.clone())
+            .collect();
+        let norm = base.graph.input.normalize;
+        let calib: Vec<_> = calibration_batches(&*train, norm, a.calib.div_ceil(64), 64, a.tune.seed)
+            .into_iter()
+            .map(|b| b.x)
+            .collect();
+        eprintln!("refitting {} pointwise layers on {} training images", converted.len(), a.calib);
+        model = refit_pointwise(&model, &base, &converted, &calib)?;
+    }
     let before = accuracy(&base, &splits.test)?;
     let factorized = accuracy(&model, &splits.test)?;
     println!(
@@ -123,8 +148,18 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
             b.base_accuracy
         );
     }
+    let mut kd = if a.distill {
+        Some(DistillHook::new(base.clone(), &model, Objective::kd(4.0, 0.9))?)
+    } else {
+        None
+    };
     a.tune
-        .run(&mut model, &*train, a.tune.finetune_epochs, None)
+        .run(
+            &mut model,
+            &*train,
+            a.tune.finetune_epochs,
+            kd.as_mut().map(|h| h as &mut dyn pare::train::Hooks),
+        )
         .map_err(interrupted)?;
     let after = accuracy(&model, &splits.test)?;
     let b1 = latencies_ms(&[&base, &model], 1, 50, Engine::Native)?;
@@ -183,6 +218,7 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
         "conv": conv,
         "layers": ranks,
         "finetune_epochs": a.tune.finetune_epochs,
+        "distill": a.distill,
         "before": {"accuracy": before, "params": base.num_params(), "macs": base.macs(), "latency_ms_b1": b1[0], "latency_ms_b64": b64[0]},
         "factorized_accuracy": factorized,
         "after": {"accuracy": after, "params": model.num_params(), "macs": model.macs(), "latency_ms_b1": b1[1], "latency_ms_b64": b64[1]},

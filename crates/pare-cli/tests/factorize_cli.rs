@@ -49,6 +49,14 @@ fn factorize_takes_convolutions_by_spatial_svd_or_tucker2() {
     let m = pare::ir::Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 1).unwrap();
     pare::ir::io::save(&m, &base).unwrap();
     let b = base.to_str().unwrap();
+    let out = tmp.path().join("separable");
+    let o = out.to_str().unwrap();
+    let text = ok(&["factorize", b, "--conv", "separable", "--calib", "64", "--finetune-epochs", "1", "--distill", "--out", o]);
+    assert!(text.contains("separable"), "{text}");
+    let f = pare::ir::io::load(&out).unwrap();
+    assert_eq!(f.params["conv2_dw.weight"].shape(), &[20, 1, 5, 5]);
+    assert!(f.graph.node("fc1_v").is_none(), "no rule: Linear layers stay");
+    assert_eq!(f.params["fc1.weight"].shape(), m.params["fc1.weight"].shape());
     for (method, layer) in [("spatial", "conv2_v"), ("tucker2", "conv2_core")] {
         let out = tmp.path().join(method);
         let o = out.to_str().unwrap();

@@ -207,6 +207,7 @@ fn convolutions_of_low_rank_are_replaced_exactly_in_both_engines() {
             match method {
                 ConvMethod::Spatial => spatial_rank2(&mut m, name, &mut rng),
                 ConvMethod::Tucker2 => tucker_rank2(&mut m, name, &mut rng),
+                ConvMethod::Separable => unreachable!("tested on its own"),
             }
         }
         let (f, report) = factorize_with(&m, layers.as_deref(), Rank::Energy(1.0), Some(method)).unwrap();
@@ -224,6 +225,7 @@ fn convolutions_of_low_rank_are_replaced_exactly_in_both_engines() {
                 assert_eq!(f.params["c2_core.weight"].shape(), &[2, 2, 3, 3]);
                 assert_eq!(f.params["c2.weight"].shape(), &[6, 2, 1, 1]);
             }
+            ConvMethod::Separable => unreachable!("tested on its own"),
         }
         assert_eq!(f.params["c1.bias"], m.params["c1.bias"]);
         assert!(f.macs() < m.macs(), "{method:?}");
@@ -245,6 +247,7 @@ fn a_truncated_convolution_keeps_the_energy_it_reports_and_bad_names_are_refused
         match method {
             ConvMethod::Spatial => assert_eq!(names, ["c1", "c2", "fc"]),
             ConvMethod::Tucker2 => assert_eq!(names, ["c1", "c2", "pw", "fc"]),
+            ConvMethod::Separable => unreachable!("tested on its own"),
         }
         for r in &report {
             assert!(r.energy > 0.0 && r.energy <= 1.0 + 1e-9, "{r:?}");
@@ -274,6 +277,7 @@ fn a_truncated_convolution_keeps_the_energy_it_reports_and_bad_names_are_refused
                     }
                     v
                 }
+                ConvMethod::Separable => unreachable!("tested on its own"),
             }
         };
         let (mut resid, mut total) = (0.0, 0.0);
@@ -332,4 +336,56 @@ fn a_mac_budget_is_met_and_the_sensitive_layer_keeps_the_higher_rank() {
     }
     let e = factorize_for_macs(&m, None, Some(ConvMethod::Tucker2), 0.001, &mut |_| Ok(1.0)).unwrap_err();
     assert!(e.to_string().contains("out of reach"), "{e}");
+}
+
+/// Sets conv `name`'s weight to a depthwise-separable one: `W[f, c, yx] = p[f, c] d[c, yx]`.
+fn separable_weight(m: &mut Model, name: &str, rng: &mut ChaCha8Rng) {
+    let w = m.params.get_mut(&format!("{name}.weight")).unwrap();
+    let (o, i, k) = (w.shape()[0], w.shape()[1], w.shape()[2] * w.shape()[3]);
+    let (p, d) = (rand_vec(rng, o * i), rand_vec(rng, i * k));
+    let data = w.data_mut();
+    for f in 0..o {
+        for c in 0..i {
+            for yx in 0..k {
+                data[(f * i + c) * k + yx] = (p[f * i + c] * d[c * k + yx] * 0.5) as f32;
+            }
+        }
+    }
+}
+
+#[test]
+fn a_separable_conversion_is_exact_on_separable_weights_and_refits_on_data() {
+    use pare::lowrank::refit_pointwise;
+    let mut rng = ChaCha8Rng::seed_from_u64(21);
+    let x = Tensor::from_vec(vec![4, 3, 10, 10], (0..1200).map(|_| rng.random_range(-1.0..1.0)).collect());
+    let layers = vec!["c1".to_string(), "c2".to_string()];
+    let mut m = conv_model();
+    separable_weight(&mut m, "c1", &mut rng);
+    separable_weight(&mut m, "c2", &mut rng);
+    let (f, rows) = factorize_with(&m, Some(&layers), Rank::Fixed(1), Some(ConvMethod::Separable)).unwrap();
+    assert!(rows.iter().all(|r| r.factorized && r.energy > 1.0 - 1e-6), "{rows:?}");
+    assert_eq!(f.params["c2_dw.weight"].shape(), &[8, 1, 3, 3]);
+    assert_eq!(f.params["c2.weight"].shape(), &[6, 8, 1, 1]);
+    assert_eq!(f.graph.node("c2_dw").unwrap().op, pare::ir::graph::ops::conv_grouped(8, 8, 3, 1, 1, 8, false));
+    let want = pare::native::infer(&m, &x).unwrap();
+    assert!(max_diff(&pare::native::infer(&f, &x).unwrap(), &want) < 1e-4);
+    let engine = pare::exec::infer(&f, &x, &Default::default(), &[]).unwrap().output;
+    assert!(max_diff(&engine, &want) < 1e-4);
+
+    // On a general weight the rank-1 fit is approximate; refitting the pointwise layers on data
+    // brings each converted layer's output closer to the original's.
+    let m = conv_model();
+    let (f, _) = factorize_with(&m, Some(&layers), Rank::Fixed(1), Some(ConvMethod::Separable)).unwrap();
+    let err = |model: &Model| -> f64 {
+        let taps = ["c2".to_string()];
+        let a = pare::exec::infer(model, &x, &Default::default(), &taps).unwrap().taps;
+        let b = pare::exec::infer(&m, &x, &Default::default(), &taps).unwrap().taps;
+        a["c2"].data().iter().zip(b["c2"].data()).map(|(p, q)| ((p - q) as f64).powi(2)).sum()
+    };
+    let refit = refit_pointwise(&f, &m, &layers, std::slice::from_ref(&x)).unwrap();
+    let (before, after) = (err(&f), err(&refit));
+    assert!(after < 0.9 * before, "{before} -> {after}");
+    assert_ne!(refit.params["c1.bias"], f.params["c1.bias"], "the bias is refitted too");
+    let e = refit_pointwise(&f, &m, &["fc".to_string()], &[x]).unwrap_err().to_string();
+    assert!(e.contains("'fc' is not a depthwise-separable conversion"), "{e}");
 }

@@ -1,4 +1,5 @@
-//! Convolutions factorized: spatial SVD and Tucker-2. Weights are PyTorch's `[out, in, kh, kw]`.
+//! Convolutions factorized: spatial SVD, Tucker-2 and depthwise-separable. Weights are
+//! PyTorch's `[out, in, kh, kw]`.
 
 use nalgebra::DMatrix;
 
@@ -82,6 +83,50 @@ pub(super) fn factorize(model: &Model, node: &Node, rank: Rank, method: ConvMeth
                 rank: r,
                 input_rank: None,
                 energy: svd.energy(r),
+                weights_before: before,
+                weights_after: if after < before { after } else { before },
+                factorized: after < before,
+            };
+            (row, nodes, params)
+        }
+        ConvMethod::Separable => {
+            // W[:, c] ~ p_c d_c^T: the depthwise filter and the pointwise column of channel c,
+            // the singular value split evenly between them.
+            let k = kh * kw;
+            let (mut dw, mut pw) = (vec![0.0f32; i * k], vec![0.0f32; o * i]);
+            let (mut kept, mut total) = (0.0f64, 0.0f64);
+            let mut full = 0;
+            for c in 0..i {
+                let slice = DMatrix::from_fn(o, k, |f, yx| w.data()[(f * i + c) * k + yx] as f64);
+                total += slice.iter().map(|v| v * v).sum::<f64>();
+                let svd = Svd::of_matrix(slice);
+                full = svd.values.len();
+                let (d, p) = svd.factors(1); // d: [1, k], p: [o, 1]
+                kept += svd.values[0] * svd.values[0];
+                dw[c * k..(c + 1) * k].copy_from_slice(d.data());
+                for f in 0..o {
+                    pw[f * i + c] = p.data()[f];
+                }
+            }
+            let first = format!("{}_dw", node.name);
+            params.insert(param_name(&first, "weight"), Tensor::from_vec(vec![i, 1, kh, kw], dw));
+            params.insert(param_name(&node.name, "weight"), Tensor::from_vec(vec![o, i, 1, 1], pw));
+            let mut depthwise = conv(first.clone(), i, i, [kh, kw], stride, padding, dilation, false, &node.inputs[0]);
+            if let Op::Conv2d { groups, .. } = &mut depthwise.op {
+                *groups = i;
+            }
+            let nodes = vec![
+                depthwise,
+                conv(node.name.clone(), i, o, [1, 1], [1, 1], [0, 0], [1, 1], bias, &first),
+            ];
+            let after = i * k + o * i;
+            let row = LayerRank {
+                layer: node.name.clone(),
+                method: "separable",
+                full_rank: full,
+                rank: 1,
+                input_rank: None,
+                energy: if total == 0.0 { 1.0 } else { kept / total },
                 weights_before: before,
                 weights_after: if after < before { after } else { before },
                 factorized: after < before,

@@ -8,19 +8,24 @@
 //!   a `kh x 1` convolution to `r` channels then a `1 x kw` one (`conv.rs`).
 //! - Conv2d, Tucker-2 (Kim et al. 2016): the two channel axes are compressed by HOSVD, giving a
 //!   1x1 convolution `in -> r_in`, the `kh x kw` core `r_in -> r_out`, and a 1x1 `r_out -> out`.
+//! - Conv2d, depthwise-separable (as MobileNet builds it): a depthwise `kh x kw` then a 1x1,
+//!   from the rank-1 approximation of each input channel's slice, the 1x1 then refitted to the
+//!   original layer's outputs on calibration data (`refit.rs`).
 //!
 //! Ranks come from a rule applied to every layer ([`Rank`]: energy kept or fixed) or from a MAC
 //! budget spread over the layers by their measured sensitivity ([`factorize_for_macs`]).
 //!
 //! The last new layer keeps the layer's name (and its bias's), so layer names in recipes and
-//! pruning still find it; the ones before are `{name}_v` (SVD, spatial) or `{name}_in`,
-//! `{name}_core` (Tucker-2). A layer is left alone when the rank kept would not make it smaller.
+//! pruning still find it; the ones before are `{name}_v` (SVD, spatial), `{name}_in`,
+//! `{name}_core` (Tucker-2) or `{name}_dw` (separable). A layer is left alone when the rank kept would not make it smaller.
 
 mod budget;
 mod conv;
+mod refit;
 mod svd;
 
 pub use budget::{factorize_for_macs, BudgetReport, Trial};
+pub use refit::refit_pointwise;
 
 use std::collections::BTreeSet;
 
@@ -49,6 +54,11 @@ pub enum ConvMethod {
     Spatial,
     /// `1x1 -> kh x kw core -> 1x1` on the channel axes (ungrouped convolutions).
     Tucker2,
+    /// Depthwise `kh x kw` then pointwise 1x1 (MobileNet's depthwise-separable convolution):
+    /// each input channel's `[out, kh kw]` slice of the weight by its best rank-1
+    /// approximation (the rank rule does not apply). [`refit_pointwise`] then fits the
+    /// pointwise layer to the original layer's outputs on data.
+    Separable,
 }
 
 impl ConvMethod {
@@ -56,8 +66,9 @@ impl ConvMethod {
         match s {
             "spatial" => Ok(ConvMethod::Spatial),
             "tucker2" => Ok(ConvMethod::Tucker2),
+            "separable" => Ok(ConvMethod::Separable),
             _ => Err(Error::Config(format!(
-                "unknown convolution factorization '{s}' (expected spatial or tucker2)"
+                "unknown convolution factorization '{s}' (expected spatial, tucker2 or separable)"
             ))),
         }
     }
@@ -67,6 +78,7 @@ impl ConvMethod {
         match (self, op) {
             (_, Op::Conv2d { groups, .. }) if *groups != 1 => false,
             (ConvMethod::Spatial, Op::Conv2d { kernel_size, .. }) => kernel_size[0] > 1 && kernel_size[1] > 1,
+            (ConvMethod::Separable, Op::Conv2d { kernel_size, .. }) => kernel_size[0] * kernel_size[1] > 1,
             (ConvMethod::Tucker2, Op::Conv2d { .. }) => true,
             _ => false,
         }
@@ -135,6 +147,7 @@ pub fn factorize_with(
         None => "Linear layer",
         Some(ConvMethod::Spatial) => "Linear layer or ungrouped convolution with a kernel above 1x1",
         Some(ConvMethod::Tucker2) => "Linear layer or ungrouped convolution",
+        Some(ConvMethod::Separable) => "Linear layer or ungrouped convolution with a kernel above 1x1",
     };
     let chosen: BTreeSet<&str> = match layers {
         None => linears.iter().map(|n| n.name.as_str()).collect(),
