@@ -12,6 +12,7 @@ use pare::data::{fashion, split, Dataset};
 use pare::exits::{
     attach, choose, exit_costs, sweep, timed_run, train_frozen, ExitLogits, Head, Outcome, Rule, Target,
 };
+use pare::fuse::fold_batch_norm;
 use pare::ir::io;
 use pare::native::{compile, compile_exits};
 use pare::report::plot::{line_chart, Series};
@@ -182,9 +183,10 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
     }
     let policy = chosen.iter().find(|(r, ..)| *r == rule).expect("every rule is chosen").1.policy;
 
-    // Measured: the model without exits against the early-exit run, same images, same process.
-    let base_plan = compile(&base)?;
-    let exit_plan = compile_exits(&model, &names)?;
+    // Measured: the model without exits against the early-exit run, same images, same process,
+    // both in their deployable form (BatchNorm folded), as latency reports measure.
+    let base_plan = compile(&fold_batch_norm(&base)?)?;
+    let exit_plan = compile_exits(&fold_batch_norm(&model)?, &names)?;
     let norm = model.graph.input.normalize;
     let b1 = timed_run(&base_plan, &exit_plan, policy, &splits.test, norm, 1)?;
     let b64 = timed_run(&base_plan, &exit_plan, policy, &splits.test, norm, 64)?;
