@@ -81,6 +81,13 @@ fn a_hashed_lenet300_stores_an_eighth_and_runs_alike_everywhere() {
     let size = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().len();
     assert!(size("weights.safetensors") < 4 * 34_000 + 4096, "{}", size("weights.safetensors"));
 
+    // A layer whose virtual weight could not be built, or with buckets nothing reads.
+    for (inp, out, buckets) in [(4, 3, 0), (4, 3, 13), (1 << 20, 1 << 10, 8)] {
+        let mut b = GraphBuilder::new(vec![inp]);
+        b.then("h", Op::HashedLinear { in_features: inp, out_features: out, buckets, seed: 0, bias: false });
+        let e = b.finish().unwrap_err().to_string();
+        assert!(e.contains("hashed_linear needs"), "{e}");
+    }
     let e = hash_linears(&m, 0.5, None, Buckets::Fresh, 0).unwrap_err().to_string();
     assert!(e.contains("factor of 0.5"), "{e}");
     let e = hash_linears(&m, 8.0, Some(&["fc9".to_string()]), Buckets::Fresh, 0).unwrap_err().to_string();

@@ -74,6 +74,23 @@ impl Op {
             }
         };
         match *self {
+            // Both engines build the virtual weight in full: it must fit as a parameter does,
+            // and every bucket must be read.
+            Op::HashedLinear {
+                in_features,
+                out_features,
+                buckets,
+                ..
+            } if buckets == 0
+                || in_features
+                    .checked_mul(out_features)
+                    .is_none_or(|v| v > crate::ir::graph::MAX_ELEMENTS || buckets > v) =>
+            {
+                Err(format!(
+                    "hashed_linear needs 1 to in_features x out_features buckets and at most {} virtual weights, got {in_features} x {out_features} with {buckets} buckets",
+                    crate::ir::graph::MAX_ELEMENTS
+                ))
+            }
             Op::Linear {
                 in_features,
                 out_features,
