@@ -372,6 +372,11 @@ fn a_separable_conversion_is_exact_on_separable_weights_and_refits_on_data() {
     let engine = pare::exec::infer(&f, &x, &Default::default(), &[]).unwrap().output;
     assert!(max_diff(&engine, &want) < 1e-4);
 
+    // Unnamed, the stem (3 input channels) stays a full convolution.
+    let (_, rows) = factorize_with(&m, None, Rank::Fixed(1), Some(ConvMethod::Separable)).unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r.layer.as_str()).collect();
+    assert_eq!(names, ["c2", "fc"]);
+
     // On a general weight the rank-1 fit is approximate; refitting the pointwise layers on data
     // brings each converted layer's output closer to the original's.
     let m = conv_model();

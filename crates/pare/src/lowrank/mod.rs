@@ -137,7 +137,7 @@ pub fn factorize_with(
         Rank::Fixed(0) => return Err(Error::Config("rank 0 would remove the layer".into())),
         _ => {}
     }
-    let linears: Vec<&Node> = model
+    let eligible: Vec<&Node> = model
         .graph
         .nodes
         .iter()
@@ -150,13 +150,20 @@ pub fn factorize_with(
         Some(ConvMethod::Separable) => "Linear layer or ungrouped convolution with a kernel above 1x1",
     };
     let chosen: BTreeSet<&str> = match layers {
-        None => linears.iter().map(|n| n.name.as_str()).collect(),
+        // Unnamed, a stem convolution reading 1-3 image channels stays whole under the
+        // separable conversion (its filters would all be one filter, scaled), as MobileNet
+        // keeps its first layer a full convolution.
+        None => eligible
+            .iter()
+            .filter(|n| !(conv == Some(ConvMethod::Separable) && matches!(n.op, Op::Conv2d { in_channels, .. } if in_channels <= 3)))
+            .map(|n| n.name.as_str())
+            .collect(),
         Some(names) => {
             for name in names {
-                if !linears.iter().any(|n| &n.name == name) {
+                if !eligible.iter().any(|n| &n.name == name) {
                     return Err(Error::Config(format!(
                         "no {kinds} named '{name}' (such layers: {})",
-                        linears
+                        eligible
                             .iter()
                             .map(|n| n.name.as_str())
                             .collect::<Vec<_>>()
@@ -170,7 +177,7 @@ pub fn factorize_with(
     let mut graph = model.graph.clone();
     let mut params = model.params.clone();
     let mut report = Vec::new();
-    for node in linears.into_iter().filter(|n| chosen.contains(n.name.as_str())) {
+    for node in eligible.into_iter().filter(|n| chosen.contains(n.name.as_str())) {
         let Op::Linear {
             in_features,
             out_features,
