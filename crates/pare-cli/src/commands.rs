@@ -122,7 +122,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
     cfg.validate()?;
     let mut model = fresh_model(&zm, train_all.as_ref(), a.seed)?;
     if let Some(f) = a.hashed {
-        let (m, layers) = pare::hashing::hash_linears(&model, f, None, pare::hashing::Buckets::Fresh, a.seed)?;
+        let (m, layers) =
+            pare::hashing::hash_linears(&model, f, None, pare::hashing::Buckets::Fresh, a.seed)?;
         if layers.is_empty() {
             bail!("--hashed: {} has no Linear layer to hash", zm.label());
         }

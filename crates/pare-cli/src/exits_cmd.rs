@@ -87,7 +87,9 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
     let target = match (a.max_drop, a.target_acc, a.budget) {
         (_, _, Some(b)) if !(b > 0.0 && b <= 1.0) => bail!("--budget must be in (0, 1], got {b}"),
         (_, Some(t), _) if !(0.0..=1.0).contains(&t) => bail!("--target-acc must be in [0, 1], got {t}"),
-        (Some(d), _, _) if !(d >= 0.0 && d.is_finite()) => bail!("--max-drop must be 0 or more points, got {d}"),
+        (Some(d), _, _) if !(d >= 0.0 && d.is_finite()) => {
+            bail!("--max-drop must be 0 or more points, got {d}")
+        }
         (_, _, Some(b)) => Target::Budget(b),
         (_, Some(t), _) => Target::Accuracy(t),
         (d, _, _) => Target::Drop(d.unwrap_or(0.5)),
@@ -116,7 +118,11 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
     let (train, val) = split(all, a.val, a.seed)?;
     eprintln!(
         "exits at {} ({} training, {} epochs on {} images)",
-        exits.iter().map(|e| e.tap.as_str()).collect::<Vec<_>>().join(", "),
+        exits
+            .iter()
+            .map(|e| e.tap.as_str())
+            .collect::<Vec<_>>()
+            .join(", "),
         match a.train {
             Training::Frozen => "frozen backbone",
             Training::Joint => "joint",
@@ -126,11 +132,19 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
     );
     let mut progress = ProgressHooks::new(a.epochs, false);
     match a.train {
-        Training::Frozen => train_frozen(&mut model, &exits, &train, &cfg, &mut progress).map_err(interrupted)?,
+        Training::Frozen => {
+            train_frozen(&mut model, &exits, &train, &cfg, &mut progress).map_err(interrupted)?
+        }
         Training::Joint => {
             let weights = names.iter().map(|n| (n.clone(), a.exit_weight)).collect();
             let mut losses = OutputLosses::new(&model, weights)?;
-            let r = fit(&mut model, &train, None, &cfg, &mut Chain(vec![&mut losses, &mut progress]))?;
+            let r = fit(
+                &mut model,
+                &train,
+                None,
+                &cfg,
+                &mut Chain(vec![&mut losses, &mut progress]),
+            )?;
             if r.interrupted {
                 bail!("interrupted during training; nothing was written");
             }
@@ -181,7 +195,12 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
             t.left_at
         );
     }
-    let policy = chosen.iter().find(|(r, ..)| *r == rule).expect("every rule is chosen").1.policy;
+    let policy = chosen
+        .iter()
+        .find(|(r, ..)| *r == rule)
+        .expect("every rule is chosen")
+        .1
+        .policy;
 
     // Measured: the model without exits against the early-exit run, same images, same process,
     // both in their deployable form (BatchNorm folded), as latency reports measure.
@@ -216,7 +235,10 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
         .iter()
         .map(|(r, pts)| Series {
             name: r.name().to_string(),
-            points: pts.iter().map(|p| (100.0 * p.macs / full_macs, 100.0 * p.accuracy)).collect(),
+            points: pts
+                .iter()
+                .map(|p| (100.0 * p.macs / full_macs, 100.0 * p.accuracy))
+                .collect(),
         })
         .collect();
     series.push(Series {

@@ -10,8 +10,8 @@ use clap::Args;
 use pare::data::{calibration_batches, fashion, split, Dataset, Subset};
 use pare::distill::{DistillHook, Objective};
 use pare::ir::io;
-use pare::native;
 use pare::lowrank::{factorize_for_macs, factorize_with, refit_pointwise, ConvMethod, Rank};
+use pare::native;
 use pare::report::{latencies_ms, thousands, Engine};
 use pare::train::accuracy;
 use serde_json::json;
@@ -113,7 +113,11 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
             .into_iter()
             .map(|b| b.x)
             .collect();
-        eprintln!("refitting {} pointwise layers on {} training images", converted.len(), a.calib);
+        eprintln!(
+            "refitting {} pointwise layers on {} training images",
+            converted.len(),
+            a.calib
+        );
         model = refit_pointwise(&model, &base, &converted, &calib)?;
     }
     let before = accuracy(&base, &splits.test)?;

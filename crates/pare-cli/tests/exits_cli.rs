@@ -12,7 +12,9 @@ fn exits_reports_every_rule_and_writes_the_model_with_its_heads() {
     pare::ir::io::save(&untrained_lenet300(), &base).unwrap();
     let out = tmp.path().join("exits");
     let (b, o) = (base.to_str().unwrap(), out.to_str().unwrap());
-    let text = ok(&["exits", b, "--at", "relu1", "--epochs", "1", "--rule", "entropy", "--out", o]);
+    let text = ok(&[
+        "exits", b, "--at", "relu1", "--epochs", "1", "--rule", "entropy", "--out", o,
+    ]);
     for needle in ["confidence", "entropy", "patience", "batch 1", "time saved"] {
         assert!(text.contains(needle), "{needle}: {text}");
     }
@@ -23,18 +25,38 @@ fn exits_reports_every_rule_and_writes_the_model_with_its_heads() {
         serde_json::from_str(&std::fs::read_to_string(out.join("exits.json")).unwrap()).unwrap();
     assert_eq!(report["policy"]["rule"], "entropy");
     assert_eq!(report["macs_if_left"].as_array().unwrap().len(), 2);
-    assert_eq!(report["measured"]["batch_1"]["left_at"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        report["measured"]["batch_1"]["left_at"].as_array().unwrap().len(),
+        2
+    );
     // The run measured decides as the simulation on the test logits does.
-    let chosen = report["chosen"].as_array().unwrap().iter().find(|c| c["rule"] == "entropy").unwrap();
-    assert_eq!(chosen["test"]["left_at"], report["measured"]["batch_1"]["left_at"]);
+    let chosen = report["chosen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["rule"] == "entropy")
+        .unwrap();
+    assert_eq!(
+        chosen["test"]["left_at"],
+        report["measured"]["batch_1"]["left_at"]
+    );
     assert!(out.join("exits.svg").exists());
 
     for (args, needle) in [
         (vec!["exits", b, "--at", "conv9", "--out", o], "conv9"),
-        (vec!["exits", b, "--at", "relu1", "--budget", "1.5", "--out", o], "--budget"),
-        (vec!["exits", b, "--at", "relu1", "--val", "0", "--out", o], "--val"),
+        (
+            vec!["exits", b, "--at", "relu1", "--budget", "1.5", "--out", o],
+            "--budget",
+        ),
+        (
+            vec!["exits", b, "--at", "relu1", "--val", "0", "--out", o],
+            "--val",
+        ),
         (vec!["exits", b, "--at", "fc3", "--out", o], "output"),
-        (vec!["exits", o, "--at", "relu1", "--out", b], "already has exit heads"),
+        (
+            vec!["exits", o, "--at", "relu1", "--out", b],
+            "already has exit heads",
+        ),
         (vec!["exits", b, "--at", "relu1", "--out", b], "is the input"),
     ] {
         fails_with(&args, &[needle]);

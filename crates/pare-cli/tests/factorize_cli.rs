@@ -51,7 +51,19 @@ fn factorize_takes_convolutions_by_spatial_svd_or_tucker2() {
     let b = base.to_str().unwrap();
     let out = tmp.path().join("separable");
     let o = out.to_str().unwrap();
-    let text = ok(&["factorize", b, "--conv", "separable", "--calib", "64", "--finetune-epochs", "1", "--distill", "--out", o]);
+    let text = ok(&[
+        "factorize",
+        b,
+        "--conv",
+        "separable",
+        "--calib",
+        "64",
+        "--finetune-epochs",
+        "1",
+        "--distill",
+        "--out",
+        o,
+    ]);
     assert!(text.contains("separable"), "{text}");
     let f = pare::ir::io::load(&out).unwrap();
     assert_eq!(f.params["conv2_dw.weight"].shape(), &[20, 1, 5, 5]);
@@ -60,7 +72,18 @@ fn factorize_takes_convolutions_by_spatial_svd_or_tucker2() {
     for (method, layer) in [("spatial", "conv2_v"), ("tucker2", "conv2_core")] {
         let out = tmp.path().join(method);
         let o = out.to_str().unwrap();
-        let text = ok(&["factorize", b, "--conv", method, "--rank", "4", "--layers", "conv2", "--out", o]);
+        let text = ok(&[
+            "factorize",
+            b,
+            "--conv",
+            method,
+            "--rank",
+            "4",
+            "--layers",
+            "conv2",
+            "--out",
+            o,
+        ]);
         assert!(text.contains("MACs / "), "{text}");
         let f = pare::ir::io::load(&out).unwrap();
         assert!(f.graph.node(layer).is_some(), "{method}: no {layer}");
@@ -68,23 +91,57 @@ fn factorize_takes_convolutions_by_spatial_svd_or_tucker2() {
     }
     let out = tmp.path().join("budget");
     let o = out.to_str().unwrap();
-    let text = ok(&["factorize", b, "--conv", "tucker2", "--macs", "0.5", "--samples", "200", "--out", o]);
-    assert!(text.contains("ranks for 0.") && text.contains("of the MACs"), "{text}");
+    let text = ok(&[
+        "factorize",
+        b,
+        "--conv",
+        "tucker2",
+        "--macs",
+        "0.5",
+        "--samples",
+        "200",
+        "--out",
+        o,
+    ]);
+    assert!(
+        text.contains("ranks for 0.") && text.contains("of the MACs"),
+        "{text}"
+    );
     let f = pare::ir::io::load(&out).unwrap();
     assert!(f.macs() as f64 <= 0.5 * m.macs() as f64);
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("factorize.json")).unwrap()).unwrap();
     assert!(!report["budget"]["trials"].as_array().unwrap().is_empty());
     for (args, needle) in [
-        (vec!["factorize", b, "--macs", "1.5", "--out", o], "--macs must be in (0, 1)"),
-        (vec!["factorize", b, "--macs", "0.5", "--samples", "0", "--out", o], "--samples"),
-        (vec!["factorize", b, "--macs", "0.5", "--rank", "3", "--out", o], "exactly one of"),
+        (
+            vec!["factorize", b, "--macs", "1.5", "--out", o],
+            "--macs must be in (0, 1)",
+        ),
+        (
+            vec!["factorize", b, "--macs", "0.5", "--samples", "0", "--out", o],
+            "--samples",
+        ),
+        (
+            vec!["factorize", b, "--macs", "0.5", "--rank", "3", "--out", o],
+            "exactly one of",
+        ),
     ] {
         fails_with(&args, &[needle]);
     }
     let o = tmp.path().join("x");
     fails_with(
-        &["factorize", b, "--conv", "spatial", "--rank", "4", "--layers", "fc9", "--out", o.to_str().unwrap()],
+        &[
+            "factorize",
+            b,
+            "--conv",
+            "spatial",
+            "--rank",
+            "4",
+            "--layers",
+            "fc9",
+            "--out",
+            o.to_str().unwrap(),
+        ],
         &["no Linear layer or ungrouped convolution with a kernel above 1x1 named 'fc9'"],
     );
 }

@@ -252,7 +252,9 @@ fn every_data_reading_command_refuses_damaged_data_cleanly() {
             [common::kd_args(m, o), vec!["--data", d]].concat(),
             vec!["compress", "--recipe", r, "--out", o, "--data", d],
             vec!["factorize", m, "--rank", "8", "--out", o, "--data", d],
-            vec!["exits", m, "--at", "relu1", "--epochs", "1", "--out", o, "--data", d],
+            vec![
+                "exits", m, "--at", "relu1", "--epochs", "1", "--out", o, "--data", d,
+            ],
             vec![
                 "lottery", "--rounds", "1", "--epochs", "1", "--out", o, "--data", d,
             ],

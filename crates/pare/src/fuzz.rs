@@ -291,7 +291,11 @@ pub fn seeds() -> Result<Vec<(Target, String, Vec<u8>)>> {
     );
     let lenet = Model::init(crate::zoo::ZooModel::Lenet300.build(&[1, 28, 28], 10)?, 0)?;
     let (hashed, _) = crate::hashing::hash_linears(&lenet, 8.0, None, crate::hashing::Buckets::Fresh, 0)?;
-    add(Target::Arch, "lenet300-hashed.json", arch_json(&hashed.graph).into_bytes());
+    add(
+        Target::Arch,
+        "lenet300-hashed.json",
+        arch_json(&hashed.graph).into_bytes(),
+    );
     for zm in crate::zoo::catalog() {
         let graph = zm.build(&[1, 28, 28], 10)?;
         let name: String = zm

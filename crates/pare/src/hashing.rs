@@ -114,7 +114,13 @@ pub fn hash_linears(
                 else {
                     unreachable!("replaced above")
                 };
-                fit(&model.params[&weight], *seed, *out_features, *in_features, *buckets)
+                fit(
+                    &model.params[&weight],
+                    *seed,
+                    *out_features,
+                    *in_features,
+                    *buckets,
+                )
             }
         };
         params.insert(weight, t);

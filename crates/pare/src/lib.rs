@@ -25,9 +25,9 @@ pub mod error;
 pub mod exec;
 pub mod exits;
 pub mod fuse;
-pub mod hashing;
 #[doc(hidden)]
 pub mod fuzz;
+pub mod hashing;
 pub mod ir;
 pub mod lowrank;
 pub mod native;

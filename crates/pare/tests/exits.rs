@@ -54,7 +54,9 @@ fn heads_are_grafted_in_graph_order_and_leave_the_backbone_alone() {
         assert_eq!(&m.params[k], v, "{k}");
     }
     let x = images(5, 1);
-    let y0 = pare::exec::infer(&base, &x, &Reparams::new(), &[]).unwrap().output;
+    let y0 = pare::exec::infer(&base, &x, &Reparams::new(), &[])
+        .unwrap()
+        .output;
     let y1 = pare::exec::infer(&m, &x, &Reparams::new(), &[]).unwrap().output;
     assert_eq!(y0, y1);
 
@@ -89,7 +91,13 @@ fn never_exiting_equals_the_original_model_exactly() {
         assert_eq!(run.exit, vec![3; 7]);
     }
     // So does the simulation on stored logits, at the main output's full cost.
-    let set = InMemory::new(vec![1, 28, 28], 10, images(20, 3).data().to_vec(), (0..20).map(|i| i % 10).collect()).unwrap();
+    let set = InMemory::new(
+        vec![1, 28, 28],
+        10,
+        images(20, 3).data().to_vec(),
+        (0..20).map(|i| i % 10).collect(),
+    )
+    .unwrap();
     let logits = ExitLogits::collect(&m, &names(&exits), &set).unwrap();
     let costs = exit_costs(&m, &names(&exits)).unwrap();
     assert_eq!(*costs.last().unwrap(), m.macs());
@@ -154,7 +162,10 @@ fn the_native_early_exit_run_decides_as_the_training_engine_simulation() {
         }
         assert_eq!(left_at, sim.left_at, "{policy:?}");
         let early: usize = left_at[..3].iter().sum();
-        assert!(early > 0 && left_at[0] < n, "{policy:?}: {left_at:?} exercises no regrouping");
+        assert!(
+            early > 0 && left_at[0] < n,
+            "{policy:?}: {left_at:?} exercises no regrouping"
+        );
         // Each sample's logits are those of its exit in the full pass (graph outputs: main
         // first, then the exits).
         for i in 0..n {
@@ -162,7 +173,11 @@ fn the_native_early_exit_run_decides_as_the_training_engine_simulation() {
             let src = if k == 3 { &full[0] } else { &full[k + 1] };
             let want = &src.data()[i * 10..(i + 1) * 10];
             let got = &run.logits.data()[i * 10..(i + 1) * 10];
-            let diff = want.iter().zip(got).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+            let diff = want
+                .iter()
+                .zip(got)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f32::max);
             assert!(diff < 1e-4, "sample {i} at exit {k}: {diff}");
         }
     }
@@ -189,7 +204,11 @@ fn heads_train_on_a_frozen_backbone() {
     let outs = names(&exits);
     let before_acc = ExitLogits::collect(&before, &outs, &data).unwrap().accuracies()[0];
     let after = ExitLogits::collect(&m, &outs, &data).unwrap();
-    assert!(after.accuracies()[0] > 0.9, "{before_acc} -> {:?}", after.accuracies());
+    assert!(
+        after.accuracies()[0] > 0.9,
+        "{before_acc} -> {:?}",
+        after.accuracies()
+    );
 
     // Thresholds are chosen on these logits: an accuracy the main output meets is met.
     let costs = exit_costs(&m, &outs).unwrap();

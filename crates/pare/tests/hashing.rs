@@ -14,12 +14,19 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    a.data().iter().zip(b.data()).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+    a.data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
 }
 
 fn images(n: usize) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(2);
-    Tensor::from_vec(vec![n, 1, 28, 28], (0..n * 784).map(|_| rng.random_range(-1.0..2.0)).collect())
+    Tensor::from_vec(
+        vec![n, 1, 28, 28],
+        (0..n * 784).map(|_| rng.random_range(-1.0..2.0)).collect(),
+    )
 }
 
 /// The dense model with the hashed model's virtual weights.
@@ -39,8 +46,15 @@ fn expanded(h: &Model) -> Model {
         };
         let table = h.params[&format!("{}.weight", n.name)].data().to_vec();
         let (index, sign) = hashed_index(seed, out_features, in_features, buckets);
-        let w: Vec<f32> = index.iter().zip(&sign).map(|(&b, s)| s * table[b as usize]).collect();
-        params.insert(format!("{}.weight", n.name), Tensor::from_vec(vec![out_features, in_features], w));
+        let w: Vec<f32> = index
+            .iter()
+            .zip(&sign)
+            .map(|(&b, s)| s * table[b as usize])
+            .collect();
+        params.insert(
+            format!("{}.weight", n.name),
+            Tensor::from_vec(vec![out_features, in_features], w),
+        );
         let dense = pare::ir::Node {
             name: n.name.clone(),
             op: Op::Linear {
@@ -79,18 +93,35 @@ fn a_hashed_lenet300_stores_an_eighth_and_runs_alike_everywhere() {
     assert_eq!(back.params["fc1.weight"].shape(), &[29_400]);
     assert_eq!(pare::native::infer(&back, &x).unwrap(), native);
     let size = |p: &str| std::fs::metadata(dir.path().join(p)).unwrap().len();
-    assert!(size("weights.safetensors") < 4 * 34_000 + 4096, "{}", size("weights.safetensors"));
+    assert!(
+        size("weights.safetensors") < 4 * 34_000 + 4096,
+        "{}",
+        size("weights.safetensors")
+    );
 
     // A layer whose virtual weight could not be built, or with buckets nothing reads.
     for (inp, out, buckets) in [(4, 3, 0), (4, 3, 13), (1 << 20, 1 << 10, 8)] {
         let mut b = GraphBuilder::new(vec![inp]);
-        b.then("h", Op::HashedLinear { in_features: inp, out_features: out, buckets, seed: 0, bias: false });
+        b.then(
+            "h",
+            Op::HashedLinear {
+                in_features: inp,
+                out_features: out,
+                buckets,
+                seed: 0,
+                bias: false,
+            },
+        );
         let e = b.finish().unwrap_err().to_string();
         assert!(e.contains("hashed_linear needs"), "{e}");
     }
-    let e = hash_linears(&m, 0.5, None, Buckets::Fresh, 0).unwrap_err().to_string();
+    let e = hash_linears(&m, 0.5, None, Buckets::Fresh, 0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("factor of 0.5"), "{e}");
-    let e = hash_linears(&m, 8.0, Some(&["fc9".to_string()]), Buckets::Fresh, 0).unwrap_err().to_string();
+    let e = hash_linears(&m, 8.0, Some(&["fc9".to_string()]), Buckets::Fresh, 0)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("'fc9'"), "{e}");
 }
 

@@ -164,7 +164,9 @@ fn spatial_rank2(m: &mut Model, name: &str, rng: &mut ChaCha8Rng) {
         for c in 0..i {
             for y in 0..3 {
                 for x in 0..3 {
-                    let v: f64 = (0..2).map(|j| a[(c * 3 + y) * 2 + j] * b[j * 3 * o + x * o + f]).sum();
+                    let v: f64 = (0..2)
+                        .map(|j| a[(c * 3 + y) * 2 + j] * b[j * 3 * o + x * o + f])
+                        .sum();
                     d[((f * i + c) * 3 + y) * 3 + x] = (v * 0.2) as f32;
                 }
             }
@@ -212,7 +214,10 @@ fn convolutions_of_low_rank_are_replaced_exactly_in_both_engines() {
         }
         let (f, report) = factorize_with(&m, layers.as_deref(), Rank::Energy(1.0), Some(method)).unwrap();
         for r in &report {
-            assert!(r.factorized && r.rank == 2 && r.energy > 1.0 - 1e-6, "{method:?}: {r:?}");
+            assert!(
+                r.factorized && r.rank == 2 && r.energy > 1.0 - 1e-6,
+                "{method:?}: {r:?}"
+            );
         }
         match method {
             ConvMethod::Spatial => {
@@ -231,8 +236,14 @@ fn convolutions_of_low_rank_are_replaced_exactly_in_both_engines() {
         assert!(f.macs() < m.macs(), "{method:?}");
         let want = pare::native::infer(&m, &x).unwrap();
         let native = pare::native::infer(&f, &x).unwrap();
-        assert!(max_diff(&native, &want) < 1e-4, "{method:?}: {}", max_diff(&native, &want));
-        let engine = pare::exec::infer(&f, &x, &Default::default(), &[]).unwrap().output;
+        assert!(
+            max_diff(&native, &want) < 1e-4,
+            "{method:?}: {}",
+            max_diff(&native, &want)
+        );
+        let engine = pare::exec::infer(&f, &x, &Default::default(), &[])
+            .unwrap()
+            .output;
         assert!(max_diff(&engine, &want) < 1e-4, "{method:?}");
     }
 }
@@ -263,7 +274,10 @@ fn a_truncated_convolution_keeps_the_energy_it_reports_and_bad_names_are_refused
             let p = |n: &str| f.params[n].data();
             match method {
                 ConvMethod::Spatial => (0..3)
-                    .map(|j| p("c2_v.weight")[(j * i + c) * 3 + yx / 3] as f64 * p("c2.weight")[(fo * 3 + j) * 3 + yx % 3] as f64)
+                    .map(|j| {
+                        p("c2_v.weight")[(j * i + c) * 3 + yx / 3] as f64
+                            * p("c2.weight")[(fo * 3 + j) * 3 + yx % 3] as f64
+                    })
                     .sum(),
                 ConvMethod::Tucker2 => {
                     let ri = c2.input_rank.unwrap();
@@ -290,14 +304,26 @@ fn a_truncated_convolution_keeps_the_energy_it_reports_and_bad_names_are_refused
                 }
             }
         }
-        assert!((resid / total - (1.0 - c2.energy)).abs() < 1e-4, "{method:?}: {} vs {}", resid / total, 1.0 - c2.energy);
+        assert!(
+            (resid / total - (1.0 - c2.energy)).abs() < 1e-4,
+            "{method:?}: {} vs {}",
+            resid / total,
+            1.0 - c2.energy
+        );
         assert!(f.num_params() < m.num_params());
     }
-    let e = factorize_with(&m, Some(&["pw".to_string()]), Rank::Fixed(1), Some(ConvMethod::Spatial))
+    let e = factorize_with(
+        &m,
+        Some(&["pw".to_string()]),
+        Rank::Fixed(1),
+        Some(ConvMethod::Spatial),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("'pw'") && e.contains("kernel above 1x1"), "{e}");
+    let e = factorize(&m, Some(&["c1".to_string()]), Rank::Fixed(1))
         .unwrap_err()
         .to_string();
-    assert!(e.contains("'pw'") && e.contains("kernel above 1x1"), "{e}");
-    let e = factorize(&m, Some(&["c1".to_string()]), Rank::Fixed(1)).unwrap_err().to_string();
     assert!(e.contains("no Linear layer named 'c1'"), "{e}");
 }
 
@@ -322,11 +348,21 @@ fn a_mac_budget_is_met_and_the_sensitive_layer_keeps_the_higher_rank() {
     let layers = Some(vec!["c1".to_string(), "c2".to_string()]);
     let (f, rows, report) =
         factorize_for_macs(&m, layers.as_deref(), Some(ConvMethod::Tucker2), 0.7, &mut eval).unwrap();
-    assert!(f.macs() as f64 <= 0.7 * m.macs() as f64, "{} of {}", f.macs(), m.macs());
+    assert!(
+        f.macs() as f64 <= 0.7 * m.macs() as f64,
+        "{} of {}",
+        f.macs(),
+        m.macs()
+    );
     assert_eq!(report.base_macs, m.macs());
     assert_eq!(calls, 1 + report.trials.len());
     assert!(report.trials.iter().all(|t| t.macs_saved > 0));
-    let rank = |l: &str| rows.iter().find(|r| r.layer == l).map(|r| (r.factorized, r.rank)).unwrap();
+    let rank = |l: &str| {
+        rows.iter()
+            .find(|r| r.layer == l)
+            .map(|r| (r.factorized, r.rank))
+            .unwrap()
+    };
     let (c1, c2) = (rank("c1"), rank("c2"));
     assert!(c2.0, "{rows:?}");
     assert!(!c1.0 || c1.1 > c2.1, "the sensitive layer gave up more: {rows:?}");
@@ -357,19 +393,30 @@ fn separable_weight(m: &mut Model, name: &str, rng: &mut ChaCha8Rng) {
 fn a_separable_conversion_is_exact_on_separable_weights_and_refits_on_data() {
     use pare::lowrank::refit_pointwise;
     let mut rng = ChaCha8Rng::seed_from_u64(21);
-    let x = Tensor::from_vec(vec![4, 3, 10, 10], (0..1200).map(|_| rng.random_range(-1.0..1.0)).collect());
+    let x = Tensor::from_vec(
+        vec![4, 3, 10, 10],
+        (0..1200).map(|_| rng.random_range(-1.0..1.0)).collect(),
+    );
     let layers = vec!["c1".to_string(), "c2".to_string()];
     let mut m = conv_model();
     separable_weight(&mut m, "c1", &mut rng);
     separable_weight(&mut m, "c2", &mut rng);
     let (f, rows) = factorize_with(&m, Some(&layers), Rank::Fixed(1), Some(ConvMethod::Separable)).unwrap();
-    assert!(rows.iter().all(|r| r.factorized && r.energy > 1.0 - 1e-6), "{rows:?}");
+    assert!(
+        rows.iter().all(|r| r.factorized && r.energy > 1.0 - 1e-6),
+        "{rows:?}"
+    );
     assert_eq!(f.params["c2_dw.weight"].shape(), &[8, 1, 3, 3]);
     assert_eq!(f.params["c2.weight"].shape(), &[6, 8, 1, 1]);
-    assert_eq!(f.graph.node("c2_dw").unwrap().op, pare::ir::graph::ops::conv_grouped(8, 8, 3, 1, 1, 8, false));
+    assert_eq!(
+        f.graph.node("c2_dw").unwrap().op,
+        pare::ir::graph::ops::conv_grouped(8, 8, 3, 1, 1, 8, false)
+    );
     let want = pare::native::infer(&m, &x).unwrap();
     assert!(max_diff(&pare::native::infer(&f, &x).unwrap(), &want) < 1e-4);
-    let engine = pare::exec::infer(&f, &x, &Default::default(), &[]).unwrap().output;
+    let engine = pare::exec::infer(&f, &x, &Default::default(), &[])
+        .unwrap()
+        .output;
     assert!(max_diff(&engine, &want) < 1e-4);
 
     // Unnamed, the stem (3 input channels) stays a full convolution.
@@ -383,14 +430,28 @@ fn a_separable_conversion_is_exact_on_separable_weights_and_refits_on_data() {
     let (f, _) = factorize_with(&m, Some(&layers), Rank::Fixed(1), Some(ConvMethod::Separable)).unwrap();
     let err = |model: &Model| -> f64 {
         let taps = ["c2".to_string()];
-        let a = pare::exec::infer(model, &x, &Default::default(), &taps).unwrap().taps;
-        let b = pare::exec::infer(&m, &x, &Default::default(), &taps).unwrap().taps;
-        a["c2"].data().iter().zip(b["c2"].data()).map(|(p, q)| ((p - q) as f64).powi(2)).sum()
+        let a = pare::exec::infer(model, &x, &Default::default(), &taps)
+            .unwrap()
+            .taps;
+        let b = pare::exec::infer(&m, &x, &Default::default(), &taps)
+            .unwrap()
+            .taps;
+        a["c2"]
+            .data()
+            .iter()
+            .zip(b["c2"].data())
+            .map(|(p, q)| ((p - q) as f64).powi(2))
+            .sum()
     };
     let refit = refit_pointwise(&f, &m, &layers, std::slice::from_ref(&x)).unwrap();
     let (before, after) = (err(&f), err(&refit));
     assert!(after < 0.9 * before, "{before} -> {after}");
-    assert_ne!(refit.params["c1.bias"], f.params["c1.bias"], "the bias is refitted too");
-    let e = refit_pointwise(&f, &m, &["fc".to_string()], &[x]).unwrap_err().to_string();
+    assert_ne!(
+        refit.params["c1.bias"], f.params["c1.bias"],
+        "the bias is refitted too"
+    );
+    let e = refit_pointwise(&f, &m, &["fc".to_string()], &[x])
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("'fc' is not a depthwise-separable conversion"), "{e}");
 }

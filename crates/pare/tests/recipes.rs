@@ -320,7 +320,11 @@ fn a_factorize_stage_factorizes_and_is_checked_before_running() {
     assert_eq!(out.model.params["conv2_core.weight"].shape(), &[8, 8, 5, 5]);
     assert_eq!(out.model.params["fc1_v.weight"].shape(), &[8, 800]);
     assert!(out.model.macs() < model.macs());
-    assert!(out.stages[1].detail.contains("conv2 rank 8"), "{}", out.stages[1].detail);
+    assert!(
+        out.stages[1].detail.contains("conv2 rank 8"),
+        "{}",
+        out.stages[1].detail
+    );
 
     for (stage, needle) in [
         ("energy = 0.9\nrank = 4", "exactly one of energy and rank"),
@@ -332,10 +336,14 @@ fn a_factorize_stage_factorizes_and_is_checked_before_running() {
     }
     let t = "[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.factorize]\nrank = 4\nlayers = [\"conv9\"]\n\
              train = { epochs = 0, lr = 0.01 }\n";
-    let e = preflight(&Recipe::parse(t, Path::new("f.toml")).unwrap(), &model).unwrap_err().to_string();
+    let e = preflight(&Recipe::parse(t, Path::new("f.toml")).unwrap(), &model)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("conv9"), "{e}");
     let t = "[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.prune]\ndefault = 0.5\nramp = \"one_shot\"\ntrain = { epochs = 0, lr = 0.01 }\n\
              [[stage]]\n[stage.factorize]\nrank = 4\ntrain = { epochs = 0, lr = 0.01 }\n";
-    let e = preflight(&Recipe::parse(t, Path::new("f.toml")).unwrap(), &model).unwrap_err().to_string();
+    let e = preflight(&Recipe::parse(t, Path::new("f.toml")).unwrap(), &model)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("must come before the prune stage"), "{e}");
 }

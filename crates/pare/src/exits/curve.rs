@@ -75,7 +75,11 @@ impl ExitLogits {
 /// nodes of every stage up to it, earlier exits' heads included, as the engine runs them.
 pub fn exit_costs(model: &Model, exits: &[String]) -> Result<Vec<u64>> {
     let g = &model.graph;
-    let names: Vec<&str> = exits.iter().map(String::as_str).chain([g.output.as_str()]).collect();
+    let names: Vec<&str> = exits
+        .iter()
+        .map(String::as_str)
+        .chain([g.output.as_str()])
+        .collect();
     let shapes = model.shapes();
     let mut total = 0;
     let mut costs = Vec::new();

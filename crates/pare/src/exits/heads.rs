@@ -36,12 +36,23 @@ impl Exit {
                 break;
             }
             // The head's first node reads the tap; its Linear layers follow its features.
-            let first = g.nodes.iter().find(|n| n.name.starts_with(&format!("exits.{k}.")));
+            let first = g
+                .nodes
+                .iter()
+                .find(|n| n.name.starts_with(&format!("exits.{k}.")));
             let tap = first.map(|n| n.inputs[0].clone()).unwrap_or_default();
             let fc1 = format!("exits.{k}.fc1");
-            let lin = if g.node(&fc1).is_some() { fc1 } else { output.clone() };
+            let lin = if g.node(&fc1).is_some() {
+                fc1
+            } else {
+                output.clone()
+            };
             let features = g.node(&lin).map(|n| n.inputs[0].clone()).unwrap_or_default();
-            out.push(Exit { tap, features, output });
+            out.push(Exit {
+                tap,
+                features,
+                output,
+            });
         }
         out
     }
@@ -63,18 +74,27 @@ pub fn attach(model: &Model, taps: &[String], head: Head, seed: u64) -> Result<(
         ));
     }
     let [classes] = model.shapes().of(g, &g.output)[..] else {
-        return Err(Error::graph(&g.output, "exit heads need a main output of one vector per sample"));
+        return Err(Error::graph(
+            &g.output,
+            "exit heads need a main output of one vector per sample",
+        ));
     };
     let mut order: Vec<(usize, &String)> = Vec::with_capacity(taps.len());
     for t in taps {
         let i = g.index_of(t).ok_or_else(|| {
-            Error::graph(t, "no such node to attach an exit to (see the layer names in arch.json)")
+            Error::graph(
+                t,
+                "no such node to attach an exit to (see the layer names in arch.json)",
+            )
         })?;
         if order.iter().any(|(j, _)| *j == i) {
             return Err(Error::graph(t, "named twice as an exit tap"));
         }
         if g.is_output(t) {
-            return Err(Error::graph(t, "is an output of the graph; an exit goes before it"));
+            return Err(Error::graph(
+                t,
+                "is an output of the graph; an exit goes before it",
+            ));
         }
         order.push((i, t));
     }
@@ -198,9 +218,20 @@ pub fn train_frozen(
         }
     }
     let mut heads = Model::new(graph, params)?;
-    let extra: Vec<(String, f32)> = heads.graph.extra_outputs.iter().map(|o| (o.clone(), 1.0)).collect();
+    let extra: Vec<(String, f32)> = heads
+        .graph
+        .extra_outputs
+        .iter()
+        .map(|o| (o.clone(), 1.0))
+        .collect();
     let mut losses = OutputLosses::new(&heads, extra)?;
-    let r = fit(&mut heads, &features, None, cfg, &mut Chain(vec![&mut losses, hooks]))?;
+    let r = fit(
+        &mut heads,
+        &features,
+        None,
+        cfg,
+        &mut Chain(vec![&mut losses, hooks]),
+    )?;
     if r.interrupted {
         return Err(Error::Interrupted);
     }
@@ -243,5 +274,8 @@ fn stored_features(model: &Model, exits: &[Exit], set: &dyn Dataset) -> Result<(
         }
         labels.extend_from_slice(&batch.labels);
     }
-    Ok((InMemory::new(vec![total], set.num_classes(), data, labels)?, widths))
+    Ok((
+        InMemory::new(vec![total], set.num_classes(), data, labels)?,
+        widths,
+    ))
 }

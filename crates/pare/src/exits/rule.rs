@@ -64,8 +64,8 @@ impl Rule {
                 t
             }
             Rule::Entropy => vec![
-                1.5, 1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01, 5e-3, 2e-3,
-                1e-3, 5e-4, 2e-4, 1e-4,
+                1.5, 1.0, 0.7, 0.5, 0.4, 0.3, 0.2, 0.15, 0.1, 0.07, 0.05, 0.03, 0.02, 0.01, 5e-3, 2e-3, 1e-3,
+                5e-4, 2e-4, 1e-4,
             ],
             Rule::Patience => (1..exits.max(1)).map(|p| p as f32).collect(),
         }
@@ -232,7 +232,11 @@ mod tests {
         let a = [1.0, 0.0];
         let b = [0.0, 1.0];
         // a, a (streak 1), b (reset), b (1), b (2: leaves)
-        let seen: Vec<bool> = [a, a, b, b, b].iter().enumerate().map(|(k, l)| d.exits_here(k, 0, l)).collect();
+        let seen: Vec<bool> = [a, a, b, b, b]
+            .iter()
+            .enumerate()
+            .map(|(k, l)| d.exits_here(k, 0, l))
+            .collect();
         assert_eq!(seen, [false, false, false, false, true]);
         let c = Policy::new(Rule::Confidence, 0.9).unwrap();
         assert!(c.decider(1).exits_here(0, 0, &[5.0, 0.0]));

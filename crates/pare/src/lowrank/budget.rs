@@ -95,7 +95,11 @@ pub fn factorize_for_macs(
     let need = base_macs.saturating_sub(target);
     let lowest = trials.iter().map(|t| t.accuracy).fold(f64::INFINITY, f64::min);
     if trials.is_empty() || saved(&pick(lowest)) < need {
-        let best = if trials.is_empty() { 0 } else { saved(&pick(lowest)) };
+        let best = if trials.is_empty() {
+            0
+        } else {
+            saved(&pick(lowest))
+        };
         return Err(Error::Config(format!(
             "a MAC budget of {fraction} is out of reach: the lowest tried ranks keep {:.3} of the MACs",
             1.0 - best as f64 / base_macs as f64
@@ -114,7 +118,8 @@ pub fn factorize_for_macs(
     for row in &full {
         match chosen.iter().find(|(l, _)| *l == row.layer) {
             Some((layer, r)) => {
-                let (m, mut rep) = factorize_with(&out, Some(std::slice::from_ref(layer)), Rank::Fixed(*r), conv)?;
+                let (m, mut rep) =
+                    factorize_with(&out, Some(std::slice::from_ref(layer)), Rank::Fixed(*r), conv)?;
                 out = m;
                 rows.append(&mut rep);
             }

@@ -11,7 +11,12 @@ use crate::ir::{Model, Node, Op, Params, Tensor};
 /// The factorization of conv `node` by `method`: its report row, the nodes that replace it
 /// (the last keeps its name and bias) and the new weights. The caller replaces the node only
 /// when the row says `factorized`.
-pub(super) fn factorize(model: &Model, node: &Node, rank: Rank, method: ConvMethod) -> (LayerRank, Vec<Node>, Params) {
+pub(super) fn factorize(
+    model: &Model,
+    node: &Node,
+    rank: Rank,
+    method: ConvMethod,
+) -> (LayerRank, Vec<Node>, Params) {
     let Op::Conv2d {
         in_channels: i,
         out_channels: o,
@@ -26,7 +31,15 @@ pub(super) fn factorize(model: &Model, node: &Node, rank: Rank, method: ConvMeth
         unreachable!("only convolutions are factorized here")
     };
     let w = &model.params[&param_name(&node.name, "weight")];
-    let conv = |name: String, inp: usize, out: usize, k: [usize; 2], s: [usize; 2], p: [usize; 2], d: [usize; 2], bias: bool, input: &str| Node {
+    let conv = |name: String,
+                inp: usize,
+                out: usize,
+                k: [usize; 2],
+                s: [usize; 2],
+                p: [usize; 2],
+                d: [usize; 2],
+                bias: bool,
+                input: &str| Node {
         name,
         op: Op::Conv2d {
             in_channels: inp,
@@ -70,11 +83,37 @@ pub(super) fn factorize(model: &Model, node: &Node, rank: Rank, method: ConvMeth
                 }
             }
             let first = format!("{}_v", node.name);
-            params.insert(param_name(&first, "weight"), Tensor::from_vec(vec![r, i, kh, 1], vertical));
-            params.insert(param_name(&node.name, "weight"), Tensor::from_vec(vec![o, r, 1, kw], horizontal));
+            params.insert(
+                param_name(&first, "weight"),
+                Tensor::from_vec(vec![r, i, kh, 1], vertical),
+            );
+            params.insert(
+                param_name(&node.name, "weight"),
+                Tensor::from_vec(vec![o, r, 1, kw], horizontal),
+            );
             let nodes = vec![
-                conv(first.clone(), i, r, [kh, 1], [stride[0], 1], [padding[0], 0], [dilation[0], 1], false, &node.inputs[0]),
-                conv(node.name.clone(), r, o, [1, kw], [1, stride[1]], [0, padding[1]], [1, dilation[1]], bias, &first),
+                conv(
+                    first.clone(),
+                    i,
+                    r,
+                    [kh, 1],
+                    [stride[0], 1],
+                    [padding[0], 0],
+                    [dilation[0], 1],
+                    false,
+                    &node.inputs[0],
+                ),
+                conv(
+                    node.name.clone(),
+                    r,
+                    o,
+                    [1, kw],
+                    [1, stride[1]],
+                    [0, padding[1]],
+                    [1, dilation[1]],
+                    bias,
+                    &first,
+                ),
             ];
             let row = LayerRank {
                 layer: node.name.clone(),
@@ -109,15 +148,41 @@ pub(super) fn factorize(model: &Model, node: &Node, rank: Rank, method: ConvMeth
                 }
             }
             let first = format!("{}_dw", node.name);
-            params.insert(param_name(&first, "weight"), Tensor::from_vec(vec![i, 1, kh, kw], dw));
-            params.insert(param_name(&node.name, "weight"), Tensor::from_vec(vec![o, i, 1, 1], pw));
-            let mut depthwise = conv(first.clone(), i, i, [kh, kw], stride, padding, dilation, false, &node.inputs[0]);
+            params.insert(
+                param_name(&first, "weight"),
+                Tensor::from_vec(vec![i, 1, kh, kw], dw),
+            );
+            params.insert(
+                param_name(&node.name, "weight"),
+                Tensor::from_vec(vec![o, i, 1, 1], pw),
+            );
+            let mut depthwise = conv(
+                first.clone(),
+                i,
+                i,
+                [kh, kw],
+                stride,
+                padding,
+                dilation,
+                false,
+                &node.inputs[0],
+            );
             if let Op::Conv2d { groups, .. } = &mut depthwise.op {
                 *groups = i;
             }
             let nodes = vec![
                 depthwise,
-                conv(node.name.clone(), i, o, [1, 1], [1, 1], [0, 0], [1, 1], bias, &first),
+                conv(
+                    node.name.clone(),
+                    i,
+                    o,
+                    [1, 1],
+                    [1, 1],
+                    [0, 0],
+                    [1, 1],
+                    bias,
+                    &first,
+                ),
             ];
             let after = i * k + o * i;
             let row = LayerRank {
@@ -179,13 +244,52 @@ pub(super) fn factorize(model: &Model, node: &Node, rank: Rank, method: ConvMeth
                     down[b * i + c] = ui[c * ri + b];
                 }
             }
-            params.insert(param_name(&first, "weight"), Tensor::from_vec(vec![ri, i, 1, 1], to_f32(down)));
-            params.insert(param_name(&mid, "weight"), Tensor::from_vec(vec![ro, ri, kh, kw], to_f32(core)));
-            params.insert(param_name(&node.name, "weight"), Tensor::from_vec(vec![o, ro, 1, 1], to_f32(uo)));
+            params.insert(
+                param_name(&first, "weight"),
+                Tensor::from_vec(vec![ri, i, 1, 1], to_f32(down)),
+            );
+            params.insert(
+                param_name(&mid, "weight"),
+                Tensor::from_vec(vec![ro, ri, kh, kw], to_f32(core)),
+            );
+            params.insert(
+                param_name(&node.name, "weight"),
+                Tensor::from_vec(vec![o, ro, 1, 1], to_f32(uo)),
+            );
             let nodes = vec![
-                conv(first.clone(), i, ri, [1, 1], [1, 1], [0, 0], [1, 1], false, &node.inputs[0]),
-                conv(mid.clone(), ri, ro, [kh, kw], stride, padding, dilation, false, &first),
-                conv(node.name.clone(), ro, o, [1, 1], [1, 1], [0, 0], [1, 1], bias, &mid),
+                conv(
+                    first.clone(),
+                    i,
+                    ri,
+                    [1, 1],
+                    [1, 1],
+                    [0, 0],
+                    [1, 1],
+                    false,
+                    &node.inputs[0],
+                ),
+                conv(
+                    mid.clone(),
+                    ri,
+                    ro,
+                    [kh, kw],
+                    stride,
+                    padding,
+                    dilation,
+                    false,
+                    &first,
+                ),
+                conv(
+                    node.name.clone(),
+                    ro,
+                    o,
+                    [1, 1],
+                    [1, 1],
+                    [0, 0],
+                    [1, 1],
+                    bias,
+                    &mid,
+                ),
             ];
             let row = LayerRank {
                 layer: node.name.clone(),

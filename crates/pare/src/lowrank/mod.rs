@@ -155,7 +155,10 @@ pub fn factorize_with(
         // keeps its first layer a full convolution.
         None => eligible
             .iter()
-            .filter(|n| !(conv == Some(ConvMethod::Separable) && matches!(n.op, Op::Conv2d { in_channels, .. } if in_channels <= 3)))
+            .filter(|n| {
+                !(conv == Some(ConvMethod::Separable)
+                    && matches!(n.op, Op::Conv2d { in_channels, .. } if in_channels <= 3))
+            })
             .map(|n| n.name.as_str())
             .collect(),
         Some(names) => {
@@ -242,4 +245,3 @@ pub fn factorize_with(
     }
     Ok((Model::new(graph, params)?, report))
 }
-

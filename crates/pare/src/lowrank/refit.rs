@@ -16,13 +16,24 @@ use crate::ir::{Model, Op, Reparams, Tensor};
 ///
 /// # Errors
 /// A layer that is not a separable conversion in `model` or no layer of `original`.
-pub fn refit_pointwise(model: &Model, original: &Model, layers: &[String], batches: &[Tensor]) -> Result<Model> {
+pub fn refit_pointwise(
+    model: &Model,
+    original: &Model,
+    layers: &[String],
+    batches: &[Tensor],
+) -> Result<Model> {
     let mut out = model.clone();
     let mut order: Vec<(usize, &String)> = Vec::new();
     for l in layers {
         let dw = format!("{l}_dw");
-        let ok = matches!(model.graph.node(l).map(|n| &n.op), Some(Op::Conv2d { kernel_size: [1, 1], groups: 1, .. }))
-            && model.graph.node(l).is_some_and(|n| n.inputs == [dw.clone()])
+        let ok = matches!(
+            model.graph.node(l).map(|n| &n.op),
+            Some(Op::Conv2d {
+                kernel_size: [1, 1],
+                groups: 1,
+                ..
+            })
+        ) && model.graph.node(l).is_some_and(|n| n.inputs == [dw.clone()])
             && original.graph.node(l).is_some();
         if !ok {
             return Err(Error::Config(format!(
@@ -48,7 +59,9 @@ pub fn refit_pointwise(model: &Model, original: &Model, layers: &[String], batch
         let mut cross = DMatrix::<f64>::zeros(d, o);
         let mut z = vec![0.0f64; d];
         for x in batches {
-            let zs = crate::exec::infer(&out, x, &Reparams::new(), std::slice::from_ref(&dw))?.taps.remove(&dw);
+            let zs = crate::exec::infer(&out, x, &Reparams::new(), std::slice::from_ref(&dw))?
+                .taps
+                .remove(&dw);
             let ys = crate::exec::infer(original, x, &Reparams::new(), std::slice::from_ref(layer))?
                 .taps
                 .remove(layer);
@@ -57,7 +70,10 @@ pub fn refit_pointwise(model: &Model, original: &Model, layers: &[String], batch
             };
             let (n, hw) = (zs.shape()[0], zs.shape()[2] * zs.shape()[3]);
             if ys.shape() != [n, o, zs.shape()[2], zs.shape()[3]] {
-                return Err(Error::graph(layer, "the original layer's output has another shape"));
+                return Err(Error::graph(
+                    layer,
+                    "the original layer's output has another shape",
+                ));
             }
             for s in 0..n {
                 for p in 0..hw {
@@ -95,11 +111,14 @@ pub fn refit_pointwise(model: &Model, original: &Model, layers: &[String], batch
             .flat_map(|f| (0..i).map(move |c| (f, c)))
             .map(|(f, c)| solved[(c, f)] as f32)
             .collect();
-        out.params
-            .insert(param_name(layer, "weight"), Tensor::from_vec(vec![o, i, 1, 1], weight));
+        out.params.insert(
+            param_name(layer, "weight"),
+            Tensor::from_vec(vec![o, i, 1, 1], weight),
+        );
         if bias {
             let b: Vec<f32> = (0..o).map(|f| solved[(i, f)] as f32).collect();
-            out.params.insert(param_name(layer, "bias"), Tensor::from_vec(vec![o], b));
+            out.params
+                .insert(param_name(layer, "bias"), Tensor::from_vec(vec![o], b));
         }
     }
     Ok(out)

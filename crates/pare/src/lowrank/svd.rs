@@ -22,7 +22,11 @@ pub(super) struct Svd {
 impl Svd {
     /// The SVD of `w` read as a row-major `[rows, cols]` matrix.
     pub(super) fn of(w: &Tensor, rows: usize, cols: usize) -> Svd {
-        Svd::of_matrix(DMatrix::from_row_iterator(rows, cols, w.data().iter().map(|&x| x as f64)))
+        Svd::of_matrix(DMatrix::from_row_iterator(
+            rows,
+            cols,
+            w.data().iter().map(|&x| x as f64),
+        ))
     }
 
     pub(super) fn of_matrix(m: DMatrix<f64>) -> Svd {

@@ -64,18 +64,29 @@ pub fn compile_exits(model: &Model, exits: &[String]) -> Result<ExitPlan> {
         if let Some(&r) = g.consumers(e).first() {
             return Err(Error::graph(
                 e,
-                format!("node '{}' reads the exit; an exit must be the last node of its head", g.nodes[r].name),
+                format!(
+                    "node '{}' reads the exit; an exit must be the last node of its head",
+                    g.nodes[r].name
+                ),
             ));
         }
     }
-    let names: Vec<&str> = exits.iter().map(String::as_str).chain([g.output.as_str()]).collect();
+    let names: Vec<&str> = exits
+        .iter()
+        .map(String::as_str)
+        .chain([g.output.as_str()])
+        .collect();
     let stages = g.stages(&names)?;
     let order: Vec<usize> = stages.iter().flatten().copied().collect();
     let plan = compile_order(model, &order)?;
     // Steps follow `order`, so a stage's steps end where the next stage's nodes begin.
     let mut ends = Vec::with_capacity(stages.len());
     for (k, stage) in stages.iter().enumerate() {
-        let end = plan.steps.iter().take_while(|s| !later(&stages[k + 1..], s.node)).count();
+        let end = plan
+            .steps
+            .iter()
+            .take_while(|s| !later(&stages[k + 1..], s.node))
+            .count();
         debug_assert!(stage.iter().all(|&i| !later(&stages[k + 1..], i)));
         let slot = plan.outputs[output_index(g, names[k])];
         let own = g.index_of(names[k]).map(|i| i + 1) == Some(slot);
@@ -93,7 +104,10 @@ fn later(stages: &[Vec<usize>], node: usize) -> bool {
 }
 
 fn output_index(g: &crate::ir::Graph, name: &str) -> usize {
-    g.outputs().iter().position(|o| *o == name).expect("checked to be an output")
+    g.outputs()
+        .iter()
+        .position(|o| *o == name)
+        .expect("checked to be an output")
 }
 
 impl ExitPlan {
@@ -114,7 +128,8 @@ impl ExitPlan {
         let mut exit = vec![last; n];
         let mut done = 0;
         for (k, &(end, slot, own)) in self.stages.iter().enumerate() {
-            self.plan.run_steps(&mut slots, done..end, live.len(), &mut |_, _| {})?;
+            self.plan
+                .run_steps(&mut slots, done..end, live.len(), &mut |_, _| {})?;
             done = end;
             let y = slots[slot].as_ref().expect("outputs are computed");
             let mut keep = Vec::with_capacity(live.len());

@@ -153,7 +153,11 @@ impl Kernel {
                 Kernel::Linear {
                     in_features,
                     out_features,
-                    weight: index.iter().zip(&sign).map(|(&b, s)| s * table[b as usize]).collect(),
+                    weight: index
+                        .iter()
+                        .zip(&sign)
+                        .map(|(&b, s)| s * table[b as usize])
+                        .collect(),
                     bias: maybe("bias"),
                     relu,
                 }

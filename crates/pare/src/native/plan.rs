@@ -223,8 +223,10 @@ fn fusions(model: &Model) -> Vec<Role> {
         let Some(p) = g.index_of(&node.inputs[0]) else {
             continue;
         };
-        let fusable = matches!(g.nodes[p].op, Op::Conv2d { .. } | Op::Linear { .. } | Op::HashedLinear { .. } | Op::Add)
-            && roles[p] == Role::Run
+        let fusable = matches!(
+            g.nodes[p].op,
+            Op::Conv2d { .. } | Op::Linear { .. } | Op::HashedLinear { .. } | Op::Add
+        ) && roles[p] == Role::Run
             && g.consumers(&g.nodes[p].name).len() == 1
             && !g.is_output(&g.nodes[p].name);
         if fusable {

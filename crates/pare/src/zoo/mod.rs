@@ -305,9 +305,17 @@ fn squeezenet(b: &mut GraphBuilder, c: usize, classes: usize) {
         let p = format!("fire{}", i + 2);
         b.then(format!("{p}.squeeze"), conv(ch, squeeze, 1, 1, 0, true));
         let s = b.then(format!("{p}.squeeze_relu"), Op::Relu);
-        b.add(format!("{p}.expand1x1"), conv(squeeze, expand, 1, 1, 0, true), &[&s]);
+        b.add(
+            format!("{p}.expand1x1"),
+            conv(squeeze, expand, 1, 1, 0, true),
+            &[&s],
+        );
         let e1 = b.then(format!("{p}.expand1x1_relu"), Op::Relu);
-        b.add(format!("{p}.expand3x3"), conv(squeeze, expand, 3, 1, 1, true), &[&s]);
+        b.add(
+            format!("{p}.expand3x3"),
+            conv(squeeze, expand, 3, 1, 1, true),
+            &[&s],
+        );
         let e3 = b.then(format!("{p}.expand3x3_relu"), Op::Relu);
         b.add(format!("{p}.cat"), Op::Concat { axis: 0 }, &[&e1, &e3]);
         ch = 2 * expand;
@@ -334,13 +342,23 @@ fn shufflenet(b: &mut GraphBuilder, c: usize, classes: usize) {
             let mid = out / 4;
             let branch_out = if first { out - ch } else { out };
             let g1 = if s == 0 && first { 1 } else { G };
-            b.add(format!("{p}.gconv1"), conv_grouped(ch, mid, 1, 0, 1, g1, false), &[&x]);
+            b.add(
+                format!("{p}.gconv1"),
+                conv_grouped(ch, mid, 1, 0, 1, g1, false),
+                &[&x],
+            );
             b.then(format!("{p}.bn1"), bn(mid));
             b.then(format!("{p}.relu1"), Op::Relu);
             b.then(format!("{p}.shuffle"), Op::ChannelShuffle { groups: G });
-            b.then(format!("{p}.dwconv"), depthwise(mid, 3, if first { 2 } else { 1 }, 1));
+            b.then(
+                format!("{p}.dwconv"),
+                depthwise(mid, 3, if first { 2 } else { 1 }, 1),
+            );
             b.then(format!("{p}.bn2"), bn(mid));
-            b.then(format!("{p}.gconv2"), conv_grouped(mid, branch_out, 1, 0, 1, G, false));
+            b.then(
+                format!("{p}.gconv2"),
+                conv_grouped(mid, branch_out, 1, 0, 1, G, false),
+            );
             let branch = b.then(format!("{p}.bn3"), bn(branch_out));
             if first {
                 let pool = Op::AvgPool2d {

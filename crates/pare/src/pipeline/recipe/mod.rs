@@ -169,7 +169,9 @@ impl Recipe {
                     return Err(at("give exactly one of energy and rank".into()))
                 }
                 Stage::Factorize(f) if f.energy.is_some_and(|e| e.0 == 0.0) || f.rank == Some(0) => {
-                    return Err(at("energy and rank must be above 0 (the layer would be removed)".into()))
+                    return Err(at(
+                        "energy and rank must be above 0 (the layer would be removed)".into()
+                    ))
                 }
                 Stage::Structured(p) if p.steps == 0 || p.round_to == 0 => {
                     return Err(at("steps and round_to must be at least 1".into()))

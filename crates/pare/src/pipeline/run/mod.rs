@@ -174,7 +174,8 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     )));
                 }
                 let layers = (!f.layers.is_empty()).then_some(f.layers.as_slice());
-                crate::lowrank::factorize_with(model, layers, f.rank_rule(), f.conv).map_err(|e| at(e.to_string()))?;
+                crate::lowrank::factorize_with(model, layers, f.rank_rule(), f.conv)
+                    .map_err(|e| at(e.to_string()))?;
             }
             Stage::Distill(d) if d.method != DistillMethod::Kd => {
                 // The staged methods train models other than the current one (a regressor, an
@@ -268,7 +269,14 @@ fn run_stage(
             let layers = (!f.layers.is_empty()).then_some(f.layers.as_slice());
             let (m, rows) = crate::lowrank::factorize_with(&state.model, layers, f.rank_rule(), f.conv)?;
             state.model = m;
-            train(&mut state.model, &f.train, seed, data, &mut crate::train::NoHooks, events)?;
+            train(
+                &mut state.model,
+                &f.train,
+                seed,
+                data,
+                &mut crate::train::NoHooks,
+                events,
+            )?;
             let detail = rows
                 .iter()
                 .filter(|r| r.factorized)
