@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::data::batch::mix;
 use crate::error::{Error, Result};
+use crate::ir::graph::check_layer_names;
 use crate::ir::op::{hashed_index, param_name};
 use crate::ir::{Model, Node, Op, Tensor};
 
@@ -54,12 +55,7 @@ pub fn hash_linears(
         .map(|n| n.name.as_str())
         .collect();
     if let Some(names) = layers {
-        if let Some(bad) = names.iter().find(|n| !linears.contains(&n.as_str())) {
-            return Err(Error::Config(format!(
-                "no Linear layer named '{bad}' (Linear layers: {})",
-                linears.join(", ")
-            )));
-        }
+        check_layer_names(names, &linears, "Linear layer")?;
     }
     let chosen = |name: &str| layers.is_none_or(|l| l.iter().any(|n| n == name));
     let mut graph = model.graph.clone();
@@ -114,7 +110,7 @@ pub fn hash_linears(
                 else {
                     unreachable!("replaced above")
                 };
-                fit(
+                fitted_buckets(
                     &model.params[&weight],
                     *seed,
                     *out_features,
@@ -130,7 +126,7 @@ pub fn hash_linears(
 
 /// The buckets closest to `w` in least squares: each the mean of its positions' signed weights
 /// (an empty bucket is 0).
-fn fit(w: &Tensor, seed: u64, out: usize, inp: usize, buckets: usize) -> Tensor {
+fn fitted_buckets(w: &Tensor, seed: u64, out: usize, inp: usize, buckets: usize) -> Tensor {
     let (index, sign) = hashed_index(seed, out, inp, buckets);
     let (mut sum, mut count) = (vec![0.0f64; buckets], vec![0usize; buckets]);
     for ((&b, &s), &v) in index.iter().zip(&sign).zip(w.data()) {

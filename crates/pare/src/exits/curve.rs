@@ -5,9 +5,10 @@
 
 use serde::Serialize;
 
-use super::rule::{argmax, Policy, Rule};
+use super::rule::{Policy, Rule};
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::ir::tensor::argmax;
 use crate::ir::Model;
 
 /// Every exit's logits and the main output's over one data set.
@@ -35,18 +36,16 @@ impl ExitLogits {
             })
             .chain([Ok(0)])
             .collect::<Result<_>>()?;
-        let plan = crate::native::compile(model)?;
         let mut outputs = vec![Vec::new(); pos.len()];
         let mut labels = Vec::with_capacity(set.len());
         let mut classes = 0;
-        for batch in crate::data::sequential(set, 500, g.input.normalize) {
-            let outs = plan.run_all(&batch.x)?;
+        super::each_batch(model, set, &mut |outs, batch_labels| {
             for (o, &p) in outputs.iter_mut().zip(&pos) {
                 classes = outs[p].shape()[1..].iter().product();
                 o.extend_from_slice(outs[p].data());
             }
-            labels.extend_from_slice(&batch.labels);
-        }
+            labels.extend_from_slice(batch_labels);
+        })?;
         Ok(ExitLogits {
             outputs,
             classes,

@@ -261,19 +261,16 @@ fn stored_features(model: &Model, exits: &[Exit], set: &dyn Dataset) -> Result<(
         .map(|e| shapes.of(&probe.graph, &e.features).iter().product())
         .collect();
     let total: usize = widths.iter().sum();
-    let plan = crate::native::compile(&probe)?;
     let mut data = Vec::with_capacity(set.len() * total);
     let mut labels = Vec::with_capacity(set.len());
-    for batch in crate::data::sequential(set, 500, probe.graph.input.normalize) {
-        let outs = plan.run_all(&batch.x)?;
-        let n = batch.labels.len();
-        for i in 0..n {
+    super::each_batch(&probe, set, &mut |outs, batch_labels| {
+        for i in 0..batch_labels.len() {
             for (k, w) in widths.iter().enumerate() {
                 data.extend_from_slice(&outs[k + 1].data()[i * w..(i + 1) * w]);
             }
         }
-        labels.extend_from_slice(&batch.labels);
-    }
+        labels.extend_from_slice(batch_labels);
+    })?;
     Ok((
         InMemory::new(vec![total], set.num_classes(), data, labels)?,
         widths,

@@ -16,14 +16,30 @@ mod rule;
 
 pub use curve::{choose, exit_costs, simulate, sweep, ExitLogits, Outcome, Target};
 pub use heads::{attach, train_frozen, Exit, Head};
-pub use rule::{argmax, Decider, Policy, Rule};
+pub use rule::{Decider, Policy, Rule};
 
 use std::time::Instant;
 
 use crate::data::{sequential, Dataset};
 use crate::error::Result;
-use crate::ir::Normalize;
+use crate::ir::{Model, Normalize, Tensor};
 use crate::native::{ExitPlan, Plan};
+use crate::train::loss_and_correct;
+
+/// Runs `model` once over `set` on the native engine (eval mode, batches of 500), handing
+/// `f` every graph output of each batch (main output first, as [`crate::ir::Graph::outputs`]
+/// orders them) and its labels: how exit logits and frozen-backbone features are gathered.
+pub(crate) fn each_batch(
+    model: &Model,
+    set: &dyn Dataset,
+    f: &mut dyn FnMut(&[Tensor], &[u32]),
+) -> Result<()> {
+    let plan = crate::native::compile(model)?;
+    for b in sequential(set, 500, model.graph.input.normalize) {
+        f(&plan.run_all(&b.x)?, &b.labels);
+    }
+    Ok(())
+}
 
 /// One timed pass over a data set, with and without exits.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,12 +82,9 @@ pub fn timed_run(
         let mut d = policy.decider(b.labels.len());
         let e = exits.run(&b.x, &mut |k, i, l| d.exits_here(k, i, l))?;
         r.exit_seconds += t.elapsed().as_secs_f64();
-        let c = y.shape()[1];
-        for (i, &label) in b.labels.iter().enumerate() {
-            base_right += usize::from(argmax(&y.data()[i * c..(i + 1) * c]) == label as usize);
-            exit_right += usize::from(argmax(&e.logits.data()[i * c..(i + 1) * c]) == label as usize);
-            r.left_at[e.exit[i]] += 1;
-        }
+        base_right += loss_and_correct(&y, &b.labels).1;
+        exit_right += loss_and_correct(&e.logits, &b.labels).1;
+        e.exit.iter().for_each(|&k| r.left_at[k] += 1);
         seen += b.labels.len();
     }
     r.base_accuracy = base_right as f64 / seen.max(1) as f64;

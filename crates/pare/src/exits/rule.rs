@@ -6,6 +6,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::ir::tensor::argmax;
 
 /// How an exit decides that a sample may leave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -152,17 +153,6 @@ impl Decider {
             }
         }
     }
-}
-
-/// The index of the largest logit (the first of equal ones, as PyTorch's argmax).
-pub fn argmax(logits: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, &v) in logits.iter().enumerate() {
-        if v > logits[best] {
-            best = i;
-        }
-    }
-    best
 }
 
 /// The softmax probabilities of `logits`, computed stably.

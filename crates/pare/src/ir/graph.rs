@@ -382,6 +382,18 @@ impl Graph {
     }
 }
 
+/// Checks that each of `names` is one of `eligible`, the layers a method acts on: the error
+/// names the first that is not and lists the eligible ones, called `kind` ("Linear layer").
+pub fn check_layer_names(names: &[String], eligible: &[&str], kind: &str) -> Result<()> {
+    match names.iter().find(|n| !eligible.contains(&n.as_str())) {
+        Some(bad) => Err(Error::Config(format!(
+            "no {kind} named '{bad}' (such layers: {})",
+            eligible.join(", ")
+        ))),
+        None => Ok(()),
+    }
+}
+
 /// The memory `n` f32 values take, in words ("3.2 TB of f32"); `None` is past usize.
 fn f32_memory(n: Option<usize>) -> String {
     match n {

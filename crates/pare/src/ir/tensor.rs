@@ -130,29 +130,24 @@ impl Tensor {
         Tensor { shape, data }
     }
 
-    /// Index of the largest value in each row of a `[rows, cols]` tensor.
+    /// Index of the largest value in each row of a `[rows, cols]` tensor (see [`argmax`]).
     pub fn argmax_rows(&self) -> Vec<usize> {
         let cols = *self.shape.last().unwrap_or(&1);
         if cols == 0 {
             return Vec::new();
         }
-        self.data
-            .chunks(cols)
-            .map(|row| {
-                row.iter()
-                    .enumerate()
-                    .fold(
-                        (0, f32::NEG_INFINITY),
-                        |best, (i, &v)| {
-                            if v > best.1 {
-                                (i, v)
-                            } else {
-                                best
-                            }
-                        },
-                    )
-                    .0
-            })
-            .collect()
+        self.data.chunks(cols).map(argmax).collect()
     }
+}
+
+/// Index of the largest value of `row`, the first of equal ones (as PyTorch's argmax); 0 for
+/// an empty row or one of NaNs.
+pub fn argmax(row: &[f32]) -> usize {
+    row.iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |best, (i, &v)| if v > best.1 { (i, v) } else { best },
+        )
+        .0
 }

@@ -66,12 +66,17 @@ pub fn factorize_for_macs(
             .map(|f| ((f * row.full_rank as f64).round() as usize).max(1))
             .collect();
         ranks.dedup();
+        // The ranks a factorization really took: a rule may cap them, and the separable
+        // conversion has only one, so several grid points can give the same model.
+        let mut tried = Vec::new();
         for r in ranks {
             let one = [row.layer.clone()];
             let (m, rep) = factorize_with(model, Some(&one), Rank::Fixed(r), conv)?;
-            if !rep[0].factorized || m.macs() >= base_macs {
+            let took = (rep[0].rank, rep[0].input_rank);
+            if !rep[0].factorized || m.macs() >= base_macs || tried.contains(&took) {
                 continue;
             }
+            tried.push(took);
             trials.push(Trial {
                 layer: row.layer.clone(),
                 rank: r,

@@ -4,7 +4,7 @@
 use nalgebra::DMatrix;
 
 use super::svd::Svd;
-use super::{ConvMethod, LayerRank, Rank};
+use super::{kept_fraction, ConvMethod, LayerRank, Rank};
 use crate::ir::op::param_name;
 use crate::ir::{Model, Node, Op, Params, Tensor};
 
@@ -115,17 +115,14 @@ pub(super) fn factorize(
                     &first,
                 ),
             ];
-            let row = LayerRank {
-                layer: node.name.clone(),
-                method: "spatial",
-                full_rank: svd.values.len(),
-                rank: r,
-                input_rank: None,
-                energy: svd.energy(r),
-                weights_before: before,
-                weights_after: if after < before { after } else { before },
-                factorized: after < before,
-            };
+            let row = LayerRank::new(
+                &node.name,
+                "spatial",
+                svd.values.len(),
+                r,
+                svd.energy(r),
+                (before, after),
+            );
             (row, nodes, params)
         }
         ConvMethod::Separable => {
@@ -185,17 +182,14 @@ pub(super) fn factorize(
                 ),
             ];
             let after = i * k + o * i;
-            let row = LayerRank {
-                layer: node.name.clone(),
-                method: "separable",
-                full_rank: full,
-                rank: 1,
-                input_rank: None,
-                energy: if total == 0.0 { 1.0 } else { kept / total },
-                weights_before: before,
-                weights_after: if after < before { after } else { before },
-                factorized: after < before,
-            };
+            let row = LayerRank::new(
+                &node.name,
+                "separable",
+                full,
+                1,
+                kept_fraction(kept, total),
+                (before, after),
+            );
             (row, nodes, params)
         }
         ConvMethod::Tucker2 => {
@@ -292,15 +286,15 @@ pub(super) fn factorize(
                 ),
             ];
             let row = LayerRank {
-                layer: node.name.clone(),
-                method: "tucker2",
-                full_rank: out_svd.values.len(),
-                rank: ro,
                 input_rank: Some(ri),
-                energy: if total == 0.0 { 1.0 } else { kept / total },
-                weights_before: before,
-                weights_after: if after < before { after } else { before },
-                factorized: after < before,
+                ..LayerRank::new(
+                    &node.name,
+                    "tucker2",
+                    out_svd.values.len(),
+                    ro,
+                    kept_fraction(kept, total),
+                    (before, after),
+                )
             };
             (row, nodes, params)
         }

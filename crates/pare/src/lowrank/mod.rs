@@ -32,6 +32,7 @@ use std::collections::BTreeSet;
 use serde::Serialize;
 
 use crate::error::{Error, Result};
+use crate::ir::graph::check_layer_names;
 use crate::ir::op::param_name;
 use crate::ir::{Model, Node, Op};
 use svd::Svd;
@@ -89,7 +90,7 @@ impl ConvMethod {
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct LayerRank {
     pub layer: String,
-    /// `svd`, `spatial` or `tucker2`.
+    /// `svd`, `spatial`, `tucker2` or `separable`.
     pub method: &'static str,
     /// The largest rank the factorization can have (`min(in, out)` for a Linear layer; for
     /// Tucker-2, of the output-channel axis).
@@ -105,6 +106,42 @@ pub struct LayerRank {
     pub weights_after: usize,
     /// Whether the layer was replaced (false: the rank would not make it smaller).
     pub factorized: bool,
+}
+
+impl LayerRank {
+    /// A report row for `layer` with `weights` = (before, after): the layer counts as
+    /// factorized only when the factors hold fewer weights.
+    fn new(
+        layer: &str,
+        method: &'static str,
+        full_rank: usize,
+        rank: usize,
+        energy: f64,
+        weights: (usize, usize),
+    ) -> LayerRank {
+        let (before, after) = weights;
+        let factorized = after < before;
+        LayerRank {
+            layer: layer.to_string(),
+            method,
+            full_rank,
+            rank,
+            input_rank: None,
+            energy,
+            weights_before: before,
+            weights_after: if factorized { after } else { before },
+            factorized,
+        }
+    }
+}
+
+/// `kept / total`, 1 for a zero weight (nothing to lose).
+fn kept_fraction(kept: f64, total: f64) -> f64 {
+    if total == 0.0 {
+        1.0
+    } else {
+        kept / total
+    }
 }
 
 /// Factorizes the Linear layers named in `layers` (all of them when `None`) by `rank`.
@@ -162,18 +199,8 @@ pub fn factorize_with(
             .map(|n| n.name.as_str())
             .collect(),
         Some(names) => {
-            for name in names {
-                if !eligible.iter().any(|n| &n.name == name) {
-                    return Err(Error::Config(format!(
-                        "no {kinds} named '{name}' (such layers: {})",
-                        eligible
-                            .iter()
-                            .map(|n| n.name.as_str())
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )));
-                }
-            }
+            let names_of: Vec<&str> = eligible.iter().map(|n| n.name.as_str()).collect();
+            check_layer_names(names, &names_of, kinds)?;
             names.iter().map(String::as_str).collect()
         }
     };
@@ -201,19 +228,16 @@ pub fn factorize_with(
         let weight = param_name(&node.name, "weight");
         let svd = Svd::of(&model.params[&weight], out_features, in_features);
         let r = svd.rank_for(rank);
-        let (before, after) = (in_features * out_features, r * (in_features + out_features));
-        let factorized = after < before;
-        report.push(LayerRank {
-            layer: node.name.clone(),
-            method: "svd",
-            full_rank: svd.values.len(),
-            rank: r,
-            input_rank: None,
-            energy: svd.energy(r),
-            weights_before: before,
-            weights_after: if factorized { after } else { before },
-            factorized,
-        });
+        let row = LayerRank::new(
+            &node.name,
+            "svd",
+            svd.values.len(),
+            r,
+            svd.energy(r),
+            (in_features * out_features, r * (in_features + out_features)),
+        );
+        let factorized = row.factorized;
+        report.push(row);
         if !factorized {
             continue;
         }

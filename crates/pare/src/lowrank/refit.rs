@@ -43,6 +43,12 @@ pub fn refit_pointwise(
         order.push((model.graph.index_of(l).expect("checked"), l));
     }
     order.sort();
+    // The original layers' outputs do not change as layers are refitted: one pass per batch.
+    let names: Vec<String> = order.iter().map(|(_, l)| l.to_string()).collect();
+    let mut targets = batches
+        .iter()
+        .map(|x| Ok(crate::exec::infer(original, x, &Reparams::new(), &names)?.taps))
+        .collect::<Result<Vec<_>>>()?;
     for (_, layer) in order {
         let Some(Op::Conv2d {
             in_channels: i,
@@ -58,13 +64,11 @@ pub fn refit_pointwise(
         let mut gram = DMatrix::<f64>::zeros(d, d);
         let mut cross = DMatrix::<f64>::zeros(d, o);
         let mut z = vec![0.0f64; d];
-        for x in batches {
+        for (x, target) in batches.iter().zip(&mut targets) {
             let zs = crate::exec::infer(&out, x, &Reparams::new(), std::slice::from_ref(&dw))?
                 .taps
                 .remove(&dw);
-            let ys = crate::exec::infer(original, x, &Reparams::new(), std::slice::from_ref(layer))?
-                .taps
-                .remove(layer);
+            let ys = target.remove(layer);
             let (Some(zs), Some(ys)) = (zs, ys) else {
                 unreachable!("the taps were asked for")
             };

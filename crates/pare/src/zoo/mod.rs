@@ -59,7 +59,7 @@ impl ZooModel {
     /// multiplier), as `--model`, `--student` and recipes name a model to build.
     pub fn parse_spec(spec: &str) -> Result<ZooModel> {
         match spec.split_once(':') {
-            Some((name, w)) if ZooModel::parse(name, None, 0.0)? == (ZooModel::Mobilenet { width: 1.0 }) => {
+            Some((name, w)) if matches!(ZooModel::parse(name, None, 0.0)?, ZooModel::Mobilenet { .. }) => {
                 ZooModel::mobilenet(w.trim().parse::<f32>().unwrap_or(f32::NAN))
             }
             Some((name, h)) => {
