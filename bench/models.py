@@ -139,7 +139,7 @@ class Fire(nn.Module):
 
 class SqueezeNet(nn.Module):
     """SqueezeNet for 28x28: 3x3 stem of 64, max-pool, Fire 16/64 x2, max-pool, Fire 32/128 x2,
-    torchvision's classifier (1x1 conv, ReLU, global average pool)."""
+    torchvision's classifier (1x1 conv, ReLU, global average pool) and initialization."""
 
     def __init__(self, classes=10):
         super().__init__()
@@ -149,6 +149,15 @@ class SqueezeNet(nn.Module):
         self.fire4 = Fire(128, 32, 128)
         self.fire5 = Fire(256, 32, 128)
         self.classifier = nn.Conv2d(256, classes, 1)
+        # torchvision's initialization (pare's ZooModel::init does the same): without BatchNorm
+        # the default init shrinks the signal until the classifier's ReLU passes nothing.
+        for name, m in self.named_modules():
+            if isinstance(m, nn.Conv2d):
+                if name == "classifier":
+                    nn.init.normal_(m.weight, 0.0, 0.01)
+                else:
+                    nn.init.kaiming_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x):
         x = F.max_pool2d(F.relu(self.conv1(x)), 2)

@@ -58,7 +58,7 @@ fn zoo_model(m: &ModelArgs) -> Result<ZooModel> {
 pub(crate) fn fresh_model(zm: &ZooModel, set: &dyn Dataset, seed: u64) -> Result<Model> {
     let mut graph = zm.build(set.sample_shape(), set.num_classes())?;
     graph.input.normalize = fashion::pixel_stats(set);
-    Ok(Model::init(graph, seed)?)
+    Ok(zm.init(graph, seed)?)
 }
 
 fn load_data(dir: Option<&Path>) -> Result<fashion::Splits> {

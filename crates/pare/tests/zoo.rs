@@ -14,12 +14,12 @@ fn model(name: &str) -> Model {
         "mlp:30,30" => ("mlp", Some(vec![30, 30]), 0.0),
         "mobilenet:0.5" => {
             let zm = ZooModel::parse_spec(name).unwrap();
-            return Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+            return zm.init(zm.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
         }
         other => (other, None, 0.0),
     };
     let zm = ZooModel::parse(n, hidden.as_deref(), dropout).unwrap();
-    Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 0).unwrap()
+    zm.init(zm.build(&[1, 28, 28], 10).unwrap(), 0).unwrap()
 }
 
 #[test]
@@ -95,4 +95,36 @@ fn same_seed_same_init_and_pytorch_default_bounds() {
     assert!(w.data().iter().all(|v| v.abs() <= bound));
     let max = w.data().iter().fold(0f32, |m, v| m.max(v.abs()));
     assert!(max > 0.99 * bound, "uniform init should reach its bound");
+}
+
+/// SqueezeNet starts from torchvision's init: kaiming-uniform (gain sqrt 2) convolutions, the
+/// classifier from N(0, 0.01), zero biases. With these its output still carries signal at
+/// init; the other zoo models keep PyTorch's defaults.
+#[test]
+fn squeezenet_starts_from_torchvisions_init() {
+    let m = model("squeezenet");
+    assert_eq!(m, model("squeezenet"), "the same seed gives the same model");
+    let w = m.params["fire3.expand3x3.weight"].data();
+    let bound = (6.0f32 / (16.0 * 9.0)).sqrt();
+    let max = w.iter().fold(0f32, |a, v| a.max(v.abs()));
+    assert!(max <= bound && max > 0.99 * bound, "max {max}, bound {bound}");
+    let c = m.params["classifier.weight"].data();
+    let std = (c.iter().map(|v| v * v).sum::<f32>() / c.len() as f32).sqrt();
+    assert!((std - 0.01).abs() < 0.001, "classifier std {std}");
+    for (name, t) in &m.params {
+        if name.ends_with(".bias") {
+            assert!(t.data().iter().all(|&v| v == 0.0), "{name} is not zero");
+        }
+    }
+    // The signal reaches the classifier: its ReLU'd outputs are not all zero on random input.
+    let x = Tensor::from_vec(
+        vec![4, 1, 28, 28],
+        (0..4 * 784)
+            .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+            .collect(),
+    );
+    let y = infer(&m, &x, &Reparams::new(), &[]).unwrap().output;
+    assert!(y.data().iter().any(|&v| v > 0.0), "every logit is zero at init");
+    let default = Model::init(m.graph.clone(), 0).unwrap();
+    assert_ne!(default.params["conv1.weight"], m.params["conv1.weight"]);
 }

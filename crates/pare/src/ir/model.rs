@@ -191,7 +191,7 @@ impl Model {
 }
 
 /// `n` draws of N(0, std^2) (Box-Muller on the model's stream).
-fn normal(rng: &mut ChaCha8Rng, n: usize, std: f32) -> Vec<f32> {
+pub(crate) fn normal(rng: &mut ChaCha8Rng, n: usize, std: f32) -> Vec<f32> {
     (0..n)
         .map(|_| {
             let u1: f32 = 1.0 - rng.random::<f32>();

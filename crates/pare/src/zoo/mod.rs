@@ -1,12 +1,17 @@
-//! Model constructors. Each returns an `ir::Graph`; `ir::Model::init` gives it PyTorch-default
-//! weights. Parameter counts equal those of the same nets written in PyTorch
+//! Model constructors. Each returns an `ir::Graph`; [`ZooModel::init`] gives it the weights its
+//! reference implementation starts from (PyTorch's defaults, except where the network's own code
+//! re-initializes, as torchvision's SqueezeNet does). Parameter counts equal those of the same nets written in PyTorch
 //! (`tests/reference/zoo_params.py` prints them; `tests/zoo.rs` compares).
 
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ir::graph::ops::{bn, conv, conv_grouped, depthwise, linear, max_pool};
-use crate::ir::{Graph, GraphBuilder, Op};
+use crate::ir::model::normal;
+use crate::ir::tensor::Tensor;
+use crate::ir::{Graph, GraphBuilder, Model, Op};
 
 /// A model of the zoo with its size options.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -32,7 +37,8 @@ pub enum ZooModel {
     /// SqueezeNet (Iandola et al. 2016) for small images: a 3x3 stem of 64, max-pool, Fire
     /// modules (1x1 squeeze, then 1x1 and 3x3 expands concatenated) 16/64, 16/64, max-pool,
     /// 32/128, 32/128, and torchvision's classifier (1x1 conv to the classes, ReLU, global
-    /// average pool). Biases and no BatchNorm, as in the paper.
+    /// average pool). Biases and no BatchNorm, as in the paper; initialized as torchvision does
+    /// (see [`ZooModel::init`]), without which the stack does not train.
     Squeezenet,
     /// ShuffleNet v1 (Zhang et al. 2018) with 3 groups for small images: a 3x3 stem of 24 +
     /// BN, then stages of 60, 120 and 240 channels (2, 4 and 2 units). A unit is a grouped 1x1
@@ -162,6 +168,56 @@ impl ZooModel {
             ZooModel::Squeezenet => "squeezenet".into(),
             ZooModel::Shufflenet => "shufflenet".into(),
         }
+    }
+
+    /// Initial weights for `graph` (built by [`ZooModel::build`]) from `seed`: PyTorch's
+    /// defaults ([`Model::init`]), and for SqueezeNet torchvision's scheme on top. Its ten
+    /// convolutions have no BatchNorm, and under the default bound of 1/sqrt(fan_in) the signal
+    /// shrinks layer by layer until the classifier's ReLU passes nothing and the loss stays at
+    /// ln 10 (measured in pare and in PyTorch alike); torchvision draws every convolution from
+    /// kaiming-uniform with gain sqrt(2) (bound sqrt(6 / fan_in)), the classifier from
+    /// N(0, 0.01), and zeroes the biases. `bench/models.py` does the same.
+    pub fn init(&self, graph: Graph, seed: u64) -> Result<Model> {
+        let mut model = Model::init(graph, seed)?;
+        if *self != ZooModel::Squeezenet {
+            return Ok(model);
+        }
+        // A stream apart from the default draw's, so the other parameters stay as they were.
+        let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5EED_50EE_2E7E);
+        let convs: Vec<(String, usize)> = model
+            .graph
+            .nodes
+            .iter()
+            .filter_map(|n| match n.op {
+                Op::Conv2d {
+                    in_channels,
+                    kernel_size,
+                    groups,
+                    ..
+                } => Some((
+                    n.name.clone(),
+                    in_channels / groups * kernel_size[0] * kernel_size[1],
+                )),
+                _ => None,
+            })
+            .collect();
+        for (node, fan_in) in convs {
+            let w = model
+                .params
+                .get_mut(&format!("{node}.weight"))
+                .expect("a conv declares a weight");
+            let data = if node == "classifier" {
+                normal(&mut rng, w.len(), 0.01)
+            } else {
+                let bound = (6.0 / fan_in as f32).sqrt();
+                (0..w.len()).map(|_| rng.random_range(-bound..bound)).collect()
+            };
+            *w = Tensor::from_vec(w.shape().to_vec(), data);
+            if let Some(b) = model.params.get_mut(&format!("{node}.bias")) {
+                *b = Tensor::zeros(b.shape().to_vec());
+            }
+        }
+        Ok(model)
     }
 
     /// The graph for `input` = `[C, H, W]` images and `classes` outputs.
