@@ -129,6 +129,11 @@ pub fn train(a: TrainArgs) -> Result<()> {
         }
         model = m;
     }
+    if !a.tie.is_empty() {
+        model = pare::tying::tie_blocks(&model, &a.tie, pare::tying::TieInit::First, a.tie_norms)?.0;
+    } else if a.tie_norms {
+        bail!("--tie-norms goes with --tie");
+    }
     let (train_set, val_set): (Subset, Option<Subset>) = if a.val > 0 {
         let (t, v) = split(train_all.clone(), a.val, a.seed)?;
         (t, Some(v))
@@ -181,6 +186,8 @@ pub fn train(a: TrainArgs) -> Result<()> {
         "normalize": model.graph.input.normalize,
         "slimming": a.slimming,
         "hashed": a.hashed,
+        "tie": a.tie,
+        "tie_norms": a.tie_norms,
         "history": report.history,
         "test_accuracy": test.accuracy,
         "test_loss": test.loss,

@@ -16,7 +16,7 @@ use pare::report::{latencies_ms, thousands, Engine};
 use pare::train::accuracy;
 use serde_json::json;
 
-use crate::finetune::{interrupted, FinetuneArgs};
+use crate::finetune::{interrupted, print_before_after, FinetuneArgs};
 
 #[derive(Args)]
 pub struct FactorizeArgs {
@@ -32,6 +32,11 @@ pub struct FactorizeArgs {
     /// Keep at most this many singular values per layer.
     #[arg(long)]
     pub rank: Option<usize>,
+    /// Choose each layer's rank by empirical variational Bayesian matrix factorization: the
+    /// components above the noise level it estimates from the singular values (for Tucker-2,
+    /// on each channel axis's unfolding, as Kim et al. 2016).
+    #[arg(long)]
+    pub vbmf: bool,
     /// Keep this fraction of the model's MACs, in (0, 1): each layer is factorized alone at
     /// 10%..90% of its rank and evaluated, then the ranks are chosen by one accuracy floor
     /// (AIMET's greedy selection).
@@ -67,6 +72,10 @@ pub struct FactorizeArgs {
 
 pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
     let rule = match (a.energy, a.rank, a.macs) {
+        _ if a.vbmf && (a.energy, a.rank, a.macs) != (None, None, None) => {
+            bail!("give exactly one of --energy, --rank, --macs and --vbmf")
+        }
+        _ if a.vbmf => Some(Rank::Vbmf),
         (Some(e), None, None) => Some(Rank::Energy(e)),
         (None, Some(r), None) => Some(Rank::Fixed(r)),
         (None, None, Some(f)) if !(f > 0.0 && f < 1.0) => bail!("--macs must be in (0, 1), got {f}"),
@@ -76,7 +85,7 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
         (None, None, Some(_)) => None,
         // The separable conversion takes no rank: without a rule only convolutions change.
         (None, None, None) if a.conv.as_deref() == Some("separable") => Some(Rank::Fixed(usize::MAX)),
-        _ => bail!("give exactly one of --energy, --rank and --macs"),
+        _ => bail!("give exactly one of --energy, --rank, --macs and --vbmf"),
     };
     let data_dir = fashion::resolve_dir(a.data.as_deref());
     io::check_output_dir(&a.out, &[&a.dir, &data_dir])?;
@@ -169,33 +178,20 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
     let b1 = latencies_ms(&[&base, &model], 1, 50, Engine::Native)?;
     let b64 = latencies_ms(&[&base, &model], 64, 20, Engine::Native)?;
     io::save(&model, &a.out)?;
-    let rows = [
+    let rows = vec![
         (
-            "test accuracy".to_string(),
+            "test accuracy",
             format!("{before:.4}"),
             format!("{after:.4}"),
         ),
         (
-            "parameters".into(),
+            "parameters",
             thousands(base.num_params() as u64),
             thousands(model.num_params() as u64),
         ),
-        ("MACs".into(), thousands(base.macs()), thousands(model.macs())),
-        (
-            "latency batch 1 (ms)".into(),
-            format!("{:.3}", b1[0]),
-            format!("{:.3}", b1[1]),
-        ),
-        (
-            "latency batch 64 (ms)".into(),
-            format!("{:.2}", b64[0]),
-            format!("{:.2}", b64[1]),
-        ),
+        ("MACs", thousands(base.macs()), thousands(model.macs())),
     ];
-    println!("\n{:<24} {:>14} {:>14}", "", "before", "after");
-    for (k, b, af) in rows {
-        println!("{k:<24} {b:>14} {af:>14}");
-    }
+    print_before_after(rows, &b1, &b64);
     println!(
         "accuracy {:.4} right after the factorization{}; parameters / {:.2}; MACs / {:.2}; batch-64 speed-up x{:.2}",
         factorized,
@@ -216,6 +212,7 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
         "rule": match rule {
             Some(Rank::Energy(e)) => json!({"energy": e}),
             Some(Rank::Fixed(r)) => json!({"rank": r}),
+            Some(Rank::Vbmf) => json!("vbmf"),
             None => json!({"macs": a.macs}),
         },
         "budget": budget,

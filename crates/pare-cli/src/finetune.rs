@@ -1,5 +1,6 @@
 //! The fine-tuning options and run shared by the commands that change a trained model and
-//! then train it back (`prune`, `factorize`): SGD with momentum 0.9, constant or cosine rate.
+//! then train it back (`prune`, `factorize`, `tie`): SGD with momentum 0.9, constant or cosine
+//! rate; and the before/after table they end with.
 
 use clap::Args;
 use pare::data::Dataset;
@@ -65,5 +66,18 @@ pub fn interrupted(e: pare::Error) -> anyhow::Error {
     match e {
         pare::Error::Interrupted => anyhow::anyhow!("interrupted during fine-tuning; nothing was written"),
         other => other.into(),
+    }
+}
+
+/// Prints the before/after table of a command that changed a model: `rows` (name, before,
+/// after), then the two latencies measured on both models together (`b1`, `b64`: before, after).
+pub fn print_before_after(rows: Vec<(&str, String, String)>, b1: &[f64], b64: &[f64]) {
+    println!("\n{:<24} {:>14} {:>14}", "", "before", "after");
+    let latency = [
+        ("latency batch 1 (ms)", format!("{:.3}", b1[0]), format!("{:.3}", b1[1])),
+        ("latency batch 64 (ms)", format!("{:.2}", b64[0]), format!("{:.2}", b64[1])),
+    ];
+    for (k, b, af) in rows.into_iter().chain(latency) {
+        println!("{k:<24} {b:>14} {af:>14}");
     }
 }

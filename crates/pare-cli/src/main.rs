@@ -12,6 +12,7 @@ mod lock;
 mod progress;
 mod prune_cmd;
 mod supermask_cmd;
+mod tie_cmd;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -82,6 +83,9 @@ enum Command {
     /// convolutions by spatial SVD or Tucker-2, optional fine-tuning, and a before/after report
     /// with measured latency.
     Factorize(factorize_cmd::FactorizeArgs),
+    /// Cross-layer tying (ALBERT): identical blocks compute with one parameter set, stored
+    /// once; optional fine-tuning and a before/after report with the weights file's size.
+    Tie(tie_cmd::TieArgs),
     /// Early exits: classifier heads grafted onto chosen layers, trained, thresholds chosen on
     /// validation data for a target accuracy or MAC budget, and the saving measured (MACs and
     /// latency) with the accuracy-MACs curve of every exit rule.
@@ -221,6 +225,15 @@ struct TrainArgs {
     /// a hash of their position, trained in that form (e.g. 8).
     #[arg(long, value_name = "F")]
     hashed: Option<f64>,
+    /// Cross-layer tying (ALBERT): these blocks (node-name prefixes, e.g.
+    /// blocks.0,blocks.1,blocks.2,blocks.3) compute with the first one's parameters, trained
+    /// and stored once.
+    #[arg(long, value_delimiter = ',', value_name = "BLOCKS")]
+    tie: Vec<String>,
+    /// With --tie: tie the blocks' BatchNorm and LayerNorm layers too, as ALBERT does (tied
+    /// BatchNorms keep running statistics mixed over the blocks' depths).
+    #[arg(long)]
+    tie_norms: bool,
     /// Continue an interrupted run from OUT/checkpoint.safetensors.
     #[arg(long)]
     resume: bool,
@@ -265,6 +278,7 @@ fn main() -> ExitCode {
         Command::Quantize(args) => compress_cmd::quantize(args),
         Command::Sensitivity(args) => prune_cmd::sensitivity(args),
         Command::Factorize(args) => factorize_cmd::factorize_cmd(args),
+        Command::Tie(args) => tie_cmd::tie_cmd(args),
         Command::Exits(args) => exits_cmd::exits_cmd(args),
         Command::Lottery(args) => prune_cmd::lottery(args),
         Command::Bench {

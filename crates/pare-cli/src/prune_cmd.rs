@@ -15,7 +15,7 @@ use pare::report::{latencies_ms, summarize, thousands, Engine, Summary};
 use pare::train::{accuracy, FitConfig, OptimizerConfig, Schedule};
 use serde_json::json;
 
-use crate::finetune::{interrupted, FinetuneArgs};
+use crate::finetune::{interrupted, print_before_after, FinetuneArgs};
 use crate::progress::ProgressHooks;
 
 #[derive(Clone, Copy, ValueEnum, PartialEq)]
@@ -237,7 +237,7 @@ pub fn prune(a: PruneArgs) -> Result<()> {
     let table = compare_table(&before.summary, &after.summary);
     print!("{table}");
     let mac_ratio = before.summary.macs as f64 / after.summary.macs.max(1) as f64;
-    let rows = [
+    let rows = vec![
         (
             "test accuracy",
             format!("{:.4}", before.accuracy),
@@ -253,21 +253,8 @@ pub fn prune(a: PruneArgs) -> Result<()> {
             thousands(before.summary.macs),
             thousands(after.summary.macs),
         ),
-        (
-            "latency batch 1 (ms)",
-            format!("{:.3}", b1[0]),
-            format!("{:.3}", b1[1]),
-        ),
-        (
-            "latency batch 64 (ms)",
-            format!("{:.2}", b64[0]),
-            format!("{:.2}", b64[1]),
-        ),
     ];
-    println!("\n{:<24} {:>14} {:>14}", "", "before", "after");
-    for (k, b, af) in rows {
-        println!("{k:<24} {b:>14} {af:>14}");
-    }
+    print_before_after(rows, &b1, &b64);
     if a.method == Method::Unstructured {
         println!(
             "(unstructured sparsity runs on dense kernels: expect no speed-up until sparse kernels land)"

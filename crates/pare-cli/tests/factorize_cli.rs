@@ -24,10 +24,14 @@ fn factorize_reports_ranks_and_writes_a_smaller_model() {
     for (args, needle) in [
         (
             vec!["factorize", b, "--out", o],
-            "exactly one of --energy, --rank and --macs",
+            "exactly one of --energy, --rank, --macs and --vbmf",
         ),
         (
             vec!["factorize", b, "--energy", "0.9", "--rank", "3", "--out", o],
+            "exactly one",
+        ),
+        (
+            vec!["factorize", b, "--vbmf", "--rank", "3", "--out", o],
             "exactly one",
         ),
         (vec!["factorize", b, "--energy", "1.5", "--out", o], "energy 1.5"),

@@ -106,6 +106,7 @@ fn every_model_reading_command_refuses_damaged_models_cleanly() {
             vec!["compress", "--recipe", r, "--out", o],
             vec!["factorize", d, "--rank", "8", "--out", o],
             vec!["exits", d, "--at", "relu1", "--epochs", "1", "--out", o],
+            vec!["tie", d, "--blocks", "fc1,fc2", "--out", o],
         ];
         for args in commands {
             refused(name, &args, &[needle], tmp.path());

@@ -1,7 +1,7 @@
 //! Inference rewrites that keep a model's eval-mode function and make it cheaper to run.
 //!
 //! [`fold_batch_norm`]: a BatchNorm whose only input is a Linear or Conv2d read by nothing
-//! else is folded into that layer's weights, `w' = w * s`, `b' = (b - mean) * s + beta` with
+//! else (neither of them tied to other layers) is folded into that layer's weights, `w' = w * s`, `b' = (b - mean) * s + beta` with
 //! `s = gamma / sqrt(var + eps)`, and removed. The result is the deployable form: no BN pass
 //! over the activations, which on the CPU costs about as much as a small convolution.
 
@@ -24,7 +24,10 @@ pub fn fold_batch_norm(model: &Model) -> Result<Model> {
             i += 1;
             continue;
         };
+        // A tied layer's weights serve other nodes, whose BatchNorms may differ: left unfolded.
         let foldable = matches!(graph.nodes[pi].op, Op::Linear { .. } | Op::Conv2d { .. })
+            && !graph.is_tied(&producer)
+            && !graph.is_tied(&node.name)
             && graph.consumers(&producer).len() == 1
             && !graph.is_output(&producer);
         if !foldable {

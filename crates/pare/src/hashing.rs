@@ -51,13 +51,14 @@ pub fn hash_linears(
         .graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Linear { .. }))
+        .filter(|n| matches!(n.op, Op::Linear { .. }) && !model.graph.is_tied(&n.name))
         .map(|n| n.name.as_str())
         .collect();
     if let Some(names) = layers {
+        model.graph.check_untied(names, "hashed")?;
         check_layer_names(names, &linears, "Linear layer")?;
     }
-    let chosen = |name: &str| layers.is_none_or(|l| l.iter().any(|n| n == name));
+    let chosen = |name: &str| linears.contains(&name) && layers.is_none_or(|l| l.iter().any(|n| n == name));
     let mut graph = model.graph.clone();
     let mut report = Vec::new();
     for (i, node) in model.graph.nodes.iter().enumerate() {

@@ -36,6 +36,7 @@ pub mod prune;
 pub mod quant;
 pub mod report;
 pub mod train;
+pub mod tying;
 pub mod zoo;
 
 pub use error::{Error, Result};

@@ -455,3 +455,66 @@ fn a_separable_conversion_is_exact_on_separable_weights_and_refits_on_data() {
         .to_string();
     assert!(e.contains("'fc' is not a depthwise-separable conversion"), "{e}");
 }
+
+/// Gaussian noise of standard deviation `std`, Box-Muller on a seeded stream.
+fn gaussian(rng: &mut ChaCha8Rng, n: usize, std: f64) -> Vec<f64> {
+    (0..n)
+        .map(|_| {
+            let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
+            std * (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+        })
+        .collect()
+}
+
+/// `rows x cols`: `rank` components of strength well above the noise, plus noise of `std`.
+fn signal_plus_noise(rows: usize, cols: usize, rank: usize, std: f64, seed: u64) -> nalgebra::DMatrix<f64> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let a = nalgebra::DMatrix::from_vec(rows, rank, gaussian(&mut rng, rows * rank, 1.0));
+    let b = nalgebra::DMatrix::from_vec(rank, cols, gaussian(&mut rng, rank * cols, 1.0));
+    let noise = nalgebra::DMatrix::from_vec(rows, cols, gaussian(&mut rng, rows * cols, std));
+    a * b * 0.5 + noise
+}
+
+/// EVBMF finds the number of components that stand above the noise and the noise's variance,
+/// with nothing to tune; on noise alone it finds none.
+#[test]
+fn vbmf_finds_the_signal_rank_and_the_noise_level() {
+    for (rows, cols, rank, std) in [(60, 100, 5, 0.1), (120, 80, 12, 0.2), (64, 64, 3, 0.05)] {
+        let m = signal_plus_noise(rows, cols, rank, std, rows as u64);
+        let values: Vec<f64> = m.singular_values().iter().copied().collect();
+        let v = pare::lowrank::vbmf::vbmf(&values, rows, cols);
+        assert_eq!(v.rank, rank, "{rows}x{cols}: {v:?}");
+        let rel = (v.noise_var / (std * std) - 1.0).abs();
+        assert!(
+            rel < 0.15,
+            "{rows}x{cols}: noise variance {} vs {}",
+            v.noise_var,
+            std * std
+        );
+    }
+    let noise = signal_plus_noise(50, 90, 0, 0.3, 7);
+    let values: Vec<f64> = noise.singular_values().iter().copied().collect();
+    assert_eq!(pare::lowrank::vbmf::vbmf(&values, 50, 90).rank, 0);
+    assert_eq!(pare::lowrank::vbmf::vbmf(&[0.0; 4], 4, 6).rank, 0);
+}
+
+/// `Rank::Vbmf` picks a Linear layer's rank from its weights: 6 strong components plus noise
+/// give rank 6.
+#[test]
+fn factorize_by_vbmf_keeps_the_components_above_the_noise() {
+    let mut b = GraphBuilder::new(vec![100]);
+    b.then("fc1", linear(100, 70));
+    b.then("relu", Op::Relu);
+    b.then("fc2", linear(70, 10));
+    let mut m = Model::init(b.finish().unwrap(), 1).unwrap();
+    let w = signal_plus_noise(70, 100, 6, 0.05, 11);
+    let data: Vec<f32> = (0..70)
+        .flat_map(|i| (0..100).map(move |j| (i, j)))
+        .map(|(i, j)| w[(i, j)] as f32)
+        .collect();
+    m.params
+        .insert("fc1.weight".into(), Tensor::from_vec(vec![70, 100], data));
+    let (f, rows) = factorize_with(&m, Some(&["fc1".to_string()]), Rank::Vbmf, None).unwrap();
+    assert_eq!(rows[0].rank, 6, "{:?}", rows[0]);
+    assert_eq!(f.params["fc1_v.weight"].shape(), &[6, 100]);
+}

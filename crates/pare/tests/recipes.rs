@@ -327,7 +327,8 @@ fn a_factorize_stage_factorizes_and_is_checked_before_running() {
     );
 
     for (stage, needle) in [
-        ("energy = 0.9\nrank = 4", "exactly one of energy and rank"),
+        ("energy = 0.9\nrank = 4", "exactly one of energy, rank and vbmf"),
+        ("vbmf = true\nrank = 4", "exactly one of energy, rank and vbmf"),
         ("rank = 0", "above 0"),
     ] {
         let t = format!("[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.factorize]\n{stage}\ntrain = {{ epochs = 0, lr = 0.01 }}\n");
@@ -343,6 +344,55 @@ fn a_factorize_stage_factorizes_and_is_checked_before_running() {
     let t = "[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.prune]\ndefault = 0.5\nramp = \"one_shot\"\ntrain = { epochs = 0, lr = 0.01 }\n\
              [[stage]]\n[stage.factorize]\nrank = 4\ntrain = { epochs = 0, lr = 0.01 }\n";
     let e = preflight(&Recipe::parse(t, Path::new("f.toml")).unwrap(), &model)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("must come before the prune stage"), "{e}");
+}
+
+/// A tie stage shares the blocks' parameters and trains; a bad block list or tying after
+/// pruning is refused before any stage runs.
+#[test]
+fn a_tie_stage_shares_blocks_and_is_checked_before_running() {
+    use pare::data::InMemory;
+    use pare::ir::Model;
+    use pare::pipeline::run::{preflight, run, Data};
+    use pare::zoo::ZooModel;
+
+    let model = Model::init(ZooModel::Vit.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let n = 16;
+    let images: Vec<f32> = (0..n * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+    let set = InMemory::new(vec![1, 28, 28], 10, images, labels).unwrap();
+    let stage = "[[stage]]\n[stage.tie]\nblocks = [\"blocks.0\", \"blocks.1\", \"blocks.2\", \"blocks.3\"]\n";
+    let text = format!(
+        "[model]\nzoo = \"vit\"\n{stage}train = {{ epochs = 1, lr = 0.01, batch_size = 8 }}\n[encode]\nhuffman = false\n"
+    );
+    let recipe = Recipe::parse(&text, Path::new("t.toml")).unwrap();
+    let data = Data {
+        train: &set,
+        val: None,
+        test: &set,
+    };
+    let out = run(&recipe, model.clone(), &data, &mut Quiet, None, false).unwrap();
+    assert_eq!(out.model.graph.ties.len(), 3 * 3, "att, fc1, fc2 of three blocks");
+    assert_eq!(out.model.num_params(), 139_018 - 3 * 33_216);
+    assert!(
+        out.stages[1].detail.contains("9 layers tied to blocks.0"),
+        "{}",
+        out.stages[1].detail
+    );
+
+    let bad = "[model]\nzoo = \"vit\"\n[[stage]]\n[stage.tie]\nblocks = [\"blocks.0\", \"blocks.7\"]\n\
+               train = { epochs = 0, lr = 0.01 }\n";
+    let e = preflight(&Recipe::parse(bad, Path::new("t.toml")).unwrap(), &model)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("stage 1 (tie)") && e.contains("'blocks.7.'"), "{e}");
+    let late = format!(
+        "[model]\nzoo = \"vit\"\n[[stage]]\n[stage.prune]\ndefault = 0.5\nramp = \"one_shot\"\ntrain = {{ epochs = 0, lr = 0.01 }}\n\
+         {stage}train = {{ epochs = 0, lr = 0.01 }}\n"
+    );
+    let e = preflight(&Recipe::parse(&late, Path::new("t.toml")).unwrap(), &model)
         .unwrap_err()
         .to_string();
     assert!(e.contains("must come before the prune stage"), "{e}");

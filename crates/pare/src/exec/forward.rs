@@ -159,7 +159,7 @@ pub(crate) fn run(
                 }
             })
             .collect();
-        values[i] = Some(cx.node(i, node, ins)?);
+        values[i] = Some(cx.node(i, node, g.param_owner(i), ins)?);
     }
     let output = values[index[g.output.as_str()]]
         .clone()
@@ -197,13 +197,14 @@ impl Cx<'_> {
     }
 
     /// One node's forward pass: the ops with parameters or a mode here, the others in
-    /// [`super::nd`].
-    fn node(&mut self, i: usize, node: &Node, ins: Vec<Value>) -> Result<Value> {
+    /// [`super::nd`]. Parameters are those of `owner`: the node itself, or the node it is tied
+    /// to.
+    fn node(&mut self, i: usize, node: &Node, owner: &str, ins: Vec<Value>) -> Result<Value> {
         let name = node.name.as_str();
-        let w = |suffix: &str| param_name(name, suffix);
+        let w = |suffix: &str| param_name(owner, suffix);
         let mismatch = |what: &str| Error::graph(name, format!("{} received a {what}", node.op.kind()));
         let Some(first) = ins.first().cloned() else {
-            return self.source(name, &node.op);
+            return self.source(owner, &node.op);
         };
         Ok(match &node.op {
             Op::Linear {
@@ -237,9 +238,9 @@ impl Cx<'_> {
                 let Value::V4(x) = first else {
                     return Err(mismatch("tensor that is not [batch, C, H, W]"));
                 };
-                Value::V4(self.conv2d(name, &node.op, x))
+                Value::V4(self.conv2d(owner, &node.op, x))
             }
-            Op::BatchNorm { .. } => self.batch_norm(name, &node.op, first)?,
+            Op::BatchNorm { .. } => self.batch_norm(name, owner, &node.op, first)?,
             Op::LayerNorm { dim, eps } => {
                 let gamma = self.param(&w("weight"), [*dim]);
                 let beta = self.param(&w("bias"), [*dim]);
@@ -249,12 +250,12 @@ impl Cx<'_> {
                 let Value::V3(x) = first else {
                     return Err(mismatch("tensor that is not [batch, tokens, dim]"));
                 };
-                Value::V3(self.attention(name, x, *dim, *heads, op.head_dim()))
+                Value::V3(self.attention(owner, x, *dim, *heads, op.head_dim()))
             }
             Op::Embedding {
                 num_embeddings,
                 embedding_dim,
-            } => self.embedding(name, first, *num_embeddings, *embedding_dim),
+            } => self.embedding(owner, first, *num_embeddings, *embedding_dim),
             Op::Dropout { p } => self.dropout(i, first, *p),
             Op::Parameter { .. } => unreachable!("a parameter node has no inputs"),
             op => super::nd::run(op, ins, self.batch).map_err(|reason| Error::graph(name, reason))?,
@@ -336,15 +337,17 @@ impl Cx<'_> {
         conv2d(x, wt, b, ConvOptions::new(stride, padding, dilation, groups))
     }
 
-    fn batch_norm(&mut self, name: &str, op: &Op, x: Value) -> Result<Value> {
+    /// Batch norm of node `name` with the parameters and running statistics of `owner` (tied
+    /// nodes each push their batch's statistics, as one module called twice does in PyTorch).
+    fn batch_norm(&mut self, name: &str, owner: &str, op: &Op, x: Value) -> Result<Value> {
         let Op::BatchNorm {
             num_features: c, eps, ..
         } = *op
         else {
             unreachable!("called for batch_norm nodes")
         };
-        let gamma = self.param(&param_name(name, "weight"), [c]);
-        let beta = self.param(&param_name(name, "bias"), [c]);
+        let gamma = self.param(&param_name(owner, "weight"), [c]);
+        let beta = self.param(&param_name(owner, "bias"), [c]);
         Ok(match self.mode {
             Mode::Train { .. } => {
                 let count = x.dims().iter().product::<usize>() / c;
@@ -365,7 +368,7 @@ impl Cx<'_> {
                     }
                 };
                 self.bn.push(BnBatch {
-                    node: name.to_string(),
+                    node: owner.to_string(),
                     mean,
                     var,
                     count,
@@ -373,8 +376,8 @@ impl Cx<'_> {
                 out
             }
             Mode::Eval => {
-                let rm = self.param(&param_name(name, "running_mean"), [c]);
-                let rv = self.param(&param_name(name, "running_var"), [c]);
+                let rm = self.param(&param_name(owner, "running_mean"), [c]);
+                let rv = self.param(&param_name(owner, "running_var"), [c]);
                 map_value!(x, |x| batch_norm(
                     x,
                     gamma.clone(),

@@ -1,6 +1,6 @@
 //! The model graph: named nodes in topological order, each an [`Op`] applied to named inputs.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
@@ -123,6 +123,12 @@ pub struct Graph {
     /// trained with their own loss terms ([`crate::exec::LossTerm::At`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub extra_outputs: Vec<String>,
+    /// Cross-layer tying (ALBERT): each key is a node that computes with the parameters of the
+    /// node it maps to, whose op declares the same parameters. A tied node declares none of its
+    /// own, so the shared set is trained once (its gradient sums over the nodes that use it),
+    /// stored once and counted once. The node mapped to is itself untied.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ties: BTreeMap<String, String>,
 }
 
 /// Per-sample shapes of every node's output, indexed like `Graph::nodes`.
@@ -222,7 +228,12 @@ impl Graph {
                     format!("output shape {out:?} must have 1 to {MAX_RANK} axes, all positive"),
                 ));
             }
-            for spec in node.op.params() {
+            for spec in node
+                .op
+                .params()
+                .into_iter()
+                .filter(|_| !self.ties.contains_key(&node.name))
+            {
                 let total = elements(&spec.shape).and_then(|n| params.checked_add(n));
                 params = total.filter(|&n| n <= MAX_ELEMENTS).ok_or_else(|| {
                     Error::graph(
@@ -257,10 +268,71 @@ impl Graph {
                 return Err(Error::graph(out, "the node is named as an output twice"));
             }
         }
+        self.check_ties(&index)?;
         Ok(Shapes {
             input: self.input.shape.clone(),
             nodes: shapes,
         })
+    }
+
+    /// Each tie joins two distinct nodes, the second untied, whose ops declare the same
+    /// parameters.
+    fn check_ties(&self, index: &HashMap<&str, usize>) -> Result<()> {
+        for (node, owner) in &self.ties {
+            let Some(&i) = index.get(node.as_str()) else {
+                return Err(Error::graph(
+                    node,
+                    "is tied to another node but is no node of the graph",
+                ));
+            };
+            let Some(&j) = index.get(owner.as_str()) else {
+                return Err(Error::graph(
+                    node,
+                    format!("is tied to '{owner}', which is no node of the graph"),
+                ));
+            };
+            if i == j || self.ties.contains_key(owner) {
+                return Err(Error::graph(
+                    node,
+                    format!("is tied to '{owner}', which must be another node with parameters of its own (not itself tied)"),
+                ));
+            }
+            let (a, b) = (&self.nodes[i].op, &self.nodes[j].op);
+            if a.params().is_empty() || a.params() != b.params() {
+                return Err(Error::graph(
+                    node,
+                    format!(
+                        "is tied to '{owner}', but a {} and a {} do not declare the same parameters",
+                        a.kind(),
+                        b.kind()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Refuses any of `names` that takes part in a tie: a method that reshapes one layer (it
+    /// would be `done`: "factorized", "hashed") cannot change weights other nodes also use.
+    pub fn check_untied(&self, names: &[String], done: &str) -> Result<()> {
+        match names.iter().find(|n| self.is_tied(n)) {
+            Some(n) => Err(Error::Config(format!(
+                "'{n}' shares its parameters with other layers (cross-layer tying), so it cannot be {done} alone"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// The node whose parameters node `i` computes with: its own, unless it is tied.
+    pub fn param_owner(&self, i: usize) -> &str {
+        let name = &self.nodes[i].name;
+        self.ties.get(name).unwrap_or(name)
+    }
+
+    /// True when `name` takes part in a tie, as the node tied or the one it is tied to: its
+    /// parameters are not its alone, so methods that reshape one layer leave it alone.
+    pub fn is_tied(&self, name: &str) -> bool {
+        self.ties.contains_key(name) || self.ties.values().any(|o| o == name)
     }
 
     /// Index inputs are read by embeddings only, and embeddings read only them: no op
@@ -467,6 +539,7 @@ impl GraphBuilder {
             nodes: self.nodes.clone(),
             output: self.last().to_string(),
             extra_outputs: Vec::new(),
+            ties: BTreeMap::new(),
         };
         let shapes = g.shapes()?;
         Ok(shapes.nodes.last().cloned().unwrap_or(shapes.input))
@@ -485,6 +558,7 @@ impl GraphBuilder {
             nodes: self.nodes,
             output,
             extra_outputs: self.extra_outputs,
+            ties: BTreeMap::new(),
         };
         g.shapes()?;
         Ok(g)

@@ -31,12 +31,14 @@ pub struct Model {
     pub params: Params,
 }
 
-/// Every parameter the graph declares, in node order.
+/// Every parameter the graph declares, in node order (a tied node declares none: it uses
+/// those of the node it is tied to).
 pub fn param_refs(graph: &Graph) -> Vec<ParamRef> {
     graph
         .nodes
         .iter()
         .enumerate()
+        .filter(|(_, n)| !graph.ties.contains_key(&n.name))
         .flat_map(|(i, n)| {
             n.op.params().into_iter().map(move |spec| ParamRef {
                 name: super::op::param_name(&n.name, spec.suffix),
@@ -166,9 +168,15 @@ impl Model {
             .expect("a Model's graph is validated on construction")
     }
 
-    /// Trained parameters, counted as PyTorch's `sum(p.numel() for p in model.parameters())`.
+    /// Trained parameters, counted as PyTorch's `sum(p.numel() for p in model.parameters())`
+    /// (which also counts a shared parameter once).
     pub fn num_params(&self) -> usize {
-        self.graph.nodes.iter().map(|n| n.op.num_params()).sum()
+        self.graph
+            .nodes
+            .iter()
+            .filter(|n| !self.graph.ties.contains_key(&n.name))
+            .map(|n| n.op.num_params())
+            .sum()
     }
 
     /// Multiply-accumulates for one sample.

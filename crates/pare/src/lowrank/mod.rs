@@ -23,6 +23,7 @@ mod budget;
 mod conv;
 mod refit;
 mod svd;
+pub mod vbmf;
 
 pub use budget::{factorize_for_macs, BudgetReport, Trial};
 pub use refit::refit_pointwise;
@@ -45,6 +46,10 @@ pub enum Rank {
     Energy(f64),
     /// At most this many (a layer of lower rank keeps all of its own).
     Fixed(usize),
+    /// The components empirical variational Bayesian matrix factorization finds above its
+    /// noise threshold ([`vbmf::vbmf`]; at least one). Tucker-2 applies it to the unfolding of
+    /// each channel axis, as Kim et al. (2016) do.
+    Vbmf,
 }
 
 /// How convolutions are factorized (Linear layers always by SVD).
@@ -179,6 +184,7 @@ pub fn factorize_with(
         .nodes
         .iter()
         .filter(|n| matches!(n.op, Op::Linear { .. }) || conv.is_some_and(|c| c.applies(&n.op)))
+        .filter(|n| !model.graph.is_tied(&n.name))
         .collect();
     let kinds = match conv {
         None => "Linear layer",
@@ -200,6 +206,7 @@ pub fn factorize_with(
             .collect(),
         Some(names) => {
             let names_of: Vec<&str> = eligible.iter().map(|n| n.name.as_str()).collect();
+            model.graph.check_untied(names, "factorized")?;
             check_layer_names(names, &names_of, kinds)?;
             names.iter().map(String::as_str).collect()
         }

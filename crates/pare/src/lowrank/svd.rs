@@ -59,6 +59,10 @@ impl Svd {
         match rule {
             Rank::Fixed(r) => r.min(full),
             Rank::Energy(e) => (1..=full).find(|&r| self.kept[r] >= e - 1e-12).unwrap_or(full),
+            // A layer whose values all look like noise still keeps its strongest component.
+            Rank::Vbmf => super::vbmf::vbmf(&self.values, self.u.nrows(), self.v_t.ncols())
+                .rank
+                .max(1),
         }
     }
 

@@ -120,11 +120,12 @@ impl Kernel {
     /// The kernel for node `i` of `model`, with a ReLU fused into it when `relu` says so.
     pub(super) fn new(model: &Model, i: usize, relu: Fused) -> Kernel {
         let node = &model.graph.nodes[i];
-        let p = |suffix: &str| -> Vec<f32> { model.params[&param_name(&node.name, suffix)].data().to_vec() };
+        let owner = model.graph.param_owner(i);
+        let p = |suffix: &str| -> Vec<f32> { model.params[&param_name(owner, suffix)].data().to_vec() };
         let maybe = |suffix: &str| {
             model
                 .params
-                .get(&param_name(&node.name, suffix))
+                .get(&param_name(owner, suffix))
                 .map(|t| t.data().to_vec())
         };
         let unary = Kernel::Unary;

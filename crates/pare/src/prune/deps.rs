@@ -103,8 +103,8 @@ impl UnionFind {
 }
 
 impl DepGraph {
-    /// Analyses a model. The model's output channels (the logits) and its input channels can
-    /// never be pruned.
+    /// Analyses a model. The model's output channels (the logits), its input channels and the
+    /// channels of tied layers (see `Graph::ties`) can never be pruned.
     pub fn build(model: &Model) -> Result<DepGraph> {
         let g = &model.graph;
         let shapes = model.shapes();
@@ -136,7 +136,13 @@ impl DepGraph {
                 .collect();
             let out_shape = &shapes.nodes[i];
             let out_channels = channel_axis(out_shape.len()).map_or(0, |a| out_shape[a]);
-            let rule = node.op.channel_rule(&shapes.inputs_of(g, i));
+            // A tied layer's parameters serve several nodes at once: its channels stay.
+            let tied = g.is_tied(&node.name);
+            let rule = if tied {
+                ChannelRule::Opaque
+            } else {
+                node.op.channel_rule(&shapes.inputs_of(g, i))
+            };
             let out = match rule {
                 ChannelRule::Transform => fresh(out_channels, Some(i), false, &mut producer, &mut fixed),
                 ChannelRule::Passthrough => {
@@ -186,7 +192,7 @@ impl DepGraph {
             internal.push(fresh(
                 node.op.internal_channels(),
                 Some(i),
-                false,
+                tied,
                 &mut producer,
                 &mut fixed,
             ));

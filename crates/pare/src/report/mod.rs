@@ -39,7 +39,9 @@ pub fn summarize(model: &Model) -> Summary {
     let mut nonzero = 0;
     for (i, (node, shape)) in model.graph.nodes.iter().zip(&shapes.nodes).enumerate() {
         let (mut wz, mut wn) = (0usize, 0usize);
-        for spec in node.op.params() {
+        // A tied node's parameters are its owner's, counted in the owner's row.
+        let own = !model.graph.ties.contains_key(&node.name);
+        for spec in node.op.params().into_iter().filter(|_| own) {
             let t = &model.params[&crate::ir::op::param_name(&node.name, spec.suffix)];
             if spec.kind != ParamKind::Buffer {
                 nonzero += t.data().iter().filter(|v| **v != 0.0).count();
@@ -53,7 +55,7 @@ pub fn summarize(model: &Model) -> Summary {
             name: node.name.clone(),
             op: node.op.kind().to_string(),
             output_shape: shape.clone(),
-            params: node.op.num_params(),
+            params: if own { node.op.num_params() } else { 0 },
             macs: model.node_macs(&shapes, i),
             sparsity: (wn > 0).then(|| wz as f64 / wn as f64),
         });

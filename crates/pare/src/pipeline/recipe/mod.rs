@@ -165,8 +165,14 @@ impl Recipe {
                     )))
                 }
                 Stage::Prune(p) if p.every == 0 => return Err(at("every must be at least 1".into())),
-                Stage::Factorize(f) if f.energy.is_some() == f.rank.is_some() => {
-                    return Err(at("give exactly one of energy and rank".into()))
+                Stage::Factorize(f)
+                    if [f.energy.is_some(), f.rank.is_some(), f.vbmf]
+                        .iter()
+                        .filter(|x| **x)
+                        .count()
+                        != 1 =>
+                {
+                    return Err(at("give exactly one of energy, rank and vbmf".into()))
                 }
                 Stage::Factorize(f) if f.energy.is_some_and(|e| e.0 == 0.0) || f.rank == Some(0) => {
                     return Err(at(

@@ -78,6 +78,28 @@ pub enum Stage {
     /// Low-rank factorization: Linear layers by SVD, and with `conv` convolutions by spatial
     /// SVD or Tucker-2, then fine-tuning.
     Factorize(FactorizeStage),
+    /// Cross-layer tying (ALBERT): identical blocks compute with one parameter set, then
+    /// training.
+    Tie(TieStage),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TieStage {
+    /// The identical blocks as node-name prefixes; the later ones use the first one's
+    /// parameters.
+    pub blocks: Vec<String>,
+    /// `"mean"` (default: the blocks' mean) or `"first"` (the first block's parameters).
+    #[serde(default = "mean_init")]
+    pub init: crate::tying::TieInit,
+    /// Tie the blocks' BatchNorm and LayerNorm layers too, as ALBERT does.
+    #[serde(default)]
+    pub norms: bool,
+    pub train: Training,
+}
+
+fn mean_init() -> crate::tying::TieInit {
+    crate::tying::TieInit::Mean
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -89,6 +111,9 @@ pub struct FactorizeStage {
     /// Or keep at most this many.
     #[serde(default)]
     pub rank: Option<usize>,
+    /// Or choose each layer's rank by empirical variational Bayesian matrix factorization.
+    #[serde(default)]
+    pub vbmf: bool,
     /// `"spatial"` or `"tucker2"`: also factorize the convolutions that method applies to.
     #[serde(default)]
     pub conv: Option<crate::lowrank::ConvMethod>,
@@ -99,8 +124,11 @@ pub struct FactorizeStage {
 }
 
 impl FactorizeStage {
-    /// The rank rule (checked when the recipe is read: exactly one of energy and rank).
+    /// The rank rule (checked when the recipe is read: exactly one of energy, rank and vbmf).
     pub fn rank_rule(&self) -> crate::lowrank::Rank {
+        if self.vbmf {
+            return crate::lowrank::Rank::Vbmf;
+        }
         match (self.energy, self.rank) {
             (Some(e), _) => crate::lowrank::Rank::Energy(e.0 as f64),
             (None, r) => crate::lowrank::Rank::Fixed(r.unwrap_or(usize::MAX)),
@@ -365,6 +393,7 @@ impl Stage {
             Stage::Quantize(_) => "quantize",
             Stage::Distill(_) => "distill",
             Stage::Factorize(_) => "factorize",
+            Stage::Tie(_) => "tie",
         }
     }
 
@@ -377,6 +406,7 @@ impl Stage {
             Stage::Quantize(s) => s.train.as_ref(),
             Stage::Distill(s) => Some(&s.train),
             Stage::Factorize(s) => Some(&s.train),
+            Stage::Tie(s) => Some(&s.train),
         }
     }
 }

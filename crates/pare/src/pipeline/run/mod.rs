@@ -177,6 +177,14 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                 crate::lowrank::factorize_with(model, layers, f.rank_rule(), f.conv)
                     .map_err(|e| at(e.to_string()))?;
             }
+            Stage::Tie(t) => {
+                if let Some(prev) = encoded.or(pruned) {
+                    return Err(at(format!(
+                        "tying replaces the blocks' weights by shared ones (their zeros and codes with them); it must come before the {prev} stage"
+                    )));
+                }
+                crate::tying::tie_blocks(model, &t.blocks, t.init, t.norms).map_err(|e| at(e.to_string()))?;
+            }
             Stage::Distill(d) if d.method != DistillMethod::Kd => {
                 // The staged methods train models other than the current one (a regressor, an
                 // assistant, fresh generations): only pruned zeros of the student are kept.
@@ -284,6 +292,28 @@ fn run_stage(
                 .collect::<Vec<_>>()
                 .join(", ");
             Ok((None, detail))
+        }
+        Stage::Tie(t) => {
+            let (m, report) = crate::tying::tie_blocks(&state.model, &t.blocks, t.init, t.norms)?;
+            state.model = m;
+            train(
+                &mut state.model,
+                &t.train,
+                seed,
+                data,
+                &mut crate::train::NoHooks,
+                events,
+            )?;
+            Ok((
+                None,
+                format!(
+                    "{} layers tied to {}: {} -> {} parameters",
+                    report.ties.len(),
+                    report.owner,
+                    report.params_before,
+                    report.params_after
+                ),
+            ))
         }
         Stage::Prune(p) => prune(p, state, seed, data, events),
         Stage::Structured(p) => structured(p, state, seed, data, events),
