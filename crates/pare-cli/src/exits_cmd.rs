@@ -10,7 +10,8 @@ use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
 use pare::data::{fashion, split, Dataset};
 use pare::exits::{
-    attach, choose, exit_costs, sweep, timed_run, train_frozen, ExitLogits, Head, Outcome, Rule, Target,
+    attach, choose, exit_costs, sweep, timed_run, train_frozen, ExitLogits, Head, Outcome, Rule, SelfDistill,
+    Target,
 };
 use pare::fuse::fold_batch_norm;
 use pare::ir::io;
@@ -70,6 +71,13 @@ pub struct ExitsArgs {
     /// Hidden width of each head (0: one Linear layer after the pooling).
     #[arg(long, default_value_t = 0)]
     pub hidden: usize,
+    /// Frozen training: distill every head from the model's final head at this temperature
+    /// (self-distillation, loss (1 - alpha) CE + alpha T^2 soft cross-entropy).
+    #[arg(long, value_name = "T")]
+    pub distill: Option<f32>,
+    /// The weight of the distillation term with --distill.
+    #[arg(long, default_value_t = 0.5)]
+    pub alpha: f32,
     /// Training images held out to choose thresholds on: the same count and --seed as the
     /// model's training run, so that they are images it never saw.
     #[arg(long, default_value_t = 5000)]
@@ -96,6 +104,10 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
     };
     if a.val == 0 {
         bail!("--val must hold out some training images to choose thresholds on");
+    }
+    let distill = a.distill.map(|t| SelfDistill::new(t, a.alpha)).transpose()?;
+    if distill.is_some() && a.train == Training::Joint {
+        bail!("--distill teaches the heads from the final head of a frozen backbone: it goes with --train frozen");
     }
     let data_dir = fashion::resolve_dir(a.data.as_deref());
     io::check_output_dir(&a.out, &[&a.dir, &data_dir])?;
@@ -133,7 +145,7 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
     let mut progress = ProgressHooks::new(a.epochs, false);
     match a.train {
         Training::Frozen => {
-            train_frozen(&mut model, &exits, &train, &cfg, &mut progress).map_err(interrupted)?
+            train_frozen(&mut model, &exits, &train, &cfg, distill, &mut progress).map_err(interrupted)?
         }
         Training::Joint => {
             let weights = names.iter().map(|n| (n.clone(), a.exit_weight)).collect();
@@ -266,7 +278,8 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
         "exits": exits.iter().map(|e| json!({"tap": e.tap, "output": e.output})).collect::<Vec<_>>(),
         "policy": policy,
         "training": {"mode": match a.train { Training::Frozen => "frozen", Training::Joint => "joint" },
-                     "epochs": a.epochs, "lr": a.lr, "hidden": a.hidden, "val": a.val, "seed": a.seed},
+                     "epochs": a.epochs, "lr": a.lr, "hidden": a.hidden, "val": a.val, "seed": a.seed,
+                     "distill": distill.map(|d| json!({"temperature": d.temperature, "alpha": d.alpha}))},
         "target": format!("{target:?}"),
         "macs_if_left": costs,
         "val_accuracy": val_acc,

@@ -179,11 +179,7 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
     let b64 = latencies_ms(&[&base, &model], 64, 20, Engine::Native)?;
     io::save(&model, &a.out)?;
     let rows = vec![
-        (
-            "test accuracy",
-            format!("{before:.4}"),
-            format!("{after:.4}"),
-        ),
+        ("test accuracy", format!("{before:.4}"), format!("{after:.4}")),
         (
             "parameters",
             thousands(base.num_params() as u64),

@@ -74,8 +74,16 @@ pub fn interrupted(e: pare::Error) -> anyhow::Error {
 pub fn print_before_after(rows: Vec<(&str, String, String)>, b1: &[f64], b64: &[f64]) {
     println!("\n{:<24} {:>14} {:>14}", "", "before", "after");
     let latency = [
-        ("latency batch 1 (ms)", format!("{:.3}", b1[0]), format!("{:.3}", b1[1])),
-        ("latency batch 64 (ms)", format!("{:.2}", b64[0]), format!("{:.2}", b64[1])),
+        (
+            "latency batch 1 (ms)",
+            format!("{:.3}", b1[0]),
+            format!("{:.3}", b1[1]),
+        ),
+        (
+            "latency batch 64 (ms)",
+            format!("{:.2}", b64[0]),
+            format!("{:.2}", b64[1]),
+        ),
     ];
     for (k, b, af) in rows.into_iter().chain(latency) {
         println!("{k:<24} {b:>14} {af:>14}");

@@ -13,7 +13,18 @@ fn exits_reports_every_rule_and_writes_the_model_with_its_heads() {
     let out = tmp.path().join("exits");
     let (b, o) = (base.to_str().unwrap(), out.to_str().unwrap());
     let text = ok(&[
-        "exits", b, "--at", "relu1", "--epochs", "1", "--rule", "entropy", "--out", o,
+        "exits",
+        b,
+        "--at",
+        "relu1",
+        "--epochs",
+        "1",
+        "--rule",
+        "entropy",
+        "--distill",
+        "3",
+        "--out",
+        o,
     ]);
     for needle in ["confidence", "entropy", "patience", "batch 1", "time saved"] {
         assert!(text.contains(needle), "{needle}: {text}");
@@ -24,6 +35,7 @@ fn exits_reports_every_rule_and_writes_the_model_with_its_heads() {
     let report: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("exits.json")).unwrap()).unwrap();
     assert_eq!(report["policy"]["rule"], "entropy");
+    assert_eq!(report["training"]["distill"]["temperature"], 3.0);
     assert_eq!(report["macs_if_left"].as_array().unwrap().len(), 2);
     assert_eq!(
         report["measured"]["batch_1"]["left_at"].as_array().unwrap().len(),
@@ -58,6 +70,25 @@ fn exits_reports_every_rule_and_writes_the_model_with_its_heads() {
             "already has exit heads",
         ),
         (vec!["exits", b, "--at", "relu1", "--out", b], "is the input"),
+        (
+            vec![
+                "exits",
+                b,
+                "--at",
+                "relu1",
+                "--train",
+                "joint",
+                "--distill",
+                "2",
+                "--out",
+                o,
+            ],
+            "goes with --train frozen",
+        ),
+        (
+            vec!["exits", b, "--at", "relu1", "--distill", "0", "--out", o],
+            "positive temperature",
+        ),
     ] {
         fails_with(&args, &[needle]);
     }

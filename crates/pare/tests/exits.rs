@@ -8,7 +8,8 @@ mod common;
 use common::{toy_data, toy_model, zoo};
 use pare::data::{Dataset, InMemory};
 use pare::exits::{
-    attach, choose, exit_costs, simulate, sweep, train_frozen, Exit, ExitLogits, Head, Policy, Rule, Target,
+    attach, choose, exit_costs, simulate, sweep, train_frozen, Exit, ExitLogits, Head, Policy, Rule,
+    SelfDistill, Target,
 };
 use pare::ir::{Model, Reparams, Tensor};
 use pare::native::{compile, compile_exits};
@@ -196,7 +197,7 @@ fn heads_train_on_a_frozen_backbone() {
         schedule: Schedule::constant(0.05),
         ..Default::default()
     };
-    train_frozen(&mut m, &exits, &data, &cfg, &mut NoHooks).unwrap();
+    train_frozen(&mut m, &exits, &data, &cfg, None, &mut NoHooks).unwrap();
     for (k, v) in &base.params {
         assert_eq!(&m.params[k], v, "the backbone's {k} changed");
     }
@@ -220,4 +221,48 @@ fn heads_train_on_a_frozen_backbone() {
     let none = choose(Rule::Confidence, Target::Budget(0.01), &after, &costs).unwrap_err();
     assert!(none.to_string().contains("cheapest"), "{none}");
     assert_eq!(data.len(), after.labels.len());
+}
+
+/// Self-distilled heads learn the final head's predictions: with alpha = 1 and labels that are
+/// pure noise, a head trained on the frozen backbone agrees with the final head far more often
+/// than one trained on those labels alone.
+#[test]
+fn self_distilled_heads_learn_the_final_heads_predictions() {
+    let data = toy_data();
+    let mut base = toy_model(3);
+    let cfg = FitConfig {
+        epochs: 8,
+        batch_size: 16,
+        optimizer: OptimizerConfig::sgd(0.9, 0.0),
+        schedule: Schedule::constant(0.05),
+        ..Default::default()
+    };
+    pare::train::fit(&mut base, &data, None, &cfg, &mut NoHooks).unwrap();
+    let n = data.len();
+    let pixels: Vec<f32> = (0..n).flat_map(|i| data.image(i).to_vec()).collect();
+    let images = pare::ir::Tensor::from_vec(vec![n, 1, 8, 8], pixels);
+    let noisy = InMemory::new(
+        vec![1, 8, 8],
+        3,
+        images.data().to_vec(),
+        (0..n as u32).map(|i| (i * 7 + i / 5) % 3).collect(),
+    )
+    .unwrap();
+    let finals = pare::native::infer(&base, &images).unwrap();
+    let agreement = |distill: Option<SelfDistill>| {
+        let (mut m, exits) = attach(&base, &["relu".to_string()], Head { hidden: 0 }, 1).unwrap();
+        train_frozen(&mut m, &exits, &noisy, &cfg, distill, &mut NoHooks).unwrap();
+        let graph = m.graph.select_output(&exits[0].output).unwrap();
+        let head =
+            pare::native::infer(&pare::ir::Model::new(graph, m.params.clone()).unwrap(), &images).unwrap();
+        let (a, b) = (head.argmax_rows(), finals.argmax_rows());
+        a.iter().zip(&b).filter(|(x, y)| x == y).count() as f64 / n as f64
+    };
+    let distilled = agreement(Some(SelfDistill::new(2.0, 1.0).unwrap()));
+    let alone = agreement(None);
+    assert!(
+        distilled > 0.9 && distilled > alone + 0.3,
+        "distilled {distilled}, labels alone {alone}"
+    );
+    assert!(SelfDistill::new(0.0, 0.5).is_err() && SelfDistill::new(2.0, 1.5).is_err());
 }

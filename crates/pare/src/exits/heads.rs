@@ -1,12 +1,13 @@
 //! Exit heads: grafting a small classifier onto a chosen node (a tap) as an extra output of
 //! the graph, and training the heads on a frozen backbone from its stored features.
 
-use crate::data::{Dataset, InMemory};
+use crate::data::{Batch, Dataset, InMemory};
 use crate::error::{Error, Result};
+use crate::exec::LossTerm;
 use crate::ir::graph::ops::linear;
 use crate::ir::rewrite::{self, Readers};
-use crate::ir::{GraphBuilder, Model, Node, Op};
-use crate::train::{fit, Chain, FitConfig, Hooks, OutputLosses};
+use crate::ir::{GraphBuilder, Model, Node, Op, Tensor};
+use crate::train::{fit, Chain, FitConfig, Hooks};
 
 /// The classifier grafted at each tap: images are average-pooled to about 4x4 (Shallow-Deep
 /// Networks' feature reduction, so that the head keeps where things are but costs little),
@@ -174,19 +175,41 @@ pub fn attach(model: &Model, taps: &[String], head: Head, seed: u64) -> Result<(
     Ok((Model::new(graph, params)?, exits))
 }
 
+/// Self-distillation of the exits from the model's final head (Phuong & Lampert 2019; Li et al.
+/// 2019, "Improved techniques for training adaptive deep networks"): each head's loss is
+/// `(1 - alpha) * CE(labels) + alpha * T^2 * CE(softmax(final / T), softmax(head / T))`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SelfDistill {
+    pub temperature: f32,
+    pub alpha: f32,
+}
+
+impl SelfDistill {
+    pub fn new(temperature: f32, alpha: f32) -> Result<SelfDistill> {
+        if !(temperature > 0.0 && temperature.is_finite() && (0.0..=1.0).contains(&alpha)) {
+            return Err(Error::Config(format!(
+                "self-distillation needs a positive temperature and alpha in [0, 1], got T = {temperature}, alpha = {alpha}"
+            )));
+        }
+        Ok(SelfDistill { temperature, alpha })
+    }
+}
+
 /// Trains the heads of `exits` on a frozen backbone (Shallow-Deep Networks' setting): each
 /// head's input features are computed once for the whole of `train` with the native engine (eval
 /// mode, so the backbone and its BatchNorm statistics stay as they are), then every head is
-/// fitted on them, each with its own cross-entropy, in one run of `cfg`. The backbone's
-/// parameters and the main output are untouched.
+/// fitted on them, each with its own loss, in one run of `cfg`: the cross-entropy with the
+/// labels, or with `distill` also the final head's softened predictions (computed in the same
+/// pass). The backbone's parameters and the main output are untouched.
 pub fn train_frozen(
     model: &mut Model,
     exits: &[Exit],
     train: &dyn Dataset,
     cfg: &FitConfig,
+    distill: Option<SelfDistill>,
     hooks: &mut dyn Hooks,
 ) -> Result<()> {
-    let (features, widths) = stored_features(model, exits, train)?;
+    let (features, widths, finals) = stored_features(model, exits, train)?;
     // One model holds every head, reading its slice of the stored features; heads share no
     // parameter, so training them together is training each on its own.
     let mut b = GraphBuilder::new(vec![widths.iter().sum::<usize>()]);
@@ -218,13 +241,10 @@ pub fn train_frozen(
         }
     }
     let mut heads = Model::new(graph, params)?;
-    let extra: Vec<(String, f32)> = heads
-        .graph
-        .extra_outputs
-        .iter()
-        .map(|o| (o.clone(), 1.0))
-        .collect();
-    let mut losses = OutputLosses::new(&heads, extra)?;
+    let mut losses = HeadLosses {
+        extra: heads.graph.extra_outputs.clone(),
+        distill: distill.map(|d| (d, softmax_rows(&finals, d.temperature))),
+    };
     let r = fit(
         &mut heads,
         &features,
@@ -241,6 +261,68 @@ pub fn train_frozen(
     Ok(())
 }
 
+/// The heads model's losses: its main output (the last exit) gets `fit`'s cross-entropy, each
+/// extra output its own; with self-distillation every one is mixed with the soft-target term
+/// against the final head's stored predictions (rows indexed by the batch's sample positions).
+struct HeadLosses {
+    extra: Vec<String>,
+    distill: Option<(SelfDistill, Vec<Vec<f32>>)>,
+}
+
+impl Hooks for HeadLosses {
+    fn loss_terms(&mut self, batch: &Batch, terms: &mut Vec<LossTerm>) -> Result<()> {
+        let ce = |weight: f32| LossTerm::CrossEntropy {
+            labels: batch.labels.clone(),
+            weight,
+        };
+        let Some((d, probs)) = &self.distill else {
+            terms.extend(self.extra.iter().map(|o| LossTerm::At {
+                output: o.clone(),
+                term: Box::new(ce(1.0)),
+            }));
+            return Ok(());
+        };
+        for t in terms.iter_mut() {
+            if let LossTerm::CrossEntropy { weight, .. } = t {
+                *weight = 1.0 - d.alpha;
+            }
+        }
+        let classes = probs.first().map_or(0, Vec::len);
+        let rows: Vec<f32> = batch
+            .indices
+            .iter()
+            .flat_map(|&i| probs[i].iter().copied())
+            .collect();
+        let soft = LossTerm::SoftTargets {
+            target: Tensor::from_vec(vec![batch.indices.len(), classes], rows),
+            temperature: d.temperature,
+            weight: d.alpha,
+        };
+        for o in &self.extra {
+            for term in [ce(1.0 - d.alpha), soft.clone()] {
+                terms.push(LossTerm::At {
+                    output: o.clone(),
+                    term: Box::new(term),
+                });
+            }
+        }
+        terms.push(soft);
+        Ok(())
+    }
+}
+
+/// `softmax(row / t)` of every row.
+fn softmax_rows(rows: &[Vec<f32>], t: f32) -> Vec<Vec<f32>> {
+    rows.iter()
+        .map(|r| {
+            let max = r.iter().fold(f32::NEG_INFINITY, |m, &v| m.max(v / t));
+            let e: Vec<f32> = r.iter().map(|&v| (v / t - max).exp()).collect();
+            let sum: f32 = e.iter().sum();
+            e.into_iter().map(|v| v / sum).collect()
+        })
+        .collect()
+}
+
 /// The nodes of an exit head after its features (its Linear layers and the ReLU between).
 fn head_nodes<'a>(model: &'a Model, e: &Exit) -> Vec<&'a Node> {
     let g = &model.graph;
@@ -249,8 +331,13 @@ fn head_nodes<'a>(model: &'a Model, e: &Exit) -> Vec<&'a Node> {
     g.nodes[from..=to].iter().collect()
 }
 
-/// Every sample's features for each exit, side by side (`[N, sum of widths]`), and the widths.
-fn stored_features(model: &Model, exits: &[Exit], set: &dyn Dataset) -> Result<(InMemory, Vec<usize>)> {
+/// Every sample's features for each exit, side by side (`[N, sum of widths]`), the widths, and
+/// every sample's final logits.
+fn stored_features(
+    model: &Model,
+    exits: &[Exit],
+    set: &dyn Dataset,
+) -> Result<(InMemory, Vec<usize>, Vec<Vec<f32>>)> {
     let mut graph = model.graph.clone();
     graph.extra_outputs = exits.iter().map(|e| e.features.clone()).collect();
     graph.output = model.graph.output.clone();
@@ -263,16 +350,20 @@ fn stored_features(model: &Model, exits: &[Exit], set: &dyn Dataset) -> Result<(
     let total: usize = widths.iter().sum();
     let mut data = Vec::with_capacity(set.len() * total);
     let mut labels = Vec::with_capacity(set.len());
+    let mut finals = Vec::with_capacity(set.len());
     super::each_batch(&probe, set, &mut |outs, batch_labels| {
+        let classes = outs[0].shape()[1];
         for i in 0..batch_labels.len() {
             for (k, w) in widths.iter().enumerate() {
                 data.extend_from_slice(&outs[k + 1].data()[i * w..(i + 1) * w]);
             }
+            finals.push(outs[0].data()[i * classes..(i + 1) * classes].to_vec());
         }
         labels.extend_from_slice(batch_labels);
     })?;
     Ok((
         InMemory::new(vec![total], set.num_classes(), data, labels)?,
         widths,
+        finals,
     ))
 }

@@ -15,7 +15,7 @@ mod heads;
 mod rule;
 
 pub use curve::{choose, exit_costs, simulate, sweep, ExitLogits, Outcome, Target};
-pub use heads::{attach, train_frozen, Exit, Head};
+pub use heads::{attach, train_frozen, Exit, Head, SelfDistill};
 pub use rule::{Decider, Policy, Rule};
 
 use std::time::Instant;
