@@ -213,6 +213,67 @@ class ShuffleNet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
+class SepConv(nn.Module):
+    """Xception's separable convolution + BN: 3x3 depthwise, then 1x1, both unbiased."""
+
+    def __init__(self, inp, out):
+        super().__init__()
+        self.dw = nn.Conv2d(inp, inp, 3, 1, 1, groups=inp, bias=False)
+        self.pw = nn.Conv2d(inp, out, 1, bias=False)
+        self.bn = nn.BatchNorm2d(out)
+
+    def forward(self, x):
+        return self.bn(self.pw(self.dw(x)))
+
+
+class EntryBlock(nn.Module):
+    def __init__(self, inp, out, relu_first):
+        super().__init__()
+        self.relu_first = relu_first
+        self.sep1 = SepConv(inp, out)
+        self.sep2 = SepConv(out, out)
+        self.skip = nn.Conv2d(inp, out, 1, 2, bias=False)
+        self.skip_bn = nn.BatchNorm2d(out)
+
+    def forward(self, x):
+        y = F.relu(x) if self.relu_first else x
+        y = self.sep2(F.relu(self.sep1(y)))
+        return F.max_pool2d(y, 3, 2, 1) + self.skip_bn(self.skip(x))
+
+
+class MiddleBlock(nn.Module):
+    def __init__(self, ch):
+        super().__init__()
+        self.sep1 = SepConv(ch, ch)
+        self.sep2 = SepConv(ch, ch)
+        self.sep3 = SepConv(ch, ch)
+
+    def forward(self, x):
+        return x + self.sep3(F.relu(self.sep2(F.relu(self.sep1(F.relu(x))))))
+
+
+class Xception(nn.Module):
+    """Xception for 28x28: stem 16 and 32 (stride 2), entry blocks to 64 and 128 (stride 2
+    each), two middle blocks at 128, ReLU, global average pool, fc."""
+
+    def __init__(self, classes=10):
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 16, 3, 1, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = nn.Conv2d(16, 32, 3, 2, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(32)
+        self.block1 = EntryBlock(32, 64, False)
+        self.block2 = EntryBlock(64, 128, True)
+        self.middle1 = MiddleBlock(128)
+        self.middle2 = MiddleBlock(128)
+        self.fc = nn.Linear(128, classes)
+
+    def forward(self, x):
+        x = F.relu(self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x))))))
+        x = self.middle2(self.middle1(self.block2(self.block1(x))))
+        return self.fc(F.relu(x).mean((2, 3)))
+
+
 class VitBlock(nn.Module):
     """Pre-norm transformer block: LayerNorm, self-attention, LayerNorm, GELU MLP."""
 
@@ -272,6 +333,8 @@ def build(name):
         return SqueezeNet()
     if name == "shufflenet":
         return ShuffleNet()
+    if name == "xception":
+        return Xception()
     if name.startswith("mobilenet:"):
         return MobileNet(float(name.split(":")[1]))
     raise SystemExit(f"unknown model {name}")

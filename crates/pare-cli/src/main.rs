@@ -142,7 +142,7 @@ struct DataArgs {
 #[derive(Args, Clone)]
 struct ModelArgs {
     /// Zoo model: lenet300, lenet5, mlp, vgg, resnet20 (resnet8/14/32/56), mobilenet,
-    /// squeezenet, shufflenet, vit.
+    /// squeezenet, shufflenet, xception, vit.
     #[arg(long)]
     model: String,
     /// Width multiplier of --model mobilenet, e.g. 0.5.

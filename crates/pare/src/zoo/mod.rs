@@ -47,6 +47,13 @@ pub enum ZooModel {
     /// its 3x3 average pool), then ReLU. The first 1x1 of the network is not grouped (24
     /// channels are too few, as the paper notes). Global average pool, fc.
     Shufflenet,
+    /// Xception (Chollet 2017) for small images: a 3x3 stem of 16, a stride-2 3x3 of 32 (each
+    /// + BN + ReLU), then the entry flow's two blocks (32 -> 64 -> 128: two separable
+    /// convolutions, each a 3x3 depthwise then a 1x1, + BN, a ReLU between and before the second
+    /// block's first, a 3x3 stride-2 max-pool, added to a stride-2 1x1 + BN shortcut), two
+    /// middle-flow blocks (three ReLU, separable convolution, BN, added to the input) at 128,
+    /// then ReLU, global average pool, fc (157,594 parameters).
+    Xception,
     /// A tiny Vision Transformer (Dosovitskiy et al. 2021): 7x7 patches embedded by a stride-7
     /// conv, a class token, learned position embeddings, 4 pre-norm blocks (LayerNorm,
     /// 4-head self-attention, LayerNorm, GELU MLP 128) of width 64, a final LayerNorm and a
@@ -97,6 +104,7 @@ impl ZooModel {
             "mobilenet" | "mobilenetv1" => ZooModel::Mobilenet { width: 1.0 },
             "squeezenet" => ZooModel::Squeezenet,
             "shufflenet" | "shufflenetv1" => ZooModel::Shufflenet,
+            "xception" => ZooModel::Xception,
             "resnet" => ZooModel::Resnet { depth: 20 },
             "vit" => ZooModel::Vit,
             _ => match n.strip_prefix("resnet").and_then(|d| d.parse().ok()) {
@@ -167,6 +175,7 @@ impl ZooModel {
             ZooModel::Vit => "vit".into(),
             ZooModel::Squeezenet => "squeezenet".into(),
             ZooModel::Shufflenet => "shufflenet".into(),
+            ZooModel::Xception => "xception".into(),
         }
     }
 
@@ -274,6 +283,7 @@ impl ZooModel {
             ZooModel::Vit => vit(&mut b, [c, h, w], classes)?,
             ZooModel::Squeezenet => squeezenet(&mut b, c, classes),
             ZooModel::Shufflenet => shufflenet(&mut b, c, classes),
+            ZooModel::Xception => xception(&mut b, c, classes),
         }
         b.finish()
     }
@@ -437,6 +447,59 @@ fn shufflenet(b: &mut GraphBuilder, c: usize, classes: usize) {
     b.then("fc", linear(ch, classes));
 }
 
+fn xception(b: &mut GraphBuilder, c: usize, classes: usize) {
+    b.then("conv1", conv(c, 16, 3, 1, 1, false));
+    b.then("bn1", bn(16));
+    b.then("relu1", Op::Relu);
+    b.then("conv2", conv(16, 32, 3, 2, 1, false));
+    b.then("bn2", bn(32));
+    let mut x = b.then("relu2", Op::Relu);
+    // A separable convolution + BN after `from`: depthwise 3x3, pointwise 1x1, both unbiased.
+    let sep = |b: &mut GraphBuilder, p: &str, from: &str, i: usize, o: usize| -> String {
+        b.add(format!("{p}.dw"), depthwise(i, 3, 1, 1), &[from]);
+        b.then(format!("{p}.pw"), conv(i, o, 1, 1, 0, false));
+        b.then(format!("{p}.bn"), bn(o))
+    };
+    let mut ch = 32;
+    for (k, out) in [64, 128].into_iter().enumerate() {
+        let p = format!("block{}", k + 1);
+        // The first block reads the stem's ReLU; the later ones start with their own.
+        let input = if k == 0 {
+            x.clone()
+        } else {
+            b.add(format!("{p}.relu0"), Op::Relu, &[&x])
+        };
+        let y = sep(b, &format!("{p}.sep1"), &input, ch, out);
+        let r = b.add(format!("{p}.relu1"), Op::Relu, &[&y]);
+        sep(b, &format!("{p}.sep2"), &r, out, out);
+        let pool = b.then(
+            format!("{p}.pool"),
+            Op::MaxPool2d {
+                kernel_size: [3, 3],
+                stride: [2, 2],
+                padding: [1, 1],
+            },
+        );
+        b.add(format!("{p}.skip"), conv(ch, out, 1, 2, 0, false), &[&x]);
+        let skip = b.then(format!("{p}.skip_bn"), bn(out));
+        x = b.add(format!("{p}.add"), Op::Add, &[&pool, &skip]);
+        ch = out;
+    }
+    for k in 0..2 {
+        let p = format!("middle{}", k + 1);
+        let mut y = x.clone();
+        for j in 1..=3 {
+            let r = b.add(format!("{p}.relu{j}"), Op::Relu, &[&y]);
+            y = sep(b, &format!("{p}.sep{j}"), &r, ch, ch);
+        }
+        x = b.add(format!("{p}.add"), Op::Add, &[&y, &x]);
+    }
+    b.add("relu_out", Op::Relu, &[&x]);
+    b.then("avgpool", Op::GlobalAvgPool);
+    b.then("flatten", Op::Flatten);
+    b.then("fc", linear(ch, classes));
+}
+
 fn vit(b: &mut GraphBuilder, [c, h, w]: [usize; 3], classes: usize) -> Result<()> {
     let (patch, dim, heads, depth, mlp) = VIT;
     if h % patch != 0 || w % patch != 0 {
@@ -508,6 +571,7 @@ pub fn catalog() -> Vec<ZooModel> {
         ZooModel::Mobilenet { width: 1.0 },
         ZooModel::Squeezenet,
         ZooModel::Shufflenet,
+        ZooModel::Xception,
         ZooModel::Vit,
     ]
 }

@@ -12,5 +12,5 @@ from models import build  # noqa: E402
 
 NAMES = ["lenet300", "lenet5", "mlp:1200,1200:0.5", "mlp:800,800", "mlp:30,30", "vgg",
          "resnet8", "resnet14", "resnet20", "resnet32", "resnet56", "mobilenet", "mobilenet:0.5", "vit",
-         "squeezenet", "shufflenet"]
+         "squeezenet", "shufflenet", "xception"]
 print(json.dumps({n: sum(p.numel() for p in build(n).parameters()) for n in NAMES}, indent=1))
