@@ -397,3 +397,60 @@ fn a_tie_stage_shares_blocks_and_is_checked_before_running() {
         .to_string();
     assert!(e.contains("must come before the prune stage"), "{e}");
 }
+
+/// An exits stage grafts and trains heads and chooses a threshold on the validation split;
+/// without validation images, with two targets, after quantization or before a stage that
+/// reshapes layers it is refused before anything runs.
+#[test]
+fn an_exits_stage_adds_heads_and_is_checked_before_running() {
+    use pare::data::InMemory;
+    use pare::ir::Model;
+    use pare::pipeline::run::{preflight, run, Data};
+    use pare::zoo::ZooModel;
+
+    let model = Model::init(ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let n = 40;
+    let images: Vec<f32> = (0..n * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+    let set = InMemory::new(vec![1, 28, 28], 10, images, labels).unwrap();
+    let stage = "[[stage]]\n[stage.exits]\nat = [\"relu1\"]\nrule = \"entropy\"\nmax_drop = 100.0\n";
+    let text = format!("val = 20\n[model]\nzoo = \"lenet300\"\n{stage}train = {{ epochs = 1, lr = 0.05, batch_size = 8 }}\n[encode]\nhuffman = false\n");
+    let recipe = Recipe::parse(&text, Path::new("e.toml")).unwrap();
+    let data = Data {
+        train: &set,
+        val: Some(&set),
+        test: &set,
+    };
+    let out = run(&recipe, model.clone(), &data, &mut Quiet, None, false).unwrap();
+    assert_eq!(out.model.graph.extra_outputs, ["exits.0.fc"]);
+    let detail = &out.stages[1].detail;
+    assert!(detail.contains("exits at relu1: entropy threshold"), "{detail}");
+    assert!(
+        detail.contains("of the MACs saved, left at each exit ["),
+        "{detail}"
+    );
+
+    let parse_err = |t: String| Recipe::parse(&t, Path::new("e.toml")).unwrap_err().to_string();
+    let no_val = format!("[model]\nzoo = \"lenet300\"\n{stage}train = {{ epochs = 1, lr = 0.05 }}\n");
+    assert!(parse_err(no_val).contains("set `val`"));
+    let two = format!(
+        "val = 20\n[model]\nzoo = \"lenet300\"\n{stage}budget = 0.5\ntrain = {{ epochs = 1, lr = 0.05 }}\n"
+    );
+    assert!(parse_err(two).contains("at most one of max_drop, target_acc and budget"));
+    let pre = |t: String| {
+        preflight(&Recipe::parse(&t, Path::new("e.toml")).unwrap(), &model)
+            .unwrap_err()
+            .to_string()
+    };
+    let after = format!(
+        "val = 20\n[model]\nzoo = \"lenet300\"\n{stage}train = {{ epochs = 1, lr = 0.05 }}\n\
+         [[stage]]\n[stage.structured]\nratio = 0.5\ntrain = {{ epochs = 0, lr = 0.01 }}\n"
+    );
+    assert!(pre(after).contains("stage 2 (structured): it must come before the exits stage (stage 1)"));
+    let quantized = format!(
+        "val = 20\n[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.quantize]\nbits = 8\n{stage}train = {{ epochs = 1, lr = 0.05 }}\n"
+    );
+    assert!(pre(quantized).contains("must come before the quantize stage"));
+    let bad_tap = "val = 20\n[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.exits]\nat = [\"conv9\"]\ntrain = { epochs = 1, lr = 0.05 }\n";
+    assert!(pre(bad_tap.into()).contains("conv9"));
+}

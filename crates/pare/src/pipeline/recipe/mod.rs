@@ -179,6 +179,31 @@ impl Recipe {
                         "energy and rank must be above 0 (the layer would be removed)".into()
                     ))
                 }
+                Stage::Exits(e) if e.at.is_empty() => {
+                    return Err(at("at must name at least one layer".into()))
+                }
+                Stage::Exits(e)
+                    if [e.max_drop.is_some(), e.target_acc.is_some(), e.budget.is_some()]
+                        .iter()
+                        .filter(|x| **x)
+                        .count()
+                        > 1 =>
+                {
+                    return Err(at("give at most one of max_drop, target_acc and budget".into()))
+                }
+                Stage::Exits(e)
+                    if e.max_drop.is_some_and(|d| !(d >= 0.0 && d.is_finite()))
+                        || e.target_acc.is_some_and(|a| !(0.0..=1.0).contains(&a))
+                        || e.budget.is_some_and(|b| !(b > 0.0 && b <= 1.0)) =>
+                {
+                    return Err(at(
+                        "max_drop must be 0 or more points, target_acc in [0, 1], budget in (0, 1]".into(),
+                    ))
+                }
+                Stage::Exits(_) if r.val == 0 => return Err(at(
+                    "an exits stage chooses its threshold on held-out images: set `val` (e.g. val = 5000)"
+                        .into(),
+                )),
                 Stage::Structured(p) if p.steps == 0 || p.round_to == 0 => {
                     return Err(at("steps and round_to must be at least 1".into()))
                 }

@@ -81,6 +81,54 @@ pub enum Stage {
     /// Cross-layer tying (ALBERT): identical blocks compute with one parameter set, then
     /// training.
     Tie(TieStage),
+    /// Early exits: heads grafted after the named layers, trained on the frozen backbone, and
+    /// one rule's threshold chosen on the validation split (`val`).
+    Exits(ExitsStage),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExitsStage {
+    /// The layers whose outputs the heads read, in graph order.
+    pub at: Vec<String>,
+    /// `"confidence"` (default), `"entropy"` or `"patience"`.
+    #[serde(default = "confidence")]
+    pub rule: crate::exits::Rule,
+    /// The cheapest threshold losing at most this many accuracy points on the validation
+    /// split (the default: 0.5) ...
+    #[serde(default)]
+    pub max_drop: Option<f64>,
+    /// ... or keeping at least this accuracy ...
+    #[serde(default)]
+    pub target_acc: Option<f64>,
+    /// ... or the most accurate one spending at most this fraction of the MACs on average.
+    #[serde(default)]
+    pub budget: Option<f64>,
+    /// Hidden width of each head (0: one Linear layer after the pooling).
+    #[serde(default)]
+    pub hidden: usize,
+    /// Distill every head from the final head at this temperature (alpha 0.5).
+    #[serde(default)]
+    pub distill: Option<Positive>,
+    /// The heads' training (the backbone stays frozen).
+    pub train: Training,
+}
+
+fn confidence() -> crate::exits::Rule {
+    crate::exits::Rule::Confidence
+}
+
+impl ExitsStage {
+    /// The target the threshold is chosen for (checked when the recipe is read: at most one
+    /// is given, each in range).
+    pub fn target(&self) -> crate::exits::Target {
+        use crate::exits::Target;
+        match (self.max_drop, self.target_acc, self.budget) {
+            (_, _, Some(b)) => Target::Budget(b),
+            (_, Some(a), _) => Target::Accuracy(a),
+            (d, _, _) => Target::Drop(d.unwrap_or(0.5)),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -394,6 +442,7 @@ impl Stage {
             Stage::Distill(_) => "distill",
             Stage::Factorize(_) => "factorize",
             Stage::Tie(_) => "tie",
+            Stage::Exits(_) => "exits",
         }
     }
 
@@ -407,6 +456,7 @@ impl Stage {
             Stage::Distill(s) => Some(&s.train),
             Stage::Factorize(s) => Some(&s.train),
             Stage::Tie(s) => Some(&s.train),
+            Stage::Exits(s) => Some(&s.train),
         }
     }
 }

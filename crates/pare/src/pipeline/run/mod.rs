@@ -18,7 +18,8 @@ mod stages;
 use stages::{prune, structured, train, train_keeping};
 
 use super::recipe::{
-    ClusterStage, DistillMethod, PruneStage, QuantizeStage, Recipe, Stage, StructuredStage, Training,
+    ClusterStage, DistillMethod, ExitsStage, PruneStage, QuantizeStage, Recipe, Stage, StructuredStage,
+    Training,
 };
 use crate::codec::{self, Encoding, FileBytes, Plan};
 use crate::data::{calibration_batches, Augment, Dataset};
@@ -122,9 +123,18 @@ fn quant_bits(q: &QuantizeStage) -> LayerBits {
 /// Checks everything that depends on the model before any stage runs ([`run`] starts with
 /// it; a caller can run it earlier, before loading data).
 pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
-    let (mut encoded, mut pruned) = (None, None);
+    let (mut encoded, mut pruned, mut exits) = (None, None, None);
     for (i, s) in recipe.stages.iter().enumerate() {
         let at = |m: String| Error::Config(format!("stage {} ({}): {m}", i + 1, s.name()));
+        // Heads read the backbone's layers as they are: what reshapes or replaces layers, or
+        // trains fresh models, comes before them.
+        let reshapes = matches!(
+            s,
+            Stage::Structured(_) | Stage::Factorize(_) | Stage::Tie(_) | Stage::Exits(_)
+        ) || matches!(s, Stage::Distill(d) if d.method != DistillMethod::Kd);
+        if let (true, Some(e)) = (reshapes, &exits) {
+            return Err(at(format!("it must come before the exits stage ({e})")));
+        }
         match s {
             Stage::Prune(p) => {
                 if let Some(prev) = encoded {
@@ -184,6 +194,19 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     )));
                 }
                 crate::tying::tie_blocks(model, &t.blocks, t.init, t.norms).map_err(|e| at(e.to_string()))?;
+            }
+            Stage::Exits(e) => {
+                // Heads are fitted on the backbone's features from the native engine, which
+                // runs weights as stored: no fake quantizers.
+                if encoded == Some("quantize") {
+                    return Err(at(
+                        "the heads learn from the stored weights; it must come before the quantize stage"
+                            .into(),
+                    ));
+                }
+                crate::exits::attach(model, &e.at, crate::exits::Head { hidden: e.hidden }, 0)
+                    .map_err(|err| at(err.to_string()))?;
+                exits = Some(format!("stage {}", i + 1));
             }
             Stage::Distill(d) if d.method != DistillMethod::Kd => {
                 // The staged methods train models other than the current one (a regressor, an
@@ -315,6 +338,7 @@ fn run_stage(
                 ),
             ))
         }
+        Stage::Exits(e) => stages::exits(e, state, seed, data, events),
         Stage::Prune(p) => prune(p, state, seed, data, events),
         Stage::Structured(p) => structured(p, state, seed, data, events),
         Stage::Cluster(c) => {

@@ -1,5 +1,6 @@
 //! The stages that train: fine-tuning that keeps the model's encoding (shared centroids,
-//! quantizers, pruned zeros), weight pruning on a schedule, and structured pruning in steps.
+//! quantizers, pruned zeros), weight pruning on a schedule, structured pruning in steps, and
+//! early-exit heads on the frozen backbone.
 
 use std::collections::BTreeMap;
 
@@ -184,6 +185,63 @@ pub(super) fn structured(
             t(macs),
             t(state.model.macs()),
             macs as f64 / state.model.macs().max(1) as f64
+        ),
+    ))
+}
+
+/// An exits stage: heads grafted at `e.at`, fitted on the frozen backbone (optionally
+/// distilled from its final head), then the rule's threshold chosen on the validation split.
+/// The stage's report gives the policy and what it does on the test set; the model keeps its
+/// main output, so the pipeline's accuracy columns are the backbone's.
+pub(super) fn exits(
+    e: &ExitsStage,
+    state: &mut State,
+    seed: u64,
+    data: &Data,
+    events: &mut dyn Events,
+) -> Result<(Option<f32>, String)> {
+    use crate::exits::{attach, choose, exit_costs, simulate, train_frozen, ExitLogits, Head, SelfDistill};
+    let val = data.val.ok_or_else(|| {
+        Error::Config("an exits stage chooses its threshold on held-out images: set `val`".into())
+    })?;
+    let (mut model, exits) = attach(&state.model, &e.at, Head { hidden: e.hidden }, seed)?;
+    let distill = e.distill.map(|t| SelfDistill::new(t.0, 0.5)).transpose()?;
+    if e.train.epochs > 0 {
+        let mut progress = events.training_hooks(e.train.epochs);
+        train_frozen(
+            &mut model,
+            &exits,
+            data.train,
+            &fit_config(&e.train, seed),
+            distill,
+            progress.as_mut(),
+        )?;
+    }
+    let names: Vec<String> = exits.iter().map(|x| x.output.clone()).collect();
+    let costs = exit_costs(&model, &names)?;
+    let chosen = choose(
+        e.rule,
+        e.target(),
+        &ExitLogits::collect(&model, &names, val)?,
+        &costs,
+    )?;
+    let test = simulate(
+        chosen.policy,
+        &ExitLogits::collect(&model, &names, data.test)?,
+        &costs,
+    );
+    let full = *costs.last().expect("costs end with the main output") as f64;
+    state.model = model;
+    Ok((
+        None,
+        format!(
+            "exits at {}: {} threshold {} chosen on the validation split; test accuracy {:.4}, {:.1}% of the MACs saved, left at each exit {:?}",
+            e.at.join(", "),
+            e.rule.name(),
+            chosen.policy.threshold,
+            test.accuracy,
+            100.0 * (1.0 - test.macs / full),
+            test.left_at
         ),
     ))
 }
