@@ -238,7 +238,10 @@ pub(super) fn exits(
             "exits at {}: {} threshold {} chosen on the validation split; test accuracy {:.4}, {:.1}% of the MACs saved, left at each exit {:?}",
             e.at.join(", "),
             e.rule.name(),
-            chosen.policy.threshold,
+            match chosen.policy.threshold {
+                t if t.is_finite() => format!("{t:.4}"),
+                _ => "\"never\"".into(),
+            },
             test.accuracy,
             100.0 * (1.0 - test.macs / full),
             test.left_at
