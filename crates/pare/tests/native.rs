@@ -280,7 +280,10 @@ fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
         let x = b.last().to_string();
         let arg = arg as usize;
         match op % 14 {
-            0 => drop(b.then(n("ln"), Op::LayerNorm { dim: d, eps: 1e-5 })),
+            // eps 1e-2: a padded row minus its offset is constant, and LayerNorm twice on a
+            // constant row with eps 1e-5 turns float rounding into outputs of order 1e-2 that
+            // no two engines share (found by this property test).
+            0 => drop(b.then(n("ln"), Op::LayerNorm { dim: d, eps: 1e-2 })),
             1 => {
                 let out = 1 + arg % 8;
                 b.then(n("fc"), linear(d, out));
