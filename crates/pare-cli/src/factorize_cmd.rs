@@ -16,7 +16,7 @@ use pare::report::{latencies_ms, thousands, Engine};
 use pare::train::accuracy;
 use serde_json::json;
 
-use crate::finetune::{interrupted, print_before_after, FinetuneArgs};
+use crate::finetune::{after_finetune, interrupted, print_before_after, FinetuneArgs};
 
 #[derive(Args)]
 pub struct FactorizeArgs {
@@ -191,14 +191,7 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
     println!(
         "accuracy {:.4} right after the factorization{}; parameters / {:.2}; MACs / {:.2}; batch-64 speed-up x{:.2}",
         factorized,
-        if a.tune.finetune_epochs > 0 {
-            format!(
-                ", {after:.4} after {} epochs of fine-tuning",
-                a.tune.finetune_epochs
-            )
-        } else {
-            String::new()
-        },
+        after_finetune(after, a.tune.finetune_epochs),
         base.num_params() as f64 / model.num_params() as f64,
         base.macs() as f64 / model.macs() as f64,
         b64[0] / b64[1]

@@ -89,3 +89,13 @@ pub fn print_before_after(rows: Vec<(&str, String, String)>, b1: &[f64], b64: &[
         println!("{k:<24} {b:>14} {af:>14}");
     }
 }
+
+/// `", 0.8939 after 10 epochs of fine-tuning"`, or nothing without fine-tuning: the tail of the
+/// sentence these commands end with.
+pub fn after_finetune(accuracy: f32, epochs: usize) -> String {
+    if epochs > 0 {
+        format!(", {accuracy:.4} after {epochs} epochs of fine-tuning")
+    } else {
+        String::new()
+    }
+}

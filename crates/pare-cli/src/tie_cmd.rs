@@ -12,7 +12,7 @@ use pare::train::accuracy;
 use pare::tying::{tie_blocks, TieInit};
 use serde_json::json;
 
-use crate::finetune::{interrupted, print_before_after, FinetuneArgs};
+use crate::finetune::{after_finetune, interrupted, print_before_after, FinetuneArgs};
 
 #[derive(Args)]
 pub struct TieArgs {
@@ -80,14 +80,7 @@ pub fn tie_cmd(a: TieArgs) -> Result<()> {
     print_before_after(rows, &b1, &b64);
     println!(
         "accuracy {right_after:.4} right after tying{}; parameters / {:.2}; weights file / {:.2}",
-        if a.tune.finetune_epochs > 0 {
-            format!(
-                ", {after:.4} after {} epochs of fine-tuning",
-                a.tune.finetune_epochs
-            )
-        } else {
-            String::new()
-        },
+        after_finetune(after, a.tune.finetune_epochs),
         base.num_params() as f64 / model.num_params() as f64,
         size_before as f64 / size_after as f64,
     );

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{toy_data, zoo};
+use common::{max_diff, toy_data, zoo};
 use pare::exec::{train_step, LossTerm};
 use pare::hashing::{hash_linears, Buckets};
 use pare::ir::op::hashed_index;
@@ -12,14 +12,6 @@ use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
 use pare::train::{fit, FitConfig, NoHooks, OptimizerConfig, Schedule};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    a.data()
-        .iter()
-        .zip(b.data())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
-}
 
 fn images(n: usize) -> Tensor {
     let mut rng = ChaCha8Rng::seed_from_u64(2);

@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::max_diff;
+
 use pare::ir::graph::ops::linear;
 use pare::ir::{GraphBuilder, Model, Op, Tensor};
 use pare::lowrank::{factorize, factorize_for_macs, factorize_with, ConvMethod, Rank};
@@ -35,14 +37,6 @@ fn batch(n: usize, f: usize) -> Tensor {
         vec![n, f],
         (0..n * f).map(|_| rng.random_range(-1.0..1.0)).collect(),
     )
-}
-
-fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    a.data()
-        .iter()
-        .zip(b.data())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0, f32::max)
 }
 
 #[test]

@@ -55,7 +55,6 @@ impl pare::pipeline::run::Events for Quiet {
 /// fc2.
 #[test]
 fn a_threshold_structured_stage_removes_the_weak_neurons() {
-    use pare::data::InMemory;
     use pare::ir::Model;
     use pare::pipeline::run::{run, Data};
     use pare::zoo::ZooModel;
@@ -63,10 +62,7 @@ fn a_threshold_structured_stage_removes_the_weak_neurons() {
     let mut model = Model::init(ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
     let w = model.params.get_mut("fc1.weight").unwrap();
     w.data_mut()[..12 * 784].iter_mut().for_each(|v| *v *= 0.05);
-    let n = 16;
-    let images: Vec<f32> = (0..n * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
-    let set = InMemory::new(vec![1, 28, 28], 10, images, labels).unwrap();
+    let set = common::pattern_set(16);
     let text = "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.structured]\ncriterion = \"l2\"\n\
                 threshold = 0.5\ntrain = { epochs = 0, lr = 0.01 }\n[encode]\nhuffman = false\n";
     let recipe = Recipe::parse(text, Path::new("t.toml")).unwrap();
@@ -297,16 +293,12 @@ fn a_round_to_wider_than_every_layer_is_refused_before_any_stage() {
 /// factorization after pruning is refused before any stage runs.
 #[test]
 fn a_factorize_stage_factorizes_and_is_checked_before_running() {
-    use pare::data::InMemory;
     use pare::ir::Model;
     use pare::pipeline::run::{preflight, run, Data};
     use pare::zoo::ZooModel;
 
     let model = Model::init(ZooModel::Lenet5.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
-    let n = 16;
-    let images: Vec<f32> = (0..n * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
-    let set = InMemory::new(vec![1, 28, 28], 10, images, labels).unwrap();
+    let set = common::pattern_set(16);
     let text = "[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.factorize]\nrank = 8\nconv = \"tucker2\"\n\
                 layers = [\"conv2\", \"fc1\"]\ntrain = { epochs = 1, lr = 0.01, batch_size = 8 }\n\
                 [encode]\nhuffman = false\n";
@@ -353,16 +345,12 @@ fn a_factorize_stage_factorizes_and_is_checked_before_running() {
 /// pruning is refused before any stage runs.
 #[test]
 fn a_tie_stage_shares_blocks_and_is_checked_before_running() {
-    use pare::data::InMemory;
     use pare::ir::Model;
     use pare::pipeline::run::{preflight, run, Data};
     use pare::zoo::ZooModel;
 
     let model = Model::init(ZooModel::Vit.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
-    let n = 16;
-    let images: Vec<f32> = (0..n * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
-    let set = InMemory::new(vec![1, 28, 28], 10, images, labels).unwrap();
+    let set = common::pattern_set(16);
     let stage = "[[stage]]\n[stage.tie]\nblocks = [\"blocks.0\", \"blocks.1\", \"blocks.2\", \"blocks.3\"]\n";
     let text = format!(
         "[model]\nzoo = \"vit\"\n{stage}train = {{ epochs = 1, lr = 0.01, batch_size = 8 }}\n[encode]\nhuffman = false\n"
@@ -403,16 +391,12 @@ fn a_tie_stage_shares_blocks_and_is_checked_before_running() {
 /// reshapes layers it is refused before anything runs.
 #[test]
 fn an_exits_stage_adds_heads_and_is_checked_before_running() {
-    use pare::data::InMemory;
     use pare::ir::Model;
     use pare::pipeline::run::{preflight, run, Data};
     use pare::zoo::ZooModel;
 
     let model = Model::init(ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
-    let n = 40;
-    let images: Vec<f32> = (0..n * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
-    let set = InMemory::new(vec![1, 28, 28], 10, images, labels).unwrap();
+    let set = common::pattern_set(40);
     let stage = "[[stage]]\n[stage.exits]\nat = [\"relu1\"]\nrule = \"entropy\"\nmax_drop = 100.0\n";
     let text = format!("val = 20\n[model]\nzoo = \"lenet300\"\n{stage}train = {{ epochs = 1, lr = 0.05, batch_size = 8 }}\n[encode]\nhuffman = false\n");
     let recipe = Recipe::parse(&text, Path::new("e.toml")).unwrap();

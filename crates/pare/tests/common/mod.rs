@@ -3,7 +3,7 @@
 
 use pare::data::InMemory;
 use pare::ir::graph::ops::{bn, conv, linear};
-use pare::ir::{GraphBuilder, Model, Op};
+use pare::ir::{GraphBuilder, Model, Op, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -48,4 +48,21 @@ pub fn toy_model(seed: u64) -> Model {
 pub fn zoo(name: &str) -> Model {
     let zm = pare::zoo::ZooModel::parse(name, None, 0.0).unwrap();
     Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 4).unwrap()
+}
+
+/// The largest absolute difference between two tensors of the same length.
+pub fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    a.data()
+        .iter()
+        .zip(b.data())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+/// `n` images `[1, 28, 28]` of a fixed pattern, labels 0..9 in turn: data for pipeline tests
+/// on the zoo's 28x28 models.
+pub fn pattern_set(n: usize) -> pare::data::InMemory {
+    let images: Vec<f32> = (0..n * 784).map(|i| ((i * 37) % 101) as f32 / 101.0).collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
+    pare::data::InMemory::new(vec![1, 28, 28], 10, images, labels).unwrap()
 }
