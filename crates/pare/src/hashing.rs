@@ -2,7 +2,7 @@
 //! values through a hash of their position ([`Op::HashedLinear`]), so a layer of `in x out`
 //! virtual weights stores `in x out / factor` numbers and is trained directly in that form.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::data::batch::mix;
 use crate::error::{Error, Result};
@@ -11,7 +11,8 @@ use crate::ir::op::{hashed_index, param_name};
 use crate::ir::{Model, Node, Op, Tensor};
 
 /// Where a hashed layer's shared values start.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Buckets {
     /// Drawn as PyTorch initializes a Linear of the same fan-in: for training from scratch,
     /// as the paper does.

@@ -168,3 +168,28 @@ fn a_hashed_network_trains() {
     let acc = pare::native::accuracy(&h, &data).unwrap();
     assert!(acc > 0.9, "{acc}");
 }
+
+/// A hashed layer's rows and columns cannot be removed (the hash reads positions), so
+/// structured pruning leaves it whole, and a model with nothing else to prune is refused
+/// rather than "pruned" to itself.
+#[test]
+fn structured_pruning_keeps_hashed_layers_whole() {
+    use pare::prune::select::check_prunable;
+    use pare::prune::DepGraph;
+
+    let dense = zoo("lenet300");
+    let (all, _) = hash_linears(&dense, 8.0, None, Buckets::Fresh, 0).unwrap();
+    let e = check_prunable(&DepGraph::build(&all).unwrap())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no channels") && e.contains("hashed"), "{e}");
+    // With fc2 hashed, fc1's outputs feed it and are fixed too: nothing prunable either.
+    let (mid, _) = hash_linears(&dense, 8.0, Some(&["fc2".to_string()]), Buckets::Fresh, 0).unwrap();
+    assert!(check_prunable(&DepGraph::build(&mid).unwrap()).is_err());
+    // With fc1 hashed, fc2's 100 outputs stay prunable.
+    let (first, _) = hash_linears(&dense, 8.0, Some(&["fc1".to_string()]), Buckets::Fresh, 0).unwrap();
+    let deps = DepGraph::build(&first).unwrap();
+    check_prunable(&deps).unwrap();
+    assert_eq!(deps.families.len(), 1);
+    assert_eq!(deps.families[0].groups.len(), 100);
+}

@@ -88,6 +88,17 @@ fn channel_rules() {
         (Op::Flatten, vec![img], Flatten),
         (Op::Flatten, vec![seq], Opaque),
         (linear(8, 4), vec![&[8]], Transform),
+        (
+            Op::HashedLinear {
+                in_features: 8,
+                out_features: 4,
+                buckets: 4,
+                seed: 0,
+                bias: true,
+            },
+            vec![&[8]],
+            Opaque,
+        ),
         (linear(8, 4), vec![seq], Transform),
         (linear(6, 4), vec![img], Opaque),
         (Op::Gelu, vec![seq], Passthrough),

@@ -386,6 +386,86 @@ fn a_tie_stage_shares_blocks_and_is_checked_before_running() {
     assert!(e.contains("must come before the prune stage"), "{e}");
 }
 
+/// A hash stage replaces Linear layers by hashed ones holding 1/factor of their weights, fitted
+/// to the trained weights, and trains them; a bad factor, an unknown layer, hashing after
+/// pruning, and a model without a Linear layer are refused before any stage runs.
+#[test]
+fn a_hash_stage_stores_a_fraction_and_is_checked_before_running() {
+    use pare::ir::{Model, Op};
+    use pare::pipeline::run::{preflight, run, Data};
+    use pare::zoo::ZooModel;
+
+    let model = Model::init(ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let set = common::pattern_set(16);
+    let text =
+        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.hash]\nfactor = 8.0\nlayers = [\"fc1\", \"fc2\"]\n\
+                train = { epochs = 1, lr = 0.01, batch_size = 8 }\n[encode]\nhuffman = false\n";
+    let recipe = Recipe::parse(text, Path::new("h.toml")).unwrap();
+    let data = Data {
+        train: &set,
+        val: None,
+        test: &set,
+    };
+    let out = run(&recipe, model.clone(), &data, &mut Quiet, None, false).unwrap();
+    let hashed: Vec<&str> = out
+        .model
+        .graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::HashedLinear { .. }))
+        .map(|n| n.name.as_str())
+        .collect();
+    assert_eq!(hashed, ["fc1", "fc2"]);
+    // fc1 784x300 and fc2 300x100 in 1/8 of their weights; fc3 and the biases as they were.
+    let expected = 29_400 + 3_750 + 1_000 + 300 + 100 + 10;
+    assert_eq!(out.model.num_params(), expected);
+    // The stored weights are the shared values: 1/8 of the layers' weights (rounded up).
+    assert!(out.stages[1].nonzero_weights <= out.stages[1].weights / 7);
+    assert!(
+        out.stages[1].nonzero_weights > 30_000,
+        "{}",
+        out.stages[1].nonzero_weights
+    );
+    let detail = &out.stages[1].detail;
+    assert!(
+        detail.contains("fc1 235200 -> 29400") && detail.contains(&format!("-> {expected} parameters")),
+        "{detail}"
+    );
+
+    let refused = |text: &str, m: &Model| {
+        let r = Recipe::parse(text, Path::new("h.toml"));
+        match r {
+            Err(e) => e.to_string(),
+            Ok(r) => preflight(&r, m).unwrap_err().to_string(),
+        }
+    };
+    let stage = |body: &str| {
+        format!("[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.hash]\n{body}\ntrain = {{ epochs = 0, lr = 0.01 }}\n")
+    };
+    let e = refused(&stage("factor = 0.5"), &model);
+    assert!(e.contains("h.toml") && e.contains("must be 1 or more"), "{e}");
+    let e = refused(&stage("factor = 8.0\nlayers = [\"fc9\"]"), &model);
+    assert!(e.contains("stage 1 (hash)") && e.contains("fc9"), "{e}");
+    let e = refused(&stage("factor = 8.0\ninit = \"random\""), &model);
+    assert!(e.contains("h.toml") && e.contains("random"), "{e}");
+    let late = format!(
+        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.prune]\ndefault = 0.5\nramp = \"one_shot\"\ntrain = {{ epochs = 0, lr = 0.01 }}\n\
+         [[stage]]\n[stage.hash]\nfactor = 8.0\ntrain = {{ epochs = 0, lr = 0.01 }}\n"
+    );
+    let e = refused(&late, &model);
+    assert!(
+        e.contains("stage 2 (hash)") && e.contains("must come before the prune stage"),
+        "{e}"
+    );
+    // SqueezeNet classifies with a 1x1 convolution: nothing to hash.
+    let squeeze = Model::init(ZooModel::Squeezenet.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let e = refused(&stage("factor = 8.0").replace("lenet300", "squeezenet"), &squeeze);
+    assert!(
+        e.contains("stage 1 (hash)") && e.contains("no Linear layer"),
+        "{e}"
+    );
+}
+
 /// An exits stage grafts and trains heads and chooses a threshold on the validation split;
 /// without validation images, with two targets, after quantization or before a stage that
 /// reshapes layers it is refused before anything runs.
@@ -407,6 +487,13 @@ fn an_exits_stage_adds_heads_and_is_checked_before_running() {
     };
     let out = run(&recipe, model.clone(), &data, &mut Quiet, None, false).unwrap();
     assert_eq!(out.model.graph.extra_outputs, ["exits.0.fc"]);
+    // The stored weights are the shared values: 1/8 of the layers' weights (rounded up).
+    assert!(out.stages[1].nonzero_weights <= out.stages[1].weights / 7);
+    assert!(
+        out.stages[1].nonzero_weights > 30_000,
+        "{}",
+        out.stages[1].nonzero_weights
+    );
     let detail = &out.stages[1].detail;
     assert!(detail.contains("exits at relu1: entropy threshold"), "{detail}");
     assert!(

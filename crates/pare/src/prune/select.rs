@@ -137,6 +137,19 @@ pub fn group_scores(deps: &DepGraph, scores: &Scores) -> Vec<f32> {
         .collect()
 }
 
+/// Refuses a model without a channel structured pruning could remove, which would otherwise
+/// "prune" to the same model.
+pub fn check_prunable(deps: &DepGraph) -> Result<()> {
+    if deps.families.is_empty() {
+        return Err(Error::Config(
+            "the model has no channels structured pruning can remove: every layer's outputs are \
+             fixed (by the model's output, or by ops whose channels cannot shrink, such as hashed layers)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// Picks the groups to remove.
 pub fn select(model: &Model, deps: &DepGraph, scores: &Scores, sel: &Selection) -> Result<BTreeSet<usize>> {
     if let Amount::Ratio(r) = sel.amount {
@@ -164,6 +177,12 @@ pub fn select(model: &Model, deps: &DepGraph, scores: &Scores, sel: &Selection) 
     let active: Vec<usize> = (0..deps.families.len())
         .filter(|f| !excluded.contains(f))
         .collect();
+    check_prunable(deps)?;
+    if active.is_empty() {
+        return Err(Error::Config(
+            "every layer structured pruning could shrink is excluded".into(),
+        ));
+    }
     match (sel.scope, sel.amount) {
         (Scope::PerLayer, amount) => {
             for &f in &active {

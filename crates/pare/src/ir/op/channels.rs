@@ -110,8 +110,29 @@ impl Op {
             | Op::Parameter { .. }
             | Op::Embedding { .. }
             | Op::ChannelShuffle { .. }
-            | Op::Attention { .. } => ChannelRule::Opaque,
-            _ => ChannelRule::Passthrough,
+            | Op::Attention { .. }
+            // Its weights are read through a hash of (row, column): removing a row or a column
+            // would move every later position to other buckets.
+            | Op::HashedLinear { .. } => ChannelRule::Opaque,
+            // Elementwise, per-channel or spatial: channel `c` in, channel `c` out. Listed
+            // rather than defaulted, so that a new op must state its rule.
+            Op::BatchNorm { .. }
+            | Op::Relu
+            | Op::Relu6
+            | Op::Gelu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::HardSwish
+            | Op::Silu
+            | Op::Clip { .. }
+            | Op::Scale { .. }
+            | Op::MaxPool2d { .. }
+            | Op::AvgPool2d { .. }
+            | Op::GlobalAvgPool
+            | Op::Add
+            | Op::Dropout { .. }
+            | Op::Identity
+            | Op::FakeQuant { .. } => ChannelRule::Passthrough,
         }
     }
 }

@@ -57,6 +57,12 @@ checked!(
     "percentile {v} must be in (50, 100]"
 );
 checked!(
+    /// How many virtual weights share one stored value (HashedNets), 1 or more.
+    HashFactor(f64, "f64"),
+    |v| v >= 1.0 && v.is_finite(),
+    "a hashing factor of {v} is impossible: it divides the weights, so it must be 1 or more"
+);
+checked!(
     /// A weight in `[0, 1]`.
     UnitFraction(f32, "f32"),
     |v| (0.0..=1.0).contains(&v),

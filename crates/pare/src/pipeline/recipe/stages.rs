@@ -81,6 +81,9 @@ pub enum Stage {
     /// Cross-layer tying (ALBERT): identical blocks compute with one parameter set, then
     /// training.
     Tie(TieStage),
+    /// HashedNets: Linear layers replaced by hashed ones that store `1 / factor` of their
+    /// weights as shared values, then training.
+    Hash(HashStage),
     /// Early exits: heads grafted after the named layers, trained on the frozen backbone, and
     /// one rule's threshold chosen on the validation split (`val`).
     Exits(ExitsStage),
@@ -144,6 +147,26 @@ pub struct TieStage {
     #[serde(default)]
     pub norms: bool,
     pub train: Training,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HashStage {
+    /// Virtual weights per stored value (8: each layer keeps 1/8 of its weights).
+    pub factor: HashFactor,
+    /// The Linear layers to hash (default: every one).
+    #[serde(default)]
+    pub layers: Vec<String>,
+    /// `"fit"` (default: each shared value the mean of its positions' signed weights, for a
+    /// trained model) or `"fresh"` (drawn as a new layer's, for training from scratch as the
+    /// paper does).
+    #[serde(default = "fit_buckets")]
+    pub init: crate::hashing::Buckets,
+    pub train: Training,
+}
+
+fn fit_buckets() -> crate::hashing::Buckets {
+    crate::hashing::Buckets::Fit
 }
 
 fn mean_init() -> crate::tying::TieInit {
@@ -442,6 +465,7 @@ impl Stage {
             Stage::Distill(_) => "distill",
             Stage::Factorize(_) => "factorize",
             Stage::Tie(_) => "tie",
+            Stage::Hash(_) => "hash",
             Stage::Exits(_) => "exits",
         }
     }
@@ -456,6 +480,7 @@ impl Stage {
             Stage::Distill(s) => Some(&s.train),
             Stage::Factorize(s) => Some(&s.train),
             Stage::Tie(s) => Some(&s.train),
+            Stage::Hash(s) => Some(&s.train),
             Stage::Exits(s) => Some(&s.train),
         }
     }

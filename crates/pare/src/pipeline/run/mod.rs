@@ -26,7 +26,7 @@ use crate::data::{calibration_batches, Augment, Dataset};
 use crate::distill::{DistillHook, Objective};
 use crate::error::{Error, Result};
 use crate::ir::quant::{BITS, SHARE_BITS};
-use crate::ir::{io, Model, Reparam, Reparams};
+use crate::ir::{io, Model, Op, ParamKind, Reparam, Reparams};
 use crate::prune::schedule::{MaskHook, PruneSchedule};
 use crate::prune::unstructured::{masks_from_zeros, WeightCriterion};
 use crate::prune::{Amount, Scope, Selection};
@@ -97,9 +97,18 @@ struct State {
     sharing: Option<Sharing>,
 }
 
+/// Non-zero and total stored layer weights: those of Linear, Conv2d and attention layers, and
+/// the shared values of hashed layers (which are all a hashed layer stores).
 fn weights(model: &Model) -> (usize, usize) {
-    model.layer_weights().iter().fold((0, 0), |(nz, n), (_, w)| {
-        let t = &model.params[w];
+    let hashed = model
+        .param_refs()
+        .into_iter()
+        .filter(|r| r.spec.kind == ParamKind::Weight)
+        .filter(|r| matches!(model.graph.nodes[r.node].op, Op::HashedLinear { .. }))
+        .map(|r| r.name);
+    let names = model.layer_weights().into_iter().map(|(_, w)| w).chain(hashed);
+    names.fold((0, 0), |(nz, n), w| {
+        let t = &model.params[&w];
         (nz + t.data().iter().filter(|v| **v != 0.0).count(), n + t.len())
     })
 }
@@ -130,7 +139,7 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
         // trains fresh models, comes before them.
         let reshapes = matches!(
             s,
-            Stage::Structured(_) | Stage::Factorize(_) | Stage::Tie(_) | Stage::Exits(_)
+            Stage::Structured(_) | Stage::Factorize(_) | Stage::Tie(_) | Stage::Hash(_) | Stage::Exits(_)
         ) || matches!(s, Stage::Distill(d) if d.method != DistillMethod::Kd);
         if let (true, Some(e)) = (reshapes, &exits) {
             return Err(at(format!("it must come before the exits stage ({e})")));
@@ -154,6 +163,7 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     )));
                 }
                 let deps = crate::prune::DepGraph::build(model)?;
+                crate::prune::select::check_prunable(&deps).map_err(|e| at(e.to_string()))?;
                 crate::prune::select::check_round_to(p.round_to, &deps).map_err(|e| at(e.to_string()))?;
                 for name in p.layers.keys().chain(&p.exclude) {
                     crate::prune::select::family_by_name(model, &deps, name)
@@ -194,6 +204,14 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     )));
                 }
                 crate::tying::tie_blocks(model, &t.blocks, t.init, t.norms).map_err(|e| at(e.to_string()))?;
+            }
+            Stage::Hash(h) => {
+                if let Some(prev) = encoded.or(pruned) {
+                    return Err(at(format!(
+                        "hashing replaces the layers' weights by shared values (their zeros and codes with them); it must come before the {prev} stage"
+                    )));
+                }
+                hash(model, h, 0).map_err(|e| at(e.to_string()))?;
             }
             Stage::Exits(e) => {
                 // Heads are fitted on the backbone's features from the native engine, which
@@ -239,6 +257,21 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// The model with `h`'s layers hashed (`seed` picks the hashes); an error when there is no
+/// Linear layer to hash.
+fn hash(
+    model: &Model,
+    h: &super::recipe::HashStage,
+    seed: u64,
+) -> Result<(Model, Vec<crate::hashing::HashedLayer>)> {
+    let layers = (!h.layers.is_empty()).then_some(h.layers.as_slice());
+    let (m, report) = crate::hashing::hash_linears(model, h.factor.0, layers, h.init, seed)?;
+    if report.is_empty() {
+        return Err(Error::Config("the model has no Linear layer to hash".into()));
+    }
+    Ok((m, report))
 }
 
 /// The teacher of a distill stage exists (a model directory, or the starting model when that
@@ -335,6 +368,31 @@ fn run_stage(
                     report.owner,
                     report.params_before,
                     report.params_after
+                ),
+            ))
+        }
+        Stage::Hash(h) => {
+            let (m, layers) = hash(&state.model, h, seed)?;
+            let before = state.model.num_params();
+            state.model = m;
+            train(
+                &mut state.model,
+                &h.train,
+                seed,
+                data,
+                &mut crate::train::NoHooks,
+                events,
+            )?;
+            let detail = layers
+                .iter()
+                .map(|l| format!("{} {} -> {}", l.layer, l.virtual_weights, l.buckets))
+                .collect::<Vec<_>>()
+                .join(", ");
+            Ok((
+                None,
+                format!(
+                    "hashed {detail}: {before} -> {} parameters",
+                    state.model.num_params()
                 ),
             ))
         }
