@@ -259,6 +259,26 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
     Ok(())
 }
 
+/// Makes `model` (a rewrite of the current one) the current model and trains it.
+fn replace_and_train(
+    state: &mut State,
+    model: Model,
+    t: &super::recipe::Training,
+    seed: u64,
+    data: &Data,
+    events: &mut dyn Events,
+) -> Result<()> {
+    state.model = model;
+    train(
+        &mut state.model,
+        t,
+        seed,
+        data,
+        &mut crate::train::NoHooks,
+        events,
+    )
+}
+
 /// The model with `h`'s layers hashed (`seed` picks the hashes); an error when there is no
 /// Linear layer to hash.
 fn hash(
@@ -332,15 +352,7 @@ fn run_stage(
         Stage::Factorize(f) => {
             let layers = (!f.layers.is_empty()).then_some(f.layers.as_slice());
             let (m, rows) = crate::lowrank::factorize_with(&state.model, layers, f.rank_rule(), f.conv)?;
-            state.model = m;
-            train(
-                &mut state.model,
-                &f.train,
-                seed,
-                data,
-                &mut crate::train::NoHooks,
-                events,
-            )?;
+            replace_and_train(state, m, &f.train, seed, data, events)?;
             let detail = rows
                 .iter()
                 .filter(|r| r.factorized)
@@ -351,15 +363,7 @@ fn run_stage(
         }
         Stage::Tie(t) => {
             let (m, report) = crate::tying::tie_blocks(&state.model, &t.blocks, t.init, t.norms)?;
-            state.model = m;
-            train(
-                &mut state.model,
-                &t.train,
-                seed,
-                data,
-                &mut crate::train::NoHooks,
-                events,
-            )?;
+            replace_and_train(state, m, &t.train, seed, data, events)?;
             Ok((
                 None,
                 format!(
@@ -374,15 +378,7 @@ fn run_stage(
         Stage::Hash(h) => {
             let (m, layers) = hash(&state.model, h, seed)?;
             let before = state.model.num_params();
-            state.model = m;
-            train(
-                &mut state.model,
-                &h.train,
-                seed,
-                data,
-                &mut crate::train::NoHooks,
-                events,
-            )?;
+            replace_and_train(state, m, &h.train, seed, data, events)?;
             let detail = layers
                 .iter()
                 .map(|l| format!("{} {} -> {}", l.layer, l.virtual_weights, l.buckets))
