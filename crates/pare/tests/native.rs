@@ -165,7 +165,7 @@ fn remaining_ops_and_geometries_match_the_engine() {
 fn every_conv_geometry_matches_the_engine_at_its_output() {
     let conv = |k: [usize; 2], stride, padding, dilation, groups| Op::Conv2d {
         in_channels: 16,
-        out_channels: 4,
+        out_channels: if groups == 16 { 16 } else { 4 },
         kernel_size: k,
         stride,
         padding,
@@ -182,6 +182,17 @@ fn every_conv_geometry_matches_the_engine_at_its_output() {
         ("strided", conv([3, 3], [2, 1], [1, 1], [1, 1], 1)),
         ("1x1", conv([1, 1], [1, 1], [0, 0], [1, 1], 1)),
         ("1x1 strided", conv([1, 1], [2, 2], [0, 0], [1, 1], 1)),
+        // Depthwise (its own direct kernel): borders, strides, dilation, padding past the
+        // kernel's reach.
+        ("depthwise 3x3", conv([3, 3], [1, 1], [1, 1], [1, 1], 16)),
+        ("depthwise strided", conv([3, 3], [2, 2], [1, 1], [1, 1], 16)),
+        (
+            "depthwise unpadded strided",
+            conv([3, 3], [2, 3], [0, 0], [1, 1], 16),
+        ),
+        ("depthwise 5x5 dilated", conv([5, 5], [1, 1], [4, 4], [2, 2], 16)),
+        ("depthwise tall", conv([3, 2], [2, 1], [2, 1], [2, 1], 16)),
+        ("depthwise wide padding", conv([3, 3], [1, 2], [3, 2], [1, 1], 16)),
     ];
     for (what, op) in cases {
         // Images large enough that a block holds one sample (the kernel-row path at stride 1,
