@@ -99,3 +99,51 @@ pub fn after_finetune(accuracy: f32, epochs: usize) -> String {
         String::new()
     }
 }
+
+/// What [`save_and_compare`] measured: the weights files' sizes and the latencies (ms) at batch
+/// 1 and 64, before and after.
+pub struct Compared {
+    pub size_before: u64,
+    pub size_after: u64,
+    pub b1: Vec<f64>,
+    pub b64: Vec<f64>,
+}
+
+/// For the rewrites that share weights (tying, hashing): times both models, saves `model` to
+/// `out`, and prints accuracy, parameters, weights-file size, MACs and latency side by side.
+pub fn save_and_compare(
+    base_dir: &std::path::Path,
+    out: &std::path::Path,
+    base: &pare::ir::Model,
+    model: &pare::ir::Model,
+    [before, after]: [f32; 2],
+) -> anyhow::Result<Compared> {
+    use pare::ir::io;
+    use pare::report::{latencies_ms, thousands, Engine};
+    let b1 = latencies_ms(&[base, model], 1, 50, Engine::Native)?;
+    let b64 = latencies_ms(&[base, model], 64, 20, Engine::Native)?;
+    io::save(model, out)?;
+    let size = |d: &std::path::Path| std::fs::metadata(d.join(io::WEIGHTS_FILE)).map(|m| m.len());
+    let (size_before, size_after) = (size(base_dir)?, size(out)?);
+    let rows = vec![
+        ("test accuracy", format!("{before:.4}"), format!("{after:.4}")),
+        (
+            "parameters",
+            thousands(base.num_params() as u64),
+            thousands(model.num_params() as u64),
+        ),
+        (
+            "weights file (bytes)",
+            thousands(size_before),
+            thousands(size_after),
+        ),
+        ("MACs", thousands(base.macs()), thousands(model.macs())),
+    ];
+    print_before_after(rows, &b1, &b64);
+    Ok(Compared {
+        size_before,
+        size_after,
+        b1,
+        b64,
+    })
+}

@@ -8,6 +8,7 @@ mod distill_cmd;
 mod exits_cmd;
 mod factorize_cmd;
 mod finetune;
+mod hash_cmd;
 mod lock;
 mod progress;
 mod prune_cmd;
@@ -86,6 +87,10 @@ enum Command {
     /// Cross-layer tying (ALBERT): identical blocks compute with one parameter set, stored
     /// once; optional fine-tuning and a before/after report with the weights file's size.
     Tie(tie_cmd::TieArgs),
+    /// HashedNets on a trained model: Linear layers keep 1/F of their weights as shared values
+    /// read through a hash of each position (fitted to the trained weights), optional
+    /// fine-tuning and a before/after report with the weights file's size.
+    Hash(hash_cmd::HashArgs),
     /// Early exits: classifier heads grafted onto chosen layers, trained, thresholds chosen on
     /// validation data for a target accuracy or MAC budget, and the saving measured (MACs and
     /// latency) with the accuracy-MACs curve of every exit rule.
@@ -279,6 +284,7 @@ fn main() -> ExitCode {
         Command::Sensitivity(args) => prune_cmd::sensitivity(args),
         Command::Factorize(args) => factorize_cmd::factorize_cmd(args),
         Command::Tie(args) => tie_cmd::tie_cmd(args),
+        Command::Hash(args) => hash_cmd::hash_cmd(args),
         Command::Exits(args) => exits_cmd::exits_cmd(args),
         Command::Lottery(args) => prune_cmd::lottery(args),
         Command::Bench {

@@ -7,12 +7,11 @@ use anyhow::Result;
 use clap::Args;
 use pare::data::fashion;
 use pare::ir::io;
-use pare::report::{latencies_ms, thousands, Engine};
 use pare::train::accuracy;
 use pare::tying::{tie_blocks, TieInit};
 use serde_json::json;
 
-use crate::finetune::{after_finetune, interrupted, print_before_after, FinetuneArgs};
+use crate::finetune::{after_finetune, interrupted, save_and_compare, FinetuneArgs};
 
 #[derive(Args)]
 pub struct TieArgs {
@@ -58,26 +57,8 @@ pub fn tie_cmd(a: TieArgs) -> Result<()> {
         .run(&mut model, &splits.train, a.tune.finetune_epochs, None)
         .map_err(interrupted)?;
     let after = accuracy(&model, &splits.test)?;
-    let b1 = latencies_ms(&[&base, &model], 1, 50, Engine::Native)?;
-    let b64 = latencies_ms(&[&base, &model], 64, 20, Engine::Native)?;
-    io::save(&model, &a.out)?;
-    let size = |d: &std::path::Path| std::fs::metadata(d.join(io::WEIGHTS_FILE)).map(|m| m.len());
-    let (size_before, size_after) = (size(&a.dir)?, size(&a.out)?);
-    let rows = vec![
-        ("test accuracy", format!("{before:.4}"), format!("{after:.4}")),
-        (
-            "parameters",
-            thousands(base.num_params() as u64),
-            thousands(model.num_params() as u64),
-        ),
-        (
-            "weights file (bytes)",
-            thousands(size_before),
-            thousands(size_after),
-        ),
-        ("MACs", thousands(base.macs()), thousands(model.macs())),
-    ];
-    print_before_after(rows, &b1, &b64);
+    let c = save_and_compare(&a.dir, &a.out, &base, &model, [before, after])?;
+    let (size_before, size_after) = (c.size_before, c.size_after);
     println!(
         "accuracy {right_after:.4} right after tying{}; parameters / {:.2}; weights file / {:.2}",
         after_finetune(after, a.tune.finetune_epochs),
@@ -91,9 +72,9 @@ pub fn tie_cmd(a: TieArgs) -> Result<()> {
         "tie_norms": a.tie_norms,
         "ties": tied.ties,
         "finetune_epochs": a.tune.finetune_epochs,
-        "before": {"accuracy": before, "params": base.num_params(), "weights_bytes": size_before, "latency_ms_b1": b1[0], "latency_ms_b64": b64[0]},
+        "before": {"accuracy": before, "params": base.num_params(), "weights_bytes": size_before, "latency_ms_b1": c.b1[0], "latency_ms_b64": c.b64[0]},
         "tied_accuracy": right_after,
-        "after": {"accuracy": after, "params": model.num_params(), "weights_bytes": size_after, "latency_ms_b1": b1[1], "latency_ms_b64": b64[1]},
+        "after": {"accuracy": after, "params": model.num_params(), "weights_bytes": size_after, "latency_ms_b1": c.b1[1], "latency_ms_b64": c.b64[1]},
     });
     io::write_atomic(
         &a.out.join("tie.json"),

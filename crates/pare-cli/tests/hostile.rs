@@ -107,6 +107,7 @@ fn every_model_reading_command_refuses_damaged_models_cleanly() {
             vec!["factorize", d, "--rank", "8", "--out", o],
             vec!["exits", d, "--at", "relu1", "--epochs", "1", "--out", o],
             vec!["tie", d, "--blocks", "fc1,fc2", "--out", o],
+            vec!["hash", d, "--factor", "8", "--out", o],
         ];
         for args in commands {
             refused(name, &args, &[needle], tmp.path());
@@ -253,6 +254,7 @@ fn every_data_reading_command_refuses_damaged_data_cleanly() {
             [common::kd_args(m, o), vec!["--data", d]].concat(),
             vec!["compress", "--recipe", r, "--out", o, "--data", d],
             vec!["factorize", m, "--rank", "8", "--out", o, "--data", d],
+            vec!["hash", m, "--factor", "8", "--out", o, "--data", d],
             vec![
                 "exits", m, "--at", "relu1", "--epochs", "1", "--out", o, "--data", d,
             ],

@@ -1,0 +1,90 @@
+//! `pare hash`: HashedNets on a trained model. Linear layers keep `1 / factor` of their weights
+//! as shared values read through a hash of each position, starting from the least-squares fit
+//! to the trained weights; optional fine-tuning, and a before/after report (accuracy,
+//! parameters, file size, latency).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Result};
+use clap::Args;
+use pare::data::fashion;
+use pare::hashing::{hash_linears, Buckets};
+use pare::ir::io;
+use pare::train::accuracy;
+use serde_json::json;
+
+use crate::finetune::{after_finetune, interrupted, save_and_compare, FinetuneArgs};
+
+#[derive(Args)]
+pub struct HashArgs {
+    /// Model directory whose Linear layers to hash.
+    pub dir: PathBuf,
+    /// Output model directory.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Virtual weights per stored value: 8 keeps 1/8 of each layer's weights.
+    #[arg(long)]
+    pub factor: f64,
+    /// Linear layers to hash (default: every one).
+    #[arg(long, value_delimiter = ',')]
+    pub layers: Vec<String>,
+    /// Where the shared values start: the least-squares fit to the trained weights (fit: each
+    /// value the mean of its positions' signed weights) or a fresh draw (fresh).
+    #[arg(long, default_value = "fit", value_parser = ["fit", "fresh"])]
+    pub init: String,
+    #[command(flatten)]
+    pub tune: FinetuneArgs,
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+pub fn hash_cmd(a: HashArgs) -> Result<()> {
+    let data_dir = fashion::resolve_dir(a.data.as_deref());
+    io::check_output_dir(&a.out, &[&a.dir, &data_dir])?;
+    let _lock = crate::lock::OutputLock::take(&a.out)?;
+    let base = io::load(&a.dir)?;
+    let init = if a.init == "fresh" {
+        Buckets::Fresh
+    } else {
+        Buckets::Fit
+    };
+    let layers = (!a.layers.is_empty()).then_some(a.layers.as_slice());
+    let (mut model, hashed) = hash_linears(&base, a.factor, layers, init, a.tune.seed)?;
+    if hashed.is_empty() {
+        bail!("{}: the model has no Linear layer to hash", a.dir.display());
+    }
+    let splits = fashion::load(&data_dir)?;
+    let before = accuracy(&base, &splits.test)?;
+    let right_after = accuracy(&model, &splits.test)?;
+    println!("{:<16} {:>16} {:>12}", "layer", "virtual weights", "stored");
+    for h in &hashed {
+        println!("{:<16} {:>16} {:>12}", h.layer, h.virtual_weights, h.buckets);
+    }
+    a.tune
+        .run(&mut model, &splits.train, a.tune.finetune_epochs, None)
+        .map_err(interrupted)?;
+    let after = accuracy(&model, &splits.test)?;
+    let c = save_and_compare(&a.dir, &a.out, &base, &model, [before, after])?;
+    println!(
+        "accuracy {right_after:.4} right after hashing{}; parameters / {:.2}; weights file / {:.2}",
+        after_finetune(after, a.tune.finetune_epochs),
+        base.num_params() as f64 / model.num_params() as f64,
+        c.size_before as f64 / c.size_after as f64,
+    );
+    let report = json!({
+        "base": a.dir,
+        "factor": a.factor,
+        "init": a.init,
+        "layers": hashed,
+        "finetune_epochs": a.tune.finetune_epochs,
+        "before": {"accuracy": before, "params": base.num_params(), "weights_bytes": c.size_before, "latency_ms_b1": c.b1[0], "latency_ms_b64": c.b64[0]},
+        "hashed_accuracy": right_after,
+        "after": {"accuracy": after, "params": model.num_params(), "weights_bytes": c.size_after, "latency_ms_b1": c.b1[1], "latency_ms_b64": c.b64[1]},
+    });
+    io::write_atomic(
+        &a.out.join("hash.json"),
+        serde_json::to_string_pretty(&report)?.as_bytes(),
+    )?;
+    println!("wrote {} (hash.json holds the report)", a.out.display());
+    Ok(())
+}
