@@ -541,3 +541,47 @@ fn an_embedding_model_matches_the_engine() {
         );
     }
 }
+
+/// Unstructured pruning's zeros run through the sparse Linear kernel (Deep Compression's
+/// LeNet-300-100 densities: 8%, 9%, 26%) and give the training engine's result, at batch 1 (one
+/// dot product per output) and at larger batches (rows added over the transposed input); so do
+/// a layer with every weight pruned and a sparse Linear on token sequences.
+#[test]
+fn pruned_linear_layers_run_sparse_and_match_the_engine() {
+    let mut m = Model::init(ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 5).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(9);
+    for (w, keep) in [("fc1.weight", 0.08), ("fc2.weight", 0.09), ("fc3.weight", 0.26)] {
+        for v in m.params.get_mut(w).unwrap().data_mut() {
+            if rng.random::<f64>() >= keep {
+                *v = 0.0;
+            }
+        }
+    }
+    for batch in [1, 3, 8, 64] {
+        assert_close(
+            &m,
+            &random(vec![batch, 1, 28, 28], batch as u64),
+            &format!("batch {batch}"),
+        );
+    }
+    // An empty layer (every weight pruned) gives its biases.
+    m.params.get_mut("fc3.weight").unwrap().data_mut().fill(0.0);
+    assert_close(&m, &random(vec![4, 1, 28, 28], 1), "empty fc3");
+
+    let mut b = GraphBuilder::new(vec![5, 16]);
+    b.then("fc", linear(16, 12));
+    let mut seq = Model::init(b.finish().unwrap(), 2).unwrap();
+    for (i, v) in seq
+        .params
+        .get_mut("fc.weight")
+        .unwrap()
+        .data_mut()
+        .iter_mut()
+        .enumerate()
+    {
+        if i % 5 != 0 {
+            *v = 0.0;
+        }
+    }
+    assert_close(&seq, &random(vec![2, 5, 16], 3), "token sequence");
+}

@@ -441,11 +441,9 @@ fn a_hash_stage_stores_a_fraction_and_is_checked_before_running() {
     assert!(e.contains("stage 1 (hash)") && e.contains("fc9"), "{e}");
     let e = refused(&stage("factor = 8.0\ninit = \"random\""), &model);
     assert!(e.contains("h.toml") && e.contains("random"), "{e}");
-    let late = format!(
-        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.prune]\ndefault = 0.5\nramp = \"one_shot\"\ntrain = {{ epochs = 0, lr = 0.01 }}\n\
-         [[stage]]\n[stage.hash]\nfactor = 8.0\ntrain = {{ epochs = 0, lr = 0.01 }}\n"
-    );
-    let e = refused(&late, &model);
+    let late = "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.prune]\ndefault = 0.5\nramp = \"one_shot\"\n\
+                train = { epochs = 0, lr = 0.01 }\n[[stage]]\n[stage.hash]\nfactor = 8.0\ntrain = { epochs = 0, lr = 0.01 }\n";
+    let e = refused(late, &model);
     assert!(
         e.contains("stage 2 (hash)") && e.contains("must come before the prune stage"),
         "{e}"

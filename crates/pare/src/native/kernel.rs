@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use super::act::Act;
+use super::sparse::{Csr, SPARSE_AT_MOST};
 use super::{buffers, conv, pool, tensor, Fused};
 use crate::error::{Error, Result};
 use crate::ir::op::param_name;
@@ -45,6 +46,25 @@ impl Unary {
     }
 }
 
+/// A Linear layer's weight `[out, in]` as its product wants it.
+#[derive(Clone, Debug)]
+pub(super) enum LinearWeight {
+    Dense(Vec<f32>),
+    /// Mostly zeros (unstructured pruning): compressed sparse rows, chosen when at most
+    /// `SPARSE_AT_MOST` of the weights are non-zero.
+    Sparse(Csr),
+}
+
+impl LinearWeight {
+    fn new(weight: Vec<f32>, out_features: usize, in_features: usize) -> LinearWeight {
+        if Csr::density(&weight) <= SPARSE_AT_MOST {
+            LinearWeight::Sparse(Csr::from_dense(&weight, out_features, in_features))
+        } else {
+            LinearWeight::Dense(weight)
+        }
+    }
+}
+
 /// What one node computes, with everything it needs from the model.
 #[derive(Clone, Debug)]
 pub(super) enum Kernel {
@@ -52,7 +72,7 @@ pub(super) enum Kernel {
     Linear {
         in_features: usize,
         out_features: usize,
-        weight: Vec<f32>,
+        weight: LinearWeight,
         bias: Option<Vec<f32>>,
         relu: Fused,
     },
@@ -137,7 +157,7 @@ impl Kernel {
             } => Kernel::Linear {
                 in_features,
                 out_features,
-                weight: p("weight"),
+                weight: LinearWeight::new(p("weight"), out_features, in_features),
                 bias: maybe("bias"),
                 relu,
             },
@@ -154,11 +174,13 @@ impl Kernel {
                 Kernel::Linear {
                     in_features,
                     out_features,
-                    weight: index
-                        .iter()
-                        .zip(&sign)
-                        .map(|(&b, s)| s * table[b as usize])
-                        .collect(),
+                    weight: LinearWeight::Dense(
+                        index
+                            .iter()
+                            .zip(&sign)
+                            .map(|(&b, s)| s * table[b as usize])
+                            .collect(),
+                    ),
                     bias: maybe("bias"),
                     relu,
                 }
@@ -239,7 +261,12 @@ impl Kernel {
                 weight,
                 bias,
                 relu,
-            } => linear(x, *in_features, *out_features, weight, bias.as_deref(), *relu),
+            } => linear(x, *in_features, *out_features, |d, rows| match weight {
+                LinearWeight::Dense(w) => {
+                    conv::linear(d, rows, *in_features, w, *out_features, bias.as_deref(), *relu)
+                }
+                LinearWeight::Sparse(w) => w.linear(d, rows, bias.as_deref(), *relu),
+            }),
             Kernel::Conv2d {
                 op,
                 weight,
@@ -304,11 +331,12 @@ fn repeat(shape: &[usize], value: &[f32], n: usize) -> Act {
     Act::dense(std::iter::once(n).chain(shape.iter().copied()).collect(), y)
 }
 
-/// A Linear on the last axis: rows, token sequences, or an image's rows.
-fn linear(x: &Act, inputs: usize, outputs: usize, weight: &[f32], bias: Option<&[f32]>, relu: Fused) -> Act {
+/// A Linear on the last axis (rows, token sequences, or an image's rows): `product` maps the
+/// input's `rows` rows of `inputs` features to as many of `outputs`.
+fn linear(x: &Act, inputs: usize, outputs: usize, product: impl FnOnce(&[f32], usize) -> Vec<f32>) -> Act {
     let (mut shape, data) = x.pytorch();
     let rows = data.len() / inputs;
-    let out = conv::linear(&data, rows, inputs, weight, outputs, bias, relu);
+    let out = product(&data, rows);
     *shape.last_mut().expect("rank >= 1") = outputs;
     Act::dense(shape, out)
 }

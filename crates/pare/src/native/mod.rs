@@ -27,6 +27,7 @@ mod kernel;
 mod nd;
 mod plan;
 mod pool;
+mod sparse;
 mod tensor;
 
 pub use exits::{compile_exits, ExitPlan, ExitRun};
