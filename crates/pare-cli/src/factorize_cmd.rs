@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use pare::data::{calibration_batches, fashion, split, Dataset, Subset};
+use pare::data::{fashion, split, Dataset, Subset};
 use pare::distill::{DistillHook, Objective};
 use pare::ir::io;
-use pare::lowrank::{factorize_for_macs, factorize_with, refit_pointwise, ConvMethod, Rank};
+use pare::lowrank::{factorize_for_macs, factorize_with, refit_separable, ConvMethod, Rank};
 use pare::native;
 use pare::report::{latencies_ms, thousands, Engine};
 use pare::train::accuracy;
@@ -112,22 +112,13 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
         }
     };
     if conv == Some(ConvMethod::Separable) && a.calib > 0 {
-        let converted: Vec<String> = ranks
-            .iter()
-            .filter(|r| r.factorized && r.method == "separable")
-            .map(|r| r.layer.clone())
-            .collect();
-        let norm = base.graph.input.normalize;
-        let calib: Vec<_> = calibration_batches(&*train, norm, a.calib.div_ceil(64), 64, a.tune.seed)
-            .into_iter()
-            .map(|b| b.x)
-            .collect();
+        let (m, converted) = refit_separable(&model, &base, &ranks, &*train, a.calib, a.tune.seed)?;
         eprintln!(
-            "refitting {} pointwise layers on {} training images",
+            "refitted {} pointwise layers on {} training images",
             converted.len(),
             a.calib
         );
-        model = refit_pointwise(&model, &base, &converted, &calib)?;
+        model = m;
     }
     let before = accuracy(&base, &splits.test)?;
     let factorized = accuracy(&model, &splits.test)?;

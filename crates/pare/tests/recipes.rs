@@ -324,6 +324,7 @@ fn a_factorize_stage_factorizes_and_is_checked_before_running() {
     for (stage, needle) in [
         ("energy = 0.9\nrank = 4", "exactly one of energy, rank and vbmf"),
         ("vbmf = true\nrank = 4", "exactly one of energy, rank and vbmf"),
+        ("conv = \"tucker2\"", "none only with conv = \"separable\""),
         ("rank = 0", "above 0"),
     ] {
         let t = format!("[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.factorize]\n{stage}\ntrain = {{ epochs = 0, lr = 0.01 }}\n");
@@ -342,6 +343,36 @@ fn a_factorize_stage_factorizes_and_is_checked_before_running() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("must come before the prune stage"), "{e}");
+}
+
+/// A separable factorize stage refits each pointwise layer on training images (as `pare
+/// factorize --conv separable` does); `calib = 0` keeps the weight-space fit.
+#[test]
+fn a_separable_factorize_stage_refits_the_pointwise_layers() {
+    use pare::ir::Model;
+    use pare::zoo::ZooModel;
+
+    let model = Model::init(ZooModel::Lenet5.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let set = common::pattern_set(32);
+    let recipe = |calib: usize| {
+        let text = format!(
+            "[model]\nzoo = \"lenet5\"\n[[stage]]\n[stage.factorize]\nconv = \"separable\"\nlayers = [\"conv2\"]\n\
+             calib = {calib}\ntrain = {{ epochs = 0, lr = 0.01 }}\n[encode]\nhuffman = false\n"
+        );
+        Recipe::parse(&text, Path::new("s.toml")).unwrap()
+    };
+    let fitted = run_on(&recipe(16), model.clone(), &set).model;
+    let weight_space = run_on(&recipe(0), model, &set).model;
+    assert_eq!(fitted.params["conv2_dw.weight"].shape(), &[20, 1, 5, 5]);
+    assert_eq!(fitted.params["conv2.weight"].shape(), &[50, 20, 1, 1]);
+    assert_eq!(
+        fitted.params["conv2_dw.weight"],
+        weight_space.params["conv2_dw.weight"]
+    );
+    assert!(
+        fitted.params["conv2.weight"].max_abs_diff(&weight_space.params["conv2.weight"]) > 1e-3,
+        "the pointwise layer was refitted"
+    );
 }
 
 /// A tie stage shares the blocks' parameters and trains; a bad block list or tying after

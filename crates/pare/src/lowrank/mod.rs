@@ -26,7 +26,7 @@ mod svd;
 pub mod vbmf;
 
 pub use budget::{factorize_for_macs, BudgetReport, Trial};
-pub use refit::refit_pointwise;
+pub use refit::{refit_pointwise, refit_separable};
 
 use std::collections::BTreeSet;
 

@@ -8,6 +8,34 @@ use crate::error::{Error, Result};
 use crate::ir::op::param_name;
 use crate::ir::{Model, Op, Reparams, Tensor};
 
+/// After [`super::factorize_with`] with [`super::ConvMethod::Separable`]: refits the pointwise
+/// layer of every convolution its report `rows` shows converted, on `images` training images
+/// of `set` (seeded draw) normalized as `original` normalizes its inputs. Returns the model and
+/// the layers refitted.
+pub fn refit_separable(
+    model: &Model,
+    original: &Model,
+    rows: &[super::LayerRank],
+    set: &dyn crate::data::Dataset,
+    images: usize,
+    seed: u64,
+) -> Result<(Model, Vec<String>)> {
+    let converted: Vec<String> = rows
+        .iter()
+        .filter(|r| r.factorized && r.method == "separable")
+        .map(|r| r.layer.clone())
+        .collect();
+    if converted.is_empty() || images == 0 {
+        return Ok((model.clone(), Vec::new()));
+    }
+    let norm = original.graph.input.normalize;
+    let batches: Vec<Tensor> = crate::data::calibration_batches(set, norm, images.div_ceil(64), 64, seed)
+        .into_iter()
+        .map(|b| b.x)
+        .collect();
+    Ok((refit_pointwise(model, original, &converted, &batches)?, converted))
+}
+
 /// Refits, in graph order, the pointwise layer of each of `layers` (converted by
 /// [`super::ConvMethod::Separable`], so `{layer}_dw` feeds `{layer}`) to the output of the
 /// layer of the same name in `original`, over every position of `batches` (normalized inputs).

@@ -165,14 +165,22 @@ impl Recipe {
                     )))
                 }
                 Stage::Prune(p) if p.every == 0 => return Err(at("every must be at least 1".into())),
+                // The separable conversion takes no rank: without a rule only convolutions
+                // change (as `pare factorize --conv separable`).
                 Stage::Factorize(f)
-                    if [f.energy.is_some(), f.rank.is_some(), f.vbmf]
+                    if match [f.energy.is_some(), f.rank.is_some(), f.vbmf]
                         .iter()
                         .filter(|x| **x)
                         .count()
-                        != 1 =>
+                    {
+                        0 => f.conv != Some(crate::lowrank::ConvMethod::Separable),
+                        n => n != 1,
+                    } =>
                 {
-                    return Err(at("give exactly one of energy, rank and vbmf".into()))
+                    return Err(at(
+                        "give exactly one of energy, rank and vbmf (none only with conv = \"separable\")"
+                            .into(),
+                    ))
                 }
                 Stage::Factorize(f) if f.energy.is_some_and(|e| e.0 == 0.0) || f.rank == Some(0) => {
                     return Err(at(

@@ -185,17 +185,27 @@ pub struct FactorizeStage {
     /// Or choose each layer's rank by empirical variational Bayesian matrix factorization.
     #[serde(default)]
     pub vbmf: bool,
-    /// `"spatial"` or `"tucker2"`: also factorize the convolutions that method applies to.
+    /// `"spatial"`, `"tucker2"` or `"separable"`: also factorize the convolutions that method
+    /// applies to.
     #[serde(default)]
     pub conv: Option<crate::lowrank::ConvMethod>,
+    /// `"separable"`: training images each pointwise layer is refitted on, to the original
+    /// layer's outputs (0: keep the weight-space fit).
+    #[serde(default = "separable_calib")]
+    pub calib: usize,
     /// The layers to factorize (default: all that qualify).
     #[serde(default)]
     pub layers: Vec<String>,
     pub train: Training,
 }
 
+fn separable_calib() -> usize {
+    256
+}
+
 impl FactorizeStage {
-    /// The rank rule (checked when the recipe is read: exactly one of energy, rank and vbmf).
+    /// The rank rule (checked when the recipe is read: exactly one of energy, rank and vbmf, or
+    /// none for the separable conversion, which takes no rank).
     pub fn rank_rule(&self) -> crate::lowrank::Rank {
         if self.vbmf {
             return crate::lowrank::Rank::Vbmf;

@@ -352,6 +352,7 @@ fn run_stage(
         Stage::Factorize(f) => {
             let layers = (!f.layers.is_empty()).then_some(f.layers.as_slice());
             let (m, rows) = crate::lowrank::factorize_with(&state.model, layers, f.rank_rule(), f.conv)?;
+            let (m, _) = crate::lowrank::refit_separable(&m, &state.model, &rows, data.train, f.calib, seed)?;
             replace_and_train(state, m, &f.train, seed, data, events)?;
             let detail = rows
                 .iter()
