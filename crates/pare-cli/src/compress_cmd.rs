@@ -143,7 +143,7 @@ fn fresh_zoo_model(spec: &ModelSpec, train: &dyn Dataset) -> Result<Model> {
         .zoo
         .as_deref()
         .expect("Recipe::parse requires a zoo model or a directory");
-    Ok(fresh_model(&ZooModel::parse(name, None, 0.0)?, train, spec.seed)?)
+    fresh_model(&ZooModel::parse(name, None, 0.0)?, train, spec.seed)
 }
 
 /// Runs `recipe` (read from the file `source`, or made by a command) into `out`.

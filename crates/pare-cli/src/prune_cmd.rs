@@ -366,7 +366,7 @@ pub fn sensitivity(a: SensitivityArgs) -> Result<()> {
     let eval_set = Subset::new(test, (0..n).collect())?;
     let base = accuracy(&model, &eval_set)?;
     println!("unpruned accuracy {base:.4} on {n} test images");
-    let mut eval = |m: &Model| Ok(accuracy(m, &eval_set)?);
+    let mut eval = |m: &Model| accuracy(m, &eval_set);
     let points = match a.method {
         Method::Structured => {
             let imp = a.criterion.importance(a.seed, calib);

@@ -207,7 +207,7 @@ pub fn checkpoint(bytes: &[u8]) -> Result<()> {
     let sealed = checkpoint::parse(bytes, path(), &model, &cfg);
     let (tensors, metadata) = parse_safetensors(bytes, path())?;
     let ck = checkpoint::from_parts(tensors, metadata, path(), &model, &cfg)?;
-    let mut opt = Optimizer::new(cfg.optimizer.clone());
+    let mut opt = Optimizer::new(cfg.optimizer);
     opt.load_state(&ck.optimizer, &ck.params, ck.meta.optimizer_steps)?;
     sealed.map(drop)
 }
@@ -376,7 +376,7 @@ pub fn seeds() -> Result<Vec<(Target, String, Vec<u8>)>> {
     }
 
     let cfg = tiny_config();
-    let mut opt = Optimizer::new(cfg.optimizer.clone());
+    let mut opt = Optimizer::new(cfg.optimizer);
     let momentum = tiny
         .params
         .iter()

@@ -302,8 +302,8 @@ fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
             }
             2 => {
                 // Heads of d / heads features as in PyTorch, or of another size (pruned heads).
-                let heads = if d % 2 == 0 && arg % 2 == 0 { 2 } else { 1 };
-                let head_dim = (arg % 3 == 0).then_some(1 + arg % 5);
+                let heads = if d % 2 == 0 && arg.is_multiple_of(2) { 2 } else { 1 };
+                let head_dim = arg.is_multiple_of(3).then_some(1 + arg % 5);
                 b.then(
                     n("att"),
                     Op::Attention {
@@ -365,7 +365,7 @@ fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
                 );
                 b.add(n("mul"), Op::Mul, &[&x, &m]);
             }
-            12 if arg % 2 == 0 => {
+            12 if arg.is_multiple_of(2) => {
                 let s = b.then(n("sig"), Op::Sigmoid);
                 b.add(n("div"), Op::Div, &[&x, &s]);
             }

@@ -172,9 +172,9 @@ fn a_shared_batch_norm_takes_each_blocks_statistics_in_turn() {
     let momentum = 0.1f32;
     let (s0, s1) = (&su.batch_stats[0].mean, &su.batch_stats[1].mean);
     let got = t.params["b0.bn.running_mean"].data();
-    for c in 0..4 {
+    for (c, g) in got.iter().enumerate().take(4) {
         let want = (1.0 - momentum) * (momentum * s0.data()[c]) + momentum * s1.data()[c];
-        assert!((got[c] - want).abs() < 1e-5, "channel {c}: {} vs {want}", got[c]);
+        assert!((g - want).abs() < 1e-5, "channel {c}: {g} vs {want}");
     }
 }
 

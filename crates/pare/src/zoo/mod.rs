@@ -48,11 +48,11 @@ pub enum ZooModel {
     /// channels are too few, as the paper notes). Global average pool, fc.
     Shufflenet,
     /// Xception (Chollet 2017) for small images: a 3x3 stem of 16, a stride-2 3x3 of 32 (each
-    /// + BN + ReLU), then the entry flow's two blocks (32 -> 64 -> 128: two separable
-    /// convolutions, each a 3x3 depthwise then a 1x1, + BN, a ReLU between and before the second
-    /// block's first, a 3x3 stride-2 max-pool, added to a stride-2 1x1 + BN shortcut), two
-    /// middle-flow blocks (three ReLU, separable convolution, BN, added to the input) at 128,
-    /// then ReLU, global average pool, fc (157,594 parameters).
+    /// with BN and ReLU), then the entry flow's two blocks (32 -> 64 -> 128: two separable
+    /// convolutions, each a 3x3 depthwise then a 1x1 and BN, a ReLU between and before the
+    /// second block's first, a 3x3 stride-2 max-pool, added to a stride-2 1x1 + BN shortcut),
+    /// two middle-flow blocks (three ReLU, separable convolution, BN, added to the input) at
+    /// 128, then ReLU, global average pool, fc (157,594 parameters).
     Xception,
     /// A tiny Vision Transformer (Dosovitskiy et al. 2021): 7x7 patches embedded by a stride-7
     /// conv, a class token, learned position embeddings, 4 pre-norm blocks (LayerNorm,

@@ -183,11 +183,9 @@ impl Op {
             Op::BatchNorm { num_features, .. } => set(num_features, kept.outputs),
             Op::Attention {
                 heads, head_dim: hd, ..
-            } => {
-                if kept.internal.is_some_and(|k| k != *heads) {
-                    set(heads, kept.internal);
-                    *hd = Some(head_dim);
-                }
+            } if kept.internal.is_some_and(|k| k != *heads) => {
+                set(heads, kept.internal);
+                *hd = Some(head_dim);
             }
             _ => {}
         }
