@@ -533,9 +533,6 @@ pub fn distill(a: DistillArgs) -> Result<()> {
         "train_images": a.train_images, "seed": a.seed,
         "results": rows.iter().map(|(n, acc)| json!({"model": n, "accuracy": acc.test, "val_accuracy": acc.val})).collect::<Vec<_>>(),
     });
-    io::write_atomic(
-        &a.out.join("distill.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    crate::finetune::write_report(&a.out, "distill.json", &report)?;
     Ok(())
 }

@@ -288,10 +288,7 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
         "measured": {"batch_1": timing(&b1), "batch_64": timing(&b64)},
         "curves": curves.iter().map(|(r, p)| json!({"rule": r.name(), "test": p})).collect::<Vec<_>>(),
     });
-    io::write_atomic(
-        &a.out.join("exits.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    crate::finetune::write_report(&a.out, "exits.json", &report)?;
     println!(
         "wrote {} (exits.json: policy, curves, measurements; exits.svg: accuracy against MACs)",
         a.out.display()

@@ -204,10 +204,7 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
         "factorized_accuracy": factorized,
         "after": {"accuracy": after, "params": model.num_params(), "macs": model.macs(), "latency_ms_b1": b1[1], "latency_ms_b64": b64[1]},
     });
-    io::write_atomic(
-        &a.out.join("factorize.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    crate::finetune::write_report(&a.out, "factorize.json", &report)?;
     println!("wrote {} (factorize.json holds the report)", a.out.display());
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The fine-tuning options and run shared by the commands that change a trained model and
-//! then train it back (`prune`, `factorize`, `tie`): SGD with momentum 0.9, constant or cosine
-//! rate; and the before/after table they end with.
+//! then train it back (`prune`, `factorize`, `tie`, `hash`): SGD with momentum 0.9, constant or
+//! cosine rate; the before/after table they end with; their JSON reports.
 
 use clap::Args;
 use pare::data::Dataset;
@@ -100,26 +100,54 @@ pub fn after_finetune(accuracy: f32, epochs: usize) -> String {
     }
 }
 
-/// What [`save_and_compare`] measured: the weights files' sizes and the latencies (ms) at batch
-/// 1 and 64, before and after.
+/// What [`finetune_and_compare`] measured: test accuracy before, right after the rewrite and
+/// after fine-tuning; the weights files' sizes; latencies (ms) at batch 1 and 64, before and
+/// after.
 pub struct Compared {
+    pub before: f32,
+    pub right_after: f32,
+    pub after: f32,
     pub size_before: u64,
     pub size_after: u64,
     pub b1: Vec<f64>,
     pub b64: Vec<f64>,
 }
 
-/// For the rewrites that share weights (tying, hashing): times both models, saves `model` to
-/// `out`, and prints accuracy, parameters, weights-file size, MACs and latency side by side.
-pub fn save_and_compare(
+impl Compared {
+    /// The report's `before` and `after` objects.
+    pub fn sides(&self, base: &Model, model: &Model) -> [serde_json::Value; 2] {
+        let side = |m: &Model, acc: f32, bytes: u64, k: usize| {
+            serde_json::json!({"accuracy": acc, "params": m.num_params(), "weights_bytes": bytes,
+                "latency_ms_b1": self.b1[k], "latency_ms_b64": self.b64[k]})
+        };
+        [
+            side(base, self.before, self.size_before, 0),
+            side(model, self.after, self.size_after, 1),
+        ]
+    }
+}
+
+/// For the rewrites that share weights (tying, hashing): measures `model` (`base` rewritten by
+/// `what`, e.g. "tying") on the test set, fine-tunes it as `tune` says, times both models,
+/// saves `model` to `out`, and prints accuracy, parameters, weights-file size, MACs and
+/// latency side by side with a one-line summary.
+pub fn finetune_and_compare(
     base_dir: &std::path::Path,
     out: &std::path::Path,
-    base: &pare::ir::Model,
-    model: &pare::ir::Model,
-    [before, after]: [f32; 2],
+    base: &Model,
+    model: &mut Model,
+    tune: &FinetuneArgs,
+    splits: &pare::data::fashion::Splits,
+    what: &str,
 ) -> anyhow::Result<Compared> {
     use pare::ir::io;
     use pare::report::{latencies_ms, thousands, Engine};
+    use pare::train::accuracy;
+    let before = accuracy(base, &splits.test)?;
+    let right_after = accuracy(model, &splits.test)?;
+    tune.run(model, &splits.train, tune.finetune_epochs, None)
+        .map_err(interrupted)?;
+    let after = accuracy(model, &splits.test)?;
     let b1 = latencies_ms(&[base, model], 1, 50, Engine::Native)?;
     let b64 = latencies_ms(&[base, model], 64, 20, Engine::Native)?;
     io::save(model, out)?;
@@ -140,10 +168,25 @@ pub fn save_and_compare(
         ("MACs", thousands(base.macs()), thousands(model.macs())),
     ];
     print_before_after(rows, &b1, &b64);
+    println!(
+        "accuracy {right_after:.4} right after {what}{}; parameters / {:.2}; weights file / {:.2}",
+        after_finetune(after, tune.finetune_epochs),
+        base.num_params() as f64 / model.num_params() as f64,
+        size_before as f64 / size_after as f64,
+    );
     Ok(Compared {
+        before,
+        right_after,
+        after,
         size_before,
         size_after,
         b1,
         b64,
     })
+}
+
+/// Writes a command's JSON report atomically as `dir/file`.
+pub fn write_report(dir: &std::path::Path, file: &str, report: &serde_json::Value) -> anyhow::Result<()> {
+    pare::ir::io::write_atomic(&dir.join(file), serde_json::to_string_pretty(report)?.as_bytes())?;
+    Ok(())
 }

@@ -10,10 +10,9 @@ use clap::Args;
 use pare::data::fashion;
 use pare::hashing::{hash_linears, Buckets};
 use pare::ir::io;
-use pare::train::accuracy;
 use serde_json::json;
 
-use crate::finetune::{after_finetune, interrupted, save_and_compare, FinetuneArgs};
+use crate::finetune::{finetune_and_compare, write_report, FinetuneArgs};
 
 #[derive(Args)]
 pub struct HashArgs {
@@ -54,37 +53,23 @@ pub fn hash_cmd(a: HashArgs) -> Result<()> {
         bail!("{}: the model has no Linear layer to hash", a.dir.display());
     }
     let splits = fashion::load(&data_dir)?;
-    let before = accuracy(&base, &splits.test)?;
-    let right_after = accuracy(&model, &splits.test)?;
     println!("{:<16} {:>16} {:>12}", "layer", "virtual weights", "stored");
     for h in &hashed {
         println!("{:<16} {:>16} {:>12}", h.layer, h.virtual_weights, h.buckets);
     }
-    a.tune
-        .run(&mut model, &splits.train, a.tune.finetune_epochs, None)
-        .map_err(interrupted)?;
-    let after = accuracy(&model, &splits.test)?;
-    let c = save_and_compare(&a.dir, &a.out, &base, &model, [before, after])?;
-    println!(
-        "accuracy {right_after:.4} right after hashing{}; parameters / {:.2}; weights file / {:.2}",
-        after_finetune(after, a.tune.finetune_epochs),
-        base.num_params() as f64 / model.num_params() as f64,
-        c.size_before as f64 / c.size_after as f64,
-    );
+    let c = finetune_and_compare(&a.dir, &a.out, &base, &mut model, &a.tune, &splits, "hashing")?;
+    let [before, after] = c.sides(&base, &model);
     let report = json!({
         "base": a.dir,
         "factor": a.factor,
         "init": a.init,
         "layers": hashed,
         "finetune_epochs": a.tune.finetune_epochs,
-        "before": {"accuracy": before, "params": base.num_params(), "weights_bytes": c.size_before, "latency_ms_b1": c.b1[0], "latency_ms_b64": c.b64[0]},
-        "hashed_accuracy": right_after,
-        "after": {"accuracy": after, "params": model.num_params(), "weights_bytes": c.size_after, "latency_ms_b1": c.b1[1], "latency_ms_b64": c.b64[1]},
+        "before": before,
+        "hashed_accuracy": c.right_after,
+        "after": after,
     });
-    io::write_atomic(
-        &a.out.join("hash.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    write_report(&a.out, "hash.json", &report)?;
     println!("wrote {} (hash.json holds the report)", a.out.display());
     Ok(())
 }

@@ -277,10 +277,7 @@ pub fn prune(a: PruneArgs) -> Result<()> {
         "mac_reduction": mac_ratio,
         "speedup_b64": b64[0] / b64[1],
     });
-    io::write_atomic(
-        &a.out.join("prune.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    crate::finetune::write_report(&a.out, "prune.json", &report)?;
     println!(
         "wrote {} (prune.json holds the report and the surgery log)",
         a.out.display()

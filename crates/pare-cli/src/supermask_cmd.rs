@@ -117,10 +117,7 @@ pub fn supermask(a: SupermaskArgs) -> Result<()> {
         "model": a.model, "keep": a.keep, "epochs": a.epochs, "lr": a.lr, "seed": a.seed,
         "results": rows.iter().map(|(n, v)| json!({"model": n, "accuracy": v})).collect::<Vec<_>>(),
     });
-    io::write_atomic(
-        &a.out.join("supermask.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    crate::finetune::write_report(&a.out, "supermask.json", &report)?;
     println!(
         "wrote {}/model (the masked initial weights) and supermask.json",
         a.out.display()

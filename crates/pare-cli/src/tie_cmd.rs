@@ -7,11 +7,10 @@ use anyhow::Result;
 use clap::Args;
 use pare::data::fashion;
 use pare::ir::io;
-use pare::train::accuracy;
 use pare::tying::{tie_blocks, TieInit};
 use serde_json::json;
 
-use crate::finetune::{after_finetune, interrupted, save_and_compare, FinetuneArgs};
+use crate::finetune::{finetune_and_compare, write_report, FinetuneArgs};
 
 #[derive(Args)]
 pub struct TieArgs {
@@ -45,26 +44,14 @@ pub fn tie_cmd(a: TieArgs) -> Result<()> {
     let base = io::load(&a.dir)?;
     let (mut model, tied) = tie_blocks(&base, &a.blocks, TieInit::parse(&a.init)?, a.tie_norms)?;
     let splits = fashion::load(&data_dir)?;
-    let before = accuracy(&base, &splits.test)?;
-    let right_after = accuracy(&model, &splits.test)?;
     println!(
         "{} layers of {} blocks now compute with those of {}",
         tied.ties.len(),
         a.blocks.len() - 1,
         tied.owner
     );
-    a.tune
-        .run(&mut model, &splits.train, a.tune.finetune_epochs, None)
-        .map_err(interrupted)?;
-    let after = accuracy(&model, &splits.test)?;
-    let c = save_and_compare(&a.dir, &a.out, &base, &model, [before, after])?;
-    let (size_before, size_after) = (c.size_before, c.size_after);
-    println!(
-        "accuracy {right_after:.4} right after tying{}; parameters / {:.2}; weights file / {:.2}",
-        after_finetune(after, a.tune.finetune_epochs),
-        base.num_params() as f64 / model.num_params() as f64,
-        size_before as f64 / size_after as f64,
-    );
+    let c = finetune_and_compare(&a.dir, &a.out, &base, &mut model, &a.tune, &splits, "tying")?;
+    let [before, after] = c.sides(&base, &model);
     let report = json!({
         "base": a.dir,
         "blocks": a.blocks,
@@ -72,14 +59,11 @@ pub fn tie_cmd(a: TieArgs) -> Result<()> {
         "tie_norms": a.tie_norms,
         "ties": tied.ties,
         "finetune_epochs": a.tune.finetune_epochs,
-        "before": {"accuracy": before, "params": base.num_params(), "weights_bytes": size_before, "latency_ms_b1": c.b1[0], "latency_ms_b64": c.b64[0]},
-        "tied_accuracy": right_after,
-        "after": {"accuracy": after, "params": model.num_params(), "weights_bytes": size_after, "latency_ms_b1": c.b1[1], "latency_ms_b64": c.b64[1]},
+        "before": before,
+        "tied_accuracy": c.right_after,
+        "after": after,
     });
-    io::write_atomic(
-        &a.out.join("tie.json"),
-        serde_json::to_string_pretty(&report)?.as_bytes(),
-    )?;
+    write_report(&a.out, "tie.json", &report)?;
     println!("wrote {} (tie.json holds the report)", a.out.display());
     Ok(())
 }

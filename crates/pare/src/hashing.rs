@@ -95,13 +95,17 @@ pub fn hash_linears(
             buckets,
         });
     }
-    let fresh = Model::init(graph.clone(), seed)?;
+    // Only fresh buckets need a freshly drawn model.
+    let fresh = match init {
+        Buckets::Fresh => Some(Model::init(graph.clone(), seed)?),
+        Buckets::Fit => None,
+    };
     let mut params = model.params.clone();
     for r in &report {
         let weight = param_name(&r.layer, "weight");
-        let t = match init {
-            Buckets::Fresh => fresh.params[&weight].clone(),
-            Buckets::Fit => {
+        let t = match &fresh {
+            Some(fresh) => fresh.params[&weight].clone(),
+            None => {
                 let Some(Op::HashedLinear {
                     in_features,
                     out_features,

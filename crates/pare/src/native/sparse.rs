@@ -98,16 +98,14 @@ impl Csr {
             let row = |(r, out): (usize, &mut [f32])| {
                 let (lo, hi) = (self.ptr[r], self.ptr[r + 1]);
                 let (cols, values) = (&self.cols[lo..hi], &self.values[lo..hi]);
-                #[cfg(target_arch = "x86_64")]
-                if avx2 {
+                match avx2 {
                     // SAFETY: the CPU has AVX2 and FMA (checked at run time); every column
                     // index is below `width` (`from_dense`), `xt` holds `width * n` values and
                     // `out` `n`.
-                    unsafe { sparse_row_avx2(cols, values, &xt, n, out) };
-                    return;
+                    #[cfg(target_arch = "x86_64")]
+                    true => unsafe { sparse_row_avx2(cols, values, &xt, n, out) },
+                    _ => sparse_row(cols, values, &xt, n, out),
                 }
-                let _ = avx2;
-                sparse_row(cols, values, &xt, n, out);
             };
             if work > PARALLEL_ABOVE {
                 yt.par_chunks_mut(n).enumerate().for_each(row);
