@@ -18,6 +18,7 @@
 //! methods), [`report`] (per-layer tables, plots, latency), [`native`] (inference kernels),
 //! [`fuse`] (BatchNorm folding), [`lowrank`] (SVD factorization of Linear layers).
 
+pub mod binary;
 pub mod codec;
 pub mod data;
 pub mod distill;

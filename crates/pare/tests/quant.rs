@@ -9,7 +9,7 @@ use pare::exec::{infer, train_step, LossTerm};
 use pare::ir::{Model, Op, Reparam, Reparams, Tensor, WeightQuant};
 use pare::quant::{
     bake, calibrate_activations, strip_act_quant, weight_reparams, ActQuant, CentroidInit, LayerBits,
-    Observer, QatHook, Reduce, Sharing, SharingHook,
+    Observer, Reduce, Sharing, SharingHook,
 };
 use pare::train::{fit, FitConfig, OptimizerConfig, Schedule};
 
@@ -168,7 +168,7 @@ fn qat_keeps_pruned_weights_zero_and_trains() {
     let before = pare::train::evaluate(&m, &toy_data(), 64, &reparams)
         .unwrap()
         .loss;
-    let mut hook = QatHook::new(reparams.clone());
+    let mut hook = pare::train::ReparamHook::new(reparams.clone());
     fit(&mut m, &toy_data(), None, &config(2, 0.02), &mut hook).unwrap();
     assert!(m.params["fc.weight"].data().iter().step_by(2).all(|v| *v == 0.0));
     let after = pare::train::evaluate(&m, &toy_data(), 64, &reparams)

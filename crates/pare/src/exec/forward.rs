@@ -94,6 +94,18 @@ fn apply_reparam(w: BT<1>, cpu: &crate::ir::Tensor, r: &Reparam, dev: &Device) -
             ste.reshape([n])
         }
         Reparam::Supermask { init, keep } => supermask(w, cpu, init, *keep, dev),
+        Reparam::Binarize { scaled } => {
+            let n = cpu.len();
+            let rows = cpu.shape().first().copied().unwrap_or(1).max(1);
+            let w2 = w.reshape([rows, n / rows]);
+            let sign = super::nd::sign_ste(w2.clone());
+            let b = if *scaled {
+                sign * w2.abs().mean_dim(1)
+            } else {
+                sign
+            };
+            b.reshape([n])
+        }
     }
 }
 

@@ -26,6 +26,8 @@ pub(super) fn run(op: &Op, ins: Vec<Value>, batch: usize) -> Result<Value, Strin
         Op::Tanh => map_value!(first, |x| tanh(x)),
         Op::HardSwish => map_value!(first, |x| hard_swish(x)),
         Op::Silu => map_value!(first, |x| silu(x)),
+        Op::Sign => map_value!(first, |x| sign_ste(x)),
+        Op::Abs => map_value!(first, |x| x.abs()),
         Op::Clip { min, max } => map_value!(first, |x| x.clamp(*min, *max)),
         Op::Scale { factor } => map_value!(first, |x| x.mul_scalar(*factor as f32)),
         Op::Identity => first,
@@ -184,6 +186,14 @@ fn channel_shuffle(x: BT<4>, groups: usize) -> BT<4> {
 
 /// The activation fake quantizer with a clipped straight-through estimator: clamp carries the
 /// gradient inside the range and blocks it outside; the rounding is detached.
+/// `+1` where `x >= 0`, `-1` elsewhere; the gradient is hardtanh's (1 inside `[-1, 1]`, 0
+/// outside), the clipped straight-through estimator of BNN.
+pub(crate) fn sign_ste<const D: usize>(x: BT<D>) -> BT<D> {
+    let clipped = x.clone().clamp(-1.0, 1.0);
+    let sign = x.greater_equal_elem(0.0).float().mul_scalar(2.0).sub_scalar(1.0);
+    clipped.clone() + (sign - clipped).detach()
+}
+
 fn fake_quant(op: &Op, v: Value) -> Value {
     let p = op.act_qparams().expect("a fake_quant op has qparams");
     let (lo, hi) = p.range();

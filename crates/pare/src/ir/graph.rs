@@ -109,6 +109,16 @@ pub struct Node {
     pub inputs: Vec<String>,
 }
 
+impl Node {
+    pub fn new(name: impl Into<String>, op: Op, inputs: &[&str]) -> Node {
+        Node {
+            name: name.into(),
+            op,
+            inputs: inputs.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+}
+
 /// A directed acyclic graph of nodes. `nodes` is kept in topological order: every input of a
 /// node is [`INPUT`] or an earlier node. `validate` checks this and every shape.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::model::Model;
 use super::quant::WeightQuant;
 use super::tensor::Tensor;
 
@@ -28,6 +29,12 @@ pub enum Reparam {
     /// score per weight, the effective weight is `init * top_k(scores)` with the `keep`
     /// fraction of highest scores set to 1. Backward is straight-through: `d w / d score = init`.
     Supermask { init: Tensor, keep: f32 },
+    /// Binary weights (BinaryConnect, Courbariaux et al. 2015; BNN): `sign(w)`, `+1` at zero;
+    /// with `scaled`, XNOR-Net's `alpha * sign(w)` where `alpha` is the mean `|w|` of each
+    /// output channel (row of axis 0). Backward is the straight-through estimator of the sign
+    /// (gradient 1 inside `[-1, 1]`, 0 outside), plus the gradient through `alpha` when scaled;
+    /// the fit loop keeps the stored weights clipped to `[-1, 1]` (see `binary::BinaryHooks`).
+    Binarize { scaled: bool },
 }
 
 impl Reparam {
@@ -44,8 +51,53 @@ impl Reparam {
                 let data = init.data().iter().zip(mask.data()).map(|(a, m)| a * m).collect();
                 Tensor::from_vec(w.shape().to_vec(), data)
             }
+            Reparam::Binarize { scaled } => binarize(w, *scaled),
         }
     }
+}
+
+impl Reparam {
+    /// Puts a stored weight back in the set this transformation requires after an optimizer
+    /// step: pruned positions re-zeroed (momentum and weight decay move them), binarized weights
+    /// clipped to `[-1, 1]` (BinaryConnect: beyond it the sign never changes and the gradient
+    /// through the sign is zero).
+    pub fn constrain(&self, w: &mut Tensor) {
+        match self {
+            Reparam::Mask(m) => w.data_mut().iter_mut().zip(m.data()).for_each(|(v, k)| *v *= k),
+            Reparam::Binarize { .. } => w.data_mut().iter_mut().for_each(|v| *v = v.clamp(-1.0, 1.0)),
+            Reparam::FakeQuant(_) | Reparam::Supermask { .. } => {}
+        }
+    }
+}
+
+/// The model with every reparameterization applied to the stored weights (what a deployed
+/// model holds).
+pub fn bake(model: &Model, reparams: &Reparams) -> Model {
+    let mut out = model.clone();
+    for (name, rs) in reparams {
+        if let Some(p) = out.params.get_mut(name) {
+            for r in rs {
+                *p = r.apply(p);
+            }
+        }
+    }
+    out
+}
+
+/// `sign(w)` (`+1` at zero), times each output channel's mean `|w|` when `scaled`.
+pub fn binarize(w: &Tensor, scaled: bool) -> Tensor {
+    let rows = w.shape().first().copied().unwrap_or(1).max(1);
+    let per = w.len() / rows;
+    let mut data = Vec::with_capacity(w.len());
+    for row in w.data().chunks(per.max(1)) {
+        let alpha = if scaled {
+            row.iter().map(|v| v.abs()).sum::<f32>() / per.max(1) as f32
+        } else {
+            1.0
+        };
+        data.extend(row.iter().map(|&v| if v >= 0.0 { alpha } else { -alpha }));
+    }
+    Tensor::from_vec(w.shape().to_vec(), data)
 }
 
 /// 1 at the `keep` fraction of the largest values of `scores` (at least one), 0 elsewhere;

@@ -24,6 +24,8 @@ pub(super) enum Unary {
     Tanh,
     HardSwish,
     Silu,
+    Sign,
+    Abs,
     Clip { min: f32, max: f32 },
     Scale(f32),
     FakeQuant(QParams),
@@ -39,6 +41,14 @@ impl Unary {
             Unary::Tanh => v.tanh(),
             Unary::HardSwish => v * (v + 3.0).clamp(0.0, 6.0) / 6.0,
             Unary::Silu => v / (1.0 + (-v).exp()),
+            Unary::Sign => {
+                if v >= 0.0 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            }
+            Unary::Abs => v.abs(),
             Unary::Clip { min, max } => v.clamp(min, max),
             Unary::Scale(f) => v * f,
             Unary::FakeQuant(p) => p.fake(v),
@@ -206,6 +216,8 @@ impl Kernel {
             Op::Tanh => unary(Unary::Tanh),
             Op::HardSwish => unary(Unary::HardSwish),
             Op::Silu => unary(Unary::Silu),
+            Op::Sign => unary(Unary::Sign),
+            Op::Abs => unary(Unary::Abs),
             Op::Clip { min, max } => unary(Unary::Clip { min, max }),
             Op::Scale { factor } => unary(Unary::Scale(factor as f32)),
             Op::FakeQuant { .. } => unary(Unary::FakeQuant(

@@ -9,9 +9,8 @@ pub mod observer;
 pub mod share;
 pub mod uniform;
 
+pub use crate::ir::reparam::bake;
 pub use kmeans::{kmeans, CentroidInit, Clusters};
 pub use observer::{Observer, Samples};
 pub use share::{Reduce, SharedLayer, Sharing, SharingHook};
-pub use uniform::{
-    bake, calibrate_activations, strip_act_quant, weight_reparams, ActQuant, LayerBits, QatHook,
-};
+pub use uniform::{calibrate_activations, strip_act_quant, weight_reparams, ActQuant, LayerBits};

@@ -16,7 +16,6 @@ use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::exec;
 use crate::ir::{Model, Node, Op, Readers, Reparam, Reparams, Scheme, Tensor, WeightQuant, INPUT};
-use crate::train::{Hooks, StepInfo};
 
 /// Bit widths per layer: a default for layer weights (Linear, Conv2d, attention) plus per-node
 /// overrides.
@@ -137,20 +136,6 @@ pub fn zero_mask(t: &Tensor) -> Tensor {
     )
 }
 
-/// The model with every reparameterization applied to the stored weights (what a deployed
-/// model holds).
-pub fn bake(model: &Model, reparams: &Reparams) -> Model {
-    let mut out = model.clone();
-    for (name, rs) in reparams {
-        if let Some(p) = out.params.get_mut(name) {
-            for r in rs {
-                *p = r.apply(p);
-            }
-        }
-    }
-    out
-}
-
 /// The producers whose values feed a Linear/Conv2d (the activations to quantize).
 fn quantized_sources(model: &Model) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
@@ -235,34 +220,4 @@ pub fn calibrate_activations(
         graph.insert_after(src, node_for(src), Readers::Matching(&weighted))?;
     }
     Model::new(graph, model.params.clone())
-}
-
-/// Quantization-aware training: forward-time fake quantizers on the weights (after the
-/// masks of pruned weights), pruned weights re-zeroed after every step. Activation
-/// quantizers, if any, are already nodes of the model's graph.
-pub struct QatHook {
-    reparams: Reparams,
-}
-
-impl QatHook {
-    pub fn new(reparams: Reparams) -> Self {
-        QatHook { reparams }
-    }
-}
-
-impl Hooks for QatHook {
-    fn reparams(&self) -> Option<&Reparams> {
-        Some(&self.reparams)
-    }
-
-    fn after_step(&mut self, model: &mut Model, _info: &StepInfo) -> Result<()> {
-        for (name, rs) in &self.reparams {
-            for r in rs {
-                if let (Reparam::Mask(m), Some(w)) = (r, model.params.get_mut(name)) {
-                    w.data_mut().iter_mut().zip(m.data()).for_each(|(v, k)| *v *= k);
-                }
-            }
-        }
-        Ok(())
-    }
 }

@@ -5,6 +5,7 @@ pub mod config;
 pub mod fit;
 pub mod optim;
 pub mod outputs;
+pub mod reparam_hook;
 pub mod schedule;
 
 pub use fit::{
@@ -13,4 +14,5 @@ pub use fit::{
 };
 pub use optim::{Optimizer, OptimizerConfig};
 pub use outputs::OutputLosses;
+pub use reparam_hook::ReparamHook;
 pub use schedule::{LrSchedule, Schedule};

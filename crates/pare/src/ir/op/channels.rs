@@ -124,6 +124,8 @@ impl Op {
             | Op::Tanh
             | Op::HardSwish
             | Op::Silu
+            | Op::Sign
+            | Op::Abs
             | Op::Clip { .. }
             | Op::Scale { .. }
             | Op::MaxPool2d { .. }

@@ -144,6 +144,12 @@ pub enum Op {
     },
     /// `x * sigmoid(x)`.
     Silu,
+    /// Binary activation of BNN / XNOR-Net: `+1` where `x >= 0`, `-1` elsewhere. Backward is the
+    /// straight-through estimator cancelled outside `[-1, 1]` (the gradient of hardtanh), as in
+    /// Hubara et al. 2016.
+    Sign,
+    /// `|x|` (XNOR-Net's input scale `K` averages it over channels).
+    Abs,
     /// `min(max(x, min), max)`.
     Clip {
         min: f32,
@@ -278,6 +284,8 @@ impl Op {
             Op::Slice { .. } => "slice",
             Op::Select { .. } => "select",
             Op::Silu => "silu",
+            Op::Sign => "sign",
+            Op::Abs => "abs",
             Op::Clip { .. } => "clip",
             Op::Mean { .. } => "mean",
             Op::Parameter { .. } => "parameter",
@@ -302,6 +310,8 @@ impl Op {
                 | Op::Identity
                 | Op::FakeQuant { .. }
                 | Op::Silu
+                | Op::Sign
+                | Op::Abs
                 | Op::Clip { .. }
                 | Op::Scale { .. }
         )

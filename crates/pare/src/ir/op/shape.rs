@@ -319,7 +319,7 @@ impl Op {
                     })
                     .collect())
             }
-            Op::Silu => Ok(x.to_vec()),
+            Op::Silu | Op::Sign | Op::Abs => Ok(x.to_vec()),
             Op::Pad { ref pads } => {
                 if pads.len() != x.len() {
                     return Err(format!(

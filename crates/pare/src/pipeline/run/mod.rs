@@ -30,9 +30,7 @@ use crate::ir::{io, Model, Op, ParamKind, Reparam, Reparams};
 use crate::prune::schedule::{MaskHook, PruneSchedule};
 use crate::prune::unstructured::{masks_from_zeros, WeightCriterion};
 use crate::prune::{Amount, Scope, Selection};
-use crate::quant::{
-    calibrate_activations, weight_reparams, ActQuant, LayerBits, QatHook, Sharing, SharingHook,
-};
+use crate::quant::{calibrate_activations, weight_reparams, ActQuant, LayerBits, Sharing, SharingHook};
 use crate::train::{evaluate, fit, Chain, FitConfig, Hooks, OptimizerConfig, Schedule};
 
 /// The data a pipeline trains, validates and tests on.
@@ -442,7 +440,7 @@ fn run_stage(
             }
             let before = accuracy(&state.model, &state.reparams, data)?;
             if let Some(t) = &q.train {
-                let mut hook = QatHook::new(state.reparams.clone());
+                let mut hook = crate::train::ReparamHook::new(state.reparams.clone());
                 train(&mut state.model, t, seed, data, &mut hook, events)?;
             }
             let acts = q.activations.map_or("float activations".to_string(), |a| {

@@ -84,7 +84,7 @@ pub(super) fn train_keeping(
         state.sharing = Some(hook.sharing);
         r
     } else if !state.reparams.is_empty() {
-        let mut hook = QatHook::new(state.reparams.clone());
+        let mut hook = crate::train::ReparamHook::new(state.reparams.clone());
         both(&mut hook, state, events)
     } else {
         let mut hook = keep_zeros(&state.model)?;

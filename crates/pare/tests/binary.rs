@@ -1,0 +1,235 @@
+//! Binary networks: the sign's and the binarized weight's straight-through gradients against
+//! their definitions, the BinaryConnect / BNN / XNOR rewrites, binary training on a toy set,
+//! and the native engine on baked binary models.
+
+mod common;
+
+use common::{max_diff, toy_data, zoo};
+use pare::binary::{binarize, Method};
+use pare::exec::{infer, train_step, LossTerm};
+use pare::ir::graph::ops::linear;
+use pare::ir::reparam::bake;
+use pare::ir::{GraphBuilder, Model, Op, Reparam, Reparams, Tensor};
+use pare::train::{evaluate, fit, FitConfig, OptimizerConfig, ReparamHook, Schedule};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random(shape: Vec<usize>, seed: u64, scale: f32) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    Tensor::from_vec(shape, (0..n).map(|_| rng.random_range(-scale..scale)).collect())
+}
+
+fn ce(labels: &[u32]) -> [LossTerm; 1] {
+    [LossTerm::CrossEntropy {
+        labels: labels.to_vec(),
+        weight: 1.0,
+    }]
+}
+
+/// `d loss / d logits` of mean cross-entropy, per sample.
+fn dlogits(logits: &Tensor, labels: &[u32]) -> Vec<Vec<f32>> {
+    let k = logits.shape()[1];
+    logits
+        .data()
+        .chunks(k)
+        .zip(labels)
+        .map(|(row, &y)| {
+            let m = row.iter().copied().fold(f32::MIN, f32::max);
+            let e: Vec<f32> = row.iter().map(|v| (v - m).exp()).collect();
+            let s: f32 = e.iter().sum();
+            let n = labels.len() as f32;
+            e.iter()
+                .enumerate()
+                .map(|(j, v)| (v / s - if j as u32 == y { 1.0 } else { 0.0 }) / n)
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn the_sign_is_binary_forward_and_hardtanh_backward() {
+    // x -> fc (4 -> 6) -> sign -> head (6 -> 3): fc's gradient is the head's back-propagated
+    // gradient masked by |z| <= 1, where z is fc's output.
+    let mut b = GraphBuilder::new(vec![4]);
+    b.then("fc", linear(4, 6));
+    b.then("sign", Op::Sign);
+    b.then("head", linear(6, 3));
+    let mut m = Model::init(b.finish().unwrap(), 1).unwrap();
+    // Pre-activations on both sides of the [-1, 1] window.
+    m.params.insert("fc.weight".into(), random(vec![6, 4], 2, 1.5));
+    let x = random(vec![5, 4], 3, 1.0);
+    let labels = [0, 1, 2, 0, 1];
+    let taps = ["fc".to_string(), "sign".to_string()];
+    let out = infer(&m, &x, &Reparams::new(), &taps).unwrap();
+    let (z, s) = (&out.taps["fc"], &out.taps["sign"]);
+    for (zi, si) in z.data().iter().zip(s.data()) {
+        assert_eq!(*si, if *zi >= 0.0 { 1.0 } else { -1.0 });
+    }
+    let inside = z.data().iter().filter(|v| v.abs() <= 1.0).count();
+    assert!(
+        inside > 3 && inside < z.len() - 3,
+        "the test needs both sides: {inside}"
+    );
+    let g = dlogits(&out.output, &labels);
+    let v = m.params["head.weight"].data();
+    let mut want = vec![0f32; 24];
+    for (i, gi) in g.iter().enumerate() {
+        for u in 0..6 {
+            let zu = z.data()[i * 6 + u];
+            if zu.abs() > 1.0 {
+                continue;
+            }
+            let ds: f32 = (0..3).map(|c| gi[c] * v[c * 6 + u]).sum();
+            for j in 0..4 {
+                want[u * 4 + j] += ds * x.data()[i * 4 + j];
+            }
+        }
+    }
+    let got = train_step(&m, &x, &ce(&labels), &Reparams::new(), &[], 0).unwrap();
+    let want = Tensor::from_vec(vec![6, 4], want);
+    assert!(max_diff(&got.grads["fc.weight"], &want) < 1e-5);
+}
+
+#[test]
+fn binarized_weights_pass_the_gradient_straight_through() {
+    let mut b = GraphBuilder::new(vec![5]);
+    b.then("fc", linear(5, 4));
+    b.then("head", linear(4, 3));
+    let mut m = Model::init(b.finish().unwrap(), 1).unwrap();
+    m.params.insert("fc.weight".into(), random(vec![4, 5], 7, 1.4));
+    let x = random(vec![6, 5], 8, 1.0);
+    let labels = [0, 1, 2, 2, 1, 0];
+    let w = m.params["fc.weight"].clone();
+    for scaled in [false, true] {
+        let reparams: Reparams = [("fc.weight".to_string(), vec![Reparam::Binarize { scaled }])].into();
+        let baked = bake(&m, &reparams);
+        // Forward: alpha_r * sign(w), alpha the row's mean |w| when scaled.
+        for (r, row) in baked.params["fc.weight"].data().chunks(5).enumerate() {
+            let src = &w.data()[r * 5..r * 5 + 5];
+            let alpha = if scaled {
+                src.iter().map(|v| v.abs()).sum::<f32>() / 5.0
+            } else {
+                1.0
+            };
+            for (b, s) in row.iter().zip(src) {
+                assert_eq!(*b, if *s >= 0.0 { alpha } else { -alpha });
+            }
+        }
+        // Backward: the gradient at the binary weight, through the sign's window and alpha.
+        let gb = train_step(&baked, &x, &ce(&labels), &Reparams::new(), &[], 0)
+            .unwrap()
+            .grads["fc.weight"]
+            .clone();
+        let got = train_step(&m, &x, &ce(&labels), &reparams, &[], 0).unwrap().grads["fc.weight"].clone();
+        let mut want = vec![0f32; 20];
+        for r in 0..4 {
+            let src = &w.data()[r * 5..r * 5 + 5];
+            let g = &gb.data()[r * 5..r * 5 + 5];
+            let alpha = if scaled {
+                src.iter().map(|v| v.abs()).sum::<f32>() / 5.0
+            } else {
+                1.0
+            };
+            let sign = |v: f32| if v >= 0.0 { 1.0 } else { -1.0 };
+            // d alpha / d w_i = sign(w_i) / n; d (sign(w_j)) / d w_j = 1 on [-1, 1].
+            let through_alpha: f32 = g.iter().zip(src).map(|(gj, &sj)| gj * sign(sj)).sum::<f32>() / 5.0;
+            for i in 0..5 {
+                let ste = if src[i].abs() <= 1.0 { g[i] * alpha } else { 0.0 };
+                want[r * 5 + i] = ste + if scaled { through_alpha * sign(src[i]) } else { 0.0 };
+            }
+        }
+        let want = Tensor::from_vec(vec![4, 5], want);
+        assert!(
+            max_diff(&got, &want) < 1e-5,
+            "scaled {scaled}: {:?} vs {:?}",
+            got.data(),
+            want.data()
+        );
+    }
+}
+
+#[test]
+fn the_rewrites_place_batchnorms_signs_and_scales() {
+    let m = zoo("lenet300");
+    let bc = binarize(&m, Method::BinaryConnect).unwrap();
+    assert_eq!(bc.binary_layers, ["fc1", "fc2", "fc3"]);
+    assert!(bc.binary_inputs.is_empty());
+    for l in ["fc1", "fc2", "fc3"] {
+        assert!(matches!(
+            bc.model.graph.node(&format!("{l}_bn")).unwrap().op,
+            Op::BatchNorm { .. }
+        ));
+    }
+    assert!(bc.model.graph.node("relu1").is_some());
+    assert_eq!(bc.model.params["fc2.weight"], m.params["fc2.weight"]);
+    assert_eq!(bc.float.graph, bc.model.graph);
+
+    let bnn = binarize(&m, Method::Bnn).unwrap();
+    assert_eq!(bnn.binary_layers, ["fc1", "fc2"]);
+    assert_eq!(bnn.binary_inputs, ["fc2", "fc3"]);
+    let g = &bnn.model.graph;
+    assert!(g.node("relu1").is_none() && g.node("fc3_bn").is_none());
+    assert_eq!(g.node("fc2_sign").unwrap().inputs, ["fc1_bn"]);
+    assert_eq!(g.node("fc2").unwrap().inputs, ["fc2_sign"]);
+    // The float counterpart keeps its ReLUs and has no sign.
+    assert!(bnn.float.graph.node("relu1").is_some());
+    assert!(!bnn.float.graph.nodes.iter().any(|n| n.op == Op::Sign));
+
+    let x = binarize(&zoo("lenet5"), Method::Xnor).unwrap();
+    assert_eq!(x.binary_layers, ["conv2", "fc1"]);
+    let g = &x.model.graph;
+    // conv2: K is the window average of the channel mean of |x|, multiplied into its output.
+    assert!(matches!(g.node("conv2_k").unwrap().op, Op::AvgPool2d { .. }));
+    assert_eq!(g.node("conv2_scaled").unwrap().inputs, ["conv2", "conv2_k"]);
+    assert_eq!(g.node("conv2_bn").unwrap().inputs, ["conv2_scaled"]);
+    assert_eq!(g.node("fc1_scaled").unwrap().inputs, ["fc1", "fc1_k_mean"]);
+    assert_eq!(
+        x.reparams["conv2.weight"],
+        vec![Reparam::Binarize { scaled: true }]
+    );
+
+    let e = binarize(&zoo("resnet20"), Method::Bnn).unwrap_err().to_string();
+    assert!(e.contains("chains"), "{e}");
+    assert!(binarize(&zoo("resnet20"), Method::BinaryConnect).is_ok());
+}
+
+#[test]
+fn binary_networks_learn_and_keep_their_weights_clipped() {
+    let data = toy_data();
+    let mut b = GraphBuilder::new(vec![1, 8, 8]);
+    b.then("flatten", Op::Flatten);
+    b.then("fc1", linear(64, 32));
+    b.then("relu1", Op::Relu);
+    b.then("fc2", linear(32, 32));
+    b.then("relu2", Op::Relu);
+    b.then("fc3", linear(32, 3));
+    let m = Model::init(b.finish().unwrap(), 2).unwrap();
+    for method in [Method::BinaryConnect, Method::Bnn, Method::Xnor] {
+        let mut bin = binarize(&m, method).unwrap();
+        let cfg = FitConfig {
+            epochs: 6,
+            batch_size: 16,
+            optimizer: OptimizerConfig::adam(0.0),
+            schedule: Schedule::constant(0.01),
+            seed: 1,
+            ..Default::default()
+        };
+        let mut hook = ReparamHook::new(bin.reparams.clone());
+        fit(&mut bin.model, &data, None, &cfg, &mut hook).unwrap();
+        for l in &bin.binary_layers {
+            let w = &bin.model.params[&format!("{l}.weight")];
+            assert!(w.data().iter().all(|v| v.abs() <= 1.0), "{method:?} {l}");
+        }
+        let acc = evaluate(&bin.model, &data, 64, &bin.reparams).unwrap().accuracy;
+        assert!(acc > 0.9, "{method:?}: {acc}");
+        // Baked, the network computes the same in both engines, with binary weights.
+        let baked = bake(&bin.model, &bin.reparams);
+        let x = random(vec![7, 1, 8, 8], 5, 1.0);
+        let e = infer(&baked, &x, &Reparams::new(), &[]).unwrap().output;
+        let n = pare::native::infer(&baked, &x).unwrap();
+        assert!(max_diff(&e, &n) < 1e-3, "{method:?}: {}", max_diff(&e, &n));
+        let r = infer(&bin.model, &x, &bin.reparams, &[]).unwrap().output;
+        assert!(max_diff(&e, &r) < 1e-4);
+    }
+}
