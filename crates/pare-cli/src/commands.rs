@@ -370,7 +370,7 @@ fn layer_table(
     use std::fmt::Write;
     let mut out = format!("\nper layer, pare's kernels, batch {batch} (median ms):\n");
     let pair = profiles.len() == 2;
-    let _ = write!(out, "{:<24}", "layer");
+    let _ = write!(out, "{:<24} {:<22}", "layer", "kernel");
     for d in dirs {
         let _ = write!(out, " {:>12}", short(d));
     }
@@ -383,7 +383,13 @@ fn layer_table(
             .iter()
             .map(|p| p.iter().find(|o| o.name == t.name))
             .collect();
-        let _ = write!(out, "{:<24}", t.name);
+        // The kernel of the last model that has the layer (the compressed one of a pair).
+        let kernel = others
+            .iter()
+            .rev()
+            .find_map(|o| o.map(|o| o.kernel.as_str()))
+            .unwrap_or("");
+        let _ = write!(out, "{:<24} {kernel:<22}", t.name);
         for o in &others {
             let cell = o.map_or_else(|| "-".to_string(), |o| format!("{:.3}", o.ms));
             let _ = write!(out, " {cell:>12}");

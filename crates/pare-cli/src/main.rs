@@ -2,6 +2,7 @@
 //! prints results, and reports errors with their cause chain (anyhow). All the work is done by
 //! the `pare` library.
 
+mod binarize_cmd;
 mod commands;
 mod compress_cmd;
 mod distill_cmd;
@@ -91,6 +92,9 @@ enum Command {
     /// read through a hash of each position (fitted to the trained weights), optional
     /// fine-tuning and a before/after report with the weights file's size.
     Hash(hash_cmd::HashArgs),
+    /// Binary networks (BinaryConnect, BNN, XNOR-Net) from a trained model or a fresh zoo
+    /// model, reported beside the same network in float trained with the same budget.
+    Binarize(binarize_cmd::BinarizeArgs),
     /// Early exits: classifier heads grafted onto chosen layers, trained, thresholds chosen on
     /// validation data for a target accuracy or MAC budget, and the saving measured (MACs and
     /// latency) with the accuracy-MACs curve of every exit rule.
@@ -285,6 +289,7 @@ fn main() -> ExitCode {
         Command::Factorize(args) => factorize_cmd::factorize_cmd(args),
         Command::Tie(args) => tie_cmd::tie_cmd(args),
         Command::Hash(args) => hash_cmd::hash_cmd(args),
+        Command::Binarize(args) => binarize_cmd::binarize_cmd(args),
         Command::Exits(args) => exits_cmd::exits_cmd(args),
         Command::Lottery(args) => prune_cmd::lottery(args),
         Command::Bench {

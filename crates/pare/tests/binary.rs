@@ -233,3 +233,94 @@ fn binary_networks_learn_and_keep_their_weights_clipped() {
         assert!(max_diff(&e, &r) < 1e-4);
     }
 }
+
+/// `alpha_r * sum_j sign(x_j) sign(w_rj) + b_r` in f64, the definition.
+fn binary_linear_reference(w: &[f32], rows: usize, width: usize, x: &[f32], bias: &[f32]) -> Vec<f32> {
+    let s = |v: f32| if v >= 0.0 { 1.0 } else { -1.0 };
+    let n = x.len() / width;
+    let mut y = Vec::with_capacity(n * rows);
+    for i in 0..n {
+        for r in 0..rows {
+            let row = &w[r * width..(r + 1) * width];
+            let dot: f64 = (0..width).map(|j| s(x[i * width + j]) * s(row[j])).sum();
+            y.push((row[0].abs() as f64 * dot) as f32 + bias[r]);
+        }
+    }
+    y
+}
+
+#[test]
+fn every_popcount_path_equals_the_definition() {
+    use pare::native::{binary_linear_on, dot_reference, PopcountPath};
+    let paths = PopcountPath::available();
+    assert!(paths.contains(&PopcountPath::Portable));
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    // Widths around the word (64) and the AVX2 block (256 bits), rows odd and even, batch 1
+    // (rows split between threads) and larger batches.
+    for &(rows, width, n) in &[
+        (1, 1, 1),
+        (3, 63, 2),
+        (5, 64, 1),
+        (7, 65, 3),
+        (4, 255, 2),
+        (9, 256, 5),
+        (6, 257, 1),
+        (33, 1000, 4),
+        (300, 784, 1),
+        (130, 1100, 9),
+    ] {
+        let alpha: Vec<f32> = (0..rows).map(|_| rng.random_range(0.01..2.0)).collect();
+        let w: Vec<f32> = (0..rows * width)
+            .map(|k| {
+                if rng.random_bool(0.5) {
+                    alpha[k / width]
+                } else {
+                    -alpha[k / width]
+                }
+            })
+            .collect();
+        // Inputs of any value: the kernel reads their signs (zero counts as +1).
+        let x: Vec<f32> = (0..n * width)
+            .map(|_| {
+                if rng.random_bool(0.1) {
+                    0.0
+                } else {
+                    rng.random_range(-3.0..3.0)
+                }
+            })
+            .collect();
+        let bias: Vec<f32> = (0..rows).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let want = binary_linear_reference(&w, rows, width, &x, &bias);
+        for &p in &paths {
+            let got = binary_linear_on(p, &w, rows, width, &x, n, Some(&bias)).unwrap();
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+                .fold(0.0, f32::max);
+            assert!(worst < 1e-5, "{p:?} rows {rows} width {width} n {n}: {worst}");
+        }
+    }
+    // A row with two magnitudes is not binary.
+    assert!(binary_linear_on(PopcountPath::Portable, &[1.0, -0.5], 1, 2, &[1.0, 1.0], 1, None).is_none());
+    assert_eq!(dot_reference(&[0b1011, u64::MAX], &[0b0001, 0]), 2 + 64);
+}
+
+#[test]
+fn a_binary_layer_on_a_sign_runs_the_popcount_kernel() {
+    let m = binarize(&zoo("lenet300"), Method::Bnn).unwrap();
+    let baked = bake(&m.model, &m.reparams);
+    let plan = pare::native::compile(&baked).unwrap();
+    let kernels: std::collections::HashMap<String, String> = plan
+        .kernels()
+        .into_iter()
+        .map(|(i, k)| (baked.graph.nodes[i].name.clone(), k))
+        .collect();
+    assert!(kernels["fc2"].starts_with("linear binary"), "{kernels:?}");
+    // fc1 reads the image, fc3 has real weights.
+    assert_eq!(kernels["fc1"], "linear f32");
+    assert_eq!(kernels["fc3"], "linear f32");
+    let x = random(vec![3, 1, 28, 28], 2, 1.0);
+    let e = infer(&baked, &x, &Reparams::new(), &[]).unwrap().output;
+    assert!(max_diff(&e, &plan.run(&x).unwrap()) < 1e-3);
+}

@@ -219,6 +219,15 @@ fn layer_norm_and_linear_on_tokens() {
 }
 
 #[test]
+fn absolute_value() {
+    // Inputs and weights keep pre-activations away from 0, where |x| has no derivative.
+    grad_check(|b| {
+        b.then("conv", conv(2, 3, 3, 1, 1, true));
+        b.then("abs", Op::Abs);
+    });
+}
+
+#[test]
 fn multihead_attention() {
     // PyTorch's heads (3 of 4 features in a width of 12), and pruned ones (2 of 5).
     for (heads, head_dim) in [(3, None), (2, Some(5))] {

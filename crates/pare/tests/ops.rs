@@ -304,6 +304,8 @@ fn sequence_and_tensor_rules() {
     check(Op::Clip { min: -1.0, max: 1.0 }, &[&[8]], &[8], 0, 0);
     error(Op::Clip { min: 1.0, max: -1.0 }, &[&[8]], "min <= max");
     check(Op::Silu, &[&[8]], &[8], 0, 0);
+    check(Op::Sign, &[&[3, 5, 5]], &[3, 5, 5], 0, 0);
+    check(Op::Abs, &[&[8]], &[8], 0, 0);
     check(Op::Scale { factor: 0.25 }, &[&[8]], &[8], 0, 0);
     check(Op::Parameter { shape: vec![17, 64] }, &[], &[17, 64], 17 * 64, 0);
     error(Op::Parameter { shape: vec![1, 64] }, &[&[1, 64]], "takes 0 input");
@@ -363,7 +365,9 @@ fn ops_without_channels_are_opaque_to_pruning() {
     ] {
         assert_eq!(op.channel_rule(&[&[5, 4]]), ChannelRule::Opaque, "{op:?}");
     }
-    assert_eq!(Op::Silu.channel_rule(&[&[5, 4]]), ChannelRule::Passthrough);
+    for op in [Op::Silu, Op::Sign, Op::Abs] {
+        assert_eq!(op.channel_rule(&[&[5, 4]]), ChannelRule::Passthrough);
+    }
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use super::act::Act;
+use super::binary::BinaryMatrix;
 use super::sparse::{Csr, SPARSE_AT_MOST};
 use super::{buffers, conv, pool, tensor, Fused};
 use crate::error::{Error, Result};
@@ -63,10 +64,19 @@ pub(super) enum LinearWeight {
     /// Mostly zeros (unstructured pruning): compressed sparse rows, chosen when at most
     /// `SPARSE_AT_MOST` of the weights are non-zero.
     Sparse(Csr),
+    /// `alpha_r * sign(w)` rows on a binary input (BNN, XNOR-Net): bit-packed, products by
+    /// XNOR and popcount.
+    Binary(BinaryMatrix),
 }
 
 impl LinearWeight {
-    fn new(weight: Vec<f32>, out_features: usize, in_features: usize) -> LinearWeight {
+    /// The fastest form of `weight`; `binary_input` says the layer reads the output of a sign.
+    fn new(weight: Vec<f32>, out_features: usize, in_features: usize, binary_input: bool) -> LinearWeight {
+        if binary_input {
+            if let Some(b) = BinaryMatrix::from_dense(&weight, out_features, in_features) {
+                return LinearWeight::Binary(b);
+            }
+        }
         if Csr::density(&weight) <= SPARSE_AT_MOST {
             LinearWeight::Sparse(Csr::from_dense(&weight, out_features, in_features))
         } else {
@@ -167,7 +177,16 @@ impl Kernel {
             } => Kernel::Linear {
                 in_features,
                 out_features,
-                weight: LinearWeight::new(p("weight"), out_features, in_features),
+                weight: LinearWeight::new(
+                    p("weight"),
+                    out_features,
+                    in_features,
+                    node.inputs.len() == 1
+                        && model
+                            .graph
+                            .node(&node.inputs[0])
+                            .is_some_and(|n| n.op == Op::Sign),
+                ),
                 bias: maybe("bias"),
                 relu,
             },
@@ -258,6 +277,32 @@ impl Kernel {
         }
     }
 
+    /// What runs, for reports: the op, and for a Linear layer the product's form.
+    pub(super) fn label(&self) -> String {
+        match self {
+            Kernel::Linear { weight, .. } => match weight {
+                LinearWeight::Dense(_) => "linear f32".into(),
+                LinearWeight::Sparse(_) => "linear sparse".into(),
+                LinearWeight::Binary(_) => {
+                    format!("linear binary ({:?})", super::binary::PopcountPath::best()).to_lowercase()
+                }
+            },
+            Kernel::Conv2d { .. } => "conv2d f32".into(),
+            Kernel::Affine { .. } => "affine".into(),
+            Kernel::Unary(u) => format!("{u:?}").to_lowercase(),
+            Kernel::Pool(op) | Kernel::Nd { op, .. } => op.kind().into(),
+            Kernel::Flatten => "flatten".into(),
+            Kernel::Add { .. } => "add".into(),
+            Kernel::Concat { .. } => "concat".into(),
+            Kernel::ChannelShuffle { .. } => "channel_shuffle".into(),
+            Kernel::Copy => "copy".into(),
+            Kernel::LayerNorm { .. } => "layer_norm".into(),
+            Kernel::Attention { .. } => "attention".into(),
+            Kernel::Embedding { .. } => "embedding".into(),
+            Kernel::Parameter { .. } => "parameter".into(),
+        }
+    }
+
     /// Runs the kernel on `inputs` of `n` samples; `name` is the node's, for errors.
     pub(super) fn run(&self, name: &str, inputs: &[&Act], n: usize) -> Result<Act> {
         let mismatch = |want: &str| Error::graph(name, format!("native inference: expects {want}"));
@@ -278,6 +323,7 @@ impl Kernel {
                     conv::linear(d, rows, *in_features, w, *out_features, bias.as_deref(), *relu)
                 }
                 LinearWeight::Sparse(w) => w.linear(d, rows, bias.as_deref(), *relu),
+                LinearWeight::Binary(w) => w.linear(d, rows, bias.as_deref(), *relu),
             }),
             Kernel::Conv2d {
                 op,

@@ -20,6 +20,7 @@
 //! [`crate::exec::infer`].
 
 mod act;
+mod binary;
 mod buffers;
 mod conv;
 mod exits;
@@ -30,6 +31,7 @@ mod pool;
 mod sparse;
 mod tensor;
 
+pub use binary::{binary_linear_on, dot_reference, PopcountPath};
 pub use exits::{compile_exits, ExitPlan, ExitRun};
 pub use plan::{compile, Plan};
 

@@ -126,6 +126,11 @@ pub(super) fn compile_order(model: &Model, order: &[usize]) -> Result<Plan> {
 impl Plan {
     /// Eval-mode forward pass on a batch `x` (`[N, ...input shape]`, normalized): the value of
     /// the model's output in PyTorch layout (the logits `[N, classes]`).
+    /// The kernel each running node got, by node index (aliased nodes run none).
+    pub fn kernels(&self) -> Vec<(usize, String)> {
+        self.steps.iter().map(|s| (s.node, s.kernel.label())).collect()
+    }
+
     pub fn run(&self, x: &Tensor) -> Result<Tensor> {
         self.run_timed(x, &mut |_, _| {})
     }

@@ -222,6 +222,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 pub struct LayerTime {
     pub name: String,
     pub op: String,
+    /// The native kernel that ran it (e.g. "linear binary (avx2)").
+    pub kernel: String,
     pub macs: u64,
     /// Median milliseconds over the repetitions.
     pub ms: f64,
@@ -253,8 +255,9 @@ pub fn layer_latencies_ms(
     }
     Ok(prepared
         .into_iter()
-        .map(|(folded, _, _, times)| {
+        .map(|(folded, plan, _, times)| {
             let shapes = folded.shapes();
+            let kernels: std::collections::HashMap<usize, String> = plan.kernels().into_iter().collect();
             folded
                 .graph
                 .nodes
@@ -265,6 +268,7 @@ pub fn layer_latencies_ms(
                 .map(|((i, node), t)| LayerTime {
                     name: node.name.clone(),
                     op: node.op.kind().to_string(),
+                    kernel: kernels.get(&i).cloned().unwrap_or_default(),
                     macs: folded.node_macs(&shapes, i),
                     ms: median(t),
                 })

@@ -1,0 +1,196 @@
+//! `pare binarize`: BinaryConnect, BNN or XNOR-Net from a trained model (fine-tuned) or from a
+//! fresh zoo model, trained with Adam, reported beside the same network in float trained with
+//! the same budget: accuracy, binary weights, weights file and measured latency.
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use pare::binary::{binarize, Method};
+use pare::data::fashion;
+use pare::ir::{io, reparam::bake, Model};
+use pare::report::{latencies_ms, thousands, Engine};
+use pare::train::{accuracy, fit, Chain, FitConfig, Hooks, OptimizerConfig, ReparamHook, Schedule};
+use serde_json::json;
+
+use crate::commands::fresh_model;
+use crate::progress::ProgressHooks;
+
+#[derive(Args)]
+pub struct BinarizeArgs {
+    /// Trained model directory to start from (or --model for a fresh zoo model).
+    pub dir: Option<PathBuf>,
+    /// Zoo model trained from scratch (fresh initialization with --seed).
+    #[arg(long, conflicts_with = "dir")]
+    pub model: Option<String>,
+    /// binaryconnect (binary weights), bnn (binary weights and activations) or xnor (scaled
+    /// binary weights and activations, first and last layer real).
+    #[arg(long)]
+    pub method: String,
+    #[arg(long, default_value_t = 10)]
+    pub epochs: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 0.001)]
+    pub lr: f32,
+    /// Cosine decay of the learning rate instead of a constant rate.
+    #[arg(long)]
+    pub cosine: bool,
+    #[arg(long, default_value_t = 128)]
+    pub batch_size: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Skip the float network trained with the same budget (its accuracy is then not reported).
+    #[arg(long)]
+    pub no_float: bool,
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long, value_name = "DIR")]
+    pub data: Option<PathBuf>,
+}
+
+pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
+    let data_dir = fashion::resolve_dir(a.data.as_deref());
+    let mut inputs: Vec<&std::path::Path> = vec![&data_dir];
+    if let Some(d) = &a.dir {
+        inputs.push(d);
+    }
+    io::check_output_dir(&a.out, &inputs)?;
+    let method = Method::parse(&a.method)?;
+    let _lock = crate::lock::OutputLock::take(&a.out)?;
+    let splits = fashion::load(&data_dir)
+        .with_context(|| format!("loading Fashion-MNIST from {}", data_dir.display()))?;
+    let (base, source) = match (&a.dir, &a.model) {
+        (Some(d), None) => (io::load(d)?, d.display().to_string()),
+        (None, Some(m)) => (
+            fresh_model(&pare::zoo::ZooModel::parse(m, None, 0.0)?, &splits.train, a.seed)?,
+            format!("fresh {m} (seed {})", a.seed),
+        ),
+        _ => bail!("give a model directory or --model NAME"),
+    };
+    let bin = binarize(&base, method)?;
+    println!(
+        "{} on {source}: binary weights in {}; binary inputs to {}",
+        method.name(),
+        list(&bin.binary_layers),
+        list(&bin.binary_inputs)
+    );
+    let cfg = FitConfig {
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        optimizer: OptimizerConfig::adam(0.0),
+        schedule: Schedule::cosine_if(a.cosine, a.lr),
+        seed: a.seed,
+        ..Default::default()
+    };
+    cfg.validate()?;
+    println!("== {} ({} epochs)", method.name(), a.epochs);
+    let mut model = bin.model.clone();
+    train(
+        &mut model,
+        &splits,
+        &cfg,
+        &mut ReparamHook::new(bin.reparams.clone()),
+    )?;
+    let binary = bake(&model, &bin.reparams);
+    let binary_acc = accuracy(&binary, &splits.test)?;
+    let float = if a.no_float {
+        None
+    } else {
+        println!("== the same network in float ({} epochs)", a.epochs);
+        let mut f = bin.float.clone();
+        train(&mut f, &splits, &cfg, &mut pare::train::NoHooks)?;
+        let acc = accuracy(&f, &splits.test)?;
+        Some((f, acc))
+    };
+    io::save(&binary, &a.out)?;
+    let binary_weights: usize = bin
+        .binary_layers
+        .iter()
+        .map(|l| binary.params[&format!("{l}.weight")].len())
+        .sum();
+    let mut models: Vec<&Model> = vec![&binary];
+    if let Some((f, _)) = &float {
+        models.insert(0, f);
+    }
+    let b1 = latencies_ms(&models, 1, 50, Engine::Native)?;
+    let b64 = latencies_ms(&models, 64, 20, Engine::Native)?;
+    let k = models.len() - 1;
+    println!("\n{:<28} {:>12} {:>12}", "", "float", method.name());
+    let fl = |f: &dyn Fn(&(Model, f32), usize) -> String| float.as_ref().map_or("-".into(), |x| f(x, 0));
+    let rows: Vec<(&str, String, String)> = vec![
+        (
+            "test accuracy",
+            fl(&|x, _| format!("{:.4}", x.1)),
+            format!("{binary_acc:.4}"),
+        ),
+        (
+            "parameters",
+            thousands(bin.float.num_params() as u64),
+            thousands(binary.num_params() as u64),
+        ),
+        ("binary weights", "0".into(), thousands(binary_weights as u64)),
+        (
+            "latency b1 (ms, native)",
+            fl(&|_, i| format!("{:.3}", b1[i])),
+            format!("{:.3}", b1[k]),
+        ),
+        (
+            "latency b64 (ms, native)",
+            fl(&|_, i| format!("{:.2}", b64[i])),
+            format!("{:.2}", b64[k]),
+        ),
+    ];
+    for (name, f, b) in &rows {
+        println!("{name:<28} {f:>12} {b:>12}");
+    }
+    if let Some((_, acc)) = &float {
+        println!(
+            "{}: {binary_acc:.4} against {acc:.4} in float ({:+.2} pt)",
+            method.name(),
+            100.0 * (binary_acc - acc)
+        );
+    }
+    let report = json!({
+        "source": source,
+        "method": method.name(),
+        "epochs": a.epochs,
+        "lr": a.lr,
+        "cosine": a.cosine,
+        "seed": a.seed,
+        "binary_layers": bin.binary_layers,
+        "binary_inputs": bin.binary_inputs,
+        "binary_weights": binary_weights,
+        "binary": {"accuracy": binary_acc, "params": binary.num_params(),
+            "latency_ms_b1": b1[k], "latency_ms_b64": b64[k]},
+        "float": float.as_ref().map(|(f, acc)| json!({"accuracy": acc, "params": f.num_params(),
+            "latency_ms_b1": b1[0], "latency_ms_b64": b64[0]})),
+    });
+    crate::finetune::write_report(&a.out, "binarize.json", &report)?;
+    println!("wrote {} (binarize.json holds the report)", a.out.display());
+    Ok(())
+}
+
+fn list(names: &[String]) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Trains `model` with `hook` beside a progress bar; an interruption writes nothing.
+fn train(model: &mut Model, splits: &fashion::Splits, cfg: &FitConfig, hook: &mut dyn Hooks) -> Result<()> {
+    let mut progress = ProgressHooks::new(cfg.epochs, false);
+    let r = fit(
+        model,
+        &splits.train,
+        None,
+        cfg,
+        &mut Chain(vec![hook, &mut progress]),
+    )?;
+    if r.interrupted {
+        println!("interrupted; nothing was written");
+        crate::lock::exit(130);
+    }
+    Ok(())
+}
