@@ -360,6 +360,41 @@ pub fn bench_latency(
     Ok(())
 }
 
+/// `pare bench gemm`: the layer in `dtype` and in f32, interleaved.
+pub fn bench_gemm(m: usize, k: usize, n: usize, dtype: &str, reps: usize, as_json: bool) -> Result<()> {
+    use pare::report::gemm::{gemm_layer, GemmDtype};
+    if m == 0 {
+        bail!("--m (the batch) must be at least 1");
+    }
+    let dt = GemmDtype::parse(dtype)?;
+    let f32_layer = gemm_layer(GemmDtype::F32, k, n, 0)?;
+    let layer = gemm_layer(dt, k, n, 0)?;
+    let ms = pare::report::latencies_ms(&[&f32_layer, &layer], m, reps, Engine::Native)?;
+    let kernel = pare::native::compile(&layer)?
+        .kernels()
+        .into_iter()
+        .map(|(_, k)| k)
+        .last()
+        .unwrap_or_default();
+    let gops = |t: f64| 2.0 * (m * k * n) as f64 / (t * 1e-3) / 1e9;
+    let report = json!({"m": m, "k": k, "n": n, "dtype": dtype, "kernel": kernel,
+        "ms": ms[1], "gops": gops(ms[1]), "f32_ms": ms[0], "f32_gops": gops(ms[0]),
+        "speedup_over_f32": ms[0] / ms[1]});
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("[{m} x {k}] x [{k} x {n}], median of {reps}:");
+        println!("  f32       {:>9.3} ms  {:>8.1} GOP/s", ms[0], gops(ms[0]));
+        println!(
+            "  {dtype:<9} {:>9.3} ms  {:>8.1} GOP/s  ({kernel})",
+            ms[1],
+            gops(ms[1])
+        );
+        println!("  {dtype} is x{:.2} the f32 speed", ms[0] / ms[1]);
+    }
+    Ok(())
+}
+
 /// Per-layer milliseconds, one column per model; with two models, also each layer's speed-up
 /// (first / second) beside its MAC ratio, for the layers both have.
 fn layer_table(

@@ -124,6 +124,23 @@ enum BenchCommand {
         #[arg(long, value_name = "BATCH")]
         layers: Option<usize>,
     },
+    /// One Linear layer's time at batch M (K inputs, N outputs) in a weight form, beside the
+    /// f32 layer in the same run: milliseconds, GOP/s (2 M K N operations) and the ratio.
+    Gemm {
+        #[arg(long, default_value_t = 64)]
+        m: usize,
+        #[arg(long, default_value_t = 1024)]
+        k: usize,
+        #[arg(long, default_value_t = 1024)]
+        n: usize,
+        /// f32 or binary (XNOR + popcount on bit-packed signs).
+        #[arg(long, default_value = "binary")]
+        dtype: String,
+        #[arg(long, default_value_t = 50)]
+        reps: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// Seconds per training epoch and images/s on the full Fashion-MNIST training set.
     Train {
         #[command(flatten)]
@@ -301,6 +318,17 @@ fn main() -> ExitCode {
                     layers,
                 },
         } => commands::bench_latency(&dirs, reps, json, layers),
+        Command::Bench {
+            what:
+                BenchCommand::Gemm {
+                    m,
+                    k,
+                    n,
+                    dtype,
+                    reps,
+                    json,
+                },
+        } => commands::bench_gemm(m, k, n, &dtype, reps, json),
         Command::Bench {
             what:
                 BenchCommand::Train {

@@ -251,7 +251,7 @@ fn binary_linear_reference(w: &[f32], rows: usize, width: usize, x: &[f32], bias
 
 #[test]
 fn every_popcount_path_equals_the_definition() {
-    use pare::native::{binary_linear_on, dot_reference, PopcountPath};
+    use pare::native::{dot_reference, BinaryMatrix, PopcountPath};
     let paths = PopcountPath::available();
     assert!(paths.contains(&PopcountPath::Portable));
     let mut rng = ChaCha8Rng::seed_from_u64(11);
@@ -291,8 +291,9 @@ fn every_popcount_path_equals_the_definition() {
             .collect();
         let bias: Vec<f32> = (0..rows).map(|_| rng.random_range(-1.0..1.0)).collect();
         let want = binary_linear_reference(&w, rows, width, &x, &bias);
+        let m = BinaryMatrix::from_dense(&w, rows, width).unwrap();
         for &p in &paths {
-            let got = binary_linear_on(p, &w, rows, width, &x, n, Some(&bias)).unwrap();
+            let got = m.linear_path(p, &x, n, Some(&bias));
             let worst = got
                 .iter()
                 .zip(&want)
@@ -302,7 +303,7 @@ fn every_popcount_path_equals_the_definition() {
         }
     }
     // A row with two magnitudes is not binary.
-    assert!(binary_linear_on(PopcountPath::Portable, &[1.0, -0.5], 1, 2, &[1.0, 1.0], 1, None).is_none());
+    assert!(BinaryMatrix::from_dense(&[1.0, -0.5], 1, 2).is_none());
     assert_eq!(dot_reference(&[0b1011, u64::MAX], &[0b0001, 0]), 2 + 64);
 }
 

@@ -19,7 +19,7 @@ const PARALLEL_ABOVE: usize = 1 << 12;
 /// A `[rows, width]` matrix of signs, each row scaled by `alpha[r]`; bit `j % 64` of word
 /// `r * words + j / 64` is 1 for `+alpha`, 0 for `-alpha`. Bits past `width` are 0.
 #[derive(Clone, Debug)]
-pub(super) struct BinaryMatrix {
+pub struct BinaryMatrix {
     rows: usize,
     width: usize,
     words: usize,
@@ -72,21 +72,28 @@ impl PopcountPath {
 }
 
 impl BinaryMatrix {
+    /// Whether every row of a row-major `[rows, width]` weight holds one finite magnitude.
+    pub(super) fn is_binary(w: &[f32], rows: usize, width: usize) -> bool {
+        rows > 0
+            && width > 0
+            && w.len() == rows * width
+            && w.chunks(width).all(|row| {
+                let a = row[0].abs();
+                a.is_finite() && row.iter().all(|v| v.abs() == a)
+            })
+    }
+
     /// The binary form of a row-major `[rows, width]` weight, or `None` when some row holds
     /// more than one magnitude.
-    pub(super) fn from_dense(w: &[f32], rows: usize, width: usize) -> Option<BinaryMatrix> {
-        if rows == 0 || width == 0 || w.len() != rows * width {
+    pub fn from_dense(w: &[f32], rows: usize, width: usize) -> Option<BinaryMatrix> {
+        if !Self::is_binary(w, rows, width) {
             return None;
         }
         let words = width.div_ceil(64);
         let mut bits = vec![0u64; rows * words];
         let mut alpha = Vec::with_capacity(rows);
         for (r, row) in w.chunks(width).enumerate() {
-            let a = row[0].abs();
-            if !a.is_finite() || row.iter().any(|v| v.abs() != a) {
-                return None;
-            }
-            alpha.push(a);
+            alpha.push(row[0].abs());
             pack_row(row, &mut bits[r * words..(r + 1) * words]);
         }
         Some(BinaryMatrix {
@@ -104,6 +111,11 @@ impl BinaryMatrix {
         self.linear_on(PopcountPath::best(), x, n, bias, relu)
     }
 
+    /// [`BinaryMatrix::linear`] on one popcount path (for tests and benchmarks).
+    pub fn linear_path(&self, path: PopcountPath, x: &[f32], n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+        self.linear_on(path, x, n, bias, Fused::None)
+    }
+
     fn linear_on(
         &self,
         path: PopcountPath,
@@ -113,13 +125,18 @@ impl BinaryMatrix {
         relu: Fused,
     ) -> Vec<f32> {
         debug_assert_eq!(x.len(), n * self.width);
+        let (rows, words) = (self.rows, self.words);
         let packed = pack(x, n, self.width);
-        let mut y = super::buffers::scratch(n * self.rows);
-        let sample = |(i, out): (usize, &mut [f32])| {
-            let a = &packed[i * self.words..(i + 1) * self.words];
-            let mut counts = vec![0u32; self.rows];
-            mismatches(path, a, &self.bits, self.words, &mut counts);
-            for (r, (o, c)) in out.iter_mut().zip(&counts).enumerate() {
+        let mut y = super::buffers::scratch(n * rows);
+        // Samples `i0..i0 + out.len() / rows`, output rows `r0..r0 + out.len() / samples`.
+        let finish = |i0: usize, r0: usize, samples: usize, out: &mut [f32]| {
+            let span = out.len() / samples;
+            let mut counts = vec![0u32; samples * span];
+            let a = &packed[i0 * words..(i0 + samples) * words];
+            let w = &self.bits[r0 * words..(r0 + span) * words];
+            mismatches(path, a, samples, w, words, &mut counts);
+            for (o, (k, c)) in out.iter_mut().zip(counts.iter().enumerate()) {
+                let r = r0 + k % span;
                 let dot = self.width as i64 - 2 * *c as i64;
                 let mut v = self.alpha[r] * dot as f32 + bias.map_or(0.0, |b| b[r]);
                 if relu == Fused::Relu {
@@ -128,42 +145,72 @@ impl BinaryMatrix {
                 *o = v;
             }
         };
-        if n * self.rows * self.words > PARALLEL_ABOVE && n > 1 {
-            y.par_chunks_mut(self.rows).enumerate().for_each(sample);
-        } else if self.rows * self.words > PARALLEL_ABOVE {
+        let parallel = n * rows * words > PARALLEL_ABOVE;
+        if n == 1 && parallel {
             // One sample: split the rows between the threads.
-            let a = &packed[..self.words];
-            let chunk = self.rows.div_ceil(rayon::current_num_threads()).max(1);
-            y.par_chunks_mut(chunk).enumerate().for_each(|(k, out)| {
-                let r0 = k * chunk;
-                let w = &self.bits[r0 * self.words..(r0 + out.len()) * self.words];
-                let mut counts = vec![0u32; out.len()];
-                mismatches(path, a, w, self.words, &mut counts);
-                for (j, (o, c)) in out.iter_mut().zip(&counts).enumerate() {
-                    let r = r0 + j;
-                    let dot = self.width as i64 - 2 * *c as i64;
-                    let mut v = self.alpha[r] * dot as f32 + bias.map_or(0.0, |b| b[r]);
-                    if relu == Fused::Relu {
-                        v = v.max(0.0);
-                    }
-                    *o = v;
-                }
-            });
+            let chunk = rows.div_ceil(rayon::current_num_threads()).max(1);
+            y.par_chunks_mut(chunk)
+                .enumerate()
+                .for_each(|(k, out)| finish(0, k * chunk, 1, out));
         } else {
-            y.chunks_mut(self.rows).enumerate().for_each(sample);
+            // Pairs of samples: each word of a weight row is loaded once for both.
+            let pair = |(k, out): (usize, &mut [f32])| finish(2 * k, 0, out.len() / rows, out);
+            if parallel {
+                y.par_chunks_mut(2 * rows).enumerate().for_each(pair);
+            } else {
+                y.chunks_mut(2 * rows).enumerate().for_each(pair);
+            }
         }
         y
     }
 }
 
-/// Packs one row of values into sign bits (1 for `>= 0`), 64 to a word.
+/// Packs one row of values into sign bits (1 for `>= 0`, so 0 for NaN as `sign` gives -1),
+/// 64 to a word.
 fn pack_row(row: &[f32], out: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    if has_avx() {
+        // SAFETY: the CPU has AVX (checked at run time).
+        return unsafe { pack_row_avx(row, out) };
+    }
+    pack_row_portable(row, out)
+}
+
+fn pack_row_portable(row: &[f32], out: &mut [u64]) {
     for (word, chunk) in out.iter_mut().zip(row.chunks(64)) {
         *word = chunk
             .iter()
             .enumerate()
             .fold(0u64, |acc, (j, v)| acc | (((*v >= 0.0) as u64) << j));
     }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_avx() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx"))
+}
+
+/// [`pack_row_portable`] eight values per compare (`vcmpps` >= 0, ordered) and `vmovmskps`.
+///
+/// # Safety
+/// The CPU has AVX; `out.len() >= row.len().div_ceil(64)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn pack_row_avx(row: &[f32], out: &mut [u64]) {
+    use std::arch::x86_64::*;
+    let zero = _mm256_setzero_ps();
+    let full = row.len() / 64 * 64;
+    for (k, word) in out.iter_mut().enumerate().take(full / 64) {
+        let p = row.as_ptr().add(k * 64);
+        let mut bits = 0u64;
+        for b in 0..8 {
+            let ge = _mm256_cmp_ps::<_CMP_GE_OQ>(_mm256_loadu_ps(p.add(8 * b)), zero);
+            bits |= (_mm256_movemask_ps(ge) as u32 as u64) << (8 * b);
+        }
+        *word = bits;
+    }
+    pack_row_portable(&row[full..], &mut out[full / 64..]);
 }
 
 /// The sign bits of `n` rows of `width` values.
@@ -176,36 +223,57 @@ fn pack(x: &[f32], n: usize, width: usize) -> Vec<u64> {
     out
 }
 
-/// `counts[r] = popcount(a XOR w_r)` for every row `w_r` of `w` (`words` words each).
-fn mismatches(path: PopcountPath, a: &[u64], w: &[u64], words: usize, counts: &mut [u32]) {
+/// `counts[s * rows + r] = popcount(a_s XOR w_r)` for `samples` (1 or 2) packed inputs `a_s`
+/// and every row `w_r` of `w` (`words` words each).
+fn mismatches(path: PopcountPath, a: &[u64], samples: usize, w: &[u64], words: usize, counts: &mut [u32]) {
     match path {
         // SAFETY: `best` and `available` offer these paths only when the CPU has the feature.
         #[cfg(target_arch = "x86_64")]
-        PopcountPath::Avx2 => unsafe { mismatches_avx2(a, w, words, counts) },
+        PopcountPath::Avx2 => unsafe { mismatches_avx2(a, samples, w, words, counts) },
         #[cfg(target_arch = "x86_64")]
-        PopcountPath::Popcnt => unsafe { mismatches_popcnt(a, w, words, counts) },
-        _ => mismatches_portable(a, w, words, counts),
+        PopcountPath::Popcnt => unsafe { mismatches_popcnt(a, samples, w, words, counts) },
+        _ => mismatches_portable(a, samples, w, words, counts),
     }
 }
 
-/// Four rows at a time, so that each word of `a` is loaded once for four popcounts.
+/// Tiles of `S` samples by four rows: each loaded word serves several popcounts, and the
+/// `4 S` sums are independent (one sum would wait on the previous addition at every word).
 #[inline(always)]
-fn mismatches_portable(a: &[u64], w: &[u64], words: usize, counts: &mut [u32]) {
-    let rows = counts.len();
+fn tile<const S: usize>(a: &[u64], w: &[u64], words: usize, counts: &mut [u32]) {
+    let rows = w.len() / words.max(1);
+    let a: [&[u64]; S] = std::array::from_fn(|s| &a[s * words..(s + 1) * words]);
     let mut r = 0;
     while r + 4 <= rows {
-        let ws = [0, 1, 2, 3].map(|k| &w[(r + k) * words..(r + k + 1) * words]);
-        let mut acc = [0u32; 4];
-        for (j, &aj) in a.iter().enumerate() {
-            for k in 0..4 {
-                acc[k] += (aj ^ ws[k][j]).count_ones();
+        let ws: [&[u64]; 4] = std::array::from_fn(|k| &w[(r + k) * words..(r + k + 1) * words]);
+        let mut acc = [[0u32; 4]; S];
+        for j in 0..words {
+            // SAFETY: every row of `ws` and `a` holds `words` words.
+            let wj = ws.map(|row| unsafe { *row.get_unchecked(j) });
+            for s in 0..S {
+                let x = unsafe { *a[s].get_unchecked(j) };
+                for k in 0..4 {
+                    acc[s][k] += (x ^ wj[k]).count_ones();
+                }
             }
         }
-        counts[r..r + 4].copy_from_slice(&acc);
+        for s in 0..S {
+            counts[s * rows + r..s * rows + r + 4].copy_from_slice(&acc[s]);
+        }
         r += 4;
     }
-    for (k, c) in counts.iter_mut().enumerate().skip(r) {
-        *c = dot_reference(a, &w[k * words..(k + 1) * words]);
+    for rr in r..rows {
+        for s in 0..S {
+            counts[s * rows + rr] = dot_reference(a[s], &w[rr * words..(rr + 1) * words]);
+        }
+    }
+}
+
+#[inline(always)]
+fn mismatches_portable(a: &[u64], samples: usize, w: &[u64], words: usize, counts: &mut [u32]) {
+    if samples == 2 {
+        tile::<2>(a, w, words, counts)
+    } else {
+        tile::<1>(a, w, words, counts)
     }
 }
 
@@ -215,19 +283,22 @@ fn mismatches_portable(a: &[u64], w: &[u64], words: usize, counts: &mut [u32]) {
 /// The CPU has POPCNT.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "popcnt")]
-unsafe fn mismatches_popcnt(a: &[u64], w: &[u64], words: usize, counts: &mut [u32]) {
-    mismatches_portable(a, w, words, counts)
+unsafe fn mismatches_popcnt(a: &[u64], samples: usize, w: &[u64], words: usize, counts: &mut [u32]) {
+    mismatches_portable(a, samples, w, words, counts)
 }
 
-/// 256 bits at a time: the popcount of each byte from two 16-entry nibble tables (`vpshufb`),
-/// summed into 64-bit lanes by `vpsadbw`; the words past the last multiple of four by scalar
-/// counts.
+/// 256 bits at a time: the popcount of each byte from a 16-entry nibble table (`vpshufb`),
+/// byte counts summed over up to 31 blocks (at most 248 per byte), then into 64-bit lanes by
+/// `vpsadbw`. Tiles of one input by four rows, so that the loop over a row's words carries four
+/// independent sums and the per-tile work (reductions, tails) is paid once per four rows; the
+/// words past the last multiple of four are counted by scalar popcounts.
 ///
 /// # Safety
-/// The CPU has AVX2; `w.len() >= counts.len() * words` and `a.len() == words`.
+/// The CPU has AVX2; `a.len() == samples * words`, `w.len()` a multiple of `words` and
+/// `counts.len() == samples * w.len() / words`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn mismatches_avx2(a: &[u64], w: &[u64], words: usize, counts: &mut [u32]) {
+unsafe fn mismatches_avx2(a: &[u64], samples: usize, w: &[u64], words: usize, counts: &mut [u32]) {
     use std::arch::x86_64::*;
     let table = _mm256_setr_epi8(
         0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4, 0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
@@ -235,57 +306,64 @@ unsafe fn mismatches_avx2(a: &[u64], w: &[u64], words: usize, counts: &mut [u32]
     let low = _mm256_set1_epi8(0x0f);
     let zero = _mm256_setzero_si256();
     let full = words / 4 * 4;
-    let count = |v: __m256i| -> __m256i {
-        let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(v, low));
-        let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(v, 4), low));
-        _mm256_sad_epu8(_mm256_add_epi8(lo, hi), zero)
-    };
-    let ap = a.as_ptr();
-    let rows = counts.len();
-    let mut r = 0;
-    // Two rows per pass: each 256-bit block of `a` is loaded once for both.
-    while r + 2 <= rows {
-        let (w0, w1) = (w.as_ptr().add(r * words), w.as_ptr().add((r + 1) * words));
-        let (mut s0, mut s1) = (zero, zero);
-        let mut j = 0;
-        while j < full {
-            let av = _mm256_loadu_si256(ap.add(j) as *const __m256i);
-            let x0 = _mm256_xor_si256(av, _mm256_loadu_si256(w0.add(j) as *const __m256i));
-            let x1 = _mm256_xor_si256(av, _mm256_loadu_si256(w1.add(j) as *const __m256i));
-            s0 = _mm256_add_epi64(s0, count(x0));
-            s1 = _mm256_add_epi64(s1, count(x1));
-            j += 4;
-        }
-        for (k, s) in [(0, s0), (1, s1)] {
-            let mut lanes = [0u64; 4];
-            _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, s);
-            let wr = std::slice::from_raw_parts(w.as_ptr().add((r + k) * words + full), words - full);
-            let tail = dot_reference(&a[full..], wr);
-            counts[r + k] = lanes.iter().sum::<u64>() as u32 + tail;
-        }
-        r += 2;
+    let rows = w.len() / words.max(1);
+    // Macros rather than closures: a closure does not inherit the function's target features.
+    const R: usize = 8;
+    macro_rules! count {
+        ($acc:expr, $x:expr) => {{
+            let x = $x;
+            let lo = _mm256_shuffle_epi8(table, _mm256_and_si256(x, low));
+            let hi = _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x, 4), low));
+            $acc = _mm256_add_epi8($acc, _mm256_add_epi8(lo, hi));
+        }};
     }
-    for (k, c) in counts.iter_mut().enumerate().skip(r) {
-        *c = dot_reference(a, &w[k * words..(k + 1) * words]);
+    macro_rules! load {
+        ($p:expr) => {
+            _mm256_loadu_si256($p as *const __m256i)
+        };
+    }
+    let wp = w.as_ptr();
+    for s in 0..samples {
+        let ap = a.as_ptr().add(s * words);
+        let out = counts.as_mut_ptr().add(s * rows);
+        let mut r = 0;
+        while r + R <= rows {
+            let p: [*const u64; R] = std::array::from_fn(|k| wp.add((r + k) * words));
+            let mut t = [zero; R];
+            let mut j = 0;
+            while j < full {
+                let end = (j + 4 * 31).min(full);
+                let mut c = [zero; R];
+                while j < end {
+                    let av = load!(ap.add(j));
+                    for k in 0..R {
+                        count!(c[k], _mm256_xor_si256(av, load!(p[k].add(j))));
+                    }
+                    j += 4;
+                }
+                for k in 0..R {
+                    t[k] = _mm256_add_epi64(t[k], _mm256_sad_epu8(c[k], zero));
+                }
+            }
+            for k in 0..R {
+                let mut lanes = [0u64; 4];
+                _mm256_storeu_si256(lanes.as_mut_ptr() as *mut __m256i, t[k]);
+                let mut c = (lanes[0] + lanes[1] + lanes[2] + lanes[3]) as u32;
+                for jj in full..words {
+                    c += (*ap.add(jj) ^ *p[k].add(jj)).count_ones();
+                }
+                *out.add(r + k) = c;
+            }
+            r += R;
+        }
+        let a_s = std::slice::from_raw_parts(ap, words);
+        for rr in r..rows {
+            *out.add(rr) = dot_reference(a_s, &w[rr * words..(rr + 1) * words]);
+        }
     }
 }
 
 /// `popcount(a XOR b)` one word at a time: the definition every path is tested against.
 pub fn dot_reference(a: &[u64], b: &[u64]) -> u32 {
     a.iter().zip(b).map(|(x, y)| (x ^ y).count_ones()).sum()
-}
-
-/// Test and benchmark access to one path: `alpha * dot(sign(x), sign(W)) + b` for a `[rows,
-/// width]` binary weight given as f32 `+-alpha_r`; `None` when the weight is not binary.
-pub fn binary_linear_on(
-    path: PopcountPath,
-    w: &[f32],
-    rows: usize,
-    width: usize,
-    x: &[f32],
-    n: usize,
-    bias: Option<&[f32]>,
-) -> Option<Vec<f32>> {
-    let m = BinaryMatrix::from_dense(w, rows, width)?;
-    Some(m.linear_on(path, x, n, bias, Fused::None))
 }

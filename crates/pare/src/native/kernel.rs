@@ -70,12 +70,14 @@ pub(super) enum LinearWeight {
 }
 
 impl LinearWeight {
-    /// The fastest form of `weight`; `binary_input` says the layer reads the output of a sign.
-    fn new(weight: Vec<f32>, out_features: usize, in_features: usize, binary_input: bool) -> LinearWeight {
-        if binary_input {
-            if let Some(b) = BinaryMatrix::from_dense(&weight, out_features, in_features) {
-                return LinearWeight::Binary(b);
-            }
+    /// The fastest form of `weight`; `binary` says the layer runs the binary kernel
+    /// ([`runs_binary`]).
+    fn new(weight: Vec<f32>, out_features: usize, in_features: usize, binary: bool) -> LinearWeight {
+        if let Some(b) = binary
+            .then(|| BinaryMatrix::from_dense(&weight, out_features, in_features))
+            .flatten()
+        {
+            return LinearWeight::Binary(b);
         }
         if Csr::density(&weight) <= SPARSE_AT_MOST {
             LinearWeight::Sparse(Csr::from_dense(&weight, out_features, in_features))
@@ -83,6 +85,30 @@ impl LinearWeight {
             LinearWeight::Dense(weight)
         }
     }
+}
+
+/// Whether node `i` of `model` runs the binary Linear kernel: a Linear with `alpha * sign`
+/// rows reading the output of a sign.
+pub(super) fn runs_binary(model: &Model, i: usize) -> bool {
+    let node = &model.graph.nodes[i];
+    let Op::Linear {
+        in_features,
+        out_features,
+        ..
+    } = node.op
+    else {
+        return false;
+    };
+    let reads_sign = node.inputs.len() == 1
+        && model
+            .graph
+            .node(&node.inputs[0])
+            .is_some_and(|n| n.op == Op::Sign);
+    reads_sign
+        && model
+            .params
+            .get(&param_name(model.graph.param_owner(i), "weight"))
+            .is_some_and(|w| BinaryMatrix::is_binary(w.data(), out_features, in_features))
 }
 
 /// What one node computes, with everything it needs from the model.

@@ -31,7 +31,7 @@ mod pool;
 mod sparse;
 mod tensor;
 
-pub use binary::{binary_linear_on, dot_reference, PopcountPath};
+pub use binary::{dot_reference, BinaryMatrix, PopcountPath};
 pub use exits::{compile_exits, ExitPlan, ExitRun};
 pub use plan::{compile, Plan};
 

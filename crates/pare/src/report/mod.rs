@@ -1,6 +1,7 @@
 //! Reports: per-layer tables of a model (shape, parameters, MACs, sparsity) as data and text,
 //! latency measurement, and plots.
 
+pub mod gemm;
 pub mod plot;
 
 use serde::{Deserialize, Serialize};
