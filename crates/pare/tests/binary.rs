@@ -279,14 +279,14 @@ fn every_popcount_path_equals_the_definition() {
                 }
             })
             .collect();
-        // Inputs of any value: the kernel reads their signs (zero counts as +1).
+        // Inputs of any value: the kernel reads their signs as the sign op does (zero and
+        // -0.0 count as +1, NaN as -1).
         let x: Vec<f32> = (0..n * width)
-            .map(|_| {
-                if rng.random_bool(0.1) {
-                    0.0
-                } else {
-                    rng.random_range(-3.0..3.0)
-                }
+            .map(|k| match k % 23 {
+                0 => 0.0,
+                1 => -0.0,
+                2 => f32::NAN,
+                _ => rng.random_range(-3.0..3.0),
             })
             .collect();
         let bias: Vec<f32> = (0..rows).map(|_| rng.random_range(-1.0..1.0)).collect();
