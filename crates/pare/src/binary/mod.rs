@@ -88,7 +88,7 @@ pub fn binarize(model: &Model, method: Method) -> Result<Binarized> {
     {
         return Err(Error::graph(&n.name, "a hashed layer cannot be binarized"));
     }
-    let (Some(first), Some(last)) = (layers.first().cloned(), layers.last().cloned()) else {
+    let Some(last) = layers.last().cloned() else {
         return Err(Error::Config(
             "binarization needs a model with Linear or Conv2d layers".into(),
         ));
@@ -123,21 +123,26 @@ pub fn binarize(model: &Model, method: Method) -> Result<Binarized> {
         Method::Bnn => layers[..layers.len() - 1].to_vec(),
         Method::Xnor => layers[1..layers.len() - 1].to_vec(),
     };
-    let mut binary_inputs = Vec::new();
-    if signs {
-        let relus: Vec<String> = graph
-            .nodes
-            .iter()
-            .filter(|n| matches!(n.op, Op::Relu | Op::Relu6))
-            .map(|n| n.name.clone())
-            .collect();
-        for r in relus {
-            graph.bypass(&r)?;
-        }
-        for l in layers.iter().filter(|l| **l != first) {
-            insert_sign(&mut graph, l, method == Method::Xnor)?;
-            binary_inputs.push(l.clone());
-        }
+    // BNN binarizes the input of every layer but the first; XNOR-Net keeps the last layer
+    // real, input included.
+    let binary_inputs: Vec<String> = match method {
+        Method::BinaryConnect => Vec::new(),
+        Method::Bnn => layers[1..].to_vec(),
+        Method::Xnor => layers[1..layers.len() - 1].to_vec(),
+    };
+    // A ReLU on the path into a binarized input would leave the sign only +1 and 0 to see.
+    let relus: Vec<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Relu | Op::Relu6))
+        .filter(|n| next_layer(&graph, &n.name).is_some_and(|l| binary_inputs.contains(&l)))
+        .map(|n| n.name.clone())
+        .collect();
+    for r in relus {
+        graph.bypass(&r)?;
+    }
+    for l in &binary_inputs {
+        insert_sign(&mut graph, l, method == Method::Xnor)?;
     }
     let reparams: Reparams = binary_layers
         .iter()
@@ -168,6 +173,19 @@ fn out_channels(op: &Op) -> usize {
         Op::Linear { out_features, .. } => out_features,
         Op::Conv2d { out_channels, .. } => out_channels,
         _ => unreachable!("only layers"),
+    }
+}
+
+/// The first layer downstream of node `name` on a chain.
+fn next_layer(graph: &Graph, name: &str) -> Option<String> {
+    let mut at = name.to_string();
+    loop {
+        let &c = graph.consumers(&at).first()?;
+        let n = &graph.nodes[c];
+        if is_layer(&n.op) {
+            return Some(n.name.clone());
+        }
+        at = n.name.clone();
     }
 }
 
