@@ -103,6 +103,14 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         Some((f, acc))
     };
     io::save(&binary, &a.out)?;
+    // The deployable file: one sign bit per binary weight and a magnitude per row.
+    let plan: pare::codec::file::Plan = bin
+        .binary_layers
+        .iter()
+        .map(|l| (format!("{l}.weight"), pare::codec::file::Encoding::Binary))
+        .collect();
+    let pare_bytes = pare::codec::file::write(&a.out.join("model.pare"), &binary, &plan)?.total();
+    let f32_bytes = std::fs::metadata(a.out.join(io::WEIGHTS_FILE))?.len();
     let binary_weights: usize = bin
         .binary_layers
         .iter()
@@ -129,6 +137,11 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
             thousands(binary.num_params() as u64),
         ),
         ("binary weights", "0".into(), thousands(binary_weights as u64)),
+        (
+            "file (bytes)",
+            format!("{} f32", thousands(f32_bytes)),
+            format!("{} .pare", thousands(pare_bytes as u64)),
+        ),
         (
             "latency b1 (ms, native)",
             fl(&|_, i| format!("{:.3}", b1[i])),
@@ -160,13 +173,23 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         "binary_layers": bin.binary_layers,
         "binary_inputs": bin.binary_inputs,
         "binary_weights": binary_weights,
+        "weights_f32_bytes": f32_bytes,
+        "model_pare_bytes": pare_bytes,
         "binary": {"accuracy": binary_acc, "params": binary.num_params(),
             "latency_ms_b1": b1[k], "latency_ms_b64": b64[k]},
         "float": float.as_ref().map(|(f, acc)| json!({"accuracy": acc, "params": f.num_params(),
             "latency_ms_b1": b1[0], "latency_ms_b64": b64[0]})),
     });
     crate::finetune::write_report(&a.out, "binarize.json", &report)?;
-    println!("wrote {} (binarize.json holds the report)", a.out.display());
+    println!(
+        "model.pare: {} bytes, / {:.1} against the f32 weights file",
+        thousands(pare_bytes as u64),
+        f32_bytes as f64 / pare_bytes as f64
+    );
+    println!(
+        "wrote {} (model.pare the binary file, binarize.json the report)",
+        a.out.display()
+    );
     Ok(())
 }
 

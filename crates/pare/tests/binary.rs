@@ -325,3 +325,32 @@ fn a_binary_layer_on_a_sign_runs_the_popcount_kernel() {
     let e = infer(&baked, &x, &Reparams::new(), &[]).unwrap().output;
     assert!(max_diff(&e, &plan.run(&x).unwrap()) < 1e-3);
 }
+
+#[test]
+fn the_pare_file_keeps_one_bit_per_binary_weight() {
+    use pare::codec::file::{decode, encode, Encoding, Plan};
+    let m = binarize(&zoo("lenet300"), Method::Xnor).unwrap();
+    let baked = bake(&m.model, &m.reparams);
+    let plan: Plan = m
+        .binary_layers
+        .iter()
+        .map(|l| (format!("{l}.weight"), Encoding::Binary))
+        .collect();
+    let (bytes, sizes) = encode(&baked, &plan).unwrap();
+    let fc2 = sizes.tensors.iter().find(|t| t.name == "fc2.weight").unwrap();
+    // 300 x 100 signs in 3,750 bytes, 100 magnitudes in 400.
+    assert_eq!((fc2.values, fc2.codebook), (3750, 400));
+    let back = decode(&bytes).unwrap();
+    assert_eq!(back.params, baked.params);
+    // A weight with two magnitudes in a row is refused, naming it.
+    let e = encode(
+        &zoo("lenet300"),
+        &[("fc1.weight".to_string(), Encoding::Binary)].into(),
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("fc1.weight") && e.contains("one magnitude per row"),
+        "{e}"
+    );
+}

@@ -19,6 +19,8 @@
 //! - `sparse`: `u32 K`, K f32 non-zero codebook values, `u32` entry count, the stream of
 //!   relative gaps (alphabet `2^gap_bits`) and the stream of value indices (alphabet `K + 1`,
 //!   `K` = filler zero); see [`super::sparse`].
+//! - `binary`: per row of axis 0 an f32 magnitude `alpha`, then one sign bit per element
+//!   (1 for `+alpha`), eight to a byte from the lowest bit: the weights of a binary network.
 //!
 //! Decoding gives back exactly the values that were evaluated: codebook values are stored as
 //! the f32 bits the model held, and uniform values are recomputed by the same
@@ -72,6 +74,9 @@ pub enum Encoding {
     Shared { huffman: bool },
     /// A codebook of the distinct non-zero values and a relative sparse index.
     Sparse { gap_bits: u32, huffman: bool },
+    /// One sign bit per element and one magnitude per row (`alpha_r * sign`, what binary
+    /// networks deploy).
+    Binary,
 }
 
 impl Encoding {
@@ -92,6 +97,7 @@ impl Encoding {
             ),
             Encoding::Shared { huffman } => format!("codebook{}", h(huffman)),
             Encoding::Sparse { gap_bits, huffman } => format!("sparse gap{gap_bits} codebook{}", h(huffman)),
+            Encoding::Binary => "binary".into(),
         }
     }
 }
@@ -292,6 +298,29 @@ fn encode_tensor(name: &str, t: &Tensor, enc: Encoding, out: &mut Vec<u8>) -> Re
                 false,
             );
         }
+        Encoding::Binary => {
+            let rows = t.shape().first().copied().unwrap_or(1).max(1);
+            let per = t.len() / rows;
+            for (r, row) in t.data().chunks(per.max(1)).enumerate() {
+                let a = row[0].abs();
+                if let Some(v) = row.iter().find(|v| v.abs() != a || !a.is_finite()) {
+                    return Err(config(
+                        name,
+                        format!("row {r} holds {} and {v}: a binary weight has one magnitude per row (binarize the model first)", row[0]),
+                    ));
+                }
+                out.extend_from_slice(&a.to_le_bytes());
+            }
+            b.codebook = out.len() - start;
+            let mut bits = vec![0u8; t.len().div_ceil(8)];
+            for (k, v) in t.data().iter().enumerate() {
+                if v.is_sign_positive() {
+                    bits[k / 8] |= 1 << (k % 8);
+                }
+            }
+            out.extend_from_slice(&bits);
+            b.values = bits.len();
+        }
     }
     debug_assert_eq!(b.total(), out.len() - start);
     Ok(b)
@@ -367,6 +396,25 @@ fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result:
             Ok(symbols
                 .iter()
                 .map(|s| s.map_or(0.0, |s| book[s as usize]))
+                .collect())
+        }
+        Encoding::Binary => {
+            let rows = shape.first().copied().unwrap_or(1).max(1);
+            let per = n / rows;
+            let alpha = r.f32s(rows)?;
+            if let Some(a) = alpha.iter().find(|a| !(a.is_finite() && **a >= 0.0)) {
+                return Err(format!("binary magnitude {a} is not a finite value >= 0"));
+            }
+            let bits = r.bytes(n.div_ceil(8))?;
+            Ok((0..n)
+                .map(|k| {
+                    let a = alpha[k / per.max(1)];
+                    if bits[k / 8] >> (k % 8) & 1 == 1 {
+                        a
+                    } else {
+                        -a
+                    }
+                })
                 .collect())
         }
     }
