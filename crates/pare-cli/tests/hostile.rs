@@ -108,6 +108,7 @@ fn every_model_reading_command_refuses_damaged_models_cleanly() {
             vec!["exits", d, "--at", "relu1", "--epochs", "1", "--out", o],
             vec!["tie", d, "--blocks", "fc1,fc2", "--out", o],
             vec!["hash", d, "--factor", "8", "--out", o],
+            vec!["binarize", d, "--method", "bnn", "--epochs", "1", "--out", o],
         ];
         for args in commands {
             refused(name, &args, &[needle], tmp.path());
@@ -255,6 +256,9 @@ fn every_data_reading_command_refuses_damaged_data_cleanly() {
             vec!["compress", "--recipe", r, "--out", o, "--data", d],
             vec!["factorize", m, "--rank", "8", "--out", o, "--data", d],
             vec!["hash", m, "--factor", "8", "--out", o, "--data", d],
+            vec![
+                "binarize", m, "--method", "bnn", "--epochs", "1", "--out", o, "--data", d,
+            ],
             vec![
                 "exits", m, "--at", "relu1", "--epochs", "1", "--out", o, "--data", d,
             ],
