@@ -354,3 +354,30 @@ fn the_pare_file_keeps_one_bit_per_binary_weight() {
         "{e}"
     );
 }
+
+#[test]
+fn binary_cnns_run_alike_in_both_engines() {
+    // Every method on LeNet-5 (XNOR: K's window average and product, a BatchNorm on the
+    // product's output) with BatchNorm statistics of a real scale, baked and run natively.
+    for method in [Method::BinaryConnect, Method::Bnn, Method::Xnor] {
+        let mut m = binarize(&zoo("lenet5"), method).unwrap();
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        for (name, t) in m.model.params.iter_mut() {
+            if name.ends_with("running_var") {
+                t.data_mut()
+                    .iter_mut()
+                    .for_each(|v| *v = rng.random_range(0.5..2.0));
+            }
+        }
+        let baked = bake(&m.model, &m.reparams);
+        let x = random(vec![4, 1, 28, 28], 6, 1.0);
+        let e = infer(&baked, &x, &Reparams::new(), &[]).unwrap().output;
+        let n = pare::native::infer(&baked, &x).unwrap();
+        let scale = e.data().iter().fold(1.0f32, |a, v| a.max(v.abs()));
+        assert!(
+            max_diff(&e, &n) < 1e-3 * scale,
+            "{method:?}: {} (scale {scale})",
+            max_diff(&e, &n)
+        );
+    }
+}

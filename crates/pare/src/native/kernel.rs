@@ -439,8 +439,8 @@ fn conv2d(img: &Act, op: &Op, weight: &[f32], bias: Option<&[f32]>, relu: Fused)
     }
 }
 
-/// `x * scale[c] + shift[c]` per channel (folded BatchNorm); `None` for values without a
-/// channel axis this kernel knows.
+/// `x * scale[c] + shift[c]` per channel (folded BatchNorm): channel-major images, rows, or
+/// PyTorch's layout with the channels on axis 1; `None` when axis 1 is not the channels.
 fn affine(x: &Act, scale: &[f32], shift: &[f32]) -> Option<Act> {
     let mut y = x.with(buffers::copy_of(x.data()));
     match &mut y {
@@ -455,6 +455,14 @@ fn affine(x: &Act, scale: &[f32], shift: &[f32]) -> Option<Act> {
                 row.iter_mut()
                     .enumerate()
                     .for_each(|(j, v)| *v = *v * scale[j] + shift[j]);
+            }
+        }
+        // PyTorch's layout [N, C, ...] (e.g. the output of a broadcasting product).
+        Act::Nd { shape, data } if shape.len() >= 2 && shape[1] == scale.len() => {
+            let inner: usize = shape[2..].iter().product();
+            for (k, chunk) in data.chunks_mut(inner.max(1)).enumerate() {
+                let ch = k % scale.len();
+                chunk.iter_mut().for_each(|v| *v = *v * scale[ch] + shift[ch]);
             }
         }
         Act::Nd { .. } => return None,
