@@ -381,3 +381,42 @@ fn binary_cnns_run_alike_in_both_engines() {
         );
     }
 }
+
+#[test]
+fn binary_convolutions_equal_the_float_convolution_of_signs() {
+    use pare::ir::graph::ops::conv;
+    // Zero padding (counted by a mask), strides, odd sizes, widths across a word.
+    for (c_in, c_out, k, stride, pad, hw) in [
+        (1, 3, 3, 1, 0, 7),
+        (3, 5, 3, 1, 1, 9),
+        (20, 8, 5, 1, 0, 12),
+        (7, 6, 3, 2, 1, 10),
+        (16, 4, 1, 1, 0, 5),
+        // Padded rows wider than a word: one bit at a time.
+        (2, 3, 3, 1, 1, 70),
+        (3, 2, 5, 2, 2, 63),
+    ] {
+        let mut b = GraphBuilder::new(vec![c_in, hw, hw]);
+        b.then("sign", Op::Sign);
+        b.then("conv", conv(c_in, c_out, k, stride, pad, true));
+        let mut m = Model::init(b.finish().unwrap(), 1).unwrap();
+        let reparams: Reparams = [(
+            "conv.weight".to_string(),
+            vec![Reparam::Binarize { scaled: true }],
+        )]
+        .into();
+        m = bake(&m, &reparams);
+        let plan = pare::native::compile(&m).unwrap();
+        assert!(plan.kernels().iter().any(|(_, k)| k.starts_with("conv2d binary")));
+        for n in [1, 3] {
+            let x = random(vec![n, c_in, hw, hw], 4, 1.0);
+            let e = infer(&m, &x, &Reparams::new(), &[]).unwrap().output;
+            let got = plan.run(&x).unwrap();
+            assert!(
+                max_diff(&e, &got) < 1e-4,
+                "{c_in} {c_out} {k} {stride} {pad} n {n}: {}",
+                max_diff(&e, &got)
+            );
+        }
+    }
+}

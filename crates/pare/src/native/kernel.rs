@@ -8,7 +8,7 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::binary::BinaryMatrix;
+use super::binary::{BinaryConv, BinaryMatrix};
 use super::sparse::{Csr, SPARSE_AT_MOST};
 use super::{buffers, conv, pool, tensor, Fused};
 use crate::error::{Error, Result};
@@ -87,17 +87,25 @@ impl LinearWeight {
     }
 }
 
-/// Whether node `i` of `model` runs the binary Linear kernel: a Linear with `alpha * sign`
-/// rows reading the output of a sign.
+/// Whether node `i` of `model` runs a binary kernel: a Linear, or an ungrouped undilated
+/// Conv2d, with `alpha * sign` rows (filters) reading the output of a sign.
 pub(super) fn runs_binary(model: &Model, i: usize) -> bool {
     let node = &model.graph.nodes[i];
-    let Op::Linear {
-        in_features,
-        out_features,
-        ..
-    } = node.op
-    else {
-        return false;
+    let (rows, width) = match node.op {
+        Op::Linear {
+            in_features,
+            out_features,
+            ..
+        } => (out_features, in_features),
+        Op::Conv2d {
+            in_channels,
+            out_channels,
+            kernel_size: [kh, kw],
+            dilation: [1, 1],
+            groups: 1,
+            ..
+        } => (out_channels, in_channels * kh * kw),
+        _ => return false,
     };
     let reads_sign = node.inputs.len() == 1
         && model
@@ -108,7 +116,7 @@ pub(super) fn runs_binary(model: &Model, i: usize) -> bool {
         && model
             .params
             .get(&param_name(model.graph.param_owner(i), "weight"))
-            .is_some_and(|w| BinaryMatrix::is_binary(w.data(), out_features, in_features))
+            .is_some_and(|w| BinaryMatrix::is_binary(w.data(), rows, width))
 }
 
 /// What one node computes, with everything it needs from the model.
@@ -122,10 +130,12 @@ pub(super) enum Kernel {
         bias: Option<Vec<f32>>,
         relu: Fused,
     },
-    /// A Conv2d on channel-major images (`op` carries its geometry).
+    /// A Conv2d on channel-major images (`op` carries its geometry); `binary` when it runs
+    /// the XNOR-popcount kernel ([`runs_binary`]).
     Conv2d {
         op: Op,
         weight: Vec<f32>,
+        binary: Option<BinaryConv>,
         bias: Option<Vec<f32>>,
         relu: Fused,
     },
@@ -242,6 +252,9 @@ impl Kernel {
             }
             Op::Conv2d { .. } => Kernel::Conv2d {
                 op: node.op.clone(),
+                binary: runs_binary(model, i)
+                    .then(|| BinaryConv::new(&node.op, &p("weight")))
+                    .flatten(),
                 weight: p("weight"),
                 bias: maybe("bias"),
                 relu,
@@ -313,7 +326,10 @@ impl Kernel {
                     format!("linear binary ({:?})", super::binary::PopcountPath::best()).to_lowercase()
                 }
             },
-            Kernel::Conv2d { .. } => "conv2d f32".into(),
+            Kernel::Conv2d { binary: None, .. } => "conv2d f32".into(),
+            Kernel::Conv2d { binary: Some(_), .. } => {
+                format!("conv2d binary ({:?})", super::binary::PopcountPath::best()).to_lowercase()
+            }
             Kernel::Affine { .. } => "affine".into(),
             Kernel::Unary(u) => format!("{u:?}").to_lowercase(),
             Kernel::Pool(op) | Kernel::Nd { op, .. } => op.kind().into(),
@@ -354,9 +370,17 @@ impl Kernel {
             Kernel::Conv2d {
                 op,
                 weight,
+                binary,
                 bias,
                 relu,
-            } => conv2d(image()?.as_ref(), op, weight, bias.as_deref(), *relu),
+            } => conv2d(
+                image()?.as_ref(),
+                op,
+                weight,
+                binary.as_ref(),
+                bias.as_deref(),
+                *relu,
+            ),
             Kernel::Affine { scale, shift } => {
                 affine(x, scale, shift).ok_or_else(|| mismatch("[N, C] or [N, C, H, W] values"))?
             }
@@ -425,11 +449,21 @@ fn linear(x: &Act, inputs: usize, outputs: usize, product: impl FnOnce(&[f32], u
     Act::dense(shape, out)
 }
 
-fn conv2d(img: &Act, op: &Op, weight: &[f32], bias: Option<&[f32]>, relu: Fused) -> Act {
+fn conv2d(
+    img: &Act,
+    op: &Op,
+    weight: &[f32],
+    binary: Option<&BinaryConv>,
+    bias: Option<&[f32]>,
+    relu: Fused,
+) -> Act {
     let Act::Image { c, n, h, w, data } = img else {
         unreachable!("image() gives images")
     };
-    let (out, oh, ow, oc) = conv::conv2d(op, data, [*c, *n, *h, *w], weight, bias, relu);
+    let (out, oh, ow, oc) = match binary {
+        Some(b) => b.run(data, [*c, *n, *h, *w], bias, relu),
+        None => conv::conv2d(op, data, [*c, *n, *h, *w], weight, bias, relu),
+    };
     Act::Image {
         c: oc,
         n: *n,

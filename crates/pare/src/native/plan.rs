@@ -221,8 +221,8 @@ fn fusions(model: &Model) -> Vec<Role> {
             _ => Role::Run,
         })
         .collect();
-    // A sign read only by binary Linear layers is their packing (a bit per value >= 0): it
-    // aliases its input instead of writing a tensor of +-1.
+    // A sign read only by binary layers is their packing (a bit per value >= 0): it aliases
+    // its input instead of writing a tensor of +-1.
     for (i, node) in g.nodes.iter().enumerate() {
         if node.op == Op::Sign && !g.is_output(&node.name) {
             let readers = g.consumers(&node.name);
