@@ -372,9 +372,8 @@ pub fn bench_gemm(m: usize, k: usize, n: usize, dtype: &str, reps: usize, as_jso
     let ms = pare::report::latencies_ms(&[&f32_layer, &layer], m, reps, Engine::Native)?;
     let kernel = pare::native::compile(&layer)?
         .kernels()
-        .into_iter()
+        .pop()
         .map(|(_, k)| k)
-        .last()
         .unwrap_or_default();
     let gops = |t: f64| 2.0 * (m * k * n) as f64 / (t * 1e-3) / 1e9;
     let report = json!({"m": m, "k": k, "n": n, "dtype": dtype, "kernel": kernel,
