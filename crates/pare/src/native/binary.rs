@@ -1,8 +1,8 @@
-//! Binary Linear layers (BNN, XNOR-Net): weights and activations of `+1`/`-1` packed 64 to a
-//! word, so that a dot product of `k` terms is `k - 2 * popcount(a XOR w)` over `k / 64` words
-//! instead of `k` multiply-adds.
+//! Binary Linear and Conv2d layers (BNN, XNOR-Net): weights and activations of `+1`/`-1`
+//! packed 64 to a word, so that a dot product of `k` terms is `k - 2 * popcount(a XOR w)` over
+//! `k / 64` words instead of `k` multiply-adds.
 //!
-//! A compiled plan runs a Linear layer this way when every row of its weight holds one
+//! A compiled plan runs a layer this way when every row (filter) of its weight holds one
 //! magnitude with either sign (`alpha_r * sign(w)`, what [`crate::ir::Reparam::Binarize`]
 //! bakes) and its input is the output of an [`crate::ir::Op::Sign`] node: `y_r = alpha_r *
 //! dot(sign(x), sign(w_r)) + b_r`, exact in integers. The popcount runs on AVX2 (nibble table
@@ -153,7 +153,8 @@ impl BinaryMatrix {
                 .enumerate()
                 .for_each(|(k, out)| finish(0, k * chunk, 1, out));
         } else {
-            // Pairs of samples: each word of a weight row is loaded once for both.
+            // Pairs of samples (the portable and POPCNT tiles load each weight word once for
+            // both).
             let pair = |(k, out): (usize, &mut [f32])| finish(2 * k, 0, out.len() / rows, out);
             if parallel {
                 y.par_chunks_mut(2 * rows).enumerate().for_each(pair);
