@@ -90,18 +90,11 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         &splits,
         &cfg,
         &mut ReparamHook::new(bin.reparams.clone()),
+        "nothing was written",
     )?;
     let binary = bake(&model, &bin.reparams);
     let binary_acc = accuracy(&binary, &splits.test)?;
-    let float = if a.no_float {
-        None
-    } else {
-        println!("== the same network in float ({} epochs)", a.epochs);
-        let mut f = bin.float.clone();
-        train(&mut f, &splits, &cfg, &mut pare::train::NoHooks)?;
-        let acc = accuracy(&f, &splits.test)?;
-        Some((f, acc))
-    };
+    // Saved before the float run, so that an interruption there keeps the binary network.
     io::save(&binary, &a.out)?;
     // The deployable file: one sign bit per binary weight and a magnitude per row.
     let plan: pare::codec::file::Plan = bin
@@ -111,6 +104,16 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         .collect();
     let pare_bytes = pare::codec::file::write(&a.out.join("model.pare"), &binary, &plan)?.total();
     let f32_bytes = std::fs::metadata(a.out.join(io::WEIGHTS_FILE))?.len();
+    let float = if a.no_float {
+        None
+    } else {
+        println!("== the same network in float ({} epochs)", a.epochs);
+        let mut f = bin.float.clone();
+        let kept = format!("the binary network is in {} (no report)", a.out.display());
+        train(&mut f, &splits, &cfg, &mut pare::train::NoHooks, &kept)?;
+        let acc = accuracy(&f, &splits.test)?;
+        Some((f, acc))
+    };
     let binary_weights: usize = bin
         .binary_layers
         .iter()
@@ -201,8 +204,15 @@ fn list(names: &[String]) -> String {
     }
 }
 
-/// Trains `model` with `hook` beside a progress bar; an interruption writes nothing.
-fn train(model: &mut Model, splits: &fashion::Splits, cfg: &FitConfig, hook: &mut dyn Hooks) -> Result<()> {
+/// Trains `model` with `hook` beside a progress bar; an interruption exits, saying what was
+/// `written` by then.
+fn train(
+    model: &mut Model,
+    splits: &fashion::Splits,
+    cfg: &FitConfig,
+    hook: &mut dyn Hooks,
+    written: &str,
+) -> Result<()> {
     let mut progress = ProgressHooks::new(cfg.epochs, false);
     let r = fit(
         model,
@@ -212,7 +222,7 @@ fn train(model: &mut Model, splits: &fashion::Splits, cfg: &FitConfig, hook: &mu
         &mut Chain(vec![hook, &mut progress]),
     )?;
     if r.interrupted {
-        println!("interrupted; nothing was written");
+        println!("interrupted; {written}");
         crate::lock::exit(130);
     }
     Ok(())
