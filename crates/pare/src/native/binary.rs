@@ -105,6 +105,18 @@ impl BinaryMatrix {
         })
     }
 
+    /// Output `r` from `mismatches` among `valid` bit products: `alpha_r * (valid - 2 *
+    /// mismatches) + b_r`, the ReLU fused when `relu` says so.
+    fn output(&self, r: usize, valid: usize, mismatches: u32, bias: Option<&[f32]>, relu: Fused) -> f32 {
+        let dot = valid as i64 - 2 * mismatches as i64;
+        let v = self.alpha[r] * dot as f32 + bias.map_or(0.0, |b| b[r]);
+        if relu == Fused::Relu {
+            v.max(0.0)
+        } else {
+            v
+        }
+    }
+
     /// `y = alpha * dot(sign(x), sign(W))^T + b` on `n` rows of `width` values, the ReLU fused
     /// when `relu` says so.
     pub(super) fn linear(&self, x: &[f32], n: usize, bias: Option<&[f32]>, relu: Fused) -> Vec<f32> {
@@ -136,13 +148,7 @@ impl BinaryMatrix {
             let w = &self.bits[r0 * words..(r0 + span) * words];
             mismatches(path, a, samples, w, words, &mut counts);
             for (o, (k, c)) in out.iter_mut().zip(counts.iter().enumerate()) {
-                let r = r0 + k % span;
-                let dot = self.width as i64 - 2 * *c as i64;
-                let mut v = self.alpha[r] * dot as f32 + bias.map_or(0.0, |b| b[r]);
-                if relu == Fused::Relu {
-                    v = v.max(0.0);
-                }
-                *o = v;
+                *o = self.output(r0 + k % span, self.width, *c, bias, relu);
             }
         };
         let parallel = n * rows * words > PARALLEL_ABOVE;
@@ -509,8 +515,8 @@ impl BinaryConv {
                             }
                         }
                     }
-                    let valid: i64 = mask.iter().map(|k| k.count_ones() as i64).sum();
-                    if valid == width as i64 {
+                    let valid: usize = mask.iter().map(|k| k.count_ones() as usize).sum();
+                    if valid == width {
                         mismatches(path, &patch, 1, &m.bits, words, &mut counts);
                     } else {
                         for (r, cnt) in counts.iter_mut().enumerate() {
@@ -525,12 +531,7 @@ impl BinaryConv {
                     }
                     let p = oy * ow + ox;
                     for (r, cnt) in counts.iter().enumerate() {
-                        let mut v =
-                            m.alpha[r] * (valid - 2 * *cnt as i64) as f32 + bias.map_or(0.0, |b| b[r]);
-                        if relu == Fused::Relu {
-                            v = v.max(0.0);
-                        }
-                        out[r * positions + p] = v;
+                        out[r * positions + p] = m.output(r, valid, *cnt, bias, relu);
                     }
                 }
             }

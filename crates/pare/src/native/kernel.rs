@@ -250,15 +250,20 @@ impl Kernel {
                     relu,
                 }
             }
-            Op::Conv2d { .. } => Kernel::Conv2d {
-                op: node.op.clone(),
-                binary: runs_binary(model, i)
-                    .then(|| BinaryConv::new(&node.op, &p("weight")))
-                    .flatten(),
-                weight: p("weight"),
-                bias: maybe("bias"),
-                relu,
-            },
+            Op::Conv2d { .. } => {
+                let weight = p("weight");
+                let binary = runs_binary(model, i)
+                    .then(|| BinaryConv::new(&node.op, &weight))
+                    .flatten();
+                Kernel::Conv2d {
+                    op: node.op.clone(),
+                    // A binary convolution runs on its packed filters only.
+                    weight: if binary.is_some() { Vec::new() } else { weight },
+                    binary,
+                    bias: maybe("bias"),
+                    relu,
+                }
+            }
             Op::BatchNorm { eps, .. } => {
                 let (g, b, mean, var) = (p("weight"), p("bias"), p("running_mean"), p("running_var"));
                 let scale: Vec<f32> = (0..g.len())
