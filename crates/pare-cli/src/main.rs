@@ -133,7 +133,8 @@ enum BenchCommand {
         k: usize,
         #[arg(long, default_value_t = 1024)]
         n: usize,
-        /// f32 or binary (XNOR + popcount on bit-packed signs).
+        /// f32, int8 (8-bit activations times 7-bit weights, exact i32 sums) or binary (XNOR
+        /// + popcount on bit-packed signs).
         #[arg(long, default_value = "binary")]
         dtype: String,
         #[arg(long, default_value_t = 50)]

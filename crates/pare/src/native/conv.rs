@@ -29,7 +29,7 @@ impl Dst {
 /// A convolution's output `[cout, p]`, written by several threads at once, each product to its
 /// own columns (a block of output positions): disjoint, but not a contiguous sub-slice.
 #[derive(Clone, Copy)]
-struct SharedOut {
+pub(super) struct SharedOut {
     ptr: *mut f32,
     len: usize,
 }
@@ -39,12 +39,20 @@ unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 impl SharedOut {
+    /// Shared writes into `y`, which must outlive every use of the result.
+    pub(super) fn new(y: &mut [f32]) -> SharedOut {
+        SharedOut {
+            ptr: y.as_mut_ptr(),
+            len: y.len(),
+        }
+    }
+
     /// `len` elements from `offset` as a slice.
     ///
     /// # Safety
     /// No other live reference, on any thread, may overlap `offset .. offset + len`.
     #[allow(clippy::mut_from_ref)] // the point of the type: disjoint &mut from shared threads
-    unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
+    pub(super) unsafe fn slice(&self, offset: usize, len: usize) -> &mut [f32] {
         assert!(offset + len <= self.len, "slice inside the output");
         // SAFETY: in bounds (checked above); exclusive by the caller's contract.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.add(offset), len) }

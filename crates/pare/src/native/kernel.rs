@@ -8,8 +8,9 @@ use std::borrow::Cow;
 use rayon::prelude::*;
 
 use super::act::Act;
-use super::binary::{BinaryConv, BinaryMatrix};
-use super::sparse::{Csr, SPARSE_AT_MOST};
+use super::binary::BinaryConv;
+use super::int8::Int8Conv;
+use super::weights::{int8_input, runs_binary, ConvWeight, LinearWeight};
 use super::{buffers, conv, pool, tensor, Fused};
 use crate::error::{Error, Result};
 use crate::ir::op::param_name;
@@ -57,68 +58,6 @@ impl Unary {
     }
 }
 
-/// A Linear layer's weight `[out, in]` as its product wants it.
-#[derive(Clone, Debug)]
-pub(super) enum LinearWeight {
-    Dense(Vec<f32>),
-    /// Mostly zeros (unstructured pruning): compressed sparse rows, chosen when at most
-    /// `SPARSE_AT_MOST` of the weights are non-zero.
-    Sparse(Csr),
-    /// `alpha_r * sign(w)` rows on a binary input (BNN, XNOR-Net): bit-packed, products by
-    /// XNOR and popcount.
-    Binary(BinaryMatrix),
-}
-
-impl LinearWeight {
-    /// The fastest form of `weight`; `binary` says the layer runs the binary kernel
-    /// ([`runs_binary`]).
-    fn new(weight: Vec<f32>, out_features: usize, in_features: usize, binary: bool) -> LinearWeight {
-        if let Some(b) = binary
-            .then(|| BinaryMatrix::from_dense(&weight, out_features, in_features))
-            .flatten()
-        {
-            return LinearWeight::Binary(b);
-        }
-        if Csr::density(&weight) <= SPARSE_AT_MOST {
-            LinearWeight::Sparse(Csr::from_dense(&weight, out_features, in_features))
-        } else {
-            LinearWeight::Dense(weight)
-        }
-    }
-}
-
-/// Whether node `i` of `model` runs a binary kernel: a Linear, or an ungrouped undilated
-/// Conv2d, with `alpha * sign` rows (filters) reading the output of a sign.
-pub(super) fn runs_binary(model: &Model, i: usize) -> bool {
-    let node = &model.graph.nodes[i];
-    let (rows, width) = match node.op {
-        Op::Linear {
-            in_features,
-            out_features,
-            ..
-        } => (out_features, in_features),
-        Op::Conv2d {
-            in_channels,
-            out_channels,
-            kernel_size: [kh, kw],
-            dilation: [1, 1],
-            groups: 1,
-            ..
-        } => (out_channels, in_channels * kh * kw),
-        _ => return false,
-    };
-    let reads_sign = node.inputs.len() == 1
-        && model
-            .graph
-            .node(&node.inputs[0])
-            .is_some_and(|n| n.op == Op::Sign);
-    reads_sign
-        && model
-            .params
-            .get(&param_name(model.graph.param_owner(i), "weight"))
-            .is_some_and(|w| BinaryMatrix::is_binary(w.data(), rows, width))
-}
-
 /// What one node computes, with everything it needs from the model.
 #[derive(Clone, Debug)]
 pub(super) enum Kernel {
@@ -130,12 +69,10 @@ pub(super) enum Kernel {
         bias: Option<Vec<f32>>,
         relu: Fused,
     },
-    /// A Conv2d on channel-major images (`op` carries its geometry); `binary` when it runs
-    /// the XNOR-popcount kernel ([`runs_binary`]).
+    /// A Conv2d on channel-major images (`op` carries its geometry).
     Conv2d {
         op: Op,
-        weight: Vec<f32>,
-        binary: Option<BinaryConv>,
+        weight: ConvWeight,
         bias: Option<Vec<f32>>,
         relu: Fused,
     },
@@ -222,6 +159,7 @@ impl Kernel {
                             .graph
                             .node(&node.inputs[0])
                             .is_some_and(|n| n.op == Op::Sign),
+                    int8_input(model, i),
                 ),
                 bias: maybe("bias"),
                 relu,
@@ -255,11 +193,14 @@ impl Kernel {
                 let binary = runs_binary(model, i)
                     .then(|| BinaryConv::new(&node.op, &weight))
                     .flatten();
+                let int8 = || Int8Conv::new(&node.op, &weight, int8_input(model, i)?);
                 Kernel::Conv2d {
                     op: node.op.clone(),
-                    // A binary convolution runs on its packed filters only.
-                    weight: if binary.is_some() { Vec::new() } else { weight },
-                    binary,
+                    weight: match (binary, int8()) {
+                        (Some(b), _) => ConvWeight::Binary(b),
+                        (None, Some(q)) => ConvWeight::Int8(q),
+                        (None, None) => ConvWeight::Dense(weight),
+                    },
                     bias: maybe("bias"),
                     relu,
                 }
@@ -330,11 +271,19 @@ impl Kernel {
                 LinearWeight::Binary(_) => {
                     format!("linear binary ({:?})", super::binary::PopcountPath::best()).to_lowercase()
                 }
+                LinearWeight::Int8(..) => {
+                    format!("linear int8 ({:?})", super::int8::Int8Path::best()).to_lowercase()
+                }
             },
-            Kernel::Conv2d { binary: None, .. } => "conv2d f32".into(),
-            Kernel::Conv2d { binary: Some(_), .. } => {
-                format!("conv2d binary ({:?})", super::binary::PopcountPath::best()).to_lowercase()
-            }
+            Kernel::Conv2d { weight, .. } => match weight {
+                ConvWeight::Dense(_) => "conv2d f32".into(),
+                ConvWeight::Binary(_) => {
+                    format!("conv2d binary ({:?})", super::binary::PopcountPath::best()).to_lowercase()
+                }
+                ConvWeight::Int8(_) => {
+                    format!("conv2d int8 ({:?})", super::int8::Int8Path::best()).to_lowercase()
+                }
+            },
             Kernel::Affine { .. } => "affine".into(),
             Kernel::Unary(u) => format!("{u:?}").to_lowercase(),
             Kernel::Pool(op) | Kernel::Nd { op, .. } => op.kind().into(),
@@ -371,21 +320,14 @@ impl Kernel {
                 }
                 LinearWeight::Sparse(w) => w.linear(d, rows, bias.as_deref(), *relu),
                 LinearWeight::Binary(w) => w.linear(d, rows, bias.as_deref(), *relu),
+                LinearWeight::Int8(w, act) => w.linear(*act, d, rows, bias.as_deref(), *relu),
             }),
             Kernel::Conv2d {
                 op,
                 weight,
-                binary,
                 bias,
                 relu,
-            } => conv2d(
-                image()?.as_ref(),
-                op,
-                weight,
-                binary.as_ref(),
-                bias.as_deref(),
-                *relu,
-            ),
+            } => conv2d(image()?.as_ref(), op, weight, bias.as_deref(), *relu),
             Kernel::Affine { scale, shift } => {
                 affine(x, scale, shift).ok_or_else(|| mismatch("[N, C] or [N, C, H, W] values"))?
             }
@@ -454,20 +396,15 @@ fn linear(x: &Act, inputs: usize, outputs: usize, product: impl FnOnce(&[f32], u
     Act::dense(shape, out)
 }
 
-fn conv2d(
-    img: &Act,
-    op: &Op,
-    weight: &[f32],
-    binary: Option<&BinaryConv>,
-    bias: Option<&[f32]>,
-    relu: Fused,
-) -> Act {
+fn conv2d(img: &Act, op: &Op, weight: &ConvWeight, bias: Option<&[f32]>, relu: Fused) -> Act {
     let Act::Image { c, n, h, w, data } = img else {
         unreachable!("image() gives images")
     };
-    let (out, oh, ow, oc) = match binary {
-        Some(b) => b.run(data, [*c, *n, *h, *w], bias, relu),
-        None => conv::conv2d(op, data, [*c, *n, *h, *w], weight, bias, relu),
+    let dims = [*c, *n, *h, *w];
+    let (out, oh, ow, oc) = match weight {
+        ConvWeight::Binary(b) => b.run(data, dims, bias, relu),
+        ConvWeight::Int8(q) => q.run(data, dims, bias, relu),
+        ConvWeight::Dense(weight) => conv::conv2d(op, data, dims, weight, bias, relu),
     };
     Act::Image {
         c: oc,

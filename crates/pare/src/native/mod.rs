@@ -24,15 +24,18 @@ mod binary;
 mod buffers;
 mod conv;
 mod exits;
+mod int8;
 mod kernel;
 mod nd;
 mod plan;
 mod pool;
 mod sparse;
 mod tensor;
+mod weights;
 
 pub use binary::{dot_reference, BinaryMatrix, PopcountPath};
 pub use exits::{compile_exits, ExitPlan, ExitRun};
+pub use int8::{int8_dot_reference, ActCodes, Int8Conv, Int8Matrix, Int8Path, MAX_WEIGHT_CODE};
 pub use plan::{compile, Plan};
 
 use crate::error::{Error, Result};

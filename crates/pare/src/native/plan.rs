@@ -226,7 +226,14 @@ fn fusions(model: &Model) -> Vec<Role> {
     for (i, node) in g.nodes.iter().enumerate() {
         if node.op == Op::Sign && !g.is_output(&node.name) {
             let readers = g.consumers(&node.name);
-            if !readers.is_empty() && readers.iter().all(|&c| super::kernel::runs_binary(model, c)) {
+            if !readers.is_empty() && readers.iter().all(|&c| super::weights::runs_binary(model, c)) {
+                roles[i] = Role::Alias;
+            }
+        }
+        // Likewise a fake quantizer read only by integer layers: they quantize as they read.
+        if matches!(node.op, Op::FakeQuant { .. }) && !g.is_output(&node.name) {
+            let readers = g.consumers(&node.name);
+            if !readers.is_empty() && readers.iter().all(|&c| super::weights::runs_int8(model, c)) {
                 roles[i] = Role::Alias;
             }
         }

@@ -6,7 +6,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
-use crate::ir::{GraphBuilder, Model, Op};
+use crate::ir::{GraphBuilder, Model, Op, Scheme};
 
 /// The weight form of a benchmarked layer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,6 +14,8 @@ pub enum GemmDtype {
     F32,
     /// `alpha * sign(w)` rows behind a sign of the input: the XNOR-popcount kernel.
     Binary,
+    /// 7-bit per-row codes behind an 8-bit quantizer of the input: the u8 x i8 kernel.
+    Int8,
 }
 
 impl GemmDtype {
@@ -21,8 +23,9 @@ impl GemmDtype {
         match s {
             "f32" => Ok(GemmDtype::F32),
             "binary" => Ok(GemmDtype::Binary),
+            "int8" => Ok(GemmDtype::Int8),
             other => Err(Error::Config(format!(
-                "gemm dtype '{other}': expected f32 or binary (the native engine has no int8 or int4 kernel)"
+                "gemm dtype '{other}': expected f32, int8 or binary (the native engine has no int4 kernel)"
             ))),
         }
     }
@@ -37,8 +40,28 @@ pub fn gemm_layer(dtype: GemmDtype, k: usize, n: usize, seed: u64) -> Result<Mod
         )));
     }
     let mut b = GraphBuilder::new(vec![k]);
-    if dtype == GemmDtype::Binary {
-        b.then("sign", Op::Sign);
+    match dtype {
+        GemmDtype::Binary => {
+            b.then("sign", Op::Sign);
+        }
+        GemmDtype::Int8 => {
+            // 8-bit codes of [-4, 4] (the time does not depend on the range).
+            let p = Scheme {
+                bits: 8,
+                symmetric: false,
+            }
+            .params(-4.0, 4.0);
+            b.then(
+                "q",
+                Op::FakeQuant {
+                    bits: 8,
+                    symmetric: false,
+                    scale: p.scale,
+                    zero_point: p.zero_point,
+                },
+            );
+        }
+        GemmDtype::F32 => {}
     }
     b.then(
         "fc",
@@ -57,6 +80,10 @@ pub fn gemm_layer(dtype: GemmDtype, k: usize, n: usize, seed: u64) -> Result<Mod
             row.iter_mut()
                 .for_each(|v| *v = if *v >= 0.0 { alpha } else { -alpha });
         }
+    }
+    if dtype == GemmDtype::Int8 {
+        let bits = [("fc.weight".to_string(), 7)].into();
+        m = crate::ir::reparam::bake(&m, &crate::quant::weight_reparams(&m, &bits, true, true, false));
     }
     Ok(m)
 }

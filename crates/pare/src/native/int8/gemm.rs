@@ -1,0 +1,456 @@
+//! The u8 x i8 -> i32 product at the heart of the int8 kernels: `sums[i][r] = sum_k a[i][k] *
+//! w[r][k]`, activations unsigned (`a`, rows of `kp` bytes), weights signed (`w`, packed).
+//!
+//! The AVX2 path is `vpmaddubsw` (32 byte products summed in pairs to 16 i16) then `vpmaddwd`
+//! with ones (pairs of those to 8 i32), on four bytes of one activation row broadcast against
+//! eight weight rows times four bytes: 32 multiply-adds per instruction pair, twice what an f32
+//! FMA does per instruction. `vpmaddubsw` saturates its i16 pair sums, so weights are limited to
+//! `|w| <= MAX_WEIGHT_CODE` (then `2 * 255 * 64 = 32640` fits): 7-bit weights, what onnxruntime
+//! calls `reduce_range` and oneDNN asks for on CPUs without VNNI. Within that limit every path
+//! is exact, and tested equal to [`dot_reference`].
+
+/// The largest weight magnitude the products accept (see the module's note on saturation).
+pub const MAX_WEIGHT_CODE: i32 = 64;
+
+/// Activation rows per tile.
+pub(super) const MR: usize = 4;
+/// Weight rows per packed group: one AVX2 register of eight i32 sums.
+pub(super) const GROUP: usize = 8;
+
+/// Which integer product the CPU runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Int8Path {
+    Avx2,
+    Portable,
+}
+
+impl Int8Path {
+    /// The fastest path this CPU has (checked once).
+    pub fn best() -> Int8Path {
+        #[cfg(target_arch = "x86_64")]
+        {
+            static BEST: std::sync::OnceLock<Int8Path> = std::sync::OnceLock::new();
+            *BEST.get_or_init(|| {
+                if is_x86_feature_detected!("avx2") {
+                    Int8Path::Avx2
+                } else {
+                    Int8Path::Portable
+                }
+            })
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        Int8Path::Portable
+    }
+
+    /// Every path this CPU can run, the portable one included.
+    pub fn available() -> Vec<Int8Path> {
+        let mut v = vec![Int8Path::Portable];
+        #[cfg(target_arch = "x86_64")]
+        if is_x86_feature_detected!("avx2") {
+            v.push(Int8Path::Avx2);
+        }
+        v
+    }
+}
+
+/// `k` rounded up to whole 4-byte steps: the row length of packed weights and activations.
+pub(super) fn padded(k: usize) -> usize {
+    k.div_ceil(4) * 4
+}
+
+/// Weights `[rows, k]` packed for the product: groups of [`GROUP`] rows (the last one padded
+/// with zero rows), each group `kp / 4` chunks of 32 bytes holding its 8 rows' next 4 codes
+/// (row-major inside the chunk); codes past `k` are 0.
+#[derive(Clone, Debug)]
+pub(super) struct Packed {
+    pub(super) rows: usize,
+    pub(super) kp: usize,
+    data: Vec<i8>,
+}
+
+impl Packed {
+    /// Packs row-major codes `q` `[rows, k]`, each within `MAX_WEIGHT_CODE`.
+    pub(super) fn new(q: &[i8], rows: usize, k: usize) -> Packed {
+        debug_assert_eq!(q.len(), rows * k);
+        debug_assert!(q.iter().all(|v| (*v as i32).abs() <= MAX_WEIGHT_CODE));
+        let kp = padded(k);
+        let groups = rows.div_ceil(GROUP);
+        let mut data = vec![0i8; groups * GROUP * kp];
+        for (r, row) in q.chunks(k.max(1)).enumerate().take(rows) {
+            let (g, j) = (r / GROUP, r % GROUP);
+            for (c, &v) in row.iter().enumerate() {
+                data[g * GROUP * kp + (c / 4) * 32 + j * 4 + c % 4] = v;
+            }
+        }
+        Packed { rows, kp, data }
+    }
+
+    fn groups(&self) -> usize {
+        self.rows.div_ceil(GROUP)
+    }
+
+    fn group(&self, g: usize) -> &[i8] {
+        &self.data[g * GROUP * self.kp..(g + 1) * GROUP * self.kp]
+    }
+}
+
+/// Every sum of `m` activation rows (`a`, `m * kp` bytes) against `w`: calls `out(i, r, sum)`
+/// once for each row `i < m` and weight row `r < w.rows`.
+pub(super) fn product(
+    path: Int8Path,
+    a: &[u8],
+    m: usize,
+    w: &Packed,
+    mut out: impl FnMut(usize, usize, i32),
+) {
+    let kp = w.kp;
+    assert!(a.len() >= m * kp, "int8 product: activations too short");
+    let groups = w.groups();
+    let mut sums = [[0i32; 2 * GROUP]; MR];
+    for i0 in (0..m).step_by(MR) {
+        let mr = MR.min(m - i0);
+        let rows = &a[i0 * kp..(i0 + mr) * kp];
+        for g in (0..groups).step_by(2) {
+            let ng = 2.min(groups - g);
+            let w1 = if ng == 2 { w.group(g + 1) } else { w.group(g) };
+            tile(path, rows, mr, kp, w.group(g), w1, ng, &mut sums);
+            for (di, row) in sums.iter().enumerate().take(mr) {
+                for (dr, &s) in row.iter().enumerate().take(ng * GROUP) {
+                    let r = g * GROUP + dr;
+                    if r < w.rows {
+                        out(i0 + di, r, s);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Sums of `mr` rows against one (`ng` = 1) or two groups (`w0`, `w1`) into `sums[i][0..8 *
+/// ng]`.
+#[allow(clippy::too_many_arguments)]
+fn tile(
+    path: Int8Path,
+    a: &[u8],
+    mr: usize,
+    kp: usize,
+    w0: &[i8],
+    w1: &[i8],
+    ng: usize,
+    sums: &mut [[i32; 2 * GROUP]; MR],
+) {
+    debug_assert!(a.len() == mr * kp && w0.len() == GROUP * kp && w1.len() == GROUP * kp);
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Int8Path::Avx2 => {
+            // SAFETY: `Avx2` is only produced where the CPU has AVX2 (`best`, `available`);
+            // the lengths the tile reads were checked above.
+            unsafe {
+                match (mr, ng) {
+                    (4, 2) => tile_avx2::<4, 2>(a, kp, w0, w1, sums),
+                    (4, _) => tile_avx2::<4, 1>(a, kp, w0, w1, sums),
+                    (3, 2) => tile_avx2::<3, 2>(a, kp, w0, w1, sums),
+                    (3, _) => tile_avx2::<3, 1>(a, kp, w0, w1, sums),
+                    (2, 2) => tile_avx2::<2, 2>(a, kp, w0, w1, sums),
+                    (2, _) => tile_avx2::<2, 1>(a, kp, w0, w1, sums),
+                    (_, 2) => tile_avx2::<1, 2>(a, kp, w0, w1, sums),
+                    _ => tile_avx2::<1, 1>(a, kp, w0, w1, sums),
+                }
+            }
+        }
+        _ => tile_portable(a, mr, kp, [w0, w1], ng, sums),
+    }
+}
+
+fn tile_portable(
+    a: &[u8],
+    mr: usize,
+    kp: usize,
+    w: [&[i8]; 2],
+    ng: usize,
+    sums: &mut [[i32; 2 * GROUP]; MR],
+) {
+    for (i, row) in a.chunks(kp).enumerate().take(mr) {
+        for (h, wg) in w.iter().enumerate().take(ng) {
+            for j in 0..GROUP {
+                let mut s = 0i32;
+                for (c4, chunk) in row.chunks(4).enumerate() {
+                    let wc = &wg[c4 * 32 + j * 4..c4 * 32 + j * 4 + 4];
+                    for t in 0..4 {
+                        s += chunk[t] as i32 * wc[t] as i32;
+                    }
+                }
+                sums[i][h * GROUP + j] = s;
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn tile_avx2<const R: usize, const G: usize>(
+    a: &[u8],
+    kp: usize,
+    w0: &[i8],
+    w1: &[i8],
+    sums: &mut [[i32; 2 * GROUP]; MR],
+) {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); G]; R];
+    let (pa, p0, p1) = (a.as_ptr(), w0.as_ptr(), w1.as_ptr());
+    for c4 in 0..kp / 4 {
+        // SAFETY (all reads): `a` holds R rows of `kp` bytes and each group `kp / 4` chunks of
+        // 32 bytes (checked by the caller), and c4 < kp / 4.
+        let b = [
+            _mm256_loadu_si256(p0.add(c4 * 32) as *const __m256i),
+            _mm256_loadu_si256(p1.add(c4 * 32) as *const __m256i),
+        ];
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let four = (pa.add(i * kp + c4 * 4) as *const i32).read_unaligned();
+            let av = _mm256_set1_epi32(four);
+            for (h, acc_ih) in acc_i.iter_mut().enumerate() {
+                let pairs = _mm256_maddubs_epi16(av, b[h]);
+                *acc_ih = _mm256_add_epi32(*acc_ih, _mm256_madd_epi16(pairs, ones));
+            }
+        }
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        for (h, v) in acc_i.iter().enumerate() {
+            _mm256_storeu_si256(sums[i][h * GROUP..].as_mut_ptr() as *mut __m256i, *v);
+        }
+    }
+}
+
+/// Activations packed for [`product_by_position`]: groups of [`GROUP`] positions, each group
+/// `kp / 4` chunks of 32 bytes holding its 8 positions' next 4 codes. Packs one group from
+/// its rows (`rows`: 8 rows of `kp` codes, row-major) into `packed` (as long): a transpose of
+/// 8 x `kp / 4` words of 4 bytes.
+pub(super) fn pack_group(rows: &[u8], packed: &mut [u8]) {
+    let kp = rows.len() / GROUP;
+    assert!(
+        kp.is_multiple_of(4) && packed.len() == rows.len(),
+        "pack_group: whole groups"
+    );
+    let (src, dst) = (rows.as_ptr() as *const u32, packed.as_mut_ptr() as *mut u32);
+    for c4 in 0..kp / 4 {
+        for jj in 0..GROUP {
+            // SAFETY: word jj * kp / 4 + c4 < 8 * kp / 4 = rows.len() / 4 and word c4 * 8 + jj
+            // < kp / 4 * 8 = packed.len() / 4 (checked above); unaligned reads and writes.
+            unsafe {
+                dst.add(c4 * GROUP + jj)
+                    .write_unaligned(src.add(jj * kp / 4 + c4).read_unaligned())
+            };
+        }
+    }
+}
+
+/// The product the other way round, for convolutions whose output is channel-major: `w` is
+/// `rows` rows of `kp` codes (row-major, zero past `k`), `a` holds `len` positions packed by
+/// [`pack_group`]. Calls `out(r, j0, sums)` with the sums of row `r` for positions `j0 ..
+/// j0 + sums.len()`, at most 16 at a time.
+pub(super) fn product_by_position(
+    path: Int8Path,
+    w: &[i8],
+    rows: usize,
+    kp: usize,
+    a: &[u8],
+    len: usize,
+    mut out: impl FnMut(usize, usize, &[i32]),
+) {
+    let groups = len.div_ceil(GROUP);
+    assert!(
+        w.len() >= rows * kp && a.len() >= groups * GROUP * kp,
+        "int8 product: operands too short"
+    );
+    let group = |g: usize| &a[g * GROUP * kp..(g + 1) * GROUP * kp];
+    let mut sums = [[0i32; 2 * GROUP]; MR];
+    for r0 in (0..rows).step_by(MR) {
+        let mr = MR.min(rows - r0);
+        let wr = &w[r0 * kp..(r0 + mr) * kp];
+        for g in (0..groups).step_by(2) {
+            let ng = 2.min(groups - g);
+            let a1 = if ng == 2 { group(g + 1) } else { group(g) };
+            tile_by_position(path, wr, mr, kp, group(g), a1, ng, &mut sums);
+            let valid = (ng * GROUP).min(len - g * GROUP);
+            for (dr, row) in sums.iter().enumerate().take(mr) {
+                out(r0 + dr, g * GROUP, &row[..valid]);
+            }
+        }
+    }
+}
+
+/// Sums of `mr` weight rows against one or two groups of packed positions.
+#[allow(clippy::too_many_arguments)]
+fn tile_by_position(
+    path: Int8Path,
+    w: &[i8],
+    mr: usize,
+    kp: usize,
+    a0: &[u8],
+    a1: &[u8],
+    ng: usize,
+    sums: &mut [[i32; 2 * GROUP]; MR],
+) {
+    debug_assert!(w.len() == mr * kp && a0.len() == GROUP * kp && a1.len() == GROUP * kp);
+    match path {
+        #[cfg(target_arch = "x86_64")]
+        Int8Path::Avx2 => {
+            // SAFETY: `Avx2` is only produced where the CPU has AVX2; lengths checked above.
+            unsafe {
+                match (mr, ng) {
+                    (4, 2) => by_position_avx2::<4, 2>(w, kp, a0, a1, sums),
+                    (4, _) => by_position_avx2::<4, 1>(w, kp, a0, a1, sums),
+                    (3, 2) => by_position_avx2::<3, 2>(w, kp, a0, a1, sums),
+                    (3, _) => by_position_avx2::<3, 1>(w, kp, a0, a1, sums),
+                    (2, 2) => by_position_avx2::<2, 2>(w, kp, a0, a1, sums),
+                    (2, _) => by_position_avx2::<2, 1>(w, kp, a0, a1, sums),
+                    (_, 2) => by_position_avx2::<1, 2>(w, kp, a0, a1, sums),
+                    _ => by_position_avx2::<1, 1>(w, kp, a0, a1, sums),
+                }
+            }
+        }
+        _ => {
+            for (i, wr) in w.chunks(kp).enumerate().take(mr) {
+                for (h, ag) in [a0, a1].iter().enumerate().take(ng) {
+                    for j in 0..GROUP {
+                        let mut s = 0i32;
+                        for (c4, four) in wr.chunks(4).enumerate() {
+                            let at = &ag[c4 * 32 + j * 4..c4 * 32 + j * 4 + 4];
+                            for t in 0..4 {
+                                s += at[t] as i32 * four[t] as i32;
+                            }
+                        }
+                        sums[i][h * GROUP + j] = s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn by_position_avx2<const R: usize, const G: usize>(
+    w: &[i8],
+    kp: usize,
+    a0: &[u8],
+    a1: &[u8],
+    sums: &mut [[i32; 2 * GROUP]; MR],
+) {
+    use std::arch::x86_64::*;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [[_mm256_setzero_si256(); G]; R];
+    let (pw, p0, p1) = (w.as_ptr(), a0.as_ptr(), a1.as_ptr());
+    for c4 in 0..kp / 4 {
+        // SAFETY (all reads): `w` holds R rows of `kp` codes and each group `kp / 4` chunks
+        // of 32 bytes (checked by the caller), and c4 < kp / 4.
+        let a = [
+            _mm256_loadu_si256(p0.add(c4 * 32) as *const __m256i),
+            _mm256_loadu_si256(p1.add(c4 * 32) as *const __m256i),
+        ];
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let four = (pw.add(i * kp + c4 * 4) as *const i32).read_unaligned();
+            let wv = _mm256_set1_epi32(four);
+            for (h, acc_ih) in acc_i.iter_mut().enumerate() {
+                // Unsigned activations first: vpmaddubsw's operand order.
+                let pairs = _mm256_maddubs_epi16(a[h], wv);
+                *acc_ih = _mm256_add_epi32(*acc_ih, _mm256_madd_epi16(pairs, ones));
+            }
+        }
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        for (h, v) in acc_i.iter().enumerate() {
+            _mm256_storeu_si256(sums[i][h * GROUP..].as_mut_ptr() as *mut __m256i, *v);
+        }
+    }
+}
+
+/// `sum_k a[k] * w[k]` in i64, the definition every path must equal.
+pub fn dot_reference(a: &[u8], w: &[i8]) -> i64 {
+    a.iter().zip(w).map(|(&x, &y)| x as i64 * y as i64).sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+    use rand_chacha::ChaCha8Rng;
+
+    /// Every path equals the reference on shapes that are not multiples of the tile, the
+    /// group or the 4-byte step, with codes at the extremes (255 against +-64: the pair sums
+    /// the saturation bound is about).
+    #[test]
+    fn every_path_equals_the_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(7);
+        for &(m, rows, k) in &[
+            (1, 1, 1),
+            (3, 7, 5),
+            (5, 9, 13),
+            (4, 16, 32),
+            (9, 17, 67),
+            (13, 40, 301),
+            (2, 8, 4),
+        ] {
+            for extreme in [false, true] {
+                let kp = padded(k);
+                let mut a = vec![0u8; m * kp];
+                let mut acts = Vec::new();
+                for i in 0..m {
+                    for c in 0..k {
+                        let v = if extreme { 255 } else { rng.random_range(0..=255u8) };
+                        a[i * kp + c] = v;
+                    }
+                    acts.push(a[i * kp..i * kp + k].to_vec());
+                }
+                let q: Vec<i8> = (0..rows * k)
+                    .map(|_| {
+                        if extreme {
+                            if rng.random_bool(0.5) {
+                                64
+                            } else {
+                                -64
+                            }
+                        } else {
+                            rng.random_range(-64..=64i32) as i8
+                        }
+                    })
+                    .collect();
+                let w = Packed::new(&q, rows, k);
+                for path in Int8Path::available() {
+                    let mut seen = vec![false; m * rows];
+                    product(path, &a, m, &w, |i, r, s| {
+                        let want = dot_reference(&acts[i], &q[r * k..(r + 1) * k]);
+                        assert_eq!(s as i64, want, "{path:?} m {m} rows {rows} k {k} at ({i}, {r})");
+                        seen[i * rows + r] = true;
+                    });
+                    assert!(seen.iter().all(|s| *s), "{path:?}: every output written");
+                    // The other orientation: positions packed, weight rows broadcast.
+                    let whole = m.div_ceil(GROUP) * GROUP * kp;
+                    let mut rows_a = a.clone();
+                    rows_a.resize(whole, 0);
+                    let mut packed = vec![0u8; whole];
+                    for (src, dst) in rows_a.chunks(GROUP * kp).zip(packed.chunks_mut(GROUP * kp)) {
+                        pack_group(src, dst);
+                    }
+                    let wrows: Vec<i8> = q
+                        .chunks(k)
+                        .flat_map(|r| r.iter().copied().chain(std::iter::repeat_n(0, kp - k)))
+                        .collect();
+                    let mut seen = vec![false; m * rows];
+                    product_by_position(path, &wrows, rows, kp, &packed, m, |r, j0, sums| {
+                        for (dj, &s) in sums.iter().enumerate() {
+                            let want = dot_reference(&acts[j0 + dj], &q[r * k..(r + 1) * k]);
+                            assert_eq!(s as i64, want, "{path:?} by position, m {m} rows {rows} k {k}");
+                            seen[(j0 + dj) * rows + r] = true;
+                        }
+                    });
+                    assert!(
+                        seen.iter().all(|s| *s),
+                        "{path:?}: every output written by position"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! Integer Linear and Conv2d layers: 8-bit activations (u8 codes) times 7-bit weights (i8
+//! codes), summed exactly in i32 ([`gemm`]), then one multiply per output back to f32.
+//!
+//! A compiled plan runs a layer this way when its input is the output of an 8-bit (or
+//! narrower) [`crate::ir::Op::FakeQuant`] node and every weight row lies on a symmetric grid
+//! `scale_r * q` with `|q| <= 64` (what `pare quantize --bits 7` bakes, per channel or per
+//! tensor). The layer then computes what the f32 engine computes on the fake-quantized values,
+//! `y_r = s_x * s_r * sum_k (u_k - z) q_rk + b_r` with `u` the activation codes and `z` their
+//! zero point, but the sum runs on integers: `sum_k u_k q_rk - z * sum_k q_rk`, the second term
+//! computed once per row when the layer is compiled. Weights on an 8-bit grid (`|q|` up to 127)
+//! stay on the f32 kernels: see [`gemm`] on why the AVX2 product needs 7-bit weights.
+
+mod conv;
+mod gemm;
+
+use rayon::prelude::*;
+
+pub use conv::Int8Conv;
+pub use gemm::{dot_reference as int8_dot_reference, Int8Path, MAX_WEIGHT_CODE};
+use gemm::{Packed, MR};
+
+use super::Fused;
+use crate::ir::QParams;
+
+/// Multiply-adds below which a product runs on one thread (a wake-up of the other core costs
+/// about as much as 2^21 of them).
+const PARALLEL_ABOVE: usize = 1 << 22;
+
+/// How a layer's f32 input becomes codes: the fake quantizer it reads, its levels shifted to
+/// start at 0 so that they fit a `u8`.
+#[derive(Clone, Copy, Debug)]
+pub struct ActCodes {
+    params: QParams,
+}
+
+impl ActCodes {
+    /// The codes of `params`, or `None` when its levels do not fit in 8 bits.
+    pub fn new(params: QParams) -> Option<ActCodes> {
+        (params.qmax - params.qmin <= 255 && params.scale > 0.0 && params.scale.is_finite())
+            .then_some(ActCodes { params })
+    }
+
+    /// The codes of `src` into `dst`: `quantize(x) - qmin`, rounded as [`QParams::fake`]
+    /// rounds (a division, ties to even), eight at a time on AVX2: a scalar quantization was
+    /// most of the time of a layer with few outputs.
+    fn codes(&self, src: &[f32], dst: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if Int8Path::best() == Int8Path::Avx2 {
+            // SAFETY: the CPU has AVX2 (`best`).
+            return unsafe { self.codes_avx2(src, dst) };
+        }
+        self.codes_portable(src, dst)
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn codes_avx2(&self, src: &[f32], dst: &mut [u8]) {
+        use std::arch::x86_64::*;
+        let p = self.params;
+        let n = src.len().min(dst.len());
+        let (s, z) = (_mm256_set1_ps(p.scale), _mm256_set1_ps(p.zero_point as f32));
+        let (lo, hi) = (_mm256_set1_ps(p.qmin as f32), _mm256_set1_ps(p.qmax as f32));
+        let zero = _mm256_setzero_ps();
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: i + 8 <= the length of both slices.
+            let x = _mm256_loadu_ps(src.as_ptr().add(i));
+            let q = _mm256_round_ps(_mm256_div_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            let q = _mm256_blendv_ps(q, zero, _mm256_cmp_ps(q, q, _CMP_UNORD_Q));
+            let v = _mm256_sub_ps(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, z), lo), hi), lo);
+            let w = _mm256_cvtps_epi32(v);
+            // Eight values in 0..=255 to eight bytes: 32 -> 16 -> 8 bits per lane, each
+            // 128-bit half keeping its four in its low word.
+            let b = _mm256_packus_epi16(_mm256_packus_epi32(w, w), _mm256_packus_epi32(w, w));
+            let low = _mm_cvtsi128_si32(_mm256_castsi256_si128(b)) as u32 as u64;
+            let high = _mm_cvtsi128_si32(_mm256_extracti128_si256(b, 1)) as u32 as u64;
+            (dst.as_mut_ptr().add(i) as *mut u64).write_unaligned(low | high << 32);
+            i += 8;
+        }
+        self.codes_portable(&src[i..n], &mut dst[i..n])
+    }
+
+    /// In f32 throughout: `round(x / s) + z` is an integer below 2^24 wherever it is not
+    /// clamped anyway, so the sum and the clamp are exact; NaN gets the zero point, as
+    /// [`QParams::quantize`] gives it.
+    fn codes_portable(&self, src: &[f32], dst: &mut [u8]) {
+        let p = self.params;
+        let (z, lo, hi) = (p.zero_point as f32, p.qmin as f32, p.qmax as f32);
+        for (d, &x) in dst.iter_mut().zip(src) {
+            let q = (x / p.scale).round_ties_even();
+            let q = if q.is_nan() { 0.0 } else { q };
+            *d = ((q + z).clamp(lo, hi) - lo) as u8;
+        }
+    }
+
+    /// The code of the value 0 (padding, and the offset subtracted from every sum).
+    fn zero(&self) -> i32 {
+        self.params.zero_point - self.params.qmin
+    }
+}
+
+/// A `[rows, width]` weight as integer codes with one scale per row, packed for [`gemm`].
+#[derive(Clone, Debug)]
+pub struct Int8Matrix {
+    width: usize,
+    packed: Packed,
+    scale: Vec<f32>,
+    /// `sum_k q_rk` per row: the zero-point correction.
+    sums: Vec<i32>,
+}
+
+impl Int8Matrix {
+    /// The integer form of a row-major `[rows, width]` f32 weight, or `None` unless every row
+    /// is `scale_r * q` with integer `|q| <= MAX_WEIGHT_CODE`. The grid is found from the
+    /// largest magnitude of the row or of the tensor (per-channel or per-tensor quantization)
+    /// divided by the top code of a symmetric 2- to 7-bit quantizer.
+    pub fn from_dense(w: &[f32], rows: usize, width: usize) -> Option<Int8Matrix> {
+        let (codes, scale) = grid(w, rows, width)?;
+        Some(Int8Matrix::from_codes(&codes, scale, rows, width))
+    }
+
+    /// The matrix of codes `q` `[rows, width]` (each within `MAX_WEIGHT_CODE`) and row scales.
+    pub fn from_codes(q: &[i8], scale: Vec<f32>, rows: usize, width: usize) -> Int8Matrix {
+        let sums = q
+            .chunks(width)
+            .map(|r| r.iter().map(|&v| v as i32).sum())
+            .collect();
+        Int8Matrix {
+            width,
+            packed: Packed::new(q, rows, width),
+            scale,
+            sums,
+        }
+    }
+
+    /// The same weight with its columns reordered: column `j` of the result is column
+    /// `order[j]` of `w` (a convolution's filters from `[ci][ky][kx]` to `[ky][kx][ci]`).
+    fn permuted(w: &[f32], rows: usize, order: &[usize]) -> Vec<f32> {
+        let width = order.len();
+        let mut out = Vec::with_capacity(w.len());
+        for row in w.chunks(width).take(rows) {
+            out.extend(order.iter().map(|&j| row[j]));
+        }
+        out
+    }
+
+    fn rows(&self) -> usize {
+        self.packed.rows
+    }
+
+    /// `y = x W^T + b` on `n` rows of `width` values, the input quantized by `act`, the ReLU
+    /// fused when `relu` says so.
+    pub(super) fn linear(
+        &self,
+        act: ActCodes,
+        x: &[f32],
+        n: usize,
+        bias: Option<&[f32]>,
+        relu: Fused,
+    ) -> Vec<f32> {
+        self.linear_on(Int8Path::best(), act, x, n, bias, relu)
+    }
+
+    /// [`Int8Matrix::linear`] on one path (for tests and benchmarks).
+    pub fn linear_path(
+        &self,
+        path: Int8Path,
+        act: ActCodes,
+        x: &[f32],
+        n: usize,
+        bias: Option<&[f32]>,
+    ) -> Vec<f32> {
+        self.linear_on(path, act, x, n, bias, Fused::None)
+    }
+
+    fn linear_on(
+        &self,
+        path: Int8Path,
+        act: ActCodes,
+        x: &[f32],
+        n: usize,
+        bias: Option<&[f32]>,
+        relu: Fused,
+    ) -> Vec<f32> {
+        debug_assert_eq!(x.len(), n * self.width);
+        let (width, kp, rows) = (self.width, self.packed.kp, self.rows());
+        let mut a = vec![0u8; n * kp];
+        let mut y = super::buffers::scratch(n * rows);
+        let epilogue = self.epilogue(act, bias, relu);
+        // Codes of the samples `x`, then their products into `y`.
+        let run = |a: &mut [u8], x: &[f32], y: &mut [f32]| {
+            for (dst, src) in a.chunks_mut(kp).zip(x.chunks(width)) {
+                act.codes(src, dst);
+            }
+            gemm::product(path, a, a.len() / kp, &self.packed, |i, r, s| {
+                y[i * rows + r] = epilogue(r, s)
+            });
+        };
+        let threads = rayon::current_num_threads().max(1);
+        if n * rows * width > PARALLEL_ABOVE && n > MR && threads > 1 {
+            let per = n.div_ceil(threads).div_ceil(MR) * MR;
+            a.par_chunks_mut(per * kp)
+                .zip(x.par_chunks(per * width))
+                .zip(y.par_chunks_mut(per * rows))
+                .for_each(|((a, x), y)| run(a, x, y));
+        } else {
+            run(&mut a, x, &mut y);
+        }
+        y
+    }
+
+    /// Output `r` of the integer sum `s`: `s_x * s_r * (s - z * sum_k q_rk) + b_r`, ReLU fused.
+    fn epilogue<'a>(
+        &'a self,
+        act: ActCodes,
+        bias: Option<&'a [f32]>,
+        relu: Fused,
+    ) -> impl Fn(usize, i32) -> f32 + Sync + 'a {
+        let z = act.zero();
+        let sx = act.params.scale;
+        move |r: usize, s: i32| {
+            let v = sx * self.scale[r] * (s - z * self.sums[r]) as f32 + bias.map_or(0.0, |b| b[r]);
+            if relu == Fused::Relu {
+                v.max(0.0)
+            } else {
+                v
+            }
+        }
+    }
+}
+
+/// The codes (row-major) and row scales of a `[rows, width]` weight on a 7-bit grid: see
+/// [`Int8Matrix::from_dense`].
+fn grid(w: &[f32], rows: usize, width: usize) -> Option<(Vec<i8>, Vec<f32>)> {
+    if rows == 0 || width == 0 || w.len() != rows * width || w.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let top = |s: &[f32]| s.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let whole = top(w);
+    let mut codes = Vec::with_capacity(w.len());
+    let mut scale = Vec::with_capacity(rows);
+    for row in w.chunks(width) {
+        let own = top(row);
+        let found = [63, 31, 15, 7, 3, 1, 64]
+            .iter()
+            .flat_map(|&d| [own / d as f32, whole / d as f32])
+            .find_map(|s| on_grid(row, s).map(|q| (s, q)));
+        let (s, q) = match found {
+            Some(f) => f,
+            None if own == 0.0 => (1.0, vec![0; width]),
+            None => return None,
+        };
+        scale.push(s);
+        codes.extend(q);
+    }
+    Some((codes, scale))
+}
+
+/// The codes of `row` on the grid of step `s`, if every value is within 1e-3 of a multiple
+/// of `s` no larger than `MAX_WEIGHT_CODE` times it.
+fn on_grid(row: &[f32], s: f32) -> Option<Vec<i8>> {
+    if !(s > 0.0 && s.is_finite()) {
+        return None;
+    }
+    row.iter()
+        .map(|&v| {
+            let t = v / s;
+            let q = t.round();
+            ((t - q).abs() <= 1e-3 && q.abs() <= MAX_WEIGHT_CODE as f32).then_some(q as i8)
+        })
+        .collect()
+}

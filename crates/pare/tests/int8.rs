@@ -1,0 +1,271 @@
+//! Integer kernels of the native engine: the u8 x i8 products on every CPU path against their
+//! definition, the 7-bit grid detection, and quantized models (weights baked to 7 bits,
+//! activations fake-quantized to 8) run on the integer kernels with the training engine's
+//! results.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::{max_diff, zoo};
+use pare::data::Batch;
+use pare::exec::infer;
+use pare::ir::graph::ops::conv;
+use pare::ir::reparam::bake;
+use pare::ir::{GraphBuilder, Model, Op, QParams, Reparams, Scheme, Tensor};
+use pare::native::{int8_dot_reference, ActCodes, Int8Conv, Int8Matrix, Int8Path};
+use pare::quant::{calibrate_activations, weight_reparams, ActQuant, LayerBits, Observer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn random(shape: Vec<usize>, seed: u64, scale: f32) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    Tensor::from_vec(shape, (0..n).map(|_| rng.random_range(-scale..scale)).collect())
+}
+
+/// 8-bit activation codes of the range [-2, 3] (asymmetric, a zero point inside).
+fn codes_8bit() -> (QParams, ActCodes) {
+    let p = Scheme {
+        bits: 8,
+        symmetric: false,
+    }
+    .params(-2.0, 3.0);
+    (p, ActCodes::new(p).unwrap())
+}
+
+#[test]
+fn every_int8_path_equals_the_definition() {
+    let (p, act) = codes_8bit();
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    // Sizes off every multiple: rows vs the 8-row group and 16-row tile, width vs the 4-byte
+    // step, samples vs the 4-row tile; the codes span the whole 7-bit range.
+    for (rows, width, n) in [(1, 1, 1), (7, 5, 3), (17, 33, 5), (40, 300, 9), (64, 1024, 64)] {
+        let q: Vec<i8> = (0..rows * width)
+            .map(|_| rng.random_range(-64..=64i32) as i8)
+            .collect();
+        let scale: Vec<f32> = (0..rows).map(|_| rng.random_range(0.001..0.05)).collect();
+        let bias: Vec<f32> = (0..rows).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let m = Int8Matrix::from_codes(&q, scale.clone(), rows, width);
+        let x: Vec<f32> = (0..n * width).map(|_| rng.random_range(-2.5..3.5)).collect();
+        let mut outs = Vec::new();
+        for path in Int8Path::available() {
+            outs.push((path, m.linear_path(path, act, &x, n, Some(&bias))));
+        }
+        for s in 0..n {
+            let u: Vec<u8> = x[s * width..(s + 1) * width]
+                .iter()
+                .map(|&v| (p.quantize(v) - p.qmin) as u8)
+                .collect();
+            for r in 0..rows {
+                let qr = &q[r * width..(r + 1) * width];
+                let z = (p.zero_point - p.qmin) as i64;
+                let exact = int8_dot_reference(&u, qr) - z * qr.iter().map(|&v| v as i64).sum::<i64>();
+                let want = p.scale as f64 * scale[r] as f64 * exact as f64 + bias[r] as f64;
+                for (path, y) in &outs {
+                    let got = y[s * rows + r] as f64;
+                    assert!(
+                        (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                        "{path:?} rows {rows} width {width} n {n} at ({s}, {r}): {got} vs {want}"
+                    );
+                }
+            }
+        }
+        // The integer sums are the same on every path, so the outputs are bit for bit.
+        for (path, y) in &outs[1..] {
+            assert_eq!(y, &outs[0].1, "{path:?} against {:?}", outs[0].0);
+        }
+    }
+}
+
+#[test]
+fn weights_on_a_seven_bit_grid_are_found() {
+    let w = random(vec![6, 50], 3, 0.3);
+    let quantized = |bits: u32, per_channel: bool| {
+        let mut m = Model::init(
+            {
+                let mut b = GraphBuilder::new(vec![50]);
+                b.then("fc", pare::ir::graph::ops::linear(50, 6));
+                b.finish().unwrap()
+            },
+            0,
+        )
+        .unwrap();
+        m.params.insert("fc.weight".into(), w.clone());
+        let bits = BTreeMap::from([("fc.weight".to_string(), bits)]);
+        bake(&m, &weight_reparams(&m, &bits, per_channel, true, false)).params["fc.weight"].clone()
+    };
+    for (bits, per_channel) in [(7, true), (7, false), (4, true), (2, false), (6, true)] {
+        let q = quantized(bits, per_channel);
+        assert!(
+            Int8Matrix::from_dense(q.data(), 6, 50).is_some(),
+            "{bits} bits, per channel {per_channel}"
+        );
+    }
+    // 8-bit codes reach 127: beyond what the AVX2 product takes without saturating.
+    assert!(Int8Matrix::from_dense(quantized(8, true).data(), 6, 50).is_none());
+    assert!(Int8Matrix::from_dense(w.data(), 6, 50).is_none());
+    assert!(
+        Int8Matrix::from_dense(&[0.0; 8], 2, 4).is_some(),
+        "zero rows are on every grid"
+    );
+}
+
+/// `model` with 7-bit per-channel weights and 8-bit activations calibrated on `batches`
+/// random inputs of `shape`.
+fn quantized(model: &Model, shape: &[usize], batches: usize) -> Model {
+    let bits = LayerBits::uniform(7).resolve(model, 2..=16).unwrap();
+    let baked = bake(model, &weight_reparams(model, &bits, true, true, false));
+    let calib: Vec<Batch> = (0..batches)
+        .map(|i| Batch {
+            x: random([&[8], shape].concat(), 100 + i as u64, 1.5),
+            labels: vec![0; 8],
+            indices: (0..8).collect(),
+            view: Some(0),
+        })
+        .collect();
+    let act = ActQuant {
+        bits: 8,
+        symmetric: false,
+        observer: Observer::MinMax,
+    };
+    calibrate_activations(&baked, &Reparams::new(), &calib, act).unwrap()
+}
+
+fn labels(plan: &pare::native::Plan, m: &Model) -> BTreeMap<String, String> {
+    plan.kernels()
+        .into_iter()
+        .map(|(i, k)| (m.graph.nodes[i].name.clone(), k))
+        .collect()
+}
+
+#[test]
+fn quantized_zoo_models_run_integer_kernels_like_the_training_engine() {
+    for name in ["lenet300", "lenet5", "resnet20"] {
+        let m = quantized(&zoo(name), &[1, 28, 28], 2);
+        let plan = pare::native::compile(&m).unwrap();
+        let kernels = labels(&plan, &m);
+        for node in &m.graph.nodes {
+            if matches!(node.op, Op::Linear { .. } | Op::Conv2d { .. }) {
+                assert!(kernels[&node.name].contains("int8"), "{name}: {kernels:?}");
+            }
+            // The quantizers are the integer layers' input packing: none runs.
+            if matches!(node.op, Op::FakeQuant { .. }) {
+                assert!(!kernels.contains_key(&node.name), "{name}: {kernels:?}");
+            }
+        }
+        let x = random(vec![5, 1, 28, 28], 9, 1.5);
+        let e = infer(&m, &x, &Reparams::new(), &[]).unwrap().output;
+        let n = plan.run(&x).unwrap();
+        let scale = e.data().iter().fold(1.0f32, |a, v| a.max(v.abs()));
+        // Exact integer sums; the engines differ by f32 rounding, which may move a value
+        // across a rounding boundary of the next quantizer (one step of one code).
+        assert!(
+            max_diff(&e, &n) < 2e-2 * scale,
+            "{name}: {} (scale {scale})",
+            max_diff(&e, &n)
+        );
+        let argmax = |t: &Tensor| -> Vec<usize> {
+            t.data()
+                .chunks(t.shape()[1])
+                .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+                .collect()
+        };
+        assert_eq!(argmax(&e), argmax(&n), "{name}");
+    }
+}
+
+#[test]
+fn the_pare_file_keeps_seven_bit_codes_that_run_as_integers() {
+    use pare::codec::file::{decode, encode, Encoding, Plan};
+    let m = quantized(&zoo("lenet5"), &[1, 28, 28], 1);
+    let plan: Plan = m
+        .layer_weights()
+        .into_iter()
+        .map(|(_, w)| {
+            (
+                w,
+                Encoding::Uniform {
+                    bits: 7,
+                    per_channel: true,
+                    symmetric: true,
+                    huffman: false,
+                },
+            )
+        })
+        .collect();
+    let (bytes, _) = encode(&m, &plan).unwrap();
+    let back = decode(&bytes).unwrap();
+    let kernels = labels(&pare::native::compile(&back).unwrap(), &back);
+    assert!(
+        kernels["fc1"].contains("int8") && kernels["conv1"].contains("int8"),
+        "{kernels:?}"
+    );
+}
+
+#[test]
+fn int8_convolutions_equal_the_float_convolution_of_the_codes() {
+    let (p, act) = codes_8bit();
+    // Padding (written as the code of 0), strides, dilation, one input channel, widths off
+    // the 4-byte step, 1x1 filters.
+    for (c_in, c_out, k, stride, pad, dil, hw) in [
+        (1, 3, 3, 1, 0, 1, 7),
+        (3, 5, 3, 1, 1, 1, 9),
+        (20, 8, 5, 1, 2, 1, 12),
+        (7, 17, 3, 2, 1, 1, 10),
+        (16, 4, 1, 1, 0, 1, 5),
+        (5, 6, 3, 1, 2, 2, 11),
+    ] {
+        let mut op = conv(c_in, c_out, k, stride, pad, true);
+        if let Op::Conv2d { ref mut dilation, .. } = op {
+            *dilation = [dil, dil];
+        }
+        let mut b = GraphBuilder::new(vec![c_in, hw, hw]);
+        b.then(
+            "q",
+            Op::FakeQuant {
+                bits: 8,
+                symmetric: false,
+                scale: p.scale,
+                zero_point: p.zero_point,
+            },
+        );
+        b.then("conv", op.clone());
+        let m = Model::init(b.finish().unwrap(), 1).unwrap();
+        let bits = BTreeMap::from([("conv.weight".to_string(), 7)]);
+        let m = bake(&m, &weight_reparams(&m, &bits, true, true, false));
+        let plan = pare::native::compile(&m).unwrap();
+        assert!(labels(&plan, &m)["conv"].starts_with("conv2d int8"));
+        let direct = Int8Conv::new(&op, m.params["conv.weight"].data(), act).unwrap();
+        for n in [1, 3] {
+            let x = random(vec![n, c_in, hw, hw], 4, 2.5);
+            let e = infer(&m, &x, &Reparams::new(), &[]).unwrap().output;
+            let got = plan.run(&x).unwrap();
+            let scale = e.data().iter().fold(1.0f32, |a, v| a.max(v.abs()));
+            let what = format!("{c_in} {c_out} {k} s{stride} p{pad} d{dil} n {n}");
+            assert!(
+                max_diff(&e, &got) < 1e-5 * scale,
+                "{what}: {}",
+                max_diff(&e, &got)
+            );
+            // Every path, bit for bit.
+            let channel_major: Vec<f32> = {
+                let (h, w) = (hw, hw);
+                let mut v = vec![0.0; x.data().len()];
+                for s in 0..n {
+                    for c in 0..c_in {
+                        for i in 0..h * w {
+                            v[(c * n + s) * h * w + i] = x.data()[(s * c_in + c) * h * w + i];
+                        }
+                    }
+                }
+                v
+            };
+            let outs: Vec<Vec<f32>> = Int8Path::available()
+                .into_iter()
+                .map(|path| direct.run_path(path, &channel_major, [c_in, n, hw, hw], None))
+                .collect();
+            assert!(outs.windows(2).all(|w| w[0] == w[1]), "{what}");
+        }
+    }
+}
