@@ -228,6 +228,7 @@ pub fn eval(
     data: Option<&Path>,
     batch_size: usize,
     output: Option<&str>,
+    native: bool,
     as_json: bool,
 ) -> Result<()> {
     if batch_size == 0 {
@@ -242,6 +243,9 @@ pub fn eval(
         model = pare::ir::Model::new(graph, model.params)?;
     }
     let splits = load_data(data)?;
+    if native {
+        return eval_native(&model, &splits.test, batch_size, as_json);
+    }
     let m = evaluate(&model, &splits.test, batch_size, &Reparams::new())?;
     if as_json {
         println!(
@@ -254,6 +258,47 @@ pub fn eval(
         println!(
             "accuracy {:.4} (loss {:.4}) on {} test images",
             m.accuracy, m.loss, m.samples
+        );
+    }
+    Ok(())
+}
+
+/// `pare eval --native`: accuracy on the native engine, and how many layers run each kernel.
+fn eval_native(
+    model: &pare::ir::Model,
+    test: &dyn pare::data::Dataset,
+    batch_size: usize,
+    as_json: bool,
+) -> Result<()> {
+    let plan = pare::native::compile(model)?;
+    let (mut right, mut seen) = (0usize, 0usize);
+    for b in pare::data::sequential(test, batch_size, model.graph.input.normalize) {
+        let y = plan.run(&b.x)?;
+        right += pare::train::loss_and_correct(&y, &b.labels).1;
+        seen += b.labels.len();
+    }
+    let accuracy = right as f64 / seen.max(1) as f64;
+    let mut kernels = std::collections::BTreeMap::<String, usize>::new();
+    for (i, k) in plan.kernels() {
+        if matches!(
+            model.graph.nodes[i].op,
+            pare::ir::Op::Linear { .. } | pare::ir::Op::Conv2d { .. }
+        ) {
+            *kernels.entry(k).or_default() += 1;
+        }
+    }
+    if as_json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &json!({"accuracy": accuracy, "samples": seen, "engine": "native", "layer_kernels": kernels})
+            )?
+        );
+    } else {
+        let list: Vec<String> = kernels.iter().map(|(k, n)| format!("{n} {k}")).collect();
+        println!(
+            "accuracy {accuracy:.4} on {seen} test images (native engine; layers: {})",
+            list.join(", ")
         );
     }
     Ok(())

@@ -54,6 +54,10 @@ enum Command {
         /// the main output by default.
         #[arg(long)]
         output: Option<String>,
+        /// Evaluate on pare's native inference engine (integer and binary kernels where the
+        /// model's values allow them) instead of the training engine, and name the kernels.
+        #[arg(long)]
+        native: bool,
         /// Print a JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -295,8 +299,16 @@ fn main() -> ExitCode {
             data,
             batch_size,
             output,
+            native,
             json,
-        } => commands::eval(&dir, data.data.as_deref(), batch_size, output.as_deref(), json),
+        } => commands::eval(
+            &dir,
+            data.data.as_deref(),
+            batch_size,
+            output.as_deref(),
+            native,
+            json,
+        ),
         Command::Info { dir, json } => commands::info(&dir, json),
         Command::Prune(args) => prune_cmd::prune(args),
         Command::Compress(args) => compress_cmd::compress(args),

@@ -60,18 +60,26 @@ fn binarize_refuses_what_it_cannot_do() {
     fails_with(&["binarize", "--method", "bnn", "--out", o], &["--model"]);
     fails_with(
         &[
-            "bench", "gemm", "--dtype", "int8", "--m", "2", "--k", "8", "--n", "8",
+            "bench", "gemm", "--dtype", "int4", "--m", "2", "--k", "8", "--n", "8",
         ],
-        &["f32 or binary"],
+        &["f32, int8 or binary"],
     );
 }
 
 #[test]
-fn bench_gemm_times_a_binary_layer_beside_f32() {
-    let text = ok(&[
-        "bench", "gemm", "--m", "4", "--k", "130", "--n", "70", "--dtype", "binary", "--reps", "3", "--json",
-    ]);
-    let r: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert!(r["kernel"].as_str().unwrap().starts_with("linear binary"), "{r}");
-    assert!(r["ms"].as_f64().unwrap() > 0.0 && r["f32_ms"].as_f64().unwrap() > 0.0);
+fn bench_gemm_times_binary_and_int8_layers_beside_f32() {
+    for dtype in ["binary", "int8"] {
+        let text = ok(&[
+            "bench", "gemm", "--m", "4", "--k", "130", "--n", "70", "--dtype", dtype, "--reps", "3", "--json",
+        ]);
+        let r: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            r["kernel"]
+                .as_str()
+                .unwrap()
+                .starts_with(&format!("linear {dtype}")),
+            "{r}"
+        );
+        assert!(r["ms"].as_f64().unwrap() > 0.0 && r["f32_ms"].as_f64().unwrap() > 0.0);
+    }
 }

@@ -97,6 +97,36 @@ fn quantize_ptq_and_qat_report_their_accuracy() {
         (start - after).abs() < 0.01,
         "8-bit PTQ moved accuracy {start} -> {after}"
     );
+    // 7-bit weights under 8-bit activations run on the native engine's integer kernels, with
+    // the accuracy the training engine gave the file.
+    let int8 = dir.path().join("int8");
+    ok(&[
+        "quantize",
+        &base,
+        "--out",
+        int8.to_str().unwrap(),
+        "--bits",
+        "7",
+        "--act-bits",
+        "8",
+    ]);
+    let file_acc = json(&int8.join("report.json"))["file_accuracy"].as_f64().unwrap();
+    let native = ok(&[
+        "eval",
+        int8.join("model.pare").to_str().unwrap(),
+        "--native",
+        "--json",
+    ]);
+    let n: serde_json::Value = serde_json::from_str(&native).unwrap();
+    assert!(
+        (n["accuracy"].as_f64().unwrap() - file_acc).abs() < 2e-3,
+        "{native} vs {file_acc}"
+    );
+    let kernels = n["layer_kernels"].as_object().unwrap();
+    assert!(
+        !kernels.is_empty() && kernels.keys().all(|k| k.contains("int8")),
+        "{native}"
+    );
     let qat = dir.path().join("qat");
     ok(&[
         "quantize",

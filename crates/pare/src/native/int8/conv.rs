@@ -169,21 +169,25 @@ impl Int8Conv {
         let (oh, ow) = (out(h, 0), out(w, 1));
         let cout = self.cout;
         let kp = padded(kh * kw * c);
-        // Codes in the input's order, then channels last.
+        // Channels-last codes, blocks of positions over the cores: each block quantizes its
+        // stretch of every channel plane and interleaves it while it is in the cache.
         let plane = n * h * w;
-        let mut flat = vec![0u8; plane * c];
-        self.act.codes(x, &mut flat);
-        let codes = if c == 1 {
-            flat
-        } else {
-            let mut codes = vec![0u8; plane * c];
-            for (ch, src) in flat.chunks(plane).enumerate() {
-                for (at, &v) in src.iter().enumerate() {
-                    codes[at * c + ch] = v;
+        let mut codes = vec![0u8; plane * c];
+        const SPAN: usize = 1024;
+        codes.par_chunks_mut(SPAN * c).enumerate().for_each(|(b, dst)| {
+            let (p0, len) = (b * SPAN, dst.len() / c);
+            if c == 1 {
+                return self.act.codes(&x[p0..p0 + len], dst);
+            }
+            let mut one = [0u8; SPAN];
+            for ch in 0..c {
+                self.act
+                    .codes(&x[ch * plane + p0..ch * plane + p0 + len], &mut one[..len]);
+                for (at, &v) in one[..len].iter().enumerate() {
+                    dst[at * c + ch] = v;
                 }
             }
-            codes
-        };
+        });
         let p = n * oh * ow;
         // Blocks of whole groups of positions.
         let mut per = (BLOCK_BYTES / kp).max(GROUP) / GROUP * GROUP;
