@@ -1,5 +1,4 @@
-//! pare's own CPU inference engine for f32 models: the deployable forward pass that latency
-//! reports time.
+//! pare's own CPU inference engine: the deployable forward pass that latency reports time.
 //!
 //! Why not the training engine: burn's flex backend runs a convolution as a generic im2col with
 //! per-call overheads that do not shrink with the channel count, so a model with half its
@@ -13,7 +12,9 @@
 //! A model is compiled once ([`compile`]) into a [`Plan`]: one kernel per node with its
 //! parameters (`kernel.rs`), the buffer slot of every value and the step after which it is
 //! freed (`plan.rs`); running the plan dispatches on the kernels, nothing is looked up by name.
-//! Integer and bit-packed kernels slot in as further kernel variants.
+//! Bit-packed (`binary.rs`) and integer (`int8/`) layers are further forms of a layer's weight,
+//! chosen from the model's values where they compute what the f32 kernels compute
+//! (`weights.rs`).
 //!
 //! Semantics are eval mode: BatchNorm uses running statistics, Dropout is the identity, FakeQuant
 //! rounds like [`crate::ir::QParams::fake`]. `tests/native.rs` checks every zoo model against
