@@ -38,48 +38,59 @@ fn codes_8bit() -> (QParams, ActCodes) {
 fn every_int8_path_equals_the_definition() {
     let (p, act) = codes_8bit();
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    // Sizes off every multiple: rows vs the 8-row group and 16-row tile, width vs the 4-byte
-    // step, samples vs the 4-row tile; the codes span the whole 7-bit range.
-    for (rows, width, n) in [(1, 1, 1), (7, 5, 3), (17, 33, 5), (40, 300, 9), (64, 1024, 64)] {
-        let q: Vec<i8> = (0..rows * width)
-            .map(|_| rng.random_range(-64..=64i32) as i8)
+    let paths = Int8Path::available();
+    // Codes every path takes (so that the paths can be compared bit for bit), then the whole
+    // i8 range on the paths that take it (VNNI, portable).
+    let common = paths.iter().map(|p| p.max_weight_code()).min().unwrap();
+    for top in [common, 127] {
+        let takers: Vec<Int8Path> = paths
+            .iter()
+            .copied()
+            .filter(|p| p.max_weight_code() >= top)
             .collect();
-        let scale: Vec<f32> = (0..rows).map(|_| rng.random_range(0.001..0.05)).collect();
-        let bias: Vec<f32> = (0..rows).map(|_| rng.random_range(-1.0..1.0)).collect();
-        let m = Int8Matrix::from_codes(&q, scale.clone(), rows, width);
-        let x: Vec<f32> = (0..n * width).map(|_| rng.random_range(-2.5..3.5)).collect();
-        let mut outs = Vec::new();
-        for path in Int8Path::available() {
-            outs.push((path, m.linear_path(path, act, &x, n, Some(&bias))));
-        }
-        for s in 0..n {
-            let u: Vec<u8> = x[s * width..(s + 1) * width]
-                .iter()
-                .map(|&v| (p.quantize(v) - p.qmin) as u8)
+        // Sizes off every multiple: rows vs the 8-row group and 16-row tile, width vs the
+        // 4-byte step, samples vs the 4-row tile.
+        for (rows, width, n) in [(1, 1, 1), (7, 5, 3), (17, 33, 5), (40, 300, 9), (64, 1024, 64)] {
+            let q: Vec<i8> = (0..rows * width)
+                .map(|_| rng.random_range(-top..=top) as i8)
                 .collect();
-            for r in 0..rows {
-                let qr = &q[r * width..(r + 1) * width];
-                let z = (p.zero_point - p.qmin) as i64;
-                let exact = int8_dot_reference(&u, qr) - z * qr.iter().map(|&v| v as i64).sum::<i64>();
-                let want = p.scale as f64 * scale[r] as f64 * exact as f64 + bias[r] as f64;
-                for (path, y) in &outs {
-                    let got = y[s * rows + r] as f64;
-                    assert!(
-                        (got - want).abs() <= 1e-5 * want.abs().max(1.0),
-                        "{path:?} rows {rows} width {width} n {n} at ({s}, {r}): {got} vs {want}"
-                    );
+            let scale: Vec<f32> = (0..rows).map(|_| rng.random_range(0.001..0.05)).collect();
+            let bias: Vec<f32> = (0..rows).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let m = Int8Matrix::from_codes(&q, scale.clone(), rows, width);
+            let x: Vec<f32> = (0..n * width).map(|_| rng.random_range(-2.5..3.5)).collect();
+            let outs: Vec<(Int8Path, Vec<f32>)> = takers
+                .iter()
+                .map(|&path| (path, m.linear_path(path, act, &x, n, Some(&bias))))
+                .collect();
+            for s in 0..n {
+                let u: Vec<u8> = x[s * width..(s + 1) * width]
+                    .iter()
+                    .map(|&v| (p.quantize(v) - p.qmin) as u8)
+                    .collect();
+                for r in 0..rows {
+                    let qr = &q[r * width..(r + 1) * width];
+                    let z = (p.zero_point - p.qmin) as i64;
+                    let exact = int8_dot_reference(&u, qr) - z * qr.iter().map(|&v| v as i64).sum::<i64>();
+                    let want = p.scale as f64 * scale[r] as f64 * exact as f64 + bias[r] as f64;
+                    for (path, y) in &outs {
+                        let got = y[s * rows + r] as f64;
+                        assert!(
+                            (got - want).abs() <= 1e-5 * want.abs().max(1.0),
+                            "{path:?} codes to {top}, rows {rows} width {width} n {n} at ({s}, {r}): {got} vs {want}"
+                        );
+                    }
                 }
             }
-        }
-        // The integer sums are the same on every path, so the outputs are bit for bit.
-        for (path, y) in &outs[1..] {
-            assert_eq!(y, &outs[0].1, "{path:?} against {:?}", outs[0].0);
+            // The integer sums are the same on every path, so the outputs are bit for bit.
+            for (path, y) in &outs[1..] {
+                assert_eq!(y, &outs[0].1, "{path:?} against {:?}", outs[0].0);
+            }
         }
     }
 }
 
 #[test]
-fn weights_on_a_seven_bit_grid_are_found() {
+fn weights_on_an_integer_grid_are_found() {
     let w = random(vec![6, 50], 3, 0.3);
     let quantized = |bits: u32, per_channel: bool| {
         let mut m = Model::init(
@@ -102,8 +113,12 @@ fn weights_on_a_seven_bit_grid_are_found() {
             "{bits} bits, per channel {per_channel}"
         );
     }
-    // 8-bit codes reach 127: beyond what the AVX2 product takes without saturating.
-    assert!(Int8Matrix::from_dense(quantized(8, true).data(), 6, 50).is_none());
+    // 8-bit codes reach 127: what VNNI sums exactly, beyond what AVX2's product takes without
+    // saturating.
+    assert_eq!(
+        Int8Matrix::from_dense(quantized(8, true).data(), 6, 50).is_some(),
+        Int8Path::best().max_weight_code() >= 127
+    );
     assert!(Int8Matrix::from_dense(w.data(), 6, 50).is_none());
     assert!(
         Int8Matrix::from_dense(&[0.0; 8], 2, 4).is_some(),
@@ -232,7 +247,9 @@ fn int8_convolutions_equal_the_float_convolution_of_the_codes() {
         );
         b.then("conv", op.clone());
         let m = Model::init(b.finish().unwrap(), 1).unwrap();
-        let bits = BTreeMap::from([("conv.weight".to_string(), 7)]);
+        // 8-bit filters where the CPU sums them exactly (VNNI), else 7-bit.
+        let wide = Int8Path::best().max_weight_code() >= 127;
+        let bits = BTreeMap::from([("conv.weight".to_string(), if wide { 8 } else { 7 })]);
         let m = bake(&m, &weight_reparams(&m, &bits, true, true, false));
         let plan = pare::native::compile(&m).unwrap();
         assert!(labels(&plan, &m)["conv"].starts_with("conv2d int8"));
@@ -263,6 +280,7 @@ fn int8_convolutions_equal_the_float_convolution_of_the_codes() {
             };
             let outs: Vec<Vec<f32>> = Int8Path::available()
                 .into_iter()
+                .filter(|p| !wide || p.max_weight_code() >= 127)
                 .map(|path| direct.run_path(path, &channel_major, [c_in, n, hw, hw], None))
                 .collect();
             assert!(outs.windows(2).all(|w| w[0] == w[1]), "{what}");

@@ -1,5 +1,5 @@
 //! The forms a layer's weight takes in a compiled plan (dense f32, compressed sparse rows,
-//! bit-packed signs, 7-bit integer codes) and the rules that pick one from the model's values:
+//! bit-packed signs, integer codes) and the rules that pick one from the model's values:
 //! a layer runs on bits or integers only where that computes what the f32 kernel computes.
 
 use super::binary::{BinaryConv, BinaryMatrix};
@@ -18,7 +18,7 @@ pub(super) enum LinearWeight {
     /// `alpha_r * sign(w)` rows on a binary input (BNN, XNOR-Net): bit-packed, products by
     /// XNOR and popcount.
     Binary(BinaryMatrix),
-    /// 7-bit integer rows on an input quantized to 8 bits ([`int8_input`]): u8 x i8 products.
+    /// Integer rows on an input quantized to 8 bits ([`int8_input`]): u8 x i8 products.
     Int8(Int8Matrix, ActCodes),
 }
 
@@ -105,7 +105,8 @@ pub(super) fn int8_input(model: &Model, i: usize) -> Option<ActCodes> {
 }
 
 /// Whether node `i` of `model` runs an integer kernel: its input qualifies ([`int8_input`])
-/// and every weight row is on a 7-bit grid ([`Int8Matrix::from_dense`]).
+/// and every weight row is on an integer grid the CPU's product takes
+/// ([`Int8Matrix::from_dense`]).
 pub(super) fn runs_int8(model: &Model, i: usize) -> bool {
     let Some((rows, width)) = weight_rows(&model.graph.nodes[i].op) else {
         return false;
@@ -123,6 +124,6 @@ pub(super) enum ConvWeight {
     Dense(Vec<f32>),
     /// `alpha * sign` filters on a binary input: the XNOR-popcount kernel ([`runs_binary`]).
     Binary(BinaryConv),
-    /// 7-bit integer filters on an 8-bit input ([`runs_int8`]).
+    /// Integer filters on an 8-bit input ([`runs_int8`]).
     Int8(Int8Conv),
 }

@@ -50,12 +50,15 @@ pub struct Int8Conv {
     /// of the sum).
     scale: Vec<f32>,
     offset: Vec<i32>,
+    /// The largest `|q|`: which paths may run the filters.
+    top: i32,
     act: ActCodes,
 }
 
 impl Int8Conv {
     /// The integer form of `op` (an ungrouped Conv2d) with `weight` `[cout, cin, kh, kw]`, or
-    /// `None` when the filters are not on a 7-bit grid (see [`Int8Matrix::from_dense`]).
+    /// `None` when the filters are not on an integer grid the CPU's product takes (see
+    /// [`Int8Matrix::from_dense`]).
     pub fn new(op: &Op, weight: &[f32], act: ActCodes) -> Option<Int8Conv> {
         let Op::Conv2d {
             in_channels: cin,
@@ -95,6 +98,7 @@ impl Int8Conv {
             codes,
             scale: s.iter().map(|s| s * act.params.scale).collect(),
             offset,
+            top: q.iter().map(|&v| (v as i32).abs()).max().unwrap_or(0),
             act,
         })
     }
@@ -162,6 +166,11 @@ impl Int8Conv {
         relu: Fused,
     ) -> (Vec<f32>, usize, usize, usize) {
         debug_assert_eq!(c, self.cin);
+        assert!(
+            self.top <= path.max_weight_code(),
+            "int8: codes up to {} on the {path:?} path",
+            self.top
+        );
         let [kh, kw] = self.kernel;
         let out = |size: usize, a: usize| {
             (size + 2 * self.padding[a] - (self.dilation[a] * (self.kernel[a] - 1) + 1)) / self.stride[a] + 1

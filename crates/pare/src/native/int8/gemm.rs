@@ -1,16 +1,22 @@
 //! The u8 x i8 -> i32 product at the heart of the int8 kernels: `sums[i][r] = sum_k a[i][k] *
 //! w[r][k]`, activations unsigned (`a`, rows of `kp` bytes), weights signed (`w`, packed).
 //!
-//! The AVX2 path is `vpmaddubsw` (32 byte products summed in pairs to 16 i16) then `vpmaddwd`
-//! with ones (pairs of those to 8 i32), on four bytes of one activation row broadcast against
-//! eight weight rows times four bytes: 32 multiply-adds per instruction pair, twice what an f32
-//! FMA does per instruction. `vpmaddubsw` saturates its i16 pair sums, so weights are limited to
-//! `|w| <= MAX_WEIGHT_CODE` (then `2 * 255 * 64 = 32640` fits): 7-bit weights, what onnxruntime
-//! calls `reduce_range` and oneDNN asks for on CPUs without VNNI. Within that limit every path
-//! is exact, and tested equal to [`dot_reference`].
+//! Four bytes of one row are broadcast against eight rows of the other operand times four
+//! bytes (one 256-bit register), and summed into eight i32:
+//! - with AVX-512 VNNI, `vpdpbusd` does the 32 multiply-adds and the accumulation in one
+//!   instruction, exactly, for any i8 weight;
+//! - with AVX2, `vpmaddubsw` (32 byte products summed in pairs to 16 i16) then `vpmaddwd` with
+//!   ones (pairs of those to 8 i32) and an add. `vpmaddubsw` saturates its i16 pair sums, so
+//!   this path takes weights up to `|w| <= 64` only (`2 * 255 * 64 = 32640` fits): 7-bit
+//!   weights, what onnxruntime calls `reduce_range` and oneDNN asks for without VNNI;
+//! - portably, in plain i32 arithmetic.
+//!
+//! Within its path's limit ([`Int8Path::max_weight_code`]) every path is exact, and tested
+//! equal to [`dot_reference`].
 
-/// The largest weight magnitude the products accept (see the module's note on saturation).
-pub const MAX_WEIGHT_CODE: i32 = 64;
+/// The largest weight magnitude any path accepts (the i8 range without -128, so that every
+/// code has its negation).
+pub const MAX_WEIGHT_CODE: i32 = 127;
 
 /// Activation rows per tile.
 pub(super) const MR: usize = 4;
@@ -20,6 +26,8 @@ pub(super) const GROUP: usize = 8;
 /// Which integer product the CPU runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Int8Path {
+    /// AVX-512 VNNI on 256-bit registers (`vpdpbusd`, needs AVX-512 VL).
+    Vnni,
     Avx2,
     Portable,
 }
@@ -31,7 +39,9 @@ impl Int8Path {
         {
             static BEST: std::sync::OnceLock<Int8Path> = std::sync::OnceLock::new();
             *BEST.get_or_init(|| {
-                if is_x86_feature_detected!("avx2") {
+                if has_vnni() {
+                    Int8Path::Vnni
+                } else if is_x86_feature_detected!("avx2") {
                     Int8Path::Avx2
                 } else {
                     Int8Path::Portable
@@ -46,11 +56,29 @@ impl Int8Path {
     pub fn available() -> Vec<Int8Path> {
         let mut v = vec![Int8Path::Portable];
         #[cfg(target_arch = "x86_64")]
-        if is_x86_feature_detected!("avx2") {
-            v.push(Int8Path::Avx2);
+        {
+            if is_x86_feature_detected!("avx2") {
+                v.push(Int8Path::Avx2);
+            }
+            if has_vnni() {
+                v.push(Int8Path::Vnni);
+            }
         }
         v
     }
+
+    /// The largest weight magnitude this path sums exactly (see the module's notes).
+    pub fn max_weight_code(self) -> i32 {
+        match self {
+            Int8Path::Avx2 => 64,
+            Int8Path::Vnni | Int8Path::Portable => MAX_WEIGHT_CODE,
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn has_vnni() -> bool {
+    is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl")
 }
 
 /// `k` rounded up to whole 4-byte steps: the row length of packed weights and activations.
@@ -141,6 +169,23 @@ fn tile(
 ) {
     debug_assert!(a.len() == mr * kp && w0.len() == GROUP * kp && w1.len() == GROUP * kp);
     match path {
+        #[cfg(target_arch = "x86_64")]
+        Int8Path::Vnni => {
+            // SAFETY: `Vnni` is only produced where the CPU has AVX-512 VNNI and VL (`best`,
+            // `available`); the lengths the tile reads were checked above.
+            unsafe {
+                match (mr, ng) {
+                    (4, 2) => tile_vnni::<4, 2>(a, kp, w0, w1, sums),
+                    (4, _) => tile_vnni::<4, 1>(a, kp, w0, w1, sums),
+                    (3, 2) => tile_vnni::<3, 2>(a, kp, w0, w1, sums),
+                    (3, _) => tile_vnni::<3, 1>(a, kp, w0, w1, sums),
+                    (2, 2) => tile_vnni::<2, 2>(a, kp, w0, w1, sums),
+                    (2, _) => tile_vnni::<2, 1>(a, kp, w0, w1, sums),
+                    (_, 2) => tile_vnni::<1, 2>(a, kp, w0, w1, sums),
+                    _ => tile_vnni::<1, 1>(a, kp, w0, w1, sums),
+                }
+            }
+        }
         #[cfg(target_arch = "x86_64")]
         Int8Path::Avx2 => {
             // SAFETY: `Avx2` is only produced where the CPU has AVX2 (`best`, `available`);
@@ -295,6 +340,23 @@ fn tile_by_position(
     debug_assert!(w.len() == mr * kp && a0.len() == GROUP * kp && a1.len() == GROUP * kp);
     match path {
         #[cfg(target_arch = "x86_64")]
+        Int8Path::Vnni => {
+            // SAFETY: `Vnni` is only produced where the CPU has AVX-512 VNNI and VL; lengths
+            // checked above.
+            unsafe {
+                match (mr, ng) {
+                    (4, 2) => by_position_vnni::<4, 2>(w, kp, a0, a1, sums),
+                    (4, _) => by_position_vnni::<4, 1>(w, kp, a0, a1, sums),
+                    (3, 2) => by_position_vnni::<3, 2>(w, kp, a0, a1, sums),
+                    (3, _) => by_position_vnni::<3, 1>(w, kp, a0, a1, sums),
+                    (2, 2) => by_position_vnni::<2, 2>(w, kp, a0, a1, sums),
+                    (2, _) => by_position_vnni::<2, 1>(w, kp, a0, a1, sums),
+                    (_, 2) => by_position_vnni::<1, 2>(w, kp, a0, a1, sums),
+                    _ => by_position_vnni::<1, 1>(w, kp, a0, a1, sums),
+                }
+            }
+        }
+        #[cfg(target_arch = "x86_64")]
         Int8Path::Avx2 => {
             // SAFETY: `Avx2` is only produced where the CPU has AVX2; lengths checked above.
             unsafe {
@@ -366,6 +428,75 @@ unsafe fn by_position_avx2<const R: usize, const G: usize>(
     }
 }
 
+/// [`tile_avx2`] with `vpdpbusd`: one exact instruction per 32 multiply-adds.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
+unsafe fn tile_vnni<const R: usize, const G: usize>(
+    a: &[u8],
+    kp: usize,
+    w0: &[i8],
+    w1: &[i8],
+    sums: &mut [[i32; 2 * GROUP]; MR],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_si256(); G]; R];
+    let (pa, p0, p1) = (a.as_ptr(), w0.as_ptr(), w1.as_ptr());
+    for c4 in 0..kp / 4 {
+        // SAFETY (all reads): as in `tile_avx2`.
+        let b = [
+            _mm256_loadu_si256(p0.add(c4 * 32) as *const __m256i),
+            _mm256_loadu_si256(p1.add(c4 * 32) as *const __m256i),
+        ];
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let four = (pa.add(i * kp + c4 * 4) as *const i32).read_unaligned();
+            let av = _mm256_set1_epi32(four);
+            for (h, acc_ih) in acc_i.iter_mut().enumerate() {
+                *acc_ih = _mm256_dpbusd_epi32(*acc_ih, av, b[h]);
+            }
+        }
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        for (h, v) in acc_i.iter().enumerate() {
+            _mm256_storeu_si256(sums[i][h * GROUP..].as_mut_ptr() as *mut __m256i, *v);
+        }
+    }
+}
+
+/// [`by_position_avx2`] with `vpdpbusd`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
+unsafe fn by_position_vnni<const R: usize, const G: usize>(
+    w: &[i8],
+    kp: usize,
+    a0: &[u8],
+    a1: &[u8],
+    sums: &mut [[i32; 2 * GROUP]; MR],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm256_setzero_si256(); G]; R];
+    let (pw, p0, p1) = (w.as_ptr(), a0.as_ptr(), a1.as_ptr());
+    for c4 in 0..kp / 4 {
+        // SAFETY (all reads): as in `by_position_avx2`.
+        let a = [
+            _mm256_loadu_si256(p0.add(c4 * 32) as *const __m256i),
+            _mm256_loadu_si256(p1.add(c4 * 32) as *const __m256i),
+        ];
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let four = (pw.add(i * kp + c4 * 4) as *const i32).read_unaligned();
+            let wv = _mm256_set1_epi32(four);
+            for (h, acc_ih) in acc_i.iter_mut().enumerate() {
+                // Unsigned activations first: vpdpbusd's operand order.
+                *acc_ih = _mm256_dpbusd_epi32(*acc_ih, a[h], wv);
+            }
+        }
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        for (h, v) in acc_i.iter().enumerate() {
+            _mm256_storeu_si256(sums[i][h * GROUP..].as_mut_ptr() as *mut __m256i, *v);
+        }
+    }
+}
+
 /// `sum_k a[k] * w[k]` in i64, the definition every path must equal.
 pub fn dot_reference(a: &[u8], w: &[i8]) -> i64 {
     a.iter().zip(w).map(|(&x, &y)| x as i64 * y as i64).sum()
@@ -403,21 +534,24 @@ mod tests {
                     }
                     acts.push(a[i * kp..i * kp + k].to_vec());
                 }
-                let q: Vec<i8> = (0..rows * k)
-                    .map(|_| {
-                        if extreme {
-                            if rng.random_bool(0.5) {
-                                64
-                            } else {
-                                -64
-                            }
-                        } else {
-                            rng.random_range(-64..=64i32) as i8
-                        }
-                    })
-                    .collect();
-                let w = Packed::new(&q, rows, k);
                 for path in Int8Path::available() {
+                    // Codes up to the path's limit: +-64 against 255 is the pair sum the AVX2
+                    // saturation bound is about, +-127 the whole i8 range.
+                    let top = path.max_weight_code();
+                    let q: Vec<i8> = (0..rows * k)
+                        .map(|_| {
+                            if extreme {
+                                if rng.random_bool(0.5) {
+                                    top as i8
+                                } else {
+                                    -top as i8
+                                }
+                            } else {
+                                rng.random_range(-top..=top) as i8
+                            }
+                        })
+                        .collect();
+                    let w = Packed::new(&q, rows, k);
                     let mut seen = vec![false; m * rows];
                     product(path, &a, m, &w, |i, r, s| {
                         let want = dot_reference(&acts[i], &q[r * k..(r + 1) * k]);

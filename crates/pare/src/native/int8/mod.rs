@@ -1,14 +1,14 @@
-//! Integer Linear and Conv2d layers: 8-bit activations (u8 codes) times 7-bit weights (i8
+//! Integer Linear and Conv2d layers: 8-bit activations (u8 codes) times 8-bit weights (i8
 //! codes), summed exactly in i32 ([`gemm`]), then one multiply per output back to f32.
 //!
 //! A compiled plan runs a layer this way when its input is the output of an 8-bit (or
 //! narrower) [`crate::ir::Op::FakeQuant`] node and every weight row lies on a symmetric grid
-//! `scale_r * q` with `|q| <= 64` (what `pare quantize --bits 7` bakes, per channel or per
-//! tensor). The layer then computes what the f32 engine computes on the fake-quantized values,
-//! `y_r = s_x * s_r * sum_k (u_k - z) q_rk + b_r` with `u` the activation codes and `z` their
-//! zero point, but the sum runs on integers: `sum_k u_k q_rk - z * sum_k q_rk`, the second term
-//! computed once per row when the layer is compiled. Weights on an 8-bit grid (`|q|` up to 127)
-//! stay on the f32 kernels: see [`gemm`] on why the AVX2 product needs 7-bit weights.
+//! `scale_r * q` with `|q|` within what the CPU's product sums exactly: 127 with AVX-512 VNNI
+//! (`pare quantize --bits 8` bakes that, per channel or per tensor), 64 with AVX2 alone (`--bits
+//! 7`; see [`gemm`] on `vpmaddubsw`'s saturation). The layer then computes what the f32 engine
+//! computes on the fake-quantized values, `y_r = s_x * s_r * sum_k (u_k - z) q_rk + b_r` with
+//! `u` the activation codes and `z` their zero point, but the sum runs on integers: `sum_k u_k
+//! q_rk - z * sum_k q_rk`, the second term computed once per row when the layer is compiled.
 
 mod conv;
 mod gemm;
@@ -45,8 +45,8 @@ impl ActCodes {
     /// most of the time of a layer with few outputs.
     fn codes(&self, src: &[f32], dst: &mut [u8]) {
         #[cfg(target_arch = "x86_64")]
-        if Int8Path::best() == Int8Path::Avx2 {
-            // SAFETY: the CPU has AVX2 (`best`).
+        if matches!(Int8Path::best(), Int8Path::Avx2 | Int8Path::Vnni) {
+            // SAFETY: the CPU has AVX2 (`best`; every CPU with AVX-512 VL has it).
             return unsafe { self.codes_avx2(src, dst) };
         }
         self.codes_portable(src, dst)
@@ -107,13 +107,16 @@ pub struct Int8Matrix {
     scale: Vec<f32>,
     /// `sum_k q_rk` per row: the zero-point correction.
     sums: Vec<i32>,
+    /// The largest `|q|`: which paths may run the matrix.
+    top: i32,
 }
 
 impl Int8Matrix {
     /// The integer form of a row-major `[rows, width]` f32 weight, or `None` unless every row
-    /// is `scale_r * q` with integer `|q| <= MAX_WEIGHT_CODE`. The grid is found from the
+    /// is `scale_r * q` with integer `|q|` within [`Int8Path::max_weight_code`] of the CPU's
+    /// path. The grid is found from the
     /// largest magnitude of the row or of the tensor (per-channel or per-tensor quantization)
-    /// divided by the top code of a symmetric 2- to 7-bit quantizer.
+    /// divided by the top code of a symmetric 2- to 8-bit quantizer.
     pub fn from_dense(w: &[f32], rows: usize, width: usize) -> Option<Int8Matrix> {
         let (codes, scale) = grid(w, rows, width)?;
         Some(Int8Matrix::from_codes(&codes, scale, rows, width))
@@ -130,6 +133,7 @@ impl Int8Matrix {
             packed: Packed::new(q, rows, width),
             scale,
             sums,
+            top: q.iter().map(|&v| (v as i32).abs()).max().unwrap_or(0),
         }
     }
 
@@ -183,6 +187,11 @@ impl Int8Matrix {
         relu: Fused,
     ) -> Vec<f32> {
         debug_assert_eq!(x.len(), n * self.width);
+        assert!(
+            self.top <= path.max_weight_code(),
+            "int8: codes up to {} on the {path:?} path",
+            self.top
+        );
         let (width, kp, rows) = (self.width, self.packed.kp, self.rows());
         let mut a = vec![0u8; n * kp];
         let mut y = super::buffers::scratch(n * rows);
@@ -229,7 +238,7 @@ impl Int8Matrix {
     }
 }
 
-/// The codes (row-major) and row scales of a `[rows, width]` weight on a 7-bit grid: see
+/// The codes (row-major) and row scales of a `[rows, width]` weight on an integer grid: see
 /// [`Int8Matrix::from_dense`].
 fn grid(w: &[f32], rows: usize, width: usize) -> Option<(Vec<i8>, Vec<f32>)> {
     if rows == 0 || width == 0 || w.len() != rows * width || w.iter().any(|v| !v.is_finite()) {
@@ -237,14 +246,16 @@ fn grid(w: &[f32], rows: usize, width: usize) -> Option<(Vec<i8>, Vec<f32>)> {
     }
     let top = |s: &[f32]| s.iter().fold(0.0f32, |m, v| m.max(v.abs()));
     let whole = top(w);
+    let limit = Int8Path::best().max_weight_code();
     let mut codes = Vec::with_capacity(w.len());
     let mut scale = Vec::with_capacity(rows);
     for row in w.chunks(width) {
         let own = top(row);
-        let found = [63, 31, 15, 7, 3, 1, 64]
+        let found = [127, 63, 31, 15, 7, 3, 1, 64]
             .iter()
+            .filter(|&&d| d <= limit)
             .flat_map(|&d| [own / d as f32, whole / d as f32])
-            .find_map(|s| on_grid(row, s).map(|q| (s, q)));
+            .find_map(|s| on_grid(row, s, limit).map(|q| (s, q)));
         let (s, q) = match found {
             Some(f) => f,
             None if own == 0.0 => (1.0, vec![0; width]),
@@ -257,8 +268,8 @@ fn grid(w: &[f32], rows: usize, width: usize) -> Option<(Vec<i8>, Vec<f32>)> {
 }
 
 /// The codes of `row` on the grid of step `s`, if every value is within 1e-3 of a multiple
-/// of `s` no larger than `MAX_WEIGHT_CODE` times it.
-fn on_grid(row: &[f32], s: f32) -> Option<Vec<i8>> {
+/// of `s` no larger than `limit` times it.
+fn on_grid(row: &[f32], s: f32, limit: i32) -> Option<Vec<i8>> {
     if !(s > 0.0 && s.is_finite()) {
         return None;
     }
@@ -266,7 +277,7 @@ fn on_grid(row: &[f32], s: f32) -> Option<Vec<i8>> {
         .map(|&v| {
             let t = v / s;
             let q = t.round();
-            ((t - q).abs() <= 1e-3 && q.abs() <= MAX_WEIGHT_CODE as f32).then_some(q as i8)
+            ((t - q).abs() <= 1e-3 && q.abs() <= limit as f32).then_some(q as i8)
         })
         .collect()
 }
