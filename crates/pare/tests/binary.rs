@@ -255,7 +255,8 @@ fn every_popcount_path_equals_the_definition() {
     let paths = PopcountPath::available();
     assert!(paths.contains(&PopcountPath::Portable));
     let mut rng = ChaCha8Rng::seed_from_u64(11);
-    // Widths around the word (64) and the AVX2 block (256 bits), rows odd and even, batch 1
+    // Widths around the word (64), the AVX2 block (256 bits) and the AVX-512 step (512 bits,
+    // with masked tails), rows around the 8-row tile, odd and even, batch 1
     // (rows split between threads) and larger batches.
     for &(rows, width, n) in &[
         (1, 1, 1),
