@@ -100,9 +100,12 @@ pub struct QParams {
 impl QParams {
     pub fn quantize(&self, x: f32) -> i32 {
         let q = (x / self.scale).round_ties_even();
-        // Saturate in f32 before the integer conversion (NaN becomes the zero point).
+        // NaN becomes the zero point; the conversion saturates (an infinity or a huge value
+        // becomes i64::MAX or MIN), and so must the addition, or +inf would wrap to qmin.
         let q = if q.is_nan() { 0.0 } else { q };
-        ((q as i64) + self.zero_point as i64).clamp(self.qmin as i64, self.qmax as i64) as i32
+        (q as i64)
+            .saturating_add(self.zero_point as i64)
+            .clamp(self.qmin as i64, self.qmax as i64) as i32
     }
 
     pub fn dequantize(&self, q: i32) -> f32 {
@@ -249,6 +252,16 @@ mod tests {
         let p = s.params(-1.0, 1.0);
         assert_eq!(p.quantize(5.0), 127);
         assert_eq!(p.quantize(f32::NAN), 0);
+        // Infinities and values past i64 saturate to the ends, with or without a zero point.
+        assert_eq!((p.quantize(f32::INFINITY), p.quantize(-1e30)), (127, -127));
+        let z = Scheme {
+            bits: 8,
+            symmetric: false,
+        }
+        .params(-2.0, 3.0);
+        assert!(z.zero_point > 0);
+        assert_eq!((z.quantize(f32::INFINITY), z.quantize(1e30)), (255, 255));
+        assert_eq!((z.quantize(f32::NEG_INFINITY), z.quantize(-1e30)), (0, 0));
         let a = Scheme {
             bits: 4,
             symmetric: false,

@@ -281,3 +281,30 @@ fn on_grid(row: &[f32], s: f32, limit: i32) -> Option<Vec<i8>> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::Scheme;
+
+    /// The vector path rounds as the fake quantizer does: ties to even, saturation at both
+    /// ends, infinities, signed zeros and NaN (the zero point), at lengths off the 8-lane step.
+    #[test]
+    fn codes_equal_the_quantizer_on_every_path() {
+        for symmetric in [false, true] {
+            let p = Scheme { bits: 8, symmetric }.params(-2.0, 3.0);
+            let act = ActCodes::new(p).unwrap();
+            let mut x: Vec<f32> = vec![0.0, -0.0, f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 1e30, -1e30];
+            x.extend((-700..700).map(|k| k as f32 * p.scale * 0.5));
+            x.extend((0..37).map(|k| (k as f32 * 0.37).sin() * 4.0));
+            let want: Vec<u8> = x.iter().map(|&v| (p.quantize(v) - p.qmin) as u8).collect();
+            for len in [x.len(), 7, 9, 17] {
+                let mut got = vec![0u8; len];
+                act.codes(&x[..len], &mut got);
+                assert_eq!(got, want[..len], "symmetric {symmetric}, best path, {len} values");
+                act.codes_portable(&x[..len], &mut got);
+                assert_eq!(got, want[..len], "symmetric {symmetric}, portable, {len} values");
+            }
+        }
+    }
+}
