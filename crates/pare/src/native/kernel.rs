@@ -11,7 +11,7 @@ use super::act::Act;
 use super::binary::BinaryConv;
 use super::int8::Int8Conv;
 use super::weights::{int8_input, runs_binary, ConvWeight, LinearWeight};
-use super::{buffers, conv, pool, tensor, Fused};
+use super::{buffers, conv, matmul, pool, tensor, Fused};
 use crate::error::{Error, Result};
 use crate::ir::op::param_name;
 use crate::ir::{Model, Op, QParams};
@@ -316,7 +316,7 @@ impl Kernel {
                 relu,
             } => linear(x, *in_features, *out_features, |d, rows| match weight {
                 LinearWeight::Dense(w) => {
-                    conv::linear(d, rows, *in_features, w, *out_features, bias.as_deref(), *relu)
+                    matmul::linear(d, rows, *in_features, w, *out_features, bias.as_deref(), *relu)
                 }
                 LinearWeight::Sparse(w) => w.linear(d, rows, bias.as_deref(), *relu),
                 LinearWeight::Binary(w) => w.linear(d, rows, bias.as_deref(), *relu),

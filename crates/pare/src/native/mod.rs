@@ -27,6 +27,7 @@ mod conv;
 mod exits;
 mod int8;
 mod kernel;
+mod matmul;
 mod nd;
 mod plan;
 mod pool;

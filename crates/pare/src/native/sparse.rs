@@ -275,7 +275,7 @@ mod tests {
                         })
                         .collect();
                     for relu in [Fused::None, Fused::Relu] {
-                        let dense = super::super::conv::linear(&x, n, width, &w, rows, Some(&b), relu);
+                        let dense = super::super::matmul::linear(&x, n, width, &w, rows, Some(&b), relu);
                         let sparse = csr.linear(&x, n, Some(&b), relu);
                         assert_eq!(sparse.len(), dense.len());
                         for ((s, d), &(want, scale)) in sparse.iter().zip(&dense).zip(&exact) {

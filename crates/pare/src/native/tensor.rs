@@ -5,7 +5,7 @@
 //! inner` (the products of the axes before and after it), so one loop shape serves every rank.
 
 use super::buffers;
-use super::conv::product;
+use super::matmul::product;
 
 /// `(outer, size, inner)` of `axis` in `shape`.
 fn split(shape: &[usize], axis: usize) -> (usize, usize, usize) {
@@ -225,7 +225,7 @@ pub(super) fn attention(
 ) -> Vec<f32> {
     let rows = n * t;
     let inner = heads * hd;
-    let qkv = super::conv::linear(x, rows, dim, w_in, 3 * inner, Some(b_in), super::Fused::None);
+    let qkv = super::matmul::linear(x, rows, dim, w_in, 3 * inner, Some(b_in), super::Fused::None);
     let scale = 1.0 / (hd as f32).sqrt();
     let mut ctx = buffers::scratch(rows * inner);
     let mut scores = vec![0f32; t * t];
@@ -254,7 +254,7 @@ pub(super) fn attention(
             }
         }
     }
-    let y = super::conv::linear(&ctx, rows, inner, w_out, dim, Some(b_out), super::Fused::None);
+    let y = super::matmul::linear(&ctx, rows, inner, w_out, dim, Some(b_out), super::Fused::None);
     buffers::recycle(qkv);
     buffers::recycle(ctx);
     y

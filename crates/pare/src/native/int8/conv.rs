@@ -12,7 +12,7 @@ use rayon::prelude::*;
 use super::gemm::{pack_group, padded, product_by_position, Int8Path, GROUP};
 use super::{grid, ActCodes, Int8Matrix};
 use crate::ir::Op;
-use crate::native::conv::SharedOut;
+use crate::native::matmul::SharedOut;
 use crate::native::Fused;
 
 /// `dst = src` for the short runs of im2col: a loop the compiler unrolls instead of a call to
