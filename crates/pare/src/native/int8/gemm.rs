@@ -141,7 +141,7 @@ pub(super) fn product(
         for g in (0..groups).step_by(2) {
             let ng = 2.min(groups - g);
             let w1 = if ng == 2 { w.group(g + 1) } else { w.group(g) };
-            tile(path, rows, mr, kp, w.group(g), w1, ng, &mut sums);
+            tile::<true>(path, rows, mr, kp, bytes(w.group(g)), bytes(w1), ng, &mut sums);
             for (di, row) in sums.iter().enumerate().take(mr) {
                 for (dr, &s) in row.iter().enumerate().take(ng * GROUP) {
                     let r = g * GROUP + dr;
@@ -154,76 +154,72 @@ pub(super) fn product(
     }
 }
 
-/// Sums of `mr` rows against one (`ng` = 1) or two groups (`w0`, `w1`) into `sums[i][0..8 *
-/// ng]`.
+/// Sums of `mr` broadcast rows (`b`, `mr` rows of `kp` bytes) against one (`ng` = 1) or two
+/// packed groups (`v0`, `v1`: `kp / 4` chunks of 8 rows times 4 bytes) into `sums[i][h * 8 +
+/// j]` (row `i` of `b`, row `j` of group `h`). `B_UNSIGNED`: the broadcast rows are the u8
+/// operand (activations, the Linear orientation) and the groups the i8 one; otherwise the
+/// other way round (filters broadcast over packed positions, the Conv2d orientation).
 #[allow(clippy::too_many_arguments)]
-fn tile(
+fn tile<const B_UNSIGNED: bool>(
     path: Int8Path,
-    a: &[u8],
+    b: &[u8],
     mr: usize,
     kp: usize,
-    w0: &[i8],
-    w1: &[i8],
+    v0: &[u8],
+    v1: &[u8],
     ng: usize,
     sums: &mut [[i32; 2 * GROUP]; MR],
 ) {
-    debug_assert!(a.len() == mr * kp && w0.len() == GROUP * kp && w1.len() == GROUP * kp);
+    assert!(b.len() == mr * kp && v0.len() == GROUP * kp && v1.len() == GROUP * kp);
+    // One arm per (rows, groups) pair, so that the SIMD kernels keep their sums in registers.
+    macro_rules! dispatch {
+        ($kernel:ident) => {
+            match (mr, ng) {
+                (4, 2) => $kernel::<4, 2, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (4, _) => $kernel::<4, 1, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (3, 2) => $kernel::<3, 2, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (3, _) => $kernel::<3, 1, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (2, 2) => $kernel::<2, 2, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (2, _) => $kernel::<2, 1, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (_, 2) => $kernel::<1, 2, B_UNSIGNED>(b, kp, v0, v1, sums),
+                _ => $kernel::<1, 1, B_UNSIGNED>(b, kp, v0, v1, sums),
+            }
+        };
+    }
     match path {
+        // SAFETY: `best` and `available` offer these paths only where the CPU has their
+        // features; the lengths the kernels read were checked above.
         #[cfg(target_arch = "x86_64")]
-        Int8Path::Vnni => {
-            // SAFETY: `Vnni` is only produced where the CPU has AVX-512 VNNI and VL (`best`,
-            // `available`); the lengths the tile reads were checked above.
-            unsafe {
-                match (mr, ng) {
-                    (4, 2) => tile_vnni::<4, 2>(a, kp, w0, w1, sums),
-                    (4, _) => tile_vnni::<4, 1>(a, kp, w0, w1, sums),
-                    (3, 2) => tile_vnni::<3, 2>(a, kp, w0, w1, sums),
-                    (3, _) => tile_vnni::<3, 1>(a, kp, w0, w1, sums),
-                    (2, 2) => tile_vnni::<2, 2>(a, kp, w0, w1, sums),
-                    (2, _) => tile_vnni::<2, 1>(a, kp, w0, w1, sums),
-                    (_, 2) => tile_vnni::<1, 2>(a, kp, w0, w1, sums),
-                    _ => tile_vnni::<1, 1>(a, kp, w0, w1, sums),
-                }
-            }
-        }
+        Int8Path::Vnni => unsafe { dispatch!(tile_vnni) },
         #[cfg(target_arch = "x86_64")]
-        Int8Path::Avx2 => {
-            // SAFETY: `Avx2` is only produced where the CPU has AVX2 (`best`, `available`);
-            // the lengths the tile reads were checked above.
-            unsafe {
-                match (mr, ng) {
-                    (4, 2) => tile_avx2::<4, 2>(a, kp, w0, w1, sums),
-                    (4, _) => tile_avx2::<4, 1>(a, kp, w0, w1, sums),
-                    (3, 2) => tile_avx2::<3, 2>(a, kp, w0, w1, sums),
-                    (3, _) => tile_avx2::<3, 1>(a, kp, w0, w1, sums),
-                    (2, 2) => tile_avx2::<2, 2>(a, kp, w0, w1, sums),
-                    (2, _) => tile_avx2::<2, 1>(a, kp, w0, w1, sums),
-                    (_, 2) => tile_avx2::<1, 2>(a, kp, w0, w1, sums),
-                    _ => tile_avx2::<1, 1>(a, kp, w0, w1, sums),
-                }
-            }
-        }
-        _ => tile_portable(a, mr, kp, [w0, w1], ng, sums),
+        Int8Path::Avx2 => unsafe { dispatch!(tile_avx2) },
+        _ => tile_portable::<B_UNSIGNED>(b, mr, kp, [v0, v1], ng, sums),
     }
 }
 
-fn tile_portable(
-    a: &[u8],
+fn tile_portable<const B_UNSIGNED: bool>(
+    b: &[u8],
     mr: usize,
     kp: usize,
-    w: [&[i8]; 2],
+    v: [&[u8]; 2],
     ng: usize,
     sums: &mut [[i32; 2 * GROUP]; MR],
 ) {
-    for (i, row) in a.chunks(kp).enumerate().take(mr) {
-        for (h, wg) in w.iter().enumerate().take(ng) {
+    // The u8 operand as unsigned, the other as i8.
+    let product = |x: u8, y: u8| {
+        if B_UNSIGNED {
+            x as i32 * y as i8 as i32
+        } else {
+            x as i8 as i32 * y as i32
+        }
+    };
+    for (i, row) in b.chunks(kp).enumerate().take(mr) {
+        for (h, group) in v.iter().enumerate().take(ng) {
             for j in 0..GROUP {
                 let mut s = 0i32;
-                for (c4, chunk) in row.chunks(4).enumerate() {
-                    let wc = &wg[c4 * 32 + j * 4..c4 * 32 + j * 4 + 4];
-                    for t in 0..4 {
-                        s += chunk[t] as i32 * wc[t] as i32;
-                    }
+                for (c4, four) in row.chunks(4).enumerate() {
+                    let at = &group[c4 * 32 + j * 4..c4 * 32 + j * 4 + 4];
+                    s += (0..4).map(|t| product(four[t], at[t])).sum::<i32>();
                 }
                 sums[i][h * GROUP + j] = s;
             }
@@ -231,40 +227,72 @@ fn tile_portable(
     }
 }
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn tile_avx2<const R: usize, const G: usize>(
-    a: &[u8],
-    kp: usize,
-    w0: &[i8],
-    w1: &[i8],
-    sums: &mut [[i32; 2 * GROUP]; MR],
-) {
-    use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_si256(); G]; R];
-    let (pa, p0, p1) = (a.as_ptr(), w0.as_ptr(), w1.as_ptr());
-    for c4 in 0..kp / 4 {
-        // SAFETY (all reads): `a` holds R rows of `kp` bytes and each group `kp / 4` chunks of
-        // 32 bytes (checked by the caller), and c4 < kp / 4.
-        let b = [
-            _mm256_loadu_si256(p0.add(c4 * 32) as *const __m256i),
-            _mm256_loadu_si256(p1.add(c4 * 32) as *const __m256i),
-        ];
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            let four = (pa.add(i * kp + c4 * 4) as *const i32).read_unaligned();
-            let av = _mm256_set1_epi32(four);
-            for (h, acc_ih) in acc_i.iter_mut().enumerate() {
-                let pairs = _mm256_maddubs_epi16(av, b[h]);
-                *acc_ih = _mm256_add_epi32(*acc_ih, _mm256_madd_epi16(pairs, ones));
+/// The SIMD tile for one instruction set: `$step(acc, unsigned, signed)` adds the 4-byte dot
+/// products of each 32-bit lane to `acc`. Each chunk of 4 bytes of a broadcast row meets one
+/// 32-byte chunk of each group.
+macro_rules! simd_tile {
+    ($name:ident, $features:literal, $doc:literal, |$acc:ident, $u:ident, $s:ident| $step:expr) => {
+        #[doc = $doc]
+        ///
+        /// # Safety
+        /// The CPU has the features; `b` holds `R` rows of `kp` bytes and each group `kp / 4`
+        /// chunks of 32 bytes (checked by [`tile`]).
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const R: usize, const G: usize, const B_UNSIGNED: bool>(
+            b: &[u8],
+            kp: usize,
+            v0: &[u8],
+            v1: &[u8],
+            sums: &mut [[i32; 2 * GROUP]; MR],
+        ) {
+            use std::arch::x86_64::*;
+            let mut acc = [[_mm256_setzero_si256(); G]; R];
+            let (pb, p0, p1) = (b.as_ptr(), v0.as_ptr(), v1.as_ptr());
+            for c4 in 0..kp / 4 {
+                // SAFETY (all reads): c4 < kp / 4, within the lengths above.
+                let v = [
+                    _mm256_loadu_si256(p0.add(c4 * 32) as *const __m256i),
+                    _mm256_loadu_si256(p1.add(c4 * 32) as *const __m256i),
+                ];
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let four = (pb.add(i * kp + c4 * 4) as *const i32).read_unaligned();
+                    let bv = _mm256_set1_epi32(four);
+                    for (h, acc_ih) in acc_i.iter_mut().enumerate() {
+                        // The unsigned operand first, as the instructions want it.
+                        let ($u, $s) = if B_UNSIGNED { (bv, v[h]) } else { (v[h], bv) };
+                        let $acc = *acc_ih;
+                        *acc_ih = $step;
+                    }
+                }
+            }
+            for (i, acc_i) in acc.iter().enumerate() {
+                for (h, v) in acc_i.iter().enumerate() {
+                    _mm256_storeu_si256(sums[i][h * GROUP..].as_mut_ptr() as *mut __m256i, *v);
+                }
             }
         }
-    }
-    for (i, acc_i) in acc.iter().enumerate() {
-        for (h, v) in acc_i.iter().enumerate() {
-            _mm256_storeu_si256(sums[i][h * GROUP..].as_mut_ptr() as *mut __m256i, *v);
-        }
-    }
+    };
+}
+
+simd_tile!(
+    tile_avx2,
+    "avx2",
+    "`vpmaddubsw` (pairs of byte products to i16, saturating), `vpmaddwd` with ones (pairs of those to i32), an add.",
+    |acc, u, s| _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
+);
+
+simd_tile!(
+    tile_vnni,
+    "avx512f,avx512vl,avx512vnni",
+    "`vpdpbusd`: the four byte products of each lane summed into it, exactly, in one instruction.",
+    |acc, u, s| _mm256_dpbusd_epi32(acc, u, s)
+);
+
+/// The bytes of i8 codes, for the tiles (which read both operands as bytes).
+fn bytes(codes: &[i8]) -> &[u8] {
+    // SAFETY: i8 and u8 have the same size and alignment, and every bit pattern is valid.
+    unsafe { std::slice::from_raw_parts(codes.as_ptr() as *const u8, codes.len()) }
 }
 
 /// Activations packed for [`product_by_position`]: groups of [`GROUP`] positions, each group
@@ -316,183 +344,11 @@ pub(super) fn product_by_position(
         for g in (0..groups).step_by(2) {
             let ng = 2.min(groups - g);
             let a1 = if ng == 2 { group(g + 1) } else { group(g) };
-            tile_by_position(path, wr, mr, kp, group(g), a1, ng, &mut sums);
+            tile::<false>(path, bytes(wr), mr, kp, group(g), a1, ng, &mut sums);
             let valid = (ng * GROUP).min(len - g * GROUP);
             for (dr, row) in sums.iter().enumerate().take(mr) {
                 out(r0 + dr, g * GROUP, &row[..valid]);
             }
-        }
-    }
-}
-
-/// Sums of `mr` weight rows against one or two groups of packed positions.
-#[allow(clippy::too_many_arguments)]
-fn tile_by_position(
-    path: Int8Path,
-    w: &[i8],
-    mr: usize,
-    kp: usize,
-    a0: &[u8],
-    a1: &[u8],
-    ng: usize,
-    sums: &mut [[i32; 2 * GROUP]; MR],
-) {
-    debug_assert!(w.len() == mr * kp && a0.len() == GROUP * kp && a1.len() == GROUP * kp);
-    match path {
-        #[cfg(target_arch = "x86_64")]
-        Int8Path::Vnni => {
-            // SAFETY: `Vnni` is only produced where the CPU has AVX-512 VNNI and VL; lengths
-            // checked above.
-            unsafe {
-                match (mr, ng) {
-                    (4, 2) => by_position_vnni::<4, 2>(w, kp, a0, a1, sums),
-                    (4, _) => by_position_vnni::<4, 1>(w, kp, a0, a1, sums),
-                    (3, 2) => by_position_vnni::<3, 2>(w, kp, a0, a1, sums),
-                    (3, _) => by_position_vnni::<3, 1>(w, kp, a0, a1, sums),
-                    (2, 2) => by_position_vnni::<2, 2>(w, kp, a0, a1, sums),
-                    (2, _) => by_position_vnni::<2, 1>(w, kp, a0, a1, sums),
-                    (_, 2) => by_position_vnni::<1, 2>(w, kp, a0, a1, sums),
-                    _ => by_position_vnni::<1, 1>(w, kp, a0, a1, sums),
-                }
-            }
-        }
-        #[cfg(target_arch = "x86_64")]
-        Int8Path::Avx2 => {
-            // SAFETY: `Avx2` is only produced where the CPU has AVX2; lengths checked above.
-            unsafe {
-                match (mr, ng) {
-                    (4, 2) => by_position_avx2::<4, 2>(w, kp, a0, a1, sums),
-                    (4, _) => by_position_avx2::<4, 1>(w, kp, a0, a1, sums),
-                    (3, 2) => by_position_avx2::<3, 2>(w, kp, a0, a1, sums),
-                    (3, _) => by_position_avx2::<3, 1>(w, kp, a0, a1, sums),
-                    (2, 2) => by_position_avx2::<2, 2>(w, kp, a0, a1, sums),
-                    (2, _) => by_position_avx2::<2, 1>(w, kp, a0, a1, sums),
-                    (_, 2) => by_position_avx2::<1, 2>(w, kp, a0, a1, sums),
-                    _ => by_position_avx2::<1, 1>(w, kp, a0, a1, sums),
-                }
-            }
-        }
-        _ => {
-            for (i, wr) in w.chunks(kp).enumerate().take(mr) {
-                for (h, ag) in [a0, a1].iter().enumerate().take(ng) {
-                    for j in 0..GROUP {
-                        let mut s = 0i32;
-                        for (c4, four) in wr.chunks(4).enumerate() {
-                            let at = &ag[c4 * 32 + j * 4..c4 * 32 + j * 4 + 4];
-                            for t in 0..4 {
-                                s += at[t] as i32 * four[t] as i32;
-                            }
-                        }
-                        sums[i][h * GROUP + j] = s;
-                    }
-                }
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn by_position_avx2<const R: usize, const G: usize>(
-    w: &[i8],
-    kp: usize,
-    a0: &[u8],
-    a1: &[u8],
-    sums: &mut [[i32; 2 * GROUP]; MR],
-) {
-    use std::arch::x86_64::*;
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [[_mm256_setzero_si256(); G]; R];
-    let (pw, p0, p1) = (w.as_ptr(), a0.as_ptr(), a1.as_ptr());
-    for c4 in 0..kp / 4 {
-        // SAFETY (all reads): `w` holds R rows of `kp` codes and each group `kp / 4` chunks
-        // of 32 bytes (checked by the caller), and c4 < kp / 4.
-        let a = [
-            _mm256_loadu_si256(p0.add(c4 * 32) as *const __m256i),
-            _mm256_loadu_si256(p1.add(c4 * 32) as *const __m256i),
-        ];
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            let four = (pw.add(i * kp + c4 * 4) as *const i32).read_unaligned();
-            let wv = _mm256_set1_epi32(four);
-            for (h, acc_ih) in acc_i.iter_mut().enumerate() {
-                // Unsigned activations first: vpmaddubsw's operand order.
-                let pairs = _mm256_maddubs_epi16(a[h], wv);
-                *acc_ih = _mm256_add_epi32(*acc_ih, _mm256_madd_epi16(pairs, ones));
-            }
-        }
-    }
-    for (i, acc_i) in acc.iter().enumerate() {
-        for (h, v) in acc_i.iter().enumerate() {
-            _mm256_storeu_si256(sums[i][h * GROUP..].as_mut_ptr() as *mut __m256i, *v);
-        }
-    }
-}
-
-/// [`tile_avx2`] with `vpdpbusd`: one exact instruction per 32 multiply-adds.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
-unsafe fn tile_vnni<const R: usize, const G: usize>(
-    a: &[u8],
-    kp: usize,
-    w0: &[i8],
-    w1: &[i8],
-    sums: &mut [[i32; 2 * GROUP]; MR],
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_si256(); G]; R];
-    let (pa, p0, p1) = (a.as_ptr(), w0.as_ptr(), w1.as_ptr());
-    for c4 in 0..kp / 4 {
-        // SAFETY (all reads): as in `tile_avx2`.
-        let b = [
-            _mm256_loadu_si256(p0.add(c4 * 32) as *const __m256i),
-            _mm256_loadu_si256(p1.add(c4 * 32) as *const __m256i),
-        ];
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            let four = (pa.add(i * kp + c4 * 4) as *const i32).read_unaligned();
-            let av = _mm256_set1_epi32(four);
-            for (h, acc_ih) in acc_i.iter_mut().enumerate() {
-                *acc_ih = _mm256_dpbusd_epi32(*acc_ih, av, b[h]);
-            }
-        }
-    }
-    for (i, acc_i) in acc.iter().enumerate() {
-        for (h, v) in acc_i.iter().enumerate() {
-            _mm256_storeu_si256(sums[i][h * GROUP..].as_mut_ptr() as *mut __m256i, *v);
-        }
-    }
-}
-
-/// [`by_position_avx2`] with `vpdpbusd`.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512vl,avx512vnni")]
-unsafe fn by_position_vnni<const R: usize, const G: usize>(
-    w: &[i8],
-    kp: usize,
-    a0: &[u8],
-    a1: &[u8],
-    sums: &mut [[i32; 2 * GROUP]; MR],
-) {
-    use std::arch::x86_64::*;
-    let mut acc = [[_mm256_setzero_si256(); G]; R];
-    let (pw, p0, p1) = (w.as_ptr(), a0.as_ptr(), a1.as_ptr());
-    for c4 in 0..kp / 4 {
-        // SAFETY (all reads): as in `by_position_avx2`.
-        let a = [
-            _mm256_loadu_si256(p0.add(c4 * 32) as *const __m256i),
-            _mm256_loadu_si256(p1.add(c4 * 32) as *const __m256i),
-        ];
-        for (i, acc_i) in acc.iter_mut().enumerate() {
-            let four = (pw.add(i * kp + c4 * 4) as *const i32).read_unaligned();
-            let wv = _mm256_set1_epi32(four);
-            for (h, acc_ih) in acc_i.iter_mut().enumerate() {
-                // Unsigned activations first: vpdpbusd's operand order.
-                *acc_ih = _mm256_dpbusd_epi32(*acc_ih, a[h], wv);
-            }
-        }
-    }
-    for (i, acc_i) in acc.iter().enumerate() {
-        for (h, v) in acc_i.iter().enumerate() {
-            _mm256_storeu_si256(sums[i][h * GROUP..].as_mut_ptr() as *mut __m256i, *v);
         }
     }
 }
