@@ -196,10 +196,9 @@ impl Kernel {
                 let int8 = || Int8Conv::new(&node.op, &weight, int8_input(model, i)?);
                 Kernel::Conv2d {
                     op: node.op.clone(),
-                    weight: match (binary, int8()) {
-                        (Some(b), _) => ConvWeight::Binary(b),
-                        (None, Some(q)) => ConvWeight::Int8(q),
-                        (None, None) => ConvWeight::Dense(weight),
+                    weight: match binary {
+                        Some(b) => ConvWeight::Binary(b),
+                        None => int8().map_or(ConvWeight::Dense(weight), ConvWeight::Int8),
                     },
                     bias: maybe("bias"),
                     relu,

@@ -115,7 +115,7 @@ pub(super) fn runs_int8(model: &Model, i: usize) -> bool {
         && model
             .params
             .get(&param_name(model.graph.param_owner(i), "weight"))
-            .is_some_and(|w| Int8Matrix::from_dense(w.data(), rows, width).is_some())
+            .is_some_and(|w| Int8Matrix::is_on_grid(w.data(), rows, width))
 }
 
 /// A Conv2d's filters `[cout, cin / groups, kh, kw]` as its kernel wants them.

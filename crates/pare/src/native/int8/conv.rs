@@ -16,7 +16,7 @@ use crate::native::matmul::SharedOut;
 use crate::native::Fused;
 
 /// `dst = src` for the short runs of im2col: a loop the compiler unrolls instead of a call to
-/// `memcpy` per tap (one call per channel run was most of a 1-channel convolution's time).
+/// `memcpy` for a run of a few bytes (a 1-channel convolution copies three bytes at a time).
 fn copy_small(dst: &mut [u8], src: &[u8]) {
     if dst.len() <= 32 {
         dst.iter_mut().zip(src).for_each(|(d, s)| *d = *s);

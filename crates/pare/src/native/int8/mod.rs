@@ -122,6 +122,11 @@ impl Int8Matrix {
         Some(Int8Matrix::from_codes(&codes, scale, rows, width))
     }
 
+    /// Whether [`Int8Matrix::from_dense`] would accept `w` (without packing it).
+    pub(in crate::native) fn is_on_grid(w: &[f32], rows: usize, width: usize) -> bool {
+        grid(w, rows, width).is_some()
+    }
+
     /// The matrix of codes `q` `[rows, width]` (each within `MAX_WEIGHT_CODE`) and row scales.
     pub fn from_codes(q: &[i8], scale: Vec<f32>, rows: usize, width: usize) -> Int8Matrix {
         let sums = q
