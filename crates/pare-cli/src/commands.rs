@@ -271,13 +271,8 @@ fn eval_native(
     as_json: bool,
 ) -> Result<()> {
     let plan = pare::native::compile(model)?;
-    let (mut right, mut seen) = (0usize, 0usize);
-    for b in pare::data::sequential(test, batch_size, model.graph.input.normalize) {
-        let y = plan.run(&b.x)?;
-        right += pare::train::loss_and_correct(&y, &b.labels).1;
-        seen += b.labels.len();
-    }
-    let accuracy = right as f64 / seen.max(1) as f64;
+    let accuracy = pare::native::plan_accuracy(&plan, model, test, batch_size)?;
+    let seen = test.len();
     let mut kernels = std::collections::BTreeMap::<String, usize>::new();
     for (i, k) in plan.kernels() {
         if matches!(

@@ -60,9 +60,18 @@ pub fn infer(model: &Model, x: &Tensor) -> Result<Tensor> {
 /// Accuracy of `model` on `set` on this engine (eval mode, batches of 500): the fast figure
 /// for searches that evaluate many candidate models (rank budgets, sensitivity).
 pub fn accuracy(model: &Model, set: &dyn crate::data::Dataset) -> Result<f64> {
-    let plan = compile(model)?;
+    plan_accuracy(&compile(model)?, model, set, 500)
+}
+
+/// Accuracy of `model` compiled into `plan` on `set`, in batches of `batch_size`.
+pub fn plan_accuracy(
+    plan: &Plan,
+    model: &Model,
+    set: &dyn crate::data::Dataset,
+    batch_size: usize,
+) -> Result<f64> {
     let (mut right, mut seen) = (0usize, 0usize);
-    for b in crate::data::sequential(set, 500, model.graph.input.normalize) {
+    for b in crate::data::sequential(set, batch_size, model.graph.input.normalize) {
         let y = plan.run(&b.x)?;
         right += crate::train::loss_and_correct(&y, &b.labels).1;
         seen += b.labels.len();

@@ -221,21 +221,18 @@ fn fusions(model: &Model) -> Vec<Role> {
             _ => Role::Run,
         })
         .collect();
-    // A sign read only by binary layers is their packing (a bit per value >= 0): it aliases
-    // its input instead of writing a tensor of +-1.
+    // A sign read only by binary layers is their packing (a bit per value >= 0), a fake
+    // quantizer read only by integer layers is their quantization as they read: either
+    // aliases its input instead of writing a tensor of +-1 or of rounded values.
     for (i, node) in g.nodes.iter().enumerate() {
-        if node.op == Op::Sign && !g.is_output(&node.name) {
-            let readers = g.consumers(&node.name);
-            if !readers.is_empty() && readers.iter().all(|&c| super::weights::runs_binary(model, c)) {
-                roles[i] = Role::Alias;
-            }
-        }
-        // Likewise a fake quantizer read only by integer layers: they quantize as they read.
-        if matches!(node.op, Op::FakeQuant { .. }) && !g.is_output(&node.name) {
-            let readers = g.consumers(&node.name);
-            if !readers.is_empty() && readers.iter().all(|&c| super::weights::runs_int8(model, c)) {
-                roles[i] = Role::Alias;
-            }
+        let packs: fn(&Model, usize) -> bool = match node.op {
+            Op::Sign => super::weights::runs_binary,
+            Op::FakeQuant { .. } => super::weights::runs_int8,
+            _ => continue,
+        };
+        let readers = g.consumers(&node.name);
+        if !g.is_output(&node.name) && !readers.is_empty() && readers.iter().all(|&c| packs(model, c)) {
+            roles[i] = Role::Alias;
         }
     }
     for (i, node) in g.nodes.iter().enumerate() {
