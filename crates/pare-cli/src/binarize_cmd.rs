@@ -32,6 +32,14 @@ pub struct BinarizeArgs {
     /// Adam's learning rate.
     #[arg(long, default_value_t = 0.001)]
     pub lr: f32,
+    /// BinaryConnect's stochastic binarization: each weight +1 with probability
+    /// clip((w + 1) / 2, 0, 1), drawn every step (the deployed network takes the sign).
+    #[arg(long)]
+    pub stochastic: bool,
+    /// BinaryConnect's per-layer learning-rate scaling: each binary layer's rate multiplied by
+    /// 1 / sqrt(1.5 / (fan_in + fan_out)) (Glorot's bound).
+    #[arg(long)]
+    pub glorot_lr: bool,
     /// Cosine decay of the learning rate instead of a constant rate.
     #[arg(long)]
     pub cosine: bool,
@@ -67,7 +75,10 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         ),
         _ => bail!("give a model directory or --model NAME"),
     };
-    let bin = binarize(&base, method)?;
+    let mut bin = binarize(&base, method)?;
+    if a.stochastic {
+        bin = bin.with_stochastic_weights();
+    }
     println!(
         "{} on {source}: binary weights in {}; binary inputs to {}",
         method.name(),
@@ -83,17 +94,35 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         ..Default::default()
     };
     cfg.validate()?;
+    // The per-layer scaling belongs to the binary network's training; the float network
+    // trains at the base rate.
+    let bin_cfg = FitConfig {
+        lr_scales: if a.glorot_lr {
+            bin.glorot_lr_scales()
+        } else {
+            Default::default()
+        },
+        ..cfg.clone()
+    };
     println!("== {} ({} epochs)", method.name(), a.epochs);
     let mut model = bin.model.clone();
-    train(
+    let binary_epoch_s = train(
         &mut model,
         &splits,
-        &cfg,
+        &bin_cfg,
         &mut ReparamHook::new(bin.reparams.clone()),
         "nothing was written",
     )?;
     let binary = bake(&model, &bin.reparams);
     let binary_acc = accuracy(&binary, &splits.test)?;
+    // Stochastic BinaryConnect's test-time protocol in the paper: the real weights.
+    let real_acc = if a.stochastic {
+        let acc = accuracy(&model, &splits.test)?;
+        println!("test accuracy with the real weights (the paper's test-time protocol for stochastic binarization): {acc:.4}");
+        Some(acc)
+    } else {
+        None
+    };
     // Saved before the float run, so that an interruption there keeps the binary network.
     io::save(&binary, &a.out)?;
     // The deployable file: one sign bit per binary weight and a magnitude per row.
@@ -110,9 +139,9 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         println!("== the same network in float ({} epochs)", a.epochs);
         let mut f = bin.float.clone();
         let kept = format!("the binary network is in {} (no report)", a.out.display());
-        train(&mut f, &splits, &cfg, &mut pare::train::NoHooks, &kept)?;
+        let epoch_s = train(&mut f, &splits, &cfg, &mut pare::train::NoHooks, &kept)?;
         let acc = accuracy(&f, &splits.test)?;
-        Some((f, acc))
+        Some((f, acc, epoch_s))
     };
     let binary_weights: usize = bin
         .binary_layers
@@ -120,14 +149,14 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         .map(|l| binary.params[&format!("{l}.weight")].len())
         .sum();
     let mut models: Vec<&Model> = vec![&binary];
-    if let Some((f, _)) = &float {
+    if let Some((f, ..)) = &float {
         models.insert(0, f);
     }
     let b1 = latencies_ms(&models, 1, 50, Engine::Native)?;
     let b64 = latencies_ms(&models, 64, 20, Engine::Native)?;
     let k = models.len() - 1;
     println!("\n{:<28} {:>12} {:>12}", "", "float", method.name());
-    let fl = |f: &dyn Fn(&(Model, f32), usize) -> String| float.as_ref().map_or("-".into(), |x| f(x, 0));
+    let fl = |f: &dyn Fn(&(Model, f32, f64), usize) -> String| float.as_ref().map_or("-".into(), |x| f(x, 0));
     let rows: Vec<(&str, String, String)> = vec![
         (
             "test accuracy",
@@ -155,11 +184,16 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
             fl(&|_, i| format!("{:.2}", b64[i])),
             format!("{:.2}", b64[k]),
         ),
+        (
+            "training (s per epoch)",
+            fl(&|x, _| format!("{:.1}", x.2)),
+            format!("{binary_epoch_s:.1}"),
+        ),
     ];
     for (name, f, b) in &rows {
         println!("{name:<28} {f:>12} {b:>12}");
     }
-    if let Some((_, acc)) = &float {
+    if let Some((_, acc, _)) = &float {
         println!(
             "{}: {binary_acc:.4} against {acc:.4} in float ({:+.2} pt)",
             method.name(),
@@ -173,15 +207,18 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         "lr": a.lr,
         "cosine": a.cosine,
         "seed": a.seed,
+        "stochastic": a.stochastic,
+        "glorot_lr": a.glorot_lr,
         "binary_layers": bin.binary_layers,
         "binary_inputs": bin.binary_inputs,
         "binary_weights": binary_weights,
         "weights_f32_bytes": f32_bytes,
         "model_pare_bytes": pare_bytes,
-        "binary": {"accuracy": binary_acc, "params": binary.num_params(),
-            "latency_ms_b1": b1[k], "latency_ms_b64": b64[k]},
-        "float": float.as_ref().map(|(f, acc)| json!({"accuracy": acc, "params": f.num_params(),
-            "latency_ms_b1": b1[0], "latency_ms_b64": b64[0]})),
+        "binary": {"accuracy": binary_acc, "accuracy_real_weights": real_acc,
+            "params": binary.num_params(), "latency_ms_b1": b1[k], "latency_ms_b64": b64[k],
+            "train_seconds_per_epoch": binary_epoch_s},
+        "float": float.as_ref().map(|(f, acc, epoch_s)| json!({"accuracy": acc, "params": f.num_params(),
+            "latency_ms_b1": b1[0], "latency_ms_b64": b64[0], "train_seconds_per_epoch": epoch_s})),
     });
     crate::finetune::write_report(&a.out, "binarize.json", &report)?;
     println!(
@@ -204,15 +241,15 @@ fn list(names: &[String]) -> String {
     }
 }
 
-/// Trains `model` with `hook` beside a progress bar; an interruption exits, saying what was
-/// `written` by then.
+/// Trains `model` with `hook` beside a progress bar and returns the mean seconds of an epoch's
+/// training steps; an interruption exits, saying what was `written` by then.
 fn train(
     model: &mut Model,
     splits: &fashion::Splits,
     cfg: &FitConfig,
     hook: &mut dyn Hooks,
     written: &str,
-) -> Result<()> {
+) -> Result<f64> {
     let mut progress = ProgressHooks::new(cfg.epochs, false);
     let r = fit(
         model,
@@ -225,5 +262,5 @@ fn train(
         println!("interrupted; {written}");
         crate::lock::exit(130);
     }
-    Ok(())
+    Ok(r.history.iter().map(|e| e.seconds).sum::<f64>() / r.history.len().max(1) as f64)
 }

@@ -286,6 +286,7 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
                 Ok(Training {
                     epochs: a.qat_epochs,
                     lr: Positive::try_from(a.lr).map_err(|e| anyhow::anyhow!("--lr: {e}"))?,
+                    optimizer: Default::default(),
                     momentum: 0.9,
                     weight_decay: 0.0,
                     batch_size: 128,

@@ -102,7 +102,14 @@ fn binarized_weights_pass_the_gradient_straight_through() {
     let labels = [0, 1, 2, 2, 1, 0];
     let w = m.params["fc.weight"].clone();
     for scaled in [false, true] {
-        let reparams: Reparams = [("fc.weight".to_string(), vec![Reparam::Binarize { scaled }])].into();
+        let reparams: Reparams = [(
+            "fc.weight".to_string(),
+            vec![Reparam::Binarize {
+                scaled,
+                stochastic: false,
+            }],
+        )]
+        .into();
         let baked = bake(&m, &reparams);
         // Forward: alpha_r * sign(w), alpha the row's mean |w| when scaled.
         for (r, row) in baked.params["fc.weight"].data().chunks(5).enumerate() {
@@ -150,6 +157,148 @@ fn binarized_weights_pass_the_gradient_straight_through() {
 }
 
 #[test]
+fn stochastic_binarization_draws_hard_sigmoid_signs_and_passes_the_gradient_straight_through() {
+    // One bias-free layer read by the identity batch: row j of the logits is column j of the
+    // drawn binary weight, so every draw is visible.
+    let mut b = GraphBuilder::new(vec![6]);
+    b.then(
+        "fc",
+        Op::Linear {
+            in_features: 6,
+            out_features: 4,
+            bias: false,
+        },
+    );
+    let mut m = Model::init(b.finish().unwrap(), 1).unwrap();
+    // Some weights outside [-1, 1], where the draw is certain and the gradient zero.
+    let w = random(vec![4, 6], 9, 1.3);
+    m.params.insert("fc.weight".into(), w.clone());
+    let eye = Tensor::from_vec(
+        vec![6, 6],
+        (0..36).map(|i| if i % 7 == 0 { 1.0 } else { 0.0 }).collect(),
+    );
+    let labels = [0, 1, 2, 3, 0, 1];
+    let reparams: Reparams = [(
+        "fc.weight".to_string(),
+        vec![Reparam::Binarize {
+            scaled: false,
+            stochastic: true,
+        }],
+    )]
+    .into();
+    let drawn = |seed: u64| {
+        let out = train_step(&m, &eye, &ce(&labels), &reparams, &[], seed).unwrap();
+        // The drawn weight [out, in] from the logits [in, out].
+        let wb: Vec<f32> = (0..24).map(|k| out.output.data()[(k % 6) * 4 + k / 6]).collect();
+        (wb, out)
+    };
+    let p = |v: f32| ((v + 1.0) / 2.0).clamp(0.0, 1.0);
+    let runs = 2000;
+    let mut plus = vec![0usize; 24];
+    for seed in 0..runs {
+        let (wb, out) = drawn(seed);
+        let g = dlogits(&out.output, &labels);
+        for k in 0..24 {
+            assert!(wb[k] == 1.0 || wb[k] == -1.0, "a binary weight: {}", wb[k]);
+            plus[k] += (wb[k] == 1.0) as usize;
+            // Straight through: d loss / d w = d loss / d wb inside [-1, 1], 0 outside.
+            let want = if w.data()[k].abs() <= 1.0 {
+                g[k % 6][k / 6]
+            } else {
+                0.0
+            };
+            assert!((out.grads["fc.weight"].data()[k] - want).abs() < 1e-6);
+        }
+    }
+    for k in 0..24 {
+        let freq = plus[k] as f32 / runs as f32;
+        // Binomial standard error at most 0.0112: 5 of them.
+        assert!(
+            (freq - p(w.data()[k])).abs() < 0.056,
+            "w {}: +1 drawn {freq} of the time",
+            w.data()[k]
+        );
+    }
+    assert!(w.data().iter().any(|v| v.abs() > 1.0) && w.data().iter().any(|v| v.abs() < 0.5));
+    // A step's draw is its seed's; other steps draw others.
+    assert_eq!(drawn(7).0, drawn(7).0);
+    assert_ne!(drawn(7).0, drawn(8).0);
+    // Outside training: the deterministic sign, the deployed network.
+    let eval = infer(&m, &eye, &reparams, &[]).unwrap().output;
+    let det: Reparams = [(
+        "fc.weight".to_string(),
+        vec![Reparam::Binarize {
+            scaled: false,
+            stochastic: false,
+        }],
+    )]
+    .into();
+    assert_eq!(eval, infer(&m, &eye, &det, &[]).unwrap().output);
+    assert_eq!(bake(&m, &reparams), bake(&m, &det));
+}
+
+#[test]
+fn stochastic_weights_start_spread_like_the_papers_initialization_with_the_same_signs() {
+    let m = zoo("lenet300");
+    let det = binarize(&m, Method::BinaryConnect).unwrap();
+    let st = binarize(&m, Method::BinaryConnect)
+        .unwrap()
+        .with_stochastic_weights();
+    assert!(st
+        .reparams
+        .values()
+        .flatten()
+        .all(|r| matches!(r, Reparam::Binarize { stochastic: true, .. })));
+    for w in ["fc1.weight", "fc2.weight", "fc3.weight"] {
+        let (a, b) = (&det.model.params[w], &st.model.params[w]);
+        assert!(
+            a.data()
+                .iter()
+                .zip(b.data())
+                .all(|(x, y)| (*x >= 0.0) == (*y >= 0.0)),
+            "{w}"
+        );
+        let rms = (b.data().iter().map(|v| v * v).sum::<f32>() / b.len() as f32).sqrt();
+        // A fresh layer's uniform initialization becomes Uniform(-1, 1), nearly unclipped.
+        assert!((rms - 1.0 / 3f32.sqrt()).abs() < 0.01, "{w}: {rms}");
+        assert!(b.data().iter().all(|v| v.abs() <= 1.0));
+    }
+    assert_eq!(bake(&det.model, &det.reparams), bake(&st.model, &st.reparams));
+    // Biases and BatchNorms are left as they were.
+    assert_eq!(det.model.params["fc1.bias"], st.model.params["fc1.bias"]);
+}
+
+#[test]
+fn glorot_scaling_multiplies_each_binary_layers_step() {
+    let bc = binarize(&zoo("lenet300"), Method::BinaryConnect).unwrap();
+    let scales = bc.glorot_lr_scales();
+    // 1 / sqrt(1.5 / (fan_in + fan_out)): fc1 784 -> 300, fc3 100 -> 10.
+    assert!((scales["fc1.weight"] - (1084.0f32 / 1.5).sqrt()).abs() < 1e-3);
+    assert!((scales["fc3.weight"] - (110.0f32 / 1.5).sqrt()).abs() < 1e-3);
+    assert_eq!(scales.len(), 3, "weights only: {scales:?}");
+    // Convolutions count kernel positions: lenet5's conv2 is 20 -> 50 channels, 5x5.
+    let x = binarize(&zoo("lenet5"), Method::Xnor).unwrap();
+    assert!((x.glorot_lr_scales()["conv2.weight"] - ((20.0f32 + 50.0) * 25.0 / 1.5).sqrt()).abs() < 1e-3);
+    // One SGD step: a scaled parameter moves `scale` times as far as at the base rate.
+    let mut params = pare::ir::Params::new();
+    params.insert("a".into(), Tensor::from_vec(vec![2], vec![0.5, -0.5]));
+    params.insert("b".into(), Tensor::from_vec(vec![2], vec![0.5, -0.5]));
+    let grads = params.clone();
+    let mut opt = pare::train::Optimizer::new(OptimizerConfig::sgd(0.0, 0.0))
+        .with_lr_scales([("a".to_string(), 4.0)].into());
+    opt.step(&mut params, &grads, 0.1);
+    assert_eq!(params["a"].data(), &[0.3, -0.3]);
+    assert_eq!(params["b"].data(), &[0.45, -0.45]);
+    // A rate scale that is not positive is refused.
+    let cfg = FitConfig {
+        lr_scales: [("fc1.weight".to_string(), 0.0)].into(),
+        ..Default::default()
+    };
+    let e = cfg.validate().unwrap_err().to_string();
+    assert!(e.contains("fc1.weight") && e.contains("positive"), "{e}");
+}
+
+#[test]
 fn the_rewrites_place_batchnorms_signs_and_scales() {
     let m = zoo("lenet300");
     let bc = binarize(&m, Method::BinaryConnect).unwrap();
@@ -186,7 +335,10 @@ fn the_rewrites_place_batchnorms_signs_and_scales() {
     assert_eq!(g.node("fc1_scaled").unwrap().inputs, ["fc1", "fc1_k_mean"]);
     assert_eq!(
         x.reparams["conv2.weight"],
-        vec![Reparam::Binarize { scaled: true }]
+        vec![Reparam::Binarize {
+            scaled: true,
+            stochastic: false
+        }]
     );
 
     let e = binarize(&zoo("resnet20"), Method::Bnn).unwrap_err().to_string();
@@ -403,7 +555,10 @@ fn binary_convolutions_equal_the_float_convolution_of_signs() {
         let mut m = Model::init(b.finish().unwrap(), 1).unwrap();
         let reparams: Reparams = [(
             "conv.weight".to_string(),
-            vec![Reparam::Binarize { scaled: true }],
+            vec![Reparam::Binarize {
+                scaled: true,
+                stochastic: false,
+            }],
         )]
         .into();
         m = bake(&m, &reparams);

@@ -540,3 +540,92 @@ fn an_exits_stage_adds_heads_and_is_checked_before_running() {
     let bad_tap = "val = 20\n[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.exits]\nat = [\"conv9\"]\ntrain = { epochs = 1, lr = 0.05 }\n";
     assert!(pre(bad_tap.into()).contains("conv9"));
 }
+
+/// A binarize stage rewrites the model into a binary network trained with Adam; a train stage
+/// after it keeps the weights binary; the file stores them as signs and computes what the
+/// pipeline reported; a resumed run restores the binarization; misplaced stages are refused.
+#[test]
+fn a_binarize_stage_trains_a_binary_network_the_file_keeps() {
+    use pare::ir::Model;
+    use pare::pipeline::run::{preflight, run, Data};
+    use pare::zoo::ZooModel;
+
+    let model = Model::init(ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let set = common::pattern_set(24);
+    let text =
+        "[model]\nzoo = \"lenet300\"\n[[stage]]\n[stage.binarize]\nmethod = \"bnn\"\nstochastic = true\n\
+                glorot_lr = true\ntrain = { epochs = 2, lr = 0.001, optimizer = \"adam\", batch_size = 8 }\n\
+                [[stage]]\n[stage.train]\ntrain = { epochs = 1, lr = 0.01, batch_size = 8 }\n\
+                [encode]\nhuffman = false\n";
+    let recipe = Recipe::parse(text, Path::new("b.toml")).unwrap();
+    let data = Data {
+        train: &set,
+        val: None,
+        test: &set,
+    };
+    let work = tempfile::tempdir().unwrap();
+    let out = run(
+        &recipe,
+        model.clone(),
+        &data,
+        &mut Quiet,
+        Some(work.path()),
+        false,
+    )
+    .unwrap();
+    let detail = &out.stages[1].detail;
+    assert!(
+        detail.contains("bnn, stochastic, Glorot-scaled rates")
+            && detail.contains("binary weights in fc1, fc2"),
+        "{detail}"
+    );
+    // BNN: fc1 and fc2 binary (one sign bit each in the file), fc3 real; signs before fc2, fc3.
+    for w in ["fc1.weight", "fc2.weight"] {
+        assert!(out.model.params[w].data().iter().all(|v| v.abs() == 1.0), "{w}");
+    }
+    assert!(out.model.params["fc3.weight"]
+        .data()
+        .iter()
+        .any(|v| v.abs() != 1.0));
+    assert!(out.model.graph.node("fc2_sign").is_some());
+    let fc1 = out.file.tensors.iter().find(|t| t.name == "fc1.weight").unwrap();
+    assert!(
+        fc1.total() <= 784 * 300 / 8 + 300 * 4 + 64,
+        "{} bytes",
+        fc1.total()
+    );
+    // The file computes what the last stage reported (binary weights under the train stage).
+    assert_eq!(out.file_accuracy, out.stages[2].accuracy);
+    // Resumed from the saved stages, the binarization is restored: the same file.
+    let again = run(&recipe, model.clone(), &data, &mut Quiet, Some(work.path()), true).unwrap();
+    assert_eq!(again.bytes, out.bytes);
+
+    let pre = |t: &str, m: &Model| match Recipe::parse(t, Path::new("b.toml")) {
+        Err(e) => e.to_string(),
+        Ok(r) => preflight(&r, m).unwrap_err().to_string(),
+    };
+    let stage = |method: &str| {
+        format!("[[stage]]\n[stage.binarize]\nmethod = \"{method}\"\ntrain = {{ epochs = 0, lr = 0.001, optimizer = \"adam\" }}\n")
+    };
+    let head = "[model]\nzoo = \"lenet300\"\n";
+    let e = pre(&format!("{head}{}", stage("ternary")), &model);
+    assert!(e.contains("b.toml") && e.contains("binaryconnect"), "{e}");
+    let pruned = format!(
+        "{head}[[stage]]\n[stage.prune]\ndefault = 0.5\nramp = \"one_shot\"\ntrain = {{ epochs = 0, lr = 0.01 }}\n{}",
+        stage("bnn")
+    );
+    let e = pre(&pruned, &model);
+    assert!(
+        e.contains("stage 2 (binarize)") && e.contains("cannot follow the prune stage"),
+        "{e}"
+    );
+    let quantized = format!("{head}{}[[stage]]\n[stage.quantize]\nbits = 8\n", stage("xnor"));
+    let e = pre(&quantized, &model);
+    assert!(
+        e.contains("stage 2 (quantize)") && e.contains("binarize stage"),
+        "{e}"
+    );
+    let resnet = Model::init(ZooModel::Resnet { depth: 20 }.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
+    let e = pre(&format!("{head}{}", stage("bnn")), &resnet);
+    assert!(e.contains("stage 1 (binarize)") && e.contains("chains"), "{e}");
+}

@@ -19,6 +19,8 @@
 //! weights. BNN and XNOR rewrite chains only (every node reads one value, read by one node):
 //! the sign must sit on the one path into each layer.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
@@ -28,6 +30,7 @@ use crate::ir::{Graph, Model, Node, Op, Readers, Reparam, Reparams};
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
+    #[serde(rename = "binaryconnect", alias = "bc")]
     BinaryConnect,
     Bnn,
     Xnor,
@@ -69,6 +72,71 @@ pub struct Binarized {
     pub binary_layers: Vec<String>,
     /// Layers that read binary activations, in graph order.
     pub binary_inputs: Vec<String>,
+}
+
+impl Binarized {
+    /// The same network with BinaryConnect's stochastic binarization of its binary weights
+    /// (see [`Reparam::Binarize`]): signs drawn every training step, the deterministic sign
+    /// outside training.
+    ///
+    /// A stored weight's magnitude is now the confidence of its sign (`+1` with probability
+    /// `(w + 1) / 2`), so each binary layer's weights are rescaled to the spread of the paper's
+    /// `Uniform(-1, 1)` initialization (root mean square `1 / sqrt(3)`, clipped to
+    /// `[-1, 1]`). A usual initialization (`|w| < 0.1`) would otherwise draw nearly fair coins
+    /// for every weight until training had moved them. The signs, and so the deterministic
+    /// network, are unchanged.
+    pub fn with_stochastic_weights(mut self) -> Self {
+        for (name, rs) in self.reparams.iter_mut() {
+            for r in rs.iter_mut() {
+                if let Reparam::Binarize { stochastic, .. } = r {
+                    *stochastic = true;
+                }
+            }
+            if let Some(w) = self.model.params.get_mut(name) {
+                let n = w.len().max(1) as f64;
+                let var = w.data().iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n;
+                if var > 0.0 {
+                    let k = ((1.0 / 3.0) / var).sqrt() as f32;
+                    w.data_mut()
+                        .iter_mut()
+                        .for_each(|v| *v = (*v * k).clamp(-1.0, 1.0));
+                }
+            }
+        }
+        self
+    }
+
+    /// BinaryConnect's per-layer learning-rate scaling (the official code's `W_LR_scale =
+    /// "Glorot"`): each binary weight's step is multiplied by `1 / sqrt(1.5 / (fan_in +
+    /// fan_out))`, the inverse of Glorot's uniform bound for the layer, so that the step moves
+    /// the real weights in `[-1, 1]` by a similar fraction in every layer whatever its size.
+    /// Fans count kernel positions, as Lasagne does for convolutions. Other parameters keep the
+    /// base rate.
+    pub fn glorot_lr_scales(&self) -> BTreeMap<String, f32> {
+        self.binary_layers
+            .iter()
+            .filter_map(|l| {
+                let node = self.model.graph.node(l)?;
+                let (fan_in, fan_out) = match node.op {
+                    Op::Linear {
+                        in_features,
+                        out_features,
+                        ..
+                    } => (in_features, out_features),
+                    Op::Conv2d {
+                        in_channels,
+                        out_channels,
+                        kernel_size: [kh, kw],
+                        groups,
+                        ..
+                    } => (in_channels / groups.max(1) * kh * kw, out_channels * kh * kw),
+                    _ => return None,
+                };
+                let scale = ((fan_in + fan_out) as f64 / 1.5).sqrt() as f32;
+                Some((crate::ir::op::param_name(l, "weight"), scale))
+            })
+            .collect()
+    }
 }
 
 /// Rewrites `model` into `method`'s binary network (see the module documentation).
@@ -118,18 +186,7 @@ pub fn binarize(model: &Model, method: Method) -> Result<Binarized> {
         }
     }
     let float_graph = graph.clone();
-    let binary_layers: Vec<String> = match method {
-        Method::BinaryConnect => layers.clone(),
-        Method::Bnn => layers[..layers.len() - 1].to_vec(),
-        Method::Xnor => layers[1..layers.len() - 1].to_vec(),
-    };
-    // BNN binarizes the input of every layer but the first; XNOR-Net keeps the last layer
-    // real, input included.
-    let binary_inputs: Vec<String> = match method {
-        Method::BinaryConnect => Vec::new(),
-        Method::Bnn => layers[1..].to_vec(),
-        Method::Xnor => layers[1..layers.len() - 1].to_vec(),
-    };
+    let (binary_layers, binary_inputs) = roles(&layers, method);
     // A ReLU on the path into a binarized input would leave the sign only +1 and 0 to see.
     let relus: Vec<String> = graph
         .nodes
@@ -144,17 +201,7 @@ pub fn binarize(model: &Model, method: Method) -> Result<Binarized> {
     for l in &binary_inputs {
         insert_sign(&mut graph, l, method == Method::Xnor)?;
     }
-    let reparams: Reparams = binary_layers
-        .iter()
-        .map(|l| {
-            (
-                crate::ir::op::param_name(l, "weight"),
-                vec![Reparam::Binarize {
-                    scaled: method == Method::Xnor,
-                }],
-            )
-        })
-        .collect();
+    let reparams = weight_reparams(&binary_layers, method);
     Ok(Binarized {
         model: with_params(graph, model)?,
         float: with_params(float_graph, model)?,
@@ -162,6 +209,52 @@ pub fn binarize(model: &Model, method: Method) -> Result<Binarized> {
         binary_layers,
         binary_inputs,
     })
+}
+
+/// Which of the layers (in graph order) have binary weights, and which read binary inputs.
+fn roles(layers: &[String], method: Method) -> (Vec<String>, Vec<String>) {
+    let n = layers.len();
+    match method {
+        Method::BinaryConnect => (layers.to_vec(), Vec::new()),
+        // BNN binarizes the input of every layer but the first.
+        Method::Bnn => (layers[..n - 1].to_vec(), layers[1..].to_vec()),
+        // XNOR-Net keeps the first and the last layer real, inputs included.
+        Method::Xnor => (layers[1..n - 1].to_vec(), layers[1..n - 1].to_vec()),
+    }
+}
+
+fn weight_reparams(binary_layers: &[String], method: Method) -> Reparams {
+    binary_layers
+        .iter()
+        .map(|l| {
+            let r = Reparam::Binarize {
+                scaled: method == Method::Xnor,
+                stochastic: false,
+            };
+            (crate::ir::op::param_name(l, "weight"), vec![r])
+        })
+        .collect()
+}
+
+/// The weight binarization of a graph that [`binarize`] rewrote for `method` (the same
+/// [`Binarized::reparams`]): what a saved binary network needs to train on under its binary
+/// weights, found from its layers.
+pub fn reparams_of(graph: &Graph, method: Method) -> Result<Reparams> {
+    let layers: Vec<String> = graph
+        .nodes
+        .iter()
+        .filter(|n| is_layer(&n.op))
+        .map(|n| n.name.clone())
+        .collect();
+    let least = if method == Method::BinaryConnect { 1 } else { 2 };
+    if layers.len() < least {
+        return Err(Error::Config(format!(
+            "{} needs at least {least} Linear or Conv2d layer(s), the graph has {}",
+            method.name(),
+            layers.len()
+        )));
+    }
+    Ok(weight_reparams(&roles(&layers, method).0, method))
 }
 
 fn is_layer(op: &Op) -> bool {

@@ -42,11 +42,14 @@ pub(crate) struct RunOut {
 /// Uploads every parameter as a flat rank-1 tensor. On an autodiff device with `track`, the
 /// returned leaves require gradients; the effective values have the reparameterizations applied
 /// on top of the leaves, so gradients flow through masks (zero) and fake quantizers (STE).
+/// `step_seed` is a training step's seed: stochastic binarization draws its signs from it
+/// (without it, outside training, it takes the deterministic sign).
 pub(crate) fn upload_params(
     model: &Model,
     reparams: &Reparams,
     dev: &Device,
     track: bool,
+    step_seed: Option<u64>,
 ) -> (BTreeMap<String, BT<1>>, HashMap<String, BT<1>>) {
     let trainable: std::collections::HashSet<String> = model.trainable().into_iter().collect();
     let mut leaves = BTreeMap::new();
@@ -63,8 +66,9 @@ pub(crate) fn upload_params(
         // single reparam copy nothing here.
         let rs = reparams.get(name).map(Vec::as_slice).unwrap_or(&[]);
         let mut cpu = std::borrow::Cow::Borrowed(t);
+        let draw = step_seed.map(|s| s ^ name_hash(name));
         for (i, r) in rs.iter().enumerate() {
-            eff = apply_reparam(eff, &cpu, r, dev);
+            eff = apply_reparam(eff, &cpu, r, draw, dev);
             if i + 1 < rs.len() {
                 cpu = std::borrow::Cow::Owned(r.apply(&cpu));
             }
@@ -74,8 +78,16 @@ pub(crate) fn upload_params(
     (leaves, effective)
 }
 
-/// The engine version of [`Reparam::apply`]; `cpu` is the stored value the scales come from.
-fn apply_reparam(w: BT<1>, cpu: &crate::ir::Tensor, r: &Reparam, dev: &Device) -> BT<1> {
+/// FNV-1a of a parameter's name: each parameter draws its own stochastic signs in a step.
+fn name_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ b as u64).wrapping_mul(0x100_0000_01b3)
+    })
+}
+
+/// The engine version of [`Reparam::apply`]; `cpu` is the stored value the scales come from,
+/// `draw` the seed of a training step's stochastic signs.
+fn apply_reparam(w: BT<1>, cpu: &crate::ir::Tensor, r: &Reparam, draw: Option<u64>, dev: &Device) -> BT<1> {
     match r {
         Reparam::Mask(mask) => w * upload(mask.data().to_vec(), [mask.len()], dev),
         Reparam::FakeQuant(q) => {
@@ -94,11 +106,21 @@ fn apply_reparam(w: BT<1>, cpu: &crate::ir::Tensor, r: &Reparam, dev: &Device) -
             ste.reshape([n])
         }
         Reparam::Supermask { init, keep } => supermask(w, cpu, init, *keep, dev),
-        Reparam::Binarize { scaled } => {
+        Reparam::Binarize { scaled, stochastic } => {
             let n = cpu.len();
             let rows = cpu.shape().first().copied().unwrap_or(1).max(1);
             let w2 = w.reshape([rows, n / rows]);
-            let sign = super::nd::sign_ste(w2.clone());
+            let sign = match draw.filter(|_| *stochastic) {
+                Some(seed) => {
+                    // Forward exactly the drawn signs (the added difference is zero);
+                    // backward the deterministic sign's straight-through estimator (1 inside
+                    // [-1, 1]).
+                    let signs = upload(crate::ir::reparam::stochastic_signs(cpu, seed), [n], dev);
+                    let clipped = w2.clone().clamp(-1.0, 1.0);
+                    signs.reshape([rows, n / rows]) + (clipped.clone() - clipped.detach())
+                }
+                None => super::nd::sign_ste(w2.clone()),
+            };
             let b = if *scaled {
                 sign * w2.abs().mean_dim(1)
             } else {

@@ -68,7 +68,7 @@ fn input_value(model: &Model, x: &Tensor, dev: &Device) -> Result<Value> {
 /// Runs the model in eval mode (running BN statistics, no dropout) on a normalized batch.
 pub fn infer(model: &Model, x: &Tensor, reparams: &Reparams, taps: &[String]) -> Result<Outputs> {
     let dev = infer_device();
-    let (_, params) = upload_params(model, reparams, dev, false);
+    let (_, params) = upload_params(model, reparams, dev, false, None);
     let out = run(model, input_value(model, x, dev)?, &params, Mode::Eval, taps, dev)?;
     Ok(Outputs {
         output: out.output.to_tensor(),
@@ -81,7 +81,7 @@ pub fn infer(model: &Model, x: &Tensor, reparams: &Reparams, taps: &[String]) ->
 /// training step (what mutual-learning peers give each other).
 pub fn infer_train_mode(model: &Model, x: &Tensor, seed: u64) -> Result<Tensor> {
     let dev = infer_device();
-    let (_, params) = upload_params(model, &Reparams::new(), dev, false);
+    let (_, params) = upload_params(model, &Reparams::new(), dev, false, None);
     let out = run(
         model,
         input_value(model, x, dev)?,
@@ -106,7 +106,7 @@ pub fn train_step(
     seed: u64,
 ) -> Result<StepOutput> {
     let dev = train_device();
-    let (leaves, params) = upload_params(model, reparams, dev, true);
+    let (leaves, params) = upload_params(model, reparams, dev, true, Some(seed));
     for t in terms {
         if let LossTerm::At { output, .. } = t {
             if !model.graph.is_output(output) {

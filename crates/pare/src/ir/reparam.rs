@@ -33,8 +33,18 @@ pub enum Reparam {
     /// with `scaled`, XNOR-Net's `alpha * sign(w)` where `alpha` is the mean `|w|` of each
     /// output channel (row of axis 0). Backward is the straight-through estimator of the sign
     /// (gradient 1 inside `[-1, 1]`, 0 outside), plus the gradient through `alpha` when scaled;
-    /// the fit loop keeps the stored weights clipped to `[-1, 1]` (see `binary::BinaryHooks`).
-    Binarize { scaled: bool },
+    /// the fit loop keeps the stored weights clipped to `[-1, 1]` (see `train::ReparamHook`).
+    ///
+    /// With `stochastic`, BinaryConnect's stochastic binarization: in a training step each
+    /// weight is `+1` with probability `hard_sigmoid(w) = clip((w + 1) / 2, 0, 1)` and `-1`
+    /// otherwise, drawn afresh every step (so the binary weight is `w` in expectation). Outside
+    /// training (evaluation, [`Reparam::apply`], baking) it is the deterministic sign, the most
+    /// likely draw: the binary network a deployment runs.
+    Binarize {
+        scaled: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        stochastic: bool,
+    },
 }
 
 impl Reparam {
@@ -51,7 +61,7 @@ impl Reparam {
                 let data = init.data().iter().zip(mask.data()).map(|(a, m)| a * m).collect();
                 Tensor::from_vec(w.shape().to_vec(), data)
             }
-            Reparam::Binarize { scaled } => binarize(w, *scaled),
+            Reparam::Binarize { scaled, .. } => binarize(w, *scaled),
         }
     }
 }
@@ -98,6 +108,25 @@ pub fn binarize(w: &Tensor, scaled: bool) -> Tensor {
         data.extend(row.iter().map(|&v| if v >= 0.0 { alpha } else { -alpha }));
     }
     Tensor::from_vec(w.shape().to_vec(), data)
+}
+
+/// BinaryConnect's stochastic signs of `w` for one training step: `+1` with probability
+/// `clip((w + 1) / 2, 0, 1)`, `-1` otherwise, from a generator seeded by `seed` (the step's seed
+/// mixed with the parameter's name by the caller), so a step is reproducible and resumable.
+pub fn stochastic_signs(w: &Tensor, seed: u64) -> Vec<f32> {
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    w.data()
+        .iter()
+        .map(|&v| {
+            let p = ((v + 1.0) / 2.0).clamp(0.0, 1.0);
+            if rng.random::<f32>() < p {
+                1.0
+            } else {
+                -1.0
+            }
+        })
+        .collect()
 }
 
 /// 1 at the `keep` fraction of the largest values of `scores` (at least one), 0 elsewhere;

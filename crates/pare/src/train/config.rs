@@ -1,6 +1,7 @@
 //! What defines a training run and what it records per epoch: the types the fit loop and its
 //! checkpoints share (a checkpoint stores the config it was made with and the history so far).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
@@ -23,6 +24,10 @@ pub struct FitConfig {
     pub augment: Augment,
     /// Batch size for validation passes (no gradients, so it can be larger).
     pub eval_batch_size: usize,
+    /// Per-parameter multipliers of the learning rate (BinaryConnect's per-layer scaling);
+    /// a parameter not listed steps at the schedule's rate.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub lr_scales: BTreeMap<String, f32>,
     /// Where to write the checkpoint after every epoch; `None` disables checkpoints.
     #[serde(skip)]
     pub checkpoint: Option<PathBuf>,
@@ -44,6 +49,7 @@ impl Default for FitConfig {
             seed: 0,
             augment: Augment::default(),
             eval_batch_size: 1000,
+            lr_scales: BTreeMap::new(),
             checkpoint: None,
             resume: false,
         }
@@ -60,6 +66,11 @@ impl FitConfig {
         }
         if self.resume && self.checkpoint.is_none() {
             return Err(Error::Config("resume needs a checkpoint path".into()));
+        }
+        if let Some((name, s)) = self.lr_scales.iter().find(|(_, s)| !(s.is_finite() && **s > 0.0)) {
+            return Err(Error::Config(format!(
+                "the learning-rate scale of '{name}' must be positive and finite (got {s})"
+            )));
         }
         self.optimizer.validate()?;
         self.schedule.validate()

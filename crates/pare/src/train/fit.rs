@@ -173,7 +173,7 @@ pub fn fit(
     let norm = model.graph.input.normalize;
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
-    let mut opt = Optimizer::new(cfg.optimizer);
+    let mut opt = Optimizer::new(cfg.optimizer).with_lr_scales(cfg.lr_scales.clone());
     let mut history = Vec::new();
     let (mut start_epoch, mut start_step, mut sums) = (0, 0, EpochSums::default());
     if cfg.resume {

@@ -122,6 +122,8 @@ pub struct Optimizer {
     state: BTreeMap<String, Vec<Tensor>>,
     /// Number of steps taken (Adam's bias correction).
     pub steps: u64,
+    /// Per-parameter multipliers of the step's learning rate (1 for the others).
+    lr_scales: BTreeMap<String, f32>,
 }
 
 impl Optimizer {
@@ -130,7 +132,14 @@ impl Optimizer {
             config,
             state: BTreeMap::new(),
             steps: 0,
+            lr_scales: BTreeMap::new(),
         }
+    }
+
+    /// The optimizer stepping each parameter named in `scales` at its multiple of the rate.
+    pub fn with_lr_scales(mut self, scales: BTreeMap<String, f32>) -> Self {
+        self.lr_scales = scales;
+        self
     }
 
     /// Updates every parameter that has a gradient.
@@ -141,6 +150,7 @@ impl Optimizer {
             let Some(p) = params.get_mut(name) else {
                 continue;
             };
+            let lr = lr * self.lr_scales.get(name).copied().unwrap_or(1.0);
             let fresh = !self.state.contains_key(name);
             let slots = self.state.entry(name.clone()).or_insert_with(|| {
                 self.config

@@ -24,12 +24,16 @@ pub struct ModelSpec {
     pub seed: u64,
 }
 
-/// SGD with momentum, as in the papers' fine-tuning.
+/// A stage's training: SGD with momentum, as in the papers' fine-tuning, or Adam.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Training {
     pub epochs: usize,
     pub lr: Positive,
+    /// `"sgd"` (default) or `"adam"` (PyTorch's defaults; `momentum` is then unused,
+    /// `weight_decay` is L2 on the gradient).
+    #[serde(default, skip_serializing_if = "is_sgd")]
+    pub optimizer: OptimizerName,
     #[serde(default = "momentum")]
     pub momentum: f32,
     #[serde(default)]
@@ -46,6 +50,18 @@ pub struct Training {
     /// crop every epoch). A distillation stage caches its teacher's logits per view.
     #[serde(default)]
     pub views: usize,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptimizerName {
+    #[default]
+    Sgd,
+    Adam,
+}
+
+fn is_sgd(o: &OptimizerName) -> bool {
+    *o == OptimizerName::Sgd
 }
 
 fn momentum() -> f32 {
@@ -87,6 +103,26 @@ pub enum Stage {
     /// Early exits: heads grafted after the named layers, trained on the frozen backbone, and
     /// one rule's threshold chosen on the validation split (`val`).
     Exits(ExitsStage),
+    /// A binary network (BinaryConnect, BNN or XNOR-Net): the model rewritten and trained
+    /// under binary weights, which later stages keep and the file stores as one bit each.
+    Binarize(BinarizeStage),
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BinarizeStage {
+    /// `"binaryconnect"` (binary weights), `"bnn"` (binary weights and activations) or
+    /// `"xnor"` (scaled binary weights and activations, first and last layer real).
+    pub method: crate::binary::Method,
+    /// BinaryConnect's stochastic binarization while training (the stored network takes the
+    /// sign).
+    #[serde(default)]
+    pub stochastic: bool,
+    /// BinaryConnect's per-layer learning-rate scaling (Glorot's bound).
+    #[serde(default)]
+    pub glorot_lr: bool,
+    /// The papers train binary networks with Adam: `optimizer = "adam"`.
+    pub train: Training,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -477,6 +513,7 @@ impl Stage {
             Stage::Tie(_) => "tie",
             Stage::Hash(_) => "hash",
             Stage::Exits(_) => "exits",
+            Stage::Binarize(_) => "binarize",
         }
     }
 
@@ -492,6 +529,7 @@ impl Stage {
             Stage::Tie(s) => Some(&s.train),
             Stage::Hash(s) => Some(&s.train),
             Stage::Exits(s) => Some(&s.train),
+            Stage::Binarize(s) => Some(&s.train),
         }
     }
 }

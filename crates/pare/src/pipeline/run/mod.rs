@@ -4,7 +4,7 @@
 //!
 //! The state that flows between stages is data: the model (zeros are pruned weights; weights
 //! with few distinct values are shared ones; `FakeQuant` nodes are quantized activations), the
-//! forward-time weight quantizers, and the set of clustered weights. Each finished stage is
+//! forward-time weight quantizers or binarizations, and the set of clustered weights. Each finished stage is
 //! saved under the work directory, and a resumed run starts after the last one saved.
 
 use std::collections::BTreeMap;
@@ -18,8 +18,8 @@ mod stages;
 use stages::{prune, structured, train, train_keeping};
 
 use super::recipe::{
-    ClusterStage, DistillMethod, ExitsStage, PruneStage, QuantizeStage, Recipe, Stage, StructuredStage,
-    Training,
+    BinarizeStage, ClusterStage, DistillMethod, ExitsStage, OptimizerName, PruneStage, QuantizeStage, Recipe,
+    Stage, StructuredStage, Training,
 };
 use crate::codec::{self, Encoding, FileBytes, Plan};
 use crate::data::{calibration_batches, Augment, Dataset};
@@ -137,7 +137,12 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
         // trains fresh models, comes before them.
         let reshapes = matches!(
             s,
-            Stage::Structured(_) | Stage::Factorize(_) | Stage::Tie(_) | Stage::Hash(_) | Stage::Exits(_)
+            Stage::Structured(_)
+                | Stage::Factorize(_)
+                | Stage::Tie(_)
+                | Stage::Hash(_)
+                | Stage::Exits(_)
+                | Stage::Binarize(_)
         ) || matches!(s, Stage::Distill(d) if d.method != DistillMethod::Kd);
         if let (true, Some(e)) = (reshapes, &exits) {
             return Err(at(format!("it must come before the exits stage ({e})")));
@@ -185,6 +190,14 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
                     .map_err(|e| at(e.to_string()))?;
             }
             Stage::Train(_) => {}
+            Stage::Binarize(b) => {
+                if let Some(prev) = encoded.replace("binarize").or(pruned) {
+                    return Err(at(format!(
+                        "binarization replaces every weight by its sign (pruned zeros and codes included); it cannot follow the {prev} stage"
+                    )));
+                }
+                crate::binary::binarize(model, b.method).map_err(|e| at(e.to_string()))?;
+            }
             Stage::Factorize(f) => {
                 if let Some(prev) = encoded.or(pruned) {
                     return Err(at(format!(
@@ -213,12 +226,11 @@ pub fn preflight(recipe: &Recipe, model: &Model) -> Result<()> {
             }
             Stage::Exits(e) => {
                 // Heads are fitted on the backbone's features from the native engine, which
-                // runs weights as stored: no fake quantizers.
-                if encoded == Some("quantize") {
-                    return Err(at(
-                        "the heads learn from the stored weights; it must come before the quantize stage"
-                            .into(),
-                    ));
+                // runs weights as stored: no fake quantizers, no binarization.
+                if let Some(prev) = encoded.filter(|e| matches!(*e, "quantize" | "binarize")) {
+                    return Err(at(format!(
+                        "the heads learn from the stored weights; it must come before the {prev} stage"
+                    )));
                 }
                 crate::exits::attach(model, &e.at, crate::exits::Head { hidden: e.hidden }, 0)
                     .map_err(|err| at(err.to_string()))?;
@@ -316,9 +328,62 @@ fn restore(stage: &Stage, state: &mut State) -> Result<()> {
             state.sharing = Some(Sharing::from_values(&state.model, bits.keys())?);
         }
         Stage::Quantize(q) => set_uniform(q, state)?,
+        Stage::Binarize(b) => state.reparams = binary_reparams(b, &state.model)?,
         _ => {}
     }
     Ok(())
+}
+
+/// The weight binarization a binarize stage leaves on the model it rewrote.
+fn binary_reparams(b: &BinarizeStage, model: &Model) -> Result<Reparams> {
+    let mut reparams = crate::binary::reparams_of(&model.graph, b.method)?;
+    if b.stochastic {
+        for r in reparams.values_mut().flatten() {
+            if let Reparam::Binarize { stochastic, .. } = r {
+                *stochastic = true;
+            }
+        }
+    }
+    Ok(reparams)
+}
+
+/// Rewrites the model into the stage's binary network and trains it under binary weights.
+fn binarize(
+    b: &BinarizeStage,
+    state: &mut State,
+    seed: u64,
+    data: &Data,
+    events: &mut dyn Events,
+) -> Result<(Option<f32>, String)> {
+    let mut bin = crate::binary::binarize(&state.model, b.method)?;
+    if b.stochastic {
+        bin = bin.with_stochastic_weights();
+    }
+    state.model = bin.model.clone();
+    state.reparams = bin.reparams.clone();
+    let before = accuracy(&state.model, &state.reparams, data)?;
+    let mut cfg = stages::fit_config(&b.train, seed);
+    if b.glorot_lr {
+        cfg.lr_scales = bin.glorot_lr_scales();
+    }
+    let mut hook = crate::train::ReparamHook::new(state.reparams.clone());
+    stages::fit_with(&mut state.model, &cfg, data, &mut hook, events)?;
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            "none".to_string()
+        } else {
+            v.join(", ")
+        }
+    };
+    let detail = format!(
+        "{}{}{}: binary weights in {}; binary inputs to {}",
+        b.method.name(),
+        if b.stochastic { ", stochastic" } else { "" },
+        if b.glorot_lr { ", Glorot-scaled rates" } else { "" },
+        list(&bin.binary_layers),
+        list(&bin.binary_inputs)
+    );
+    Ok((Some(before), detail))
 }
 
 fn set_uniform(q: &QuantizeStage, state: &mut State) -> Result<()> {
@@ -392,6 +457,7 @@ fn run_stage(
             ))
         }
         Stage::Exits(e) => stages::exits(e, state, seed, data, events),
+        Stage::Binarize(b) => binarize(b, state, seed, data, events),
         Stage::Prune(p) => prune(p, state, seed, data, events),
         Stage::Structured(p) => structured(p, state, seed, data, events),
         Stage::Cluster(c) => {
@@ -557,7 +623,16 @@ pub fn run(
         reports.push(report);
     }
     let plan = encoding_plan(recipe, &state)?;
-    let (bytes, file) = codec::encode(&state.model, &plan)?;
+    // Binary weights are stored as their signs (and scales): the real values they are
+    // computed from stay behind.
+    let binary: Reparams = state
+        .reparams
+        .iter()
+        .filter(|(_, rs)| rs.iter().any(|r| matches!(r, Reparam::Binarize { .. })))
+        .map(|(k, rs)| (k.clone(), rs.clone()))
+        .collect();
+    let stored = crate::ir::reparam::bake(&state.model, &binary);
+    let (bytes, file) = codec::encode(&stored, &plan)?;
     let decoded = codec::decode(&bytes).map_err(|reason| Error::Compressed {
         path: "<encoded in memory>".into(),
         reason,
@@ -581,14 +656,20 @@ fn encoding_plan(recipe: &Recipe, state: &State) -> Result<Plan> {
     let mut plan = Plan::new();
     for (w, rs) in &state.reparams {
         for r in rs {
-            if let Reparam::FakeQuant(q) = r {
-                let e = Encoding::Uniform {
-                    bits: q.bits,
-                    per_channel: q.per_channel,
-                    symmetric: q.symmetric,
-                    huffman,
-                };
-                plan.insert(w.clone(), e);
+            match r {
+                Reparam::FakeQuant(q) => {
+                    let e = Encoding::Uniform {
+                        bits: q.bits,
+                        per_channel: q.per_channel,
+                        symmetric: q.symmetric,
+                        huffman,
+                    };
+                    plan.insert(w.clone(), e);
+                }
+                Reparam::Binarize { .. } => {
+                    plan.insert(w.clone(), Encoding::Binary);
+                }
+                _ => {}
             }
         }
     }

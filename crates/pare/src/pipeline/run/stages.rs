@@ -10,7 +10,10 @@ pub(super) fn fit_config(t: &Training, seed: u64) -> FitConfig {
     FitConfig {
         epochs: t.epochs,
         batch_size: t.batch_size,
-        optimizer: OptimizerConfig::sgd(t.momentum, t.weight_decay),
+        optimizer: match t.optimizer {
+            OptimizerName::Sgd => OptimizerConfig::sgd(t.momentum, t.weight_decay),
+            OptimizerName::Adam => OptimizerConfig::adam(t.weight_decay),
+        },
         schedule: Schedule::cosine_if(t.cosine, t.lr.0),
         seed,
         augment: Augment {
@@ -30,16 +33,27 @@ pub(super) fn train(
     hook: &mut dyn Hooks,
     events: &mut dyn Events,
 ) -> Result<()> {
-    // `epochs = 0`: the stage's transformation without fine-tuning (one-shot pruning, PTQ).
-    if t.epochs == 0 {
+    fit_with(model, &fit_config(t, seed), data, hook, events)
+}
+
+/// Trains under `cfg` beside the caller's progress hooks; `epochs = 0` is the stage's
+/// transformation without fine-tuning (one-shot pruning, PTQ).
+pub(super) fn fit_with(
+    model: &mut Model,
+    cfg: &FitConfig,
+    data: &Data,
+    hook: &mut dyn Hooks,
+    events: &mut dyn Events,
+) -> Result<()> {
+    if cfg.epochs == 0 {
         return Ok(());
     }
-    let mut progress = events.training_hooks(t.epochs);
+    let mut progress = events.training_hooks(cfg.epochs);
     let r = fit(
         model,
         data.train,
         data.val,
-        &fit_config(t, seed),
+        cfg,
         &mut Chain(vec![hook, progress.as_mut()]),
     )?;
     if r.interrupted {
