@@ -156,7 +156,7 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
     let b64 = latencies_ms(&models, 64, 20, Engine::Native)?;
     let k = models.len() - 1;
     println!("\n{:<28} {:>12} {:>12}", "", "float", method.name());
-    let fl = |f: &dyn Fn(&(Model, f32, f64), usize) -> String| float.as_ref().map_or("-".into(), |x| f(x, 0));
+    let fl = |f: &dyn Fn(&Trained, usize) -> String| float.as_ref().map_or("-".into(), |x| f(x, 0));
     let rows: Vec<(&str, String, String)> = vec![
         (
             "test accuracy",
@@ -232,6 +232,9 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
     );
     Ok(())
 }
+
+/// A trained network, its test accuracy and its training seconds per epoch.
+type Trained = (Model, f32, f64);
 
 fn list(names: &[String]) -> String {
     if names.is_empty() {

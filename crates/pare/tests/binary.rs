@@ -194,7 +194,7 @@ fn stochastic_binarization_draws_hard_sigmoid_signs_and_passes_the_gradient_stra
     };
     let p = |v: f32| ((v + 1.0) / 2.0).clamp(0.0, 1.0);
     let runs = 2000;
-    let mut plus = vec![0usize; 24];
+    let mut plus = [0usize; 24];
     for seed in 0..runs {
         let (wb, out) = drawn(seed);
         let g = dlogits(&out.output, &labels);
@@ -210,8 +210,8 @@ fn stochastic_binarization_draws_hard_sigmoid_signs_and_passes_the_gradient_stra
             assert!((out.grads["fc.weight"].data()[k] - want).abs() < 1e-6);
         }
     }
-    for k in 0..24 {
-        let freq = plus[k] as f32 / runs as f32;
+    for (k, &count) in plus.iter().enumerate() {
+        let freq = count as f32 / runs as f32;
         // Binomial standard error at most 0.0112: 5 of them.
         assert!(
             (freq - p(w.data()[k])).abs() < 0.056,

@@ -487,7 +487,28 @@ fn a_plan_runs_many_batches_after_its_model_is_gone() {
     for (x, want) in xs.iter().zip(&want) {
         let got = plan.run(x).unwrap();
         assert!(got.max_abs_diff(want) < 1e-4, "batch {}", x.shape()[0]);
+        // Taking the batch over computes the same.
+        assert_eq!(plan.run_owned(x.clone()).unwrap(), got);
     }
+    // Images of several channels are reordered when taken over; rows are not.
+    let mut b = GraphBuilder::new([3, 5, 5]);
+    b.then("conv", pare::ir::graph::ops::conv(3, 4, 3, 1, 1, true));
+    b.then("flatten", Op::Flatten);
+    b.then("fc", linear(100, 2));
+    let m = Model::init(b.finish().unwrap(), 3).unwrap();
+    let plan = pare::native::compile(&m).unwrap();
+    for x in [random(vec![3, 3, 5, 5], 8), random(vec![1, 3, 5, 5], 9)] {
+        assert_eq!(plan.run_owned(x.clone()).unwrap(), plan.run(&x).unwrap());
+    }
+    let m = Model::init(ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 1).unwrap();
+    let x = random(vec![5, 1, 28, 28], 4);
+    let plan = pare::native::compile(&m).unwrap();
+    assert_eq!(plan.run_owned(x.clone()).unwrap(), plan.run(&x).unwrap());
+    let e = plan
+        .run_owned(random(vec![5, 1, 27, 28], 4))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("28"), "{e}");
     let mut b = GraphBuilder::new([6]);
     b.then("id", Op::Identity);
     b.then("fc", linear(6, 3));

@@ -34,6 +34,7 @@ fn config(epochs: usize, checkpoint: Option<&Path>, resume: bool) -> FitConfig {
             views: 0,
         },
         eval_batch_size: 64,
+        lr_scales: Default::default(),
         checkpoint: checkpoint.map(Path::to_path_buf),
         resume,
     }

@@ -92,6 +92,16 @@ impl Act {
         }
     }
 
+    /// [`Act::from_pytorch`] taking the batch over: no copy unless images must be reordered
+    /// (several samples of several channels).
+    pub(super) fn from_pytorch_owned(shape: Vec<usize>, data: Vec<f32>) -> Act {
+        match *shape {
+            [n, c, h, w] if n == 1 || c == 1 => Act::Image { c, n, h, w, data },
+            [_, _, _, _] => Act::from_pytorch(&shape, &data),
+            _ => Act::dense(shape, data),
+        }
+    }
+
     /// The full shape `[N, ..]` in PyTorch's axis order.
     pub(super) fn pytorch_shape(&self) -> Vec<usize> {
         match self {

@@ -330,6 +330,12 @@ impl Kernel {
             Kernel::Affine { scale, shift } => {
                 affine(x, scale, shift).ok_or_else(|| mismatch("[N, C] or [N, C, H, W] values"))?
             }
+            Kernel::Unary(Unary::FakeQuant(p)) if super::int8::ActCodes::new(*p).is_some() => {
+                let act = super::int8::ActCodes::new(*p).expect("checked");
+                let mut y = x.with(buffers::scratch(x.data().len()));
+                act.fake(x.data(), y.data_mut());
+                y
+            }
             Kernel::Unary(f) => {
                 let mut y = x.with(buffers::copy_of(x.data()));
                 y.data_mut().iter_mut().for_each(|v| *v = f.apply(*v));

@@ -1,10 +1,10 @@
 //! The u8 x i8 -> i32 product at the heart of the int8 kernels: `sums[i][r] = sum_k a[i][k] *
 //! w[r][k]`, activations unsigned (`a`, rows of `kp` bytes), weights signed (`w`, packed).
 //!
-//! Four bytes of one row are broadcast against eight rows of the other operand times four
-//! bytes (one 256-bit register), and summed into eight i32:
-//! - with AVX-512 VNNI, `vpdpbusd` does the 32 multiply-adds and the accumulation in one
-//!   instruction, exactly, for any i8 weight;
+//! Four bytes of one row are broadcast against sixteen rows of the other operand times four
+//! bytes (one 512-bit register, or two 256-bit ones), and summed into sixteen i32:
+//! - with AVX-512 VNNI, `vpdpbusd` does the 64 (or 32) multiply-adds and the accumulation in
+//!   one instruction, exactly, for any i8 weight;
 //! - with AVX2, `vpmaddubsw` (32 byte products summed in pairs to 16 i16) then `vpmaddwd` with
 //!   ones (pairs of those to 8 i32) and an add. `vpmaddubsw` saturates its i16 pair sums, so
 //!   this path takes weights up to `|w| <= 64` only (`2 * 255 * 64 = 32640` fits): 7-bit
@@ -18,41 +18,47 @@
 /// code has its negation).
 pub const MAX_WEIGHT_CODE: i32 = 127;
 
-/// Activation rows per tile.
-pub(super) const MR: usize = 4;
-/// Weight rows per packed group: one AVX2 register of eight i32 sums.
-pub(super) const GROUP: usize = 8;
+/// Broadcast rows per tile at most (the 512-bit path's; the others take 4).
+pub(super) const MR: usize = 8;
+/// Weight rows per packed group: one 512-bit register of sixteen i32 sums (two 256-bit ones).
+pub(super) const GROUP: usize = 16;
+/// Packed groups one tile reads at most (the 512-bit path reads two).
+const MAX_GROUPS: usize = 2;
+
+/// The sums one tile writes: up to `MR` broadcast rows times up to two groups.
+type Sums = [[i32; MAX_GROUPS * GROUP]; MR];
 
 /// Which integer product the CPU runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Int8Path {
-    /// AVX-512 VNNI on 256-bit registers (`vpdpbusd`, needs AVX-512 VL).
+    /// AVX-512 VNNI on 512-bit registers (`vpdpbusd`).
+    Vnni512,
+    /// AVX-512 VNNI on 256-bit registers (needs AVX-512 VL).
     Vnni,
     Avx2,
     Portable,
 }
 
 impl Int8Path {
-    /// The fastest path this CPU has (checked once).
+    /// The path the engine runs (chosen once): the fastest this CPU has, or the one the
+    /// environment variable `PARE_INT8_PATH` names (`vnni512`, `vnni`, `avx2`, `portable`)
+    /// where the CPU has it, so that benchmarks can compare paths on one machine.
     pub fn best() -> Int8Path {
-        #[cfg(target_arch = "x86_64")]
-        {
-            static BEST: std::sync::OnceLock<Int8Path> = std::sync::OnceLock::new();
-            *BEST.get_or_init(|| {
-                if has_vnni() {
-                    Int8Path::Vnni
-                } else if is_x86_feature_detected!("avx2") {
-                    Int8Path::Avx2
-                } else {
-                    Int8Path::Portable
-                }
-            })
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        Int8Path::Portable
+        static BEST: std::sync::OnceLock<Int8Path> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| {
+            let available = Int8Path::available();
+            let asked = std::env::var("PARE_INT8_PATH").ok().and_then(|v| {
+                available
+                    .iter()
+                    .copied()
+                    .find(|p| format!("{p:?}").eq_ignore_ascii_case(v.trim()))
+            });
+            // `available` lists the paths from the slowest to the fastest.
+            asked.unwrap_or(*available.last().expect("the portable path is always available"))
+        })
     }
 
-    /// Every path this CPU can run, the portable one included.
+    /// Every path this CPU can run, the portable one first, the fastest last.
     pub fn available() -> Vec<Int8Path> {
         let mut v = vec![Int8Path::Portable];
         #[cfg(target_arch = "x86_64")]
@@ -62,6 +68,7 @@ impl Int8Path {
             }
             if has_vnni() {
                 v.push(Int8Path::Vnni);
+                v.push(Int8Path::Vnni512);
             }
         }
         v
@@ -71,7 +78,26 @@ impl Int8Path {
     pub fn max_weight_code(self) -> i32 {
         match self {
             Int8Path::Avx2 => 64,
-            Int8Path::Vnni | Int8Path::Portable => MAX_WEIGHT_CODE,
+            Int8Path::Vnni512 | Int8Path::Vnni | Int8Path::Portable => MAX_WEIGHT_CODE,
+        }
+    }
+
+    /// Packed groups per tile: the 512-bit path keeps sixteen accumulators with two groups of
+    /// sixteen rows (one register each per broadcast row) and eight broadcast rows, the 256-bit
+    /// ones eight with one group (two registers each) and four rows; the AVX2 path has only
+    /// sixteen registers in all.
+    fn groups_per_tile(self) -> usize {
+        match self {
+            Int8Path::Vnni512 => 2,
+            _ => 1,
+        }
+    }
+
+    /// Broadcast rows per tile (see [`Int8Path::groups_per_tile`]).
+    fn rows_per_tile(self) -> usize {
+        match self {
+            Int8Path::Vnni512 => 8,
+            _ => 4,
         }
     }
 }
@@ -87,7 +113,7 @@ pub(super) fn padded(k: usize) -> usize {
 }
 
 /// Weights `[rows, k]` packed for the product: groups of [`GROUP`] rows (the last one padded
-/// with zero rows), each group `kp / 4` chunks of 32 bytes holding its 8 rows' next 4 codes
+/// with zero rows), each group `kp / 4` chunks of 64 bytes holding its 16 rows' next 4 codes
 /// (row-major inside the chunk); codes past `k` are 0.
 #[derive(Clone, Debug)]
 pub(super) struct Packed {
@@ -107,7 +133,7 @@ impl Packed {
         for (r, row) in q.chunks(k.max(1)).enumerate().take(rows) {
             let (g, j) = (r / GROUP, r % GROUP);
             for (c, &v) in row.iter().enumerate() {
-                data[g * GROUP * kp + (c / 4) * 32 + j * 4 + c % 4] = v;
+                data[g * GROUP * kp + (c / 4) * GROUP * 4 + j * 4 + c % 4] = v;
             }
         }
         Packed { rows, kp, data }
@@ -122,41 +148,41 @@ impl Packed {
     }
 }
 
-/// Every sum of `m` activation rows (`a`, `m * kp` bytes) against `w`: calls `out(i, r, sum)`
-/// once for each row `i < m` and weight row `r < w.rows`.
+/// Every sum of `m` activation rows (`a`, `m * kp` bytes) against `w`: calls `out(i, r0,
+/// sums)` with the sums of activation row `i` against weight rows `r0 .. r0 + sums.len()`
+/// (at most 32 at a time), every pair once.
 pub(super) fn product(
     path: Int8Path,
     a: &[u8],
     m: usize,
     w: &Packed,
-    mut out: impl FnMut(usize, usize, i32),
+    mut out: impl FnMut(usize, usize, &[i32]),
 ) {
     let kp = w.kp;
     assert!(a.len() >= m * kp, "int8 product: activations too short");
     let groups = w.groups();
-    let mut sums = [[0i32; 2 * GROUP]; MR];
-    for i0 in (0..m).step_by(MR) {
-        let mr = MR.min(m - i0);
-        let rows = &a[i0 * kp..(i0 + mr) * kp];
-        for g in (0..groups).step_by(2) {
-            let ng = 2.min(groups - g);
-            let w1 = if ng == 2 { w.group(g + 1) } else { w.group(g) };
+    let (per, mrows) = (path.groups_per_tile(), path.rows_per_tile());
+    let mut sums: Sums = [[0i32; MAX_GROUPS * GROUP]; MR];
+    // The packed groups outside: their bytes (the larger operand of a tile) stay in the L1
+    // cache while every row of `a` meets them.
+    for g in (0..groups).step_by(per) {
+        let ng = per.min(groups - g);
+        let w1 = if ng == 2 { w.group(g + 1) } else { w.group(g) };
+        for i0 in (0..m).step_by(mrows) {
+            let mr = mrows.min(m - i0);
+            let rows = &a[i0 * kp..(i0 + mr) * kp];
             tile::<true>(path, rows, mr, kp, bytes(w.group(g)), bytes(w1), ng, &mut sums);
+            let valid = (ng * GROUP).min(w.rows - g * GROUP);
             for (di, row) in sums.iter().enumerate().take(mr) {
-                for (dr, &s) in row.iter().enumerate().take(ng * GROUP) {
-                    let r = g * GROUP + dr;
-                    if r < w.rows {
-                        out(i0 + di, r, s);
-                    }
-                }
+                out(i0 + di, g * GROUP, &row[..valid]);
             }
         }
     }
 }
 
 /// Sums of `mr` broadcast rows (`b`, `mr` rows of `kp` bytes) against one (`ng` = 1) or two
-/// packed groups (`v0`, `v1`: `kp / 4` chunks of 8 rows times 4 bytes) into `sums[i][h * 8 +
-/// j]` (row `i` of `b`, row `j` of group `h`). `B_UNSIGNED`: the broadcast rows are the u8
+/// packed groups (`v0`, `v1`: `kp / 4` chunks of 16 rows times 4 bytes; two only on the
+/// 512-bit path) into `sums[i][h * 16 + j]` (row `i` of `b`, row `j` of group `h`). `B_UNSIGNED`: the broadcast rows are the u8
 /// operand (activations, the Linear orientation) and the groups the i8 one; otherwise the
 /// other way round (filters broadcast over packed positions, the Conv2d orientation).
 #[allow(clippy::too_many_arguments)]
@@ -168,13 +194,23 @@ fn tile<const B_UNSIGNED: bool>(
     v0: &[u8],
     v1: &[u8],
     ng: usize,
-    sums: &mut [[i32; 2 * GROUP]; MR],
+    sums: &mut Sums,
 ) {
     assert!(b.len() == mr * kp && v0.len() == GROUP * kp && v1.len() == GROUP * kp);
-    // One arm per (rows, groups) pair, so that the SIMD kernels keep their sums in registers.
+    assert!(ng >= 1 && ng <= path.groups_per_tile() && mr >= 1 && mr <= path.rows_per_tile());
+    // One arm per (rows, registers per row) pair, so that the SIMD kernels keep their sums in
+    // registers: a group is two 256-bit registers or one 512-bit one.
     macro_rules! dispatch {
-        ($kernel:ident) => {
-            match (mr, ng) {
+        ($kernel:ident, $v:expr) => {
+            match (mr, $v) {
+                (8, 2) => $kernel::<8, 2, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (8, _) => $kernel::<8, 1, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (7, 2) => $kernel::<7, 2, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (7, _) => $kernel::<7, 1, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (6, 2) => $kernel::<6, 2, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (6, _) => $kernel::<6, 1, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (5, 2) => $kernel::<5, 2, B_UNSIGNED>(b, kp, v0, v1, sums),
+                (5, _) => $kernel::<5, 1, B_UNSIGNED>(b, kp, v0, v1, sums),
                 (4, 2) => $kernel::<4, 2, B_UNSIGNED>(b, kp, v0, v1, sums),
                 (4, _) => $kernel::<4, 1, B_UNSIGNED>(b, kp, v0, v1, sums),
                 (3, 2) => $kernel::<3, 2, B_UNSIGNED>(b, kp, v0, v1, sums),
@@ -190,9 +226,11 @@ fn tile<const B_UNSIGNED: bool>(
         // SAFETY: `best` and `available` offer these paths only where the CPU has their
         // features; the lengths the kernels read were checked above.
         #[cfg(target_arch = "x86_64")]
-        Int8Path::Vnni => unsafe { dispatch!(tile_vnni) },
+        Int8Path::Vnni512 => unsafe { dispatch!(tile_vnni512, ng) },
         #[cfg(target_arch = "x86_64")]
-        Int8Path::Avx2 => unsafe { dispatch!(tile_avx2) },
+        Int8Path::Vnni => unsafe { dispatch!(tile_vnni, 2) },
+        #[cfg(target_arch = "x86_64")]
+        Int8Path::Avx2 => unsafe { dispatch!(tile_avx2, 2) },
         _ => tile_portable::<B_UNSIGNED>(b, mr, kp, [v0, v1], ng, sums),
     }
 }
@@ -203,7 +241,7 @@ fn tile_portable<const B_UNSIGNED: bool>(
     kp: usize,
     v: [&[u8]; 2],
     ng: usize,
-    sums: &mut [[i32; 2 * GROUP]; MR],
+    sums: &mut Sums,
 ) {
     // The u8 operand as unsigned, the other as i8.
     let product = |x: u8, y: u8| {
@@ -218,7 +256,7 @@ fn tile_portable<const B_UNSIGNED: bool>(
             for j in 0..GROUP {
                 let mut s = 0i32;
                 for (c4, four) in row.chunks(4).enumerate() {
-                    let at = &group[c4 * 32 + j * 4..c4 * 32 + j * 4 + 4];
+                    let at = &group[c4 * GROUP * 4 + j * 4..c4 * GROUP * 4 + j * 4 + 4];
                     s += (0..4).map(|t| product(four[t], at[t])).sum::<i32>();
                 }
                 sums[i][h * GROUP + j] = s;
@@ -227,37 +265,47 @@ fn tile_portable<const B_UNSIGNED: bool>(
     }
 }
 
-/// The SIMD tile for one instruction set: `$step(acc, unsigned, signed)` adds the 4-byte dot
-/// products of each 32-bit lane to `acc`. Each chunk of 4 bytes of a broadcast row meets one
-/// 32-byte chunk of each group.
+/// The SIMD tile for one register width: `$step(acc, unsigned, signed)` adds the 4-byte dot
+/// products of each 32-bit lane to `acc`. Each chunk of 4 bytes of a broadcast row meets the
+/// `V` registers (of `$lanes` rows) its groups hold at that chunk: a group's chunk is 64 bytes,
+/// two 256-bit registers or one 512-bit one.
 macro_rules! simd_tile {
-    ($name:ident, $features:literal, $doc:literal, |$acc:ident, $u:ident, $s:ident| $step:expr) => {
+    (
+        $name:ident, $features:literal, $doc:literal,
+        $lanes:literal, $zero:ident, $load:ident, $set1:ident, $store:ident,
+        |$acc:ident, $u:ident, $s:ident| $step:expr
+    ) => {
         #[doc = $doc]
         ///
         /// # Safety
         /// The CPU has the features; `b` holds `R` rows of `kp` bytes and each group `kp / 4`
-        /// chunks of 32 bytes (checked by [`tile`]).
+        /// chunks of 64 bytes (checked by [`tile`]); `V * $lanes <= 2 * GROUP`.
         #[cfg(target_arch = "x86_64")]
         #[target_feature(enable = $features)]
-        unsafe fn $name<const R: usize, const G: usize, const B_UNSIGNED: bool>(
+        // With one register per group (512 bits), `h % PER` is 0.
+        #[allow(clippy::modulo_one)]
+        unsafe fn $name<const R: usize, const V: usize, const B_UNSIGNED: bool>(
             b: &[u8],
             kp: usize,
             v0: &[u8],
             v1: &[u8],
-            sums: &mut [[i32; 2 * GROUP]; MR],
+            sums: &mut Sums,
         ) {
             use std::arch::x86_64::*;
-            let mut acc = [[_mm256_setzero_si256(); G]; R];
-            let (pb, p0, p1) = (b.as_ptr(), v0.as_ptr(), v1.as_ptr());
+            // Registers per group.
+            const PER: usize = GROUP / $lanes;
+            let mut acc = [[$zero(); V]; R];
+            let (pb, groups) = (b.as_ptr(), [v0.as_ptr(), v1.as_ptr()]);
             for c4 in 0..kp / 4 {
                 // SAFETY (all reads): c4 < kp / 4, within the lengths above.
-                let v = [
-                    _mm256_loadu_si256(p0.add(c4 * 32) as *const __m256i),
-                    _mm256_loadu_si256(p1.add(c4 * 32) as *const __m256i),
-                ];
+                let mut v = [$zero(); V];
+                for (h, vh) in v.iter_mut().enumerate() {
+                    let at = groups[h / PER].add(c4 * GROUP * 4 + (h % PER) * $lanes * 4);
+                    *vh = $load(at as *const _);
+                }
                 for (i, acc_i) in acc.iter_mut().enumerate() {
                     let four = (pb.add(i * kp + c4 * 4) as *const i32).read_unaligned();
-                    let bv = _mm256_set1_epi32(four);
+                    let bv = $set1(four);
                     for (h, acc_ih) in acc_i.iter_mut().enumerate() {
                         // The unsigned operand first, as the instructions want it.
                         let ($u, $s) = if B_UNSIGNED { (bv, v[h]) } else { (v[h], bv) };
@@ -268,7 +316,7 @@ macro_rules! simd_tile {
             }
             for (i, acc_i) in acc.iter().enumerate() {
                 for (h, v) in acc_i.iter().enumerate() {
-                    _mm256_storeu_si256(sums[i][h * GROUP..].as_mut_ptr() as *mut __m256i, *v);
+                    $store(sums[i][h * $lanes..].as_mut_ptr() as *mut _, *v);
                 }
             }
         }
@@ -279,14 +327,28 @@ simd_tile!(
     tile_avx2,
     "avx2",
     "`vpmaddubsw` (pairs of byte products to i16, saturating), `vpmaddwd` with ones (pairs of those to i32), an add.",
+    8, _mm256_setzero_si256, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_storeu_si256,
     |acc, u, s| _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)))
 );
 
 simd_tile!(
     tile_vnni,
     "avx512f,avx512vl,avx512vnni",
-    "`vpdpbusd`: the four byte products of each lane summed into it, exactly, in one instruction.",
+    "`vpdpbusd` on 256 bits: the four byte products of each lane summed into it, exactly, in one instruction.",
+    8, _mm256_setzero_si256, _mm256_loadu_si256, _mm256_set1_epi32, _mm256_storeu_si256,
     |acc, u, s| _mm256_dpbusd_epi32(acc, u, s)
+);
+
+simd_tile!(
+    tile_vnni512,
+    "avx512f,avx512vnni",
+    "`vpdpbusd` on 512 bits: sixteen lanes of four byte products per instruction.",
+    16,
+    _mm512_setzero_si512,
+    _mm512_loadu_si512,
+    _mm512_set1_epi32,
+    _mm512_storeu_si512,
+    |acc, u, s| _mm512_dpbusd_epi32(acc, u, s)
 );
 
 /// The bytes of i8 codes, for the tiles (which read both operands as bytes).
@@ -296,9 +358,9 @@ fn bytes(codes: &[i8]) -> &[u8] {
 }
 
 /// Activations packed for [`product_by_position`]: groups of [`GROUP`] positions, each group
-/// `kp / 4` chunks of 32 bytes holding its 8 positions' next 4 codes. Packs one group from
-/// its rows (`rows`: 8 rows of `kp` codes, row-major) into `packed` (as long): a transpose of
-/// 8 x `kp / 4` words of 4 bytes.
+/// `kp / 4` chunks of 64 bytes holding its 16 positions' next 4 codes. Packs one group from
+/// its rows (`rows`: 16 rows of `kp` codes, row-major) into `packed` (as long): a transpose of
+/// 16 x `kp / 4` words of 4 bytes.
 pub(super) fn pack_group(rows: &[u8], packed: &mut [u8]) {
     let kp = rows.len() / GROUP;
     assert!(
@@ -321,7 +383,7 @@ pub(super) fn pack_group(rows: &[u8], packed: &mut [u8]) {
 /// The product the other way round, for convolutions whose output is channel-major: `w` is
 /// `rows` rows of `kp` codes (row-major, zero past `k`), `a` holds `len` positions packed by
 /// [`pack_group`]. Calls `out(r, j0, sums)` with the sums of row `r` for positions `j0 ..
-/// j0 + sums.len()`, at most 16 at a time.
+/// j0 + sums.len()`, at most 32 at a time.
 pub(super) fn product_by_position(
     path: Int8Path,
     w: &[i8],
@@ -337,13 +399,15 @@ pub(super) fn product_by_position(
         "int8 product: operands too short"
     );
     let group = |g: usize| &a[g * GROUP * kp..(g + 1) * GROUP * kp];
-    let mut sums = [[0i32; 2 * GROUP]; MR];
-    for r0 in (0..rows).step_by(MR) {
-        let mr = MR.min(rows - r0);
-        let wr = &w[r0 * kp..(r0 + mr) * kp];
-        for g in (0..groups).step_by(2) {
-            let ng = 2.min(groups - g);
-            let a1 = if ng == 2 { group(g + 1) } else { group(g) };
+    let (per, mrows) = (path.groups_per_tile(), path.rows_per_tile());
+    let mut sums: Sums = [[0i32; MAX_GROUPS * GROUP]; MR];
+    // The packed positions outside, as in `product`.
+    for g in (0..groups).step_by(per) {
+        let ng = per.min(groups - g);
+        let a1 = if ng == 2 { group(g + 1) } else { group(g) };
+        for r0 in (0..rows).step_by(mrows) {
+            let mr = mrows.min(rows - r0);
+            let wr = &w[r0 * kp..(r0 + mr) * kp];
             tile::<false>(path, bytes(wr), mr, kp, group(g), a1, ng, &mut sums);
             let valid = (ng * GROUP).min(len - g * GROUP);
             for (dr, row) in sums.iter().enumerate().take(mr) {
@@ -409,10 +473,13 @@ mod tests {
                         .collect();
                     let w = Packed::new(&q, rows, k);
                     let mut seen = vec![false; m * rows];
-                    product(path, &a, m, &w, |i, r, s| {
-                        let want = dot_reference(&acts[i], &q[r * k..(r + 1) * k]);
-                        assert_eq!(s as i64, want, "{path:?} m {m} rows {rows} k {k} at ({i}, {r})");
-                        seen[i * rows + r] = true;
+                    product(path, &a, m, &w, |i, r0, sums| {
+                        for (dr, &s) in sums.iter().enumerate() {
+                            let r = r0 + dr;
+                            let want = dot_reference(&acts[i], &q[r * k..(r + 1) * k]);
+                            assert_eq!(s as i64, want, "{path:?} m {m} rows {rows} k {k} at ({i}, {r})");
+                            seen[i * rows + r] = true;
+                        }
                     });
                     assert!(seen.iter().all(|s| *s), "{path:?}: every output written");
                     // The other orientation: positions packed, weight rows broadcast.

@@ -41,15 +41,72 @@ impl ActCodes {
     }
 
     /// The codes of `src` into `dst`: `quantize(x) - qmin`, rounded as [`QParams::fake`]
-    /// rounds (a division, ties to even), eight at a time on AVX2: a scalar quantization was
-    /// most of the time of a layer with few outputs.
+    /// rounds (a division, ties to even), sixteen at a time with AVX-512 and eight with AVX2:
+    /// a scalar quantization was most of the time of a layer with few outputs.
+    ///
+    /// The SIMD paths multiply by the reciprocal of the scale, which is within 2^-22
+    /// (relative) of the quotient: it rounds to the same integer unless the product lies that
+    /// close to a half-integer, and for the values of a vector where any one does, they divide.
     fn codes(&self, src: &[f32], dst: &mut [u8]) {
         #[cfg(target_arch = "x86_64")]
-        if matches!(Int8Path::best(), Int8Path::Avx2 | Int8Path::Vnni) {
+        match Int8Path::best() {
+            // SAFETY: the CPU has AVX-512 F (the 512-bit VNNI path needs it).
+            Int8Path::Vnni512 => return unsafe { self.codes_avx512(src, dst) },
             // SAFETY: the CPU has AVX2 (`best`; every CPU with AVX-512 VL has it).
-            return unsafe { self.codes_avx2(src, dst) };
+            Int8Path::Vnni | Int8Path::Avx2 => return unsafe { self.codes_avx2(src, dst) },
+            Int8Path::Portable => {}
         }
         self.codes_portable(src, dst)
+    }
+
+    /// `QParams::fake` of every value of `src` into `dst`, through the codes: a fake quantizer
+    /// that runs for a reader that is not an integer layer.
+    pub(in crate::native) fn fake(&self, src: &[f32], dst: &mut [f32]) {
+        let p = self.params;
+        let mut codes = [0u8; 4096];
+        for (s, d) in src.chunks(codes.len()).zip(dst.chunks_mut(codes.len())) {
+            let codes = &mut codes[..s.len()];
+            self.codes(s, codes);
+            for (v, &c) in d.iter_mut().zip(codes.iter()) {
+                *v = p.dequantize(c as i32 + p.qmin);
+            }
+        }
+    }
+
+    /// [`ActCodes::codes`] sixteen at a time, narrowed to bytes by one `vpmovusdb`.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn codes_avx512(&self, src: &[f32], dst: &mut [u8]) {
+        use std::arch::x86_64::*;
+        let p = self.params;
+        let n = src.len().min(dst.len());
+        let (s, z) = (_mm512_set1_ps(p.scale), _mm512_set1_ps(p.zero_point as f32));
+        let (lo, hi) = (_mm512_set1_ps(p.qmin as f32), _mm512_set1_ps(p.qmax as f32));
+        let recip = 1.0 / p.scale;
+        // Without a finite reciprocal (a subnormal scale), every vector divides.
+        let r = _mm512_set1_ps(if recip.is_finite() { recip } else { f32::NAN });
+        let (half, tol) = (_mm512_set1_ps(0.5), _mm512_set1_ps(1.0 / (1 << 20) as f32));
+        const FLOOR: i32 = _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC;
+        const NEAREST: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+        let mut i = 0;
+        while i + 16 <= n {
+            // SAFETY: i + 16 <= the length of both slices.
+            let x = _mm512_loadu_ps(src.as_ptr().add(i));
+            let y = _mm512_mul_ps(x, r);
+            // As in `codes_avx2`: near a tie, or NaN, divides.
+            let frac = _mm512_sub_ps(y, _mm512_roundscale_ps::<FLOOR>(y));
+            let off = _mm512_abs_ps(_mm512_sub_ps(frac, half));
+            let near = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(off, _mm512_mul_ps(_mm512_abs_ps(y), tol));
+            let bad = near | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(y, y);
+            let y = if bad != 0 { _mm512_div_ps(x, s) } else { y };
+            let q = _mm512_roundscale_ps::<NEAREST>(y);
+            let q = _mm512_mask_blend_ps(_mm512_cmp_ps_mask::<_CMP_UNORD_Q>(q, q), q, _mm512_setzero_ps());
+            let v = _mm512_sub_ps(_mm512_min_ps(_mm512_max_ps(_mm512_add_ps(q, z), lo), hi), lo);
+            let b = _mm512_cvtusepi32_epi8(_mm512_cvtps_epi32(v));
+            _mm_storeu_si128(dst.as_mut_ptr().add(i) as *mut __m128i, b);
+            i += 16;
+        }
+        self.codes_avx2(&src[i..n], &mut dst[i..n])
     }
 
     #[cfg(target_arch = "x86_64")]
@@ -61,11 +118,31 @@ impl ActCodes {
         let (s, z) = (_mm256_set1_ps(p.scale), _mm256_set1_ps(p.zero_point as f32));
         let (lo, hi) = (_mm256_set1_ps(p.qmin as f32), _mm256_set1_ps(p.qmax as f32));
         let zero = _mm256_setzero_ps();
+        let recip = 1.0 / p.scale;
+        // Without a finite reciprocal (a subnormal scale), every vector divides.
+        let r = _mm256_set1_ps(if recip.is_finite() { recip } else { f32::NAN });
+        let (half, tol, abs) = (
+            _mm256_set1_ps(0.5),
+            _mm256_set1_ps(1.0 / (1 << 20) as f32),
+            _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)),
+        );
         let mut i = 0;
         while i + 8 <= n {
             // SAFETY: i + 8 <= the length of both slices.
             let x = _mm256_loadu_ps(src.as_ptr().add(i));
-            let q = _mm256_round_ps(_mm256_div_ps(x, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+            let y = _mm256_mul_ps(x, r);
+            // |frac(y) - 1/2| <= 2^-20 |y|: near a tie (exact for |y| < 2^20; beyond, always
+            // true). NaN (a NaN input, or no reciprocal) compares false, hence the `ord` test.
+            let frac = _mm256_sub_ps(y, _mm256_floor_ps(y));
+            let off = _mm256_and_ps(_mm256_sub_ps(frac, half), abs);
+            let near = _mm256_cmp_ps(off, _mm256_mul_ps(_mm256_and_ps(y, abs), tol), _CMP_LE_OQ);
+            let bad = _mm256_or_ps(near, _mm256_cmp_ps(y, y, _CMP_UNORD_Q));
+            let y = if _mm256_movemask_ps(bad) != 0 {
+                _mm256_div_ps(x, s)
+            } else {
+                y
+            };
+            let q = _mm256_round_ps(y, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
             let q = _mm256_blendv_ps(q, zero, _mm256_cmp_ps(q, q, _CMP_UNORD_Q));
             let v = _mm256_sub_ps(_mm256_min_ps(_mm256_max_ps(_mm256_add_ps(q, z), lo), hi), lo);
             let w = _mm256_cvtps_epi32(v);
@@ -206,8 +283,8 @@ impl Int8Matrix {
             for (dst, src) in a.chunks_mut(kp).zip(x.chunks(width)) {
                 act.codes(src, dst);
             }
-            gemm::product(path, a, a.len() / kp, &self.packed, |i, r, s| {
-                y[i * rows + r] = epilogue(r, s)
+            gemm::product(path, a, a.len() / kp, &self.packed, |i, r0, sums| {
+                epilogue(r0, sums, &mut y[i * rows + r0..i * rows + r0 + sums.len()])
             });
         };
         let threads = rayon::current_num_threads().max(1);
@@ -223,21 +300,27 @@ impl Int8Matrix {
         y
     }
 
-    /// Output `r` of the integer sum `s`: `s_x * s_r * (s - z * sum_k q_rk) + b_r`, ReLU fused.
+    /// Outputs `r0 ..` of the integer sums `sums` into `dst`: `s_x * s_r * (s - z * sum_k
+    /// q_rk) + b_r`, ReLU fused; per row, a scale and an offset (computed once per call), so
+    /// that the loop over a tile's sums vectorizes.
     fn epilogue<'a>(
         &'a self,
         act: ActCodes,
         bias: Option<&'a [f32]>,
         relu: Fused,
-    ) -> impl Fn(usize, i32) -> f32 + Sync + 'a {
+    ) -> impl Fn(usize, &[i32], &mut [f32]) + Sync + 'a {
         let z = act.zero();
-        let sx = act.params.scale;
-        move |r: usize, s: i32| {
-            let v = sx * self.scale[r] * (s - z * self.sums[r]) as f32 + bias.map_or(0.0, |b| b[r]);
+        let scale: Vec<f32> = self.scale.iter().map(|s| act.params.scale * s).collect();
+        let offset: Vec<i32> = self.sums.iter().map(|s| z * s).collect();
+        let bias: Vec<f32> = bias.map_or_else(|| vec![0.0; self.rows()], <[f32]>::to_vec);
+        move |r0: usize, sums: &[i32], dst: &mut [f32]| {
+            let n = sums.len();
+            let (scale, offset, bias) = (&scale[r0..r0 + n], &offset[r0..r0 + n], &bias[r0..r0 + n]);
+            for j in 0..n {
+                dst[j] = (sums[j] - offset[j]) as f32 * scale[j] + bias[j];
+            }
             if relu == Fused::Relu {
-                v.max(0.0)
-            } else {
-                v
+                dst.iter_mut().for_each(|v| *v = v.max(0.0));
             }
         }
     }
@@ -294,6 +377,25 @@ mod tests {
 
     /// The vector path rounds as the fake quantizer does: ties to even, saturation at both
     /// ends, infinities, signed zeros and NaN (the zero point), at lengths off the 8-lane step.
+    type Codes = fn(&ActCodes, &[f32], &mut [u8]);
+
+    /// Every quantization path this CPU runs.
+    fn code_paths() -> Vec<(&'static str, Codes)> {
+        let mut v: Vec<(&'static str, Codes)> = vec![("portable", |a, s, d| a.codes_portable(s, d))];
+        #[cfg(target_arch = "x86_64")]
+        {
+            if is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has the feature.
+                v.push(("avx2", |a, s, d| unsafe { a.codes_avx2(s, d) }));
+            }
+            if is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx2") {
+                // SAFETY: the CPU has the features.
+                v.push(("avx512", |a, s, d| unsafe { a.codes_avx512(s, d) }));
+            }
+        }
+        v
+    }
+
     #[test]
     fn codes_equal_the_quantizer_on_every_path() {
         for symmetric in [false, true] {
@@ -303,12 +405,55 @@ mod tests {
             x.extend((-700..700).map(|k| k as f32 * p.scale * 0.5));
             x.extend((0..37).map(|k| (k as f32 * 0.37).sin() * 4.0));
             let want: Vec<u8> = x.iter().map(|&v| (p.quantize(v) - p.qmin) as u8).collect();
-            for len in [x.len(), 7, 9, 17] {
-                let mut got = vec![0u8; len];
-                act.codes(&x[..len], &mut got);
-                assert_eq!(got, want[..len], "symmetric {symmetric}, best path, {len} values");
-                act.codes_portable(&x[..len], &mut got);
-                assert_eq!(got, want[..len], "symmetric {symmetric}, portable, {len} values");
+            // A running fake quantizer, through the codes.
+            let mut fake = vec![0f32; x.len()];
+            act.fake(&x, &mut fake);
+            for (f, &v) in fake.iter().zip(&x) {
+                assert_eq!(f.to_bits(), p.fake(v).to_bits(), "fake({v})");
+            }
+            for len in [x.len(), 7, 9, 17, 33] {
+                for (name, codes) in code_paths() {
+                    let mut got = vec![0u8; len];
+                    codes(&act, &x[..len], &mut got);
+                    assert_eq!(got, want[..len], "symmetric {symmetric}, {name}, {len} values");
+                }
+            }
+        }
+    }
+
+    /// The reciprocal shortcut rounds like the division: random scales, values within a few
+    /// ulps of every half-integer quotient, and values far out of range.
+    #[test]
+    fn codes_round_like_the_division_next_to_every_tie() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for _ in 0..200 {
+            let lo = -rng.random_range(0.001f32..50.0);
+            let hi = rng.random_range(0.001f32..50.0);
+            let p = Scheme {
+                bits: rng.random_range(2..=8),
+                symmetric: rng.random_bool(0.5),
+            }
+            .params(lo, hi);
+            let act = ActCodes::new(p).unwrap();
+            let mut x = Vec::new();
+            for k in -300..300 {
+                let t = (k as f32 + 0.5) * p.scale;
+                let mut v = t;
+                for _ in 0..4 {
+                    v = v.next_down();
+                }
+                for _ in 0..9 {
+                    x.push(v);
+                    v = v.next_up();
+                }
+                x.push(rng.random_range(-1e6f32..1e6));
+            }
+            let want: Vec<u8> = x.iter().map(|&v| (p.quantize(v) - p.qmin) as u8).collect();
+            for (name, codes) in code_paths() {
+                let mut got = vec![0u8; x.len()];
+                codes(&act, &x, &mut got);
+                assert_eq!(got, want, "{name}, scale {}", p.scale);
             }
         }
     }
