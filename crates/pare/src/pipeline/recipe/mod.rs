@@ -24,7 +24,7 @@
 //! ```
 //!
 //! Each `[[stage]]` holds one table named for its kind (`train`, `prune`, `structured`,
-//! `cluster`, `quantize`, `distill`). Unknown keys and impossible values (a ratio of 1, 20 bits, a negative learning rate) are
+//! `cluster`, `quantize`, `distill`, `factorize`, `tie`, `hash`, `exits`, `binarize`). Unknown keys and impossible values (a ratio of 1, 20 bits, a negative learning rate) are
 //! rejected while parsing, with the line and column; names that depend on the model (layers)
 //! are checked against it before the first stage runs.
 
