@@ -153,6 +153,15 @@ impl BinaryMatrix {
         let (rows, words) = (self.rows, self.words);
         let packed = pack(x, n, self.width);
         let mut y = super::buffers::scratch(n * rows);
+        let zeros;
+        let bias = match bias {
+            Some(b) => b,
+            None => {
+                zeros = vec![0.0; rows];
+                &zeros
+            }
+        };
+        let width = self.width as i32;
         // Samples `i0..i0 + out.len() / rows`, output rows `r0..r0 + out.len() / samples`.
         let finish = |i0: usize, r0: usize, samples: usize, out: &mut [f32]| {
             let span = out.len() / samples;
@@ -160,8 +169,15 @@ impl BinaryMatrix {
             let a = &packed[i0 * words..(i0 + samples) * words];
             let w = &self.bits[r0 * words..(r0 + span) * words];
             mismatches(path, a, samples, w, words, &mut counts);
-            for (o, (k, c)) in out.iter_mut().zip(counts.iter().enumerate()) {
-                *o = self.output(r0 + k % span, self.width, *c, bias, relu);
+            // [`BinaryMatrix::output`] over a sample's run of outputs, so that it vectorizes.
+            let (alpha, b) = (&self.alpha[r0..r0 + span], &bias[r0..r0 + span]);
+            for (o, c) in out.chunks_mut(span).zip(counts.chunks(span)) {
+                for j in 0..span {
+                    o[j] = alpha[j] * (width - 2 * c[j] as i32) as f32 + b[j];
+                }
+                if relu == Fused::Relu {
+                    o.iter_mut().for_each(|v| *v = v.max(0.0));
+                }
             }
         };
         let parallel = n * rows * words > PARALLEL_ABOVE;
