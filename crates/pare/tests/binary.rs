@@ -421,6 +421,9 @@ fn every_popcount_path_equals_the_definition() {
         (33, 1000, 4),
         (300, 784, 1),
         (130, 1100, 9),
+        // One sample over enough rows to split them between the threads, at a row that is
+        // not a multiple of the thread count.
+        (203, 1500, 1),
     ] {
         let alpha: Vec<f32> = (0..rows).map(|_| rng.random_range(0.01..2.0)).collect();
         let w: Vec<f32> = (0..rows * width)

@@ -6,9 +6,10 @@
 //! magnitude with either sign (`alpha_r * sign(w)`, what [`crate::ir::Reparam::Binarize`]
 //! bakes) and its input is the output of an [`crate::ir::Op::Sign`] node: `y_r = alpha_r *
 //! dot(sign(x), sign(w_r)) + b_r`, exact in integers. The popcount runs on AVX-512 VPOPCNTDQ
-//! (512 bits per instruction), on AVX2 (nibble table lookups, Mula et al.), on the POPCNT
-//! instruction, or portably, chosen at run time; every path is tested against
-//! [`dot_reference`].
+//! (512 bits per instruction; for a Linear layer over weights interleaved eight rows to a
+//! register, so the sums need no horizontal addition), on AVX2 (nibble table lookups, Mula et
+//! al.), on the POPCNT instruction, or portably, chosen at run time; every path is tested
+//! against [`dot_reference`].
 
 use rayon::prelude::*;
 
@@ -25,6 +26,11 @@ pub struct BinaryMatrix {
     width: usize,
     words: usize,
     bits: Vec<u64>,
+    /// The same bits with eight rows interleaved: word `j` of rows `8 g .. 8 g + 8` at
+    /// `(g * words + j) * 8 ..` (rows past the last are 0), so that one 512-bit load holds a
+    /// word of eight rows and their sums build up in separate lanes, with no horizontal sum at
+    /// the end (the AVX-512 path of the Linear layer).
+    lanes: Vec<u64>,
     alpha: Vec<f32>,
 }
 
@@ -109,11 +115,18 @@ impl BinaryMatrix {
             alpha.push(row[0].abs());
             pack_row(row, &mut bits[r * words..(r + 1) * words]);
         }
+        let mut lanes = vec![0u64; rows.div_ceil(8) * 8 * words];
+        for (r, row) in bits.chunks(words).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                lanes[((r / 8) * words + j) * 8 + r % 8] = v;
+            }
+        }
         Some(BinaryMatrix {
             rows,
             width,
             words,
             bits,
+            lanes,
             alpha,
         })
     }
@@ -167,8 +180,7 @@ impl BinaryMatrix {
             let span = out.len() / samples;
             let mut counts = vec![0u32; samples * span];
             let a = &packed[i0 * words..(i0 + samples) * words];
-            let w = &self.bits[r0 * words..(r0 + span) * words];
-            mismatches(path, a, samples, w, words, &mut counts);
+            self.mismatches_rows(path, a, samples, r0, span, &mut counts);
             // [`BinaryMatrix::output`] over a sample's run of outputs, so that it vectorizes.
             let (alpha, b) = (&self.alpha[r0..r0 + span], &bias[r0..r0 + span]);
             for (o, c) in out.chunks_mut(span).zip(counts.chunks(span)) {
@@ -182,8 +194,8 @@ impl BinaryMatrix {
         };
         let parallel = n * rows * words > PARALLEL_ABOVE;
         if n == 1 && parallel {
-            // One sample: split the rows between the threads.
-            let chunk = rows.div_ceil(rayon::current_num_threads()).max(1);
+            // One sample: split the rows between the threads (whole groups of eight rows).
+            let chunk = rows.div_ceil(rayon::current_num_threads()).div_ceil(8).max(1) * 8;
             y.par_chunks_mut(chunk)
                 .enumerate()
                 .for_each(|(k, out)| finish(0, k * chunk, 1, out));
@@ -198,6 +210,100 @@ impl BinaryMatrix {
             }
         }
         y
+    }
+}
+
+impl BinaryMatrix {
+    /// `counts[s * span + k]`: the mismatches of sample `s` of `a` (`samples` rows of `words`
+    /// words) against row `r0 + k`, for `k < span`.
+    fn mismatches_rows(
+        &self,
+        path: PopcountPath,
+        a: &[u64],
+        samples: usize,
+        r0: usize,
+        span: usize,
+        counts: &mut [u32],
+    ) {
+        let words = self.words;
+        assert!(r0 + span <= self.rows && a.len() >= samples * words && counts.len() >= samples * span);
+        #[cfg(target_arch = "x86_64")]
+        if path == PopcountPath::Avx512 && r0.is_multiple_of(8) {
+            let lanes = &self.lanes[r0 * words..];
+            // SAFETY: the CPU has the features (`best` and `available` offer the path only
+            // then); the lengths were checked above and `lanes` holds whole groups of 8 rows
+            // from row r0 on.
+            return unsafe {
+                match samples {
+                    2 => lanes_avx512::<2>(a, lanes, words, span, counts),
+                    _ => {
+                        for s in 0..samples {
+                            let c = &mut counts[s * span..(s + 1) * span];
+                            lanes_avx512::<1>(&a[s * words..(s + 1) * words], lanes, words, span, c)
+                        }
+                    }
+                }
+            };
+        }
+        mismatches(
+            path,
+            a,
+            samples,
+            &self.bits[r0 * words..(r0 + span) * words],
+            words,
+            counts,
+        )
+    }
+}
+
+/// The mismatches of `S` samples (`a`, `S` rows of `words` words) against the first `span`
+/// rows of interleaved weights (`lanes`, see [`BinaryMatrix`]) into `counts[s * span + k]`:
+/// per word, each sample's word broadcast against eight rows' words, two groups of eight rows
+/// at a time.
+///
+/// # Safety
+/// The CPU has AVX-512 F and VPOPCNTDQ; `a` holds `S * words` words, `lanes` `span.div_ceil(8)
+/// * 8 * words`, `counts` `S * span`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512vpopcntdq")]
+unsafe fn lanes_avx512<const S: usize>(
+    a: &[u64],
+    lanes: &[u64],
+    words: usize,
+    span: usize,
+    counts: &mut [u32],
+) {
+    use std::arch::x86_64::*;
+    let groups = span.div_ceil(8);
+    debug_assert!(a.len() >= S * words && lanes.len() >= groups * 8 * words && counts.len() >= S * span);
+    let (ap, lp) = (a.as_ptr(), lanes.as_ptr());
+    let mut g = 0;
+    while g < groups {
+        let two = g + 1 < groups;
+        let mut acc = [[_mm512_setzero_si512(); 2]; S];
+        for j in 0..words {
+            let w0 = _mm512_loadu_si512(lp.add((g * words + j) * 8) as *const _);
+            let w1 = if two {
+                _mm512_loadu_si512(lp.add(((g + 1) * words + j) * 8) as *const _)
+            } else {
+                w0
+            };
+            for (s, acc_s) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_epi64(*ap.add(s * words + j) as i64);
+                acc_s[0] = _mm512_add_epi64(acc_s[0], _mm512_popcnt_epi64(_mm512_xor_si512(av, w0)));
+                acc_s[1] = _mm512_add_epi64(acc_s[1], _mm512_popcnt_epi64(_mm512_xor_si512(av, w1)));
+            }
+        }
+        for (s, acc_s) in acc.iter().enumerate() {
+            for (h, v) in acc_s.iter().enumerate().take(if two { 2 } else { 1 }) {
+                let mut lane = [0u32; 8];
+                _mm256_storeu_si256(lane.as_mut_ptr() as *mut __m256i, _mm512_cvtepi64_epi32(*v));
+                let r = (g + h) * 8;
+                let valid = 8.min(span - r);
+                counts[s * span + r..s * span + r + valid].copy_from_slice(&lane[..valid]);
+            }
+        }
+        g += if two { 2 } else { 1 };
     }
 }
 
