@@ -86,12 +86,8 @@ impl Binarized {
     /// for every weight until training had moved them. The signs, and so the deterministic
     /// network, are unchanged.
     pub fn with_stochastic_weights(mut self) -> Self {
-        for (name, rs) in self.reparams.iter_mut() {
-            for r in rs.iter_mut() {
-                if let Reparam::Binarize { stochastic, .. } = r {
-                    *stochastic = true;
-                }
-            }
+        set_stochastic(&mut self.reparams);
+        for name in self.reparams.keys() {
             if let Some(w) = self.model.params.get_mut(name) {
                 let n = w.len().max(1) as f64;
                 let var = w.data().iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / n;
@@ -236,10 +232,19 @@ fn weight_reparams(binary_layers: &[String], method: Method) -> Reparams {
         .collect()
 }
 
+/// Makes every binarization in `reparams` stochastic.
+fn set_stochastic(reparams: &mut Reparams) {
+    for r in reparams.values_mut().flatten() {
+        if let Reparam::Binarize { stochastic, .. } = r {
+            *stochastic = true;
+        }
+    }
+}
+
 /// The weight binarization of a graph that [`binarize`] rewrote for `method` (the same
-/// [`Binarized::reparams`]): what a saved binary network needs to train on under its binary
-/// weights, found from its layers.
-pub fn reparams_of(graph: &Graph, method: Method) -> Result<Reparams> {
+/// [`Binarized::reparams`], stochastic when `stochastic`): what a saved binary network needs
+/// to train on under its binary weights, found from its layers.
+pub fn reparams_of(graph: &Graph, method: Method, stochastic: bool) -> Result<Reparams> {
     let layers: Vec<String> = graph
         .nodes
         .iter()
@@ -254,7 +259,11 @@ pub fn reparams_of(graph: &Graph, method: Method) -> Result<Reparams> {
             layers.len()
         )));
     }
-    Ok(weight_reparams(&roles(&layers, method).0, method))
+    let mut reparams = weight_reparams(&roles(&layers, method).0, method);
+    if stochastic {
+        set_stochastic(&mut reparams);
+    }
+    Ok(reparams)
 }
 
 fn is_layer(op: &Op) -> bool {

@@ -13,6 +13,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
+mod binarize;
 mod distill;
 mod stages;
 use stages::{prune, structured, train, train_keeping};
@@ -328,62 +329,12 @@ fn restore(stage: &Stage, state: &mut State) -> Result<()> {
             state.sharing = Some(Sharing::from_values(&state.model, bits.keys())?);
         }
         Stage::Quantize(q) => set_uniform(q, state)?,
-        Stage::Binarize(b) => state.reparams = binary_reparams(b, &state.model)?,
+        Stage::Binarize(b) => {
+            state.reparams = crate::binary::reparams_of(&state.model.graph, b.method, b.stochastic)?
+        }
         _ => {}
     }
     Ok(())
-}
-
-/// The weight binarization a binarize stage leaves on the model it rewrote.
-fn binary_reparams(b: &BinarizeStage, model: &Model) -> Result<Reparams> {
-    let mut reparams = crate::binary::reparams_of(&model.graph, b.method)?;
-    if b.stochastic {
-        for r in reparams.values_mut().flatten() {
-            if let Reparam::Binarize { stochastic, .. } = r {
-                *stochastic = true;
-            }
-        }
-    }
-    Ok(reparams)
-}
-
-/// Rewrites the model into the stage's binary network and trains it under binary weights.
-fn binarize(
-    b: &BinarizeStage,
-    state: &mut State,
-    seed: u64,
-    data: &Data,
-    events: &mut dyn Events,
-) -> Result<(Option<f32>, String)> {
-    let mut bin = crate::binary::binarize(&state.model, b.method)?;
-    if b.stochastic {
-        bin = bin.with_stochastic_weights();
-    }
-    state.model = bin.model.clone();
-    state.reparams = bin.reparams.clone();
-    let before = accuracy(&state.model, &state.reparams, data)?;
-    let mut cfg = stages::fit_config(&b.train, seed);
-    if b.glorot_lr {
-        cfg.lr_scales = bin.glorot_lr_scales();
-    }
-    let mut hook = crate::train::ReparamHook::new(state.reparams.clone());
-    stages::fit_with(&mut state.model, &cfg, data, &mut hook, events)?;
-    let list = |v: &[String]| {
-        if v.is_empty() {
-            "none".to_string()
-        } else {
-            v.join(", ")
-        }
-    };
-    let detail = format!(
-        "{}{}{}: binary weights in {}; binary inputs to {}",
-        b.method.name(),
-        if b.stochastic { ", stochastic" } else { "" },
-        if b.glorot_lr { ", Glorot-scaled rates" } else { "" },
-        list(&bin.binary_layers),
-        list(&bin.binary_inputs)
-    );
-    Ok((Some(before), detail))
 }
 
 fn set_uniform(q: &QuantizeStage, state: &mut State) -> Result<()> {
@@ -457,7 +408,7 @@ fn run_stage(
             ))
         }
         Stage::Exits(e) => stages::exits(e, state, seed, data, events),
-        Stage::Binarize(b) => binarize(b, state, seed, data, events),
+        Stage::Binarize(b) => binarize::binarize(b, state, seed, data, events),
         Stage::Prune(p) => prune(p, state, seed, data, events),
         Stage::Structured(p) => structured(p, state, seed, data, events),
         Stage::Cluster(c) => {
