@@ -137,8 +137,9 @@ enum BenchCommand {
         k: usize,
         #[arg(long, default_value_t = 1024)]
         n: usize,
-        /// f32, int8 (8-bit activations times 7-bit weights, exact i32 sums) or binary (XNOR
-        /// + popcount on bit-packed signs).
+        /// f32, int8 (8-bit activations times 7-bit weights, exact i32 sums), int4 (4-bit
+        /// weights, two to a byte on the 512-bit VNNI path) or binary (XNOR + popcount on
+        /// bit-packed signs).
         #[arg(long, default_value = "binary")]
         dtype: String,
         #[arg(long, default_value_t = 50)]

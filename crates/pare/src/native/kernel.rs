@@ -270,8 +270,9 @@ impl Kernel {
                 LinearWeight::Binary(_) => {
                     format!("linear binary ({:?})", super::binary::PopcountPath::best()).to_lowercase()
                 }
-                LinearWeight::Int8(..) => {
-                    format!("linear int8 ({:?})", super::int8::Int8Path::best()).to_lowercase()
+                LinearWeight::Int8(m, ..) => {
+                    let kind = if m.is_int4() { "int4" } else { "int8" };
+                    format!("linear {kind} ({:?})", super::int8::Int8Path::best()).to_lowercase()
                 }
             },
             Kernel::Conv2d { weight, .. } => match weight {

@@ -82,6 +82,22 @@ impl Int8Path {
         }
     }
 
+    /// Whether 4-bit weights are held two to a byte: on the 512-bit VNNI path, whose nibble
+    /// kernel unpacks them (with AVX-512 BW).
+    pub(super) fn packs_nibbles() -> bool {
+        Int8Path::best().reads_nibbles()
+    }
+
+    /// Whether this path has a kernel for nibble-packed weights (the others expand them).
+    fn reads_nibbles(self) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            self == Int8Path::Vnni512 && is_x86_feature_detected!("avx512bw")
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        false
+    }
+
     /// Packed groups per tile: the 512-bit path keeps sixteen accumulators with two groups of
     /// sixteen rows (one register each per broadcast row) and eight broadcast rows, the 256-bit
     /// ones eight with one group (two registers each) and four rows; the AVX2 path has only
@@ -120,6 +136,9 @@ pub(super) struct Packed {
     pub(super) rows: usize,
     pub(super) kp: usize,
     data: Vec<i8>,
+    /// Codes within +-7 held two to a byte (see [`Packed::nibbles`]), for the 512-bit VNNI
+    /// path; the other paths read them expanded.
+    pub(super) nibbles: bool,
 }
 
 impl Packed {
@@ -136,7 +155,50 @@ impl Packed {
                 data[g * GROUP * kp + (c / 4) * GROUP * 4 + j * 4 + c % 4] = v;
             }
         }
-        Packed { rows, kp, data }
+        Packed {
+            rows,
+            kp,
+            data,
+            nibbles: false,
+        }
+    }
+
+    /// [`Packed::new`] for codes within +-7 (4-bit weights), two to a byte: byte `t` of each
+    /// 32-byte chunk holds byte `t` of the 64-byte chunk `new` would make in its low nibble and
+    /// byte `t + 32` in its high one, each plus 8. Half the memory; the 512-bit kernel unpacks
+    /// a chunk with two masks, a shift and a subtraction.
+    pub(super) fn nibbles(q: &[i8], rows: usize, k: usize) -> Packed {
+        assert!(q.iter().all(|v| (-7..=7).contains(v)), "4-bit codes");
+        let wide = Packed::new(q, rows, k);
+        let data = wide
+            .data
+            .chunks(64)
+            .flat_map(|c| (0..32).map(move |t| (((c[t] + 8) as u8) | (((c[t + 32] + 8) as u8) << 4)) as i8))
+            .collect();
+        Packed {
+            data,
+            nibbles: true,
+            ..wide
+        }
+    }
+
+    /// The byte form of nibble-packed codes (for the paths without a nibble kernel).
+    fn expanded(&self) -> Packed {
+        let data = self
+            .data
+            .chunks(32)
+            .flat_map(|c| {
+                let lo = c.iter().map(|&b| ((b as u8) & 15) as i8 - 8);
+                let hi = c.iter().map(|&b| ((b as u8) >> 4) as i8 - 8);
+                lo.chain(hi).collect::<Vec<_>>()
+            })
+            .collect();
+        Packed {
+            rows: self.rows,
+            kp: self.kp,
+            data,
+            nibbles: false,
+        }
     }
 
     fn groups(&self) -> usize {
@@ -144,7 +206,12 @@ impl Packed {
     }
 
     fn group(&self, g: usize) -> &[i8] {
-        &self.data[g * GROUP * self.kp..(g + 1) * GROUP * self.kp]
+        let len = if self.nibbles {
+            GROUP * self.kp / 2
+        } else {
+            GROUP * self.kp
+        };
+        &self.data[g * len..(g + 1) * len]
     }
 }
 
@@ -158,6 +225,9 @@ pub(super) fn product(
     w: &Packed,
     mut out: impl FnMut(usize, usize, &[i32]),
 ) {
+    if w.nibbles && !path.reads_nibbles() {
+        return product(path, a, m, &w.expanded(), out);
+    }
     let kp = w.kp;
     assert!(a.len() >= m * kp, "int8 product: activations too short");
     let groups = w.groups();
@@ -171,7 +241,11 @@ pub(super) fn product(
         for i0 in (0..m).step_by(mrows) {
             let mr = mrows.min(m - i0);
             let rows = &a[i0 * kp..(i0 + mr) * kp];
-            tile::<true>(path, rows, mr, kp, bytes(w.group(g)), bytes(w1), ng, &mut sums);
+            if w.nibbles {
+                tile_nibbles(rows, mr, kp, bytes(w.group(g)), bytes(w1), ng, &mut sums);
+            } else {
+                tile::<true>(path, rows, mr, kp, bytes(w.group(g)), bytes(w1), ng, &mut sums);
+            }
             let valid = (ng * GROUP).min(w.rows - g * GROUP);
             for (di, row) in sums.iter().enumerate().take(mr) {
                 out(i0 + di, g * GROUP, &row[..valid]);
@@ -232,6 +306,73 @@ fn tile<const B_UNSIGNED: bool>(
         #[cfg(target_arch = "x86_64")]
         Int8Path::Avx2 => unsafe { dispatch!(tile_avx2, 2) },
         _ => tile_portable::<B_UNSIGNED>(b, mr, kp, [v0, v1], ng, sums),
+    }
+}
+
+/// [`tile`] on the 512-bit VNNI path for nibble-packed weight groups (`v0`, `v1`: `kp / 4`
+/// chunks of 32 bytes).
+#[allow(clippy::too_many_arguments)]
+fn tile_nibbles(b: &[u8], mr: usize, kp: usize, v0: &[u8], v1: &[u8], ng: usize, sums: &mut Sums) {
+    assert!(b.len() == mr * kp && v0.len() == GROUP * kp / 2 && v1.len() == GROUP * kp / 2);
+    assert!((1..=2).contains(&ng) && (1..=8).contains(&mr));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: `product` sends nibble-packed weights here only on a path that reads them (the
+    // CPU has AVX-512 F, BW and VNNI); lengths checked above.
+    unsafe {
+        macro_rules! dispatch {
+            ($($r:literal),*) => {
+                match (mr, ng) {
+                    $(($r, 2) => tile_vnni512_nibbles::<$r, 2>(b, kp, v0, v1, sums),
+                      ($r, _) => tile_vnni512_nibbles::<$r, 1>(b, kp, v0, v1, sums),)*
+                    _ => unreachable!("checked above"),
+                }
+            };
+        }
+        dispatch!(1, 2, 3, 4, 5, 6, 7, 8)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    unreachable!("nibble-packed weights exist only on the 512-bit VNNI path")
+}
+
+/// The 512-bit VNNI tile on nibble-packed weights: each 32-byte chunk becomes the 64 signed
+/// bytes [`Packed::new`] holds (low nibbles, then high ones, minus 8) before `vpdpbusd`.
+///
+/// # Safety
+/// The CPU has AVX-512 F, BW and VNNI; `b` holds `R` rows of `kp` bytes, each group `kp / 4`
+/// chunks of 32 bytes.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
+unsafe fn tile_vnni512_nibbles<const R: usize, const V: usize>(
+    b: &[u8],
+    kp: usize,
+    v0: &[u8],
+    v1: &[u8],
+    sums: &mut Sums,
+) {
+    use std::arch::x86_64::*;
+    let (low, eight) = (_mm256_set1_epi8(15), _mm512_set1_epi8(8));
+    let mut acc = [[_mm512_setzero_si512(); V]; R];
+    let (pb, groups) = (b.as_ptr(), [v0.as_ptr(), v1.as_ptr()]);
+    for c4 in 0..kp / 4 {
+        let mut v = [_mm512_setzero_si512(); V];
+        for (h, vh) in v.iter_mut().enumerate() {
+            // SAFETY (all reads): c4 < kp / 4, within the lengths above.
+            let x = _mm256_loadu_si256(groups[h].add(c4 * 32) as *const __m256i);
+            let lo = _mm256_and_si256(x, low);
+            let hi = _mm256_and_si256(_mm256_srli_epi16::<4>(x), low);
+            *vh = _mm512_sub_epi8(_mm512_inserti64x4::<1>(_mm512_castsi256_si512(lo), hi), eight);
+        }
+        for (i, acc_i) in acc.iter_mut().enumerate() {
+            let bv = _mm512_set1_epi32((pb.add(i * kp + c4 * 4) as *const i32).read_unaligned());
+            for (h, acc_ih) in acc_i.iter_mut().enumerate() {
+                *acc_ih = _mm512_dpbusd_epi32(*acc_ih, bv, v[h]);
+            }
+        }
+    }
+    for (i, acc_i) in acc.iter().enumerate() {
+        for (h, v) in acc_i.iter().enumerate() {
+            _mm512_storeu_si512(sums[i][h * GROUP..].as_mut_ptr() as *mut _, *v);
+        }
     }
 }
 
@@ -427,6 +568,47 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
+
+    /// 4-bit codes held two to a byte give the reference sums on every path (the 512-bit VNNI
+    /// path reads them packed, the others expanded), on shapes off the tile and the group.
+    #[test]
+    fn nibble_packed_codes_equal_the_reference() {
+        let mut rng = ChaCha8Rng::seed_from_u64(9);
+        for &(m, rows, k) in &[(1, 1, 1), (3, 17, 5), (9, 40, 67), (13, 33, 301), (8, 64, 128)] {
+            let kp = padded(k);
+            let a: Vec<u8> = (0..m * kp)
+                .map(|i| {
+                    if i % kp < k {
+                        rng.random_range(0..=255u8)
+                    } else {
+                        0
+                    }
+                })
+                .collect();
+            let q: Vec<i8> = (0..rows * k)
+                .map(|i| if i % 11 == 0 { -7 } else { rng.random_range(-7..=7) })
+                .collect();
+            let w = Packed::nibbles(&q, rows, k);
+            assert_eq!(
+                w.data.len() * 2,
+                Packed::new(&q, rows, k).data.len(),
+                "two codes a byte"
+            );
+            assert_eq!(w.expanded().data, Packed::new(&q, rows, k).data);
+            for path in Int8Path::available() {
+                let mut seen = 0;
+                product(path, &a, m, &w, |i, r0, sums| {
+                    for (dr, &s) in sums.iter().enumerate() {
+                        let r = r0 + dr;
+                        let want = dot_reference(&a[i * kp..i * kp + k], &q[r * k..(r + 1) * k]);
+                        assert_eq!(s as i64, want, "{path:?} m {m} rows {rows} k {k} at ({i}, {r})");
+                        seen += 1;
+                    }
+                });
+                assert_eq!(seen, m * rows, "{path:?}: every output once");
+            }
+        }
+    }
 
     /// Every path equals the reference on shapes that are not multiples of the tile, the
     /// group or the 4-byte step, with codes at the extremes (255 against +-64: the pair sums

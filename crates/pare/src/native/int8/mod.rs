@@ -210,13 +210,25 @@ impl Int8Matrix {
             .chunks(width)
             .map(|r| r.iter().map(|&v| v as i32).sum())
             .collect();
+        let top = q.iter().map(|&v| (v as i32).abs()).max().unwrap_or(0);
+        // 4-bit weights two to a byte where a kernel reads them so (half the memory).
+        let packed = if top <= 7 && Int8Path::packs_nibbles() {
+            Packed::nibbles(q, rows, width)
+        } else {
+            Packed::new(q, rows, width)
+        };
         Int8Matrix {
             width,
-            packed: Packed::new(q, rows, width),
+            packed,
             scale,
             sums,
-            top: q.iter().map(|&v| (v as i32).abs()).max().unwrap_or(0),
+            top,
         }
+    }
+
+    /// Whether the codes are held two to a byte (4-bit weights on the 512-bit VNNI path).
+    pub fn is_int4(&self) -> bool {
+        self.packed.nibbles
     }
 
     /// The same weight with its columns reordered: column `j` of the result is column
@@ -349,10 +361,26 @@ fn grid(w: &[f32], rows: usize, width: usize) -> Option<(Vec<i8>, Vec<f32>)> {
             None if own == 0.0 => (1.0, vec![0; width]),
             None => return None,
         };
+        // The coarsest step the codes allow: a 4-bit row found on the 63-code grid (each code
+        // a multiple of 9) becomes codes within +-7, which pack two to a byte.
+        let g = q.iter().fold(0i32, |g, &v| gcd(g, (v as i32).abs()));
+        let (s, q) = if g > 1 {
+            (s * g as f32, q.iter().map(|&v| v / g as i8).collect())
+        } else {
+            (s, q)
+        };
         scale.push(s);
         codes.extend(q);
     }
     Some((codes, scale))
+}
+
+fn gcd(a: i32, b: i32) -> i32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }
 
 /// The codes of `row` on the grid of step `s`, if every value is within 1e-3 of a multiple
