@@ -82,6 +82,9 @@ pub(super) enum Kernel {
         shift: Vec<f32>,
     },
     Unary(Unary),
+    /// A fake quantizer of 8 bits or fewer that runs (a reader is not an integer layer):
+    /// through the SIMD activation codes, then back to the values they stand for.
+    Quantize(super::int8::ActCodes),
     /// Max, average or global average pooling (`op` carries the window).
     Pool(Op),
     Flatten,
@@ -223,9 +226,10 @@ impl Kernel {
             Op::Abs => unary(Unary::Abs),
             Op::Clip { min, max } => unary(Unary::Clip { min, max }),
             Op::Scale { factor } => unary(Unary::Scale(factor as f32)),
-            Op::FakeQuant { .. } => unary(Unary::FakeQuant(
-                node.op.act_qparams().expect("a fake_quant op has qparams"),
-            )),
+            Op::FakeQuant { .. } => {
+                let p = node.op.act_qparams().expect("a fake_quant op has qparams");
+                super::int8::ActCodes::new(p).map_or(unary(Unary::FakeQuant(p)), Kernel::Quantize)
+            }
             Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::GlobalAvgPool => Kernel::Pool(node.op.clone()),
             Op::Flatten => Kernel::Flatten,
             Op::Add => Kernel::Add { relu },
@@ -286,6 +290,7 @@ impl Kernel {
             },
             Kernel::Affine { .. } => "affine".into(),
             Kernel::Unary(u) => format!("{u:?}").to_lowercase(),
+            Kernel::Quantize(act) => format!("fakequant({:?})", act.params()).to_lowercase(),
             Kernel::Pool(op) | Kernel::Nd { op, .. } => op.kind().into(),
             Kernel::Flatten => "flatten".into(),
             Kernel::Add { .. } => "add".into(),
@@ -331,8 +336,7 @@ impl Kernel {
             Kernel::Affine { scale, shift } => {
                 affine(x, scale, shift).ok_or_else(|| mismatch("[N, C] or [N, C, H, W] values"))?
             }
-            Kernel::Unary(Unary::FakeQuant(p)) if super::int8::ActCodes::new(*p).is_some() => {
-                let act = super::int8::ActCodes::new(*p).expect("checked");
+            Kernel::Quantize(act) => {
                 let mut y = x.with(buffers::scratch(x.data().len()));
                 act.fake(x.data(), y.data_mut());
                 y

@@ -59,6 +59,11 @@ impl ActCodes {
         self.codes_portable(src, dst)
     }
 
+    /// The quantizer the codes are of.
+    pub fn params(&self) -> QParams {
+        self.params
+    }
+
     /// `QParams::fake` of every value of `src` into `dst`, through the codes: a fake quantizer
     /// that runs for a reader that is not an integer layer.
     pub(in crate::native) fn fake(&self, src: &[f32], dst: &mut [f32]) {
