@@ -208,15 +208,17 @@ pub fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// A model directory, or a compressed `.pare` file (decoded).
+/// A model directory, a compressed `.pare` file (decoded) or an `.onnx` file (imported).
 pub(crate) fn load_model(path: &Path) -> Result<Model> {
     if !path.exists() {
         bail!(
-            "{}: no such file or directory (a model directory or a .pare file)",
+            "{}: no such file or directory (a model directory, a .pare or an .onnx file)",
             path.display()
         );
     }
-    if path.is_file() {
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("onnx")) {
+        Ok(pare::onnx::load(path)?)
+    } else if path.is_file() {
         Ok(pare::codec::read(path)?)
     } else {
         Ok(io::load(path)?)

@@ -11,6 +11,7 @@ mod factorize_cmd;
 mod finetune;
 mod hash_cmd;
 mod lock;
+mod onnx_cmd;
 mod progress;
 mod prune_cmd;
 mod supermask_cmd;
@@ -44,7 +45,8 @@ enum Command {
     Train(TrainArgs),
     /// Evaluate a model directory on the Fashion-MNIST test set.
     Eval {
-        /// Model directory (arch.json + weights.safetensors) or compressed model (model.pare).
+        /// Model directory (arch.json + weights.safetensors), compressed model (model.pare) or
+        /// ONNX file (imported).
         dir: PathBuf,
         #[command(flatten)]
         data: DataArgs,
@@ -106,6 +108,12 @@ enum Command {
     /// Lottery ticket experiment: iterative magnitude pruning with rewinding, and the random
     /// re-initialization control.
     Lottery(prune_cmd::LotteryArgs),
+    /// Write a model as an ONNX file (opset 17) that onnxruntime and other ONNX runtimes run,
+    /// optionally with a test case of pare's outputs.
+    Export(onnx_cmd::ExportArgs),
+    /// Read an ONNX model (e.g. from torch.onnx) into a model directory that every pare
+    /// command takes.
+    Import(onnx_cmd::ImportArgs),
     /// Measure performance.
     Bench {
         #[command(subcommand)]
@@ -323,6 +331,8 @@ fn main() -> ExitCode {
         Command::Binarize(args) => binarize_cmd::binarize_cmd(args),
         Command::Exits(args) => exits_cmd::exits_cmd(args),
         Command::Lottery(args) => prune_cmd::lottery(args),
+        Command::Export(args) => onnx_cmd::export(args),
+        Command::Import(args) => onnx_cmd::import(args),
         Command::Bench {
             what:
                 BenchCommand::Latency {

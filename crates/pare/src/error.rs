@@ -44,6 +44,10 @@ pub enum Error {
     /// A compressed model file is corrupt, truncated or of another format version.
     #[error("{path}: compressed model: {reason}")]
     Compressed { path: PathBuf, reason: String },
+    /// An ONNX file is unreadable, or holds what pare cannot import (every unsupported node
+    /// named at once).
+    #[error("{path}: ONNX: {reason}")]
+    Onnx { path: PathBuf, reason: String },
     /// A compression recipe has an unknown key or an impossible value.
     #[error("{path}: {reason}")]
     Recipe { path: PathBuf, reason: String },

@@ -32,6 +32,7 @@ pub mod hashing;
 pub mod ir;
 pub mod lowrank;
 pub mod native;
+pub mod onnx;
 pub mod pipeline;
 pub mod prune;
 pub mod quant;

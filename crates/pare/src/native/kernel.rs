@@ -171,22 +171,19 @@ impl Kernel {
             Op::HashedLinear {
                 in_features,
                 out_features,
-                buckets,
                 seed,
                 ..
             } => {
                 let table = p("weight");
-                let (index, sign) = crate::ir::op::hashed_index(seed, out_features, in_features, buckets);
                 Kernel::Linear {
                     in_features,
                     out_features,
-                    weight: LinearWeight::Dense(
-                        index
-                            .iter()
-                            .zip(&sign)
-                            .map(|(&b, s)| s * table[b as usize])
-                            .collect(),
-                    ),
+                    weight: LinearWeight::Dense(crate::ir::op::hashed_weight(
+                        seed,
+                        out_features,
+                        in_features,
+                        &table,
+                    )),
                     bias: maybe("bias"),
                     relu,
                 }

@@ -27,6 +27,17 @@ pub fn hashed_index(seed: u64, out: usize, inp: usize, buckets: usize) -> (Vec<u
     (index, sign)
 }
 
+/// The dense `[out, inp]` weight (row-major) that the buckets `table` stand for: what an
+/// engine without hashing runs, and what ONNX export writes.
+pub fn hashed_weight(seed: u64, out: usize, inp: usize, table: &[f32]) -> Vec<f32> {
+    let (index, sign) = hashed_index(seed, out, inp, table.len());
+    index
+        .iter()
+        .zip(&sign)
+        .map(|(&b, s)| s * table[b as usize])
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

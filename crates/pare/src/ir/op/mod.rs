@@ -14,7 +14,7 @@ mod params;
 mod shape;
 
 pub use channels::{channel_axis, ChannelRule, Kept};
-pub use hashed::hashed_index;
+pub use hashed::{hashed_index, hashed_weight};
 pub use shape::{broadcast, elements, resolve_axis};
 
 use serde::{Deserialize, Serialize};

@@ -1,0 +1,152 @@
+//! `pare export` (a model as an ONNX file, optionally with a test case of its outputs) and
+//! `pare import` (an ONNX file as a model directory).
+
+use std::path::PathBuf;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use pare::ir::{io, Model, Tensor};
+use rand::{Rng, SeedableRng};
+use serde_json::json;
+
+use crate::commands::load_model;
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// Model directory, .pare file or .onnx file.
+    pub model: PathBuf,
+    /// The ONNX file to write (opset 17).
+    #[arg(long, value_name = "FILE")]
+    pub onnx: PathBuf,
+    /// Export this named output as the main one (an early exit, an auxiliary head); every
+    /// output of the graph is an output of the file.
+    #[arg(long)]
+    pub output: Option<String>,
+    /// Fold BatchNorm into the preceding convolution or Linear layer first.
+    #[arg(long)]
+    pub fold_bn: bool,
+    /// Also write a test case: a batch of uniform [0, 1) inputs and pare's outputs on it, in
+    /// ONNX's test-data layout (DIR/test_data_set_0/input_0.pb, output_K.pb).
+    #[arg(long, value_name = "DIR")]
+    pub test_data: Option<PathBuf>,
+    /// Samples in the test case's batch.
+    #[arg(long, default_value_t = 8)]
+    pub test_batch: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn export(a: ExportArgs) -> Result<()> {
+    let mut model = load_model(&a.model)?;
+    if let Some(out) = &a.output {
+        let graph = model
+            .graph
+            .select_output(out)
+            .with_context(|| format!("--output {out}"))?;
+        model = Model::new(graph, model.params)?;
+    }
+    if a.fold_bn {
+        model = pare::fuse::fold_batch_norm(&model)?;
+    }
+    let proto = pare::onnx::to_onnx(&model)?;
+    let graph = proto.graph.as_ref().expect("an exported model has a graph");
+    let (nodes, inits) = (graph.node.len(), graph.initializer.len());
+    pare::onnx::save(&model, &a.onnx)?;
+    let bytes = std::fs::metadata(&a.onnx).map(|m| m.len()).unwrap_or(0);
+    if let Some(dir) = &a.test_data {
+        if a.test_batch == 0 {
+            bail!("--test-batch must be at least 1");
+        }
+        let x = test_input(&model, a.test_batch);
+        // The file normalizes its raw input itself; pare's engines take it normalized.
+        let norm = model.graph.input.normalize;
+        let normalized = Tensor::from_vec(
+            x.shape().to_vec(),
+            x.data().iter().map(|v| (v - norm.mean) / norm.std).collect(),
+        );
+        let outs = pare::native::compile(&model)?.run_all(&normalized)?;
+        let named: Vec<(String, Tensor)> = model
+            .graph
+            .outputs()
+            .iter()
+            .map(|s| s.to_string())
+            .zip(outs)
+            .collect();
+        pare::onnx::write_test_data(dir, model.graph.input.dtype, &x, &named)?;
+    }
+    if a.json {
+        let rep = json!({
+            "file": a.onnx, "bytes": bytes, "onnx_nodes": nodes, "initializers": inits,
+            "parameters": model.num_params(), "macs": model.macs(), "outputs": model.graph.outputs(),
+        });
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        println!(
+            "wrote {} ({bytes} bytes, opset {}): {nodes} ONNX nodes, {inits} initializers, {} parameters, {} MACs; outputs {}",
+            a.onnx.display(),
+            pare::onnx::export::OPSET,
+            model.num_params(),
+            model.macs(),
+            model.graph.outputs().join(", ")
+        );
+        if let Some(dir) = &a.test_data {
+            println!("test case: {}", dir.join("test_data_set_0").display());
+        }
+    }
+    Ok(())
+}
+
+/// A seeded batch the model accepts: uniform [0, 1) values, or ids below the smallest table.
+fn test_input(model: &Model, n: usize) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0);
+    let mut shape = vec![n];
+    shape.extend(&model.graph.input.shape);
+    let len = shape.iter().product();
+    let data = match model.graph.input.dtype {
+        pare::ir::graph::DType::F32 => (0..len).map(|_| rng.random_range(0.0..1.0)).collect(),
+        pare::ir::graph::DType::Index => {
+            let rows = model.graph.id_rows().max(1);
+            (0..len).map(|_| rng.random_range(0..rows) as f32).collect()
+        }
+    };
+    Tensor::from_vec(shape, data)
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// The ONNX file (opset 13 or newer; one input whose first axis is the batch).
+    pub file: PathBuf,
+    /// Output model directory (arch.json + weights.safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn import(a: ImportArgs) -> Result<()> {
+    io::check_output_dir(&a.out, &[&a.file])?;
+    let model = pare::onnx::load(&a.file)?;
+    io::save(&model, &a.out)?;
+    let input = &model.graph.input;
+    if a.json {
+        let rep = json!({
+            "dir": a.out, "nodes": model.graph.nodes.len(), "parameters": model.num_params(),
+            "macs": model.macs(), "input": input.shape, "normalize": [input.normalize.mean, input.normalize.std],
+            "outputs": model.graph.outputs(),
+        });
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+    } else {
+        println!(
+            "wrote {}: {} nodes, {} parameters, {} MACs; input {:?} (normalized by mean {} std {}), outputs {}",
+            a.out.display(),
+            model.graph.nodes.len(),
+            model.num_params(),
+            model.macs(),
+            input.shape,
+            input.normalize.mean,
+            input.normalize.std,
+            model.graph.outputs().join(", ")
+        );
+    }
+    Ok(())
+}
