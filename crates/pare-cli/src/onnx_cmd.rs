@@ -5,7 +5,9 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use pare::ir::graph::Normalize;
 use pare::ir::{io, Model, Tensor};
+use pare::zoo::ZooModel;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 
@@ -14,7 +16,15 @@ use crate::commands::load_model;
 #[derive(Args)]
 pub struct ExportArgs {
     /// Model directory, .pare file or .onnx file.
-    pub model: PathBuf,
+    #[arg(required_unless_present = "zoo", conflicts_with = "zoo")]
+    pub model: Option<PathBuf>,
+    /// Export a freshly initialized zoo model instead (e.g. resnet20, mobilenet:0.5,
+    /// mlp:300,100) for 1x28x28 inputs and 10 classes, with Fashion-MNIST's normalization.
+    #[arg(long)]
+    pub zoo: Option<String>,
+    /// Seed of --zoo's initial weights.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     /// The ONNX file to write (opset 17).
     #[arg(long, value_name = "FILE")]
     pub onnx: PathBuf,
@@ -37,7 +47,20 @@ pub struct ExportArgs {
 }
 
 pub fn export(a: ExportArgs) -> Result<()> {
-    let mut model = load_model(&a.model)?;
+    let mut model = match (&a.model, &a.zoo) {
+        (Some(path), _) => load_model(path)?,
+        (None, Some(spec)) => {
+            let zm = ZooModel::parse_spec(spec)?;
+            let mut graph = zm.build(&[1, 28, 28], 10)?;
+            // Fashion-MNIST's pixel mean and deviation (what `pare train` sets from the data).
+            graph.input.normalize = Normalize {
+                mean: 0.2860,
+                std: 0.3530,
+            };
+            zm.init(graph, a.seed)?
+        }
+        (None, None) => bail!("name a model, or --zoo NAME"),
+    };
     if let Some(out) = &a.output {
         let graph = model
             .graph

@@ -12,6 +12,10 @@
 //! Nothing is imported partly: every node that cannot be imported is listed in one error, with
 //! its op type and what about it pare does not support.
 
+mod arith;
+mod fold;
+mod layers;
+mod layout;
 mod ops;
 
 use std::collections::{HashMap, HashSet};

@@ -12,6 +12,8 @@
 //! normalization that belongs to a pare model is the graph's first two nodes, so the file takes
 //! the same raw inputs `pare eval` does.
 
+mod blocks;
+
 use std::collections::HashMap;
 
 use super::proto::{
@@ -75,7 +77,13 @@ pub fn to_onnx(model: &Model) -> Result<ModelProto> {
             out_shape,
         };
         w.emit(&ctx, &node.op)?;
-        names.insert(node.name.clone(), node.name.clone());
+        // A parameter's initializer holds the node's own name (PyTorch's), so its batch-sized
+        // copy is another value.
+        let value = match node.op {
+            Op::Parameter { .. } => format!("{}/expanded", node.name),
+            _ => node.name.clone(),
+        };
+        names.insert(node.name.clone(), value);
     }
     let value_info = |name: &str, shape: &[usize], elem: i32| ValueInfoProto {
         name: name.to_string(),
@@ -85,7 +93,7 @@ pub fn to_onnx(model: &Model) -> Result<ModelProto> {
     let outputs = graph
         .outputs()
         .iter()
-        .map(|o| value_info(o, shapes.of(graph, o), data_type::FLOAT))
+        .map(|o| value_info(&names[*o], shapes.of(graph, o), data_type::FLOAT))
         .collect();
     let onnx_graph = GraphProto {
         node: w.nodes,
@@ -543,7 +551,8 @@ impl Writer {
                     &full,
                     vec![attr_int("axis", 0)],
                 );
-                self.node("Expand", name, &[&p, &full], name, vec![]);
+                let out = sub("expanded");
+                self.node("Expand", name, &[&p, &full], &out, vec![]);
             }
             Op::Embedding { .. } => {
                 let w = self.param(ctx, "weight");
@@ -559,114 +568,5 @@ impl Writer {
         let lo = self.scalar(&format!("{name}/min"), min);
         let hi = self.scalar(&format!("{name}/max"), max);
         self.node("Clip", name, &[x, &lo, &hi], name, vec![]);
-    }
-
-    /// PyTorch's `nn.MultiheadAttention` self-attention in standard ops, batch axis first
-    /// throughout: one input projection, heads split by Reshape + Transpose, scaled scores,
-    /// softmax, the weighted sum, heads merged, the output projection.
-    fn attention(&mut self, ctx: &Ctx, _dim: usize, heads: usize, head_dim: usize) {
-        let name = ctx.name;
-        let sub = |s: &str| format!("{name}/{s}");
-        let x = ctx.ins[0].as_str();
-        let tokens = ctx.in_shapes[0][0];
-        let inner = heads * head_dim;
-        let (w, b) = (self.param(ctx, "in_proj_weight"), self.param(ctx, "in_proj_bias"));
-        let (wt, mm, qkv) = (sub("in_proj_t"), sub("in_proj_matmul"), sub("in_proj"));
-        self.node("Transpose", &wt, &[&w], &wt, vec![attr_ints("perm", &[1, 0])]);
-        self.node("MatMul", &mm, &[x, &wt], &mm, vec![]);
-        self.node("Add", &qkv, &[&mm, &b], &qkv, vec![]);
-        // [N, T, 3 * inner] -> [N, T, 3, H, d] -> [N, 3, H, T, d]
-        let (split, heads_first) = (sub("qkv_split"), sub("qkv_heads"));
-        self.reshape(&split, &qkv, &[tokens, 3, heads, head_dim], &split);
-        self.transpose(&heads_first, &split, &[1, 2, 0, 3], &heads_first);
-        let mut qkv_names = vec![];
-        for (k, part) in ["q", "k", "v"].iter().enumerate() {
-            let idx = self.init(i64_tensor(&sub(&format!("{part}_index")), &[], &[k as i64]));
-            let out = sub(part);
-            self.node(
-                "Gather",
-                &out,
-                &[&heads_first, &idx],
-                &out,
-                vec![attr_int("axis", 1)],
-            );
-            qkv_names.push(out);
-        }
-        let (kt, scores, scaled, probs, ctxv) = (
-            sub("k_t"),
-            sub("scores"),
-            sub("scaled"),
-            sub("probs"),
-            sub("context"),
-        );
-        self.node(
-            "Transpose",
-            &kt,
-            &[&qkv_names[1]],
-            &kt,
-            vec![attr_ints("perm", &[0, 1, 3, 2])],
-        );
-        self.node("MatMul", &scores, &[&qkv_names[0], &kt], &scores, vec![]);
-        let f = self.scalar(&sub("scale"), 1.0 / (head_dim as f32).sqrt());
-        self.node("Mul", &scaled, &[&scores, &f], &scaled, vec![]);
-        self.node("Softmax", &probs, &[&scaled], &probs, vec![attr_int("axis", -1)]);
-        self.node("MatMul", &ctxv, &[&probs, &qkv_names[2]], &ctxv, vec![]);
-        // [N, H, T, d] -> [N, T, H, d] -> [N, T, inner]
-        let (merged, flat) = (sub("context_t"), sub("context_flat"));
-        self.transpose(&merged, &ctxv, &[1, 0, 2], &merged);
-        self.reshape(&flat, &merged, &[tokens, inner], &flat);
-        let (ow, ob) = (
-            self.param(ctx, "out_proj.weight"),
-            self.param(ctx, "out_proj.bias"),
-        );
-        let (owt, omm) = (sub("out_proj_t"), sub("out_proj_matmul"));
-        self.node("Transpose", &owt, &[&ow], &owt, vec![attr_ints("perm", &[1, 0])]);
-        self.node("MatMul", &omm, &[&flat, &owt], &omm, vec![]);
-        self.node("Add", name, &[&omm, &ob], name, vec![]);
-    }
-
-    /// A fake quantizer as a QuantizeLinear / DequantizeLinear pair (8-bit types; a narrower
-    /// or symmetric grid is clipped to its own levels first, so ONNX saturates where pare does).
-    fn fake_quant(&mut self, ctx: &Ctx, op: &Op) -> Result<()> {
-        let name = ctx.name;
-        let q = op.act_qparams().expect("a fake quantizer");
-        let Op::FakeQuant { bits, symmetric, .. } = *op else {
-            unreachable!()
-        };
-        if bits > 8 {
-            return Err(Error::graph(
-                name,
-                format!("a {bits}-bit fake quantizer has no ONNX form (QuantizeLinear holds 8-bit codes)"),
-            ));
-        }
-        let (zp_type, full) = if symmetric {
-            (data_type::INT8, (-128, 127))
-        } else {
-            (data_type::UINT8, (0, 255))
-        };
-        let mut x = ctx.ins[0].clone();
-        if (q.qmin, q.qmax) != full {
-            let lo = (q.qmin - q.zero_point) as f32 * q.scale;
-            let hi = (q.qmax - q.zero_point) as f32 * q.scale;
-            let c = format!("{name}/levels");
-            self.clip(&c, &x, lo, hi);
-            x = c;
-        }
-        let s = self.scalar(&format!("{name}/scale"), q.scale);
-        let zp_bytes = if symmetric {
-            vec![(q.zero_point as i8) as u8]
-        } else {
-            vec![q.zero_point as u8]
-        };
-        let zp = self.init(TensorProto {
-            data_type: zp_type,
-            name: format!("{name}/zero_point"),
-            raw_data: zp_bytes,
-            ..Default::default()
-        });
-        let codes = format!("{name}/codes");
-        self.node("QuantizeLinear", &codes, &[&x, &s, &zp], &codes, vec![]);
-        self.node("DequantizeLinear", name, &[&codes, &s, &zp], name, vec![]);
-        Ok(())
     }
 }
