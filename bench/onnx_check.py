@@ -7,14 +7,20 @@ outputs against pare's, as the largest absolute difference over each output's la
 time: median milliseconds of each file in onnxruntime at one batch size (random inputs of the
 file's shape), every file in the same run, with the ratio to the first.
 
+eval: FILE.onnx on the Fashion-MNIST test set (IDX files of DATA_DIR, pixels in [0, 1]: the
+file normalizes them itself) in onnxruntime: accuracy, and with --predictions (from `pare eval
+--predictions`) the share of images where onnxruntime's class equals pare's.
+
 Prints one JSON object. onnx and onnxruntime come from pip, in bench/.venv only.
 
 Usage:
   python bench/onnx_check.py check FILE.onnx:DIR [FILE.onnx:DIR ...] [--tol 1e-5]
   python bench/onnx_check.py time FILE.onnx [FILE.onnx ...] [--batch 64] [--reps 30] [--threads 2]
+  python bench/onnx_check.py eval FILE.onnx [--data DATA_DIR] [--predictions FILE]
 """
 
 import argparse
+import gzip
 import json
 import os
 import statistics
@@ -92,15 +98,54 @@ def timing(paths, batch, reps, threads):
     return rows
 
 
+def read_idx(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    dims = data[3]
+    shape = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(dims)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
+
+
+def evaluate(path, data_dir, predictions, threads, batch=1000):
+    def find(stem):
+        for name in (stem, stem + ".gz"):
+            p = os.path.join(data_dir, name)
+            if os.path.exists(p):
+                return p
+        raise SystemExit(f"{data_dir}: no {stem}[.gz]")
+
+    images = read_idx(find("t10k-images-idx3-ubyte")).astype(np.float32) / 255.0
+    labels = read_idx(find("t10k-labels-idx1-ubyte")).astype(np.int64)
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+    x = images.reshape(len(images), 1, images.shape[1], images.shape[2])
+    got = np.concatenate([sess.run(None, {name: x[i : i + batch]})[0].argmax(1) for i in range(0, len(x), batch)])
+    res = {"file": path, "images": int(len(x)), "accuracy": float((got == labels).mean())}
+    if predictions:
+        theirs = np.loadtxt(predictions, dtype=np.int64)
+        if theirs.shape != got.shape:
+            raise SystemExit(f"{predictions}: {theirs.shape[0]} predictions for {got.shape[0]} images")
+        res["agree_with_pare"] = float((got == theirs).mean())
+        res["pare_accuracy"] = float((theirs == labels).mean())
+    return res
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("mode", choices=["check", "time"])
+    ap.add_argument("mode", choices=["check", "time", "eval"])
     ap.add_argument("files", nargs="+")
     ap.add_argument("--tol", type=float, default=1e-5)
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--reps", type=int, default=30)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", default=os.environ.get("PARE_DATA", "/usr/share/datasets/fashion-mnist"))
+    ap.add_argument("--predictions")
     a = ap.parse_args()
+    if a.mode == "eval":
+        res = [evaluate(f, a.data, a.predictions, a.threads) for f in a.files]
+        print(json.dumps({"onnxruntime": ort.__version__, "results": res}, indent=1))
+        return
     if a.mode == "check":
         res = check(a.files, a.tol, a.threads)
         print(json.dumps({"onnxruntime": ort.__version__, "results": res}, indent=1))

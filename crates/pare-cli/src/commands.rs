@@ -231,6 +231,7 @@ pub fn eval(
     batch_size: usize,
     output: Option<&str>,
     native: bool,
+    predictions: Option<&Path>,
     as_json: bool,
 ) -> Result<()> {
     if batch_size == 0 {
@@ -245,6 +246,9 @@ pub fn eval(
         model = pare::ir::Model::new(graph, model.params)?;
     }
     let splits = load_data(data)?;
+    if let Some(path) = predictions {
+        write_predictions(&model, &splits.test, batch_size, native, path)?;
+    }
     if native {
         return eval_native(&model, &splits.test, batch_size, as_json);
     }
@@ -266,6 +270,33 @@ pub fn eval(
 }
 
 /// `pare eval --native`: accuracy on the native engine, and how many layers run each kernel.
+/// Each image's predicted class on the chosen engine, one per line.
+fn write_predictions(
+    model: &Model,
+    test: &dyn pare::data::Dataset,
+    batch_size: usize,
+    native: bool,
+    path: &Path,
+) -> Result<()> {
+    let plan = if native {
+        Some(pare::native::compile(model)?)
+    } else {
+        None
+    };
+    let mut text = String::new();
+    for b in pare::data::sequential(test, batch_size, model.graph.input.normalize) {
+        let y = match &plan {
+            Some(p) => p.run(&b.x)?,
+            None => pare::exec::infer(model, &b.x, &Reparams::new(), &[])?.output,
+        };
+        for c in y.argmax_rows() {
+            text.push_str(&format!("{c}\n"));
+        }
+    }
+    io::write_atomic(path, text.as_bytes())?;
+    Ok(())
+}
+
 fn eval_native(
     model: &pare::ir::Model,
     test: &dyn pare::data::Dataset,

@@ -60,6 +60,10 @@ enum Command {
         /// model's values allow them) instead of the training engine, and name the kernels.
         #[arg(long)]
         native: bool,
+        /// Also write each test image's predicted class, one per line in test-set order (to
+        /// compare with another runtime's predictions: bench/onnx_check.py eval).
+        #[arg(long, value_name = "FILE")]
+        predictions: Option<PathBuf>,
         /// Print a JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -309,6 +313,7 @@ fn main() -> ExitCode {
             batch_size,
             output,
             native,
+            predictions,
             json,
         } => commands::eval(
             &dir,
@@ -316,6 +321,7 @@ fn main() -> ExitCode {
             batch_size,
             output.as_deref(),
             native,
+            predictions.as_deref(),
             json,
         ),
         Command::Info { dir, json } => commands::info(&dir, json),

@@ -32,6 +32,12 @@ pub struct ExportArgs {
     /// output of the graph is an output of the file.
     #[arg(long)]
     pub output: Option<String>,
+    /// Quantized export in QDQ form: the layers pare runs in int8 (an 8-bit fake quantizer
+    /// before, weights on an integer grid, the next fake quantizer after) get int8 weights with
+    /// one scale per output channel and a DequantizeLinear, so onnxruntime runs its integer
+    /// kernels; a BatchNorm between such a layer and its ReLU is folded into the scales.
+    #[arg(long)]
+    pub qdq: bool,
     /// Fold BatchNorm into the preceding convolution or Linear layer first.
     #[arg(long)]
     pub fold_bn: bool,
@@ -71,10 +77,16 @@ pub fn export(a: ExportArgs) -> Result<()> {
     if a.fold_bn {
         model = pare::fuse::fold_batch_norm(&model)?;
     }
-    let proto = pare::onnx::to_onnx(&model)?;
+    let options = pare::onnx::Options { qdq: a.qdq };
+    let proto = pare::onnx::to_onnx_with(&model, options)?;
     let graph = proto.graph.as_ref().expect("an exported model has a graph");
     let (nodes, inits) = (graph.node.len(), graph.initializer.len());
-    pare::onnx::save(&model, &a.onnx)?;
+    let int8_layers = graph
+        .node
+        .iter()
+        .filter(|n| n.op_type == "DequantizeLinear" && n.output[0].ends_with(".weight"))
+        .count();
+    io::write_atomic(&a.onnx, &prost::Message::encode_to_vec(&proto))?;
     let bytes = std::fs::metadata(&a.onnx).map(|m| m.len()).unwrap_or(0);
     if let Some(dir) = &a.test_data {
         if a.test_batch == 0 {
@@ -101,6 +113,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
         let rep = json!({
             "file": a.onnx, "bytes": bytes, "onnx_nodes": nodes, "initializers": inits,
             "parameters": model.num_params(), "macs": model.macs(), "outputs": model.graph.outputs(),
+            "int8_layers": int8_layers,
         });
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
@@ -112,6 +125,9 @@ pub fn export(a: ExportArgs) -> Result<()> {
             model.macs(),
             model.graph.outputs().join(", ")
         );
+        if a.qdq {
+            println!("{int8_layers} layers with int8 weights (QDQ)");
+        }
         if let Some(dir) = &a.test_data {
             println!("test case: {}", dir.join("test_data_set_0").display());
         }

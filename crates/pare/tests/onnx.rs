@@ -288,3 +288,79 @@ fn bad_files_name_what_is_wrong() {
         "{e}"
     );
 }
+
+/// QDQ export: a layer between two 8-bit fake quantizers, weights on a per-channel grid, with a
+/// BatchNorm and ReLU after it, gets int8 weights (the BatchNorm folded into the scales); the
+/// file imports back to the same function (the bias rounded to int32 codes).
+#[test]
+fn qdq_export_writes_int8_weights() {
+    let mut b = GraphBuilder::new(vec![2, 6, 6]);
+    b.then(
+        "q0",
+        Op::FakeQuant {
+            bits: 8,
+            symmetric: false,
+            scale: 1.0 / 255.0,
+            zero_point: 0,
+        },
+    );
+    b.then("conv", pare::ir::graph::ops::conv(2, 4, 3, 1, 1, true));
+    b.then("bn", pare::ir::graph::ops::bn(4));
+    b.then("relu", Op::Relu);
+    b.then(
+        "q1",
+        Op::FakeQuant {
+            bits: 8,
+            symmetric: false,
+            scale: 0.02,
+            zero_point: 0,
+        },
+    );
+    b.then("flat", Op::Flatten);
+    b.then(
+        "fc",
+        Op::Linear {
+            in_features: 144,
+            out_features: 3,
+            bias: true,
+        },
+    );
+    let mut model = Model::init(b.finish().unwrap(), 4).unwrap();
+    perturb_batch_norms(&mut model);
+    // Per-channel 8-bit weights: each row scale * integer codes up to 127.
+    let w = model.params.get_mut("conv.weight").unwrap();
+    for (r, row) in w.data_mut().chunks_mut(18).enumerate() {
+        let s = 0.01 * (r + 1) as f32;
+        for (k, v) in row.iter_mut().enumerate() {
+            *v = s * ((k as i32 * 37 + r as i32 * 11) % 255 - 127) as f32;
+        }
+        row[0] = 127.0 * s;
+    }
+    let proto = pare::onnx::to_onnx_with(&model, pare::onnx::Options { qdq: true }).unwrap();
+    let g = proto.graph.as_ref().unwrap();
+    let codes = g
+        .initializer
+        .iter()
+        .find(|t| t.name == "conv.weight_quantized")
+        .expect("int8 codes");
+    assert_eq!(
+        (codes.data_type, codes.raw_data.len()),
+        (proto::data_type::INT8, 72)
+    );
+    assert!(
+        g.node.iter().all(|n| n.op_type != "BatchNormalization"),
+        "the BatchNorm is folded"
+    );
+    // fc's output is no quantizer's input: it stays f32.
+    assert!(g
+        .initializer
+        .iter()
+        .any(|t| t.name == "fc.weight" && t.data_type == proto::data_type::FLOAT));
+    let back = pare::onnx::from_onnx(&proto, Path::new("q.onnx")).unwrap();
+    let x = random_batch(&[2, 6, 6], 5, 3);
+    let (ya, yb) = (
+        pare::native::infer(&model, &x).unwrap(),
+        pare::native::infer(&back, &x).unwrap(),
+    );
+    assert!(ya.max_abs_diff(&yb) < 1e-3, "{}", ya.max_abs_diff(&yb));
+}

@@ -190,6 +190,68 @@ pub fn dequantize(codes: &[i32], params: &[QParams]) -> Vec<f32> {
         .collect()
 }
 
+/// The codes (row-major) and row scales of a `[rows, width]` weight whose every row is
+/// `scale_r * q` with integer `|q| <= limit`, or `None`. The grid is found from the largest
+/// magnitude of the row or of the tensor (per-channel or per-tensor quantization) divided by
+/// the top code of a symmetric 2- to 8-bit quantizer; the coarsest step the codes allow is
+/// kept. What the integer kernels and quantized ONNX export read a baked weight as.
+pub fn weight_grid(w: &[f32], rows: usize, width: usize, limit: i32) -> Option<(Vec<i8>, Vec<f32>)> {
+    if rows == 0 || width == 0 || w.len() != rows * width || w.iter().any(|v| !v.is_finite()) {
+        return None;
+    }
+    let top = |s: &[f32]| s.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let whole = top(w);
+    let mut codes = Vec::with_capacity(w.len());
+    let mut scale = Vec::with_capacity(rows);
+    for row in w.chunks(width) {
+        let own = top(row);
+        let found = [127, 63, 31, 15, 7, 3, 1, 64]
+            .iter()
+            .filter(|&&d| d <= limit)
+            .flat_map(|&d| [own / d as f32, whole / d as f32])
+            .find_map(|s| on_grid(row, s, limit).map(|q| (s, q)));
+        let (s, q) = match found {
+            Some(f) => f,
+            None if own == 0.0 => (1.0, vec![0; width]),
+            None => return None,
+        };
+        // The coarsest step the codes allow: a 4-bit row found on the 63-code grid (each code
+        // a multiple of 9) becomes codes within +-7, which pack two to a byte.
+        let g = q.iter().fold(0i32, |g, &v| gcd(g, (v as i32).abs()));
+        let (s, q) = if g > 1 {
+            (s * g as f32, q.iter().map(|&v| v / g as i8).collect())
+        } else {
+            (s, q)
+        };
+        scale.push(s);
+        codes.extend(q);
+    }
+    Some((codes, scale))
+}
+
+fn gcd(a: i32, b: i32) -> i32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
+/// The codes of `row` on the grid of step `s`, if every value is within 1e-3 of a multiple
+/// of `s` no larger than `limit` times it.
+fn on_grid(row: &[f32], s: f32, limit: i32) -> Option<Vec<i8>> {
+    if !(s > 0.0 && s.is_finite()) {
+        return None;
+    }
+    row.iter()
+        .map(|&v| {
+            let t = v / s;
+            let q = t.round();
+            ((t - q).abs() <= 1e-3 && q.abs() <= limit as f32).then_some(q as i8)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::ir::graph::{DType, INPUT};
 use crate::ir::io::write_atomic;
 use crate::ir::{Model, Tensor};
-pub use export::to_onnx;
+pub use export::{to_onnx, to_onnx_with, Options};
 pub use import::from_onnx;
 use proto::ModelProto;
 
@@ -30,8 +30,8 @@ pub fn encode(model: &Model) -> Result<Vec<u8>> {
 }
 
 /// Writes the model to `path` as ONNX (atomically: a temporary file, then a rename).
-pub fn save(model: &Model, path: &Path) -> Result<()> {
-    write_atomic(path, &encode(model)?)
+pub fn save(model: &Model, path: &Path, options: Options) -> Result<()> {
+    write_atomic(path, &to_onnx_with(model, options)?.encode_to_vec())
 }
 
 /// Parses the bytes of an ONNX file (`path` names it in errors).

@@ -13,6 +13,7 @@
 //! the same raw inputs `pare eval` does.
 
 mod blocks;
+mod qdq;
 
 use std::collections::HashMap;
 
@@ -34,12 +35,32 @@ const IR_VERSION: i64 = 8;
 /// The symbolic batch dimension of inputs and outputs.
 const BATCH: &str = "N";
 
-/// The model as an ONNX `ModelProto`, every graph output (the main one first) an output of the
-/// file.
+/// How a model is written.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Options {
+    /// The layers pare runs in int8 get int8 weights and a DequantizeLinear (QDQ form, see
+    /// [`qdq`]); otherwise every weight is f32.
+    pub qdq: bool,
+}
+
+/// The model as an ONNX `ModelProto` with f32 weights, every graph output (the main one first)
+/// an output of the file.
 pub fn to_onnx(model: &Model) -> Result<ModelProto> {
+    to_onnx_with(model, Options::default())
+}
+
+/// The model as an ONNX `ModelProto`, written as `options` say.
+pub fn to_onnx_with(model: &Model, options: Options) -> Result<ModelProto> {
     let graph = &model.graph;
     let shapes = graph.shapes()?;
     let mut w = Writer::default();
+    let folded = if options.qdq {
+        let (layers, folded) = qdq::plan(model);
+        w.qdq = layers;
+        folded
+    } else {
+        Default::default()
+    };
     let input_type = match graph.input.dtype {
         DType::F32 => data_type::FLOAT,
         DType::Index => data_type::INT64,
@@ -64,6 +85,12 @@ pub fn to_onnx(model: &Model) -> Result<ModelProto> {
     w.input = input.clone();
     names.insert(INPUT.to_string(), input);
     for (i, node) in graph.nodes.iter().enumerate() {
+        if folded.contains(&i) {
+            // A BatchNorm folded into the quantized layer before it.
+            let producer = names[&node.inputs[0]].clone();
+            names.insert(node.name.clone(), producer);
+            continue;
+        }
         let owner = graph.param_owner(i).to_string();
         let ins: Vec<String> = node.inputs.iter().map(|n| names[n].clone()).collect();
         let in_shapes = shapes.inputs_of(graph, i);
@@ -178,6 +205,8 @@ struct Writer {
     batch: Option<String>,
     /// The value nodes read as the model's input (after the normalization).
     input: String,
+    /// Layers written with quantized weights (by node name).
+    qdq: HashMap<String, qdq::QLayer>,
 }
 
 pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {
@@ -266,6 +295,74 @@ impl Writer {
         self.init(f32_tensor(&ctx.param_name(suffix), t.shape(), t.data()))
     }
 
+    /// The values a Linear or Conv2d reads as weight and bias: its parameters, or their
+    /// dequantized int8 / int32 codes where the layer is written in QDQ form.
+    fn weight_and_bias(&mut self, ctx: &Ctx, bias: bool) -> (String, Option<String>) {
+        let Some(q) = self.qdq.remove(ctx.name) else {
+            return (self.param(ctx, "weight"), bias.then(|| self.param(ctx, "bias")));
+        };
+        let shape = ctx.param("weight").shape().to_vec();
+        let rows = q.scales.len();
+        let w = ctx.param_name("weight");
+        let codes = TensorProto {
+            dims: shape.iter().map(|&d| d as i64).collect(),
+            data_type: data_type::INT8,
+            name: format!("{w}_quantized"),
+            raw_data: q.codes.iter().map(|&c| c as u8).collect(),
+            ..Default::default()
+        };
+        let zero = TensorProto {
+            dims: vec![rows as i64],
+            data_type: data_type::INT8,
+            name: format!("{w}_zero_point"),
+            raw_data: vec![0; rows],
+            ..Default::default()
+        };
+        let (c, z) = (self.init(codes), self.init(zero));
+        let s = self.init(f32_tensor(&format!("{w}_scale"), &[rows], &q.scales));
+        self.node(
+            "DequantizeLinear",
+            &format!("{w}/dequantize"),
+            &[&c, &s, &z],
+            &w,
+            vec![attr_int("axis", 0)],
+        );
+        let b = q.bias.map(|bias| {
+            let b = ctx.param_name("bias");
+            let scales: Vec<f32> = q.scales.iter().map(|s| s * q.input_scale).collect();
+            let codes: Vec<i32> = bias
+                .iter()
+                .zip(&scales)
+                .map(|(v, s)| (v / s).round() as i32)
+                .collect();
+            let codes = TensorProto {
+                dims: vec![rows as i64],
+                data_type: data_type::INT32,
+                name: format!("{b}_quantized"),
+                raw_data: codes.iter().flat_map(|c| c.to_le_bytes()).collect(),
+                ..Default::default()
+            };
+            let zero = TensorProto {
+                dims: vec![rows as i64],
+                data_type: data_type::INT32,
+                name: format!("{b}_zero_point"),
+                raw_data: vec![0; 4 * rows],
+                ..Default::default()
+            };
+            let (c, z) = (self.init(codes), self.init(zero));
+            let s = self.init(f32_tensor(&format!("{b}_scale"), &[rows], &scales));
+            self.node(
+                "DequantizeLinear",
+                &format!("{b}/dequantize"),
+                &[&c, &s, &z],
+                &b,
+                vec![attr_int("axis", 0)],
+            );
+            b
+        });
+        (w, b)
+    }
+
     /// `[N]`: the batch size, from the input's shape.
     fn batch(&mut self) -> String {
         if let Some(b) = &self.batch {
@@ -341,8 +438,7 @@ impl Writer {
         let sub = |s: &str| format!("{name}/{s}");
         match op {
             Op::Linear { bias, .. } => {
-                let w = self.param(ctx, "weight");
-                let b = bias.then(|| self.param(ctx, "bias"));
+                let (w, b) = self.weight_and_bias(ctx, *bias);
                 self.linear(ctx, &w, b.as_deref());
             }
             Op::HashedLinear {
@@ -371,11 +467,9 @@ impl Writer {
                 bias,
                 ..
             } => {
-                let w = self.param(ctx, "weight");
+                let (w, b) = self.weight_and_bias(ctx, *bias);
                 let mut ins = vec![x.to_string(), w];
-                if *bias {
-                    ins.push(self.param(ctx, "bias"));
-                }
+                ins.extend(b);
                 let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
                 let attrs = vec![
                     attr_ints("kernel_shape", &usizes(kernel_size)),
