@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds=${1:-600}
-targets=(arch weights idx pare pare_structured recipe checkpoint teacher_cache)
+targets=(arch weights idx pare pare_structured recipe checkpoint teacher_cache onnx)
 mkdir -p logs
 cargo +nightly fuzz build -O
 run() {

@@ -45,10 +45,12 @@ pub enum Target {
     Checkpoint,
     /// A teacher-logit cache: read as a distillation run with `--teacher-cache` reads it.
     TeacherCache,
+    /// An ONNX model: decoded, imported, run when small.
+    Onnx,
 }
 
 impl Target {
-    pub const ALL: [Target; 7] = [
+    pub const ALL: [Target; 8] = [
         Target::Arch,
         Target::Weights,
         Target::Idx,
@@ -56,6 +58,7 @@ impl Target {
         Target::Recipe,
         Target::Checkpoint,
         Target::TeacherCache,
+        Target::Onnx,
     ];
 
     /// The cargo-fuzz target's name (and its corpus folder's).
@@ -68,6 +71,7 @@ impl Target {
             Target::Recipe => "recipe",
             Target::Checkpoint => "checkpoint",
             Target::TeacherCache => "teacher_cache",
+            Target::Onnx => "onnx",
         }
     }
 
@@ -81,6 +85,7 @@ impl Target {
             Target::Recipe => recipe(bytes),
             Target::Checkpoint => checkpoint(bytes),
             Target::TeacherCache => teacher_cache(bytes),
+            Target::Onnx => onnx(bytes),
         }
     }
 }
@@ -179,6 +184,12 @@ pub fn pare(bytes: &[u8]) -> Result<()> {
         run_small(m)?;
     }
     envelope.and(model.map(drop)).map_err(compressed)
+}
+
+/// Decodes an ONNX file and imports it; a small imported model is run.
+pub fn onnx(bytes: &[u8]) -> Result<()> {
+    let proto = crate::onnx::decode(bytes, path())?;
+    run_small(&crate::onnx::from_onnx(&proto, path())?)
 }
 
 /// Parses a recipe and checks it against its starting model (a zoo model for 1x28x28 inputs
@@ -315,6 +326,11 @@ pub fn seeds() -> Result<Vec<(Target, String, Vec<u8>)>> {
             arch_json(&graph).into_bytes(),
         );
     }
+
+    add(Target::Onnx, "tiny.onnx", crate::onnx::encode(&tiny)?);
+    add(Target::Onnx, "tokens.onnx", crate::onnx::encode(&tiny_tokens()?)?);
+    let vit = crate::zoo::ZooModel::Vit.build(&[1, 28, 28], 10)?;
+    add(Target::Onnx, "vit.onnx", crate::onnx::encode(&Model::init(vit, 0)?)?);
 
     add(
         Target::Weights,
