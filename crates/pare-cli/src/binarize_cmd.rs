@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Args;
 use pare::binary::{binarize, Method};
 use pare::data::fashion;
@@ -52,12 +52,12 @@ pub struct BinarizeArgs {
     pub no_float: bool,
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
-    let data_dir = fashion::resolve_dir(a.data.as_deref());
+    let data_dir = a.data.path();
     let mut inputs: Vec<&std::path::Path> = vec![&data_dir];
     if let Some(d) = &a.dir {
         inputs.push(d);
@@ -65,8 +65,7 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
     io::check_output_dir(&a.out, &inputs)?;
     let method = Method::parse(&a.method)?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
-    let splits = fashion::load(&data_dir)
-        .with_context(|| format!("loading Fashion-MNIST from {}", data_dir.display()))?;
+    let splits = a.data.load()?;
     let (base, source) = match (&a.dir, &a.model) {
         (Some(d), None) => (io::load(d)?, d.display().to_string()),
         (None, Some(m)) => (

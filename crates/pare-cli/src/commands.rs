@@ -61,13 +61,8 @@ pub(crate) fn fresh_model(zm: &ZooModel, set: &dyn Dataset, seed: u64) -> Result
     Ok(zm.init(graph, seed)?)
 }
 
-fn load_data(dir: Option<&Path>) -> Result<fashion::Splits> {
-    let dir = fashion::resolve_dir(dir);
-    fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))
-}
-
 pub fn train(a: TrainArgs) -> Result<()> {
-    io::check_output_dir(&a.out, &[&fashion::resolve_dir(a.data.data.as_deref())])?;
+    io::check_output_dir(&a.out, &[&a.data.path()])?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
     let zm = zoo_model(&a.model)?;
     let lr = a.lr.unwrap_or(match a.optimizer {
@@ -89,7 +84,7 @@ pub fn train(a: TrainArgs) -> Result<()> {
             weight_decay: a.weight_decay,
         },
     };
-    let splits = load_data(a.data.data.as_deref())?;
+    let splits = a.data.load()?;
     let train_all: Arc<dyn Dataset> = Arc::new(splits.train);
     let steps_per_epoch = (train_all.len() - a.val).div_ceil(a.batch_size.max(1));
     let kind = match a.schedule {
@@ -227,7 +222,7 @@ pub(crate) fn load_model(path: &Path) -> Result<Model> {
 
 pub fn eval(
     dir: &Path,
-    data: Option<&Path>,
+    data: &crate::data_args::DataArgs,
     batch_size: usize,
     output: Option<&str>,
     native: bool,
@@ -245,7 +240,7 @@ pub fn eval(
             .with_context(|| format!("--output {out}: {}", dir.display()))?;
         model = pare::ir::Model::new(graph, model.params)?;
     }
-    let splits = load_data(data)?;
+    let splits = data.load()?;
     if let Some(path) = predictions {
         write_predictions(&model, &splits.test, batch_size, native, path)?;
     }
@@ -348,11 +343,11 @@ pub fn bench_train(
     epochs: usize,
     batch_size: usize,
     lr: f32,
-    data: Option<&Path>,
+    data: &crate::data_args::DataArgs,
     as_json: bool,
 ) -> Result<()> {
     let zm = zoo_model(m)?;
-    let splits = load_data(data)?;
+    let splits = data.load()?;
     let mut model = fresh_model(&zm, &splits.train, 0)?;
     let cfg = FitConfig {
         epochs,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use pare::data::{fashion, split, Dataset, Subset};
+use pare::data::{split, Dataset, Subset};
 use pare::ir::quant::BITS;
 use pare::ir::{io, Model};
 use pare::pipeline::recipe::{
@@ -37,8 +37,8 @@ pub struct CompressArgs {
     /// Overrides the recipe's seed.
     #[arg(long)]
     pub seed: Option<u64>,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -87,8 +87,8 @@ pub struct QuantizeArgs {
     pub huffman: bool,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 /// Prints stage boundaries and results; progress bars for training.
@@ -153,9 +153,9 @@ fn execute(
     title: &str,
     out: &Path,
     resume: bool,
-    data_dir: Option<&Path>,
+    data: &crate::data_args::DataArgs,
 ) -> Result<()> {
-    let dir = fashion::resolve_dir(data_dir);
+    let dir = data.path();
     // Everything the recipe reads: the data, the starting model, the teachers.
     let mut inputs: Vec<&Path> = vec![&dir];
     inputs.extend(recipe.model.dir.as_deref());
@@ -179,8 +179,7 @@ fn execute(
     if let Some(m) = &loaded {
         check(m)?;
     }
-    let splits =
-        fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
+    let splits = data.load()?;
     let train_all: Arc<dyn Dataset> = Arc::new(splits.train);
     let (train, val): (Subset, Option<Subset>) = if recipe.val > 0 {
         let (t, v) = split(train_all.clone(), recipe.val, recipe.model.seed)?;
@@ -239,14 +238,7 @@ pub fn compress(a: CompressArgs) -> Result<()> {
         recipe.model.seed = seed;
     }
     let title = format!("pare compress {}", a.recipe.display());
-    execute(
-        &recipe,
-        Some(&a.recipe),
-        &title,
-        &a.out,
-        a.resume,
-        a.data.as_deref(),
-    )
+    execute(&recipe, Some(&a.recipe), &title, &a.out, a.resume, &a.data)
 }
 
 pub fn quantize(a: QuantizeArgs) -> Result<()> {
@@ -313,5 +305,5 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     // Through the parser, so flags get the same checks as a recipe file.
     let recipe = Recipe::parse(&text, Path::new("<command line>"))?;
     let title = format!("pare quantize {}", a.dir.display());
-    execute(&recipe, None, &title, &a.out, false, a.data.as_deref())
+    execute(&recipe, None, &title, &a.out, false, &a.data)
 }

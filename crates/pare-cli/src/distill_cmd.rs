@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pare::data::{fashion, split, Augment, Dataset, Subset};
+use pare::data::{split, Augment, Dataset, Subset};
 use pare::distill::cache::CacheKey;
 use pare::distill::dml::DmlHook;
 use pare::distill::{add_regressor, ensemble_accuracy, staged, DistillHook, Feature, FeatureKind, Objective};
@@ -109,8 +109,8 @@ pub struct DistillArgs {
     pub train_images: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
     /// --method kd: keep the teacher's logits for the fixed views in this file and reuse them
     /// in later runs with the same teacher, data, split, seed and augmentation (a temperature
     /// or alpha sweep pays for the teacher once). A file made for another run is refused.
@@ -198,7 +198,7 @@ impl Ctx<'_> {
             .set("val", a.val)
             .set("train_images", a.train_images)
             .set("train_samples", self.train.len())
-            .set("data", fashion::resolve_dir(a.data.as_deref()).display())
+            .set("data", a.data.path().display())
             .set("student_input", format!("{:?}", student.graph.input));
         let mut hook = DistillHook::new(teacher.clone(), student, objective)?;
         let loaded = if path.exists() {
@@ -301,14 +301,13 @@ fn feature_objective(a: &DistillArgs, kind: FeatureKind, default_beta: f32) -> R
 }
 
 pub fn distill(a: DistillArgs) -> Result<()> {
-    let data_dir = fashion::resolve_dir(a.data.as_deref());
+    let data_dir = a.data.path();
     let mut inputs = vec![data_dir.as_path()];
     inputs.extend(a.teacher.as_deref());
     io::check_output_dir(&a.out, &inputs)?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
-    let dir = fashion::resolve_dir(a.data.as_deref());
-    let splits =
-        fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
+    let _dir = a.data.path();
+    let splits = a.data.load()?;
     let full: Arc<dyn Dataset> = Arc::new(splits.train);
     let (train, val): (Subset, Option<Subset>) = if a.val > 0 {
         let (t, v) = split(full.clone(), a.val, a.seed)?;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::{Args, ValueEnum};
-use pare::data::{fashion, split, Dataset};
+use pare::data::{split, Dataset};
 use pare::exits::{
     attach, choose, exit_costs, sweep, timed_run, train_frozen, ExitLogits, Head, Outcome, Rule, SelfDistill,
     Target,
@@ -86,8 +86,8 @@ pub struct ExitsArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
@@ -109,7 +109,7 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
     if distill.is_some() && a.train == Training::Joint {
         bail!("--distill teaches the heads from the final head of a frozen backbone: it goes with --train frozen");
     }
-    let data_dir = fashion::resolve_dir(a.data.as_deref());
+    let data_dir = a.data.path();
     io::check_output_dir(&a.out, &[&a.dir, &data_dir])?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
     let base = io::load(&a.dir)?;
@@ -125,7 +125,7 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
         ..Default::default()
     };
     cfg.validate()?;
-    let splits = fashion::load(&data_dir)?;
+    let splits = a.data.load()?;
     let all: Arc<dyn Dataset> = Arc::new(splits.train);
     let (train, val) = split(all, a.val, a.seed)?;
     eprintln!(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use pare::data::{fashion, split, Dataset, Subset};
+use pare::data::{split, Dataset, Subset};
 use pare::distill::{DistillHook, Objective};
 use pare::ir::io;
 use pare::lowrank::{factorize_for_macs, factorize_with, refit_separable, ConvMethod, Rank};
@@ -66,8 +66,8 @@ pub struct FactorizeArgs {
     pub layers: Vec<String>,
     #[command(flatten)]
     pub tune: FinetuneArgs,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
@@ -87,7 +87,7 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
         (None, None, None) if a.conv.as_deref() == Some("separable") => Some(Rank::Fixed(usize::MAX)),
         _ => bail!("give exactly one of --energy, --rank, --macs and --vbmf"),
     };
-    let data_dir = fashion::resolve_dir(a.data.as_deref());
+    let data_dir = a.data.path();
     io::check_output_dir(&a.out, &[&a.dir, &data_dir])?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
     let base = io::load(&a.dir)?;
@@ -95,7 +95,7 @@ pub fn factorize_cmd(a: FactorizeArgs) -> Result<()> {
     // The rule and the names are checked before the data is read.
     let conv = a.conv.as_deref().map(ConvMethod::parse).transpose()?;
     let (checked, rows) = factorize_with(&base, layers, rule.unwrap_or(Rank::Fixed(usize::MAX)), conv)?;
-    let splits = fashion::load(&data_dir)?;
+    let splits = a.data.load()?;
     let train: Arc<dyn Dataset> = Arc::new(splits.train);
     let (mut model, ranks, budget) = match rule {
         Some(_) => (checked, rows, None),

@@ -7,7 +7,6 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Result};
 use clap::Args;
-use pare::data::fashion;
 use pare::hashing::{hash_linears, Buckets};
 use pare::ir::io;
 use serde_json::json;
@@ -33,12 +32,12 @@ pub struct HashArgs {
     pub init: String,
     #[command(flatten)]
     pub tune: FinetuneArgs,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 pub fn hash_cmd(a: HashArgs) -> Result<()> {
-    let data_dir = fashion::resolve_dir(a.data.as_deref());
+    let data_dir = a.data.path();
     io::check_output_dir(&a.out, &[&a.dir, &data_dir])?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
     let base = io::load(&a.dir)?;
@@ -52,7 +51,7 @@ pub fn hash_cmd(a: HashArgs) -> Result<()> {
     if hashed.is_empty() {
         bail!("{}: the model has no Linear layer to hash", a.dir.display());
     }
-    let splits = fashion::load(&data_dir)?;
+    let splits = a.data.load()?;
     println!("{:<16} {:>16} {:>12}", "layer", "virtual weights", "stored");
     for h in &hashed {
         println!("{:<16} {:>16} {:>12}", h.layer, h.virtual_weights, h.buckets);

@@ -5,6 +5,7 @@
 mod binarize_cmd;
 mod commands;
 mod compress_cmd;
+mod data_args;
 mod distill_cmd;
 mod exits_cmd;
 mod factorize_cmd;
@@ -21,6 +22,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use data_args::DataArgs;
 
 #[derive(Parser)]
 #[command(
@@ -41,9 +43,10 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Train a zoo model on Fashion-MNIST and write a model directory.
+    /// Train a zoo model on a data set (Fashion-MNIST unless --data names another; the model takes
+    /// its input shape and classes from the data) and write a model directory.
     Train(TrainArgs),
-    /// Evaluate a model directory on the Fashion-MNIST test set.
+    /// Evaluate a model on the test split of the data set (--data; Fashion-MNIST by default).
     Eval {
         /// Model directory (arch.json + weights.safetensors), compressed model (model.pare) or
         /// ONNX file (imported).
@@ -159,7 +162,7 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Seconds per training epoch and images/s on the full Fashion-MNIST training set.
+    /// Seconds per training epoch and images/s on the full training split (Fashion-MNIST by default).
     Train {
         #[command(flatten)]
         model: ModelArgs,
@@ -174,13 +177,6 @@ enum BenchCommand {
         #[arg(long)]
         json: bool,
     },
-}
-
-#[derive(Args, Clone)]
-struct DataArgs {
-    /// Directory with the Fashion-MNIST IDX files [default: $PARE_DATA, else /usr/share/datasets/fashion-mnist].
-    #[arg(long, value_name = "DIR")]
-    data: Option<PathBuf>,
 }
 
 #[derive(Args, Clone)]
@@ -317,7 +313,7 @@ fn main() -> ExitCode {
             json,
         } => commands::eval(
             &dir,
-            data.data.as_deref(),
+            &data,
             batch_size,
             output.as_deref(),
             native,
@@ -369,7 +365,7 @@ fn main() -> ExitCode {
                     data,
                     json,
                 },
-        } => commands::bench_train(&model, epochs, batch_size, lr, data.data.as_deref(), json),
+        } => commands::bench_train(&model, epochs, batch_size, lr, &data, json),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pare::data::{calibration_batches, fashion, Dataset};
+use pare::data::{calibration_batches, Dataset};
 use pare::ir::{io, Model};
 use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use pare::prune::unstructured::{magnitude_masks, WeightCriterion};
@@ -86,8 +86,8 @@ pub struct PruneArgs {
     /// Calibration batches for data-driven criteria (apoz, taylor).
     #[arg(long, default_value_t = 8)]
     pub calib_batches: usize,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 fn parse_layers(items: &[String]) -> Result<BTreeMap<String, f32>> {
@@ -118,10 +118,10 @@ fn measure(m: &Model, test: &dyn Dataset) -> Result<Measure> {
 }
 
 pub fn prune(a: PruneArgs) -> Result<()> {
-    io::check_output_dir(&a.out, &[&a.dir, &fashion::resolve_dir(a.data.as_deref())])?;
+    io::check_output_dir(&a.out, &[&a.dir, &a.data.path()])?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
     let base = io::load(&a.dir)?;
-    let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;
+    let splits = a.data.load()?;
     let layers = parse_layers(&a.layer)?;
     let before = measure(&base, &splits.test)?;
     println!(
@@ -339,18 +339,18 @@ pub struct SensitivityArgs {
     pub calib_batches: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 pub fn sensitivity(a: SensitivityArgs) -> Result<()> {
-    io::check_output_dir(&a.out, &[&a.dir, &fashion::resolve_dir(a.data.as_deref())])?;
+    io::check_output_dir(&a.out, &[&a.dir, &a.data.path()])?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
     use pare::data::Subset;
     use pare::report::plot::{line_chart, Series};
     use std::sync::Arc;
     let model = io::load(&a.dir)?;
-    let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;
+    let splits = a.data.load()?;
     let n = a.samples.unwrap_or(splits.test.len()).min(splits.test.len());
     let calib = calibration_batches(
         &splits.train,
@@ -456,16 +456,16 @@ pub struct LotteryArgs {
     pub batch_size: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 pub fn lottery(a: LotteryArgs) -> Result<()> {
-    io::check_output_dir(&a.out, &[&fashion::resolve_dir(a.data.as_deref())])?;
+    io::check_output_dir(&a.out, &[&a.data.path()])?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
     use pare::prune::lottery::{lottery, LotteryConfig};
     use pare::report::plot::{line_chart, Series};
-    let splits = fashion::load(&fashion::resolve_dir(a.data.as_deref()))?;
+    let splits = a.data.load()?;
     let zm = pare::zoo::ZooModel::parse(&a.model, None, 0.0)?;
     let init = crate::commands::fresh_model(&zm, &splits.train, a.seed)?;
     let output_layer = init

@@ -6,9 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::Args;
-use pare::data::fashion;
 use pare::ir::io;
 use pare::prune::supermask::scores;
 use pare::prune::unstructured::{apply_masks, magnitude_masks, WeightCriterion};
@@ -39,8 +38,8 @@ pub struct SupermaskArgs {
     pub seed: u64,
     #[arg(long)]
     pub out: PathBuf,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 fn config(epochs: usize, lr: f32, cosine: bool, seed: u64) -> FitConfig {
@@ -53,11 +52,10 @@ fn config(epochs: usize, lr: f32, cosine: bool, seed: u64) -> FitConfig {
 }
 
 pub fn supermask(a: SupermaskArgs) -> Result<()> {
-    io::check_output_dir(&a.out, &[&fashion::resolve_dir(a.data.as_deref())])?;
+    io::check_output_dir(&a.out, &[&a.data.path()])?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
-    let dir = fashion::resolve_dir(a.data.as_deref());
-    let splits =
-        fashion::load(&dir).with_context(|| format!("loading Fashion-MNIST from {}", dir.display()))?;
+    let _dir = a.data.path();
+    let splits = a.data.load()?;
     let init = fresh_model(&ZooModel::parse(&a.model, None, 0.0)?, &splits.train, a.seed)?;
     let (mut scored, mut hook) = scores(&init, a.keep, a.seed)?;
     let acc = |m: &pare::ir::Model| -> Result<f32> { Ok(accuracy(m, &splits.test)?) };

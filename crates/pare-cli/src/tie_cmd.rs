@@ -5,7 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use pare::data::fashion;
 use pare::ir::io;
 use pare::tying::{tie_blocks, TieInit};
 use serde_json::json;
@@ -33,17 +32,17 @@ pub struct TieArgs {
     pub tie_norms: bool,
     #[command(flatten)]
     pub tune: FinetuneArgs,
-    #[arg(long, value_name = "DIR")]
-    pub data: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: crate::data_args::DataArgs,
 }
 
 pub fn tie_cmd(a: TieArgs) -> Result<()> {
-    let data_dir = fashion::resolve_dir(a.data.as_deref());
+    let data_dir = a.data.path();
     io::check_output_dir(&a.out, &[&a.dir, &data_dir])?;
     let _lock = crate::lock::OutputLock::take(&a.out)?;
     let base = io::load(&a.dir)?;
     let (mut model, tied) = tie_blocks(&base, &a.blocks, TieInit::parse(&a.init)?, a.tie_norms)?;
-    let splits = fashion::load(&data_dir)?;
+    let splits = a.data.load()?;
     println!(
         "{} layers of {} blocks now compute with those of {}",
         tied.ties.len(),

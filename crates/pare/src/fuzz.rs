@@ -330,7 +330,11 @@ pub fn seeds() -> Result<Vec<(Target, String, Vec<u8>)>> {
     add(Target::Onnx, "tiny.onnx", crate::onnx::encode(&tiny)?);
     add(Target::Onnx, "tokens.onnx", crate::onnx::encode(&tiny_tokens()?)?);
     let vit = crate::zoo::ZooModel::Vit.build(&[1, 28, 28], 10)?;
-    add(Target::Onnx, "vit.onnx", crate::onnx::encode(&Model::init(vit, 0)?)?);
+    add(
+        Target::Onnx,
+        "vit.onnx",
+        crate::onnx::encode(&Model::init(vit, 0)?)?,
+    );
 
     add(
         Target::Weights,

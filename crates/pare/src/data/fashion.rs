@@ -27,11 +27,7 @@ pub const CLASSES: [&str; 10] = [
     "Ankle boot",
 ];
 
-/// The official training and test sets.
-pub struct Splits {
-    pub train: InMemory,
-    pub test: InMemory,
-}
+pub use super::source::Splits;
 
 /// The directory to read: the explicit one, else `$PARE_DATA`, else [`DEFAULT_DIR`].
 pub fn resolve_dir(explicit: Option<&Path>) -> PathBuf {
