@@ -48,6 +48,19 @@ pub fn load(path: &Path) -> Result<Model> {
     from_onnx(&decode(&bytes, path)?, path)
 }
 
+/// A serialized `TensorProto` (an ONNX test case's `input_0.pb`, `output_0.pb`) as a tensor;
+/// integer tensors are converted to f32.
+pub fn read_tensor(bytes: &[u8], path: &Path) -> Result<Tensor> {
+    let fail = |reason: String| Error::Onnx {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let t = proto::TensorProto::decode(bytes).map_err(|e| fail(format!("not a TensorProto ({e})")))?;
+    let c = consts::from_proto(&t).map_err(|e| fail(format!("tensor '{}': {e}", t.name)))?;
+    let data = c.floats().expect("a tensor read from a file holds numbers only");
+    Ok(Tensor::from_vec(c.shape().to_vec(), data))
+}
+
 /// Writes one input batch and the model's outputs on it in the layout of ONNX's own test
 /// cases, `dir/test_data_set_0/input_0.pb` and `output_{k}.pb` (serialized `TensorProto`s
 /// named like the graph's input and outputs), which `onnx_check.py` in bench/ and ONNX's

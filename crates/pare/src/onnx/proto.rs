@@ -212,7 +212,19 @@ pub struct TensorProto {
     pub raw_data: Vec<u8>,
     #[prost(double, repeated, tag = "10")]
     pub double_data: Vec<f64>,
-    /// `EXTERNAL` (1) when the data lives in another file: refused, pare reads one file.
+    /// Where the data lives when `data_location` is `EXTERNAL`: `location` (a file beside the
+    /// model), `offset` and `length` in bytes.
+    #[prost(message, repeated, tag = "13")]
+    pub external_data: Vec<StringStringEntryProto>,
+    /// `EXTERNAL` (1) when the data lives in another file.
     #[prost(int32, tag = "14")]
     pub data_location: i32,
+}
+
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct StringStringEntryProto {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
 }

@@ -151,7 +151,14 @@ pub fn from_onnx(proto: &ModelProto, path: &Path) -> Result<Model> {
     }
     let mut imp = Importer::new();
     for t in &graph.initializer {
-        let c = consts::from_proto(t).map_err(|e| fail(format!("initializer '{}' {e}", t.name)))?;
+        let inline;
+        let t = if t.data_location == 1 {
+            inline = external(t, path).map_err(|e| fail(format!("initializer '{}': {e}", t.name)))?;
+            &inline
+        } else {
+            t
+        };
+        let c = consts::from_proto(t).map_err(|e| fail(format!("initializer '{}': {e}", t.name)))?;
         imp.vals.insert(t.name.clone(), Val::Const(c));
         imp.elem_types.insert(t.name.clone(), t.data_type);
     }
@@ -232,6 +239,61 @@ pub fn from_onnx(proto: &ModelProto, path: &Path) -> Result<Model> {
         ties: Default::default(),
     };
     Model::new(g, params).map_err(|e| fail(format!("the imported graph is invalid: {e}")))
+}
+
+/// A tensor whose data is in a file beside the model (ONNX's external data, as exporters write
+/// models over 2 GB or by default) with that data read in.
+fn external(t: &super::proto::TensorProto, model: &Path) -> Result<super::proto::TensorProto, String> {
+    let entry = |k: &str| {
+        t.external_data
+            .iter()
+            .find(|e| e.key == k)
+            .map(|e| e.value.as_str())
+    };
+    let location = entry("location").ok_or("its data is external but names no location")?;
+    let rel = Path::new(location);
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| matches!(c, std::path::Component::ParentDir))
+    {
+        return Err(format!(
+            "external data location '{location}' is not a file beside the model"
+        ));
+    }
+    let file = model.parent().unwrap_or(Path::new(".")).join(rel);
+    let number = |k: &str| -> Result<Option<u64>, String> {
+        entry(k)
+            .map(|v| {
+                v.parse::<u64>()
+                    .map_err(|_| format!("external data {k} '{v}' is not a number"))
+            })
+            .transpose()
+    };
+    let (offset, length) = (number("offset")?.unwrap_or(0), number("length")?);
+    let limit = 8 * crate::ir::graph::MAX_ELEMENTS as u64;
+    let size = std::fs::metadata(&file)
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .len();
+    let length = length.unwrap_or(size.saturating_sub(offset));
+    if offset.checked_add(length).is_none_or(|end| end > size) || length > limit {
+        return Err(format!(
+            "external data at offset {offset}, {length} bytes, lies outside {} ({size} bytes)",
+            file.display()
+        ));
+    }
+    use std::io::{Read, Seek};
+    let mut f = std::fs::File::open(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let mut raw = vec![0u8; length as usize];
+    f.seek(std::io::SeekFrom::Start(offset))
+        .and_then(|_| f.read_exact(&mut raw))
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    Ok(super::proto::TensorProto {
+        raw_data: raw,
+        data_location: 0,
+        external_data: vec![],
+        ..t.clone()
+    })
 }
 
 /// A node's name for messages: its own, else its first output's.
