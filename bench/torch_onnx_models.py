@@ -168,7 +168,7 @@ def randomize_batch_norms(model, gen):
                 m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.1)
 
 
-def export(name, out, width, batch, opset, dynamo):
+def export(name, out, width, batch, opset, dynamo, keep_bn):
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     model = MODELS[name](width).eval()
@@ -178,6 +178,8 @@ def export(name, out, width, batch, opset, dynamo):
     torch.onnx.export(
         model, (x,), path, input_names=["images"], output_names=["logits"], opset_version=opset,
         dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=dynamo,
+        # PRESERVE skips the eval-mode peephole that folds BatchNorm into the convolutions.
+        **({"training": torch.onnx.TrainingMode.PRESERVE} if keep_bn else {}),
     )
     onnx.checker.check_model(onnx.load(path), full_check=True)
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -200,10 +202,12 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--opset", type=int, default=17)
     ap.add_argument("--dynamo", action="store_true", help="torch.export-based exporter (else TorchScript's)")
+    ap.add_argument("--keep-bn", action="store_true", help="keep BatchNorm nodes (a model to train further)")
+    ap.add_argument("--only", choices=list(MODELS), help="export this model only")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
-    for name in MODELS:
-        export(name, a.out, a.width, a.batch, a.opset, a.dynamo)
+    for name in [a.only] if a.only else MODELS:
+        export(name, a.out, a.width, a.batch, a.opset, a.dynamo, a.keep_bn)
 
 
 if __name__ == "__main__":
