@@ -75,8 +75,9 @@ pub struct PruneArgs {
     pub steps: usize,
     #[command(flatten)]
     pub tune: FinetuneArgs,
-    /// Structured, per layer: round each layer's kept channels to a multiple of this (e.g. 8)
-    /// so that dense kernels stay efficient.
+    /// Structured, per layer: round each layer's kept channels to a multiple of this (e.g. 8,
+    /// or 16 for onnxruntime on AVX-512) so that dense kernels stay efficient; a layer of this
+    /// many channels or fewer keeps them all.
     #[arg(long, default_value_t = 1)]
     pub round_to: usize,
     /// Structured: re-initialize the pruned architecture's weights before fine-tuning, i.e.

@@ -315,18 +315,26 @@ fn norms_rank_a_zeroed_filter_last_and_fpgm_a_median_filter() {
 #[test]
 fn kept_channels_round_to_a_multiple() {
     let m = zoo("resnet20");
-    let sel = Selection {
-        scope: Scope::PerLayer,
-        amount: Amount::Ratio(0.3),
-        per_layer: BTreeMap::new(),
-        exclude: vec![],
-        round_to: 8,
-    };
-    let (p, _) = pare::prune::structured(&m, &Norm { p: 1 }, &sel).unwrap();
-    for n in &p.graph.nodes {
-        if let Op::Conv2d { out_channels, .. } = n.op {
-            assert_eq!(out_channels % 8, 0, "{}: {out_channels}", n.name);
+    // ResNet-20 has stages of 16, 32 and 64 channels: with 16, the first stage keeps all its
+    // channels (no smaller multiple of 16 exists) and the others keep 16 or 32 (of 32), 48 (of 64).
+    for (round_to, ratio) in [(8, 0.3), (16, 0.3), (16, 0.9)] {
+        let sel = Selection {
+            scope: Scope::PerLayer,
+            amount: Amount::Ratio(ratio),
+            per_layer: BTreeMap::new(),
+            exclude: vec![],
+            round_to,
+        };
+        let (p, _) = pare::prune::structured(&m, &Norm { p: 1 }, &sel).unwrap();
+        let mut widths = vec![];
+        for n in &p.graph.nodes {
+            if let Op::Conv2d { out_channels, .. } = n.op {
+                assert_eq!(out_channels % round_to, 0, "{}: {out_channels}", n.name);
+                widths.push(out_channels);
+            }
         }
+        assert!(widths.iter().any(|&w| w == 16) && widths.len() == 21, "{round_to}: {widths:?}");
+        assert!(p.num_params() < m.num_params(), "{round_to} {ratio}: nothing removed");
     }
 }
 

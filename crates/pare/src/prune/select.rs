@@ -43,8 +43,8 @@ pub struct Selection {
     /// Layers (any producer node name) that keep all their channels.
     #[serde(default)]
     pub exclude: Vec<String>,
-    /// Per-layer scope: round each layer's kept channel count to a multiple of this (1: off).
-    /// Dense kernels run full SIMD lanes and cache tiles on multiples of 8, so a pruned layer
+    /// Per-layer scope: round each layer's kept channel count to a multiple of this (1: off);
+    /// a layer of this many channels or fewer keeps them all. Dense kernels run full SIMD lanes and cache tiles on multiples of 8, so a pruned layer
     /// of 24 channels can be faster than one of 23.
     #[serde(default = "one")]
     pub round_to: usize,
@@ -67,9 +67,14 @@ pub fn check_round_to(round_to: usize, deps: &DepGraph) -> Result<()> {
 }
 
 /// `n - k` kept channels rounded to the nearest multiple of `m` (at least `m`, at most `n`).
+/// A layer of `m` channels or fewer keeps them all: no smaller count is a multiple of `m`, and
+/// a kernel that pads channels to `m` lanes runs it no faster with fewer.
 fn rounded_removal(n: usize, k: usize, m: usize) -> usize {
-    if m <= 1 || n <= m {
+    if m <= 1 {
         return k;
+    }
+    if n <= m {
+        return 0;
     }
     let keep = n - k;
     let keep = (((keep as f64 / m as f64).round() as usize) * m).clamp(m, n);
