@@ -17,6 +17,7 @@ use pare::pipeline::recipe::{
     Training,
 };
 use pare::pipeline::{preflight, report, run, Data, Events, Recipe, StageReport};
+use pare::quant::ActScope;
 use pare::train::Hooks;
 use pare::zoo::ZooModel;
 
@@ -49,6 +50,12 @@ pub enum ObserverArg {
     Kl,
 }
 
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ActScopeArg {
+    Layers,
+    Graph,
+}
+
 #[derive(Args)]
 pub struct QuantizeArgs {
     /// Model directory to quantize.
@@ -67,6 +74,11 @@ pub struct QuantizeArgs {
     /// Also quantize activations (inputs of every Linear/Conv2d) to this many bits.
     #[arg(long)]
     pub act_bits: Option<u32>,
+    /// Which activations --act-bits quantizes: `layers` (the inputs of Linear/Conv2d) or
+    /// `graph` (also both inputs of every Add, so that a residual stream stays int8 and an
+    /// integer runtime runs a ResNet's QDQ export without converting at every block).
+    #[arg(long, value_enum, default_value = "layers")]
+    pub act_scope: ActScopeArg,
     #[arg(long, value_enum, default_value = "minmax")]
     pub observer: ObserverArg,
     /// Percentile for --observer percentile.
@@ -269,6 +281,10 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
                         ObserverArg::Kl => ObserverName::Kl,
                     },
                     percentile,
+                    scope: match a.act_scope {
+                        ActScopeArg::Layers => ActScope::Layers,
+                        ActScopeArg::Graph => ActScope::Graph,
+                    },
                 })
             })
             .transpose()?,

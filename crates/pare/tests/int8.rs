@@ -14,7 +14,7 @@ use pare::ir::graph::ops::conv;
 use pare::ir::reparam::bake;
 use pare::ir::{GraphBuilder, Model, Op, QParams, Reparams, Scheme, Tensor};
 use pare::native::{int8_dot_reference, ActCodes, Int8Conv, Int8Matrix, Int8Path};
-use pare::quant::{calibrate_activations, weight_reparams, ActQuant, LayerBits, Observer};
+use pare::quant::{calibrate_activations, weight_reparams, ActQuant, ActScope, LayerBits, Observer};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -129,6 +129,10 @@ fn weights_on_an_integer_grid_are_found() {
 /// `model` with 7-bit per-channel weights and 8-bit activations calibrated on `batches`
 /// random inputs of `shape`.
 fn quantized(model: &Model, shape: &[usize], batches: usize) -> Model {
+    quantized_in(model, shape, batches, ActScope::Layers)
+}
+
+fn quantized_in(model: &Model, shape: &[usize], batches: usize, scope: ActScope) -> Model {
     let bits = LayerBits::uniform(7).resolve(model, 2..=16).unwrap();
     let baked = bake(model, &weight_reparams(model, &bits, true, true, false));
     let calib: Vec<Batch> = (0..batches)
@@ -143,8 +147,83 @@ fn quantized(model: &Model, shape: &[usize], batches: usize) -> Model {
         bits: 8,
         symmetric: false,
         observer: Observer::MinMax,
+        scope,
     };
     calibrate_activations(&baked, &Reparams::new(), &calib, act).unwrap()
+}
+
+fn argmax(t: &Tensor) -> Vec<usize> {
+    t.data()
+        .chunks(t.shape()[1])
+        .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+        .collect()
+}
+
+/// Graph scope on ResNet-20: both inputs of every residual Add are quantizers, a quantized
+/// value is read only through its quantizer, the integer engine keeps the training engine's
+/// predictions, and the QDQ export writes every convolution with int8 weights between
+/// quantizers (the pattern onnxruntime runs as QLinearConv and QLinearAdd) and imports back
+/// to the same predictions.
+#[test]
+fn graph_scope_keeps_the_residual_stream_quantized() {
+    let m = quantized_in(&zoo("resnet20"), &[1, 28, 28], 2, ActScope::Graph);
+    let g = &m.graph;
+    let is_quantizer = |n: &str| g.node(n).is_some_and(|n| matches!(n.op, Op::FakeQuant { .. }));
+    let adds: Vec<_> = g.nodes.iter().filter(|n| n.op == Op::Add).collect();
+    assert_eq!(adds.len(), 9);
+    for add in adds {
+        assert!(
+            add.inputs.iter().all(|i| is_quantizer(i)),
+            "{}: {:?}",
+            add.name,
+            add.inputs
+        );
+    }
+    for q in g.nodes.iter().filter(|n| matches!(n.op, Op::FakeQuant { .. })) {
+        let src = &q.inputs[0];
+        let readers: Vec<&str> = g
+            .consumers(src)
+            .iter()
+            .map(|&c| g.nodes[c].name.as_str())
+            .collect();
+        assert_eq!(readers, [q.name.as_str()], "{src} is read unquantized");
+    }
+    let x = random(vec![6, 1, 28, 28], 9, 1.5);
+    let e = infer(&m, &x, &Reparams::new(), &[]).unwrap().output;
+    let n = pare::native::compile(&m).unwrap().run(&x).unwrap();
+    assert_eq!(argmax(&e), argmax(&n));
+
+    let proto = pare::onnx::to_onnx_with(&m, pare::onnx::Options { qdq: true }).unwrap();
+    let pg = proto.graph.as_ref().unwrap();
+    let convs = g.nodes.iter().filter(|n| matches!(n.op, Op::Conv2d { .. }));
+    for c in convs {
+        let name = format!("{}.weight_quantized", c.name);
+        assert!(
+            pg.initializer.iter().any(|t| t.name == name),
+            "{} keeps f32 weights",
+            c.name
+        );
+    }
+    let producer = |t: &str| {
+        pg.node
+            .iter()
+            .find(|n| n.output.iter().any(|o| o == t))
+            .map(|n| n.op_type.as_str())
+    };
+    for add in pg
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Add" && !n.name.contains('/'))
+    {
+        assert!(
+            add.input.iter().all(|i| producer(i) == Some("DequantizeLinear")),
+            "{}: {:?}",
+            add.name,
+            add.input
+        );
+    }
+    let back = pare::onnx::from_onnx(&proto, std::path::Path::new("r20.onnx")).unwrap();
+    assert_eq!(argmax(&pare::native::infer(&back, &x).unwrap()), argmax(&n));
 }
 
 fn labels(plan: &pare::native::Plan, m: &Model) -> BTreeMap<String, String> {

@@ -333,8 +333,14 @@ fn kept_channels_round_to_a_multiple() {
                 widths.push(out_channels);
             }
         }
-        assert!(widths.iter().any(|&w| w == 16) && widths.len() == 21, "{round_to}: {widths:?}");
-        assert!(p.num_params() < m.num_params(), "{round_to} {ratio}: nothing removed");
+        assert!(
+            widths.iter().any(|&w| w == 16) && widths.len() == 21,
+            "{round_to}: {widths:?}"
+        );
+        assert!(
+            p.num_params() < m.num_params(),
+            "{round_to} {ratio}: nothing removed"
+        );
     }
 }
 

@@ -8,8 +8,8 @@ use pare::data::{make_batch, Batch, Dataset};
 use pare::exec::{infer, train_step, LossTerm};
 use pare::ir::{Model, Op, Reparam, Reparams, Tensor, WeightQuant};
 use pare::quant::{
-    bake, calibrate_activations, strip_act_quant, weight_reparams, ActQuant, CentroidInit, LayerBits,
-    Observer, Reduce, Sharing, SharingHook,
+    bake, calibrate_activations, strip_act_quant, weight_reparams, ActQuant, ActScope, CentroidInit,
+    LayerBits, Observer, Reduce, Sharing, SharingHook,
 };
 use pare::train::{fit, FitConfig, OptimizerConfig, Schedule};
 
@@ -87,6 +87,7 @@ fn activation_quantizers_are_inserted_calibrated_and_removable() {
         bits: 4,
         symmetric: false,
         observer: Observer::MinMax,
+        scope: ActScope::Layers,
     };
     let q = calibrate_activations(&m, &Reparams::new(), &calib, act).unwrap();
     let names: Vec<&str> = q

@@ -13,4 +13,4 @@ pub use crate::ir::reparam::bake;
 pub use kmeans::{kmeans, CentroidInit, Clusters};
 pub use observer::{Observer, Samples};
 pub use share::{Reduce, SharedLayer, Sharing, SharingHook};
-pub use uniform::{calibrate_activations, strip_act_quant, weight_reparams, ActQuant, LayerBits};
+pub use uniform::{calibrate_activations, strip_act_quant, weight_reparams, ActQuant, ActScope, LayerBits};

@@ -97,6 +97,23 @@ pub struct ActQuant {
     #[serde(default)]
     pub symmetric: bool,
     pub observer: Observer,
+    #[serde(default)]
+    pub scope: ActScope,
+}
+
+/// Which activations get a fake quantizer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActScope {
+    /// The inputs of Linear/Conv2d layers, read quantized by those layers only: what an
+    /// integer GEMM needs, every other op stays in f32.
+    #[default]
+    Layers,
+    /// Also both inputs of every Add, and every reader of a quantized value reads it
+    /// quantized: a residual stream stays on the 8-bit grid, so an integer runtime
+    /// (onnxruntime's QLinearConv and QLinearAdd from a QDQ export) runs a ResNet without
+    /// leaving int8 between its layers, where `Layers` makes it convert at every block.
+    Graph,
 }
 
 /// Fake quantizers for the layer weights of `model`, each after the mask of its zeros
@@ -136,11 +153,17 @@ pub fn zero_mask(t: &Tensor) -> Tensor {
     )
 }
 
-/// The producers whose values feed a Linear/Conv2d (the activations to quantize).
-fn quantized_sources(model: &Model) -> Vec<String> {
+/// The producers whose values feed a Linear/Conv2d (and, in `Graph` scope, an Add): the
+/// activations to quantize.
+fn quantized_sources(model: &Model, scope: ActScope) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for n in &model.graph.nodes {
-        if matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. }) {
+        let reads = match n.op {
+            Op::Linear { .. } | Op::Conv2d { .. } => true,
+            Op::Add => scope == ActScope::Graph,
+            _ => false,
+        };
+        if reads {
             for i in &n.inputs {
                 if !out.contains(i) {
                     out.push(i.clone());
@@ -167,7 +190,8 @@ pub fn strip_act_quant(model: &Model) -> Result<Model> {
 }
 
 /// Calibrates activation ranges on `batches` (with `reparams` active, e.g. quantized weights)
-/// and returns the model with a [`Op::FakeQuant`] node before every Linear/Conv2d input.
+/// and returns the model with a [`Op::FakeQuant`] node before every Linear/Conv2d input (and
+/// Add input in [`ActScope::Graph`]).
 /// Existing fake-quant nodes are replaced.
 pub fn calibrate_activations(
     model: &Model,
@@ -182,7 +206,7 @@ pub fn calibrate_activations(
     }
     check_bits(act.bits, &crate::ir::quant::BITS, "activation bits")?;
     let model = strip_act_quant(model)?;
-    let sources = quantized_sources(&model);
+    let sources = quantized_sources(&model, act.scope);
     let taps: Vec<String> = sources.iter().filter(|s| *s != INPUT).cloned().collect();
     let mut samples: BTreeMap<String, Samples> = BTreeMap::new();
     for b in batches {
@@ -214,10 +238,16 @@ pub fn calibrate_activations(
             inputs: vec![src.to_string()],
         }
     };
-    // Each quantizer sits right after its source; only the weighted layers read it.
+    // Each quantizer sits right after its source; only the weighted layers read it, or in
+    // `Graph` scope every node (the graph's outputs keep the f32 value).
     let weighted = |n: &Node| matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. });
+    let every = |_: &Node| true;
+    let readers: &dyn Fn(&Node) -> bool = match act.scope {
+        ActScope::Layers => &weighted,
+        ActScope::Graph => &every,
+    };
     for src in &sources {
-        graph.insert_after(src, node_for(src), Readers::Matching(&weighted))?;
+        graph.insert_after(src, node_for(src), Readers::Matching(readers))?;
     }
     Model::new(graph, model.params.clone())
 }

@@ -469,6 +469,9 @@ pub struct Activations {
     /// For the percentile observer.
     #[serde(default = "percentile")]
     pub percentile: Percentile,
+    /// `layers` (the inputs of Linear/Conv2d) or `graph` (also the inputs of every Add).
+    #[serde(default)]
+    pub scope: crate::quant::ActScope,
 }
 
 fn minmax() -> ObserverName {

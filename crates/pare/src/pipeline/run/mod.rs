@@ -452,6 +452,7 @@ fn run_stage(
                     bits: a.bits.0,
                     symmetric: a.symmetric,
                     observer: a.observer(),
+                    scope: a.scope,
                 };
                 state.model = calibrate_activations(&state.model, &state.reparams, &calib, act)?;
             }
@@ -461,7 +462,11 @@ fn run_stage(
                 train(&mut state.model, t, seed, data, &mut hook, events)?;
             }
             let acts = q.activations.map_or("float activations".to_string(), |a| {
-                format!("activations {} bits ({:?} observer)", a.bits.0, a.observer).to_lowercase()
+                let scope = match a.scope {
+                    crate::quant::ActScope::Layers => "",
+                    crate::quant::ActScope::Graph => ", residual adds too",
+                };
+                format!("activations {} bits ({:?} observer{scope})", a.bits.0, a.observer).to_lowercase()
             });
             let detail = format!(
                 "weights {} bits{} {}, {}; {}",
