@@ -5,7 +5,7 @@ test_data_set_0/input_0.pb and output_K.pb): onnx.checker on the file, then onnx
 outputs against pare's, as the largest absolute difference over each output's largest value.
 
 time: median milliseconds of each file in onnxruntime at one batch size (random inputs of the
-file's shape), every file in the same run, with the ratio to the first.
+file's shape), the files' runs interleaved, with the ratio to the first.
 
 eval: FILE.onnx on the Fashion-MNIST test set (IDX files of DATA_DIR, pixels in [0, 1]: the
 file normalizes them itself) in onnxruntime: accuracy, and with --predictions (from `pare eval
@@ -77,22 +77,31 @@ def check(pairs, tol, threads):
     return results
 
 
+BLOCK = 10
+
+
 def timing(paths, batch, reps, threads):
-    rows = []
-    for path in paths:
-        sess = session(path, threads)
-        inp = sess.get_inputs()[0]
-        shape = [batch] + [int(d) for d in inp.shape[1:]]
-        x = np.random.default_rng(0).random(shape, dtype=np.float32)
-        feed = {inp.name: x}
-        for _ in range(3):
-            sess.run(None, feed)
-        times = []
-        for _ in range(reps):
-            t = time.perf_counter()
-            sess.run(None, feed)
-            times.append((time.perf_counter() - t) * 1e3)
-        rows.append({"file": path, "batch": batch, "median_ms": statistics.median(times)})
+    # The files take turns, BLOCK timed runs each, so a slower or faster stretch of a shared
+    # machine falls on all of them alike; one session lives at a time (two sessions' thread
+    # pools on the same cores slow each other: a finished session's threads spin for a while).
+    times = [[] for _ in paths]
+    for _ in range(0, reps, BLOCK):
+        for path, t in zip(paths, times):
+            sess = session(path, threads)
+            inp = sess.get_inputs()[0]
+            shape = [batch] + [int(d) for d in inp.shape[1:]]
+            feed = {inp.name: np.random.default_rng(0).random(shape, dtype=np.float32)}
+            for _ in range(3):
+                sess.run(None, feed)
+            for _ in range(BLOCK):
+                start = time.perf_counter()
+                sess.run(None, feed)
+                t.append((time.perf_counter() - start) * 1e3)
+            del sess
+    rows = [
+        {"file": path, "batch": batch, "median_ms": statistics.median(ts)}
+        for path, ts in zip(paths, times)
+    ]
     for r in rows:
         r["ratio_to_first"] = rows[0]["median_ms"] / r["median_ms"]
     return rows

@@ -1,0 +1,169 @@
+//! Exported ONNX files run in another ONNX runtime, tract (a dev-dependency): every zoo model,
+//! a structured-pruned ResNet-20 with BatchNorm folded, and a QDQ int8 ResNet-20 give pare's
+//! outputs. bench/onnx_zoo.sh and bench/onnx_qdq.sh run the same kinds of file in onnxruntime.
+
+mod common;
+
+use pare::ir::graph::Normalize;
+use pare::ir::{Model, Reparams, Tensor};
+use pare::zoo::catalog;
+use rand::{Rng, SeedableRng};
+use tract_onnx::prelude::{tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue};
+
+fn random_batch(shape: &[usize], seed: u64) -> Tensor {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let len = shape.iter().product();
+    Tensor::from_vec(
+        shape.to_vec(),
+        (0..len).map(|_| rng.random_range(0.0..1.0)).collect(),
+    )
+}
+
+/// Running statistics away from their defaults, so BatchNorm's four tensors are all checked.
+fn perturb_batch_norms(model: &mut Model) {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+    for (name, t) in model.params.iter_mut() {
+        if name.ends_with("running_mean") || name.ends_with("running_var") {
+            for v in t.data_mut() {
+                *v = rng.random_range(0.5..1.5);
+            }
+        }
+    }
+}
+
+/// `bytes` (an ONNX file) run by tract on `x`: every graph output, in order.
+fn run_in_tract(bytes: &[u8], x: &Tensor, what: &str) -> Vec<Tensor> {
+    let plan = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])
+        .and_then(|m| m.with_input_fact(0, f32::fact(x.shape()).into()))
+        .and_then(|m| m.into_optimized())
+        .and_then(|m| m.into_runnable())
+        .unwrap_or_else(|e| panic!("{what}: tract refuses the file: {e:?}"));
+    let input = tract_onnx::prelude::Tensor::from_shape(x.shape(), x.data()).unwrap();
+    let outputs = plan
+        .run(tvec!(input.into_tvalue()))
+        .unwrap_or_else(|e| panic!("{what}: tract fails to run it: {e:?}"));
+    outputs
+        .iter()
+        .map(|o| {
+            let a = o.to_plain_array_view::<f32>().unwrap();
+            Tensor::from_vec(a.shape().to_vec(), a.iter().copied().collect())
+        })
+        .collect()
+}
+
+/// `x` as pare's engines take it: normalized as `model`'s input says (the file does it itself).
+fn normalized(model: &Model, x: &Tensor) -> Tensor {
+    let n = model.graph.input.normalize;
+    Tensor::from_vec(
+        x.shape().to_vec(),
+        x.data().iter().map(|v| (v - n.mean) / n.std).collect(),
+    )
+}
+
+/// tract's outputs on the raw `x` against pare's native engine, within `tol` of each output's
+/// largest value.
+fn assert_tract_agrees(model: &Model, bytes: &[u8], x: &Tensor, tol: f32, what: &str) {
+    let ours = pare::native::compile(model)
+        .unwrap()
+        .run_all(&normalized(model, x))
+        .unwrap();
+    let theirs = run_in_tract(bytes, x, what);
+    assert_eq!(ours.len(), theirs.len(), "{what}: outputs");
+    for (k, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(a.shape(), b.shape(), "{what}: output {k}");
+        let scale = a.data().iter().fold(1f32, |m, v| m.max(v.abs()));
+        let d = a.max_abs_diff(b);
+        assert!(
+            d <= tol * scale,
+            "{what}: output {k} differs by {d} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn every_exported_zoo_model_gives_pares_outputs_in_tract() {
+    for zm in catalog() {
+        let shape = [1, 28, 28];
+        let mut g = zm.build(&shape, 10).unwrap();
+        g.input.normalize = Normalize {
+            mean: 0.286,
+            std: 0.353,
+        };
+        let mut model = zm.init(g, 3).unwrap();
+        perturb_batch_norms(&mut model);
+        let bytes = pare::onnx::encode(&model).unwrap();
+        let x = random_batch(&[3, 1, 28, 28], 1);
+        assert_tract_agrees(&model, &bytes, &x, 1e-5, &zm.label());
+    }
+}
+
+/// Structured pruning, BatchNorm folded: the physically smaller file runs in tract.
+#[test]
+fn a_pruned_resnet_with_batch_norm_folded_gives_pares_outputs_in_tract() {
+    use pare::prune::importance::Norm;
+    use pare::prune::{Amount, Scope, Selection};
+    let mut m = common::zoo("resnet20");
+    perturb_batch_norms(&mut m);
+    let sel = Selection {
+        scope: Scope::PerLayer,
+        amount: Amount::Ratio(0.5),
+        per_layer: Default::default(),
+        exclude: vec![],
+        round_to: 8,
+    };
+    let (pruned, _) = pare::prune::structured(&m, &Norm { p: 1 }, &sel).unwrap();
+    let folded = pare::fuse::fold_batch_norm(&pruned).unwrap();
+    assert!(folded.num_params() < m.num_params() / 2);
+    let bytes = pare::onnx::encode(&folded).unwrap();
+    let x = random_batch(&[4, 1, 28, 28], 2);
+    assert_tract_agrees(&pruned, &bytes, &x, 1e-5, "pruned resnet20");
+}
+
+/// QDQ export of a ResNet-20 quantized in graph scope (every conv between 8-bit quantizers,
+/// residual Adds too): tract runs the int8 file and gives pare's int8 engine's outputs up to
+/// one step of a quantizer's rounding, and its predictions.
+#[test]
+fn a_qdq_resnet_gives_pares_int8_outputs_in_tract() {
+    use pare::data::Batch;
+    use pare::quant::{calibrate_activations, weight_reparams, ActQuant, ActScope, LayerBits, Observer};
+    let m = common::zoo("resnet20");
+    let bits = LayerBits::uniform(8).resolve(&m, 2..=16).unwrap();
+    let baked = pare::ir::reparam::bake(&m, &weight_reparams(&m, &bits, true, true, false));
+    let calib: Vec<Batch> = (0..2)
+        .map(|i| Batch {
+            x: random_batch(&[8, 1, 28, 28], 10 + i),
+            labels: vec![0; 8],
+            indices: (0..8).collect(),
+            view: Some(0),
+        })
+        .collect();
+    let act = ActQuant {
+        bits: 8,
+        symmetric: false,
+        observer: Observer::MinMax,
+        scope: ActScope::Graph,
+    };
+    let q = calibrate_activations(&baked, &Reparams::new(), &calib, act).unwrap();
+    let proto = pare::onnx::to_onnx_with(&q, pare::onnx::Options { qdq: true }).unwrap();
+    let weights_int8 = proto
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .filter(|t| t.name.ends_with(".weight_quantized"))
+        .count();
+    assert_eq!(weights_int8, 21, "every convolution with int8 weights");
+    let bytes = prost::Message::encode_to_vec(&proto);
+    let x = random_batch(&[6, 1, 28, 28], 3);
+    assert_tract_agrees(&q, &bytes, &x, 2e-2, "qdq resnet20");
+    let argmax = |t: &Tensor| -> Vec<usize> {
+        t.data()
+            .chunks(t.shape()[1])
+            .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+            .collect()
+    };
+    let ours = pare::native::infer(&q, &normalized(&q, &x)).unwrap();
+    assert_eq!(argmax(&run_in_tract(&bytes, &x, "qdq")[0]), argmax(&ours));
+}
