@@ -7,14 +7,13 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{max_diff, zoo};
-use pare::data::Batch;
+use common::{argmax, max_diff, zoo};
 use pare::exec::infer;
 use pare::ir::graph::ops::conv;
 use pare::ir::reparam::bake;
 use pare::ir::{GraphBuilder, Model, Op, QParams, Reparams, Scheme, Tensor};
 use pare::native::{int8_dot_reference, ActCodes, Int8Conv, Int8Matrix, Int8Path};
-use pare::quant::{calibrate_activations, weight_reparams, ActQuant, ActScope, LayerBits, Observer};
+use pare::quant::{weight_reparams, ActScope};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -126,37 +125,10 @@ fn weights_on_an_integer_grid_are_found() {
     );
 }
 
-/// `model` with 7-bit per-channel weights and 8-bit activations calibrated on `batches`
-/// random inputs of `shape`.
+/// `model` with 7-bit per-channel weights and 8-bit activations (inputs of Linear/Conv2d)
+/// calibrated on `batches` random inputs of `shape`.
 fn quantized(model: &Model, shape: &[usize], batches: usize) -> Model {
-    quantized_in(model, shape, batches, ActScope::Layers)
-}
-
-fn quantized_in(model: &Model, shape: &[usize], batches: usize, scope: ActScope) -> Model {
-    let bits = LayerBits::uniform(7).resolve(model, 2..=16).unwrap();
-    let baked = bake(model, &weight_reparams(model, &bits, true, true, false));
-    let calib: Vec<Batch> = (0..batches)
-        .map(|i| Batch {
-            x: random([&[8], shape].concat(), 100 + i as u64, 1.5),
-            labels: vec![0; 8],
-            indices: (0..8).collect(),
-            view: Some(0),
-        })
-        .collect();
-    let act = ActQuant {
-        bits: 8,
-        symmetric: false,
-        observer: Observer::MinMax,
-        scope,
-    };
-    calibrate_activations(&baked, &Reparams::new(), &calib, act).unwrap()
-}
-
-fn argmax(t: &Tensor) -> Vec<usize> {
-    t.data()
-        .chunks(t.shape()[1])
-        .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
-        .collect()
+    common::quantized(model, 7, shape, batches, ActScope::Layers)
 }
 
 /// Graph scope on ResNet-20: both inputs of every residual Add are quantizers, a quantized
@@ -166,7 +138,7 @@ fn argmax(t: &Tensor) -> Vec<usize> {
 /// to the same predictions.
 #[test]
 fn graph_scope_keeps_the_residual_stream_quantized() {
-    let m = quantized_in(&zoo("resnet20"), &[1, 28, 28], 2, ActScope::Graph);
+    let m = common::quantized(&zoo("resnet20"), 7, &[1, 28, 28], 2, ActScope::Graph);
     let g = &m.graph;
     let is_quantizer = |n: &str| g.node(n).is_some_and(|n| matches!(n.op, Op::FakeQuant { .. }));
     let adds: Vec<_> = g.nodes.iter().filter(|n| n.op == Op::Add).collect();
@@ -282,12 +254,6 @@ fn quantized_zoo_models_run_integer_kernels_like_the_training_engine() {
             "{name}: {} (scale {scale})",
             max_diff(&e, &n)
         );
-        let argmax = |t: &Tensor| -> Vec<usize> {
-            t.data()
-                .chunks(t.shape()[1])
-                .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
-                .collect()
-        };
         assert_eq!(argmax(&e), argmax(&n), "{name}");
     }
 }

@@ -1,9 +1,12 @@
 //! ONNX export and import: every zoo model and every op pare exports comes back from an ONNX
 //! file computing the same outputs; bad files give errors that name the node, tensor or input.
 
+mod common;
+
 use std::path::Path;
 
-use pare::ir::graph::{DType, GraphBuilder, Normalize};
+use common::{perturb_batch_norms, zoo_for_export};
+use pare::ir::graph::{DType, GraphBuilder};
 use pare::ir::op::Op;
 use pare::ir::{Model, Tensor};
 use pare::onnx::proto::{self, ModelProto};
@@ -17,18 +20,6 @@ fn random_batch(shape: &[usize], n: usize, seed: u64) -> Tensor {
     full.extend(shape);
     let len = full.iter().product();
     Tensor::from_vec(full, (0..len).map(|_| rng.random_range(0.0..1.0)).collect())
-}
-
-/// Running statistics away from their defaults, so BatchNorm's four tensors are all checked.
-fn perturb_batch_norms(model: &mut Model) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    for (name, t) in model.params.iter_mut() {
-        if name.ends_with("running_mean") || name.ends_with("running_var") {
-            for v in t.data_mut() {
-                *v = rng.random_range(0.5..1.5);
-            }
-        }
-    }
 }
 
 /// Export, encode, decode, import; the imported model's outputs beside the original's.
@@ -58,13 +49,7 @@ fn assert_same_outputs(a: &Model, b: &Model, x: &Tensor, what: &str) {
 fn every_zoo_model_round_trips() {
     for zm in catalog() {
         let shape = [1, 28, 28];
-        let mut g = zm.build(&shape, 10).unwrap();
-        g.input.normalize = Normalize {
-            mean: 0.286,
-            std: 0.353,
-        };
-        let mut model = zm.init(g, 3).unwrap();
-        perturb_batch_norms(&mut model);
+        let model = zoo_for_export(&zm, 3);
         let back = round_trip(&model);
         assert_eq!(back.graph.input, model.graph.input, "{}", zm.label());
         assert_eq!(back.num_params(), model.num_params(), "{}", zm.label());

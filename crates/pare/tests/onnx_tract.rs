@@ -4,8 +4,9 @@
 
 mod common;
 
-use pare::ir::graph::Normalize;
-use pare::ir::{Model, Reparams, Tensor};
+use common::{argmax, perturb_batch_norms, zoo_for_export};
+use pare::ir::{Model, Tensor};
+use pare::quant::ActScope;
 use pare::zoo::catalog;
 use rand::{Rng, SeedableRng};
 use tract_onnx::prelude::{tvec, DatumExt, Framework, InferenceModelExt, IntoRunnable, IntoTValue};
@@ -17,18 +18,6 @@ fn random_batch(shape: &[usize], seed: u64) -> Tensor {
         shape.to_vec(),
         (0..len).map(|_| rng.random_range(0.0..1.0)).collect(),
     )
-}
-
-/// Running statistics away from their defaults, so BatchNorm's four tensors are all checked.
-fn perturb_batch_norms(model: &mut Model) {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    for (name, t) in model.params.iter_mut() {
-        if name.ends_with("running_mean") || name.ends_with("running_var") {
-            for v in t.data_mut() {
-                *v = rng.random_range(0.5..1.5);
-            }
-        }
-    }
 }
 
 /// `bytes` (an ONNX file) run by tract on `x`: every graph output, in order.
@@ -84,14 +73,7 @@ fn assert_tract_agrees(model: &Model, bytes: &[u8], x: &Tensor, tol: f32, what: 
 #[test]
 fn every_exported_zoo_model_gives_pares_outputs_in_tract() {
     for zm in catalog() {
-        let shape = [1, 28, 28];
-        let mut g = zm.build(&shape, 10).unwrap();
-        g.input.normalize = Normalize {
-            mean: 0.286,
-            std: 0.353,
-        };
-        let mut model = zm.init(g, 3).unwrap();
-        perturb_batch_norms(&mut model);
+        let model = zoo_for_export(&zm, 3);
         let bytes = pare::onnx::encode(&model).unwrap();
         let x = random_batch(&[3, 1, 28, 28], 1);
         assert_tract_agrees(&model, &bytes, &x, 1e-5, &zm.label());
@@ -125,26 +107,7 @@ fn a_pruned_resnet_with_batch_norm_folded_gives_pares_outputs_in_tract() {
 /// one step of a quantizer's rounding, and its predictions.
 #[test]
 fn a_qdq_resnet_gives_pares_int8_outputs_in_tract() {
-    use pare::data::Batch;
-    use pare::quant::{calibrate_activations, weight_reparams, ActQuant, ActScope, LayerBits, Observer};
-    let m = common::zoo("resnet20");
-    let bits = LayerBits::uniform(8).resolve(&m, 2..=16).unwrap();
-    let baked = pare::ir::reparam::bake(&m, &weight_reparams(&m, &bits, true, true, false));
-    let calib: Vec<Batch> = (0..2)
-        .map(|i| Batch {
-            x: random_batch(&[8, 1, 28, 28], 10 + i),
-            labels: vec![0; 8],
-            indices: (0..8).collect(),
-            view: Some(0),
-        })
-        .collect();
-    let act = ActQuant {
-        bits: 8,
-        symmetric: false,
-        observer: Observer::MinMax,
-        scope: ActScope::Graph,
-    };
-    let q = calibrate_activations(&baked, &Reparams::new(), &calib, act).unwrap();
+    let q = common::quantized(&common::zoo("resnet20"), 8, &[1, 28, 28], 2, ActScope::Graph);
     let proto = pare::onnx::to_onnx_with(&q, pare::onnx::Options { qdq: true }).unwrap();
     let weights_int8 = proto
         .graph
@@ -158,12 +121,6 @@ fn a_qdq_resnet_gives_pares_int8_outputs_in_tract() {
     let bytes = prost::Message::encode_to_vec(&proto);
     let x = random_batch(&[6, 1, 28, 28], 3);
     assert_tract_agrees(&q, &bytes, &x, 2e-2, "qdq resnet20");
-    let argmax = |t: &Tensor| -> Vec<usize> {
-        t.data()
-            .chunks(t.shape()[1])
-            .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
-            .collect()
-    };
     let ours = pare::native::infer(&q, &normalized(&q, &x)).unwrap();
     assert_eq!(argmax(&run_in_tract(&bytes, &x, "qdq")[0]), argmax(&ours));
 }

@@ -66,3 +66,71 @@ pub fn pattern_set(n: usize) -> pare::data::InMemory {
     let labels: Vec<u32> = (0..n as u32).map(|i| i % 10).collect();
     pare::data::InMemory::new(vec![1, 28, 28], 10, images, labels).unwrap()
 }
+
+/// Running statistics away from their defaults, so BatchNorm's four tensors are all checked.
+pub fn perturb_batch_norms(model: &mut Model) {
+    let mut rng = ChaCha8Rng::seed_from_u64(7);
+    for (name, t) in model.params.iter_mut() {
+        if name.ends_with("running_mean") || name.ends_with("running_var") {
+            for v in t.data_mut() {
+                *v = rng.random_range(0.5..1.5);
+            }
+        }
+    }
+}
+
+/// A zoo model for 1x28x28 inputs and 10 classes as an export test wants it: seeded weights,
+/// Fashion-MNIST's input normalization, BatchNorm statistics away from their defaults.
+pub fn zoo_for_export(zm: &pare::zoo::ZooModel, seed: u64) -> Model {
+    let mut g = zm.build(&[1, 28, 28], 10).unwrap();
+    g.input.normalize = pare::ir::graph::Normalize {
+        mean: 0.286,
+        std: 0.353,
+    };
+    let mut model = zm.init(g, seed).unwrap();
+    perturb_batch_norms(&mut model);
+    model
+}
+
+/// `model` with `weight_bits` per-channel symmetric weights (baked) and 8-bit asymmetric
+/// activations in `scope`, calibrated by min/max on `batches` batches of 8 random inputs of
+/// `shape` in [-1.5, 1.5).
+pub fn quantized(
+    model: &Model,
+    weight_bits: u32,
+    shape: &[usize],
+    batches: usize,
+    scope: pare::quant::ActScope,
+) -> Model {
+    use pare::quant::{calibrate_activations, weight_reparams, ActQuant, LayerBits, Observer};
+    let bits = LayerBits::uniform(weight_bits).resolve(model, 2..=16).unwrap();
+    let baked = pare::ir::reparam::bake(model, &weight_reparams(model, &bits, true, true, false));
+    let calib: Vec<pare::data::Batch> = (0..batches)
+        .map(|i| {
+            let mut rng = ChaCha8Rng::seed_from_u64(100 + i as u64);
+            let full = [&[8], shape].concat();
+            let n = full.iter().product();
+            pare::data::Batch {
+                x: Tensor::from_vec(full, (0..n).map(|_| rng.random_range(-1.5..1.5)).collect()),
+                labels: vec![0; 8],
+                indices: (0..8).collect(),
+                view: Some(0),
+            }
+        })
+        .collect();
+    let act = ActQuant {
+        bits: 8,
+        symmetric: false,
+        observer: Observer::MinMax,
+        scope,
+    };
+    calibrate_activations(&baked, &pare::ir::Reparams::new(), &calib, act).unwrap()
+}
+
+/// The index of each row's largest value (the predicted classes of a `[N, classes]` output).
+pub fn argmax(t: &Tensor) -> Vec<usize> {
+    t.data()
+        .chunks(t.shape()[1])
+        .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
+        .collect()
+}
