@@ -158,13 +158,35 @@ pub struct ImportArgs {
     /// Output model directory (arch.json + weights.safetensors).
     #[arg(long)]
     pub out: PathBuf,
+    /// The input normalization the model was trained with, `MEAN,STD` on pixels in [0, 1]
+    /// (one value for all channels), when it is not in the file: it becomes the model's, so
+    /// `pare eval` and training read raw images and an export normalizes them itself.
+    #[arg(long, value_name = "MEAN,STD", value_delimiter = ',')]
+    pub normalize: Option<Vec<f32>>,
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn import(a: ImportArgs) -> Result<()> {
     io::check_output_dir(&a.out, &[&a.file])?;
-    let model = pare::onnx::load(&a.file)?;
+    let mut model = pare::onnx::load(&a.file)?;
+    if let Some(v) = &a.normalize {
+        let [mean, std] = v[..] else {
+            bail!("--normalize takes two numbers, MEAN,STD (got {v:?})");
+        };
+        let found = model.graph.input.normalize;
+        if found != Normalize::default() {
+            bail!(
+                "{}: the file normalizes its input itself (mean {}, std {}); --normalize would normalize it twice",
+                a.file.display(),
+                found.mean,
+                found.std
+            );
+        }
+        let mut graph = model.graph.clone();
+        graph.input.normalize = Normalize { mean, std };
+        model = Model::new(graph, model.params).with_context(|| format!("--normalize {mean},{std}"))?;
+    }
     io::save(&model, &a.out)?;
     let input = &model.graph.input;
     if a.json {

@@ -195,6 +195,9 @@ impl Graph {
         if !(self.input.normalize.std > 0.0 && self.input.normalize.std.is_finite()) {
             return Err(Error::graph(INPUT, "normalize.std must be a positive number"));
         }
+        if !self.input.normalize.mean.is_finite() {
+            return Err(Error::graph(INPUT, "normalize.mean must be a finite number"));
+        }
         if self.input.dtype == DType::Index && self.input.normalize != Normalize::default() {
             return Err(Error::graph(
                 INPUT,
