@@ -150,33 +150,39 @@ fn pools() {
                 kernel_size: [2, 2],
                 stride: [2, 2],
                 padding: [0, 0],
+                ceil_mode: false,
             },
         );
     });
-    grad_check(|b| {
-        b.then("c", conv(2, 3, 1, 1, 0, true));
-        b.then(
-            "mp",
-            Op::MaxPool2d {
-                kernel_size: [3, 3],
-                stride: [2, 2],
-                padding: [1, 1],
-            },
-        );
-    });
-    for count_include_pad in [true, false] {
+    // Ceil mode: the partial last window gets its share of the gradient.
+    for ceil_mode in [false, true] {
         grad_check(|b| {
             b.then("c", conv(2, 3, 1, 1, 0, true));
             b.then(
-                "ap",
-                Op::AvgPool2d {
+                "mp",
+                Op::MaxPool2d {
                     kernel_size: [3, 3],
                     stride: [2, 2],
                     padding: [1, 1],
-                    count_include_pad,
+                    ceil_mode,
                 },
             );
         });
+        for count_include_pad in [true, false] {
+            grad_check(|b| {
+                b.then("c", conv(2, 3, 1, 1, 0, true));
+                b.then(
+                    "ap",
+                    Op::AvgPool2d {
+                        kernel_size: [3, 3],
+                        stride: [2, 2],
+                        padding: [1, 1],
+                        count_include_pad,
+                        ceil_mode,
+                    },
+                );
+            });
+        }
     }
     grad_check(|b| {
         b.then("c", conv(2, 3, 3, 1, 1, true));

@@ -106,6 +106,7 @@ fn remaining_ops_and_geometries_match_the_engine() {
             stride: [2, 2],
             padding: [1, 1],
             count_include_pad: true,
+            ceil_mode: false,
         },
     );
     b.then(
@@ -115,6 +116,7 @@ fn remaining_ops_and_geometries_match_the_engine() {
             stride: [1, 1],
             padding: [1, 1],
             count_include_pad: false,
+            ceil_mode: false,
         },
     );
     b.then(
@@ -123,6 +125,7 @@ fn remaining_ops_and_geometries_match_the_engine() {
             kernel_size: [3, 3],
             stride: [1, 2],
             padding: [1, 1],
+            ceil_mode: false,
         },
     );
     b.then("tanh", Op::Tanh);
@@ -206,6 +209,54 @@ fn every_conv_geometry_matches_the_engine_at_its_output() {
                 dims.extend(shape);
                 assert_close(&m, &random(dims, 4), &format!("{what} {shape:?} batch {batch}"));
             }
+        }
+    }
+}
+
+/// Each pooling geometry alone, floor and ceil mode, on odd and even sizes: ceil mode's
+/// partial last window (clipped to the image, its average's divisor clipped to the padded
+/// image) and the window it drops when that would start in the right padding.
+#[test]
+fn every_pool_geometry_matches_the_engine_at_its_output() {
+    let max = |k, s, p, ceil_mode| Op::MaxPool2d {
+        kernel_size: [k, k],
+        stride: [s, s],
+        padding: [p, p],
+        ceil_mode,
+    };
+    let avg = |k, s, p, count_include_pad, ceil_mode| Op::AvgPool2d {
+        kernel_size: [k, k],
+        stride: [s, s],
+        padding: [p, p],
+        count_include_pad,
+        ceil_mode,
+    };
+    let mut cases = vec![];
+    for ceil in [false, true] {
+        cases.extend([
+            max(3, 2, 0, ceil),
+            max(2, 2, 1, ceil),
+            max(3, 2, 1, ceil),
+            max(3, 3, 1, ceil),
+        ]);
+        for include in [false, true] {
+            cases.extend([
+                avg(3, 2, 0, include, ceil),
+                avg(2, 2, 1, include, ceil),
+                avg(3, 2, 1, include, ceil),
+            ]);
+        }
+    }
+    for op in cases {
+        for shape in [[3, 11, 9], [3, 8, 8], [2, 5, 6]] {
+            let mut b = GraphBuilder::new(shape.to_vec());
+            b.then("pool", op.clone());
+            let m = Model::init(b.finish().unwrap(), 3).unwrap();
+            assert_close(
+                &m,
+                &random([&[2], &shape[..]].concat(), 4),
+                &format!("{op:?} {shape:?}"),
+            );
         }
     }
 }

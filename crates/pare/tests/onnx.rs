@@ -96,6 +96,7 @@ fn every_exported_op_round_trips() {
             stride: [2, 2],
             padding: [1, 1],
             count_include_pad: false,
+            ceil_mode: false,
         },
     );
     b.then(
@@ -104,6 +105,7 @@ fn every_exported_op_round_trips() {
             kernel_size: [2, 2],
             stride: [1, 1],
             padding: [1, 1],
+            ceil_mode: false,
         },
     );
     b.then("shuffle", Op::ChannelShuffle { groups: 2 });

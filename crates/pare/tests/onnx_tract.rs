@@ -124,3 +124,65 @@ fn a_qdq_resnet_gives_pares_int8_outputs_in_tract() {
     let ours = pare::native::infer(&q, &normalized(&q, &x)).unwrap();
     assert_eq!(argmax(&run_in_tract(&bytes, &x, "qdq")[0]), argmax(&ours));
 }
+
+/// Pools in floor and ceil mode (partial last windows on both axes), with and without the
+/// padding in the average's divisor: tract reads the ONNX attributes pare writes and computes
+/// the same windows. A ceil-mode window that would start in the padding, which ONNX runtimes
+/// keep and pare drops, is refused at export.
+#[test]
+fn ceil_mode_pools_give_pares_outputs_in_tract() {
+    use pare::ir::graph::GraphBuilder;
+    use pare::ir::Op;
+    for ceil_mode in [false, true] {
+        for count_include_pad in [false, true] {
+            let mut b = GraphBuilder::new(vec![3, 11, 8]);
+            b.then(
+                "max",
+                Op::MaxPool2d {
+                    kernel_size: [3, 3],
+                    stride: [2, 2],
+                    padding: [1, 1],
+                    ceil_mode,
+                },
+            );
+            // [3, 11, 8] -> max -> [3, 6, 5] (floor: [3, 6, 4]) -> avg -> [3, 4, 3] (floor: [3, 3, 3])
+            b.then(
+                "avg",
+                Op::AvgPool2d {
+                    kernel_size: [3, 3],
+                    stride: [2, 2],
+                    padding: [1, 1],
+                    count_include_pad,
+                    ceil_mode,
+                },
+            );
+            let m = Model::init(b.finish().unwrap(), 1).unwrap();
+            let what = format!("ceil {ceil_mode}, count_include_pad {count_include_pad}");
+            let bytes = pare::onnx::encode(&m).unwrap();
+            assert_tract_agrees(&m, &bytes, &random_batch(&[2, 3, 11, 8], 5), 1e-6, &what);
+            let back = pare::onnx::from_onnx(
+                &pare::onnx::decode(&bytes, std::path::Path::new("p.onnx")).unwrap(),
+                std::path::Path::new("p.onnx"),
+            )
+            .unwrap();
+            assert_eq!(back.graph.nodes[0].op, m.graph.nodes[0].op, "{what}");
+            assert_eq!(back.graph.nodes[1].op, m.graph.nodes[1].op, "{what}");
+        }
+    }
+    let mut b = GraphBuilder::new(vec![3, 5, 6]);
+    b.then(
+        "pool",
+        Op::MaxPool2d {
+            kernel_size: [2, 2],
+            stride: [2, 2],
+            padding: [1, 1],
+            ceil_mode: true,
+        },
+    );
+    let m = Model::init(b.finish().unwrap(), 1).unwrap();
+    let e = pare::onnx::encode(&m).unwrap_err().to_string();
+    assert!(
+        e.contains("pool") && e.contains("would start in the padding"),
+        "{e}"
+    );
+}

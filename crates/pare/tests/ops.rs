@@ -153,14 +153,26 @@ fn normalization_and_pooling_rules() {
         stride: [2, 2],
         padding: [1, 1],
         count_include_pad: false,
+        ceil_mode: false,
     };
     check(overlapping, &[&[8, 28, 28]], &[8, 14, 14], 0, 0);
     let too_much_pad = Op::MaxPool2d {
         kernel_size: [2, 2],
         stride: [2, 2],
         padding: [2, 2],
+        ceil_mode: false,
     };
     error(too_much_pad, &[&[1, 8, 8]], "at most half");
+    // Ceil mode: 8 -> 4 windows of 3 at stride 2 (floor: 3); 5 padded to 7 -> 3 windows of 2
+    // at stride 2, the fourth dropped since it would start in the right padding.
+    let ceil = |k, p| Op::MaxPool2d {
+        kernel_size: [k, k],
+        stride: [2, 2],
+        padding: [p, p],
+        ceil_mode: true,
+    };
+    check(ceil(3, 0), &[&[2, 8, 5]], &[2, 4, 2], 0, 0);
+    check(ceil(2, 1), &[&[2, 5, 6]], &[2, 3, 4], 0, 0);
     check(Op::GlobalAvgPool, &[&[64, 7, 7]], &[64, 1, 1], 0, 0);
     check(Op::Flatten, &[&[50, 4, 4]], &[800], 0, 0);
 }

@@ -105,6 +105,7 @@ fn concat_model() -> Model {
             kernel_size: [2, 2],
             stride: [2, 2],
             padding: [0, 0],
+            ceil_mode: false,
         },
     );
     b.then("flatten", Op::Flatten);

@@ -357,6 +357,7 @@ fn insert_sign(graph: &mut Graph, layer: &str, scaled: bool) -> Result<()> {
                 stride,
                 padding,
                 count_include_pad: true,
+                ceil_mode: false,
             };
             graph.insert_after(&mean, Node::new(&k, pool, &[&mean]), Readers::None)?;
             k

@@ -212,23 +212,27 @@ fn pool(op: &Op, x: BT<4>) -> BT<4> {
             kernel_size,
             stride,
             padding,
+            ceil_mode,
         } => max_pool2d(
             x,
             MaxPoolOptions::new(kernel_size)
                 .with_stride(stride)
-                .with_padding(padding),
+                .with_padding(padding)
+                .with_ceil_mode(ceil_mode),
         ),
         Op::AvgPool2d {
             kernel_size,
             stride,
             padding,
             count_include_pad,
+            ceil_mode,
         } => avg_pool2d(
             x,
             AvgPoolOptions::new(kernel_size)
                 .with_stride(stride)
                 .with_padding(padding)
-                .with_count_include_pad(count_include_pad),
+                .with_count_include_pad(count_include_pad)
+                .with_ceil_mode(ceil_mode),
         ),
         _ => x.mean_dim(3).mean_dim(2),
     }

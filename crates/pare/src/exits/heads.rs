@@ -125,6 +125,7 @@ pub fn attach(model: &Model, taps: &[String], head: Head, seed: u64) -> Result<(
                         stride: [kh, kw],
                         padding: [0, 0],
                         count_include_pad: true,
+                        ceil_mode: false,
                     };
                     push(format!("{p}.pool"), pool, &mut last);
                 }

@@ -2,39 +2,51 @@
 
 use rayon::prelude::*;
 
+use crate::ir::op::pool_out;
 use crate::ir::Op;
 
 /// Pools every `[h, w]` plane of `[c, n, h, w]`; returns the output and its `(h, w)`.
 pub(super) fn pool(op: &Op, x: &[f32], [c, n, h, w]: [usize; 4]) -> (Vec<f32>, usize, usize) {
-    let (k, s, p, mode) = match *op {
+    let (k, s, p, ceil, mode) = match *op {
         Op::MaxPool2d {
             kernel_size,
             stride,
             padding,
-        } => (kernel_size, stride, padding, Mode::Max),
+            ceil_mode,
+        } => (kernel_size, stride, padding, ceil_mode, Mode::Max),
         Op::AvgPool2d {
             kernel_size,
             stride,
             padding,
             count_include_pad,
-        } => (kernel_size, stride, padding, Mode::Avg { count_include_pad }),
+            ceil_mode,
+        } => (
+            kernel_size,
+            stride,
+            padding,
+            ceil_mode,
+            Mode::Avg { count_include_pad },
+        ),
         Op::GlobalAvgPool => (
             [h, w],
             [1, 1],
             [0, 0],
+            false,
             Mode::Avg {
                 count_include_pad: true,
             },
         ),
         _ => unreachable!("pool is called for pooling nodes"),
     };
-    let oh = (h + 2 * p[0] - k[0]) / s[0] + 1;
-    let ow = (w + 2 * p[1] - k[1]) / s[1] + 1;
+    // The graph's shapes were checked: the window fits.
+    let out = |a: usize, n: usize| pool_out(n, k[a], s[a], p[a], ceil).expect("a checked pool");
+    let (oh, ow) = (out(0, h), out(1, w));
     let mut y = super::buffers::scratch(c * n * oh * ow);
     y.par_chunks_mut(oh * ow).enumerate().for_each(|(plane, out)| {
         let src = &x[plane * h * w..(plane + 1) * h * w];
         for oy in 0..oh {
-            // Window rows/cols clipped to the image; the padding is never read.
+            // Window rows/cols clipped to the image (a ceil-mode window also to its end); the
+            // padding is never read.
             let y0 = (oy * s[0]) as isize - p[0] as isize;
             let (ya, yb) = (y0.max(0) as usize, ((y0 + k[0] as isize) as usize).min(h));
             for ox in 0..ow {

@@ -432,6 +432,7 @@ fn shufflenet(b: &mut GraphBuilder, c: usize, classes: usize) {
                     stride: [2, 2],
                     padding: [1, 1],
                     count_include_pad: true,
+                    ceil_mode: false,
                 };
                 let short = b.add(format!("{p}.shortcut"), pool, &[&x]);
                 b.add(format!("{p}.cat"), Op::Concat { axis: 0 }, &[&branch, &short]);
@@ -478,6 +479,7 @@ fn xception(b: &mut GraphBuilder, c: usize, classes: usize) {
                 kernel_size: [3, 3],
                 stride: [2, 2],
                 padding: [1, 1],
+                ceil_mode: false,
             },
         );
         b.add(format!("{p}.skip"), conv(ch, out, 1, 2, 0, false), &[&x]);

@@ -36,6 +36,7 @@ pub fn toy_model(seed: u64) -> Model {
             kernel_size: [2, 2],
             stride: [2, 2],
             padding: [0, 0],
+            ceil_mode: false,
         },
     );
     b.then("flatten", Op::Flatten);

@@ -74,5 +74,6 @@ pub fn max_pool(k: usize, s: usize) -> Op {
         kernel_size: [k, k],
         stride: [s, s],
         padding: [0, 0],
+        ceil_mode: false,
     }
 }

@@ -16,6 +16,7 @@ mod shape;
 pub use channels::{channel_axis, ChannelRule, Kept};
 pub use hashed::{hashed_index, hashed_weight};
 pub use shape::{broadcast, elements, resolve_axis};
+pub(crate) use shape::{ceil_window_dropped, pool_out};
 
 use serde::{Deserialize, Serialize};
 
@@ -69,18 +70,26 @@ pub enum Op {
     Sigmoid,
     Tanh,
     HardSwish,
-    /// Max pooling, floor mode (PyTorch default). Padding must be at most half the kernel.
+    /// Max pooling. Padding must be at most half the kernel. Floor mode (PyTorch's default), or
+    /// `ceil_mode`: a last, partial window where floor mode leaves input uncovered, if it
+    /// starts inside the input or its left padding (PyTorch's and ONNX's rule).
     MaxPool2d {
         kernel_size: [usize; 2],
         stride: [usize; 2],
         padding: [usize; 2],
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ceil_mode: bool,
     },
-    /// Average pooling, floor mode; overlapping windows (e.g. 3x3 stride 2) are allowed.
+    /// Average pooling; overlapping windows (e.g. 3x3 stride 2) are allowed. A window's
+    /// divisor counts its padding with `count_include_pad`, never the part of a ceil-mode
+    /// window past the padded image (PyTorch's rule).
     AvgPool2d {
         kernel_size: [usize; 2],
         stride: [usize; 2],
         padding: [usize; 2],
         count_include_pad: bool,
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        ceil_mode: bool,
     },
     /// Mean over H and W: `[C, H, W] -> [C, 1, 1]` (PyTorch's `AdaptiveAvgPool2d(1)`).
     GlobalAvgPool,

@@ -35,6 +35,29 @@ fn conv_out(size: usize, k: usize, s: usize, p: usize, d: usize) -> Option<usize
     (padded >= span && s > 0).then(|| (padded - span) / s + 1)
 }
 
+/// Output length of a pooling window swept over `size` (padded by `p` each side): floor mode,
+/// or ceil mode's extra partial window when it starts inside the input or its left padding.
+pub(crate) fn pool_out(size: usize, k: usize, s: usize, p: usize, ceil: bool) -> Option<usize> {
+    let floor = conv_out(size, k, s, p, 1)?;
+    if !ceil {
+        return Some(floor);
+    }
+    let out = (size + 2 * p - k).div_ceil(s) + 1;
+    Some(if ceil_window_dropped(size, k, s, p) {
+        out - 1
+    } else {
+        out
+    })
+}
+
+/// True when ceil mode's last window would start in the right padding. PyTorch, pare and
+/// tract drop that window; the ONNX spec's output size (what onnxruntime computes) keeps it,
+/// so such a pool has no portable ONNX form.
+pub(crate) fn ceil_window_dropped(size: usize, k: usize, s: usize, p: usize) -> bool {
+    let out = (size + 2 * p).saturating_sub(k).div_ceil(s.max(1)) + 1;
+    (out - 1) * s >= size + p
+}
+
 /// The number of elements of `shape`, `None` when it overflows.
 pub fn elements(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
@@ -153,11 +176,13 @@ impl Op {
                 kernel_size,
                 stride,
                 padding,
+                ceil_mode,
             }
             | Op::AvgPool2d {
                 kernel_size,
                 stride,
                 padding,
+                ceil_mode,
                 ..
             } => {
                 let (c, h, w) = image(self.kind())?;
@@ -173,8 +198,8 @@ impl Op {
                         self.kind()
                     ));
                 }
-                let oh = conv_out(h, kernel_size[0], stride[0], padding[0], 1);
-                let ow = conv_out(w, kernel_size[1], stride[1], padding[1], 1);
+                let oh = pool_out(h, kernel_size[0], stride[0], padding[0], ceil_mode);
+                let ow = pool_out(w, kernel_size[1], stride[1], padding[1], ceil_mode);
                 match (oh, ow) {
                     (Some(oh), Some(ow)) => Ok(vec![c, oh, ow]),
                     _ => Err(format!(

@@ -23,7 +23,7 @@ use super::proto::{
 };
 use crate::error::{Error, Result};
 use crate::ir::graph::{DType, Normalize, INPUT};
-use crate::ir::op::{hashed_weight, param_name, resolve_axis, Op};
+use crate::ir::op::{ceil_window_dropped, hashed_weight, param_name, resolve_axis, Op};
 use crate::ir::{Model, Tensor};
 
 /// The opset the exported files declare: LayerNormalization needs 17.
@@ -548,11 +548,14 @@ impl Writer {
                 kernel_size,
                 stride,
                 padding,
+                ceil_mode,
             } => {
+                portable_ceil(ctx, *ceil_mode, kernel_size, stride, padding)?;
                 let attrs = vec![
                     attr_ints("kernel_shape", &usizes(kernel_size)),
                     attr_ints("strides", &usizes(stride)),
                     attr_ints("pads", &usizes(&[padding[0], padding[1], padding[0], padding[1]])),
+                    attr_int("ceil_mode", *ceil_mode as i64),
                 ];
                 self.node("MaxPool", name, &[x], name, attrs);
             }
@@ -561,12 +564,15 @@ impl Writer {
                 stride,
                 padding,
                 count_include_pad,
+                ceil_mode,
             } => {
+                portable_ceil(ctx, *ceil_mode, kernel_size, stride, padding)?;
                 let attrs = vec![
                     attr_ints("kernel_shape", &usizes(kernel_size)),
                     attr_ints("strides", &usizes(stride)),
                     attr_ints("pads", &usizes(&[padding[0], padding[1], padding[0], padding[1]])),
                     attr_int("count_include_pad", *count_include_pad as i64),
+                    attr_int("ceil_mode", *ceil_mode as i64),
                 ];
                 self.node("AveragePool", name, &[x], name, attrs);
             }
@@ -663,4 +669,19 @@ impl Writer {
         let hi = self.scalar(&format!("{name}/max"), max);
         self.node("Clip", name, &[x, &lo, &hi], name, vec![]);
     }
+}
+
+/// A ceil-mode pool whose last window would start in the right padding has no portable ONNX
+/// form: onnxruntime sizes its output one window larger than pare, PyTorch and tract do.
+fn portable_ceil(ctx: &Ctx, ceil: bool, k: &[usize; 2], s: &[usize; 2], p: &[usize; 2]) -> Result<()> {
+    let hw = &ctx.in_shapes[0][1..];
+    if ceil && (0..2).any(|a| ceil_window_dropped(hw[a], k[a], s[a], p[a])) {
+        return Err(Error::graph(
+            ctx.name,
+            format!(
+                "ceil_mode on input {hw:?} (kernel {k:?}, stride {s:?}, padding {p:?}): the last window would start in the padding, which ONNX runtimes count and pare drops"
+            ),
+        ));
+    }
+    Ok(())
 }

@@ -3,7 +3,7 @@
 
 use super::ops::*;
 use super::{Importer, Val};
-use crate::ir::op::Op;
+use crate::ir::op::{ceil_window_dropped, Op};
 use crate::onnx::consts::Const;
 use crate::onnx::proto::NodeProto;
 
@@ -292,18 +292,22 @@ pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
     }
     let pads = window_pads(n, [h, w], kernel, stride, [1, 1])?;
     let max = n.op_type == "MaxPool";
-    if attr_i(n, "ceil_mode", 0) != 0 {
-        // Ceil mode adds a last, partial window where the floor leaves input uncovered.
-        for (a, size) in [h, w].iter().enumerate() {
-            let span = size + pads[a][0] + pads[a][1] - kernel[a];
-            if span % stride[a] != 0 {
-                return Err("ceil_mode = 1 with a partial last window: pare pools in floor mode".into());
-            }
-        }
-    }
     // A zero pad is exact before a max pool only if no window is all padding: pare's own
     // max pool pads with -inf, so asymmetric pads are refused for it.
     let symmetric = pads[0][0] == pads[0][1] && pads[1][0] == pads[1][1];
+    // Ceil mode adds a last, partial window where the floor leaves input uncovered; its
+    // divisor counts the padding on both sides, which an explicit Pad would change.
+    let ceil_mode = attr_i(n, "ceil_mode", 0) != 0;
+    if ceil_mode && !symmetric {
+        return Err(format!("ceil_mode = 1 with asymmetric pads {pads:?}"));
+    }
+    // The ONNX spec keeps a last window that starts in the right padding, PyTorch drops it.
+    if ceil_mode && (0..2).any(|a| ceil_window_dropped([h, w][a], kernel[a], stride[a], pads[a][0])) {
+        return Err(format!(
+            "ceil_mode = 1 on input {:?}: the last window would start in the padding (runtimes disagree on it)",
+            [h, w]
+        ));
+    }
     if max && !symmetric {
         return Err(format!("asymmetric pads {pads:?} for a max pool"));
     }
@@ -313,6 +317,7 @@ pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
             kernel_size: kernel,
             stride,
             padding,
+            ceil_mode,
         }
     } else {
         Op::AvgPool2d {
@@ -320,6 +325,7 @@ pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
             stride,
             padding,
             count_include_pad: attr_i(n, "count_include_pad", 0) != 0 || !symmetric,
+            ceil_mode,
         }
     };
     unary(imp, n, &x.0, op)
