@@ -228,6 +228,38 @@ fn every_unsupported_op_is_listed_at_once() {
     }
 }
 
+/// Opsets 11 and 12: read when every op means what it means in opset 13 (LeNet-5: Conv,
+/// MaxPool, Gemm, Relu, Flatten); a file with an op that changed (the ViT's Softmax, Squeeze)
+/// is refused, listing each such node.
+#[test]
+fn opset_11_files_import_unless_an_op_changed_meaning() {
+    let mut p = lenet_proto();
+    p.opset_import[0].version = 11;
+    let m = pare::onnx::from_onnx(&p, Path::new("old.onnx")).unwrap();
+    let mut q = lenet_proto();
+    let back = pare::onnx::from_onnx(&q, Path::new("new.onnx")).unwrap();
+    assert_eq!(m.graph, back.graph);
+    q = pare::onnx::to_onnx(&zoo_for_export(&ZooModel::Vit, 0)).unwrap();
+    q.opset_import[0].version = 12;
+    let e = import_err(&q);
+    assert!(
+        e.contains("opset 12: Softmax, Split, Squeeze, Unsqueeze changed meaning"),
+        "{e}"
+    );
+    let softmaxes = q
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.op_type == "Softmax")
+        .count();
+    assert!(
+        softmaxes > 0 && e.matches("op Softmax").count() == softmaxes,
+        "{e}"
+    );
+}
+
 #[test]
 fn bad_files_name_what_is_wrong() {
     let bytes = lenet_proto().encode_to_vec();
@@ -248,7 +280,7 @@ fn bad_files_name_what_is_wrong() {
 
     let mut p = lenet_proto();
     p.opset_import[0].version = 9;
-    assert!(import_err(&p).contains("opset 9: pare imports opset 13 and newer"));
+    assert!(import_err(&p).contains("opset 9: pare imports opset 11 and newer"));
 
     let mut p = lenet_proto();
     let input = &mut p.graph.as_mut().unwrap().input[0];

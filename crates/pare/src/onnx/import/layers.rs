@@ -311,6 +311,13 @@ pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
     if max && !symmetric {
         return Err(format!("asymmetric pads {pads:?} for a max pool"));
     }
+    // An explicit Pad puts its zeros in every window's divisor.
+    let count_include_pad = attr_i(n, "count_include_pad", 0) != 0;
+    if !max && !symmetric && !count_include_pad {
+        return Err(format!(
+            "asymmetric pads {pads:?} with count_include_pad = 0: pare's average pool pads both sides alike"
+        ));
+    }
     let padding = split_pads(imp, n, &mut x, pads)?;
     let op = if max {
         Op::MaxPool2d {
@@ -324,7 +331,7 @@ pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
             kernel_size: kernel,
             stride,
             padding,
-            count_include_pad: attr_i(n, "count_include_pad", 0) != 0 || !symmetric,
+            count_include_pad,
             ceil_mode,
         }
     };

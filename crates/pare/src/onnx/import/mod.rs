@@ -29,7 +29,13 @@ use crate::ir::model::Params;
 use crate::ir::op::{param_name, Op};
 use crate::ir::{Graph, Model, Node, Tensor};
 
-/// The op types [`from_onnx`] imports (default domain, opset 13 and newer).
+/// Ops whose meaning changed in opset 13: Softmax stopped flattening to 2-D at its axis, and
+/// Split, Squeeze and Unsqueeze take their sizes or axes as inputs. Every other op pare imports
+/// means the same in opsets 11 and 12, so such a file is read unless it holds one of these.
+const CHANGED_AT_13: &[&str] = &["Softmax", "Split", "Squeeze", "Unsqueeze"];
+
+/// The op types [`from_onnx`] imports (default domain, opset 11 and newer; see
+/// [`CHANGED_AT_13`]).
 pub const SUPPORTED: &[&str] = &[
     "Abs",
     "Add",
@@ -117,15 +123,30 @@ pub fn from_onnx(proto: &ModelProto, path: &Path) -> Result<Model> {
         .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
         .map(|o| o.version)
         .ok_or_else(|| fail("the file imports no version of the default ONNX operator set".into()))?;
-    if opset < 13 {
+    if opset < 11 {
         return Err(fail(format!(
-            "opset {opset}: pare imports opset 13 and newer (export again with opset_version=13 or newer)"
+            "opset {opset}: pare imports opset 11 and newer (export again with opset_version=13 or newer)"
         )));
     }
     let graph = proto
         .graph
         .as_ref()
         .ok_or_else(|| fail("the file holds no graph".into()))?;
+    if opset < 13 {
+        let changed: Vec<String> = graph
+            .node
+            .iter()
+            .filter(|n| CHANGED_AT_13.contains(&n.op_type.as_str()))
+            .map(|n| format!("node '{}': op {}", display_name(n), n.op_type))
+            .collect();
+        if !changed.is_empty() {
+            return Err(fail(format!(
+                "opset {opset}: {} changed meaning in opset 13 and pare reads the new one (export again with opset_version=13 or newer):\n  {}",
+                CHANGED_AT_13.join(", "),
+                changed.join("\n  ")
+            )));
+        }
+    }
     let unsupported: Vec<String> = graph
         .node
         .iter()
