@@ -71,14 +71,15 @@ pub struct QuantizeArgs {
     /// Asymmetric weights (a zero point) instead of symmetric.
     #[arg(long)]
     pub asymmetric: bool,
-    /// Also quantize activations (inputs of every Linear/Conv2d) to this many bits.
+    /// Also quantize activations (where --act-scope says) to this many bits.
     #[arg(long)]
     pub act_bits: Option<u32>,
     /// Which activations --act-bits quantizes: `layers` (the inputs of Linear/Conv2d) or
     /// `graph` (also both inputs of every Add, so that a residual stream stays int8 and an
     /// integer runtime runs a ResNet's QDQ export without converting at every block).
-    #[arg(long, value_enum, default_value = "layers")]
-    pub act_scope: ActScopeArg,
+    /// Default: layers.
+    #[arg(long, value_enum)]
+    pub act_scope: Option<ActScopeArg>,
     #[arg(long, value_enum, default_value = "minmax")]
     pub observer: ObserverArg,
     /// Percentile for --observer percentile.
@@ -262,6 +263,9 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     };
     // Checked even when unused, so a wrong value is never silently ignored.
     let percentile = Percentile::try_from(a.percentile).map_err(|e| anyhow::anyhow!("--percentile: {e}"))?;
+    if a.act_scope.is_some() && a.act_bits.is_none() {
+        anyhow::bail!("--act-scope says which activations --act-bits quantizes: give --act-bits too");
+    }
     let stage = QuantizeStage {
         bits: bits(a.bits, "--bits")?,
         conv_bits: None,
@@ -282,8 +286,8 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
                     },
                     percentile,
                     scope: match a.act_scope {
-                        ActScopeArg::Layers => ActScope::Layers,
-                        ActScopeArg::Graph => ActScope::Graph,
+                        None | Some(ActScopeArg::Layers) => ActScope::Layers,
+                        Some(ActScopeArg::Graph) => ActScope::Graph,
                     },
                 })
             })

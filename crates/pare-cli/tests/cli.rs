@@ -268,6 +268,10 @@ fn flags_that_would_be_ignored_are_refused() {
         &["round_to 100000 exceeds", "the largest has 300"],
     );
     fails_with(
+        &["quantize", b, "--out", o, "--bits", "8", "--act-scope", "graph"],
+        &["--act-scope", "give --act-bits"],
+    );
+    fails_with(
         &[
             "train", "--model", "lenet300", "--hidden", "100", "--epochs", "1", "--out", o,
         ],

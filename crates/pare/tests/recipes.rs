@@ -217,6 +217,14 @@ fn non_finite_hyper_parameters_are_refused() {
         assert!(e.contains("h.toml") && e.contains("percentile"), "{p}: {e}");
     }
     assert!(parse("[stage.quantize]\nbits = 8\nactivations = { bits = 8, observer = \"percentile\", percentile = 99.9 }").is_ok());
+    // The activation scope is one of two words.
+    assert!(parse("[stage.quantize]\nbits = 8\nactivations = { bits = 8, scope = \"graph\" }").is_ok());
+    let e =
+        parse("[stage.quantize]\nbits = 8\nactivations = { bits = 8, scope = \"everywhere\" }").unwrap_err();
+    assert!(
+        e.contains("h.toml") && e.contains("everywhere") && e.contains("graph"),
+        "{e}"
+    );
     use pare::train::OptimizerConfig;
     for bad in [
         OptimizerConfig::sgd(0.9, f32::NAN),
