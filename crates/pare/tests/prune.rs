@@ -335,7 +335,7 @@ fn kept_channels_round_to_a_multiple() {
             }
         }
         assert!(
-            widths.iter().any(|&w| w == 16) && widths.len() == 21,
+            widths.contains(&16) && widths.len() == 21,
             "{round_to}: {widths:?}"
         );
         assert!(
