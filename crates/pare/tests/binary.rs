@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{max_diff, toy_data, zoo};
+use common::{max_diff, random, toy_data, zoo};
 use pare::binary::{binarize, Method};
 use pare::exec::{infer, train_step, LossTerm};
 use pare::ir::graph::ops::linear;
@@ -13,12 +13,6 @@ use pare::ir::{GraphBuilder, Model, Op, Reparam, Reparams, Tensor};
 use pare::train::{evaluate, fit, FitConfig, OptimizerConfig, ReparamHook, Schedule};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn random(shape: Vec<usize>, seed: u64, scale: f32) -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = shape.iter().product();
-    Tensor::from_vec(shape, (0..n).map(|_| rng.random_range(-scale..scale)).collect())
-}
 
 fn ce(labels: &[u32]) -> [LossTerm; 1] {
     [LossTerm::CrossEntropy {

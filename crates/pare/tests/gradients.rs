@@ -2,7 +2,7 @@
 //! (parameter upload, graph execution, loss, backward, download).
 
 use pare::exec::{train_step, LossTerm};
-use pare::ir::graph::ops::{bn, conv, conv_grouped, depthwise, linear};
+use pare::ir::graph::ops::{avg_pool2d, bn, conv, conv_grouped, depthwise, linear, max_pool, max_pool2d};
 use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -144,43 +144,18 @@ fn activations() {
 fn pools() {
     grad_check(|b| {
         b.then("c", conv(2, 3, 1, 1, 0, true));
-        b.then(
-            "mp",
-            Op::MaxPool2d {
-                kernel_size: [2, 2],
-                stride: [2, 2],
-                padding: [0, 0],
-                ceil_mode: false,
-            },
-        );
+        b.then("mp", max_pool(2, 2));
     });
     // Ceil mode: the partial last window gets its share of the gradient.
     for ceil_mode in [false, true] {
         grad_check(|b| {
             b.then("c", conv(2, 3, 1, 1, 0, true));
-            b.then(
-                "mp",
-                Op::MaxPool2d {
-                    kernel_size: [3, 3],
-                    stride: [2, 2],
-                    padding: [1, 1],
-                    ceil_mode,
-                },
-            );
+            b.then("mp", max_pool2d(3, 2, 1, ceil_mode));
         });
         for count_include_pad in [true, false] {
             grad_check(|b| {
                 b.then("c", conv(2, 3, 1, 1, 0, true));
-                b.then(
-                    "ap",
-                    Op::AvgPool2d {
-                        kernel_size: [3, 3],
-                        stride: [2, 2],
-                        padding: [1, 1],
-                        count_include_pad,
-                        ceil_mode,
-                    },
-                );
+                b.then("ap", avg_pool2d(3, 2, 1, count_include_pad, ceil_mode));
             });
         }
     }

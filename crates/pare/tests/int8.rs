@@ -7,7 +7,7 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::{argmax, max_diff, zoo};
+use common::{argmax, max_diff, random, zoo};
 use pare::exec::infer;
 use pare::ir::graph::ops::conv;
 use pare::ir::reparam::bake;
@@ -16,12 +16,6 @@ use pare::native::{int8_dot_reference, ActCodes, Int8Conv, Int8Matrix, Int8Path}
 use pare::quant::{weight_reparams, ActScope};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn random(shape: Vec<usize>, seed: u64, scale: f32) -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = shape.iter().product();
-    Tensor::from_vec(shape, (0..n).map(|_| rng.random_range(-scale..scale)).collect())
-}
 
 /// 8-bit activation codes of the range [-2, 3] (asymmetric, a zero point inside).
 fn codes_8bit() -> (QParams, ActCodes) {

@@ -1,19 +1,17 @@
 //! The native inference engine gives the training engine's eval-mode outputs: every zoo model
-//! (raw and with BatchNorm folded), and a graph with every remaining op and conv geometry.
+//! (raw and with BatchNorm folded), and a graph with every remaining op (each conv and pool
+//! geometry alone: native_geometry.rs).
 
+mod common;
+
+use common::{assert_native_close, random};
 use pare::exec::infer;
 use pare::fuse::fold_batch_norm;
-use pare::ir::graph::ops::{bn, conv_grouped, depthwise, linear};
+use pare::ir::graph::ops::{avg_pool2d, bn, conv_grouped, depthwise, linear};
 use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
 use pare::zoo::{catalog, ZooModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-
-fn random(shape: Vec<usize>, seed: u64) -> Tensor {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n = shape.iter().product();
-    Tensor::from_vec(shape, (0..n).map(|_| rng.random_range(-1.0..1.0)).collect())
-}
 
 /// Random running statistics and affine BN parameters, so eval-mode BN is not the identity.
 fn perturb_bn(m: &mut Model) {
@@ -40,31 +38,15 @@ fn perturb_bn(m: &mut Model) {
     }
 }
 
-fn assert_close(model: &Model, x: &Tensor, what: &str) {
-    let want = infer(model, x, &Reparams::new(), &[]).unwrap().output;
-    let got = pare::native::infer(model, x).unwrap();
-    assert_eq!(got.shape(), want.shape(), "{what}");
-    let scale = want.data().iter().fold(1e-3f32, |m, v| m.max(v.abs()));
-    let worst = got
-        .data()
-        .iter()
-        .zip(want.data())
-        .fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(
-        worst <= 1e-4 * scale,
-        "{what}: max |native - engine| = {worst} (scale {scale})"
-    );
-}
-
 #[test]
 fn every_zoo_model_matches_the_engine_raw_and_folded() {
     for zm in catalog() {
         let mut m = Model::init(zm.build(&[1, 28, 28], 10).unwrap(), 3).unwrap();
         perturb_bn(&mut m);
         for batch in [1, 5] {
-            let x = random(vec![batch, 1, 28, 28], batch as u64);
-            assert_close(&m, &x, &format!("{} batch {batch}", zm.label()));
-            assert_close(
+            let x = random(vec![batch, 1, 28, 28], batch as u64, 1.0);
+            assert_native_close(&m, &x, &format!("{} batch {batch}", zm.label()));
+            assert_native_close(
                 &fold_batch_norm(&m).unwrap(),
                 &x,
                 &format!("{} folded", zm.label()),
@@ -80,7 +62,7 @@ fn every_zoo_model_matches_the_engine_raw_and_folded() {
         1,
     )
     .unwrap();
-    assert_close(&m, &random(vec![3, 1, 28, 28], 2), "mlp with dropout");
+    assert_native_close(&m, &random(vec![3, 1, 28, 28], 2, 1.0), "mlp with dropout");
 }
 
 #[test]
@@ -99,26 +81,8 @@ fn remaining_ops_and_geometries_match_the_engine() {
     b.then("r6", Op::Relu6);
     let right = b.add("sig", Op::Sigmoid, &[&left]);
     b.add("cat", Op::Concat { axis: 0 }, &["r6", &right]);
-    b.then(
-        "avg",
-        Op::AvgPool2d {
-            kernel_size: [3, 3],
-            stride: [2, 2],
-            padding: [1, 1],
-            count_include_pad: true,
-            ceil_mode: false,
-        },
-    );
-    b.then(
-        "avg2",
-        Op::AvgPool2d {
-            kernel_size: [2, 2],
-            stride: [1, 1],
-            padding: [1, 1],
-            count_include_pad: false,
-            ceil_mode: false,
-        },
-    );
+    b.then("avg", avg_pool2d(3, 2, 1, true, false));
+    b.then("avg2", avg_pool2d(2, 1, 1, false, false));
     b.then(
         "max",
         Op::MaxPool2d {
@@ -154,117 +118,18 @@ fn remaining_ops_and_geometries_match_the_engine() {
     let mut m = Model::init(b.finish().unwrap(), 5).unwrap();
     perturb_bn(&mut m);
     for batch in [1, 4] {
-        assert_close(
+        assert_native_close(
             &m,
-            &random(vec![batch, 4, 11, 9], 9),
+            &random(vec![batch, 4, 11, 9], 9, 1.0),
             &format!("op zoo batch {batch}"),
         );
-    }
-}
-
-/// Each convolution geometry alone, its output the model's output: in the op zoo above a
-/// wrong conv can hide behind the saturating ops that follow it.
-#[test]
-fn every_conv_geometry_matches_the_engine_at_its_output() {
-    let conv = |k: [usize; 2], stride, padding, dilation, groups| Op::Conv2d {
-        in_channels: 16,
-        out_channels: if groups == 16 { 16 } else { 4 },
-        kernel_size: k,
-        stride,
-        padding,
-        dilation,
-        groups,
-        bias: true,
-    };
-    let cases = [
-        ("3x3", conv([3, 3], [1, 1], [1, 1], [1, 1], 1)),
-        ("3x3 unpadded", conv([3, 3], [1, 1], [0, 0], [1, 1], 1)),
-        ("5x5 dilated", conv([5, 5], [1, 1], [4, 4], [2, 2], 1)),
-        ("tall grouped", conv([3, 2], [1, 1], [2, 1], [2, 1], 2)),
-        ("wide", conv([1, 3], [1, 1], [0, 1], [1, 1], 1)),
-        ("strided", conv([3, 3], [2, 1], [1, 1], [1, 1], 1)),
-        ("1x1", conv([1, 1], [1, 1], [0, 0], [1, 1], 1)),
-        ("1x1 strided", conv([1, 1], [2, 2], [0, 0], [1, 1], 1)),
-        // Depthwise (its own direct kernel): borders, strides, dilation, padding past the
-        // kernel's reach.
-        ("depthwise 3x3", conv([3, 3], [1, 1], [1, 1], [1, 1], 16)),
-        ("depthwise strided", conv([3, 3], [2, 2], [1, 1], [1, 1], 16)),
-        (
-            "depthwise unpadded strided",
-            conv([3, 3], [2, 3], [0, 0], [1, 1], 16),
-        ),
-        ("depthwise 5x5 dilated", conv([5, 5], [1, 1], [4, 4], [2, 2], 16)),
-        ("depthwise tall", conv([3, 2], [2, 1], [2, 1], [2, 1], 16)),
-        ("depthwise wide padding", conv([3, 3], [1, 2], [3, 2], [1, 1], 16)),
-    ];
-    for (what, op) in cases {
-        // Images large enough that a block holds one sample (the kernel-row path at stride 1,
-        // one block at batch 1, three at batch 3) and small ones that share blocks (im2col).
-        for (shape, batches) in [([16, 30, 28], [1, 3]), ([16, 11, 9], [1, 64])] {
-            let mut b = GraphBuilder::new(shape.to_vec());
-            b.then("conv", op.clone());
-            let m = Model::init(b.finish().unwrap(), 3).unwrap();
-            for batch in batches {
-                let mut dims = vec![batch];
-                dims.extend(shape);
-                assert_close(&m, &random(dims, 4), &format!("{what} {shape:?} batch {batch}"));
-            }
-        }
-    }
-}
-
-/// Each pooling geometry alone, floor and ceil mode, on odd and even sizes: ceil mode's
-/// partial last window (clipped to the image, its average's divisor clipped to the padded
-/// image) and the window it drops when that would start in the right padding.
-#[test]
-fn every_pool_geometry_matches_the_engine_at_its_output() {
-    let max = |k, s, p, ceil_mode| Op::MaxPool2d {
-        kernel_size: [k, k],
-        stride: [s, s],
-        padding: [p, p],
-        ceil_mode,
-    };
-    let avg = |k, s, p, count_include_pad, ceil_mode| Op::AvgPool2d {
-        kernel_size: [k, k],
-        stride: [s, s],
-        padding: [p, p],
-        count_include_pad,
-        ceil_mode,
-    };
-    let mut cases = vec![];
-    for ceil in [false, true] {
-        cases.extend([
-            max(3, 2, 0, ceil),
-            max(2, 2, 1, ceil),
-            max(3, 2, 1, ceil),
-            max(3, 3, 1, ceil),
-        ]);
-        for include in [false, true] {
-            cases.extend([
-                avg(3, 2, 0, include, ceil),
-                avg(2, 2, 1, include, ceil),
-                avg(3, 2, 1, include, ceil),
-            ]);
-        }
-    }
-    for op in cases {
-        for shape in [[3, 11, 9], [3, 8, 8], [2, 5, 6]] {
-            let mut b = GraphBuilder::new(shape.to_vec());
-            b.then("pool", op.clone());
-            let m = Model::init(b.finish().unwrap(), 3).unwrap();
-            assert_close(
-                &m,
-                &random([&[2], &shape[..]].concat(), 4),
-                &format!("{op:?} {shape:?}"),
-            );
-        }
     }
 }
 
 #[test]
 fn a_wrong_input_shape_is_a_clear_error() {
     let m = Model::init(ZooModel::Lenet5.build(&[1, 28, 28], 10).unwrap(), 0).unwrap();
-    let e = pare::native::infer(&m, &random(vec![2, 1, 27, 28], 0))
+    let e = pare::native::infer(&m, &random(vec![2, 1, 27, 28], 0, 1.0))
         .unwrap_err()
         .to_string();
     assert!(e.contains("[2, 1, 27, 28]") && e.contains("[1, 28, 28]"), "{e}");
@@ -465,7 +330,7 @@ proptest::proptest! {
         choices in proptest::collection::vec((0u8..14, 0u8..16), 1..7),
     ) {
         let model = sequence_graph(t, d, &choices);
-        assert_close(&model, &random(vec![3, t, d], 11), &format!("{choices:?}"));
+        assert_native_close(&model, &random(vec![3, t, d], 11, 1.0), &format!("{choices:?}"));
     }
 }
 
@@ -489,7 +354,7 @@ fn mixed_layouts_match_the_engine() {
     b.then("flatten", Op::Flatten);
     b.then("head", linear(36, 5));
     let model = Model::init(b.finish().unwrap(), 2).unwrap();
-    assert_close(&model, &random(vec![3, 2, 6, 6], 4), "mixed layouts");
+    assert_native_close(&model, &random(vec![3, 2, 6, 6], 4, 1.0), "mixed layouts");
 }
 
 #[test]
@@ -508,7 +373,7 @@ fn pad_and_channel_shuffle_match_the_engine() {
     b.then("flatten", Op::Flatten);
     b.then("head", linear(7 * 6 * 6, 4));
     let model = Model::init(b.finish().unwrap(), 3).unwrap();
-    assert_close(&model, &random(vec![3, 2, 6, 6], 6), "pad and shuffle");
+    assert_native_close(&model, &random(vec![3, 2, 6, 6], 6, 1.0), "pad and shuffle");
 }
 
 /// A compiled plan holds what it needs: it runs batches of any size after its model is gone,
@@ -527,7 +392,7 @@ fn a_plan_runs_many_batches_after_its_model_is_gone() {
     perturb_bn(&mut m);
     let xs: Vec<Tensor> = [1, 4, 2]
         .iter()
-        .map(|&n| random(vec![n, 1, 28, 28], n as u64))
+        .map(|&n| random(vec![n, 1, 28, 28], n as u64, 1.0))
         .collect();
     let want: Vec<Tensor> = xs
         .iter()
@@ -548,15 +413,15 @@ fn a_plan_runs_many_batches_after_its_model_is_gone() {
     b.then("fc", linear(100, 2));
     let m = Model::init(b.finish().unwrap(), 3).unwrap();
     let plan = pare::native::compile(&m).unwrap();
-    for x in [random(vec![3, 3, 5, 5], 8), random(vec![1, 3, 5, 5], 9)] {
+    for x in [random(vec![3, 3, 5, 5], 8, 1.0), random(vec![1, 3, 5, 5], 9, 1.0)] {
         assert_eq!(plan.run_owned(x.clone()).unwrap(), plan.run(&x).unwrap());
     }
     let m = Model::init(ZooModel::Lenet300.build(&[1, 28, 28], 10).unwrap(), 1).unwrap();
-    let x = random(vec![5, 1, 28, 28], 4);
+    let x = random(vec![5, 1, 28, 28], 4, 1.0);
     let plan = pare::native::compile(&m).unwrap();
     assert_eq!(plan.run_owned(x.clone()).unwrap(), plan.run(&x).unwrap());
     let e = plan
-        .run_owned(random(vec![5, 1, 27, 28], 4))
+        .run_owned(random(vec![5, 1, 27, 28], 4, 1.0))
         .unwrap_err()
         .to_string();
     assert!(e.contains("28"), "{e}");
@@ -565,11 +430,11 @@ fn a_plan_runs_many_batches_after_its_model_is_gone() {
     b.then("fc", linear(6, 3));
     b.then("drop", Op::Dropout { p: 0.5 });
     let m = Model::init(b.finish().unwrap(), 2).unwrap();
-    assert_close(&m, &random(vec![3, 6], 1), "aliases at both ends");
+    assert_native_close(&m, &random(vec![3, 6], 1, 1.0), "aliases at both ends");
     let mut b = GraphBuilder::new([6]);
     b.then("only", Op::Identity);
     let m = Model::init(b.finish().unwrap(), 2).unwrap();
-    assert_close(&m, &random(vec![3, 6], 1), "the input as the output");
+    assert_native_close(&m, &random(vec![3, 6], 1, 1.0), "the input as the output");
 }
 
 /// A text classifier on integer ids: embedding, position table, attention, token mean, head.
@@ -607,7 +472,7 @@ fn an_embedding_model_matches_the_engine() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     for batch in [1, 5] {
         let ids = (0..batch * 6).map(|_| rng.random_range(0..50) as f32).collect();
-        assert_close(
+        assert_native_close(
             &m,
             &Tensor::from_vec(vec![batch, 6], ids),
             &format!("ids batch {batch}"),
@@ -631,15 +496,15 @@ fn pruned_linear_layers_run_sparse_and_match_the_engine() {
         }
     }
     for batch in [1, 3, 8, 64] {
-        assert_close(
+        assert_native_close(
             &m,
-            &random(vec![batch, 1, 28, 28], batch as u64),
+            &random(vec![batch, 1, 28, 28], batch as u64, 1.0),
             &format!("batch {batch}"),
         );
     }
     // An empty layer (every weight pruned) gives its biases.
     m.params.get_mut("fc3.weight").unwrap().data_mut().fill(0.0);
-    assert_close(&m, &random(vec![4, 1, 28, 28], 1), "empty fc3");
+    assert_native_close(&m, &random(vec![4, 1, 28, 28], 1, 1.0), "empty fc3");
 
     let mut b = GraphBuilder::new(vec![5, 16]);
     b.then("fc", linear(16, 12));
@@ -656,5 +521,5 @@ fn pruned_linear_layers_run_sparse_and_match_the_engine() {
             *v = 0.0;
         }
     }
-    assert_close(&seq, &random(vec![2, 5, 16], 3), "token sequence");
+    assert_native_close(&seq, &random(vec![2, 5, 16], 3, 1.0), "token sequence");
 }

@@ -6,6 +6,7 @@ mod common;
 use std::path::Path;
 
 use common::{perturb_batch_norms, zoo_for_export};
+use pare::ir::graph::ops::{avg_pool2d, max_pool2d};
 use pare::ir::graph::{DType, GraphBuilder};
 use pare::ir::op::Op;
 use pare::ir::{Model, Tensor};
@@ -89,25 +90,8 @@ fn every_exported_op_round_trips() {
     let t = b.add("tanh", Op::Tanh, &[&se]);
     let r6 = b.add("r6", Op::Relu6, &[&se]);
     let sum = b.add("sum", Op::Add, &[&t, &r6, &se]);
-    b.then(
-        "avg",
-        Op::AvgPool2d {
-            kernel_size: [3, 3],
-            stride: [2, 2],
-            padding: [1, 1],
-            count_include_pad: false,
-            ceil_mode: false,
-        },
-    );
-    b.then(
-        "max",
-        Op::MaxPool2d {
-            kernel_size: [2, 2],
-            stride: [1, 1],
-            padding: [1, 1],
-            ceil_mode: false,
-        },
-    );
+    b.then("avg", avg_pool2d(3, 2, 1, false, false));
+    b.then("max", max_pool2d(2, 1, 1, false));
     b.then("shuffle", Op::ChannelShuffle { groups: 2 });
     b.then(
         "slice",

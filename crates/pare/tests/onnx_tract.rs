@@ -131,31 +131,14 @@ fn a_qdq_resnet_gives_pares_int8_outputs_in_tract() {
 /// keep and pare drops, is refused at export.
 #[test]
 fn ceil_mode_pools_give_pares_outputs_in_tract() {
+    use pare::ir::graph::ops::{avg_pool2d, max_pool2d};
     use pare::ir::graph::GraphBuilder;
-    use pare::ir::Op;
     for ceil_mode in [false, true] {
         for count_include_pad in [false, true] {
             let mut b = GraphBuilder::new(vec![3, 11, 8]);
-            b.then(
-                "max",
-                Op::MaxPool2d {
-                    kernel_size: [3, 3],
-                    stride: [2, 2],
-                    padding: [1, 1],
-                    ceil_mode,
-                },
-            );
             // [3, 11, 8] -> max -> [3, 6, 5] (floor: [3, 6, 4]) -> avg -> [3, 4, 3] (floor: [3, 3, 3])
-            b.then(
-                "avg",
-                Op::AvgPool2d {
-                    kernel_size: [3, 3],
-                    stride: [2, 2],
-                    padding: [1, 1],
-                    count_include_pad,
-                    ceil_mode,
-                },
-            );
+            b.then("max", max_pool2d(3, 2, 1, ceil_mode));
+            b.then("avg", avg_pool2d(3, 2, 1, count_include_pad, ceil_mode));
             let m = Model::init(b.finish().unwrap(), 1).unwrap();
             let what = format!("ceil {ceil_mode}, count_include_pad {count_include_pad}");
             let bytes = pare::onnx::encode(&m).unwrap();
@@ -170,15 +153,7 @@ fn ceil_mode_pools_give_pares_outputs_in_tract() {
         }
     }
     let mut b = GraphBuilder::new(vec![3, 5, 6]);
-    b.then(
-        "pool",
-        Op::MaxPool2d {
-            kernel_size: [2, 2],
-            stride: [2, 2],
-            padding: [1, 1],
-            ceil_mode: true,
-        },
-    );
+    b.then("pool", max_pool2d(2, 2, 1, true));
     let m = Model::init(b.finish().unwrap(), 1).unwrap();
     let e = pare::onnx::encode(&m).unwrap_err().to_string();
     assert!(

@@ -135,3 +135,26 @@ pub fn argmax(t: &Tensor) -> Vec<usize> {
         .map(|r| (0..r.len()).max_by(|&a, &b| r[a].total_cmp(&r[b])).unwrap())
         .collect()
 }
+
+/// A tensor of `shape` with elements uniform in [-scale, scale), seeded.
+pub fn random(shape: Vec<usize>, seed: u64, scale: f32) -> Tensor {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n = shape.iter().product();
+    Tensor::from_vec(shape, (0..n).map(|_| rng.random_range(-scale..scale)).collect())
+}
+
+/// The native engine's output on `x` against the training engine's, within 1e-4 of its
+/// largest value.
+pub fn assert_native_close(model: &Model, x: &Tensor, what: &str) {
+    let want = pare::exec::infer(model, x, &pare::ir::Reparams::new(), &[])
+        .unwrap()
+        .output;
+    let got = pare::native::infer(model, x).unwrap();
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    let scale = want.data().iter().fold(1e-3f32, |m, v| m.max(v.abs()));
+    let worst = max_diff(&got, &want);
+    assert!(
+        worst <= 1e-4 * scale,
+        "{what}: max |native - engine| = {worst} (scale {scale})"
+    );
+}

@@ -70,10 +70,27 @@ pub fn bn(c: usize) -> Op {
 }
 
 pub fn max_pool(k: usize, s: usize) -> Op {
+    max_pool2d(k, s, 0, false)
+}
+
+/// Square max pooling: kernel `k`, stride `s`, padding `p` each side, floor or ceil mode.
+pub fn max_pool2d(k: usize, s: usize, p: usize, ceil_mode: bool) -> Op {
     Op::MaxPool2d {
         kernel_size: [k, k],
         stride: [s, s],
-        padding: [0, 0],
-        ceil_mode: false,
+        padding: [p, p],
+        ceil_mode,
+    }
+}
+
+/// Square average pooling: kernel `k`, stride `s`, padding `p` each side, the padding in the
+/// divisor or not, floor or ceil mode.
+pub fn avg_pool2d(k: usize, s: usize, p: usize, count_include_pad: bool, ceil_mode: bool) -> Op {
+    Op::AvgPool2d {
+        kernel_size: [k, k],
+        stride: [s, s],
+        padding: [p, p],
+        count_include_pad,
+        ceil_mode,
     }
 }
