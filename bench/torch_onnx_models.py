@@ -1,4 +1,4 @@
-"""Exports three PyTorch CNNs with torch.onnx, as a user's own models would come to pare, and
+"""Exports four PyTorch CNNs with torch.onnx, as a user's own models would come to pare, and
 records onnxruntime's outputs on a seeded batch beside each (ONNX's test-data layout), so pare's
 import can be checked against onnxruntime on files it did not write:
 
@@ -7,7 +7,8 @@ import can be checked against onnxruntime on files it did not write:
 - mobilenetv2: MobileNetV2-style inverted residuals (1x1 expand, 3x3 depthwise, 1x1 project,
   ReLU6, residual where shapes match);
 - senet: a ResNet-style net whose blocks end in squeeze-and-excitation (global pool, two 1x1
-  convolutions, HardSigmoid, broadcast Mul) with HardSwish activations.
+  convolutions, HardSigmoid, broadcast Mul) with HardSwish activations;
+- ceilpool: ceil-mode max and average pools with partial last windows (SqueezeNet's stem).
 
 Weights are seeded and BatchNorm statistics drawn away from their defaults, so every tensor of
 the export is checked. `--width` scales every layer's channels (the suite's committed copies
@@ -155,7 +156,28 @@ class SENet(nn.Module):
         return self.fc(x.mean((2, 3)))
 
 
-MODELS = {"resnet18": ResNet18, "mobilenetv2": MobileNetV2, "senet": SENet}
+class CeilPoolNet(nn.Module):
+    """SqueezeNet's ceil-mode max pool and two ceil-mode average pools (padding counted and
+    not), each with a partial last window on 32x32 inputs (32 -> 16 -> 9 -> 5; floor mode
+    would give 15 -> 8 -> 4)."""
+
+    def __init__(self, width=1.0, classes=10):
+        super().__init__()
+        c = ch(64, width)
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, 1, 1), nn.ReLU())
+        self.pools = nn.Sequential(
+            nn.MaxPool2d(3, 2, ceil_mode=True),
+            nn.AvgPool2d(3, 2, padding=1, ceil_mode=True, count_include_pad=True),
+            nn.AvgPool2d(2, 2, ceil_mode=True, count_include_pad=False),
+        )
+        self.conv = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1), nn.ReLU())
+        self.fc = nn.Linear(c, classes)
+
+    def forward(self, x):
+        return self.fc(self.conv(self.pools(self.stem(x))).mean((2, 3)))
+
+
+MODELS = {"resnet18": ResNet18, "mobilenetv2": MobileNetV2, "senet": SENet, "ceilpool": CeilPoolNet}
 
 
 def randomize_batch_norms(model, gen):
