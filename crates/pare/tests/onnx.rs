@@ -395,3 +395,38 @@ fn torch_exported_models_give_onnxruntimes_outputs() {
         }
     }
 }
+
+/// An imported ViT, whose attention is standard ops (one packed projection, a reshape into
+/// `[tokens, 3, heads, head_dim]`, a transpose, three gathers, two products), has its heads
+/// pruned like the zoo ViT's fused attention: each head's q, k and v rows of the projection go
+/// together, and removing head 1 of every block from both gives the same outputs.
+#[test]
+fn an_imported_vits_heads_prune_like_the_zoo_vits() {
+    use pare::prune::structured::remove_groups;
+    use pare::prune::DepGraph;
+    use std::collections::BTreeSet;
+    let model = zoo_for_export(&ZooModel::Vit, 3);
+    let back = round_trip(&model);
+    let (d, db) = (DepGraph::build(&model).unwrap(), DepGraph::build(&back).unwrap());
+    let mut heads = BTreeSet::new();
+    let mut imported_heads = BTreeSet::new();
+    for i in 0..4 {
+        let fam = &d.families[d.family_of(&model, &format!("blocks.{i}.att")).unwrap()];
+        let name = format!("blocks.{i}.att/in_proj_matmul");
+        let imported = &db.families[db.family_of(&back, &name).unwrap()];
+        assert_eq!(imported.producers.len(), 1, "{name}");
+        assert_eq!(imported.groups.len(), 4, "{name}");
+        heads.insert(fam.groups[1]);
+        imported_heads.insert(imported.groups[1]);
+    }
+    let (pruned, _) = remove_groups(&model, &d, &heads).unwrap();
+    let (pruned_back, s) = remove_groups(&back, &db, &imported_heads).unwrap();
+    let rows: Vec<usize> = [16, 80, 144].iter().flat_map(|&r| r..r + 16).collect();
+    assert_eq!(s.removed["blocks.0.att/in_proj_matmul"], rows);
+    assert_eq!(
+        pruned_back.params["blocks.0.att/in_proj_matmul.weight"].shape(),
+        &[144, 64]
+    );
+    assert_eq!(pruned_back.num_params(), pruned.num_params());
+    assert_same_outputs(&pruned, &pruned_back, &random_batch(&[1, 28, 28], 3, 2), "vit");
+}

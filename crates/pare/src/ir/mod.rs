@@ -15,7 +15,7 @@ pub mod tensor;
 
 pub use graph::{DType, Graph, GraphBuilder, InputSpec, Node, Normalize, Shapes, INPUT};
 pub use model::{Model, ParamRef, Params};
-pub use op::{ChannelRule, Op, ParamKind, ParamSpec};
+pub use op::{AxisRule, Op, ParamKind, ParamSpec};
 pub use quant::{QParams, Scheme, WeightQuant};
 pub use reparam::{Reparam, Reparams};
 pub use rewrite::Readers;

@@ -1,22 +1,24 @@
 //! The channel dependency graph for structured pruning, built only from each op's
-//! [`ChannelRule`]: no per-op special cases beyond those rules. A value's channels lie along
-//! [`channel_axis`] of its per-sample shape (features of vectors and of each token of a
-//! sequence, channels of images).
+//! [`AxisRule`]: no per-op special cases beyond those rules.
 //!
-//! Every channel created by a `Transform` op (a Linear's neuron, a dense conv's filter) is an
-//! *element*. Walking the graph in order, each node's channel axis becomes a vector of elements:
-//! pass-through ops copy their input's vector, `Add` unifies its inputs position by position
-//! (a residual couples channel k of both branches), `Concat` stacks the vectors, `Flatten`
-//! repeats each element `H*W` times, a grouped convolution couples the same slot of every
-//! group and a channel shuffle permutes the vector. Elements that must be removed together fall into one
-//! union-find class: a [`Group`]. Removing a group slices the producers' output rows, every
-//! pass-through parameter (BatchNorm, depthwise filters) and every consumer's input columns.
+//! Every position of every axis of every value is an *element*. Walking the graph in order, each
+//! axis of a node's output becomes a vector of elements: a Linear's neurons and a dense conv's
+//! filters are new elements (the only removable ones at first), carried axes copy their input's
+//! vector, couplings (residual sums, broadcasting, the shared axes of a matrix product, the
+//! slots of grouped convolutions) unify elements position by position, a concatenation stacks
+//! the vectors, a flatten repeats each element over the positions it covers, a reshape into
+//! heads makes one element of each run of `head_dim` positions, a channel shuffle permutes the
+//! vector, and fixed axes (spatial positions, normalized or mixed features, the graph's input
+//! and outputs) get elements that can never go. Elements that must be removed together fall
+//! into one union-find class: a [`Group`], prunable when no element of it is fixed. Removing a
+//! group slices the producers' output rows, every pass-through parameter (BatchNorm, depthwise
+//! filters), every consumer's input columns, and shrinks the reshapes on the way.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::error::{Error, Result};
-use crate::ir::op::channel_axis;
-use crate::ir::{ChannelRule, Model, INPUT};
+use crate::ir::op::{channel_axis, Couple, Source};
+use crate::ir::{AxisRule, Model, INPUT};
 
 /// A coupled set of channels that can only be removed together.
 #[derive(Clone, Debug, PartialEq)]
@@ -38,9 +40,13 @@ pub struct Family {
 /// The result of the analysis.
 #[derive(Clone, Debug)]
 pub struct DepGraph {
-    /// Per node: the element id at each position of its output's channel axis.
+    /// Per node: the element id at each position of each axis of its output.
+    pub(crate) axes: Vec<Vec<Vec<usize>>>,
+    /// Per node: the elements along the output axis its parameters index (`weight_out`), or
+    /// along the output's channel axis.
     pub(crate) out_elems: Vec<Vec<usize>>,
-    /// Per node: the element ids along its (first) input's channel axis.
+    /// Per node: the elements along the axis of its first input that its weights read
+    /// (`weight_in`); empty for ops that read none.
     pub(crate) in_elems: Vec<Vec<usize>>,
     /// Per node: the elements of the channels it owns inside itself (an attention op's heads,
     /// producer `(node, head)`), prunable apart from its inputs and output.
@@ -51,71 +57,215 @@ pub struct DepGraph {
     pub(crate) group_of: Vec<Option<usize>>,
     pub groups: Vec<Group>,
     pub families: Vec<Family>,
+    /// The reshapes that split an axis, with the elements their carrying part made.
+    splits: Vec<SplitRun>,
 }
 
-/// Allocates `n` new elements owned by node `owner` (channel 0..n) and returns their ids.
-fn fresh(
-    n: usize,
-    owner: Option<usize>,
-    is_fixed: bool,
-    producer: &mut Vec<Option<(usize, usize)>>,
-    fixed: &mut Vec<bool>,
-) -> Vec<usize> {
-    let start = producer.len();
-    for c in 0..n {
-        producer.push(owner.map(|o| (o, c)));
-        fixed.push(is_fixed);
+/// A reshape that splits input axis `axis` of node `node` into `parts` axes, and the elements
+/// of the part chosen to carry its positions.
+#[derive(Clone, Debug)]
+struct SplitRun {
+    node: usize,
+    axis: usize,
+    parts: usize,
+    carried: Vec<usize>,
+}
+
+/// Which part carries each split's positions, by (node, split input axis); part 0 (the
+/// outermost) when absent.
+type Carriers = BTreeMap<(usize, usize), usize>;
+
+/// The elements made so far, their producers, and the union-find over them that knows, at any
+/// point of the walk, whether a class is fixed.
+#[derive(Default)]
+struct Elements {
+    parent: Vec<usize>,
+    fixed: Vec<bool>,
+    producer: Vec<Option<(usize, usize)>>,
+}
+
+impl Elements {
+    /// `n` new elements made by node `owner` (channel 0..n), fixed or not.
+    fn fresh(&mut self, n: usize, owner: Option<usize>, fixed: bool) -> Vec<usize> {
+        let start = self.parent.len();
+        for c in 0..n {
+            self.parent.push(start + c);
+            self.fixed.push(fixed);
+            self.producer.push(owner.map(|o| (o, c)));
+        }
+        (start..start + n).collect()
     }
-    (start..start + n).collect()
-}
 
-/// The pairs that couple position `i` of the first of `groups` equal runs of `elems` with
-/// position `i` of every other run.
-fn same_slot(elems: &[usize], groups: usize) -> Vec<(usize, usize)> {
-    let per = elems.len() / groups.max(1);
-    (1..groups)
-        .flat_map(|g| (0..per).map(move |i| (elems[i], elems[g * per + i])))
-        .collect()
-}
-
-struct UnionFind(Vec<usize>);
-
-impl UnionFind {
     fn find(&mut self, x: usize) -> usize {
         let mut r = x;
-        while self.0[r] != r {
-            r = self.0[r];
+        while self.parent[r] != r {
+            r = self.parent[r];
         }
         let mut y = x;
-        while self.0[y] != r {
-            let next = self.0[y];
-            self.0[y] = r;
+        while self.parent[y] != r {
+            let next = self.parent[y];
+            self.parent[y] = r;
             y = next;
         }
         r
     }
+
     fn union(&mut self, a: usize, b: usize) {
         let (ra, rb) = (self.find(a), self.find(b));
         if ra != rb {
-            self.0[ra.max(rb)] = ra.min(rb);
+            let (root, child) = (ra.min(rb), ra.max(rb));
+            self.parent[child] = root;
+            self.fixed[root] |= self.fixed[child];
+        }
+    }
+
+    fn fix(&mut self, elems: &[usize]) {
+        for &e in elems {
+            let r = self.find(e);
+            self.fixed[r] = true;
+        }
+    }
+
+    fn is_fixed(&mut self, e: usize) -> bool {
+        let r = self.find(e);
+        self.fixed[r]
+    }
+
+    /// Unifies two axes position by position; axes of different lengths cannot lose
+    /// positions together, so both are fixed.
+    fn couple(&mut self, a: &[usize], b: &[usize]) {
+        if a.len() == b.len() {
+            for (&x, &y) in a.iter().zip(b) {
+                self.union(x, y);
+            }
+        } else {
+            self.fix(a);
+            self.fix(b);
+        }
+    }
+
+    /// Unifies position `i` of the first of `groups` equal runs of `elems` with position `i`
+    /// of every other run.
+    fn same_slot(&mut self, elems: &[usize], groups: usize) {
+        let per = elems.len() / groups.max(1);
+        for g in 1..groups {
+            for i in 0..per {
+                self.union(elems[i], elems[g * per + i]);
+            }
+        }
+    }
+
+    /// The output axis made from `src` by one [`Source`]; `carrier` is the part that carries
+    /// the positions when `src` is part of a split.
+    fn source(
+        &mut self,
+        src: &Source,
+        ins: &[Vec<Vec<usize>>],
+        in_shapes: &[&[usize]],
+        size: usize,
+        node: usize,
+        carrier: usize,
+    ) -> Vec<usize> {
+        match src {
+            Source::Input { input, axis } => ins[*input][*axis].clone(),
+            Source::Stacked { axis } => ins.iter().flat_map(|x| x[*axis].iter().copied()).collect(),
+            Source::Made => self.fresh(size, Some(node), false),
+            Source::Fixed => self.fresh(size, None, true),
+            Source::Merged { input, axes } => {
+                let x = &ins[*input];
+                // Positions follow the first axis that can still lose some; the others stay.
+                let primary = axes.iter().position(|&a| x[a].iter().any(|&e| !self.is_fixed(e)));
+                for (k, &a) in axes.iter().enumerate() {
+                    if Some(k) != primary {
+                        self.fix(&x[a]);
+                    }
+                }
+                let Some(k) = primary else {
+                    return self.fresh(size, None, true);
+                };
+                let dims: Vec<usize> = axes.iter().map(|&a| in_shapes[*input][a]).collect();
+                let inner: usize = dims[k + 1..].iter().product();
+                let elems = &x[axes[k]];
+                (0..size).map(|q| elems[(q / inner) % dims[k]]).collect()
+            }
+            Source::Split {
+                input,
+                axis,
+                sizes,
+                part,
+            } => {
+                if *part != carrier {
+                    return self.fresh(size, None, true);
+                }
+                // Position k of this part: every input position with coordinate k here.
+                let inner: usize = sizes[part + 1..].iter().product();
+                let mut first: Vec<Option<usize>> = vec![None; size];
+                for (p, &e) in ins[*input][*axis].iter().enumerate() {
+                    let k = (p / inner.max(1)) % size.max(1);
+                    match first[k] {
+                        None => first[k] = Some(e),
+                        Some(f) => self.union(f, e),
+                    }
+                }
+                first.into_iter().flatten().collect()
+            }
+            Source::Shuffled { input, axis, groups } => {
+                let x = &ins[*input][*axis];
+                self.same_slot(x, *groups);
+                let per = x.len() / (*groups).max(1);
+                (0..x.len()).map(|o| x[(o % groups) * per + o / groups]).collect()
+            }
         }
     }
 }
 
 impl DepGraph {
-    /// Analyses a model. The model's output channels (the logits), its input channels and the
-    /// channels of tied layers (see `Graph::ties`) can never be pruned.
+    /// Analyses a model. The model's outputs, its input and the tied layers (see
+    /// `Graph::ties`) can never lose positions.
+    ///
+    /// A reshape that splits an axis into several is carried by its outermost part unless that
+    /// part ends up fixed (the `3` of a `[3, heads, head_dim]` split that a gather of queries,
+    /// keys and values then reads); then the next part inward is tried, one split at a time.
     pub fn build(model: &Model) -> Result<DepGraph> {
+        let mut carriers = Carriers::new();
+        let mut best = Self::analyse(model, &carriers)?;
+        for run in best.splits.clone() {
+            for part in 1..run.parts {
+                if !best.is_fixed_run(run.node, run.axis) {
+                    break;
+                }
+                let mut trial = carriers.clone();
+                trial.insert((run.node, run.axis), part);
+                let d = Self::analyse(model, &trial)?;
+                if !d.is_fixed_run(run.node, run.axis) {
+                    (carriers, best) = (trial, d);
+                    break;
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Whether every element the split of (node, axis) carries is fixed.
+    fn is_fixed_run(&self, node: usize, axis: usize) -> bool {
+        self.splits
+            .iter()
+            .filter(|r| (r.node, r.axis) == (node, axis))
+            .all(|r| r.carried.iter().all(|&e| self.group_of[e].is_none()))
+    }
+
+    /// One pass of the analysis with the given split carriers.
+    fn analyse(model: &Model, carriers: &Carriers) -> Result<DepGraph> {
         let g = &model.graph;
         let shapes = model.shapes();
-        let mut producer: Vec<Option<(usize, usize)>> = Vec::new();
-        let mut fixed: Vec<bool> = Vec::new();
-        let input_channels = channel_axis(shapes.input.len()).map_or(0, |a| shapes.input[a]);
-        let input_elems = fresh(input_channels, None, true, &mut producer, &mut fixed);
-        let mut out_elems: Vec<Vec<usize>> = Vec::with_capacity(g.nodes.len());
-        let mut in_elems: Vec<Vec<usize>> = Vec::with_capacity(g.nodes.len());
-        let mut internal: Vec<Vec<usize>> = Vec::with_capacity(g.nodes.len());
-        let mut unions: Vec<(usize, usize)> = Vec::new();
+        let mut el = Elements::default();
+        let input_axes: Vec<Vec<usize>> = shapes.input.iter().map(|&n| el.fresh(n, None, true)).collect();
+        let n_nodes = g.nodes.len();
+        let mut axes: Vec<Vec<Vec<usize>>> = Vec::with_capacity(n_nodes);
+        let mut out_elems: Vec<Vec<usize>> = Vec::with_capacity(n_nodes);
+        let mut in_elems: Vec<Vec<usize>> = Vec::with_capacity(n_nodes);
+        let mut internal: Vec<Vec<usize>> = Vec::with_capacity(n_nodes);
+        let mut splits: Vec<SplitRun> = Vec::new();
         let index: BTreeMap<&str, usize> = g
             .nodes
             .iter()
@@ -123,112 +273,107 @@ impl DepGraph {
             .map(|(i, n)| (n.name.as_str(), i))
             .collect();
         for (i, node) in g.nodes.iter().enumerate() {
-            let ins: Vec<Vec<usize>> = node
+            let ins: Vec<Vec<Vec<usize>>> = node
                 .inputs
                 .iter()
                 .map(|n| {
                     if n == INPUT {
-                        input_elems.clone()
+                        input_axes.clone()
                     } else {
-                        out_elems[index[n.as_str()]].clone()
+                        axes[index[n.as_str()]].clone()
                     }
                 })
                 .collect();
+            let in_shapes = shapes.inputs_of(g, i);
             let out_shape = &shapes.nodes[i];
-            let out_channels = channel_axis(out_shape.len()).map_or(0, |a| out_shape[a]);
-            // A tied layer's parameters serve several nodes at once: its channels stay.
+            // A tied layer's parameters serve several nodes at once: its positions stay.
             let tied = g.is_tied(&node.name);
             let rule = if tied {
-                ChannelRule::Opaque
+                AxisRule::opaque(out_shape.len())
             } else {
-                node.op.channel_rule(&shapes.inputs_of(g, i))
+                node.op.axis_rule(&in_shapes)
             };
-            let out = match rule {
-                ChannelRule::Transform => fresh(out_channels, Some(i), false, &mut producer, &mut fixed),
-                ChannelRule::Passthrough => {
-                    for other in &ins[1..] {
-                        unions.extend(ins[0].iter().copied().zip(other.iter().copied()));
-                    }
-                    ins[0].clone()
-                }
-                ChannelRule::Concat => ins.concat(),
-                ChannelRule::Flatten => {
-                    let spatial: usize = shapes.nodes[i][0] / ins[0].len().max(1);
-                    ins[0]
-                        .iter()
-                        .flat_map(|&e| std::iter::repeat_n(e, spatial))
-                        .collect()
-                }
-                ChannelRule::Grouped { groups } => {
-                    // Equal groups: a slot goes from every group at once, on both sides.
-                    let out = fresh(out_channels, Some(i), false, &mut producer, &mut fixed);
-                    unions.extend(same_slot(&out, groups));
-                    unions.extend(same_slot(&ins[0], groups));
-                    out
-                }
-                ChannelRule::Shuffle { groups } => {
-                    // Input slot j of every group goes together; the output is the permutation.
-                    unions.extend(same_slot(&ins[0], groups));
-                    let per = ins[0].len() / groups.max(1);
-                    (0..ins[0].len())
-                        .map(|o| ins[0][(o % groups) * per + o / groups])
-                        .collect()
-                }
-                ChannelRule::Opaque => {
-                    for &e in ins.iter().flatten() {
-                        fixed[e] = true;
-                    }
-                    fresh(out_channels, Some(i), true, &mut producer, &mut fixed)
-                }
-            };
-            if out.len() != out_channels {
-                return Err(Error::graph(
-                    &node.name,
-                    "channel analysis disagrees with the shape rules",
-                ));
+            let disagrees = || Error::graph(&node.name, "axis mapping disagrees with the shape rules");
+            if rule.outputs.len() != out_shape.len() {
+                return Err(disagrees());
             }
-            in_elems.push(ins.into_iter().next().unwrap_or_default());
-            out_elems.push(out);
-            internal.push(fresh(
-                node.op.internal_channels(),
-                Some(i),
-                tied,
-                &mut producer,
-                &mut fixed,
-            ));
+            for (k, x) in ins.iter().enumerate() {
+                for (a, elems) in x.iter().enumerate() {
+                    if !rule.reads(k, a) {
+                        el.fix(elems);
+                    }
+                }
+            }
+            for c in &rule.couples {
+                match *c {
+                    Couple::Positions { a, b } => {
+                        let (x, y) = (&ins[a.0][a.1], &ins[b.0][b.1]);
+                        el.couple(x, y);
+                    }
+                    Couple::InputSlots { input, axis, groups } => el.same_slot(&ins[input][axis], groups),
+                    Couple::OutputSlots { .. } => {}
+                }
+            }
+            let mut out = Vec::with_capacity(out_shape.len());
+            for (j, src) in rule.outputs.iter().enumerate() {
+                let split = match src {
+                    Source::Split {
+                        axis, sizes, part, ..
+                    } => Some((*axis, sizes.len(), *part)),
+                    _ => None,
+                };
+                let carrier = split.map_or(0, |(axis, _, _)| carriers.get(&(i, axis)).copied().unwrap_or(0));
+                let v = el.source(src, &ins, &in_shapes, out_shape[j], i, carrier);
+                if v.len() != out_shape[j] {
+                    return Err(disagrees());
+                }
+                if let Some((axis, parts, _)) = split.filter(|s| s.2 == carrier) {
+                    splits.push(SplitRun {
+                        node: i,
+                        axis,
+                        parts,
+                        carried: v.clone(),
+                    });
+                }
+                out.push(v);
+            }
+            for c in &rule.couples {
+                if let Couple::OutputSlots { axis, groups } = *c {
+                    el.same_slot(&out[axis], groups);
+                }
+            }
+            let out_axis = rule.weight_out.or_else(|| channel_axis(out.len()));
+            out_elems.push(out_axis.map(|a| out[a].clone()).unwrap_or_default());
+            in_elems.push(
+                rule.weight_in
+                    .and_then(|a| Some(ins.first()?[a].clone()))
+                    .unwrap_or_default(),
+            );
+            axes.push(out);
+            internal.push(el.fresh(node.op.internal_channels(), Some(i), tied));
         }
         for out in g.outputs() {
-            for &e in &out_elems[index[out]] {
-                fixed[e] = true;
+            for a in &axes[index[out]] {
+                el.fix(a);
             }
         }
-        let n = producer.len();
-        let mut uf = UnionFind((0..n).collect());
-        for (a, b) in unions {
-            uf.union(a, b);
-        }
-        // A class is prunable only if none of its elements is fixed.
-        let mut class_fixed = vec![false; n];
-        for (e, _) in fixed.iter().enumerate().filter(|(_, f)| **f) {
-            let r = uf.find(e);
-            class_fixed[r] = true;
-        }
+        let n = el.parent.len();
         let mut group_index: BTreeMap<usize, usize> = BTreeMap::new();
         let mut groups: Vec<Group> = Vec::new();
         let mut group_of = vec![None; n];
-        for e in 0..n {
-            let r = uf.find(e);
-            if class_fixed[r] {
+        for (e, slot) in group_of.iter_mut().enumerate() {
+            let r = el.find(e);
+            if el.fixed[r] {
                 continue;
             }
             let gi = *group_index.entry(r).or_insert_with(|| {
                 groups.push(Group { members: Vec::new() });
                 groups.len() - 1
             });
-            if let Some(p) = producer[e] {
+            if let Some(p) = el.producer[e] {
                 groups[gi].members.push(p);
             }
-            group_of[e] = Some(gi);
+            *slot = Some(gi);
         }
         let mut fam: BTreeMap<Vec<usize>, Vec<usize>> = BTreeMap::new();
         for (gi, grp) in groups.iter().enumerate() {
@@ -240,13 +385,15 @@ impl DepGraph {
             .map(|(producers, groups)| Family { producers, groups })
             .collect();
         Ok(DepGraph {
+            axes,
             internal,
             out_elems,
             in_elems,
-            producer,
+            producer: el.producer,
             group_of,
             groups,
             families,
+            splits,
         })
     }
 

@@ -1,9 +1,10 @@
 //! Pruning: unstructured magnitude masks with schedules, and structured pruning that physically
-//! removes channels through residual, concat and depthwise dependencies.
+//! removes channels and attention heads through residual, concat, depthwise, reshape and
+//! matrix-product dependencies.
 //!
 //! - [`unstructured`]: masks by rank, threshold or std-scaled threshold (Han et al. 2015).
 //! - [`schedule`]: one-shot / linear / AGP ramps (Zhu & Gupta 2017) and the mask hook.
-//! - [`deps`]: the dependency graph, built from each op's channel rule.
+//! - [`deps`]: the dependency graph, built from each op's axis mapping.
 //! - [`importance`]: L1/L2 (Li et al. 2017), FPGM (He et al. 2019), BN gamma (Liu et al. 2017),
 //!   APoZ (Hu et al. 2016), Taylor (Molchanov et al. 2019), random.
 //! - [`select`]: per-layer or global ranking, thresholds, exclusions.

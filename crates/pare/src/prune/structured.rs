@@ -94,9 +94,8 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
         let keep_out = keep(&deps.out_elems[i]);
         let keep_in = keep(&deps.in_elems[i]);
         let keep_internal = keep(&deps.internal[i]);
-        if keep_out.is_empty() && !deps.out_elems[i].is_empty()
-            || keep_internal.is_empty() && !deps.internal[i].is_empty()
-        {
+        let kept_shape: Vec<usize> = deps.axes[i].iter().map(|a| keep(a).len()).collect();
+        if kept_shape.contains(&0) || keep_internal.is_empty() && !deps.internal[i].is_empty() {
             return Err(Error::graph(
                 &node.name,
                 "pruning would remove every channel (or head) of this layer",
@@ -104,10 +103,12 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
         }
         let old_specs = node.op.params();
         let tracked = |elems: &[usize], kept: &[usize]| (kept.len() < elems.len()).then_some(kept.len());
-        node.op = node.op.shrunk(Kept {
+        let shrinks = deps.axes[i].iter().zip(&kept_shape).any(|(a, k)| *k < a.len());
+        node.op = node.op.shrunk(&Kept {
             inputs: tracked(&deps.in_elems[i], &keep_in),
             outputs: tracked(&deps.out_elems[i], &keep_out),
             internal: tracked(&deps.internal[i], &keep_internal),
+            shape: shrinks.then_some(kept_shape),
         });
         if keep_internal.len() < deps.internal[i].len() {
             remove_heads(&node.name, model, &keep_internal, &mut params);
@@ -138,15 +139,18 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
     Ok((Model::new(graph, params)?, surgery))
 }
 
-/// The number of channels the surgery log numbers for node `i`: its heads for attention, its
-/// output's channel-axis size otherwise.
+/// The number of channels the surgery log numbers for node `i`: its heads for attention, the
+/// size of the output axis its weights make otherwise (the channel axis for ops without).
 fn channels(model: &Model, shapes: &crate::ir::Shapes, i: usize) -> usize {
     let op = &model.graph.nodes[i].op;
     if op.internal_channels() > 0 {
         return op.internal_channels();
     }
     let s = &shapes.nodes[i];
-    channel_axis(s.len()).map_or(0, |a| s[a])
+    let rule = op.axis_rule(&shapes.inputs_of(&model.graph, i));
+    rule.weight_out
+        .or_else(|| channel_axis(s.len()))
+        .map_or(0, |a| s[a])
 }
 
 /// Keeps the heads `keep` of an attention node: the rows of its input projection and the

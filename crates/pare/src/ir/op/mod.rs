@@ -1,22 +1,24 @@
 //! The closed set of operations a pare graph can hold, and the local rules each one states:
-//! output shape, parameters (with the axes that index channels), channel mapping and MACs.
+//! output shape, parameters (with the axes that index channels), axis mapping and MACs.
 //!
 //! Shapes here are per sample (no batch axis): `[features]` for vectors, `[tokens, features]` for
 //! sequences, `[C, H, W]` for images. Global analyses (shape inference, structured-pruning
 //! dependency groups, reports) are closures of these local rules; no pass outside this module
 //! special-cases an op's arithmetic. This file holds the enum and what identifies an op;
-//! `shape.rs` its output shapes, `params.rs` its parameters and MACs, `channels.rs` its channel
-//! rule.
+//! `shape.rs` its output shapes, `params.rs` its parameters and MACs, `axes.rs` its axis
+//! mapping, `shrink.rs` its attributes after structured pruning.
 
-mod channels;
+mod axes;
 mod hashed;
 mod params;
 mod shape;
+mod shrink;
 
-pub use channels::{channel_axis, ChannelRule, Kept};
+pub use axes::{channel_axis, AxisRule, Couple, Source};
 pub use hashed::{hashed_index, hashed_weight};
 pub use shape::{broadcast, elements, resolve_axis};
 pub(crate) use shape::{ceil_window_dropped, pool_out};
+pub use shrink::Kept;
 
 use serde::{Deserialize, Serialize};
 
