@@ -69,6 +69,9 @@ struct SplitRun {
     axis: usize,
     parts: usize,
     carried: Vec<usize>,
+    /// Whether some input position could still go when the split was reached (fixed stays
+    /// fixed: another carrier cannot help a split of fixed positions).
+    movable: bool,
 }
 
 /// Which part carries each split's positions, by (node, split input axis); part 0 (the
@@ -229,7 +232,7 @@ impl DepGraph {
     pub fn build(model: &Model) -> Result<DepGraph> {
         let mut carriers = Carriers::new();
         let mut best = Self::analyse(model, &carriers)?;
-        for run in best.splits.clone() {
+        for run in best.splits.clone().into_iter().filter(|r| r.movable) {
             for part in 1..run.parts {
                 if !best.is_fixed_run(run.node, run.axis) {
                     break;
@@ -323,6 +326,10 @@ impl DepGraph {
                     _ => None,
                 };
                 let carrier = split.map_or(0, |(axis, _, _)| carriers.get(&(i, axis)).copied().unwrap_or(0));
+                let movable = match src {
+                    Source::Split { input, axis, .. } => ins[*input][*axis].iter().any(|&e| !el.is_fixed(e)),
+                    _ => false,
+                };
                 let v = el.source(src, &ins, &in_shapes, out_shape[j], i, carrier);
                 if v.len() != out_shape[j] {
                     return Err(disagrees());
@@ -333,6 +340,7 @@ impl DepGraph {
                         axis,
                         parts,
                         carried: v.clone(),
+                        movable,
                     });
                 }
                 out.push(v);
