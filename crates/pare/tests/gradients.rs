@@ -209,6 +209,14 @@ fn absolute_value() {
 }
 
 #[test]
+fn error_function() {
+    grad_check(|b| {
+        b.then("conv", conv(2, 3, 3, 1, 1, true));
+        b.then("erf", Op::Erf);
+    });
+}
+
+#[test]
 fn multihead_attention() {
     // PyTorch's heads (3 of 4 features in a width of 12), and pruned ones (2 of 5).
     for (heads, head_dim) in [(3, None), (2, Some(5))] {

@@ -266,8 +266,9 @@ fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
                 b.add(n("cat"), Op::Concat { axis: 0 }, &[&c, &x]);
                 t += 1;
             }
-            9 if arg.is_multiple_of(2) => drop(b.then(n("clip"), Op::Clip { min: -0.5, max: 0.7 })),
-            9 => drop(b.then(n("abs"), Op::Abs)),
+            9 if arg.is_multiple_of(3) => drop(b.then(n("clip"), Op::Clip { min: -0.5, max: 0.7 })),
+            9 if arg % 3 == 1 => drop(b.then(n("abs"), Op::Abs)),
+            9 => drop(b.then(n("erf"), Op::Erf)),
             10 => {
                 b.then(n("r"), Op::Reshape { shape: vec![d, t] });
                 std::mem::swap(&mut t, &mut d);

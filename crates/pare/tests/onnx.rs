@@ -120,7 +120,8 @@ fn every_exported_op_round_trips() {
     let row = b.add("row", Op::Select { axis: 0, index: 2 }, &[&sm]);
     let d = b.add("div", Op::Div, &[&sm, &row]);
     let sc = b.add("scale", Op::Scale { factor: 0.5 }, &[&d]);
-    let ab = b.add("abs", Op::Abs, &[&sc]);
+    let er = b.add("erf", Op::Erf, &[&sc]);
+    let ab = b.add("abs", Op::Abs, &[&er]);
     let sb = b.add("sub", Op::Sub, &[&ab, &row]);
     let sbt = b.add("sbt", Op::Transpose { perm: vec![1, 0] }, &[&sb]);
     let mm = b.add("mm", Op::MatMul, &[&sb, &sbt]);

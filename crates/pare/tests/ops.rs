@@ -383,6 +383,7 @@ fn sequence_and_tensor_rules() {
     check(Op::Silu, &[&[8]], &[8], 0, 0);
     check(Op::Sign, &[&[3, 5, 5]], &[3, 5, 5], 0, 0);
     check(Op::Abs, &[&[8]], &[8], 0, 0);
+    check(Op::Erf, &[&[2, 8]], &[2, 8], 0, 0);
     check(Op::Scale { factor: 0.25 }, &[&[8]], &[8], 0, 0);
     check(Op::Parameter { shape: vec![17, 64] }, &[], &[17, 64], 17 * 64, 0);
     error(Op::Parameter { shape: vec![1, 64] }, &[&[1, 64]], "takes 0 input");
@@ -429,7 +430,7 @@ fn sequence_and_tensor_rules() {
 
 #[test]
 fn elementwise_ops_carry_every_axis() {
-    for op in [Op::Silu, Op::Sign, Op::Abs, Op::Relu6, Op::Identity] {
+    for op in [Op::Silu, Op::Sign, Op::Abs, Op::Erf, Op::Relu6, Op::Identity] {
         assert_eq!(sources(&op.axis_rule(&[&[5, 4]])), "0.0 0.1", "{op:?}");
     }
 }

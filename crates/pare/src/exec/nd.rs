@@ -28,6 +28,7 @@ pub(super) fn run(op: &Op, ins: Vec<Value>, batch: usize) -> Result<Value, Strin
         Op::Silu => map_value!(first, |x| silu(x)),
         Op::Sign => map_value!(first, |x| sign_ste(x)),
         Op::Abs => map_value!(first, |x| x.abs()),
+        Op::Erf => map_value!(first, |x| x.erf()),
         Op::Clip { min, max } => map_value!(first, |x| x.clamp(*min, *max)),
         Op::Scale { factor } => map_value!(first, |x| x.mul_scalar(*factor as f32)),
         Op::Identity => first,

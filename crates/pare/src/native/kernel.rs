@@ -28,6 +28,7 @@ pub(super) enum Unary {
     Silu,
     Sign,
     Abs,
+    Erf,
     Clip { min: f32, max: f32 },
     Scale(f32),
     FakeQuant(QParams),
@@ -51,6 +52,7 @@ impl Unary {
                 }
             }
             Unary::Abs => v.abs(),
+            Unary::Erf => libm::erff(v),
             Unary::Clip { min, max } => v.clamp(min, max),
             Unary::Scale(f) => v * f,
             Unary::FakeQuant(p) => p.fake(v),
@@ -221,6 +223,7 @@ impl Kernel {
             Op::Silu => unary(Unary::Silu),
             Op::Sign => unary(Unary::Sign),
             Op::Abs => unary(Unary::Abs),
+            Op::Erf => unary(Unary::Erf),
             Op::Clip { min, max } => unary(Unary::Clip { min, max }),
             Op::Scale { factor } => unary(Unary::Scale(factor as f32)),
             Op::FakeQuant { .. } => {

@@ -439,6 +439,7 @@ impl Op {
             | Op::Silu
             | Op::Sign
             | Op::Abs
+            | Op::Erf
             | Op::Clip { .. }
             | Op::Scale { .. }
             | Op::Dropout { .. }

@@ -161,6 +161,9 @@ pub enum Op {
     Sign,
     /// `|x|` (XNOR-Net's input scale `K` averages it over channels).
     Abs,
+    /// The Gauss error function `erf(x)`, elementwise (ONNX's Erf where it is not part of an
+    /// exact GELU).
+    Erf,
     /// `min(max(x, min), max)`.
     Clip {
         min: f32,
@@ -297,6 +300,7 @@ impl Op {
             Op::Silu => "silu",
             Op::Sign => "sign",
             Op::Abs => "abs",
+            Op::Erf => "erf",
             Op::Clip { .. } => "clip",
             Op::Mean { .. } => "mean",
             Op::Parameter { .. } => "parameter",
@@ -323,6 +327,7 @@ impl Op {
                 | Op::Silu
                 | Op::Sign
                 | Op::Abs
+                | Op::Erf
                 | Op::Clip { .. }
                 | Op::Scale { .. }
         )

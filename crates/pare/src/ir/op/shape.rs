@@ -344,7 +344,7 @@ impl Op {
                     })
                     .collect())
             }
-            Op::Silu | Op::Sign | Op::Abs => Ok(x.to_vec()),
+            Op::Silu | Op::Sign | Op::Abs | Op::Erf => Ok(x.to_vec()),
             Op::Pad { ref pads } => {
                 if pads.len() != x.len() {
                     return Err(format!(

@@ -81,6 +81,7 @@ impl Writer {
             Op::Tanh => self.node("Tanh", name, &[x], name, vec![]),
             Op::HardSwish => self.node("HardSwish", name, &[x], name, vec![]),
             Op::Abs => self.node("Abs", name, &[x], name, vec![]),
+            Op::Erf => self.node("Erf", name, &[x], name, vec![]),
             Op::Dropout { .. } | Op::Identity => self.node("Identity", name, &[x], name, vec![]),
             Op::Relu6 => self.clip(name, x, 0.0, 6.0),
             Op::Clip { min, max } => self.clip(name, x, *min, *max),

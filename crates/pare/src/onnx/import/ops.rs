@@ -174,7 +174,7 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
                         step: 1,
                     })
                 }
-                _ => Err("Erf is imported as part of exact GELU (0.5 x (1 + erf(x / sqrt 2))) only".into()),
+                _ => one(unary(imp, n, &x.0, Op::Erf)?),
             }
         }
         "Clip" => {
