@@ -155,6 +155,7 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
                 Some(a) => Err(format!("approximate = '{a}': pare's GELU is the exact (erf) one")),
             }
         }
+        // An erf of `x / sqrt 2` starts an exact GELU written out; any other erf is the op.
         "Erf" => {
             let x = dyn_in(ins, 0)?;
             let scaled = imp.nodes.iter().rev().find(|m| m.name == x.0);
