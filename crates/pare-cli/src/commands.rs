@@ -279,7 +279,7 @@ fn write_predictions(
         None
     };
     let mut text = String::new();
-    for b in pare::data::sequential(test, batch_size, model.graph.input.normalize) {
+    for b in pare::data::sequential(test, batch_size, &model.graph.input.normalize) {
         let y = match &plan {
             Some(p) => p.run(&b.x)?,
             None => pare::exec::infer(model, &b.x, &Reparams::new(), &[])?.output,

@@ -218,9 +218,9 @@ pub fn exits_cmd(a: ExitsArgs) -> Result<()> {
     // both in their deployable form (BatchNorm folded), as latency reports measure.
     let base_plan = compile(&fold_batch_norm(&base)?)?;
     let exit_plan = compile_exits(&fold_batch_norm(&model)?, &names)?;
-    let norm = model.graph.input.normalize;
-    let b1 = timed_run(&base_plan, &exit_plan, policy, &splits.test, norm, 1)?;
-    let b64 = timed_run(&base_plan, &exit_plan, policy, &splits.test, norm, 64)?;
+    let norm = model.graph.input.normalize.clone();
+    let b1 = timed_run(&base_plan, &exit_plan, policy, &splits.test, &norm, 1)?;
+    let b64 = timed_run(&base_plan, &exit_plan, policy, &splits.test, &norm, 64)?;
     let n = splits.test.len() as f64;
     println!(
         "\n{} rule, measured on the {} test images (native engine):",

@@ -59,10 +59,7 @@ pub fn export(a: ExportArgs) -> Result<()> {
             let zm = ZooModel::parse_spec(spec)?;
             let mut graph = zm.build(&[1, 28, 28], 10)?;
             // Fashion-MNIST's pixel mean and deviation (what `pare train` sets from the data).
-            graph.input.normalize = Normalize {
-                mean: 0.2860,
-                std: 0.3530,
-            };
+            graph.input.normalize = Normalize::scalar(0.2860, 0.3530);
             zm.init(graph, a.seed)?
         }
         (None, None) => bail!("name a model, or --zoo NAME"),
@@ -94,11 +91,9 @@ pub fn export(a: ExportArgs) -> Result<()> {
         }
         let x = test_input(&model, a.test_batch);
         // The file normalizes its raw input itself; pare's engines take it normalized.
-        let norm = model.graph.input.normalize;
-        let normalized = Tensor::from_vec(
-            x.shape().to_vec(),
-            x.data().iter().map(|v| (v - norm.mean) / norm.std).collect(),
-        );
+        let mut normalized = x.clone();
+        let sample = &model.graph.input.shape;
+        model.graph.input.normalize.apply(sample, normalized.data_mut());
         let outs = pare::native::compile(&model)?.run_all(&normalized)?;
         let named: Vec<(String, Tensor)> = model
             .graph
@@ -158,10 +153,12 @@ pub struct ImportArgs {
     /// Output model directory (arch.json + weights.safetensors).
     #[arg(long)]
     pub out: PathBuf,
-    /// The input normalization the model was trained with, `MEAN,STD` on pixels in [0, 1]
-    /// (one value for all channels), when it is not in the file: it becomes the model's, so
-    /// `pare eval` and training read raw images and an export normalizes them itself.
-    #[arg(long, value_name = "MEAN,STD", value_delimiter = ',')]
+    /// The input normalization the model was trained with, on pixels in [0, 1], when it is
+    /// not in the file: `MEAN,STD` (one pair for all channels) or the means of every channel
+    /// then their deviations (`0.485,0.456,0.406,0.229,0.224,0.225` for torchvision's ImageNet
+    /// models). It becomes the model's, so `pare eval` and training read raw images and an
+    /// export normalizes them itself.
+    #[arg(long, value_name = "MEANS,STDS", value_delimiter = ',')]
     pub normalize: Option<Vec<f32>>,
     #[arg(long)]
     pub json: bool,
@@ -171,41 +168,42 @@ pub fn import(a: ImportArgs) -> Result<()> {
     io::check_output_dir(&a.out, &[&a.file])?;
     let mut model = pare::onnx::load(&a.file)?;
     if let Some(v) = &a.normalize {
-        let [mean, std] = v[..] else {
-            bail!("--normalize takes two numbers, MEAN,STD (got {v:?})");
-        };
-        let found = model.graph.input.normalize;
-        if found != Normalize::default() {
+        if v.is_empty() || v.len() % 2 != 0 {
+            bail!("--normalize takes means then deviations, as many of each: MEAN,STD or M1,..,MC,S1,..,SC (got {} numbers)", v.len());
+        }
+        let found = &model.graph.input.normalize;
+        if !found.is_identity() {
             bail!(
-                "{}: the file normalizes its input itself (mean {}, std {}); --normalize would normalize it twice",
+                "{}: the file normalizes its input itself ({found}); --normalize would normalize it twice",
                 a.file.display(),
-                found.mean,
-                found.std
             );
         }
+        let (mean, std) = v.split_at(v.len() / 2);
         let mut graph = model.graph.clone();
-        graph.input.normalize = Normalize { mean, std };
-        model = Model::new(graph, model.params).with_context(|| format!("--normalize {mean},{std}"))?;
+        graph.input.normalize = Normalize {
+            mean: mean.to_vec(),
+            std: std.to_vec(),
+        };
+        model = Model::new(graph, model.params).with_context(|| format!("--normalize {mean:?} {std:?}"))?;
     }
     io::save(&model, &a.out)?;
     let input = &model.graph.input;
     if a.json {
         let rep = json!({
             "dir": a.out, "nodes": model.graph.nodes.len(), "parameters": model.num_params(),
-            "macs": model.macs(), "input": input.shape, "normalize": [input.normalize.mean, input.normalize.std],
+            "macs": model.macs(), "input": input.shape, "normalize": input.normalize,
             "outputs": model.graph.outputs(),
         });
         println!("{}", serde_json::to_string_pretty(&rep)?);
     } else {
         println!(
-            "wrote {}: {} nodes, {} parameters, {} MACs; input {:?} (normalized by mean {} std {}), outputs {}",
+            "wrote {}: {} nodes, {} parameters, {} MACs; input {:?} (normalized by {}), outputs {}",
             a.out.display(),
             model.graph.nodes.len(),
             model.num_params(),
             model.macs(),
             input.shape,
-            input.normalize.mean,
-            input.normalize.std,
+            input.normalize,
             model.graph.outputs().join(", ")
         );
     }

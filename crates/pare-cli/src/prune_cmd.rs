@@ -355,7 +355,7 @@ pub fn sensitivity(a: SensitivityArgs) -> Result<()> {
     let n = a.samples.unwrap_or(splits.test.len()).min(splits.test.len());
     let calib = calibration_batches(
         &splits.train,
-        model.graph.input.normalize,
+        &model.graph.input.normalize,
         a.calib_batches,
         128,
         a.seed,

@@ -57,13 +57,39 @@ fn import_normalize_is_checked() {
     let out = ok(&["import", &raw, "--out", &p("n"), "--normalize", "0.25,0.5"]);
     assert!(out.contains("normalized by mean 0.25 std 0.5"), "{out}");
     for (bad, says) in [
-        ("0.5", "takes two numbers"),
-        ("0.5,0", "normalize.std must be a positive number"),
-        ("nan,0.5", "normalize.mean must be a finite number"),
-        ("0.1,0.2,0.3", "takes two numbers"),
+        ("0.5", "means then deviations"),
+        ("0.5,0", "normalize.std must be positive numbers"),
+        ("nan,0.5", "normalize.mean must be finite numbers"),
+        ("0.1,0.2,0.3", "means then deviations"),
+        ("0.1,0.2,0.3,0.4", "not an image of 2 channels"),
     ] {
         fails_with(&["import", &raw, "--out", &p("bad"), "--normalize", bad], &[says]);
     }
+}
+
+/// An RGB model imported with torchvision's per-channel statistics: three means, then three
+/// deviations.
+#[test]
+fn import_takes_per_channel_statistics() {
+    use pare::ir::graph::ops::conv;
+    use pare::ir::{GraphBuilder, Model, Op};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    let mut b = GraphBuilder::new(vec![3, 8, 8]);
+    b.then("conv", conv(3, 4, 3, 1, 1, true));
+    b.then("pool", Op::GlobalAvgPool);
+    b.then("flat", Op::Flatten);
+    let m = Model::init(b.finish().unwrap(), 1).unwrap();
+    pare::ir::io::save(&m, &dir.path().join("m")).unwrap();
+    ok(&["export", &p("m"), "--onnx", &p("rgb.onnx")]);
+    let stats = "0.485,0.456,0.406,0.229,0.224,0.225";
+    let out = ok(&["import", &p("rgb.onnx"), "--out", &p("n"), "--normalize", stats]);
+    assert!(
+        out.contains("mean [0.485, 0.456, 0.406] std [0.229, 0.224, 0.225]"),
+        "{out}"
+    );
+    let n = pare::ir::io::load(&dir.path().join("n")).unwrap();
+    assert_eq!(n.graph.input.normalize.mean, [0.485, 0.456, 0.406]);
 }
 
 #[test]

@@ -25,7 +25,7 @@ fn epoch_orders_are_seeded_permutations() {
 
 #[test]
 fn batches_are_normalized_with_the_models_statistics() {
-    let b = make_batch(&ramp(), &[1, 2], Normalize { mean: 0.5, std: 0.25 }, None);
+    let b = make_batch(&ramp(), &[1, 2], &Normalize::scalar(0.5, 0.25), None);
     assert_eq!(b.x.shape(), &[2, 1, 4, 4]);
     assert_eq!(b.labels, vec![1, 0]);
     let want = [-2.0, -2.0 / 3.0, 2.0 / 3.0, 2.0];
@@ -39,6 +39,36 @@ fn batches_are_normalized_with_the_models_statistics() {
     );
 }
 
+/// One mean and deviation per channel of an image (torchvision's ImageNet normalization), in
+/// a batch and back, and the same statistics given once for all channels.
+#[test]
+fn per_channel_statistics_apply_along_the_channel_axis() {
+    // 2 images [3, 2, 2]: channel c holds the value c / 4 everywhere.
+    let px: Vec<f32> = (0..24).map(|i| ((i / 4) % 3) as f32 / 4.0).collect();
+    let d = InMemory::new(vec![3, 2, 2], 2, px.clone(), vec![0, 1]).unwrap();
+    let norm = Normalize {
+        mean: vec![0.0, 0.5, 1.0],
+        std: vec![1.0, 0.5, 0.25],
+    };
+    let b = make_batch(&d, &[0, 1], &norm, None);
+    let want: Vec<f32> = (0..24).map(|i| [0.0, -0.5, -2.0][(i / 4) % 3]).collect();
+    assert_eq!(b.x.data(), &want[..]);
+    let mut back = b.x.clone();
+    norm.undo(&[3, 2, 2], back.data_mut());
+    assert_eq!(back.data(), &px[..]);
+    let shared = make_batch(&d, &[0, 1], &Normalize::scalar(0.5, 0.5), None);
+    let per = make_batch(
+        &d,
+        &[0, 1],
+        &Normalize {
+            mean: vec![0.5; 3],
+            std: vec![0.5; 3],
+        },
+        None,
+    );
+    assert_eq!(shared.x, per.x);
+}
+
 #[test]
 fn augmentation_is_seeded_and_flip_mirrors_columns() {
     let d = ramp();
@@ -49,7 +79,7 @@ fn augmentation_is_seeded_and_flip_mirrors_columns() {
         views: 0,
     };
     let flipped = (0..20)
-        .map(|s| make_batch(&d, &[0], norm, Some((&flip, s, None))).x)
+        .map(|s| make_batch(&d, &[0], &norm, Some((&flip, s, None))).x)
         .find(|x| x.data()[0] == 1.0)
         .expect("some seed flips");
     assert_eq!(&flipped.data()[..4], &[1.0, 2.0 / 3.0, 1.0 / 3.0, 0.0]);
@@ -58,16 +88,19 @@ fn augmentation_is_seeded_and_flip_mirrors_columns() {
         hflip: false,
         views: 0,
     };
-    let a = make_batch(&d, &[0, 1, 2, 3], norm, Some((&crop, 5, None)));
-    assert_eq!(a.x, make_batch(&d, &[0, 1, 2, 3], norm, Some((&crop, 5, None))).x);
+    let a = make_batch(&d, &[0, 1, 2, 3], &norm, Some((&crop, 5, None)));
+    assert_eq!(
+        a.x,
+        make_batch(&d, &[0, 1, 2, 3], &norm, Some((&crop, 5, None))).x
+    );
     assert_eq!(a.x.shape(), &[4, 1, 4, 4]);
     // A shifted crop brings in zero padding somewhere.
     let any_shift = (0..20).any(|s| {
-        make_batch(&d, &[0], norm, Some((&crop, s, None)))
+        make_batch(&d, &[0], &norm, Some((&crop, s, None)))
             .x
             .data()
             .contains(&0.0)
-            && make_batch(&d, &[0], norm, Some((&crop, s, None))).x != make_batch(&d, &[0], norm, None).x
+            && make_batch(&d, &[0], &norm, Some((&crop, s, None))).x != make_batch(&d, &[0], &norm, None).x
     });
     assert!(any_shift);
 }
@@ -88,7 +121,7 @@ fn fixed_views_repeat_every_views_epochs() {
     aug.crop_padding = 0;
     assert_eq!(aug.view_of(4), Some(0), "unaugmented data is view 0");
     let d = ramp();
-    let b = make_batch(&d, &[0], Normalize::default(), Some((&aug, 1, None)));
+    let b = make_batch(&d, &[0], &Normalize::default(), Some((&aug, 1, None)));
     assert_eq!(
         b.view,
         Some(0),
@@ -132,7 +165,7 @@ fn real_fashion_mnist_loads() {
     assert_eq!(counts, [1000; 10]);
     let n = fashion::pixel_stats(&s.train);
     assert!(
-        (n.mean - 0.2860).abs() < 1e-3 && (n.std - 0.3530).abs() < 1e-3,
+        (n.mean[0] - 0.2860).abs() < 1e-3 && (n.std[0] - 0.3530).abs() < 1e-3,
         "{n:?}"
     );
 }
@@ -167,4 +200,52 @@ fn unusable_splits_are_refused_when_loaded() {
         e.contains("t10k-images-idx3-ubyte") && e.contains("[1, 32, 32]") && e.contains("[1, 28, 28]"),
         "{e}"
     );
+}
+
+/// In `arch.json` one shared value stays a number and per-channel values are lists; a graph
+/// refuses per-channel values that do not match its image channels, and unequal lists.
+#[test]
+fn normalization_is_written_as_numbers_or_lists_and_checked() {
+    use pare::ir::graph::ops::conv;
+    use pare::ir::GraphBuilder;
+    let shared = serde_json::to_string(&Normalize::scalar(0.5, 0.25)).unwrap();
+    assert_eq!(shared, r#"{"mean":0.5,"std":0.25}"#);
+    let per: Normalize = serde_json::from_str(r#"{"mean":[0.1,0.2,0.3],"std":[1,2,3]}"#).unwrap();
+    assert_eq!(per.std, [1.0, 2.0, 3.0]);
+    assert_eq!(
+        serde_json::to_string(&per).unwrap(),
+        r#"{"mean":[0.1,0.2,0.3],"std":[1.0,2.0,3.0]}"#
+    );
+    let graph = |shape: Vec<usize>, channels, norm: Normalize| {
+        let mut b = GraphBuilder::new(shape);
+        b.then("conv", conv(channels, 2, 1, 1, 0, true));
+        let mut g = b.finish().unwrap();
+        g.input.normalize = norm;
+        g.shapes().map(|_| ()).map_err(|e| e.to_string())
+    };
+    assert!(graph(vec![3, 4, 4], 3, per.clone()).is_ok());
+    for (shape, channels, norm, says) in [
+        (vec![1, 4, 4], 1, per.clone(), "not an image of 3 channels"),
+        (
+            vec![3, 4, 4],
+            3,
+            Normalize {
+                mean: vec![0.1, 0.2, 0.3],
+                std: vec![1.0],
+            },
+            "3 means and 1 deviations",
+        ),
+        (
+            vec![3, 4, 4],
+            3,
+            Normalize {
+                mean: vec![0.1, 0.2, 0.3],
+                std: vec![1.0, 0.0, 1.0],
+            },
+            "std must be positive",
+        ),
+    ] {
+        let e = graph(shape, channels, norm).unwrap_err();
+        assert!(e.contains(says), "{e}");
+    }
 }

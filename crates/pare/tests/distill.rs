@@ -388,7 +388,7 @@ fn peer_targets_use_batch_statistics_like_the_peers_own_step() {
     let x = pare::data::make_batch(
         &toy_data(),
         &(0..16).collect::<Vec<_>>(),
-        m.graph.input.normalize,
+        &m.graph.input.normalize,
         None,
     )
     .x;

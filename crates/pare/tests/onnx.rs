@@ -153,6 +153,48 @@ fn every_exported_op_round_trips() {
     assert_same_outputs(&model, &back, &random_batch(&[3, 8, 8], 4, 2), "all ops");
 }
 
+/// A per-channel input normalization (torchvision's ImageNet statistics on an RGB input) is
+/// written as Sub and Div by `[3, 1, 1]` constants and read back as the model's own; a file
+/// that normalizes by `[1, 3, 1, 1]` constants, or by one shared mean and then per-channel
+/// deviations, gives the same.
+#[test]
+fn per_channel_normalization_round_trips() {
+    let model = common::rgb_model_imagenet_normalized();
+    let back = round_trip(&model);
+    assert_eq!(back.graph.input.normalize, model.graph.input.normalize);
+    assert_eq!(back.graph.nodes.len(), model.graph.nodes.len());
+    assert_same_outputs(&model, &back, &random_batch(&[3, 8, 8], 2, 3), "per-channel");
+
+    // The same statistics written by hand as [1, 3, 1, 1] constants, or as a shared mean.
+    let bytes = pare::onnx::encode(&model).unwrap();
+    for (mean_shape, mean) in [
+        (vec![1i64, 3, 1, 1], vec![0.485f32, 0.456, 0.406]),
+        (vec![], vec![0.45]),
+    ] {
+        let mut p = ModelProto::decode(&bytes[..]).unwrap();
+        let g = p.graph.as_mut().unwrap();
+        for t in &mut g.initializer {
+            let (shape, values) = match t.name.as_str() {
+                "input/mean" => (mean_shape.clone(), mean.clone()),
+                "input/std" => (vec![1, 3, 1, 1], vec![0.229, 0.224, 0.225]),
+                _ => continue,
+            };
+            *t = proto::TensorProto {
+                dims: shape,
+                data_type: proto::data_type::FLOAT,
+                name: t.name.clone(),
+                raw_data: values.iter().flat_map(|v: &f32| v.to_le_bytes()).collect(),
+                ..Default::default()
+            };
+        }
+        let m = pare::onnx::from_onnx(&p, Path::new("m.onnx")).unwrap();
+        let n = &m.graph.input.normalize;
+        assert_eq!(n.std, [0.229, 0.224, 0.225]);
+        assert_eq!(n.mean, if mean.len() == 1 { vec![0.45; 3] } else { mean });
+        assert_eq!(m.graph.nodes.len(), model.graph.nodes.len());
+    }
+}
+
 #[test]
 fn index_inputs_and_embeddings_round_trip() {
     let mut b = GraphBuilder::new(vec![5]);

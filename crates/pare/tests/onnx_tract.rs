@@ -1,5 +1,6 @@
 //! Exported ONNX files run in another ONNX runtime, tract (a dev-dependency): every zoo model,
-//! a structured-pruned ResNet-20 with BatchNorm folded, and a QDQ int8 ResNet-20 give pare's
+//! a per-channel input normalization, a structured-pruned ResNet-20 with BatchNorm folded, and
+//! a QDQ int8 ResNet-20 give pare's
 //! outputs. bench/onnx_zoo.sh and bench/onnx_qdq.sh run the same kinds of file in onnxruntime.
 
 mod common;
@@ -43,11 +44,13 @@ fn run_in_tract(bytes: &[u8], x: &Tensor, what: &str) -> Vec<Tensor> {
 
 /// `x` as pare's engines take it: normalized as `model`'s input says (the file does it itself).
 fn normalized(model: &Model, x: &Tensor) -> Tensor {
-    let n = model.graph.input.normalize;
-    Tensor::from_vec(
-        x.shape().to_vec(),
-        x.data().iter().map(|v| (v - n.mean) / n.std).collect(),
-    )
+    let mut y = x.clone();
+    model
+        .graph
+        .input
+        .normalize
+        .apply(&model.graph.input.shape, y.data_mut());
+    y
 }
 
 /// tract's outputs on the raw `x` against pare's native engine, within `tol` of each output's
@@ -78,6 +81,21 @@ fn every_exported_zoo_model_gives_pares_outputs_in_tract() {
         let x = random_batch(&[3, 1, 28, 28], 1);
         assert_tract_agrees(&model, &bytes, &x, 1e-5, &zm.label());
     }
+}
+
+/// An RGB model with torchvision's per-channel input normalization: the file normalizes its
+/// raw input itself, channel by channel, as pare does.
+#[test]
+fn a_per_channel_normalization_gives_pares_outputs_in_tract() {
+    let model = common::rgb_model_imagenet_normalized();
+    let bytes = pare::onnx::encode(&model).unwrap();
+    assert_tract_agrees(
+        &model,
+        &bytes,
+        &random_batch(&[2, 3, 8, 8], 4),
+        1e-5,
+        "per-channel",
+    );
 }
 
 /// Structured pruning, BatchNorm folded: the physically smaller file runs in tract.

@@ -20,7 +20,7 @@ fn batches(set: &dyn Dataset, model: &Model, n: usize) -> Vec<Batch> {
     (0..n)
         .map(|i| {
             let idx: Vec<usize> = (i * 40..(i + 1) * 40).collect();
-            make_batch(set, &idx, model.graph.input.normalize, None)
+            make_batch(set, &idx, &model.graph.input.normalize, None)
         })
         .collect()
 }

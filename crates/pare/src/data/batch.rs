@@ -69,7 +69,7 @@ pub fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
 /// batches.
 pub fn calibration_batches(
     set: &dyn Dataset,
-    norm: Normalize,
+    norm: &Normalize,
     n: usize,
     batch_size: usize,
     seed: u64,
@@ -97,7 +97,7 @@ pub fn mix(a: u64, b: u64, c: u64) -> u64 {
 pub fn make_batch(
     set: &dyn Dataset,
     indices: &[usize],
-    norm: Normalize,
+    norm: &Normalize,
     augment: Option<(&Augment, u64, Option<usize>)>,
 ) -> Batch {
     let shape = set.sample_shape().to_vec();
@@ -119,7 +119,9 @@ pub fn make_batch(
             }
             _ => img,
         };
-        x.extend(src.iter().map(|v| (v - norm.mean) / norm.std));
+        let start = x.len();
+        x.extend_from_slice(src);
+        norm.apply(&shape, &mut x[start..]);
     }
     let mut bshape = vec![indices.len()];
     bshape.extend(&shape);
@@ -162,7 +164,11 @@ fn augment_into(img: &[f32], shape: &[usize], aug: &Augment, rng: &mut ChaCha8Rn
 }
 
 /// Consecutive batches over the whole set in order (evaluation), no augmentation.
-pub fn sequential(set: &dyn Dataset, batch_size: usize, norm: Normalize) -> impl Iterator<Item = Batch> + '_ {
+pub fn sequential<'a>(
+    set: &'a dyn Dataset,
+    batch_size: usize,
+    norm: &'a Normalize,
+) -> impl Iterator<Item = Batch> + 'a {
     let n = set.len();
     let bs = batch_size.max(1);
     (0..n.div_ceil(bs)).map(move |b| {

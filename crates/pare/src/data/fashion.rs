@@ -124,8 +124,5 @@ pub fn pixel_stats(set: &dyn Dataset) -> Normalize {
     }
     let mean = s / n.max(1.0);
     let var = (s2 / n.max(1.0) - mean * mean).max(1e-12);
-    Normalize {
-        mean: mean as f32,
-        std: var.sqrt() as f32,
-    }
+    Normalize::scalar(mean as f32, var.sqrt() as f32)
 }

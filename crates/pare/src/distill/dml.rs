@@ -30,7 +30,7 @@ impl DmlHook {
     /// `peers` are the models trained beside peer 0, each with its own optimizer of `config`.
     pub fn new(peer0: &Model, peers: Vec<Model>, config: OptimizerConfig, seed: u64) -> Self {
         DmlHook {
-            norm: peer0.graph.input.normalize,
+            norm: peer0.graph.input.normalize.clone(),
             optimizers: peers.iter().map(|_| Optimizer::new(config)).collect(),
             peers,
             batch: None,
@@ -40,7 +40,7 @@ impl DmlHook {
 }
 
 /// Mean train-mode softmax of `models` on `x` (normalized with `norm`).
-fn mean_prediction(models: &[&Model], norm: Normalize, x: &Tensor, seed: u64) -> Result<Tensor> {
+fn mean_prediction(models: &[&Model], norm: &Normalize, x: &Tensor, seed: u64) -> Result<Tensor> {
     let mut acc: Option<Tensor> = None;
     for (k, m) in models.iter().enumerate() {
         let s = crate::data::batch::mix(seed, k as u64, 0xD4);
@@ -65,7 +65,7 @@ impl Hooks for DmlHook {
         // Dropout of the target pass: seeded by the batch's first sample, a pure function of
         // the position in the run like every other random choice.
         let seed = crate::data::batch::mix(self.seed, batch.indices.first().map_or(0, |&i| i as u64), 0xD5);
-        let target = mean_prediction(&peers, self.norm, &batch.x, seed)?;
+        let target = mean_prediction(&peers, &self.norm, &batch.x, seed)?;
         terms.push(LossTerm::SoftTargets {
             target,
             temperature: 1.0,
@@ -91,7 +91,7 @@ impl Hooks for DmlHook {
                 .collect();
             let target = mean_prediction(
                 &others,
-                self.norm,
+                &self.norm,
                 &batch.x,
                 crate::data::batch::mix(self.seed, info.global_step as u64, 0xD6 + k as u64),
             )?;
@@ -107,7 +107,7 @@ impl Hooks for DmlHook {
                 },
             ];
             let seed = crate::data::batch::mix(self.seed, info.global_step as u64, 0xD3 + k as u64);
-            let x = teacher_input(self.norm, &self.peers[k], &batch.x);
+            let x = teacher_input(&self.norm, &self.peers[k], &batch.x);
             let out = train_step(&self.peers[k], &x, &terms, &Reparams::new(), &[], seed)?;
             if !out.loss.is_finite() {
                 return Err(Error::NonFinite {

@@ -115,17 +115,16 @@ impl Objective {
 
 /// The teacher's view of a student batch: the same pixels, re-normalized with the teacher's
 /// own statistics if they differ.
-pub(crate) fn teacher_input(s: Normalize, teacher: &Model, x: &Tensor) -> Tensor {
-    let t = teacher.graph.input.normalize;
+pub(crate) fn teacher_input(s: &Normalize, teacher: &Model, x: &Tensor) -> Tensor {
+    let t = &teacher.graph.input.normalize;
     if s == t {
         return x.clone();
     }
-    let data = x
-        .data()
-        .iter()
-        .map(|v| ((v * s.std + s.mean) - t.mean) / t.std)
-        .collect();
-    Tensor::from_vec(x.shape().to_vec(), data)
+    let mut y = x.clone();
+    let sample = &x.shape()[1..];
+    s.undo(sample, y.data_mut());
+    t.apply(sample, y.data_mut());
+    y
 }
 
 /// Adds the teacher's terms to every training step of the student.
@@ -163,7 +162,7 @@ impl DistillHook {
         Ok(DistillHook {
             teacher_reparams: Reparams::new(),
             objective,
-            student_norm: student.graph.input.normalize,
+            student_norm: student.graph.input.normalize.clone(),
             taps,
             cache: HashMap::new(),
             use_cache: true,
@@ -202,7 +201,7 @@ impl Hooks for DistillHook {
                 Default::default(),
             )
         } else {
-            let x = teacher_input(self.student_norm, &self.teacher, &batch.x);
+            let x = teacher_input(&self.student_norm, &self.teacher, &batch.x);
             let (output, taps) = if self.taps.is_empty() && self.teacher_reparams.is_empty() {
                 (self.plan.run(&x)?, Default::default())
             } else {
@@ -309,7 +308,7 @@ pub fn ensemble_accuracy(models: &[&Model], set: &dyn Dataset, batch_size: usize
         .first()
         .ok_or_else(|| Error::Config("an ensemble needs a model".into()))?;
     let (mut correct, mut seen) = (0usize, 0usize);
-    let norm = first.graph.input.normalize;
+    let norm = &first.graph.input.normalize;
     for batch in sequential(set, batch_size, norm) {
         let mut avg: Option<Vec<f32>> = None;
         for m in models {

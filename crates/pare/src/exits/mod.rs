@@ -35,7 +35,7 @@ pub(crate) fn each_batch(
     f: &mut dyn FnMut(&[Tensor], &[u32]),
 ) -> Result<()> {
     let plan = crate::native::compile(model)?;
-    for b in sequential(set, 500, model.graph.input.normalize) {
+    for b in sequential(set, 500, &model.graph.input.normalize) {
         f(&plan.run_all(&b.x)?, &b.labels);
     }
     Ok(())
@@ -63,7 +63,7 @@ pub fn timed_run(
     exits: &ExitPlan,
     policy: Policy,
     set: &dyn Dataset,
-    norm: Normalize,
+    norm: &Normalize,
     batch: usize,
 ) -> Result<TimedRun> {
     let mut r = TimedRun {

@@ -28,7 +28,7 @@ pub fn refit_separable(
     if converted.is_empty() || images == 0 {
         return Ok((model.clone(), Vec::new()));
     }
-    let norm = original.graph.input.normalize;
+    let norm = &original.graph.input.normalize;
     let batches: Vec<Tensor> = crate::data::calibration_batches(set, norm, images.div_ceil(64), 64, seed)
         .into_iter()
         .map(|b| b.x)

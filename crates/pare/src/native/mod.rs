@@ -71,7 +71,7 @@ pub fn plan_accuracy(
     batch_size: usize,
 ) -> Result<f64> {
     let (mut right, mut seen) = (0usize, 0usize);
-    for b in crate::data::sequential(set, batch_size, model.graph.input.normalize) {
+    for b in crate::data::sequential(set, batch_size, &model.graph.input.normalize) {
         let y = plan.run(&b.x)?;
         right += crate::train::loss_and_correct(&y, &b.labels).1;
         seen += b.labels.len();

@@ -86,7 +86,7 @@ impl Steps<'_> {
             let calib = match self.calib {
                 Some((data, batches, batch_size)) if self.criterion.needs_data() => calibration_batches(
                     data,
-                    current.graph.input.normalize,
+                    &current.graph.input.normalize,
                     batches.max(1),
                     batch_size,
                     step_seed,

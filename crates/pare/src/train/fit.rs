@@ -105,7 +105,7 @@ pub struct Metrics {
 
 /// Evaluates `model` on `set` (eval mode, the model's normalization).
 pub fn evaluate(model: &Model, set: &dyn Dataset, batch_size: usize, reparams: &Reparams) -> Result<Metrics> {
-    let norm = model.graph.input.normalize;
+    let norm = &model.graph.input.normalize;
     let (mut loss, mut correct, mut n) = (0f64, 0usize, 0usize);
     for batch in sequential(set, batch_size, norm) {
         let out = exec::infer(model, &batch.x, reparams, &[])?;
@@ -170,7 +170,7 @@ pub fn fit(
     if train.is_empty() {
         return Err(Error::Data("the training set is empty".into()));
     }
-    let norm = model.graph.input.normalize;
+    let norm = model.graph.input.normalize.clone();
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
     let total_steps = steps_per_epoch * cfg.epochs;
     let mut opt = Optimizer::new(cfg.optimizer).with_lr_scales(cfg.lr_scales.clone());
@@ -206,7 +206,7 @@ pub fn fit(
             lr = cfg.schedule.lr(global, steps_per_epoch, total_steps);
             let idx = &order[step * cfg.batch_size..((step + 1) * cfg.batch_size).min(order.len())];
             let t0 = Instant::now();
-            let batch = make_batch(train, idx, norm, Some((&cfg.augment, aug_seed, view)));
+            let batch = make_batch(train, idx, &norm, Some((&cfg.augment, aug_seed, view)));
             let mut terms = vec![LossTerm::CrossEntropy {
                 labels: batch.labels.clone(),
                 weight: 1.0,

@@ -84,10 +84,7 @@ pub fn perturb_batch_norms(model: &mut Model) {
 /// Fashion-MNIST's input normalization, BatchNorm statistics away from their defaults.
 pub fn zoo_for_export(zm: &pare::zoo::ZooModel, seed: u64) -> Model {
     let mut g = zm.build(&[1, 28, 28], 10).unwrap();
-    g.input.normalize = pare::ir::graph::Normalize {
-        mean: 0.286,
-        std: 0.353,
-    };
+    g.input.normalize = pare::ir::graph::Normalize::scalar(0.286, 0.353);
     let mut model = zm.init(g, seed).unwrap();
     perturb_batch_norms(&mut model);
     model
@@ -157,4 +154,19 @@ pub fn assert_native_close(model: &Model, x: &Tensor, what: &str) {
         worst <= 1e-4 * scale,
         "{what}: max |native - engine| = {worst} (scale {scale})"
     );
+}
+
+/// A small RGB model (conv, global pool, flatten) for `[3, 8, 8]` inputs that normalizes each
+/// channel with torchvision's ImageNet statistics.
+pub fn rgb_model_imagenet_normalized() -> Model {
+    let mut b = GraphBuilder::new(vec![3, 8, 8]);
+    b.then("conv", conv(3, 4, 3, 1, 1, true));
+    b.then("pool", Op::GlobalAvgPool);
+    b.then("flat", Op::Flatten);
+    let mut g = b.finish().unwrap();
+    g.input.normalize = pare::ir::graph::Normalize {
+        mean: vec![0.485, 0.456, 0.406],
+        std: vec![0.229, 0.224, 0.225],
+    };
+    Model::init(g, 2).unwrap()
 }

@@ -67,10 +67,16 @@ pub fn to_onnx_with(model: &Model, options: Options) -> Result<ModelProto> {
         DType::Index => data_type::INT64,
     };
     let mut names: HashMap<String, String> = HashMap::new();
-    let input = if graph.input.normalize != Normalize::default() {
-        let Normalize { mean, std } = graph.input.normalize;
-        let m = w.scalar("input/mean", mean);
-        let s = w.scalar("input/std", std);
+    let input = if !graph.input.normalize.is_identity() {
+        let Normalize { mean, std } = &graph.input.normalize;
+        // One value, or one per channel shaped [C, 1, 1] to broadcast over [N, C, H, W].
+        let shape = if mean.len() > 1 {
+            vec![mean.len(), 1, 1]
+        } else {
+            vec![]
+        };
+        let m = w.init(f32_tensor("input/mean", &shape, mean));
+        let s = w.init(f32_tensor("input/std", &shape, std));
         w.node("Sub", "input/sub", &[INPUT, &m], "input/centered", vec![]);
         w.node(
             "Div",

@@ -120,17 +120,30 @@ pub(super) fn with_const(
             return Ok(alias(&x));
         }
     }
-    // (input - mean) / std at the head of the graph: the model's input normalization.
-    if x.0 == INPUT && is_scalar && !const_first && imp.input_dtype() == DType::F32 {
-        let norm = &mut imp.normalize;
-        let v = values[0];
+    // (input - mean) / std at the head of the graph: the model's input normalization, one
+    // value or one per channel of an image (a constant [C, 1, 1] or [1, C, 1, 1]).
+    let per_channel = x.1.len() == 3
+        && values.len() == x.1[0]
+        && c.shape().iter().rev().take(2).all(|&d| d == 1)
+        && c.shape().len() <= 4;
+    if x.0 == INPUT && (is_scalar || per_channel) && !const_first && imp.input_dtype() == DType::F32 {
         let first_read = reads_once(0);
-        if op == "Sub" && first_read && norm.mean == 0.0 && norm.std == 1.0 {
-            norm.mean = v;
+        let norm = &mut imp.normalize;
+        if op == "Sub" && first_read && norm.is_identity() {
+            norm.std = vec![1.0; values.len()];
+            norm.mean = values;
             return Ok(alias(&x));
         }
-        if op == "Div" && first_read && norm.std == 1.0 && v > 0.0 && v.is_finite() {
-            norm.std = v;
+        let unit_std = norm.std.iter().all(|&s| s == 1.0);
+        if op == "Div" && first_read && unit_std && values.iter().all(|&v| v > 0.0 && v.is_finite()) {
+            // A per-channel step after a shared one makes both per channel.
+            let channels = values.len().max(norm.mean.len());
+            norm.mean.resize(channels, norm.mean[0]);
+            norm.std = if values.len() == channels {
+                values
+            } else {
+                vec![values[0]; channels]
+            };
             return Ok(alias(&x));
         }
     }

@@ -443,7 +443,7 @@ fn run_stage(
             if let Some(a) = q.activations {
                 let calib = calibration_batches(
                     data.train,
-                    state.model.graph.input.normalize,
+                    &state.model.graph.input.normalize,
                     q.calib_batches.max(1),
                     128,
                     seed,
