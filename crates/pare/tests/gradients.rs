@@ -308,6 +308,7 @@ fn pad_and_channel_shuffle() {
             "pad",
             Op::Pad {
                 pads: vec![[0, 0], [1, 2], [2, 0]],
+                value: 0.25,
             },
         );
         b.then("shuffle", Op::ChannelShuffle { groups: 2 });

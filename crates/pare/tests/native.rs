@@ -293,6 +293,7 @@ fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
                     n("pad"),
                     Op::Pad {
                         pads: vec![[before, after], [after, before]],
+                        value: [0.0, -1.5][arg % 2],
                     },
                 );
                 t += before + after;
@@ -367,6 +368,7 @@ fn pad_and_channel_shuffle_match_the_engine() {
         "pad",
         Op::Pad {
             pads: vec![[0, 1], [2, 0], [1, 1]],
+            value: 0.5,
         },
     );
     b.then("shuffle2", Op::ChannelShuffle { groups: 7 });

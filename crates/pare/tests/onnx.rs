@@ -72,6 +72,7 @@ fn every_exported_op_round_trips() {
         "pad",
         Op::Pad {
             pads: vec![[0, 0], [1, 0], [0, 1]],
+            value: -0.5,
         },
     );
     b.then("conv", pare::ir::graph::ops::conv(3, 8, 3, 1, 1, true));

@@ -93,7 +93,7 @@ fn axis_rules() {
     let img: &[usize] = &[8, 6, 6];
     let seq: &[usize] = &[5, 8];
     let mean = |axes: Vec<isize>, keepdim| Op::Mean { axes, keepdim };
-    let pad = |pads: Vec<[usize; 2]>| Op::Pad { pads };
+    let pad = |pads: Vec<[usize; 2]>| Op::Pad { pads, value: 0.0 };
     let hashed = Op::HashedLinear {
         in_features: 8,
         out_features: 4,
@@ -451,8 +451,23 @@ fn a_graph_with_an_empty_axis_is_rejected() {
 
 #[test]
 fn pad_and_shuffle_rules() {
-    let pad = |pads: Vec<[usize; 2]>| Op::Pad { pads };
+    let pad = |pads: Vec<[usize; 2]>| Op::Pad { pads, value: 0.0 };
     check(pad(vec![[0, 0], [1, 2], [3, 0]]), &[&[4, 5, 6]], &[4, 8, 9], 0, 0);
+    let nan = Op::Pad {
+        pads: vec![[1, 1]],
+        value: f32::NAN,
+    };
+    error(nan, &[&[4]], "must be a finite number");
+    // A zero value is left out of arch.json; another is written.
+    let json = |value| {
+        serde_json::to_string(&Op::Pad {
+            pads: vec![[1, 0]],
+            value,
+        })
+        .unwrap()
+    };
+    assert_eq!(json(0.0), r#"{"op":"pad","pads":[[1,0]]}"#);
+    assert_eq!(json(-2.5), r#"{"op":"pad","pads":[[1,0]],"value":-2.5}"#);
     error(pad(vec![[1, 1]]), &[&[4, 5]], "one [before, after] pair per axis");
     error(pad(vec![[usize::MAX, 1]]), &[&[4]], "overflows");
     check(Op::ChannelShuffle { groups: 2 }, &[&[8, 4, 4]], &[8, 4, 4], 0, 0);

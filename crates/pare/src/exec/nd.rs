@@ -76,11 +76,11 @@ pub(super) fn run(op: &Op, ins: Vec<Value>, batch: usize) -> Result<Value, Strin
                 .collect::<Result<Vec<_>, _>>()?;
             mean(first, dims, *keepdim)
         }
-        Op::Pad { pads } => {
+        Op::Pad { pads, value } => {
             let full: Vec<(usize, usize)> = std::iter::once((0, 0))
                 .chain(pads.iter().map(|&[a, b]| (a, b)))
                 .collect();
-            map_value!(first, |x| x.pad(full.clone(), PadMode::Constant(0.0)))
+            map_value!(first, |x| x.pad(full.clone(), PadMode::Constant(*value)))
         }
         Op::ChannelShuffle { groups } => {
             let Value::V4(x) = first else {

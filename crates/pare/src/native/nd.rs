@@ -59,11 +59,11 @@ pub(super) fn run(op: &Op, inputs: &[&Act]) -> Result<Act, String> {
             s.remove(a);
             (s, y)
         }
-        Op::Pad { pads } => {
+        Op::Pad { pads, value } => {
             let (mut s, mut y) = (shape.clone(), data.to_vec());
             for (a, &[before, after]) in pads.iter().enumerate() {
                 if before + after > 0 {
-                    y = tensor::pad(&y, &s, a + 1, before, after);
+                    y = tensor::pad(&y, &s, a + 1, [before, after], *value);
                     s[a + 1] += before + after;
                 }
             }

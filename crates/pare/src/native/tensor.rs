@@ -182,9 +182,15 @@ pub(super) fn concat(parts: &[(&[usize], &[f32])], axis: usize) -> (Vec<usize>, 
 }
 
 /// `before` and `after` zeros around `axis`.
-pub(super) fn pad(x: &[f32], shape: &[usize], axis: usize, before: usize, after: usize) -> Vec<f32> {
+pub(super) fn pad(
+    x: &[f32],
+    shape: &[usize],
+    axis: usize,
+    [before, after]: [usize; 2],
+    value: f32,
+) -> Vec<f32> {
     let (outer, size, inner) = split(shape, axis);
-    let mut y = vec![0f32; outer * (before + size + after) * inner];
+    let mut y = vec![value; outer * (before + size + after) * inner];
     for o in 0..outer {
         let at = (o * (before + size + after) + before) * inner;
         y[at..at + size * inner].copy_from_slice(&x[o * size * inner..(o + 1) * size * inner]);

@@ -385,7 +385,7 @@ impl Op {
                 AxisRule::same_axes(rank, &axis(*a).into_iter().collect::<Vec<_>>())
             }
             Op::LayerNorm { .. } => AxisRule::same_axes(rank, &[last]),
-            Op::Pad { pads } => {
+            Op::Pad { pads, .. } => {
                 let padded: Vec<usize> = (0..rank)
                     .filter(|&a| pads.get(a).is_some_and(|p| *p != [0, 0]))
                     .collect();

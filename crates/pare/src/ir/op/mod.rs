@@ -191,10 +191,13 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         head_dim: Option<usize>,
     },
-    /// Zero padding: `pads[i] = [before, after]` for each per-sample axis `i` (every axis
-    /// listed).
+    /// Constant padding: `pads[i] = [before, after]` for each per-sample axis `i` (every axis
+    /// listed), new positions set to `value` (0 unless given; a finite number, so the lowest
+    /// f32 stands for the -inf a max pool pads with).
     Pad {
         pads: Vec<[usize; 2]>,
+        #[serde(default, skip_serializing_if = "is_zero_f32")]
+        value: f32,
     },
     /// ShuffleNet's channel shuffle on `[C, H, W]`: the channels seen as `[groups, C / groups]`
     /// and transposed, so the next grouped convolution mixes every group (Zhang et al. 2018).
@@ -261,6 +264,10 @@ pub struct ParamSpec {
 
 fn is_zero(v: &isize) -> bool {
     *v == 0
+}
+
+fn is_zero_f32(v: &f32) -> bool {
+    *v == 0.0
 }
 
 impl Op {

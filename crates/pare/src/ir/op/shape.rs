@@ -345,7 +345,10 @@ impl Op {
                     .collect())
             }
             Op::Silu | Op::Sign | Op::Abs | Op::Erf => Ok(x.to_vec()),
-            Op::Pad { ref pads } => {
+            Op::Pad { ref pads, value } => {
+                if !value.is_finite() {
+                    return Err(format!("pad value {value} must be a finite number"));
+                }
                 if pads.len() != x.len() {
                     return Err(format!(
                         "pad needs one [before, after] pair per axis of {x:?}, got {}",

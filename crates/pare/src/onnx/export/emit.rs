@@ -196,13 +196,18 @@ impl Writer {
                 let attrs = vec![attr_ints("axes", &axes), attr_int("keepdims", *keepdim as i64)];
                 self.node("ReduceMean", name, &[x], name, attrs);
             }
-            Op::Pad { pads } => {
+            Op::Pad { pads, value } => {
                 let mut p = vec![0i64];
                 p.extend(pads.iter().map(|q| q[0] as i64));
                 p.push(0);
                 p.extend(pads.iter().map(|q| q[1] as i64));
                 let p = self.ints(&sub("pads"), &p);
-                self.node("Pad", name, &[x, &p], name, vec![]);
+                if *value == 0.0 {
+                    self.node("Pad", name, &[x, &p], name, vec![]);
+                } else {
+                    let v = self.scalar(&sub("value"), *value);
+                    self.node("Pad", name, &[x, &p, &v], name, vec![]);
+                }
             }
             Op::ChannelShuffle { groups } => {
                 let [c, h, w] = ctx.in_shapes[0] else {

@@ -53,14 +53,17 @@ pub(super) fn pair(v: Option<Vec<i64>>, default: usize, what: &str) -> R<[usize;
     }
 }
 
-/// Asymmetric padding as a Pad node before the window op; the symmetric part is returned.
+/// Asymmetric padding (or any, with `explicit`) as a Pad node of `value` before the window
+/// op; the padding left to the op is returned.
 pub(super) fn split_pads(
     imp: &mut Importer,
     n: &NodeProto,
     x: &mut (String, Vec<usize>),
     pads: [[usize; 2]; 2],
+    value: f32,
+    explicit: bool,
 ) -> R<[usize; 2]> {
-    if pads[0][0] == pads[0][1] && pads[1][0] == pads[1][1] {
+    if !explicit && pads[0][0] == pads[0][1] && pads[1][0] == pads[1][1] {
         return Ok([pads[0][0], pads[1][0]]);
     }
     let v = unary(
@@ -69,6 +72,7 @@ pub(super) fn split_pads(
         &x.0,
         Op::Pad {
             pads: vec![[0, 0], pads[0], pads[1]],
+            value,
         },
     )?;
     if let Val::Dyn { name, shape } = v {
@@ -102,7 +106,7 @@ pub(super) fn conv(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
     let stride = pair(attr_ints(n, "strides"), 1, "strides")?;
     let dilation = pair(attr_ints(n, "dilations"), 1, "dilations")?;
     let pads = window_pads(n, [h, w], [kh, kw], stride, dilation)?;
-    let padding = split_pads(imp, n, &mut x, pads)?;
+    let padding = split_pads(imp, n, &mut x, pads, 0.0, false)?;
     let mut params = vec![("weight", tensor(weight.shape(), floats(weight, "weight")?))];
     let bias = opt_const(ins, 2)?;
     if let Some(b) = bias {
@@ -292,14 +296,18 @@ pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
     }
     let pads = window_pads(n, [h, w], kernel, stride, [1, 1])?;
     let max = n.op_type == "MaxPool";
-    // A zero pad is exact before a max pool only if no window is all padding: pare's own
-    // max pool pads with -inf, so asymmetric pads are refused for it.
+    // pare's pools pad both sides alike, by at most half the kernel; other pads become a Pad
+    // node before the pool.
     let symmetric = pads[0][0] == pads[0][1] && pads[1][0] == pads[1][1];
+    let within_half = (0..2).all(|a| 2 * pads[a][0].max(pads[a][1]) <= kernel[a]);
+    let explicit = !symmetric || !within_half;
     // Ceil mode adds a last, partial window where the floor leaves input uncovered; its
     // divisor counts the padding on both sides, which an explicit Pad would change.
     let ceil_mode = attr_i(n, "ceil_mode", 0) != 0;
-    if ceil_mode && !symmetric {
-        return Err(format!("ceil_mode = 1 with asymmetric pads {pads:?}"));
+    if ceil_mode && explicit {
+        return Err(format!(
+            "ceil_mode = 1 with pads {pads:?} (pare's ceil-mode pools pad both sides alike, by at most half the kernel)"
+        ));
     }
     // The ONNX spec keeps a last window that starts in the right padding, PyTorch drops it.
     if ceil_mode && (0..2).any(|a| ceil_window_dropped([h, w][a], kernel[a], stride[a], pads[a][0])) {
@@ -308,17 +316,17 @@ pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
             [h, w]
         ));
     }
-    if max && !symmetric {
-        return Err(format!("asymmetric pads {pads:?} for a max pool"));
-    }
     // An explicit Pad puts its zeros in every window's divisor.
     let count_include_pad = attr_i(n, "count_include_pad", 0) != 0;
-    if !max && !symmetric && !count_include_pad {
+    if !max && explicit && !count_include_pad {
         return Err(format!(
-            "asymmetric pads {pads:?} with count_include_pad = 0: pare's average pool pads both sides alike"
+            "pads {pads:?} with count_include_pad = 0: pare's average pool leaves padding out of the divisor only when it pads both sides alike, by at most half the kernel"
         ));
     }
-    let padding = split_pads(imp, n, &mut x, pads)?;
+    // The Pad node holds the lowest f32 before a max pool (which pads with -inf itself), zeros
+    // before an average pool that counts them.
+    let value = if max { f32::MIN } else { 0.0 };
+    let padding = split_pads(imp, n, &mut x, pads, value, explicit)?;
     let op = if max {
         Op::MaxPool2d {
             kernel_size: kernel,

@@ -155,10 +155,12 @@ pub(super) fn pad(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<V
     if mode != "constant" {
         return Err(format!("mode = '{mode}': pare pads with zeros"));
     }
-    if let Some(v) = opt_const(ins, 2)? {
-        if scalar(v, "constant_value")? != 0.0 {
-            return Err("a non-zero constant_value: pare pads with zeros".into());
-        }
+    let value = match opt_const(ins, 2)? {
+        Some(v) => scalar(v, "constant_value")?,
+        None => 0.0,
+    };
+    if !value.is_finite() {
+        return Err(format!("constant_value {value}: pare pads with finite values"));
     }
     if opt_const(ins, 3)?.is_some() {
         return Err("the axes input is not supported (list pads for every axis)".into());
@@ -172,7 +174,7 @@ pub(super) fn pad(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<V
         return Err("pads the batch axis".into());
     }
     let pads = (1..rank).map(|a| [p[a] as usize, p[rank + a] as usize]).collect();
-    unary(imp, n, &x.0, Op::Pad { pads })
+    unary(imp, n, &x.0, Op::Pad { pads, value })
 }
 
 /// The per-sample shape of `Reshape(x, target)`; the batch axis must stay first and whole.
