@@ -275,6 +275,37 @@ pub(super) fn layer_norm(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>])
     imp.add(name, op, &[&x.0], params)
 }
 
+/// An average pool whose divisor counts only the input (`count_include_pad = 0`) under pads
+/// pare's pool cannot hold (asymmetric, or wider than half the kernel), exactly and without
+/// parameters: the sum-average of the zero-padded input divided, window by window, by the
+/// fraction of the window on the input, which is the same pool of a map of ones
+/// (`clip(0 x, 1, 1)`) padded alike.
+fn avg_pool_without_pads(
+    imp: &mut Importer,
+    n: &NodeProto,
+    x: (String, Vec<usize>),
+    pads: [[usize; 2]; 2],
+    kernel: [usize; 2],
+    stride: [usize; 2],
+) -> R<Val> {
+    let pool = Op::AvgPool2d {
+        kernel_size: kernel,
+        stride,
+        padding: [0, 0],
+        count_include_pad: true,
+        ceil_mode: false,
+    };
+    let zeros = name_of(&unary(imp, n, &x.0, Op::Scale { factor: 0.0 })?);
+    let ones = name_of(&unary(imp, n, &zeros, Op::Clip { min: 1.0, max: 1.0 })?);
+    let mut ones = (ones, x.1.clone());
+    split_pads(imp, n, &mut ones, pads, 0.0, true)?;
+    let fraction = name_of(&unary(imp, n, &ones.0, pool.clone())?);
+    let mut x = x;
+    split_pads(imp, n, &mut x, pads, 0.0, true)?;
+    let sums = name_of(&unary(imp, n, &x.0, pool)?);
+    binary(imp, n, Op::Div, &sums, &fraction)
+}
+
 pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<Val> {
     let mut x = dyn_in(ins, 0)?;
     let [_, h, w] = x.1[..] else {
@@ -319,9 +350,7 @@ pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
     // An explicit Pad puts its zeros in every window's divisor.
     let count_include_pad = attr_i(n, "count_include_pad", 0) != 0;
     if !max && explicit && !count_include_pad {
-        return Err(format!(
-            "pads {pads:?} with count_include_pad = 0: pare's average pool leaves padding out of the divisor only when it pads both sides alike, by at most half the kernel"
-        ));
+        return avg_pool_without_pads(imp, n, x, pads, kernel, stride);
     }
     // The Pad node holds the lowest f32 before a max pool (which pads with -inf itself), zeros
     // before an average pool that counts them.
