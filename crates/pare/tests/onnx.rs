@@ -336,6 +336,35 @@ fn bad_files_name_what_is_wrong() {
     );
 }
 
+/// Sizes a file declares (an input of 2^80 elements per sample, a reshape to 2^90) are refused
+/// against pare's element cap before any product of them is taken.
+#[test]
+fn shapes_past_the_element_cap_are_refused() {
+    let mut p = lenet_proto();
+    let input = &mut p.graph.as_mut().unwrap().input[0];
+    let Some(proto::TypeValue::TensorType(t)) = input.r#type.as_mut().unwrap().value.as_mut() else {
+        panic!()
+    };
+    for d in &mut t.shape.as_mut().unwrap().dim[2..] {
+        d.value = Some(proto::DimValue::Value(1 << 40));
+    }
+    let e = import_err(&p);
+    assert!(
+        e.contains("input 'input'") && e.contains("holds more than"),
+        "{e}"
+    );
+
+    let mut p = pare::onnx::to_onnx(&zoo_for_export(&ZooModel::Vit, 1)).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let target = g.node.iter().find(|n| n.op_type == "Reshape").unwrap().input[1].clone();
+    let t = g.initializer.iter_mut().find(|t| t.name == target).unwrap();
+    let huge: [i64; 4] = [-1, 1 << 30, 1 << 30, 1 << 30];
+    t.dims = vec![4];
+    t.raw_data = huge.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let e = import_err(&p);
+    assert!(e.contains("holds more than"), "{e}");
+}
+
 /// QDQ export: a layer between two 8-bit fake quantizers, weights on a per-channel grid, with a
 /// BatchNorm and ReLU after it, gets int8 weights (the BatchNorm folded into the scales); the
 /// file imports back to the same function (the bias rounded to int32 codes).

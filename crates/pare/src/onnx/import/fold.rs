@@ -6,7 +6,7 @@ use crate::ir::op::{broadcast, Op};
 use crate::onnx::consts::{Const, Sym};
 use crate::onnx::proto::{data_type, NodeProto};
 
-use super::layout::{broadcast_const, expand_shape, squeeze_shape};
+use super::layout::{bounded, broadcast_const, expand_shape, squeeze_shape};
 /// A node whose inputs are all constants, computed at import.
 pub(super) fn fold(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<Vec<Val>> {
     let c = |k: usize| const_in(ins, k);
@@ -128,10 +128,10 @@ pub(super) fn fold(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
                 }
             }
             if let Some(i) = infer {
-                let known: usize = shape.iter().product();
+                let known = bounded(&shape)?;
                 shape[i] = x.len() / known.max(1);
             }
-            if shape.iter().product::<usize>() != x.len() {
+            if bounded(&shape)? != x.len() {
                 return Err(format!("reshape of {:?} to {t:?}", x.shape()));
             }
             x.reshaped(shape)
@@ -178,7 +178,7 @@ pub(super) fn fold(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
                         s[0] = 1;
                         s
                     });
-                    let data = floats(&broadcast_const(&src, &stored), "an expanded constant")?;
+                    let data = floats(&broadcast_const(&src, &stored)?, "an expanded constant")?;
                     let name = imp.layer_name(n, Some(&n.input[0]));
                     let mut tensor_shape = vec![1];
                     tensor_shape.extend(&per_sample);
@@ -198,7 +198,7 @@ pub(super) fn fold(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
                             Sym::Batch => 0,
                         })
                         .collect();
-                    broadcast_const(x, &shape)
+                    broadcast_const(x, &shape)?
                 }
             }
         }
@@ -252,7 +252,7 @@ pub(super) fn fold(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
 /// Elementwise arithmetic on constants of one shape, or with a scalar.
 pub(super) fn elementwise(op: &str, a: &Const, b: &Const) -> R<Const> {
     let shape = broadcast(a.shape(), b.shape())?;
-    let (a, b) = (broadcast_const(a, &shape), broadcast_const(b, &shape));
+    let (a, b) = (broadcast_const(a, &shape)?, broadcast_const(b, &shape)?);
     match (&a, &b) {
         (Const::Ints { data: x, .. }, Const::Ints { data: y, .. }) => {
             let data = x

@@ -3,8 +3,8 @@
 
 use super::ops::*;
 use super::{Importer, Val};
-use crate::ir::graph::{DType, INPUT};
-use crate::ir::op::Op;
+use crate::ir::graph::{DType, INPUT, MAX_ELEMENTS};
+use crate::ir::op::{elements, Op};
 use crate::onnx::consts::{strides, Const, Sym};
 use crate::onnx::proto::NodeProto;
 
@@ -179,7 +179,7 @@ pub(super) fn pad(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<V
 
 /// The per-sample shape of `Reshape(x, target)`; the batch axis must stay first and whole.
 pub(super) fn reshape_target(per_sample: &[usize], target: &[Sym], allowzero: bool) -> R<Vec<usize>> {
-    let total: usize = per_sample.iter().product();
+    let total = bounded(per_sample)?;
     let full: Vec<Sym> = std::iter::once(Sym::Batch)
         .chain(per_sample.iter().map(|&d| Sym::Int(d as i64)))
         .collect();
@@ -208,14 +208,14 @@ pub(super) fn reshape_target(per_sample: &[usize], target: &[Sym], allowzero: bo
             _ => return Err(bad()),
         }
     }
-    let known: usize = out.iter().product();
+    let known = bounded(&out)?;
     if let Some(k) = infer {
         if known == 0 || !total.is_multiple_of(known) {
             return Err(bad());
         }
         out[k] = total / known;
     }
-    if out.iter().product::<usize>() != total {
+    if bounded(&out)? != total {
         return Err(format!(
             "reshape to {target:?} changes the {total} elements of a sample"
         ));
@@ -285,12 +285,23 @@ pub(super) fn expand_shape(full: &[Sym], target: &[Sym]) -> R<Vec<Sym>> {
         .collect()
 }
 
+/// The elements of a shape a file asks for, refused past pare's cap (`MAX_ELEMENTS`) before
+/// anything is computed or allocated from it: the product of its non-zero axes is bounded,
+/// so no product or stride of it overflows.
+pub(super) fn bounded(shape: &[usize]) -> R<usize> {
+    let nonzero: Vec<usize> = shape.iter().copied().filter(|&d| d != 0).collect();
+    match elements(&nonzero) {
+        Some(n) if n <= MAX_ELEMENTS => Ok(elements(shape).unwrap_or(0)),
+        _ => Err(format!("shape {shape:?} holds more than {MAX_ELEMENTS} elements")),
+    }
+}
+
 /// A constant's elements broadcast to `shape` (right-aligned).
-pub(super) fn broadcast_const(c: &Const, shape: &[usize]) -> Const {
+pub(super) fn broadcast_const(c: &Const, shape: &[usize]) -> R<Const> {
     let src = c.shape();
     let pad = shape.len() - src.len();
     let st = strides(src);
-    let n: usize = shape.iter().product();
+    let n = bounded(shape)?;
     let out_strides = strides(shape);
     let idx: Vec<usize> = (0..n)
         .map(|flat| {
@@ -306,7 +317,7 @@ pub(super) fn broadcast_const(c: &Const, shape: &[usize]) -> Const {
                 .sum()
         })
         .collect();
-    match c {
+    Ok(match c {
         Const::F32 { data, .. } => Const::F32 {
             shape: shape.to_vec(),
             data: idx.iter().map(|&i| data[i]).collect(),
@@ -315,5 +326,5 @@ pub(super) fn broadcast_const(c: &Const, shape: &[usize]) -> Const {
             shape: shape.to_vec(),
             data: idx.iter().map(|&i| data[i]).collect(),
         },
-    }
+    })
 }

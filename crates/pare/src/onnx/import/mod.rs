@@ -360,6 +360,7 @@ fn input_spec(input: &super::proto::ValueInfoProto) -> Result<(Vec<usize>, DType
             _ => Err(format!("axis {} has no fixed size", k + 1)),
         })
         .collect::<Result<Vec<usize>, String>>()?;
+    layout::bounded(&shape)?;
     Ok((shape, dtype))
 }
 
@@ -498,6 +499,9 @@ impl Importer {
             })
             .collect();
         let shape = op.output_shape(&in_shapes)?;
+        // Every value's size is bounded as soon as it exists, so no later arithmetic on
+        // shapes overflows.
+        layout::bounded(&shape)?;
         for (suffix, t) in params {
             self.params.insert(param_name(&name, suffix), t);
         }
