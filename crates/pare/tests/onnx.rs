@@ -363,6 +363,27 @@ fn shapes_past_the_element_cap_are_refused() {
     t.raw_data = huge.iter().flat_map(|v| v.to_le_bytes()).collect();
     let e = import_err(&p);
     assert!(e.contains("holds more than"), "{e}");
+
+    // Window sizes and pads past any value's size.
+    for (attr, v) in [
+        ("kernel_shape", vec![1i64 << 40, 2]),
+        ("pads", vec![0, 0, 1 << 62, 0]),
+    ] {
+        let mut p = lenet_proto();
+        let g = p.graph.as_mut().unwrap();
+        let pool = g.node.iter_mut().find(|n| n.op_type == "MaxPool").unwrap();
+        match pool.attribute.iter_mut().find(|a| a.name == attr) {
+            Some(a) => a.ints = v.clone(),
+            None => pool.attribute.push(proto::AttributeProto {
+                name: attr.into(),
+                r#type: proto::attribute_type::INTS,
+                ints: v.clone(),
+                ..Default::default()
+            }),
+        }
+        let e = import_err(&p);
+        assert!(e.contains(attr) && e.contains("at most"), "{attr}: {e}");
+    }
 }
 
 /// QDQ export: a layer between two 8-bit fake quantizers, weights on a per-channel grid, with a

@@ -3,6 +3,7 @@
 
 use super::ops::*;
 use super::{Importer, Val};
+use crate::ir::graph::MAX_ELEMENTS;
 use crate::ir::op::{ceil_window_dropped, Op};
 use crate::onnx::consts::Const;
 use crate::onnx::proto::NodeProto;
@@ -19,8 +20,10 @@ pub(super) fn window_pads(
     match auto.as_str() {
         "" | "NOTSET" => {
             let p = attr_ints(n, "pads").unwrap_or(vec![0; 4]);
-            if p.len() != 4 || p.iter().any(|&v| v < 0) {
-                return Err(format!("pads {p:?}: expected four non-negative values"));
+            if p.len() != 4 || p.iter().any(|&v| !(0..=MAX_ELEMENTS as i64).contains(&v)) {
+                return Err(format!(
+                    "pads {p:?}: expected four non-negative values of at most {MAX_ELEMENTS}"
+                ));
             }
             Ok([[p[0] as usize, p[2] as usize], [p[1] as usize, p[3] as usize]])
         }
@@ -43,12 +46,15 @@ pub(super) fn window_pads(
     }
 }
 
+/// Two window sizes (kernel, strides, dilations) from an attribute: positive, and at most the
+/// element cap, so that window arithmetic on them cannot overflow.
 pub(super) fn pair(v: Option<Vec<i64>>, default: usize, what: &str) -> R<[usize; 2]> {
+    let fits = |x: &i64| (1..=MAX_ELEMENTS as i64).contains(x);
     match v.as_deref() {
         None => Ok([default; 2]),
-        Some([a, b]) if *a > 0 && *b > 0 => Ok([*a as usize, *b as usize]),
+        Some([a, b]) if fits(a) && fits(b) => Ok([*a as usize, *b as usize]),
         Some(other) => Err(format!(
-            "{what} {other:?}: pare takes two positive values (2-D windows)"
+            "{what} {other:?}: pare takes two positive values of at most {MAX_ELEMENTS} (2-D windows)"
         )),
     }
 }

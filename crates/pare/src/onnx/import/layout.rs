@@ -25,7 +25,8 @@ pub(super) fn split(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R
             }
         },
     };
-    if sizes.len() != parts || sizes.iter().sum::<usize>() != size {
+    let total = sizes.iter().try_fold(0usize, |a, &b| a.checked_add(b));
+    if sizes.len() != parts || total != Some(size) {
         return Err(format!(
             "split sizes {sizes:?} do not cut axis {} of size {size} into {parts} outputs",
             axis + 1

@@ -317,7 +317,11 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
             if perm.len() != rank || perm[0] != 0 {
                 return Err(format!("perm {perm:?} moves the batch axis; pare keeps it first"));
             }
-            let perm: Vec<usize> = perm[1..].iter().map(|&p| p as usize - 1).collect();
+            let perm: Vec<usize> = perm[1..]
+                .iter()
+                .map(|&p| usize::try_from(p).ok().and_then(|p| p.checked_sub(1)))
+                .collect::<Option<_>>()
+                .ok_or_else(|| format!("perm {perm:?} moves the batch axis; pare keeps it first"))?;
             if perm.iter().enumerate().all(|(i, &p)| i == p) {
                 return one(alias(&x));
             }
