@@ -386,6 +386,35 @@ fn shapes_past_the_element_cap_are_refused() {
     }
 }
 
+/// A node with fewer inputs than its op reads is refused naming a node, never a panic, for every
+/// node of an exported ViT and of a normalized LeNet-5 (every op kind pare writes but the QDQ
+/// pair), with one input and with none (a Concat of one input is a valid file).
+#[test]
+fn a_node_missing_inputs_is_refused() {
+    for model in [
+        zoo_for_export(&ZooModel::Vit, 1),
+        zoo_for_export(&ZooModel::parse("lenet5", None, 0.0).unwrap(), 1),
+    ] {
+        let full = pare::onnx::to_onnx(&model).unwrap();
+        let nodes = full.graph.as_ref().unwrap().node.len();
+        for i in 0..nodes {
+            for keep in [0, 1] {
+                let mut p = full.clone();
+                let node = &mut p.graph.as_mut().unwrap().node[i];
+                if node.input.len() <= keep {
+                    continue;
+                }
+                node.input.truncate(keep);
+                let name = node.name.clone();
+                if let Err(e) = pare::onnx::from_onnx(&p, Path::new("their.onnx")) {
+                    let e = e.to_string();
+                    assert!(e.contains("node '"), "{name} with {keep} inputs: {e}");
+                }
+            }
+        }
+    }
+}
+
 /// QDQ export: a layer between two 8-bit fake quantizers, weights on a per-channel grid, with a
 /// BatchNorm and ReLU after it, gets int8 weights (the BatchNorm folded into the scales); the
 /// file imports back to the same function (the bias rounded to int32 codes).

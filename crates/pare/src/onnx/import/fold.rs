@@ -56,7 +56,7 @@ pub(super) fn fold(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
         }
         "Concat" => {
             let parts = (0..ins.len()).map(c).collect::<R<Vec<_>>>()?;
-            let rank = parts[0].shape().len() as i64;
+            let rank = parts.first().ok_or("has no inputs")?.shape().len() as i64;
             let a = attr_i(n, "axis", 0);
             let a = if a < 0 { a + rank } else { a };
             if !(0..rank).contains(&a) || parts.iter().any(|p| p.shape().len() as i64 != rank) {
@@ -179,7 +179,7 @@ pub(super) fn fold(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
                         s
                     });
                     let data = floats(&broadcast_const(&src, &stored)?, "an expanded constant")?;
-                    let name = imp.layer_name(n, Some(&n.input[0]));
+                    let name = imp.layer_name(n, n.input.get(0).map(String::as_str));
                     let mut tensor_shape = vec![1];
                     tensor_shape.extend(&per_sample);
                     let v = imp.add(

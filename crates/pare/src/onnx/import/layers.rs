@@ -131,7 +131,7 @@ pub(super) fn conv(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
         groups,
         bias: bias.is_some(),
     };
-    let name = imp.layer_name(n, Some(&n.input[1]));
+    let name = imp.layer_name(n, n.input.get(1).map(String::as_str));
     imp.add(name, op, &[&x.0], params)
 }
 
@@ -177,7 +177,7 @@ pub(super) fn gemm(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
         out_features: out,
         bias: c.is_some(),
     };
-    let name = imp.layer_name(n, Some(&n.input[1]));
+    let name = imp.layer_name(n, n.input.get(1).map(String::as_str));
     imp.add(name, op, &[&x.0], params)
 }
 
@@ -201,7 +201,7 @@ pub(super) fn matmul(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> 
                 out_features: m,
                 bias: false,
             };
-            let name = imp.layer_name(n, Some(&n.input[1]));
+            let name = imp.layer_name(n, n.input.get(1).map(String::as_str));
             let v = imp.add(
                 name.clone(),
                 op,
@@ -245,7 +245,7 @@ pub(super) fn batch_norm(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>])
         eps: attr_f(n, "epsilon", 1e-5) as f64,
         momentum: 1.0 - attr_f(n, "momentum", 0.9) as f64,
     };
-    let name = imp.layer_name(n, Some(&n.input[1]));
+    let name = imp.layer_name(n, n.input.get(1).map(String::as_str));
     imp.add(name, op, &[&x.0], params)
 }
 
@@ -277,7 +277,7 @@ pub(super) fn layer_norm(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>])
         ("weight", tensor(&[dim], floats(scale, "scale")?)),
         ("bias", tensor(&[dim], bias)),
     ];
-    let name = imp.layer_name(n, Some(&n.input[1]));
+    let name = imp.layer_name(n, n.input.get(1).map(String::as_str));
     imp.add(name, op, &[&x.0], params)
 }
 

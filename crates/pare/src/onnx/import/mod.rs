@@ -34,6 +34,9 @@ use crate::ir::{Graph, Model, Node, Tensor};
 /// means the same in opsets 11 and 12, so such a file is read unless it holds one of these.
 const CHANGED_AT_13: &[&str] = &["Softmax", "Split", "Squeeze", "Unsqueeze"];
 
+/// The most inputs an imported op reads (Slice: data, starts, ends, axes, steps).
+const MAX_INPUTS: usize = 5;
+
 /// The op types [`from_onnx`] imports (default domain, opset 11 and newer; see
 /// [`CHANGED_AT_13`]).
 pub const SUPPORTED: &[&str] = &[
@@ -444,6 +447,13 @@ impl Importer {
                 missing.join(", ")
             )))
         } else {
+            // An op reads at most MAX_INPUTS inputs: a node with fewer has the others absent,
+            // so a missing input is the op's error, never an index past the end. (Concat reads
+            // as many as it is given, and so does Sum.)
+            let mut ins = ins;
+            if ins.len() < MAX_INPUTS && !matches!(n.op_type.as_str(), "Concat" | "Sum") {
+                ins.resize(MAX_INPUTS, None);
+            }
             ops::convert(self, n, &ins).map_err(Some)
         };
         match result {

@@ -269,6 +269,9 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
         }
         "Sum" => {
             let xs = (0..ins.len()).map(|k| dyn_in(ins, k)).collect::<R<Vec<_>>>()?;
+            if xs.is_empty() {
+                return Err("has no inputs".into());
+            }
             if xs.len() == 1 {
                 return one(alias(&xs[0]));
             }
