@@ -170,3 +170,9 @@ pub fn rgb_model_imagenet_normalized() -> Model {
     };
     Model::init(g, 2).unwrap()
 }
+
+/// The names of a model's structured-pruning families (producers joined with '+').
+pub fn families(m: &Model) -> Vec<String> {
+    let d = pare::prune::DepGraph::build(m).unwrap();
+    (0..d.families.len()).map(|f| d.family_name(m, f)).collect()
+}
