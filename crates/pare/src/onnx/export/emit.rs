@@ -5,6 +5,7 @@
 use super::{attr_float, attr_int, attr_ints, f32_tensor, i64_tensor, usizes, Ctx, Writer};
 use crate::error::{Error, Result};
 use crate::ir::op::{ceil_window_dropped, hashed_weight, Op};
+use crate::onnx::proto::AttributeProto;
 
 impl Writer {
     pub(super) fn emit(&mut self, ctx: &Ctx, op: &Op) -> Result<()> {
@@ -125,13 +126,7 @@ impl Writer {
                 padding,
                 ceil_mode,
             } => {
-                portable_ceil(ctx, *ceil_mode, kernel_size, stride, padding)?;
-                let attrs = vec![
-                    attr_ints("kernel_shape", &usizes(kernel_size)),
-                    attr_ints("strides", &usizes(stride)),
-                    attr_ints("pads", &usizes(&[padding[0], padding[1], padding[0], padding[1]])),
-                    attr_int("ceil_mode", *ceil_mode as i64),
-                ];
+                let attrs = window_attrs(ctx, kernel_size, stride, padding, *ceil_mode)?;
                 self.node("MaxPool", name, &[x], name, attrs);
             }
             Op::AvgPool2d {
@@ -141,14 +136,8 @@ impl Writer {
                 count_include_pad,
                 ceil_mode,
             } => {
-                portable_ceil(ctx, *ceil_mode, kernel_size, stride, padding)?;
-                let attrs = vec![
-                    attr_ints("kernel_shape", &usizes(kernel_size)),
-                    attr_ints("strides", &usizes(stride)),
-                    attr_ints("pads", &usizes(&[padding[0], padding[1], padding[0], padding[1]])),
-                    attr_int("count_include_pad", *count_include_pad as i64),
-                    attr_int("ceil_mode", *ceil_mode as i64),
-                ];
+                let mut attrs = window_attrs(ctx, kernel_size, stride, padding, *ceil_mode)?;
+                attrs.push(attr_int("count_include_pad", *count_include_pad as i64));
                 self.node("AveragePool", name, &[x], name, attrs);
             }
             Op::GlobalAvgPool => self.node("GlobalAveragePool", name, &[x], name, vec![]),
@@ -243,6 +232,24 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// A pool's window attributes (kernel, strides, both-sided pads, ceil mode), once its ceil
+/// mode is one every runtime sizes alike.
+fn window_attrs(
+    ctx: &Ctx,
+    kernel: &[usize; 2],
+    stride: &[usize; 2],
+    padding: &[usize; 2],
+    ceil_mode: bool,
+) -> Result<Vec<AttributeProto>> {
+    portable_ceil(ctx, ceil_mode, kernel, stride, padding)?;
+    Ok(vec![
+        attr_ints("kernel_shape", &usizes(kernel)),
+        attr_ints("strides", &usizes(stride)),
+        attr_ints("pads", &usizes(&[padding[0], padding[1], padding[0], padding[1]])),
+        attr_int("ceil_mode", ceil_mode as i64),
+    ])
 }
 
 /// A ceil-mode pool whose last window would start in the right padding has no portable ONNX
