@@ -34,8 +34,11 @@ use crate::ir::{Graph, Model, Node, Tensor};
 /// means the same in opsets 11 and 12, so such a file is read unless it holds one of these.
 const CHANGED_AT_13: &[&str] = &["Softmax", "Split", "Squeeze", "Unsqueeze"];
 
-/// The most inputs an imported op reads (Slice: data, starts, ends, axes, steps).
+/// The most inputs an imported op of fixed arity reads (Slice: data, starts, ends, axes, steps).
 const MAX_INPUTS: usize = 5;
+
+/// The imported ops that read as many inputs as they are given.
+const VARIADIC: &[&str] = &["Concat", "Sum"];
 
 /// The op types [`from_onnx`] imports (default domain, opset 11 and newer; see
 /// [`CHANGED_AT_13`]).
@@ -448,10 +451,9 @@ impl Importer {
             )))
         } else {
             // An op reads at most MAX_INPUTS inputs: a node with fewer has the others absent,
-            // so a missing input is the op's error, never an index past the end. (Concat reads
-            // as many as it is given, and so does Sum.)
+            // so a missing input is the op's error, never an index past the end.
             let mut ins = ins;
-            if ins.len() < MAX_INPUTS && !matches!(n.op_type.as_str(), "Concat" | "Sum") {
+            if ins.len() < MAX_INPUTS && !VARIADIC.contains(&n.op_type.as_str()) {
                 ins.resize(MAX_INPUTS, None);
             }
             ops::convert(self, n, &ins).map_err(Some)
