@@ -1,5 +1,6 @@
 //! One function per subcommand: parse-level arguments in, library calls, printed results out.
 
+use pare::ir::op::{Conv2d, Linear};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
@@ -305,7 +306,7 @@ fn eval_native(
     for (i, k) in plan.kernels() {
         if matches!(
             model.graph.nodes[i].op,
-            pare::ir::Op::Linear { .. } | pare::ir::Op::Conv2d { .. }
+            pare::ir::Op::Linear(Linear { .. }) | pare::ir::Op::Conv2d(Conv2d { .. })
         ) {
             *kernels.entry(k).or_default() += 1;
         }

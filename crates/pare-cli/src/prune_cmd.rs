@@ -1,6 +1,7 @@
 //! `pare prune`: unstructured or structured pruning of a model directory, fine-tuning, and a
 //! before/after report (accuracy, per-layer shapes, parameters, MACs, sparsity, CPU latency).
 
+use pare::ir::op::{Conv2d, Linear};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -474,7 +475,12 @@ pub fn lottery(a: LotteryArgs) -> Result<()> {
         .nodes
         .iter()
         .rev()
-        .find(|n| matches!(n.op, pare::ir::Op::Linear { .. } | pare::ir::Op::Conv2d { .. }))
+        .find(|n| {
+            matches!(
+                n.op,
+                pare::ir::Op::Linear(Linear { .. }) | pare::ir::Op::Conv2d(Conv2d { .. })
+            )
+        })
         .map(|n| n.name.clone())
         .context("the model has no prunable layer")?;
     let cfg = LotteryConfig {

@@ -6,6 +6,7 @@
 //! over the activations, which on the CPU costs about as much as a small convolution.
 
 use crate::error::Result;
+use crate::ir::op::{BatchNorm, Conv2d, Linear};
 use crate::ir::{rewrite, Model, Op, Tensor};
 
 /// Folds every foldable BatchNorm (eval-mode semantics: running statistics).
@@ -15,7 +16,7 @@ pub fn fold_batch_norm(model: &Model) -> Result<Model> {
     let mut i = 0;
     while i < graph.nodes.len() {
         let node = graph.nodes[i].clone();
-        let Op::BatchNorm { eps, .. } = node.op else {
+        let Op::BatchNorm(BatchNorm { eps, .. }) = node.op else {
             i += 1;
             continue;
         };
@@ -25,8 +26,10 @@ pub fn fold_batch_norm(model: &Model) -> Result<Model> {
             continue;
         };
         // A tied layer's weights serve other nodes, whose BatchNorms may differ: left unfolded.
-        let foldable = matches!(graph.nodes[pi].op, Op::Linear { .. } | Op::Conv2d { .. })
-            && !graph.is_tied(&producer)
+        let foldable = matches!(
+            graph.nodes[pi].op,
+            Op::Linear(Linear { .. }) | Op::Conv2d(Conv2d { .. })
+        ) && !graph.is_tied(&producer)
             && !graph.is_tied(&node.name)
             && graph.consumers(&producer).len() == 1
             && !graph.is_output(&producer);
@@ -60,7 +63,7 @@ pub fn fold_batch_norm(model: &Model) -> Result<Model> {
         params.insert(bname, Tensor::from_vec(vec![scale.len()], b));
         let mut with_bias = graph.nodes[pi].clone();
         match &mut with_bias.op {
-            Op::Linear { bias, .. } | Op::Conv2d { bias, .. } => *bias = true,
+            Op::Linear(Linear { bias, .. }) | Op::Conv2d(Conv2d { bias, .. }) => *bias = true,
             _ => unreachable!("checked above"),
         }
         graph.replace(&producer, vec![with_bias], &producer)?;

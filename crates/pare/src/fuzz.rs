@@ -12,6 +12,7 @@
 //! fuzzers' starting corpora (written by the ignored test `write_seeds` in
 //! `tests/fuzz_entries.rs`).
 
+use crate::ir::op::{Embedding, LayerNorm, Mean};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -252,18 +253,18 @@ fn tiny_tokens() -> Result<Model> {
     b.input_dtype(DType::Index);
     b.then(
         "embed",
-        Op::Embedding {
+        Op::Embedding(Embedding {
             num_embeddings: 11,
             embedding_dim: 4,
-        },
+        }),
     );
-    b.then("norm", Op::LayerNorm { dim: 4, eps: 1e-5 });
+    b.then("norm", Op::LayerNorm(LayerNorm { dim: 4, eps: 1e-5 }));
     b.then(
         "pool",
-        Op::Mean {
+        Op::Mean(Mean {
             axes: vec![0],
             keepdim: false,
-        },
+        }),
     );
     b.then("fc", linear(4, 3));
     Model::init(b.finish()?, 3)

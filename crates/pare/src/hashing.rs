@@ -2,6 +2,7 @@
 //! values through a hash of their position ([`Op::HashedLinear`]), so a layer of `in x out`
 //! virtual weights stores `in x out / factor` numbers and is trained directly in that form.
 
+use crate::ir::op::{HashedLinear, Linear};
 use serde::{Deserialize, Serialize};
 
 use crate::data::batch::mix;
@@ -52,7 +53,7 @@ pub fn hash_linears(
         .graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Linear { .. }) && !model.graph.is_tied(&n.name))
+        .filter(|n| matches!(n.op, Op::Linear(Linear { .. })) && !model.graph.is_tied(&n.name))
         .map(|n| n.name.as_str())
         .collect();
     if let Some(names) = layers {
@@ -63,11 +64,11 @@ pub fn hash_linears(
     let mut graph = model.graph.clone();
     let mut report = Vec::new();
     for (i, node) in model.graph.nodes.iter().enumerate() {
-        let Op::Linear {
+        let Op::Linear(Linear {
             in_features,
             out_features,
             bias,
-        } = node.op
+        }) = node.op
         else {
             continue;
         };
@@ -76,13 +77,13 @@ pub fn hash_linears(
         }
         let virtual_weights = in_features * out_features;
         let buckets = ((virtual_weights as f64 / factor).ceil() as usize).max(1);
-        let op = Op::HashedLinear {
+        let op = Op::HashedLinear(HashedLinear {
             in_features,
             out_features,
             buckets,
             seed: mix(seed, i as u64, 0x4A5),
             bias,
-        };
+        });
         let hashed = Node {
             name: node.name.clone(),
             op,
@@ -106,13 +107,13 @@ pub fn hash_linears(
         let t = match &fresh {
             Some(fresh) => fresh.params[&weight].clone(),
             None => {
-                let Some(Op::HashedLinear {
+                let Some(Op::HashedLinear(HashedLinear {
                     in_features,
                     out_features,
                     buckets,
                     seed,
                     ..
-                }) = graph.node(&r.layer).map(|n| &n.op)
+                })) = graph.node(&r.layer).map(|n| &n.op)
                 else {
                     unreachable!("replaced above")
                 };

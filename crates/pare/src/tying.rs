@@ -3,6 +3,7 @@
 //! `Graph::ties`, which every engine, the optimizer, the file format and the parameter count
 //! honour (a shared set is trained once, stored once, counted once); [`untie`] undoes it.
 
+use crate::ir::op::{BatchNorm, LayerNorm};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -75,7 +76,10 @@ pub fn tie_blocks(
             .enumerate()
             .filter_map(|(i, n)| {
                 let rest = n.name.strip_prefix(prefix)?.strip_prefix('.')?;
-                let norm = matches!(n.op, Op::BatchNorm { .. } | Op::LayerNorm { .. });
+                let norm = matches!(
+                    n.op,
+                    Op::BatchNorm(BatchNorm { .. }) | Op::LayerNorm(LayerNorm { .. })
+                );
                 (!n.op.params().is_empty() && (norms || !norm)).then(|| (rest.to_string(), i))
             })
             .collect()

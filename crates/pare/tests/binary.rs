@@ -8,6 +8,7 @@ use common::{max_diff, random, toy_data, zoo};
 use pare::binary::{binarize, Method};
 use pare::exec::{infer, train_step, LossTerm};
 use pare::ir::graph::ops::linear;
+use pare::ir::op::{AvgPool2d, BatchNorm, Linear};
 use pare::ir::reparam::bake;
 use pare::ir::{GraphBuilder, Model, Op, Reparam, Reparams, Tensor};
 use pare::train::{evaluate, fit, FitConfig, OptimizerConfig, ReparamHook, Schedule};
@@ -157,11 +158,11 @@ fn stochastic_binarization_draws_hard_sigmoid_signs_and_passes_the_gradient_stra
     let mut b = GraphBuilder::new(vec![6]);
     b.then(
         "fc",
-        Op::Linear {
+        Op::Linear(Linear {
             in_features: 6,
             out_features: 4,
             bias: false,
-        },
+        }),
     );
     let mut m = Model::init(b.finish().unwrap(), 1).unwrap();
     // Some weights outside [-1, 1], where the draw is certain and the gradient zero.
@@ -301,7 +302,7 @@ fn the_rewrites_place_batchnorms_signs_and_scales() {
     for l in ["fc1", "fc2", "fc3"] {
         assert!(matches!(
             bc.model.graph.node(&format!("{l}_bn")).unwrap().op,
-            Op::BatchNorm { .. }
+            Op::BatchNorm(BatchNorm { .. })
         ));
     }
     assert!(bc.model.graph.node("relu1").is_some());
@@ -323,7 +324,10 @@ fn the_rewrites_place_batchnorms_signs_and_scales() {
     assert_eq!(x.binary_layers, ["conv2", "fc1"]);
     let g = &x.model.graph;
     // conv2: K is the window average of the channel mean of |x|, multiplied into its output.
-    assert!(matches!(g.node("conv2_k").unwrap().op, Op::AvgPool2d { .. }));
+    assert!(matches!(
+        g.node("conv2_k").unwrap().op,
+        Op::AvgPool2d(AvgPool2d { .. })
+    ));
     assert_eq!(g.node("conv2_scaled").unwrap().inputs, ["conv2", "conv2_k"]);
     assert_eq!(g.node("conv2_bn").unwrap().inputs, ["conv2_scaled"]);
     assert_eq!(g.node("fc1_scaled").unwrap().inputs, ["fc1", "fc1_k_mean"]);

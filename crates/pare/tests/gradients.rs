@@ -3,6 +3,10 @@
 
 use pare::exec::{train_step, LossTerm};
 use pare::ir::graph::ops::{avg_pool2d, bn, conv, conv_grouped, depthwise, linear, max_pool, max_pool2d};
+use pare::ir::op::{
+    Attention, ChannelShuffle, Clip, Concat, Dropout, Embedding, LayerNorm, Mean, Pad, Parameter, Reshape,
+    Scale, Select, Slice, Softmax, Transpose,
+};
 use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -175,25 +179,25 @@ fn add_concat_dropout() {
     grad_check(|b| {
         let a = b.add("a", conv(2, 3, 3, 1, 1, true), &["input"]);
         let c = b.add("b", conv(2, 2, 1, 1, 0, false), &["input"]);
-        b.add("cat", Op::Concat { axis: 0 }, &[&a, &c]);
+        b.add("cat", Op::Concat(Concat { axis: 0 }), &[&a, &c]);
     });
     grad_check(|b| {
         b.then("flatten", Op::Flatten);
         b.then("fc", linear(72, 8));
-        b.then("drop", Op::Dropout { p: 0.5 });
+        b.then("drop", Op::Dropout(Dropout { p: 0.5 }));
     });
 }
 
 /// The `[2, 6, 6]` input read as a sequence of 6 tokens of 12 features.
 fn tokens(b: &mut GraphBuilder) -> String {
-    b.then("seq", Op::Reshape { shape: vec![6, 12] })
+    b.then("seq", Op::Reshape(Reshape { shape: vec![6, 12] }))
 }
 
 #[test]
 fn layer_norm_and_linear_on_tokens() {
     grad_check(|b| {
         tokens(b);
-        b.then("ln", Op::LayerNorm { dim: 12, eps: 1e-5 });
+        b.then("ln", Op::LayerNorm(LayerNorm { dim: 12, eps: 1e-5 }));
         b.then("fc", linear(12, 8));
         b.then("act", Op::Silu);
     });
@@ -224,11 +228,11 @@ fn multihead_attention() {
             tokens(b);
             b.then(
                 "att",
-                Op::Attention {
+                Op::Attention(Attention {
                     dim: 12,
                     heads,
                     head_dim,
-                },
+                }),
             );
         });
     }
@@ -240,10 +244,10 @@ fn matmul_softmax_transpose_scale() {
         let s = tokens(b);
         let q = b.add("q", linear(12, 4), &[&s]);
         b.add("k", linear(12, 4), &[&s]);
-        let kt = b.then("kt", Op::Transpose { perm: vec![1, 0] });
+        let kt = b.then("kt", Op::Transpose(Transpose { perm: vec![1, 0] }));
         b.add("scores", Op::MatMul, &[&q, &kt]);
-        b.then("scaled", Op::Scale { factor: 0.5 });
-        let p = b.then("p", Op::Softmax { axis: -1 });
+        b.then("scaled", Op::Scale(Scale { factor: 0.5 }));
+        let p = b.then("p", Op::Softmax(Softmax { axis: -1 }));
         b.add("ctx", Op::MatMul, &[&p, &s]);
     });
 }
@@ -252,11 +256,11 @@ fn matmul_softmax_transpose_scale() {
 fn broadcast_arithmetic_with_parameters() {
     grad_check(|b| {
         let s = tokens(b);
-        let g = b.add("gain", Op::Parameter { shape: vec![12] }, &[]);
+        let g = b.add("gain", Op::Parameter(Parameter { shape: vec![12] }), &[]);
         let m = b.add("mul", Op::Mul, &[&s, &g]);
-        let o = b.add("offset", Op::Parameter { shape: vec![6, 1] }, &[]);
+        let o = b.add("offset", Op::Parameter(Parameter { shape: vec![6, 1] }), &[]);
         let d = b.add("sub", Op::Sub, &[&m, &o]);
-        b.add("den_p", Op::Parameter { shape: vec![1, 12] }, &[]);
+        b.add("den_p", Op::Parameter(Parameter { shape: vec![1, 12] }), &[]);
         let den = b.then("den", Op::Sigmoid);
         b.add("div", Op::Div, &[&d, &den]);
     });
@@ -269,34 +273,34 @@ fn slice_select_concat_mean_clip() {
         let x = b.add("fc", linear(12, 12), &[&s]);
         let a = b.add(
             "left",
-            Op::Slice {
+            Op::Slice(Slice {
                 axis: 1,
                 start: 2,
                 end: 10,
-            },
+            }),
             &[&x],
         );
         let c = b.add(
             "right",
-            Op::Slice {
+            Op::Slice(Slice {
                 axis: -1,
                 start: 0,
                 end: 4,
-            },
+            }),
             &[&x],
         );
-        let cat = b.add("cat", Op::Concat { axis: -1 }, &[&a, &c]);
-        let first = b.add("first", Op::Select { axis: 0, index: 1 }, &[&cat]);
+        let cat = b.add("cat", Op::Concat(Concat { axis: -1 }), &[&a, &c]);
+        let first = b.add("first", Op::Select(Select { axis: 0, index: 1 }), &[&cat]);
         let mean = b.add(
             "mean",
-            Op::Mean {
+            Op::Mean(Mean {
                 axes: vec![0],
                 keepdim: false,
-            },
+            }),
             &[&cat],
         );
         let sum = b.add("sum", Op::Add, &[&first, &mean]);
-        b.add("clip", Op::Clip { min: -0.6, max: 0.6 }, &[&sum]);
+        b.add("clip", Op::Clip(Clip { min: -0.6, max: 0.6 }), &[&sum]);
     });
 }
 
@@ -306,12 +310,12 @@ fn pad_and_channel_shuffle() {
         b.then("c1", conv(2, 4, 3, 1, 1, true));
         b.then(
             "pad",
-            Op::Pad {
+            Op::Pad(Pad {
                 pads: vec![[0, 0], [1, 2], [2, 0]],
                 value: 0.25,
-            },
+            }),
         );
-        b.then("shuffle", Op::ChannelShuffle { groups: 2 });
+        b.then("shuffle", Op::ChannelShuffle(ChannelShuffle { groups: 2 }));
         b.then("c2", conv_grouped(4, 4, 3, 0, 1, 2, true));
     });
 }
@@ -324,13 +328,13 @@ fn embedding_of_integer_ids() {
     b.input_dtype(pare::ir::DType::Index);
     b.then(
         "emb",
-        Op::Embedding {
+        Op::Embedding(Embedding {
             num_embeddings: 8,
             embedding_dim: 4,
-        },
+        }),
     );
-    b.then("ln", Op::LayerNorm { dim: 4, eps: 1e-5 });
-    b.then("flat", Op::Reshape { shape: vec![20] });
+    b.then("ln", Op::LayerNorm(LayerNorm { dim: 4, eps: 1e-5 }));
+    b.then("flat", Op::Reshape(Reshape { shape: vec![20] }));
     b.then("head", linear(20, CLASSES));
     let mut model = Model::init(b.finish().unwrap(), 3).unwrap();
     // Ids 0..7 with repeats (3 appears four times) over four samples; row 7 is never read.

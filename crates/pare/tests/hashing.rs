@@ -8,6 +8,7 @@ use common::{max_diff, toy_data, zoo};
 use pare::exec::{train_step, LossTerm};
 use pare::hashing::{hash_linears, Buckets};
 use pare::ir::op::hashed_index;
+use pare::ir::op::{HashedLinear, Linear};
 use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
 use pare::train::{fit, FitConfig, NoHooks, OptimizerConfig, Schedule};
 use rand::{Rng, SeedableRng};
@@ -26,13 +27,13 @@ fn expanded(h: &Model) -> Model {
     let mut graph = h.graph.clone();
     let mut params = h.params.clone();
     for n in &h.graph.nodes {
-        let Op::HashedLinear {
+        let Op::HashedLinear(HashedLinear {
             in_features,
             out_features,
             buckets,
             seed,
             bias,
-        } = n.op
+        }) = n.op
         else {
             continue;
         };
@@ -49,11 +50,11 @@ fn expanded(h: &Model) -> Model {
         );
         let dense = pare::ir::Node {
             name: n.name.clone(),
-            op: Op::Linear {
+            op: Op::Linear(Linear {
                 in_features,
                 out_features,
                 bias,
-            },
+            }),
             inputs: n.inputs.clone(),
         };
         graph.replace(&n.name, vec![dense], &n.name).unwrap();
@@ -96,13 +97,13 @@ fn a_hashed_lenet300_stores_an_eighth_and_runs_alike_everywhere() {
         let mut b = GraphBuilder::new(vec![inp]);
         b.then(
             "h",
-            Op::HashedLinear {
+            Op::HashedLinear(HashedLinear {
                 in_features: inp,
                 out_features: out,
                 buckets,
                 seed: 0,
                 bias: false,
-            },
+            }),
         );
         let e = b.finish().unwrap_err().to_string();
         assert!(e.contains("hashed_linear needs"), "{e}");
@@ -130,7 +131,7 @@ fn a_bucket_gradient_is_the_signed_sum_of_its_positions_and_fit_recovers_buckets
     let gh = train_step(&h, &x, &ce, &Reparams::new(), &[], 0).unwrap();
     let gd = train_step(&d, &x, &ce, &Reparams::new(), &[], 0).unwrap();
     assert!((gh.loss - gd.loss).abs() < 1e-5);
-    let Op::HashedLinear { buckets, seed, .. } = h.graph.node("fc2").unwrap().op else {
+    let Op::HashedLinear(HashedLinear { buckets, seed, .. }) = h.graph.node("fc2").unwrap().op else {
         panic!("fc2 is hashed")
     };
     let (index, sign) = hashed_index(seed, 100, 300, buckets);

@@ -5,6 +5,7 @@
 
 mod common;
 
+use pare::ir::op::{Conv2d, FakeQuant, Linear};
 use std::collections::BTreeMap;
 
 use common::{argmax, max_diff, random, zoo};
@@ -134,7 +135,10 @@ fn quantized(model: &Model, shape: &[usize], batches: usize) -> Model {
 fn graph_scope_keeps_the_residual_stream_quantized() {
     let m = common::quantized(&zoo("resnet20"), 7, &[1, 28, 28], 2, ActScope::Graph);
     let g = &m.graph;
-    let is_quantizer = |n: &str| g.node(n).is_some_and(|n| matches!(n.op, Op::FakeQuant { .. }));
+    let is_quantizer = |n: &str| {
+        g.node(n)
+            .is_some_and(|n| matches!(n.op, Op::FakeQuant(FakeQuant { .. })))
+    };
     let adds: Vec<_> = g.nodes.iter().filter(|n| n.op == Op::Add).collect();
     assert_eq!(adds.len(), 9);
     for add in adds {
@@ -145,7 +149,11 @@ fn graph_scope_keeps_the_residual_stream_quantized() {
             add.inputs
         );
     }
-    for q in g.nodes.iter().filter(|n| matches!(n.op, Op::FakeQuant { .. })) {
+    for q in g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::FakeQuant(FakeQuant { .. })))
+    {
         let src = &q.inputs[0];
         let readers: Vec<&str> = g
             .consumers(src)
@@ -161,7 +169,10 @@ fn graph_scope_keeps_the_residual_stream_quantized() {
 
     let proto = pare::onnx::to_onnx_with(&m, pare::onnx::Options { qdq: true }).unwrap();
     let pg = proto.graph.as_ref().unwrap();
-    let convs = g.nodes.iter().filter(|n| matches!(n.op, Op::Conv2d { .. }));
+    let convs = g
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.op, Op::Conv2d(Conv2d { .. })));
     for c in convs {
         let name = format!("{}.weight_quantized", c.name);
         assert!(
@@ -208,21 +219,21 @@ fn quantized_zoo_models_run_integer_kernels_like_the_training_engine() {
         let integer = |n: &str| kernels.get(n).is_some_and(|k| k.contains("int8"));
         for node in &m.graph.nodes {
             match node.op {
-                Op::Linear { .. } => assert!(integer(&node.name), "{name}: {kernels:?}"),
+                Op::Linear(Linear { .. }) => assert!(integer(&node.name), "{name}: {kernels:?}"),
                 // Filters shorter than 64 (a 1-channel stem, 1x1 shortcuts of 16 and 32
                 // channels) run in f32, where they are faster.
-                Op::Conv2d {
+                Op::Conv2d(Conv2d {
                     in_channels,
                     kernel_size: [kh, kw],
                     ..
-                } => assert_eq!(
+                }) => assert_eq!(
                     integer(&node.name),
                     in_channels * kh * kw >= 64,
                     "{name}: {kernels:?}"
                 ),
                 // A quantizer is the integer layers' input packing: it runs only for a
                 // reader that is not one.
-                Op::FakeQuant { .. } => {
+                Op::FakeQuant(FakeQuant { .. }) => {
                     let float_reader = m
                         .graph
                         .consumers(&node.name)
@@ -295,18 +306,18 @@ fn int8_convolutions_equal_the_float_convolution_of_the_codes() {
         (64, 3, 1, 2, 0, 1, 6),
     ] {
         let mut op = conv(c_in, c_out, k, stride, pad, true);
-        if let Op::Conv2d { ref mut dilation, .. } = op {
+        if let Op::Conv2d(Conv2d { ref mut dilation, .. }) = op {
             *dilation = [dil, dil];
         }
         let mut b = GraphBuilder::new(vec![c_in, hw, hw]);
         b.then(
             "q",
-            Op::FakeQuant {
+            Op::FakeQuant(FakeQuant {
                 bits: 8,
                 symmetric: false,
                 scale: p.scale,
                 zero_point: p.zero_point,
-            },
+            }),
         );
         b.then("conv", op.clone());
         let m = Model::init(b.finish().unwrap(), 1).unwrap();

@@ -8,6 +8,10 @@ use common::{assert_native_close, random};
 use pare::exec::infer;
 use pare::fuse::fold_batch_norm;
 use pare::ir::graph::ops::{avg_pool2d, bn, conv_grouped, depthwise, linear};
+use pare::ir::op::{
+    Attention, BatchNorm, ChannelShuffle, Clip, Concat, Conv2d, Dropout, Embedding, FakeQuant, LayerNorm,
+    Linear, MaxPool2d, Mean, Pad, Parameter, Reshape, Scale, Slice, Softmax, Transpose,
+};
 use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
 use pare::zoo::{catalog, ZooModel};
 use rand::{Rng, SeedableRng};
@@ -20,7 +24,7 @@ fn perturb_bn(m: &mut Model) {
         .graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::BatchNorm { .. }))
+        .filter(|n| matches!(n.op, Op::BatchNorm(BatchNorm { .. })))
         .map(|n| n.name.clone())
         .collect();
     for b in bns {
@@ -69,7 +73,7 @@ fn every_zoo_model_matches_the_engine_raw_and_folded() {
 fn remaining_ops_and_geometries_match_the_engine() {
     let mut b = GraphBuilder::new(vec![4, 11, 9]);
     let mut strided = conv_grouped(4, 6, 3, 1, 1, 2, true);
-    if let Op::Conv2d { stride, .. } = &mut strided {
+    if let Op::Conv2d(Conv2d { stride, .. }) = &mut strided {
         *stride = [2, 1];
     }
     b.then("grouped", strided);
@@ -80,17 +84,17 @@ fn remaining_ops_and_geometries_match_the_engine() {
     let left = b.then("dw", depthwise(6, 3, 1, 1));
     b.then("r6", Op::Relu6);
     let right = b.add("sig", Op::Sigmoid, &[&left]);
-    b.add("cat", Op::Concat { axis: 0 }, &["r6", &right]);
+    b.add("cat", Op::Concat(Concat { axis: 0 }), &["r6", &right]);
     b.then("avg", avg_pool2d(3, 2, 1, true, false));
     b.then("avg2", avg_pool2d(2, 1, 1, false, false));
     b.then(
         "max",
-        Op::MaxPool2d {
+        Op::MaxPool2d(MaxPool2d {
             kernel_size: [3, 3],
             stride: [1, 2],
             padding: [1, 1],
             ceil_mode: false,
-        },
+        }),
     );
     b.then("tanh", Op::Tanh);
     let q = pare::ir::Scheme {
@@ -100,18 +104,18 @@ fn remaining_ops_and_geometries_match_the_engine() {
     .params(-0.8, 0.9);
     b.then(
         "fq",
-        Op::FakeQuant {
+        Op::FakeQuant(FakeQuant {
             bits: 4,
             symmetric: false,
             scale: q.scale,
             zero_point: q.zero_point,
-        },
+        }),
     );
     b.then("flat", Op::Flatten);
     let shape = b.last_shape().unwrap()[0];
     let a = b.then("fa", linear(shape, 7));
     let c = b.add("fb", linear(shape, 5), &["flat"]);
-    b.add("vcat", Op::Concat { axis: 0 }, &[&a, &c]);
+    b.add("vcat", Op::Concat(Concat { axis: 0 }), &[&a, &c]);
     b.then("bn1d", bn(12));
     b.then("relu", Op::Relu);
     b.then("out", linear(12, 3));
@@ -162,8 +166,10 @@ fn the_layer_profile_has_one_row_per_running_node_on_every_zoo_model() {
                 let g = &folded.graph;
                 let src = g.nodes.iter().find(|p| p.name == node.inputs[0]);
                 let fusable = |p: &&pare::ir::graph::Node| {
-                    matches!(p.op, Op::Conv2d { .. } | Op::Linear { .. } | Op::Add)
-                        && g.consumers(&p.name).len() == 1
+                    matches!(
+                        p.op,
+                        Op::Conv2d(Conv2d { .. }) | Op::Linear(Linear { .. }) | Op::Add
+                    ) && g.consumers(&p.name).len() == 1
                         && g.output != p.name
                 };
                 assert!(
@@ -210,7 +216,7 @@ fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
             // eps 1e-2: a padded row minus its offset is constant, and LayerNorm twice on a
             // constant row with eps 1e-5 turns float rounding into outputs of order 1e-2 that
             // no two engines share (found by this property test).
-            0 => drop(b.then(n("ln"), Op::LayerNorm { dim: d, eps: 1e-2 })),
+            0 => drop(b.then(n("ln"), Op::LayerNorm(LayerNorm { dim: d, eps: 1e-2 }))),
             1 => {
                 let out = 1 + arg % 8;
                 b.then(n("fc"), linear(d, out));
@@ -222,64 +228,64 @@ fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
                 let head_dim = arg.is_multiple_of(3).then_some(1 + arg % 5);
                 b.then(
                     n("att"),
-                    Op::Attention {
+                    Op::Attention(Attention {
                         dim: d,
                         heads,
                         head_dim,
-                    },
+                    }),
                 );
             }
             3 => {
-                let xt = b.then(n("t"), Op::Transpose { perm: vec![1, 0] });
+                let xt = b.then(n("t"), Op::Transpose(Transpose { perm: vec![1, 0] }));
                 b.add(n("scores"), Op::MatMul, &[&x, &xt]);
-                b.then(n("scale"), Op::Scale { factor: 0.3 });
-                let p = b.then(n("p"), Op::Softmax { axis: -1 });
+                b.then(n("scale"), Op::Scale(Scale { factor: 0.3 }));
+                let p = b.then(n("p"), Op::Softmax(Softmax { axis: -1 }));
                 b.add(n("ctx"), Op::MatMul, &[&p, &x]);
             }
             4 => {
-                let g = b.add(n("g"), Op::Parameter { shape: vec![d] }, &[]);
+                let g = b.add(n("g"), Op::Parameter(Parameter { shape: vec![d] }), &[]);
                 b.add(n("mul"), Op::Mul, &[&x, &g]);
             }
             5 => {
-                let o = b.add(n("o"), Op::Parameter { shape: vec![t, 1] }, &[]);
+                let o = b.add(n("o"), Op::Parameter(Parameter { shape: vec![t, 1] }), &[]);
                 b.add(n("sub"), Op::Sub, &[&x, &o]);
             }
             6 if d > 1 => {
                 let end = 1 + arg % (d - 1);
                 b.then(
                     n("slice"),
-                    Op::Slice {
+                    Op::Slice(Slice {
                         axis: -1,
                         start: 0,
                         end,
-                    },
+                    }),
                 );
                 d = end;
             }
             7 => {
                 let s = b.then(n("silu"), Op::Silu);
-                b.add(n("cat"), Op::Concat { axis: -1 }, &[&x, &s]);
+                b.add(n("cat"), Op::Concat(Concat { axis: -1 }), &[&x, &s]);
                 d *= 2;
             }
             8 => {
-                let c = b.add(n("cls"), Op::Parameter { shape: vec![1, d] }, &[]);
-                b.add(n("cat"), Op::Concat { axis: 0 }, &[&c, &x]);
+                let c = b.add(n("cls"), Op::Parameter(Parameter { shape: vec![1, d] }), &[]);
+                b.add(n("cat"), Op::Concat(Concat { axis: 0 }), &[&c, &x]);
                 t += 1;
             }
-            9 if arg.is_multiple_of(3) => drop(b.then(n("clip"), Op::Clip { min: -0.5, max: 0.7 })),
+            9 if arg.is_multiple_of(3) => drop(b.then(n("clip"), Op::Clip(Clip { min: -0.5, max: 0.7 }))),
             9 if arg % 3 == 1 => drop(b.then(n("abs"), Op::Abs)),
             9 => drop(b.then(n("erf"), Op::Erf)),
             10 => {
-                b.then(n("r"), Op::Reshape { shape: vec![d, t] });
+                b.then(n("r"), Op::Reshape(Reshape { shape: vec![d, t] }));
                 std::mem::swap(&mut t, &mut d);
             }
             11 => {
                 let m = b.then(
                     n("mean"),
-                    Op::Mean {
+                    Op::Mean(Mean {
                         axes: vec![-1],
                         keepdim: true,
-                    },
+                    }),
                 );
                 b.add(n("mul"), Op::Mul, &[&x, &m]);
             }
@@ -291,19 +297,19 @@ fn sequence_graph(t: usize, d: usize, choices: &[(u8, u8)]) -> Model {
                 let (before, after) = (arg % 3, (arg / 3) % 2);
                 b.then(
                     n("pad"),
-                    Op::Pad {
+                    Op::Pad(Pad {
                         pads: vec![[before, after], [after, before]],
                         value: [0.0, -1.5][arg % 2],
-                    },
+                    }),
                 );
                 t += before + after;
                 d += before + after;
             }
             _ => {
-                b.then(n("r3"), Op::Reshape { shape: vec![t, 1, d] });
-                b.then(n("t3"), Op::Transpose { perm: vec![1, 0, 2] });
-                b.then(n("sm"), Op::Softmax { axis: 1 });
-                b.then(n("back"), Op::Reshape { shape: vec![t, d] });
+                b.then(n("r3"), Op::Reshape(Reshape { shape: vec![t, 1, d] }));
+                b.then(n("t3"), Op::Transpose(Transpose { perm: vec![1, 0, 2] }));
+                b.then(n("sm"), Op::Softmax(Softmax { axis: 1 }));
+                b.then(n("back"), Op::Reshape(Reshape { shape: vec![t, d] }));
             }
         }
     }
@@ -344,14 +350,14 @@ fn mixed_layouts_match_the_engine() {
     let a = b.then("conv", pare::ir::graph::ops::conv(2, 4, 3, 1, 1, true));
     let l = b.then("rows", linear(6, 6));
     b.add("sum", Op::Add, &[&a, &l]);
-    let c = b.add("cat", Op::Concat { axis: 1 }, &["sum", &a]);
+    let c = b.add("cat", Op::Concat(Concat { axis: 1 }), &["sum", &a]);
     b.add("conv2", pare::ir::graph::ops::conv(4, 3, 3, 1, 1, false), &[&c]);
     b.then(
         "mean",
-        Op::Mean {
+        Op::Mean(Mean {
             axes: vec![2],
             keepdim: true,
-        },
+        }),
     );
     b.then("flatten", Op::Flatten);
     b.then("head", linear(36, 5));
@@ -363,15 +369,15 @@ fn mixed_layouts_match_the_engine() {
 fn pad_and_channel_shuffle_match_the_engine() {
     let mut b = GraphBuilder::new(vec![2, 6, 6]);
     b.then("conv", pare::ir::graph::ops::conv(2, 6, 3, 1, 1, true));
-    b.then("shuffle", Op::ChannelShuffle { groups: 3 });
+    b.then("shuffle", Op::ChannelShuffle(ChannelShuffle { groups: 3 }));
     b.then(
         "pad",
-        Op::Pad {
+        Op::Pad(Pad {
             pads: vec![[0, 1], [2, 0], [1, 1]],
             value: 0.5,
-        },
+        }),
     );
-    b.then("shuffle2", Op::ChannelShuffle { groups: 7 });
+    b.then("shuffle2", Op::ChannelShuffle(ChannelShuffle { groups: 7 }));
     b.then("g", conv_grouped(7, 7, 3, 0, 1, 7, false));
     b.then("flatten", Op::Flatten);
     b.then("head", linear(7 * 6 * 6, 4));
@@ -431,7 +437,7 @@ fn a_plan_runs_many_batches_after_its_model_is_gone() {
     let mut b = GraphBuilder::new([6]);
     b.then("id", Op::Identity);
     b.then("fc", linear(6, 3));
-    b.then("drop", Op::Dropout { p: 0.5 });
+    b.then("drop", Op::Dropout(Dropout { p: 0.5 }));
     let m = Model::init(b.finish().unwrap(), 2).unwrap();
     assert_native_close(&m, &random(vec![3, 6], 1, 1.0), "aliases at both ends");
     let mut b = GraphBuilder::new([6]);
@@ -447,28 +453,28 @@ fn an_embedding_model_matches_the_engine() {
     b.input_dtype(pare::ir::DType::Index);
     b.then(
         "tok",
-        Op::Embedding {
+        Op::Embedding(Embedding {
             num_embeddings: 50,
             embedding_dim: 16,
-        },
+        }),
     );
-    b.add("pos", Op::Parameter { shape: vec![6, 16] }, &[]);
+    b.add("pos", Op::Parameter(Parameter { shape: vec![6, 16] }), &[]);
     b.add("sum", Op::Add, &["tok", "pos"]);
-    b.then("ln", Op::LayerNorm { dim: 16, eps: 1e-5 });
+    b.then("ln", Op::LayerNorm(LayerNorm { dim: 16, eps: 1e-5 }));
     b.then(
         "attn",
-        Op::Attention {
+        Op::Attention(Attention {
             dim: 16,
             heads: 2,
             head_dim: None,
-        },
+        }),
     );
     b.then(
         "pool",
-        Op::Mean {
+        Op::Mean(Mean {
             axes: vec![0],
             keepdim: false,
-        },
+        }),
     );
     b.then("head", linear(16, 3));
     let m = Model::init(b.finish().unwrap(), 4).unwrap();

@@ -6,21 +6,24 @@ mod common;
 
 use common::{assert_native_close, random};
 use pare::ir::graph::ops::{avg_pool2d, max_pool2d};
+use pare::ir::op::Conv2d;
 use pare::ir::{GraphBuilder, Model, Op};
 
 /// Each convolution geometry alone, its output the model's output: in the op zoo above a
 /// wrong conv can hide behind the saturating ops that follow it.
 #[test]
 fn every_conv_geometry_matches_the_engine_at_its_output() {
-    let conv = |k: [usize; 2], stride, padding, dilation, groups| Op::Conv2d {
-        in_channels: 16,
-        out_channels: if groups == 16 { 16 } else { 4 },
-        kernel_size: k,
-        stride,
-        padding,
-        dilation,
-        groups,
-        bias: true,
+    let conv = |k: [usize; 2], stride, padding, dilation, groups| {
+        Op::Conv2d(Conv2d {
+            in_channels: 16,
+            out_channels: if groups == 16 { 16 } else { 4 },
+            kernel_size: k,
+            stride,
+            padding,
+            dilation,
+            groups,
+            bias: true,
+        })
     };
     let cases = [
         ("3x3", conv([3, 3], [1, 1], [1, 1], [1, 1], 1)),

@@ -3,6 +3,10 @@
 
 mod common;
 
+use pare::ir::op::{
+    ChannelShuffle, Clip, Embedding, FakeQuant, LayerNorm, Linear, Mean, Pad, Reshape, Scale, Select, Slice,
+    Softmax, Transpose,
+};
 use std::path::Path;
 
 use common::{perturb_batch_norms, zoo_for_export};
@@ -70,10 +74,10 @@ fn every_exported_op_round_trips() {
     let mut b = GraphBuilder::new(vec![3, 8, 8]);
     b.then(
         "pad",
-        Op::Pad {
+        Op::Pad(Pad {
             pads: vec![[0, 0], [1, 0], [0, 1]],
             value: -0.5,
-        },
+        }),
     );
     b.then("conv", pare::ir::graph::ops::conv(3, 8, 3, 1, 1, true));
     b.then("bn", pare::ir::graph::ops::bn(8));
@@ -81,10 +85,10 @@ fn every_exported_op_round_trips() {
     let s = b.add("sig", Op::Sigmoid, &[&a]);
     let m = b.add(
         "gap",
-        Op::Mean {
+        Op::Mean(Mean {
             axes: vec![1, 2],
             keepdim: true,
-        },
+        }),
         &[&s],
     );
     let se = b.add("se", Op::Mul, &[&a, &m]);
@@ -93,57 +97,57 @@ fn every_exported_op_round_trips() {
     let sum = b.add("sum", Op::Add, &[&t, &r6, &se]);
     b.then("avg", avg_pool2d(3, 2, 1, false, false));
     b.then("max", max_pool2d(2, 1, 1, false));
-    b.then("shuffle", Op::ChannelShuffle { groups: 2 });
+    b.then("shuffle", Op::ChannelShuffle(ChannelShuffle { groups: 2 }));
     b.then(
         "slice",
-        Op::Slice {
+        Op::Slice(Slice {
             axis: 0,
             start: 1,
             end: 7,
-        },
+        }),
     );
     b.then("silu", Op::Silu);
-    b.then("clip", Op::Clip { min: -0.5, max: 2.0 });
+    b.then("clip", Op::Clip(Clip { min: -0.5, max: 2.0 }));
     b.then("flat", Op::Flatten);
     b.then(
         "fc",
-        Op::Linear {
+        Op::Linear(Linear {
             in_features: 6 * 6 * 6,
             out_features: 24,
             bias: true,
-        },
+        }),
     );
     b.then("gelu", Op::Gelu);
-    b.then("rows", Op::Reshape { shape: vec![4, 6] });
-    b.then("t", Op::Transpose { perm: vec![1, 0] });
-    b.then("ln", Op::LayerNorm { dim: 4, eps: 1e-5 });
-    let sm = b.then("sm", Op::Softmax { axis: -1 });
-    let row = b.add("row", Op::Select { axis: 0, index: 2 }, &[&sm]);
+    b.then("rows", Op::Reshape(Reshape { shape: vec![4, 6] }));
+    b.then("t", Op::Transpose(Transpose { perm: vec![1, 0] }));
+    b.then("ln", Op::LayerNorm(LayerNorm { dim: 4, eps: 1e-5 }));
+    let sm = b.then("sm", Op::Softmax(Softmax { axis: -1 }));
+    let row = b.add("row", Op::Select(Select { axis: 0, index: 2 }), &[&sm]);
     let d = b.add("div", Op::Div, &[&sm, &row]);
-    let sc = b.add("scale", Op::Scale { factor: 0.5 }, &[&d]);
+    let sc = b.add("scale", Op::Scale(Scale { factor: 0.5 }), &[&d]);
     let er = b.add("erf", Op::Erf, &[&sc]);
     let ab = b.add("abs", Op::Abs, &[&er]);
     let sb = b.add("sub", Op::Sub, &[&ab, &row]);
-    let sbt = b.add("sbt", Op::Transpose { perm: vec![1, 0] }, &[&sb]);
+    let sbt = b.add("sbt", Op::Transpose(Transpose { perm: vec![1, 0] }), &[&sb]);
     let mm = b.add("mm", Op::MatMul, &[&sb, &sbt]);
     let _ = b.add("unused_by_main", Op::Identity, &[&sum]);
     b.add("flat2", Op::Flatten, &[&mm]);
     b.then(
         "fq",
-        Op::FakeQuant {
+        Op::FakeQuant(FakeQuant {
             bits: 8,
             symmetric: false,
             scale: 0.05,
             zero_point: 12,
-        },
+        }),
     );
     b.then(
         "head",
-        Op::Linear {
+        Op::Linear(Linear {
             in_features: 36,
             out_features: 3,
             bias: false,
-        },
+        }),
     );
     b.extra_output("gap");
     let g = b.finish().unwrap();
@@ -202,25 +206,25 @@ fn index_inputs_and_embeddings_round_trip() {
     b.input_dtype(DType::Index);
     b.then(
         "emb",
-        Op::Embedding {
+        Op::Embedding(Embedding {
             num_embeddings: 11,
             embedding_dim: 6,
-        },
+        }),
     );
     b.then(
         "mean",
-        Op::Mean {
+        Op::Mean(Mean {
             axes: vec![0],
             keepdim: false,
-        },
+        }),
     );
     b.then(
         "fc",
-        Op::Linear {
+        Op::Linear(Linear {
             in_features: 6,
             out_features: 2,
             bias: true,
-        },
+        }),
     );
     let model = Model::init(b.finish().unwrap(), 1).unwrap();
     let back = round_trip(&model);
@@ -423,33 +427,33 @@ fn qdq_export_writes_int8_weights() {
     let mut b = GraphBuilder::new(vec![2, 6, 6]);
     b.then(
         "q0",
-        Op::FakeQuant {
+        Op::FakeQuant(FakeQuant {
             bits: 8,
             symmetric: false,
             scale: 1.0 / 255.0,
             zero_point: 0,
-        },
+        }),
     );
     b.then("conv", pare::ir::graph::ops::conv(2, 4, 3, 1, 1, true));
     b.then("bn", pare::ir::graph::ops::bn(4));
     b.then("relu", Op::Relu);
     b.then(
         "q1",
-        Op::FakeQuant {
+        Op::FakeQuant(FakeQuant {
             bits: 8,
             symmetric: false,
             scale: 0.02,
             zero_point: 0,
-        },
+        }),
     );
     b.then("flat", Op::Flatten);
     b.then(
         "fc",
-        Op::Linear {
+        Op::Linear(Linear {
             in_features: 144,
             out_features: 3,
             bias: true,
-        },
+        }),
     );
     let mut model = Model::init(b.finish().unwrap(), 4).unwrap();
     perturb_batch_norms(&mut model);

@@ -1,6 +1,10 @@
 //! Each op's local rules: output shape, parameter count, MACs, axis mapping, and clear errors.
 
 use pare::ir::graph::ops::{bn, conv, conv_grouped, depthwise, linear, max_pool};
+use pare::ir::op::{
+    Attention, AvgPool2d, ChannelShuffle, Clip, Concat, Conv2d, Dropout, Embedding, HashedLinear, LayerNorm,
+    Linear, MaxPool2d, Mean, Pad, Parameter, Reshape, Scale, Select, Slice, Softmax, Transpose,
+};
 use pare::ir::op::{Couple, Source};
 use pare::ir::{AxisRule, Op};
 
@@ -20,11 +24,11 @@ fn error(op: Op, inputs: &[&[usize]], needle: &str) {
 #[test]
 fn linear_rules() {
     check(linear(784, 300), &[&[784]], &[300], 784 * 300 + 300, 784 * 300);
-    let nobias = Op::Linear {
+    let nobias = Op::Linear(Linear {
         in_features: 4,
         out_features: 3,
         bias: false,
-    };
+    });
     check(nobias, &[&[4]], &[3], 12, 12);
     error(linear(784, 300), &[&[1, 28, 28]], "last axis is 784");
 }
@@ -92,34 +96,38 @@ fn sources(r: &AxisRule) -> String {
 fn axis_rules() {
     let img: &[usize] = &[8, 6, 6];
     let seq: &[usize] = &[5, 8];
-    let mean = |axes: Vec<isize>, keepdim| Op::Mean { axes, keepdim };
-    let pad = |pads: Vec<[usize; 2]>| Op::Pad { pads, value: 0.0 };
-    let hashed = Op::HashedLinear {
+    let mean = |axes: Vec<isize>, keepdim| Op::Mean(Mean { axes, keepdim });
+    let pad = |pads: Vec<[usize; 2]>| Op::Pad(Pad { pads, value: 0.0 });
+    let hashed = Op::HashedLinear(HashedLinear {
         in_features: 8,
         out_features: 4,
         buckets: 4,
         seed: 0,
         bias: true,
-    };
-    let att = Op::Attention {
+    });
+    let att = Op::Attention(Attention {
         dim: 8,
         heads: 2,
         head_dim: None,
-    };
+    });
     let rules: Vec<(Op, Vec<&[usize]>, &str)> = vec![
         (conv(3, 8, 3, 1, 1, true), vec![&[3, 6, 6]], "new - -"),
         (depthwise(8, 3, 1, 1), vec![img], "0.0 - -"),
         (conv_grouped(8, 8, 3, 1, 1, 2, false), vec![img], "new - -"),
-        (Op::ChannelShuffle { groups: 4 }, vec![img], "shuf4 0.1 0.2"),
+        (
+            Op::ChannelShuffle(ChannelShuffle { groups: 4 }),
+            vec![img],
+            "shuf4 0.1 0.2",
+        ),
         (bn(8), vec![img], "0.0 0.1 0.2"),
         (max_pool(2, 2), vec![img], "0.0 - -"),
         (Op::GlobalAvgPool, vec![img], "0.0 - -"),
         (Op::Add, vec![img, img], "0.0 0.1 0.2"),
         (Op::Mul, vec![img, &[8, 1, 1]], "0.0 0.1 0.2"),
         (Op::Mul, vec![&[6], img], "1.0 1.1 0.0"),
-        (Op::Concat { axis: 0 }, vec![img, img], "cat0 0.1 0.2"),
-        (Op::Concat { axis: -2 }, vec![img, img], "0.0 cat1 0.2"),
-        (Op::Concat { axis: 0 }, vec![seq, seq], "cat0 0.1"),
+        (Op::Concat(Concat { axis: 0 }), vec![img, img], "cat0 0.1 0.2"),
+        (Op::Concat(Concat { axis: -2 }), vec![img, img], "0.0 cat1 0.2"),
+        (Op::Concat(Concat { axis: 0 }), vec![seq, seq], "cat0 0.1"),
         (Op::Flatten, vec![img], "0.0*1*2"),
         (Op::Flatten, vec![seq], "0.0*1"),
         (linear(8, 4), vec![&[8]], "new"),
@@ -128,35 +136,47 @@ fn axis_rules() {
         (hashed, vec![&[8]], "-"),
         (Op::Gelu, vec![seq], "0.0 0.1"),
         (Op::Relu, vec![&[2, 8, 6, 6]], "0.0 0.1 0.2 0.3"),
-        (Op::Select { axis: 0, index: 0 }, vec![seq], "0.1"),
-        (Op::Select { axis: 1, index: 0 }, vec![img], "0.0 0.2"),
-        (Op::Softmax { axis: -1 }, vec![seq], "0.0 -"),
-        (Op::Softmax { axis: 0 }, vec![seq], "- 0.1"),
-        (Op::LayerNorm { dim: 8, eps: 1e-5 }, vec![seq], "0.0 -"),
+        (Op::Select(Select { axis: 0, index: 0 }), vec![seq], "0.1"),
+        (Op::Select(Select { axis: 1, index: 0 }), vec![img], "0.0 0.2"),
+        (Op::Softmax(Softmax { axis: -1 }), vec![seq], "0.0 -"),
+        (Op::Softmax(Softmax { axis: 0 }), vec![seq], "- 0.1"),
+        (Op::LayerNorm(LayerNorm { dim: 8, eps: 1e-5 }), vec![seq], "0.0 -"),
         (att, vec![seq], "0.0 -"),
         (mean(vec![1, 2], false), vec![img], "0.0"),
         (mean(vec![1], false), vec![img], "0.0 0.2"),
         (mean(vec![0], true), vec![seq], "- 0.1"),
-        (Op::Reshape { shape: vec![5, 2, 4] }, vec![seq], "0.0 0.1:0 0.1:1"),
-        (Op::Reshape { shape: vec![1, 5, 8] }, vec![seq], "- 0.0 0.1"),
         (
-            Op::Reshape {
+            Op::Reshape(Reshape { shape: vec![5, 2, 4] }),
+            vec![seq],
+            "0.0 0.1:0 0.1:1",
+        ),
+        (
+            Op::Reshape(Reshape { shape: vec![1, 5, 8] }),
+            vec![seq],
+            "- 0.0 0.1",
+        ),
+        (
+            Op::Reshape(Reshape {
                 shape: vec![5, 3, 1, 2, 4],
-            },
+            }),
             vec![&[5, 24]],
             "0.0 0.1:0 - 0.1:1 0.1:2",
         ),
-        (Op::Reshape { shape: vec![5, 8] }, vec![&[5, 2, 4]], "0.0 0.1*2"),
-        (Op::Reshape { shape: vec![8, 5] }, vec![seq], "- -"),
         (
-            Op::Transpose { perm: vec![1, 0, 2] },
+            Op::Reshape(Reshape { shape: vec![5, 8] }),
+            vec![&[5, 2, 4]],
+            "0.0 0.1*2",
+        ),
+        (Op::Reshape(Reshape { shape: vec![8, 5] }), vec![seq], "- -"),
+        (
+            Op::Transpose(Transpose { perm: vec![1, 0, 2] }),
             vec![&[5, 2, 4]],
             "0.1 0.0 0.2",
         ),
         (Op::MatMul, vec![&[2, 5, 4], &[2, 4, 3]], "0.0 0.1 1.2"),
         (pad(vec![[0, 0], [1, 1], [1, 1]]), vec![img], "0.0 - -"),
         (pad(vec![[1, 0], [0, 0], [0, 0]]), vec![img], "- 0.1 0.2"),
-        (Op::Parameter { shape: vec![5, 8] }, vec![], "- -"),
+        (Op::Parameter(Parameter { shape: vec![5, 8] }), vec![], "- -"),
     ];
     for (op, inputs, want) in rules {
         let rule = op.axis_rule(&inputs);
@@ -167,10 +187,12 @@ fn axis_rules() {
             .filter(|&(i, a)| !rule.reads(i, a))
             .collect();
         match op {
-            Op::Softmax { axis: -1 } | Op::LayerNorm { .. } | Op::Attention { .. } => {
+            Op::Softmax(Softmax { axis: -1 })
+            | Op::LayerNorm(LayerNorm { .. })
+            | Op::Attention(Attention { .. }) => {
                 assert_eq!(unread, [(0, 1)], "{op:?}")
             }
-            Op::Select { axis: 1, .. } => assert_eq!(unread, [(0, 1)]),
+            Op::Select(Select { axis: 1, .. }) => assert_eq!(unread, [(0, 1)]),
             Op::Mul if inputs[1] == [8, 1, 1] => assert_eq!(unread, [(1, 1), (1, 2)]),
             _ => {}
         }
@@ -213,28 +235,30 @@ fn normalization_and_pooling_rules() {
     check(bn(256), &[&[256]], &[256], 512, 0);
     error(bn(16), &[&[8, 7, 7]], "expects [16]");
     check(max_pool(2, 2), &[&[20, 24, 24]], &[20, 12, 12], 0, 0);
-    let overlapping = Op::AvgPool2d {
+    let overlapping = Op::AvgPool2d(AvgPool2d {
         kernel_size: [3, 3],
         stride: [2, 2],
         padding: [1, 1],
         count_include_pad: false,
         ceil_mode: false,
-    };
+    });
     check(overlapping, &[&[8, 28, 28]], &[8, 14, 14], 0, 0);
-    let too_much_pad = Op::MaxPool2d {
+    let too_much_pad = Op::MaxPool2d(MaxPool2d {
         kernel_size: [2, 2],
         stride: [2, 2],
         padding: [2, 2],
         ceil_mode: false,
-    };
+    });
     error(too_much_pad, &[&[1, 8, 8]], "at most half");
     // Ceil mode: 8 -> 4 windows of 3 at stride 2 (floor: 3); 5 padded to 7 -> 3 windows of 2
     // at stride 2, the fourth dropped since it would start in the right padding.
-    let ceil = |k, p| Op::MaxPool2d {
-        kernel_size: [k, k],
-        stride: [2, 2],
-        padding: [p, p],
-        ceil_mode: true,
+    let ceil = |k, p| {
+        Op::MaxPool2d(MaxPool2d {
+            kernel_size: [k, k],
+            stride: [2, 2],
+            padding: [p, p],
+            ceil_mode: true,
+        })
     };
     check(ceil(3, 0), &[&[2, 8, 5]], &[2, 4, 2], 0, 0);
     check(ceil(2, 1), &[&[2, 5, 6]], &[2, 3, 4], 0, 0);
@@ -247,14 +271,14 @@ fn multi_input_rules() {
     check(Op::Add, &[&[16, 8, 8], &[16, 8, 8]], &[16, 8, 8], 0, 0);
     error(Op::Add, &[&[16, 8, 8], &[32, 8, 8]], "equal input shapes");
     check(
-        Op::Concat { axis: 0 },
+        Op::Concat(Concat { axis: 0 }),
         &[&[16, 8, 8], &[8, 8, 8], &[4, 8, 8]],
         &[28, 8, 8],
         0,
         0,
     );
     error(
-        Op::Concat { axis: 0 },
+        Op::Concat(Concat { axis: 0 }),
         &[&[16, 8, 8], &[16, 4, 4]],
         "equal but for axis 0",
     );
@@ -272,16 +296,16 @@ fn elementwise_rules() {
         Op::Tanh,
         Op::HardSwish,
         Op::Identity,
-        Op::Dropout { p: 0.5 },
+        Op::Dropout(Dropout { p: 0.5 }),
     ] {
         check(op, &[&[3, 5, 5]], &[3, 5, 5], 0, 0);
     }
-    error(Op::Dropout { p: 1.0 }, &[&[4]], "dropout p");
+    error(Op::Dropout(Dropout { p: 1.0 }), &[&[4]], "dropout p");
 }
 
 #[test]
 fn sequence_and_tensor_rules() {
-    let ln = Op::LayerNorm { dim: 64, eps: 1e-5 };
+    let ln = Op::LayerNorm(LayerNorm { dim: 64, eps: 1e-5 });
     check(ln.clone(), &[&[17, 64]], &[17, 64], 128, 0);
     error(ln, &[&[17, 32]], "last axis of 64");
     // A Linear acts on the last axis of any rank: one dot product per token.
@@ -302,23 +326,35 @@ fn sequence_and_tensor_rules() {
     );
     error(Op::MatMul, &[&[4, 17, 16], &[2, 16, 17]], "equal leading axes");
     error(Op::MatMul, &[&[16], &[16]], "[.., m, k]");
-    check(Op::Softmax { axis: -1 }, &[&[4, 17, 17]], &[4, 17, 17], 0, 0);
-    error(Op::Softmax { axis: 3 }, &[&[4, 17, 17]], "out of range");
     check(
-        Op::Reshape { shape: vec![64, 16] },
+        Op::Softmax(Softmax { axis: -1 }),
+        &[&[4, 17, 17]],
+        &[4, 17, 17],
+        0,
+        0,
+    );
+    error(Op::Softmax(Softmax { axis: 3 }), &[&[4, 17, 17]], "out of range");
+    check(
+        Op::Reshape(Reshape { shape: vec![64, 16] }),
         &[&[64, 4, 4]],
         &[64, 16],
         0,
         0,
     );
     error(
-        Op::Reshape { shape: vec![64, 15] },
+        Op::Reshape(Reshape { shape: vec![64, 15] }),
         &[&[64, 4, 4]],
         "1024 elements",
     );
-    check(Op::Transpose { perm: vec![1, 0] }, &[&[64, 16]], &[16, 64], 0, 0);
+    check(
+        Op::Transpose(Transpose { perm: vec![1, 0] }),
+        &[&[64, 16]],
+        &[16, 64],
+        0,
+        0,
+    );
     error(
-        Op::Transpose { perm: vec![0, 0] },
+        Op::Transpose(Transpose { perm: vec![0, 0] }),
         &[&[64, 16]],
         "not a permutation",
     );
@@ -326,72 +362,104 @@ fn sequence_and_tensor_rules() {
     check(Op::Div, &[&[17, 1], &[1, 64]], &[17, 64], 0, 0);
     error(Op::Sub, &[&[17, 64], &[17, 32]], "do not broadcast");
     check(
-        Op::Slice {
+        Op::Slice(Slice {
             axis: 1,
             start: 64,
             end: 128,
-        },
+        }),
         &[&[17, 192]],
         &[17, 64],
         0,
         0,
     );
     error(
-        Op::Slice {
+        Op::Slice(Slice {
             axis: 1,
             start: 64,
             end: 200,
-        },
+        }),
         &[&[17, 192]],
         "outside axis 1",
     );
-    check(Op::Select { axis: 0, index: 0 }, &[&[17, 64]], &[64], 0, 0);
-    error(Op::Select { axis: 0, index: 17 }, &[&[17, 64]], "position 17");
-    error(Op::Select { axis: 0, index: 0 }, &[&[64]], "rank-2");
-    check(Op::Concat { axis: 0 }, &[&[1, 64], &[16, 64]], &[17, 64], 0, 0);
-    check(Op::Concat { axis: -1 }, &[&[17, 32], &[17, 32]], &[17, 64], 0, 0);
     check(
-        Op::Mean {
+        Op::Select(Select { axis: 0, index: 0 }),
+        &[&[17, 64]],
+        &[64],
+        0,
+        0,
+    );
+    error(
+        Op::Select(Select { axis: 0, index: 17 }),
+        &[&[17, 64]],
+        "position 17",
+    );
+    error(Op::Select(Select { axis: 0, index: 0 }), &[&[64]], "rank-2");
+    check(
+        Op::Concat(Concat { axis: 0 }),
+        &[&[1, 64], &[16, 64]],
+        &[17, 64],
+        0,
+        0,
+    );
+    check(
+        Op::Concat(Concat { axis: -1 }),
+        &[&[17, 32], &[17, 32]],
+        &[17, 64],
+        0,
+        0,
+    );
+    check(
+        Op::Mean(Mean {
             axes: vec![0],
             keepdim: false,
-        },
+        }),
         &[&[17, 64]],
         &[64],
         0,
         0,
     );
     check(
-        Op::Mean {
+        Op::Mean(Mean {
             axes: vec![-1],
             keepdim: true,
-        },
+        }),
         &[&[17, 64]],
         &[17, 1],
         0,
         0,
     );
     error(
-        Op::Mean {
+        Op::Mean(Mean {
             axes: vec![0, 1],
             keepdim: false,
-        },
+        }),
         &[&[17, 64]],
         "keep at least one",
     );
-    check(Op::Clip { min: -1.0, max: 1.0 }, &[&[8]], &[8], 0, 0);
-    error(Op::Clip { min: 1.0, max: -1.0 }, &[&[8]], "min <= max");
+    check(Op::Clip(Clip { min: -1.0, max: 1.0 }), &[&[8]], &[8], 0, 0);
+    error(Op::Clip(Clip { min: 1.0, max: -1.0 }), &[&[8]], "min <= max");
     check(Op::Silu, &[&[8]], &[8], 0, 0);
     check(Op::Sign, &[&[3, 5, 5]], &[3, 5, 5], 0, 0);
     check(Op::Abs, &[&[8]], &[8], 0, 0);
     check(Op::Erf, &[&[2, 8]], &[2, 8], 0, 0);
-    check(Op::Scale { factor: 0.25 }, &[&[8]], &[8], 0, 0);
-    check(Op::Parameter { shape: vec![17, 64] }, &[], &[17, 64], 17 * 64, 0);
-    error(Op::Parameter { shape: vec![1, 64] }, &[&[1, 64]], "takes 0 input");
-    let att = Op::Attention {
+    check(Op::Scale(Scale { factor: 0.25 }), &[&[8]], &[8], 0, 0);
+    check(
+        Op::Parameter(Parameter { shape: vec![17, 64] }),
+        &[],
+        &[17, 64],
+        17 * 64,
+        0,
+    );
+    error(
+        Op::Parameter(Parameter { shape: vec![1, 64] }),
+        &[&[1, 64]],
+        "takes 0 input",
+    );
+    let att = Op::Attention(Attention {
         dim: 64,
         heads: 4,
         head_dim: None,
-    };
+    });
     check(
         att.clone(),
         &[&[17, 64]],
@@ -400,20 +468,20 @@ fn sequence_and_tensor_rules() {
         4 * 17 * 64 * 64 + 2 * 17 * 17 * 64,
     );
     error(
-        Op::Attention {
+        Op::Attention(Attention {
             dim: 64,
             heads: 5,
             head_dim: None,
-        },
+        }),
         &[&[17, 64]],
         "must divide",
     );
     // Two heads of 16 kept from four: inner width 32.
-    let pruned = Op::Attention {
+    let pruned = Op::Attention(Attention {
         dim: 64,
         heads: 2,
         head_dim: Some(16),
-    };
+    });
     check(
         pruned.clone(),
         &[&[17, 64]],
@@ -440,7 +508,7 @@ fn a_graph_with_an_empty_axis_is_rejected() {
     // Zero features or channels pass each op's own arithmetic; the graph refuses the value.
     for op in [linear(784, 0), conv(1, 0, 3, 1, 1, true)] {
         let mut b = pare::ir::GraphBuilder::new(vec![1, 28, 28]);
-        if matches!(op, Op::Linear { .. }) {
+        if matches!(op, Op::Linear(Linear { .. })) {
             b.then("flatten", Op::Flatten);
         }
         b.then("layer", op);
@@ -451,35 +519,47 @@ fn a_graph_with_an_empty_axis_is_rejected() {
 
 #[test]
 fn pad_and_shuffle_rules() {
-    let pad = |pads: Vec<[usize; 2]>| Op::Pad { pads, value: 0.0 };
+    let pad = |pads: Vec<[usize; 2]>| Op::Pad(Pad { pads, value: 0.0 });
     check(pad(vec![[0, 0], [1, 2], [3, 0]]), &[&[4, 5, 6]], &[4, 8, 9], 0, 0);
-    let nan = Op::Pad {
+    let nan = Op::Pad(Pad {
         pads: vec![[1, 1]],
         value: f32::NAN,
-    };
+    });
     error(nan, &[&[4]], "must be a finite number");
     // A zero value is left out of arch.json; another is written.
     let json = |value| {
-        serde_json::to_string(&Op::Pad {
+        serde_json::to_string(&Op::Pad(Pad {
             pads: vec![[1, 0]],
             value,
-        })
+        }))
         .unwrap()
     };
     assert_eq!(json(0.0), r#"{"op":"pad","pads":[[1,0]]}"#);
     assert_eq!(json(-2.5), r#"{"op":"pad","pads":[[1,0]],"value":-2.5}"#);
     error(pad(vec![[1, 1]]), &[&[4, 5]], "one [before, after] pair per axis");
     error(pad(vec![[usize::MAX, 1]]), &[&[4]], "overflows");
-    check(Op::ChannelShuffle { groups: 2 }, &[&[8, 4, 4]], &[8, 4, 4], 0, 0);
-    error(Op::ChannelShuffle { groups: 3 }, &[&[8, 4, 4]], "multiple");
+    check(
+        Op::ChannelShuffle(ChannelShuffle { groups: 2 }),
+        &[&[8, 4, 4]],
+        &[8, 4, 4],
+        0,
+        0,
+    );
+    error(
+        Op::ChannelShuffle(ChannelShuffle { groups: 3 }),
+        &[&[8, 4, 4]],
+        "multiple",
+    );
 }
 
 #[test]
 fn embedding_rules_and_integer_inputs() {
     use pare::ir::{DType, GraphBuilder, Model, Tensor};
-    let emb = |n, d| Op::Embedding {
-        num_embeddings: n,
-        embedding_dim: d,
+    let emb = |n, d| {
+        Op::Embedding(Embedding {
+            num_embeddings: n,
+            embedding_dim: d,
+        })
     };
     // Ids of any rank up to four gain a feature axis; a lookup is no multiply-accumulate.
     check(emb(30522, 384), &[&[128]], &[128, 384], 30522 * 384, 0);
@@ -531,15 +611,17 @@ fn embedding_rules_and_integer_inputs() {
 fn extreme_sizes_are_refused_without_overflow() {
     use pare::ir::GraphBuilder;
     let huge = usize::MAX / 2 + 1;
-    let conv_with = |k: usize, s: usize, p: usize, d: usize| Op::Conv2d {
-        in_channels: 1,
-        out_channels: 2,
-        kernel_size: [k, 3],
-        stride: [s, 1],
-        padding: [p, 1],
-        dilation: [d, 1],
-        groups: 1,
-        bias: false,
+    let conv_with = |k: usize, s: usize, p: usize, d: usize| {
+        Op::Conv2d(Conv2d {
+            in_channels: 1,
+            out_channels: 2,
+            kernel_size: [k, 3],
+            stride: [s, 1],
+            padding: [p, 1],
+            dilation: [d, 1],
+            groups: 1,
+            bias: false,
+        })
     };
     for op in [
         conv_with(3, 1, huge, 1),
@@ -574,12 +656,12 @@ fn extreme_sizes_are_refused_without_overflow() {
     // Flatten, concat and reshape of sizes whose product overflows.
     error(Op::Flatten, &[&[huge, 4, 4]], "overflows");
     error(
-        Op::Concat { axis: 0 },
+        Op::Concat(Concat { axis: 0 }),
         &[&[usize::MAX, 2, 2], &[1, 2, 2]],
         "overflows",
     );
     error(
-        Op::Reshape { shape: vec![4, 4] },
+        Op::Reshape(Reshape { shape: vec![4, 4] }),
         &[&[huge, 2, 8]],
         "too many elements",
     );

@@ -2,6 +2,7 @@
 //! equivalence on every zoo model; surgery replay; importance criteria; masks, schedules and
 //! clear errors. Transformers (heads, MLP neurons) are in `prune_attention.rs`.
 
+use pare::ir::op::{BatchNorm, ChannelShuffle, Concat, Conv2d, Linear, MaxPool2d};
 use std::collections::{BTreeMap, BTreeSet};
 
 use pare::exec::infer;
@@ -76,12 +77,12 @@ fn depthwise_convs_pass_channels_through() {
     assert!(
         matches!(
             dw.op,
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels: 123,
                 out_channels: 123,
                 groups: 123,
                 ..
-            }
+            })
         ),
         "{:?}",
         dw.op
@@ -92,16 +93,16 @@ fn concat_model() -> Model {
     let mut b = GraphBuilder::new(vec![1, 28, 28]);
     let a = b.add("a", conv(1, 3, 3, 1, 1, true), &["input"]);
     let c = b.add("b", conv(1, 2, 1, 1, 0, true), &["input"]);
-    b.add("cat", Op::Concat { axis: 0 }, &[&a, &c]);
+    b.add("cat", Op::Concat(Concat { axis: 0 }), &[&a, &c]);
     b.then("relu", Op::Relu);
     b.then(
         "pool",
-        Op::MaxPool2d {
+        Op::MaxPool2d(MaxPool2d {
             kernel_size: [2, 2],
             stride: [2, 2],
             padding: [0, 0],
             ceil_mode: false,
-        },
+        }),
     );
     b.then("flatten", Op::Flatten);
     b.then("fc1", linear(5 * 14 * 14, 7));
@@ -216,11 +217,11 @@ fn per_layer_ratio_and_exclusion() {
     assert_eq!(s.removed["fc1"].len(), 128);
     assert!(matches!(
         p.graph.node("fc1").unwrap().op,
-        Op::Linear {
+        Op::Linear(Linear {
             in_features: 864,
             out_features: 128,
             ..
-        }
+        })
     ));
 }
 
@@ -324,7 +325,7 @@ fn kept_channels_round_to_a_multiple() {
         let (p, _) = pare::prune::structured(&m, &Norm { p: 1 }, &sel).unwrap();
         let mut widths = vec![];
         for n in &p.graph.nodes {
-            if let Op::Conv2d { out_channels, .. } = n.op {
+            if let Op::Conv2d(Conv2d { out_channels, .. }) = n.op {
                 assert_eq!(out_channels % round_to, 0, "{}: {out_channels}", n.name);
                 widths.push(out_channels);
             }
@@ -347,7 +348,10 @@ fn folding_batch_norm_keeps_outputs_on_every_zoo_model() {
         perturb_bn(&mut m);
         let f = pare::fuse::fold_batch_norm(&m).unwrap();
         assert!(
-            !f.graph.nodes.iter().any(|n| matches!(n.op, Op::BatchNorm { .. })),
+            !f.graph
+                .nodes
+                .iter()
+                .any(|n| matches!(n.op, Op::BatchNorm(BatchNorm { .. }))),
             "{}",
             zm.label()
         );
@@ -388,7 +392,7 @@ fn shuffle_model() -> Model {
     b.then("g1", conv_grouped(8, 16, 1, 0, 1, 4, false));
     b.then("g1_bn", bn(16));
     b.then("g1_relu", Op::Relu);
-    b.then("shuffle", Op::ChannelShuffle { groups: 4 });
+    b.then("shuffle", Op::ChannelShuffle(ChannelShuffle { groups: 4 }));
     b.then("dw", depthwise(16, 3, 1, 1));
     b.then("dw_bn", bn(16));
     b.then("g2", conv_grouped(16, 24, 1, 0, 1, 4, false));
@@ -440,12 +444,12 @@ fn grouped_convs_and_channel_shuffles_prune_by_slot() {
     };
     let (p, _) = pare::prune::structured(&m, &Norm { p: 1 }, &sel).unwrap();
     let conv_of = |name: &str| match p.graph.node(name).unwrap().op {
-        Op::Conv2d {
+        Op::Conv2d(Conv2d {
             in_channels,
             out_channels,
             groups,
             ..
-        } => (in_channels, out_channels, groups),
+        }) => (in_channels, out_channels, groups),
         _ => unreachable!(),
     };
     assert_eq!(conv_of("stem"), (1, 4, 1));

@@ -2,6 +2,7 @@
 //! attention written out as projections, reshapes, transposes and matrix products (as BERT and
 //! ONNX files hold it), which axis mappings carry like the fused op's.
 
+use pare::ir::op::{Attention, Mean, Reshape, Scale, Select, Softmax, Transpose};
 use std::collections::BTreeSet;
 
 use pare::exec::infer;
@@ -44,11 +45,11 @@ fn a_vits_heads_and_mlp_neurons_are_its_channel_groups() {
     let (p, s) = remove_groups(&m, &d, &remove).unwrap();
     assert_eq!(
         p.graph.node("blocks.0.att").unwrap().op,
-        Op::Attention {
+        Op::Attention(Attention {
             dim: 64,
             heads: 2,
             head_dim: Some(16)
-        }
+        })
     );
     assert_eq!(p.params["blocks.0.att.in_proj_weight"].shape(), &[96, 64]);
     assert_eq!(p.params["blocks.0.att.out_proj.weight"].shape(), &[64, 32]);
@@ -68,7 +69,7 @@ fn a_vits_heads_and_mlp_neurons_are_its_channel_groups() {
 
 /// How a self-attention of 2 heads of 4 over `[5, 8]` tokens is written.
 #[derive(Clone, Copy, PartialEq)]
-enum Attention {
+enum Form {
     /// The fused op.
     Fused,
     /// As BERT files hold it: q, k and v projections, each reshaped into heads and transposed.
@@ -81,68 +82,71 @@ enum Attention {
 /// Self-attention over `[5, 8]` tokens written as `form` (the written-out forms as reshapes,
 /// transposes, two matrix products, a softmax, a reshape back and the output projection), then
 /// a token mean and a head.
-fn attention_model(form: Attention) -> Model {
+fn attention_model(form: Form) -> Model {
     let mut b = GraphBuilder::new(vec![5, 8]);
     let heads = |b: &mut GraphBuilder, name: &str, perm: Vec<usize>| {
         b.add(name, linear(8, 8), &["input"]);
-        b.then(format!("{name}_heads"), Op::Reshape { shape: vec![5, 2, 4] });
-        b.then(format!("{name}_t"), Op::Transpose { perm })
+        b.then(
+            format!("{name}_heads"),
+            Op::Reshape(Reshape { shape: vec![5, 2, 4] }),
+        );
+        b.then(format!("{name}_t"), Op::Transpose(Transpose { perm }))
     };
     let (q, k, v) = match form {
-        Attention::Fused => {
+        Form::Fused => {
             b.then(
                 "att",
-                Op::Attention {
+                Op::Attention(Attention {
                     dim: 8,
                     heads: 2,
                     head_dim: None,
-                },
+                }),
             );
             (String::new(), String::new(), String::new())
         }
-        Attention::Separate => (
+        Form::Separate => (
             heads(&mut b, "q", vec![1, 0, 2]),
             heads(&mut b, "k", vec![1, 2, 0]),
             heads(&mut b, "v", vec![1, 0, 2]),
         ),
-        Attention::Packed => {
+        Form::Packed => {
             b.then("qkv", linear(8, 24));
             b.then(
                 "qkv_heads",
-                Op::Reshape {
+                Op::Reshape(Reshape {
                     shape: vec![5, 3, 2, 4],
-                },
+                }),
             );
             b.then(
                 "qkv_t",
-                Op::Transpose {
+                Op::Transpose(Transpose {
                     perm: vec![1, 2, 0, 3],
-                },
+                }),
             );
             let pick = |b: &mut GraphBuilder, name: &str, index| {
-                b.add(name, Op::Select { axis: 0, index }, &["qkv_t"])
+                b.add(name, Op::Select(Select { axis: 0, index }), &["qkv_t"])
             };
             let q = pick(&mut b, "q", 0);
             pick(&mut b, "k_rows", 1);
-            let k = b.then("k", Op::Transpose { perm: vec![0, 2, 1] });
+            let k = b.then("k", Op::Transpose(Transpose { perm: vec![0, 2, 1] }));
             (q, k, pick(&mut b, "v", 2))
         }
     };
-    if form != Attention::Fused {
+    if form != Form::Fused {
         b.add("scores", Op::MatMul, &[&q, &k]);
-        b.then("scaled", Op::Scale { factor: 0.5 });
-        b.then("probs", Op::Softmax { axis: -1 });
+        b.then("scaled", Op::Scale(Scale { factor: 0.5 }));
+        b.then("probs", Op::Softmax(Softmax { axis: -1 }));
         b.add("mixed", Op::MatMul, &["probs", &v]);
-        b.then("mixed_t", Op::Transpose { perm: vec![1, 0, 2] });
-        b.then("merged", Op::Reshape { shape: vec![5, 8] });
+        b.then("mixed_t", Op::Transpose(Transpose { perm: vec![1, 0, 2] }));
+        b.then("merged", Op::Reshape(Reshape { shape: vec![5, 8] }));
         b.then("o", linear(8, 8));
     }
     b.then(
         "pool",
-        Op::Mean {
+        Op::Mean(Mean {
             axes: vec![0],
             keepdim: false,
-        },
+        }),
     );
     b.then("head", linear(8, 3));
     Model::init(b.finish().unwrap(), 3).unwrap()
@@ -150,18 +154,18 @@ fn attention_model(form: Attention) -> Model {
 
 /// A written-out attention with the fused one's weights: its in_proj rows as they are
 /// (packed) or split into q, k, v.
-fn written_out_like(fused: &Model, form: Attention) -> Model {
+fn written_out_like(fused: &Model, form: Form) -> Model {
     let mut m = attention_model(form);
     let w = &fused.params["att.in_proj_weight"];
     let bias = &fused.params["att.in_proj_bias"];
-    if form == Attention::Packed {
+    if form == Form::Packed {
         m.params.insert("qkv.weight".into(), w.clone());
         m.params.insert("qkv.bias".into(), bias.clone());
     }
     for (k, name) in ["q", "k", "v"]
         .iter()
         .enumerate()
-        .filter(|_| form == Attention::Separate)
+        .filter(|_| form == Form::Separate)
     {
         let rows: Vec<usize> = (k * 8..(k + 1) * 8).collect();
         m.params.insert(format!("{name}.weight"), w.select(0, &rows));
@@ -184,19 +188,15 @@ fn written_out_like(fused: &Model, form: Attention) -> Model {
 /// op gives, in both engines; the reshapes shrink with it.
 #[test]
 fn a_written_out_attentions_heads_are_groups_like_the_fused_ops() {
-    let fused = attention_model(Attention::Fused);
+    let fused = attention_model(Form::Fused);
     let x = common::random(vec![3, 5, 8], 4, 1.0);
     let run = |m: &Model| infer(m, &x, &Reparams::new(), &[]).unwrap().output;
     let fd = DepGraph::build(&fused).unwrap();
     let fused_heads = &fd.families[fd.family_of(&fused, "att").unwrap()].groups;
     let (fp, _) = remove_groups(&fused, &fd, &BTreeSet::from([fused_heads[1]])).unwrap();
     for (form, producers, reshape) in [
-        (
-            Attention::Separate,
-            vec!["q", "k", "v"],
-            ("q_heads", vec![5, 1, 4]),
-        ),
-        (Attention::Packed, vec!["qkv"], ("qkv_heads", vec![5, 3, 1, 4])),
+        (Form::Separate, vec!["q", "k", "v"], ("q_heads", vec![5, 1, 4])),
+        (Form::Packed, vec!["qkv"], ("qkv_heads", vec![5, 3, 1, 4])),
     ] {
         let m = written_out_like(&fused, form);
         assert!(run(&m).max_abs_diff(&run(&fused)) < 1e-5);
@@ -211,7 +211,7 @@ fn a_written_out_attentions_heads_are_groups_like_the_fused_ops() {
             .collect();
         members.sort();
         // Head 1 is rows 4..8 of each of q, k and v.
-        let mut want: Vec<(String, usize)> = if form == Attention::Packed {
+        let mut want: Vec<(String, usize)> = if form == Form::Packed {
             [4, 12, 20]
                 .iter()
                 .flat_map(|&s| (s..s + 4).map(|c| ("qkv".to_string(), c)))
@@ -228,11 +228,11 @@ fn a_written_out_attentions_heads_are_groups_like_the_fused_ops() {
         let (p, s) = remove_groups(&m, &d, &BTreeSet::from([heads[1]])).unwrap();
         assert_eq!(
             p.graph.node(reshape.0).unwrap().op,
-            Op::Reshape { shape: reshape.1 }
+            Op::Reshape(Reshape { shape: reshape.1 })
         );
         assert_eq!(
             p.graph.node("merged").unwrap().op,
-            Op::Reshape { shape: vec![5, 4] }
+            Op::Reshape(Reshape { shape: vec![5, 4] })
         );
         assert_eq!(p.params["o.weight"].shape(), &[8, 4]);
         assert_eq!(replay(&m, &s).unwrap(), p);

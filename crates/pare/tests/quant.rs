@@ -2,6 +2,7 @@
 //! activation calibration, the clipped straight-through estimator, and centroid fine-tuning
 //! (distinct values per layer, pruned weights, the summed centroid gradient).
 
+use pare::ir::op::{Dropout, FakeQuant};
 use std::collections::BTreeMap;
 
 use pare::data::{make_batch, Batch, Dataset};
@@ -94,7 +95,7 @@ fn activation_quantizers_are_inserted_calibrated_and_removable() {
         .graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::FakeQuant { .. }))
+        .filter(|n| matches!(n.op, Op::FakeQuant(FakeQuant { .. })))
         .map(|n| n.name.as_str())
         .collect();
     // The input feeds conv; the dropout output feeds fc.
@@ -111,7 +112,7 @@ fn activation_quantizers_are_inserted_calibrated_and_removable() {
     levels.dedup();
     assert!(levels.len() <= 16, "{} levels", levels.len());
     // Min/max calibration on the same data: every value is within half a step.
-    let Op::FakeQuant { scale, .. } = q.graph.node("input_q").unwrap().op else {
+    let Op::FakeQuant(FakeQuant { scale, .. }) = q.graph.node("input_q").unwrap().op else {
         unreachable!()
     };
     let max_err = tapped.taps["input_q"].max_abs_diff(x);
@@ -134,12 +135,12 @@ fn activation_fake_quant_has_a_clipped_straight_through_gradient() {
     let mut b = pare::ir::GraphBuilder::new(vec![2]);
     b.then(
         "q",
-        Op::FakeQuant {
+        Op::FakeQuant(FakeQuant {
             bits: 8,
             symmetric: true,
             scale: 1.0 / 127.0,
             zero_point: 0,
-        },
+        }),
     );
     b.then("fc", pare::ir::graph::ops::linear(2, 2));
     let m = Model::init(b.finish().unwrap(), 1).unwrap();
@@ -223,7 +224,7 @@ fn a_centroid_moves_by_the_summed_gradient_of_its_cluster() {
     let mut m = trained();
     // No dropout, so that the reference gradient and the fit step see the same network.
     for n in &mut m.graph.nodes {
-        if let Op::Dropout { p } = &mut n.op {
+        if let Op::Dropout(Dropout { p }) = &mut n.op {
             *p = 0.0;
         }
     }

@@ -1,6 +1,7 @@
 //! The recipes shipped in `recipes/` parse and validate; a recipe-level mistake in the fields
 //! added for distillation gets a clear error; a structured stage with a threshold runs.
 
+use pare::ir::op::HashedLinear;
 use std::path::Path;
 
 use pare::pipeline::recipe::{Recipe, Stage};
@@ -444,7 +445,7 @@ fn a_hash_stage_stores_a_fraction_and_is_checked_before_running() {
         .graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::HashedLinear { .. }))
+        .filter(|n| matches!(n.op, Op::HashedLinear(HashedLinear { .. })))
         .map(|n| n.name.as_str())
         .collect();
     assert_eq!(hashed, ["fc1", "fc2"]);

@@ -1,6 +1,7 @@
 //! The fit loop on small generated data: exact resume, reproducibility, NaN detection, masks,
 //! BatchNorm running statistics, and optimizers against PyTorch reference values.
 
+use pare::ir::op::Dropout;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -451,7 +452,7 @@ fn soft_target_loss_is_t_squared_scaled_cross_entropy() {
     );
     let mut without_dropout = m.clone();
     without_dropout.graph.nodes.iter_mut().for_each(|n| {
-        if matches!(n.op, Op::Dropout { .. }) {
+        if matches!(n.op, Op::Dropout(Dropout { .. })) {
             n.op = Op::Identity;
         }
     });

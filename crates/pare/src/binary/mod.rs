@@ -19,6 +19,7 @@
 //! weights. BNN and XNOR rewrite chains only (every node reads one value, read by one node):
 //! the sign must sit on the one path into each layer.
 
+use crate::ir::op::{AvgPool2d, BatchNorm, Conv2d, HashedLinear, Linear, Mean};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -114,18 +115,18 @@ impl Binarized {
             .filter_map(|l| {
                 let node = self.model.graph.node(l)?;
                 let (fan_in, fan_out) = match node.op {
-                    Op::Linear {
+                    Op::Linear(Linear {
                         in_features,
                         out_features,
                         ..
-                    } => (in_features, out_features),
-                    Op::Conv2d {
+                    }) => (in_features, out_features),
+                    Op::Conv2d(Conv2d {
                         in_channels,
                         out_channels,
                         kernel_size: [kh, kw],
                         groups,
                         ..
-                    } => (in_channels / groups.max(1) * kh * kw, out_channels * kh * kw),
+                    }) => (in_channels / groups.max(1) * kh * kw, out_channels * kh * kw),
                     _ => return None,
                 };
                 let scale = ((fan_in + fan_out) as f64 / 1.5).sqrt() as f32;
@@ -148,7 +149,7 @@ pub fn binarize(model: &Model, method: Method) -> Result<Binarized> {
         .graph
         .nodes
         .iter()
-        .find(|n| matches!(n.op, Op::HashedLinear { .. }))
+        .find(|n| matches!(n.op, Op::HashedLinear(HashedLinear { .. })))
     {
         return Err(Error::graph(&n.name, "a hashed layer cannot be binarized"));
     }
@@ -174,7 +175,8 @@ pub fn binarize(model: &Model, method: Method) -> Result<Binarized> {
             continue;
         }
         let consumers = graph.consumers(l);
-        let has_bn = consumers.len() == 1 && matches!(graph.nodes[consumers[0]].op, Op::BatchNorm { .. });
+        let has_bn =
+            consumers.len() == 1 && matches!(graph.nodes[consumers[0]].op, Op::BatchNorm(BatchNorm { .. }));
         if !has_bn {
             let c = out_channels(&graph.node(l).expect("listed").op);
             let bn = Node::new(format!("{l}_bn"), crate::ir::graph::ops::bn(c), &[l]);
@@ -267,13 +269,13 @@ pub fn reparams_of(graph: &Graph, method: Method, stochastic: bool) -> Result<Re
 }
 
 fn is_layer(op: &Op) -> bool {
-    matches!(op, Op::Linear { .. } | Op::Conv2d { .. })
+    matches!(op, Op::Linear(Linear { .. }) | Op::Conv2d(Conv2d { .. }))
 }
 
 fn out_channels(op: &Op) -> usize {
     match *op {
-        Op::Linear { out_features, .. } => out_features,
-        Op::Conv2d { out_channels, .. } => out_channels,
+        Op::Linear(Linear { out_features, .. }) => out_features,
+        Op::Conv2d(Conv2d { out_channels, .. }) => out_channels,
         _ => unreachable!("only layers"),
     }
 }
@@ -328,23 +330,23 @@ fn insert_sign(graph: &mut Graph, layer: &str, scaled: bool) -> Result<()> {
         &abs,
         Node::new(
             &mean,
-            Op::Mean {
+            Op::Mean(Mean {
                 axes: vec![0],
                 keepdim: true,
-            },
+            }),
             &[&abs],
         ),
         Readers::None,
     )?;
     let k = match node.op {
-        Op::Conv2d {
+        Op::Conv2d(Conv2d {
             kernel_size,
             stride,
             padding,
             dilation,
             groups,
             ..
-        } => {
+        }) => {
             if dilation != [1, 1] || groups != 1 {
                 return Err(Error::graph(
                     layer,
@@ -352,13 +354,13 @@ fn insert_sign(graph: &mut Graph, layer: &str, scaled: bool) -> Result<()> {
                 ));
             }
             let k = format!("{layer}_k");
-            let pool = Op::AvgPool2d {
+            let pool = Op::AvgPool2d(AvgPool2d {
                 kernel_size,
                 stride,
                 padding,
                 count_include_pad: true,
                 ceil_mode: false,
-            };
+            });
             graph.insert_after(&mean, Node::new(&k, pool, &[&mean]), Readers::None)?;
             k
         }

@@ -1,6 +1,9 @@
 //! Runs an `ir::Graph` on the engine: the ops with parameters or a train/eval mode here, the
 //! others in `nd.rs`; the only places ops become engine calls.
 
+use crate::ir::op::{
+    Attention, BatchNorm, Conv2d, Dropout, Embedding, HashedLinear, LayerNorm, Linear, Parameter,
+};
 use std::collections::{BTreeMap, HashMap};
 
 use burn::tensor::activation::softmax;
@@ -241,22 +244,22 @@ impl Cx<'_> {
             return self.source(owner, &node.op);
         };
         Ok(match &node.op {
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features,
                 out_features,
                 bias,
-            } => {
+            }) => {
                 let wt = self.param(&w("weight"), [*out_features, *in_features]);
                 let b = bias.then(|| self.param(&w("bias"), [*out_features]));
                 map_value!(first, |x| linear(x, wt.clone().transpose(), b.clone()))
             }
-            Op::HashedLinear {
+            Op::HashedLinear(HashedLinear {
                 in_features,
                 out_features,
                 buckets,
                 seed,
                 bias,
-            } => {
+            }) => {
                 // The virtual weight gathered from the buckets: the gradient of a bucket is
                 // the signed sum of its positions' gradients.
                 let (index, sign) = crate::ir::op::hashed_index(*seed, *out_features, *in_features, *buckets);
@@ -268,30 +271,30 @@ impl Cx<'_> {
                 let b = bias.then(|| self.param(&w("bias"), [*out_features]));
                 map_value!(first, |x| linear(x, wt.clone().transpose(), b.clone()))
             }
-            Op::Conv2d { .. } => {
+            Op::Conv2d(Conv2d { .. }) => {
                 let Value::V4(x) = first else {
                     return Err(mismatch("tensor that is not [batch, C, H, W]"));
                 };
                 Value::V4(self.conv2d(owner, &node.op, x))
             }
-            Op::BatchNorm { .. } => self.batch_norm(name, owner, &node.op, first)?,
-            Op::LayerNorm { dim, eps } => {
+            Op::BatchNorm(BatchNorm { .. }) => self.batch_norm(name, owner, &node.op, first)?,
+            Op::LayerNorm(LayerNorm { dim, eps }) => {
                 let gamma = self.param(&w("weight"), [*dim]);
                 let beta = self.param(&w("bias"), [*dim]);
                 map_value!(first, |x| layer_norm(x, gamma.clone(), Some(beta.clone()), *eps))
             }
-            op @ Op::Attention { dim, heads, .. } => {
+            op @ Op::Attention(Attention { dim, heads, .. }) => {
                 let Value::V3(x) = first else {
                     return Err(mismatch("tensor that is not [batch, tokens, dim]"));
                 };
                 Value::V3(self.attention(owner, x, *dim, *heads, op.head_dim()))
             }
-            Op::Embedding {
+            Op::Embedding(Embedding {
                 num_embeddings,
                 embedding_dim,
-            } => self.embedding(owner, first, *num_embeddings, *embedding_dim),
-            Op::Dropout { p } => self.dropout(i, first, *p),
-            Op::Parameter { .. } => unreachable!("a parameter node has no inputs"),
+            }) => self.embedding(owner, first, *num_embeddings, *embedding_dim),
+            Op::Dropout(Dropout { p }) => self.dropout(i, first, *p),
+            Op::Parameter(Parameter { .. }) => unreachable!("a parameter node has no inputs"),
             op => super::nd::run(op, ins, self.batch).map_err(|reason| Error::graph(name, reason))?,
         })
     }
@@ -339,7 +342,7 @@ impl Cx<'_> {
 
     /// A node without inputs: a learned tensor repeated over the batch.
     fn source(&self, name: &str, op: &Op) -> Result<Value> {
-        let Op::Parameter { shape } = op else {
+        let Op::Parameter(Parameter { shape }) = op else {
             return Err(Error::graph(name, format!("{} needs an input", op.kind())));
         };
         let mut stored = vec![1];
@@ -350,7 +353,7 @@ impl Cx<'_> {
     }
 
     fn conv2d(&self, name: &str, op: &Op, x: BT<4>) -> BT<4> {
-        let Op::Conv2d {
+        let Op::Conv2d(Conv2d {
             in_channels,
             out_channels,
             kernel_size,
@@ -359,7 +362,7 @@ impl Cx<'_> {
             dilation,
             groups,
             bias,
-        } = *op
+        }) = *op
         else {
             unreachable!("called for conv2d nodes")
         };
@@ -374,9 +377,9 @@ impl Cx<'_> {
     /// Batch norm of node `name` with the parameters and running statistics of `owner` (tied
     /// nodes each push their batch's statistics, as one module called twice does in PyTorch).
     fn batch_norm(&mut self, name: &str, owner: &str, op: &Op, x: Value) -> Result<Value> {
-        let Op::BatchNorm {
+        let Op::BatchNorm(BatchNorm {
             num_features: c, eps, ..
-        } = *op
+        }) = *op
         else {
             unreachable!("called for batch_norm nodes")
         };

@@ -3,6 +3,10 @@
 //! function per op on values of any rank. Axes in ops count per-sample axes; values here carry
 //! the batch axis first.
 
+use crate::ir::op::{
+    AvgPool2d, ChannelShuffle, Clip, Concat, FakeQuant, MaxPool2d, Mean, Pad, Reshape, Scale, Select, Slice,
+    Softmax, Transpose,
+};
 use burn::tensor::activation::{gelu, hard_swish, relu, relu6, sigmoid, silu, softmax, tanh};
 use burn::tensor::module::{avg_pool2d, max_pool2d};
 use burn::tensor::ops::{AvgPoolOptions, MaxPoolOptions, PadMode};
@@ -29,10 +33,10 @@ pub(super) fn run(op: &Op, ins: Vec<Value>, batch: usize) -> Result<Value, Strin
         Op::Sign => map_value!(first, |x| sign_ste(x)),
         Op::Abs => map_value!(first, |x| x.abs()),
         Op::Erf => map_value!(first, |x| x.erf()),
-        Op::Clip { min, max } => map_value!(first, |x| x.clamp(*min, *max)),
-        Op::Scale { factor } => map_value!(first, |x| x.mul_scalar(*factor as f32)),
+        Op::Clip(Clip { min, max }) => map_value!(first, |x| x.clamp(*min, *max)),
+        Op::Scale(Scale { factor }) => map_value!(first, |x| x.mul_scalar(*factor as f32)),
         Op::Identity => first,
-        Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::GlobalAvgPool => {
+        Op::MaxPool2d(MaxPool2d { .. }) | Op::AvgPool2d(AvgPool2d { .. }) | Op::GlobalAvgPool => {
             let Value::V4(x) = first else {
                 return Err(mismatch("tensor that is not [batch, C, H, W]"));
             };
@@ -47,48 +51,48 @@ pub(super) fn run(op: &Op, ins: Vec<Value>, batch: usize) -> Result<Value, Strin
             let d = first.dims();
             reshape(first, &[d[0], d[1..].iter().product()])
         }
-        Op::Reshape { shape } => {
+        Op::Reshape(Reshape { shape }) => {
             let mut full = vec![batch];
             full.extend_from_slice(shape);
             reshape(first, &full)
         }
-        Op::Transpose { perm } => {
+        Op::Transpose(Transpose { perm }) => {
             let full: Vec<usize> = std::iter::once(0).chain(perm.iter().map(|p| p + 1)).collect();
             map_value!(first, |x| x.permute(arr(&full)))
         }
-        Op::Concat { axis: a } => {
+        Op::Concat(Concat { axis: a }) => {
             let dim = axis(*a, &first)?;
             cat(ins, dim).ok_or_else(|| mismatch("mix of ranks"))?
         }
-        Op::Softmax { axis: a } => {
+        Op::Softmax(Softmax { axis: a }) => {
             let dim = axis(*a, &first)?;
             map_value!(first, |x| softmax(x, dim))
         }
-        Op::Slice { axis: a, start, end } => {
+        Op::Slice(Slice { axis: a, start, end }) => {
             let dim = axis(*a, &first)?;
             map_value!(first, |x| x.narrow(dim, *start, end - start))
         }
-        Op::Select { axis: a, index } => select(first.clone(), axis(*a, &first)?, *index),
-        Op::Mean { axes, keepdim } => {
+        Op::Select(Select { axis: a, index }) => select(first.clone(), axis(*a, &first)?, *index),
+        Op::Mean(Mean { axes, keepdim }) => {
             let dims = axes
                 .iter()
                 .map(|a| axis(*a, &first))
                 .collect::<Result<Vec<_>, _>>()?;
             mean(first, dims, *keepdim)
         }
-        Op::Pad { pads, value } => {
+        Op::Pad(Pad { pads, value }) => {
             let full: Vec<(usize, usize)> = std::iter::once((0, 0))
                 .chain(pads.iter().map(|&[a, b]| (a, b)))
                 .collect();
             map_value!(first, |x| x.pad(full.clone(), PadMode::Constant(*value)))
         }
-        Op::ChannelShuffle { groups } => {
+        Op::ChannelShuffle(ChannelShuffle { groups }) => {
             let Value::V4(x) = first else {
                 return Err(mismatch("tensor that is not [batch, C, H, W]"));
             };
             Value::V4(channel_shuffle(x, *groups))
         }
-        Op::FakeQuant { .. } => fake_quant(op, first),
+        Op::FakeQuant(FakeQuant { .. }) => fake_quant(op, first),
         other => return Err(format!("{} is not a parameter-free op", other.kind())),
     })
 }
@@ -209,25 +213,25 @@ fn fake_quant(op: &Op, v: Value) -> Value {
 
 fn pool(op: &Op, x: BT<4>) -> BT<4> {
     match *op {
-        Op::MaxPool2d {
+        Op::MaxPool2d(MaxPool2d {
             kernel_size,
             stride,
             padding,
             ceil_mode,
-        } => max_pool2d(
+        }) => max_pool2d(
             x,
             MaxPoolOptions::new(kernel_size)
                 .with_stride(stride)
                 .with_padding(padding)
                 .with_ceil_mode(ceil_mode),
         ),
-        Op::AvgPool2d {
+        Op::AvgPool2d(AvgPool2d {
             kernel_size,
             stride,
             padding,
             count_include_pad,
             ceil_mode,
-        } => avg_pool2d(
+        }) => avg_pool2d(
             x,
             AvgPoolOptions::new(kernel_size)
                 .with_stride(stride)

@@ -5,6 +5,7 @@ use crate::data::{Batch, Dataset, InMemory};
 use crate::error::{Error, Result};
 use crate::exec::LossTerm;
 use crate::ir::graph::ops::linear;
+use crate::ir::op::{AvgPool2d, Slice};
 use crate::ir::rewrite::{self, Readers};
 use crate::ir::{GraphBuilder, Model, Node, Op, Tensor};
 use crate::train::{fit, Chain, FitConfig, Hooks};
@@ -120,13 +121,13 @@ pub fn attach(model: &Model, taps: &[String], head: Head, seed: u64) -> Result<(
                 let (kh, kw) = (h.div_ceil(4), w.div_ceil(4));
                 let (oh, ow) = (h / kh, w / kw);
                 if kh > 1 || kw > 1 {
-                    let pool = Op::AvgPool2d {
+                    let pool = Op::AvgPool2d(AvgPool2d {
                         kernel_size: [kh, kw],
                         stride: [kh, kw],
                         padding: [0, 0],
                         count_include_pad: true,
                         ceil_mode: false,
-                    };
+                    });
                     push(format!("{p}.pool"), pool, &mut last);
                 }
                 push(format!("{p}.flatten"), Op::Flatten, &mut last);
@@ -218,11 +219,11 @@ pub fn train_frozen(
     for (e, &w) in exits.iter().zip(&widths) {
         let s = b.add(
             format!("{}.features", e.output),
-            Op::Slice {
+            Op::Slice(Slice {
                 axis: 0,
                 start,
                 end: start + w,
-            },
+            }),
             &[crate::ir::INPUT],
         );
         start += w;

@@ -1,5 +1,6 @@
 //! The model graph: named nodes in topological order, each an [`Op`] applied to named inputs.
 
+use crate::ir::op::Embedding;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
@@ -278,7 +279,7 @@ impl Graph {
     /// outputs ids, so an embedding reads the graph's input.
     fn check_dtypes(&self, node: &Node) -> Result<()> {
         let index_input = self.input.dtype == DType::Index;
-        let embedding = matches!(node.op, Op::Embedding { .. });
+        let embedding = matches!(node.op, Op::Embedding(Embedding { .. }));
         for inp in &node.inputs {
             let reads_ids = inp == INPUT && index_input;
             if reads_ids != embedding {
@@ -307,7 +308,7 @@ impl Graph {
         self.nodes
             .iter()
             .filter_map(|n| match n.op {
-                Op::Embedding { num_embeddings, .. } => Some(num_embeddings),
+                Op::Embedding(Embedding { num_embeddings, .. }) => Some(num_embeddings),
                 _ => None,
             })
             .min()

@@ -1,5 +1,6 @@
 //! A model: a validated graph plus its named parameters.
 
+use crate::ir::op::{Attention, BatchNorm, Conv2d, Embedding, HashedLinear, LayerNorm, Linear, Parameter};
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
@@ -103,12 +104,17 @@ impl Model {
             let op = &graph.nodes[r.node].op;
             let n: usize = r.spec.shape.iter().product();
             let t = match (op, r.spec.suffix) {
-                (Op::BatchNorm { .. } | Op::LayerNorm { .. }, "weight" | "running_var") => {
-                    Tensor::ones(r.spec.shape)
+                (
+                    Op::BatchNorm(BatchNorm { .. }) | Op::LayerNorm(LayerNorm { .. }),
+                    "weight" | "running_var",
+                ) => Tensor::ones(r.spec.shape),
+                (Op::BatchNorm(BatchNorm { .. }) | Op::LayerNorm(LayerNorm { .. }), _) => {
+                    Tensor::zeros(r.spec.shape)
                 }
-                (Op::BatchNorm { .. } | Op::LayerNorm { .. }, _) => Tensor::zeros(r.spec.shape),
-                (Op::Attention { .. }, "in_proj_bias" | "out_proj.bias") => Tensor::zeros(r.spec.shape),
-                (Op::Attention { dim, .. }, "in_proj_weight") => {
+                (Op::Attention(Attention { .. }), "in_proj_bias" | "out_proj.bias") => {
+                    Tensor::zeros(r.spec.shape)
+                }
+                (Op::Attention(Attention { dim, .. }), "in_proj_weight") => {
                     // PyTorch: xavier_uniform over the [3 * inner, dim] matrix.
                     let bound = (6.0 / (dim + 3 * op.attention_inner()) as f32).sqrt();
                     let data = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
@@ -116,8 +122,12 @@ impl Model {
                 }
                 // N(0, 0.02), the usual init of class tokens and position embeddings; N(0, 1)
                 // for embedding tables, as PyTorch's nn.Embedding.
-                (Op::Parameter { .. }, _) => Tensor::from_vec(r.spec.shape, normal(&mut rng, n, 0.02)),
-                (Op::Embedding { .. }, _) => Tensor::from_vec(r.spec.shape, normal(&mut rng, n, 1.0)),
+                (Op::Parameter(Parameter { .. }), _) => {
+                    Tensor::from_vec(r.spec.shape, normal(&mut rng, n, 0.02))
+                }
+                (Op::Embedding(Embedding { .. }), _) => {
+                    Tensor::from_vec(r.spec.shape, normal(&mut rng, n, 1.0))
+                }
                 _ => {
                     let bound = 1.0 / (fan_in(op) as f32).sqrt();
                     let data = (0..n).map(|_| rng.random_range(-bound..bound)).collect();
@@ -154,7 +164,7 @@ impl Model {
             .filter(|r| {
                 matches!(
                     self.graph.nodes[r.node].op,
-                    Op::Linear { .. } | Op::Conv2d { .. } | Op::Attention { .. }
+                    Op::Linear(Linear { .. }) | Op::Conv2d(Conv2d { .. }) | Op::Attention(Attention { .. })
                 )
             })
             .map(|r| (self.graph.nodes[r.node].name.clone(), r.name))
@@ -212,14 +222,16 @@ pub(crate) fn normal(rng: &mut ChaCha8Rng, n: usize, std: f32) -> Vec<f32> {
 /// Inputs seen by each output unit of a weighted op (PyTorch's `fan_in`).
 fn fan_in(op: &Op) -> usize {
     match *op {
-        Op::Linear { in_features, .. } | Op::HashedLinear { in_features, .. } => in_features,
-        Op::Attention { dim, .. } => dim,
-        Op::Conv2d {
+        Op::Linear(Linear { in_features, .. }) | Op::HashedLinear(HashedLinear { in_features, .. }) => {
+            in_features
+        }
+        Op::Attention(Attention { dim, .. }) => dim,
+        Op::Conv2d(Conv2d {
             in_channels,
             kernel_size,
             groups,
             ..
-        } => in_channels / groups.max(1) * kernel_size[0] * kernel_size[1],
+        }) => in_channels / groups.max(1) * kernel_size[0] * kernel_size[1],
         _ => 1,
     }
 }

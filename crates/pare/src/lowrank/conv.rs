@@ -1,6 +1,7 @@
 //! Convolutions factorized: spatial SVD, Tucker-2 and depthwise-separable. Weights are
 //! PyTorch's `[out, in, kh, kw]`.
 
+use crate::ir::op::Conv2d;
 use nalgebra::DMatrix;
 
 use super::svd::Svd;
@@ -17,7 +18,7 @@ pub(super) fn factorize(
     rank: Rank,
     method: ConvMethod,
 ) -> (LayerRank, Vec<Node>, Params) {
-    let Op::Conv2d {
+    let Op::Conv2d(Conv2d {
         in_channels: i,
         out_channels: o,
         kernel_size: [kh, kw],
@@ -26,7 +27,7 @@ pub(super) fn factorize(
         dilation,
         bias,
         ..
-    } = node.op
+    }) = node.op
     else {
         unreachable!("only convolutions are factorized here")
     };
@@ -41,7 +42,7 @@ pub(super) fn factorize(
                 bias: bool,
                 input: &str| Node {
         name,
-        op: Op::Conv2d {
+        op: Op::Conv2d(Conv2d {
             in_channels: inp,
             out_channels: out,
             kernel_size: k,
@@ -50,7 +51,7 @@ pub(super) fn factorize(
             dilation: d,
             groups: 1,
             bias,
-        },
+        }),
         inputs: vec![input.to_string()],
     };
     let before = o * i * kh * kw;
@@ -164,7 +165,7 @@ pub(super) fn factorize(
                 false,
                 &node.inputs[0],
             );
-            if let Op::Conv2d { groups, .. } = &mut depthwise.op {
+            if let Op::Conv2d(Conv2d { groups, .. }) = &mut depthwise.op {
                 *groups = i;
             }
             let nodes = vec![

@@ -25,6 +25,7 @@ mod refit;
 mod svd;
 pub mod vbmf;
 
+use crate::ir::op::{Conv2d, Linear};
 pub use budget::{factorize_for_macs, BudgetReport, Trial};
 pub use refit::{refit_pointwise, refit_separable};
 
@@ -82,10 +83,14 @@ impl ConvMethod {
     /// Whether the method applies to `op`.
     fn applies(self, op: &Op) -> bool {
         match (self, op) {
-            (_, Op::Conv2d { groups, .. }) if *groups != 1 => false,
-            (ConvMethod::Spatial, Op::Conv2d { kernel_size, .. }) => kernel_size[0] > 1 && kernel_size[1] > 1,
-            (ConvMethod::Separable, Op::Conv2d { kernel_size, .. }) => kernel_size[0] * kernel_size[1] > 1,
-            (ConvMethod::Tucker2, Op::Conv2d { .. }) => true,
+            (_, Op::Conv2d(Conv2d { groups, .. })) if *groups != 1 => false,
+            (ConvMethod::Spatial, Op::Conv2d(Conv2d { kernel_size, .. })) => {
+                kernel_size[0] > 1 && kernel_size[1] > 1
+            }
+            (ConvMethod::Separable, Op::Conv2d(Conv2d { kernel_size, .. })) => {
+                kernel_size[0] * kernel_size[1] > 1
+            }
+            (ConvMethod::Tucker2, Op::Conv2d(Conv2d { .. })) => true,
             _ => false,
         }
     }
@@ -183,7 +188,7 @@ pub fn factorize_with(
         .graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::Linear { .. }) || conv.is_some_and(|c| c.applies(&n.op)))
+        .filter(|n| matches!(n.op, Op::Linear(Linear { .. })) || conv.is_some_and(|c| c.applies(&n.op)))
         .filter(|n| !model.graph.is_tied(&n.name))
         .collect();
     let kinds = match conv {
@@ -200,7 +205,7 @@ pub fn factorize_with(
             .iter()
             .filter(|n| {
                 !(conv == Some(ConvMethod::Separable)
-                    && matches!(n.op, Op::Conv2d { in_channels, .. } if in_channels <= 3))
+                    && matches!(n.op, Op::Conv2d(Conv2d { in_channels, .. }) if in_channels <= 3))
             })
             .map(|n| n.name.as_str())
             .collect(),
@@ -215,11 +220,11 @@ pub fn factorize_with(
     let mut params = model.params.clone();
     let mut report = Vec::new();
     for node in eligible.into_iter().filter(|n| chosen.contains(n.name.as_str())) {
-        let Op::Linear {
+        let Op::Linear(Linear {
             in_features,
             out_features,
             bias,
-        } = node.op
+        }) = node.op
         else {
             let method = conv.expect("convolutions are chosen only with a method");
             let (row, nodes, new_params) = conv::factorize(model, node, rank, method);
@@ -255,20 +260,20 @@ pub fn factorize_with(
         let nodes = vec![
             Node {
                 name: first.clone(),
-                op: Op::Linear {
+                op: Op::Linear(Linear {
                     in_features,
                     out_features: r,
                     bias: false,
-                },
+                }),
                 inputs: node.inputs.clone(),
             },
             Node {
                 name: node.name.clone(),
-                op: Op::Linear {
+                op: Op::Linear(Linear {
                     in_features: r,
                     out_features,
                     bias,
-                },
+                }),
                 inputs: vec![first],
             },
         ];

@@ -2,6 +2,7 @@
 //! by least squares so that the pair reproduces the original convolution's outputs on
 //! calibration images (the depthwise filters keep their rank-1 weight-space fit).
 
+use crate::ir::op::Conv2d;
 use nalgebra::DMatrix;
 
 use crate::error::{Error, Result};
@@ -56,11 +57,11 @@ pub fn refit_pointwise(
         let dw = format!("{l}_dw");
         let ok = matches!(
             model.graph.node(l).map(|n| &n.op),
-            Some(Op::Conv2d {
+            Some(Op::Conv2d(Conv2d {
                 kernel_size: [1, 1],
                 groups: 1,
                 ..
-            })
+            }))
         ) && model.graph.node(l).is_some_and(|n| n.inputs == [dw.clone()])
             && original.graph.node(l).is_some();
         if !ok {
@@ -78,12 +79,12 @@ pub fn refit_pointwise(
         .map(|x| Ok(crate::exec::infer(original, x, &Reparams::new(), &names)?.taps))
         .collect::<Result<Vec<_>>>()?;
     for (_, layer) in order {
-        let Some(Op::Conv2d {
+        let Some(Op::Conv2d(Conv2d {
             in_channels: i,
             out_channels: o,
             bias,
             ..
-        }) = out.graph.node(layer).map(|n| n.op.clone())
+        })) = out.graph.node(layer).map(|n| n.op.clone())
         else {
             unreachable!("checked above")
         };

@@ -2,6 +2,7 @@
 //! block of samples, blocks over the cores, bias and ReLU applied in the output pass; depthwise
 //! convolutions as row multiply-adds.
 
+use crate::ir::op::Conv2d;
 use rayon::prelude::*;
 
 use super::matmul::{matmul, SharedOut};
@@ -37,7 +38,7 @@ pub(super) fn conv2d(
     bias: Option<&[f32]>,
     relu: Fused,
 ) -> (Vec<f32>, usize, usize, usize) {
-    let Op::Conv2d {
+    let Op::Conv2d(Conv2d {
         in_channels,
         out_channels,
         kernel_size: [kh, kw],
@@ -46,7 +47,7 @@ pub(super) fn conv2d(
         dilation,
         groups,
         ..
-    } = *op
+    }) = *op
     else {
         unreachable!("conv2d is called for Conv2d nodes");
     };

@@ -3,6 +3,10 @@
 //! affine map, the fused ReLU decided. Running a kernel is then a dispatch on this enum and
 //! the arithmetic, nothing looked up by name.
 
+use crate::ir::op::{
+    Attention, AvgPool2d, BatchNorm, ChannelShuffle, Clip, Concat, Conv2d, Dropout, Embedding, FakeQuant,
+    HashedLinear, LayerNorm, Linear, MaxPool2d, Parameter, Scale,
+};
 use std::borrow::Cow;
 
 use rayon::prelude::*;
@@ -148,11 +152,11 @@ impl Kernel {
         };
         let unary = Kernel::Unary;
         match node.op {
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features,
                 out_features,
                 ..
-            } => Kernel::Linear {
+            }) => Kernel::Linear {
                 in_features,
                 out_features,
                 weight: LinearWeight::new(
@@ -170,12 +174,12 @@ impl Kernel {
                 relu,
             },
             // The virtual weight is built once here; the layer then runs as a dense Linear.
-            Op::HashedLinear {
+            Op::HashedLinear(HashedLinear {
                 in_features,
                 out_features,
                 seed,
                 ..
-            } => {
+            }) => {
                 let table = p("weight");
                 Kernel::Linear {
                     in_features,
@@ -190,7 +194,7 @@ impl Kernel {
                     relu,
                 }
             }
-            Op::Conv2d { .. } => {
+            Op::Conv2d(Conv2d { .. }) => {
                 let weight = p("weight");
                 let binary = runs_binary(model, i)
                     .then(|| BinaryConv::new(&node.op, &weight))
@@ -206,7 +210,7 @@ impl Kernel {
                     relu,
                 }
             }
-            Op::BatchNorm { eps, .. } => {
+            Op::BatchNorm(BatchNorm { eps, .. }) => {
                 let (g, b, mean, var) = (p("weight"), p("bias"), p("running_mean"), p("running_var"));
                 let scale: Vec<f32> = (0..g.len())
                     .map(|c| g[c] / (var[c] + eps as f32).sqrt())
@@ -224,24 +228,26 @@ impl Kernel {
             Op::Sign => unary(Unary::Sign),
             Op::Abs => unary(Unary::Abs),
             Op::Erf => unary(Unary::Erf),
-            Op::Clip { min, max } => unary(Unary::Clip { min, max }),
-            Op::Scale { factor } => unary(Unary::Scale(factor as f32)),
-            Op::FakeQuant { .. } => {
+            Op::Clip(Clip { min, max }) => unary(Unary::Clip { min, max }),
+            Op::Scale(Scale { factor }) => unary(Unary::Scale(factor as f32)),
+            Op::FakeQuant(FakeQuant { .. }) => {
                 let p = node.op.act_qparams().expect("a fake_quant op has qparams");
                 super::int8::ActCodes::new(p).map_or(unary(Unary::FakeQuant(p)), Kernel::Quantize)
             }
-            Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::GlobalAvgPool => Kernel::Pool(node.op.clone()),
+            Op::MaxPool2d(MaxPool2d { .. }) | Op::AvgPool2d(AvgPool2d { .. }) | Op::GlobalAvgPool => {
+                Kernel::Pool(node.op.clone())
+            }
             Op::Flatten => Kernel::Flatten,
             Op::Add => Kernel::Add { relu },
-            Op::Concat { axis } => Kernel::Concat { axis },
-            Op::ChannelShuffle { groups } => Kernel::ChannelShuffle { groups },
-            Op::Dropout { .. } | Op::Identity => Kernel::Copy,
-            Op::LayerNorm { eps, .. } => Kernel::LayerNorm {
+            Op::Concat(Concat { axis }) => Kernel::Concat { axis },
+            Op::ChannelShuffle(ChannelShuffle { groups }) => Kernel::ChannelShuffle { groups },
+            Op::Dropout(Dropout { .. }) | Op::Identity => Kernel::Copy,
+            Op::LayerNorm(LayerNorm { eps, .. }) => Kernel::LayerNorm {
                 weight: p("weight"),
                 bias: p("bias"),
                 eps: eps as f32,
             },
-            Op::Attention { dim, heads, .. } => Kernel::Attention {
+            Op::Attention(Attention { dim, heads, .. }) => Kernel::Attention {
                 dim,
                 heads,
                 head_dim: node.op.head_dim(),
@@ -250,11 +256,11 @@ impl Kernel {
                 out_weight: p("out_proj.weight"),
                 out_bias: p("out_proj.bias"),
             },
-            Op::Embedding { embedding_dim, .. } => Kernel::Embedding {
+            Op::Embedding(Embedding { embedding_dim, .. }) => Kernel::Embedding {
                 dim: embedding_dim,
                 table: p("weight"),
             },
-            Op::Parameter { ref shape } => Kernel::Parameter {
+            Op::Parameter(Parameter { ref shape }) => Kernel::Parameter {
                 shape: shape.clone(),
                 value: p(""),
             },

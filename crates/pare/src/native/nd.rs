@@ -3,6 +3,7 @@
 
 use super::act::Act;
 use super::{axis_of, buffers, tensor};
+use crate::ir::op::{Mean, Pad, Reshape, Select, Slice, Softmax, Transpose};
 use crate::ir::Op;
 
 /// Runs `op` on `inputs`; an error is a sentence for the caller to attach to the node.
@@ -10,15 +11,15 @@ pub(super) fn run(op: &Op, inputs: &[&Act]) -> Result<Act, String> {
     let (shape, data) = inputs[0].pytorch();
     let at = |a: isize| axis_of(a, &shape).map_err(|e| e.to_string());
     let (shape, data) = match op {
-        Op::Softmax { axis } => {
+        Op::Softmax(Softmax { axis }) => {
             let y = tensor::softmax(&data, &shape, at(*axis)?);
             (shape, y)
         }
-        Op::Reshape { shape: per } => {
+        Op::Reshape(Reshape { shape: per }) => {
             let full: Vec<usize> = std::iter::once(shape[0]).chain(per.iter().copied()).collect();
             (full, buffers::copy_of(&data))
         }
-        Op::Transpose { perm } => {
+        Op::Transpose(Transpose { perm }) => {
             let full: Vec<usize> = std::iter::once(0).chain(perm.iter().map(|p| p + 1)).collect();
             tensor::transpose(&data, &shape, &full)
         }
@@ -45,21 +46,21 @@ pub(super) fn run(op: &Op, inputs: &[&Act]) -> Result<Act, String> {
             };
             (out, y)
         }
-        Op::Slice { axis, start, end } => {
+        Op::Slice(Slice { axis, start, end }) => {
             let a = at(*axis)?;
             let y = tensor::slice(&data, &shape, a, *start, *end);
             let mut s = shape.clone();
             s[a] = end - start;
             (s, y)
         }
-        Op::Select { axis, index } => {
+        Op::Select(Select { axis, index }) => {
             let a = at(*axis)?;
             let y = tensor::slice(&data, &shape, a, *index, index + 1);
             let mut s = shape.clone();
             s.remove(a);
             (s, y)
         }
-        Op::Pad { pads, value } => {
+        Op::Pad(Pad { pads, value }) => {
             let (mut s, mut y) = (shape.clone(), data.to_vec());
             for (a, &[before, after]) in pads.iter().enumerate() {
                 if before + after > 0 {
@@ -69,7 +70,7 @@ pub(super) fn run(op: &Op, inputs: &[&Act]) -> Result<Act, String> {
             }
             (s, y)
         }
-        Op::Mean { axes, keepdim } => {
+        Op::Mean(Mean { axes, keepdim }) => {
             let mut dims = axes.iter().map(|a| at(*a)).collect::<Result<Vec<_>, _>>()?;
             dims.sort_unstable();
             let (mut s, mut y) = (shape.clone(), data.to_vec());

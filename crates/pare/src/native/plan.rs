@@ -5,6 +5,7 @@ use super::act::Act;
 use super::kernel::Kernel;
 use super::{buffers, Fused};
 use crate::error::Result;
+use crate::ir::op::{Conv2d, Dropout, FakeQuant, HashedLinear, Linear};
 use crate::ir::{Model, Op, Tensor, INPUT};
 
 /// One node that runs: its kernel, the slots it reads, and the slots it is the last reader of
@@ -229,7 +230,7 @@ fn fusions(model: &Model) -> Vec<Role> {
         .nodes
         .iter()
         .map(|n| match n.op {
-            Op::Dropout { .. } | Op::Identity => Role::Alias,
+            Op::Dropout(Dropout { .. }) | Op::Identity => Role::Alias,
             _ => Role::Run,
         })
         .collect();
@@ -239,7 +240,7 @@ fn fusions(model: &Model) -> Vec<Role> {
     for (i, node) in g.nodes.iter().enumerate() {
         let packs: fn(&Model, usize) -> bool = match node.op {
             Op::Sign => super::weights::runs_binary,
-            Op::FakeQuant { .. } => super::weights::runs_int8,
+            Op::FakeQuant(FakeQuant { .. }) => super::weights::runs_int8,
             _ => continue,
         };
         let readers = g.consumers(&node.name);
@@ -256,7 +257,10 @@ fn fusions(model: &Model) -> Vec<Role> {
         };
         let fusable = matches!(
             g.nodes[p].op,
-            Op::Conv2d { .. } | Op::Linear { .. } | Op::HashedLinear { .. } | Op::Add
+            Op::Conv2d(Conv2d { .. })
+                | Op::Linear(Linear { .. })
+                | Op::HashedLinear(HashedLinear { .. })
+                | Op::Add
         ) && roles[p] == Role::Run
             && g.consumers(&g.nodes[p].name).len() == 1
             && !g.is_output(&g.nodes[p].name);

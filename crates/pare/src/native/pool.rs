@@ -1,5 +1,6 @@
 //! Max, average and global average pooling on channel-major images, planes in parallel.
 
+use crate::ir::op::{AvgPool2d, MaxPool2d};
 use rayon::prelude::*;
 
 use crate::ir::op::pool_out;
@@ -8,19 +9,19 @@ use crate::ir::Op;
 /// Pools every `[h, w]` plane of `[c, n, h, w]`; returns the output and its `(h, w)`.
 pub(super) fn pool(op: &Op, x: &[f32], [c, n, h, w]: [usize; 4]) -> (Vec<f32>, usize, usize) {
     let (k, s, p, ceil, mode) = match *op {
-        Op::MaxPool2d {
+        Op::MaxPool2d(MaxPool2d {
             kernel_size,
             stride,
             padding,
             ceil_mode,
-        } => (kernel_size, stride, padding, ceil_mode, Mode::Max),
-        Op::AvgPool2d {
+        }) => (kernel_size, stride, padding, ceil_mode, Mode::Max),
+        Op::AvgPool2d(AvgPool2d {
             kernel_size,
             stride,
             padding,
             count_include_pad,
             ceil_mode,
-        } => (
+        }) => (
             kernel_size,
             stride,
             padding,

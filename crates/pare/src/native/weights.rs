@@ -6,6 +6,7 @@ use super::binary::{BinaryConv, BinaryMatrix};
 use super::int8::{ActCodes, Int8Conv, Int8Matrix};
 use super::sparse::{Csr, SPARSE_AT_MOST};
 use crate::ir::op::param_name;
+use crate::ir::op::{Conv2d, Linear};
 use crate::ir::{Model, Op};
 
 /// A Linear layer's weight `[out, in]` as its product wants it.
@@ -55,18 +56,18 @@ impl LinearWeight {
 /// filter per row).
 fn weight_rows(op: &Op) -> Option<(usize, usize)> {
     match *op {
-        Op::Linear {
+        Op::Linear(Linear {
             in_features,
             out_features,
             ..
-        } => Some((out_features, in_features)),
-        Op::Conv2d {
+        }) => Some((out_features, in_features)),
+        Op::Conv2d(Conv2d {
             in_channels,
             out_channels,
             kernel_size: [kh, kw],
             groups: 1,
             ..
-        } => Some((out_channels, in_channels * kh * kw)),
+        }) => Some((out_channels, in_channels * kh * kw)),
         _ => None,
     }
 }
@@ -75,7 +76,7 @@ fn weight_rows(op: &Op) -> Option<(usize, usize)> {
 /// Conv2d, with `alpha * sign` rows (filters) reading the output of a sign.
 pub(super) fn runs_binary(model: &Model, i: usize) -> bool {
     let node = &model.graph.nodes[i];
-    if matches!(node.op, Op::Conv2d { dilation, .. } if dilation != [1, 1]) {
+    if matches!(node.op, Op::Conv2d(Conv2d { dilation, .. }) if dilation != [1, 1]) {
         return false;
     }
     let Some((rows, width)) = weight_rows(&node.op) else {
@@ -106,13 +107,13 @@ const MIN_INT8_CONV_DEPTH: usize = 64;
 pub(super) fn int8_input(model: &Model, i: usize) -> Option<ActCodes> {
     let node = &model.graph.nodes[i];
     let deep = match node.op {
-        Op::Linear { .. } => true,
-        Op::Conv2d {
+        Op::Linear(Linear { .. }) => true,
+        Op::Conv2d(Conv2d {
             groups: 1,
             in_channels,
             kernel_size: [kh, kw],
             ..
-        } => in_channels * kh * kw >= MIN_INT8_CONV_DEPTH,
+        }) => in_channels * kh * kw >= MIN_INT8_CONV_DEPTH,
         _ => false,
     };
     if !deep || node.inputs.len() != 1 {

@@ -1,6 +1,7 @@
 //! Channel importance criteria behind one trait. Each scores every prunable channel (producer
 //! node, output channel); a higher score means more important, so the lowest go first.
 
+use crate::ir::op::BatchNorm;
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
@@ -201,7 +202,7 @@ impl Importance for BnGamma {
     fn scores(&self, model: &Model, deps: &DepGraph) -> Result<Scores> {
         let mut s = Scores::new();
         for (i, node) in model.graph.nodes.iter().enumerate() {
-            if !matches!(node.op, Op::BatchNorm { .. }) {
+            if !matches!(node.op, Op::BatchNorm(BatchNorm { .. })) {
                 continue;
             }
             let gamma = &model.params[&format!("{}.weight", node.name)];

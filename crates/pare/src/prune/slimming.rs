@@ -2,6 +2,7 @@
 //! BatchNorm scale, added to the training loss through its subgradient `lambda * sign(gamma)`,
 //! so that unimportant channels' scales shrink towards zero before BN-gamma pruning.
 
+use crate::ir::op::BatchNorm;
 use crate::ir::{Model, Op, Params};
 use crate::train::Hooks;
 
@@ -13,7 +14,7 @@ pub struct SlimmingPenalty {
 impl Hooks for SlimmingPenalty {
     fn on_gradients(&mut self, model: &Model, grads: &mut Params) {
         for node in &model.graph.nodes {
-            if !matches!(node.op, Op::BatchNorm { .. }) {
+            if !matches!(node.op, Op::BatchNorm(BatchNorm { .. })) {
                 continue;
             }
             let name = format!("{}.weight", node.name);

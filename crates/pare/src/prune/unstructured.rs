@@ -3,6 +3,7 @@
 //! threshold, or by a threshold generated from each layer's spread (Deep Compression: quality
 //! parameter times the layer's weight standard deviation).
 
+use crate::ir::op::{Attention, Conv2d, Linear};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -36,7 +37,12 @@ pub fn prunable_weights(model: &Model, exclude: &[String]) -> Result<Vec<String>
     for e in exclude {
         match model.graph.node(e) {
             None => return Err(Error::Config(format!("unknown layer '{e}'"))),
-            Some(n) if !matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. } | Op::Attention { .. }) => {
+            Some(n)
+                if !matches!(
+                    n.op,
+                    Op::Linear(Linear { .. }) | Op::Conv2d(Conv2d { .. }) | Op::Attention(Attention { .. })
+                ) =>
+            {
                 return Err(Error::Config(format!(
                     "layer '{e}' is a {}, which has no prunable weights",
                     n.op.kind()

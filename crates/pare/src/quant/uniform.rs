@@ -7,6 +7,7 @@
 //! and saves, reloads and reports like any other. Weights are quantized per tensor or per
 //! output channel from their min/max (the usual choice for weights).
 
+use crate::ir::op::{Conv2d, FakeQuant, Linear};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -61,7 +62,10 @@ impl LayerBits {
         Ok(layers
             .into_iter()
             .map(|(node, w)| {
-                let is_conv = matches!(model.graph.node(&node).map(|n| &n.op), Some(Op::Conv2d { .. }));
+                let is_conv = matches!(
+                    model.graph.node(&node).map(|n| &n.op),
+                    Some(Op::Conv2d(Conv2d { .. }))
+                );
                 let b = self
                     .per_layer
                     .get(&node)
@@ -159,7 +163,7 @@ fn quantized_sources(model: &Model, scope: ActScope) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for n in &model.graph.nodes {
         let reads = match n.op {
-            Op::Linear { .. } | Op::Conv2d { .. } => true,
+            Op::Linear(Linear { .. }) | Op::Conv2d(Conv2d { .. }) => true,
             Op::Add => scope == ActScope::Graph,
             _ => false,
         };
@@ -180,7 +184,7 @@ pub fn strip_act_quant(model: &Model) -> Result<Model> {
     let quantizers: Vec<String> = graph
         .nodes
         .iter()
-        .filter(|n| matches!(n.op, Op::FakeQuant { .. }))
+        .filter(|n| matches!(n.op, Op::FakeQuant(FakeQuant { .. })))
         .map(|n| n.name.clone())
         .collect();
     for q in quantizers {
@@ -229,18 +233,18 @@ pub fn calibrate_activations(
         let p = scheme.params(lo, hi);
         Node {
             name: qname(src),
-            op: Op::FakeQuant {
+            op: Op::FakeQuant(FakeQuant {
                 bits: act.bits,
                 symmetric: act.symmetric,
                 scale: p.scale,
                 zero_point: p.zero_point,
-            },
+            }),
             inputs: vec![src.to_string()],
         }
     };
     // Each quantizer sits right after its source; only the weighted layers read it, or in
     // `Graph` scope every node (the graph's outputs keep the f32 value).
-    let weighted = |n: &Node| matches!(n.op, Op::Linear { .. } | Op::Conv2d { .. });
+    let weighted = |n: &Node| matches!(n.op, Op::Linear(Linear { .. }) | Op::Conv2d(Conv2d { .. }));
     let every = |_: &Node| true;
     let readers: &dyn Fn(&Node) -> bool = match act.scope {
         ActScope::Layers => &weighted,

@@ -2,6 +2,7 @@
 //! native engine runs, so that a kernel is timed as a layer of a compiled plan (input packing
 //! and all), interleaved with the f32 layer by [`super::latencies_ms`].
 
+use crate::ir::op::{FakeQuant, Linear};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -57,23 +58,23 @@ pub fn gemm_layer(dtype: GemmDtype, k: usize, n: usize, seed: u64) -> Result<Mod
             .params(-4.0, 4.0);
             b.then(
                 "q",
-                Op::FakeQuant {
+                Op::FakeQuant(FakeQuant {
                     bits: 8,
                     symmetric: false,
                     scale: p.scale,
                     zero_point: p.zero_point,
-                },
+                }),
             );
         }
         GemmDtype::F32 => {}
     }
     b.then(
         "fc",
-        Op::Linear {
+        Op::Linear(Linear {
             in_features: k,
             out_features: n,
             bias: false,
-        },
+        }),
     );
     let mut m = Model::init(b.finish()?, seed)?;
     if dtype == GemmDtype::Binary {

@@ -1,6 +1,7 @@
 //! The fit loop: seeded batches, forward/backward on the engine, optimizer step, hooks,
 //! validation, atomic checkpoints every epoch (and on interruption), exact resume.
 
+use crate::ir::op::BatchNorm;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -303,7 +304,7 @@ pub fn fit(
 pub fn update_running_stats(model: &mut Model, stats: &[exec::BatchStats]) {
     for s in stats {
         let m = match model.graph.node(&s.node).map(|n| &n.op) {
-            Some(crate::ir::Op::BatchNorm { momentum, .. }) => *momentum as f32,
+            Some(crate::ir::Op::BatchNorm(BatchNorm { momentum, .. })) => *momentum as f32,
             _ => unreachable!("batch statistics come from BatchNorm nodes"),
         };
         for (suffix, batch) in [("running_mean", &s.mean), ("running_var", &s.var_unbiased)] {

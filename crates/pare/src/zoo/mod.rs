@@ -3,6 +3,10 @@
 //! re-initializes, as torchvision's SqueezeNet does). Parameter counts equal those of the same nets written in PyTorch
 //! (`tests/reference/zoo_params.py` prints them; `tests/zoo.rs` compares).
 
+use crate::ir::op::{
+    Attention, AvgPool2d, ChannelShuffle, Concat, Conv2d, Dropout, LayerNorm, Linear, MaxPool2d, Parameter,
+    Reshape, Select, Transpose,
+};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
@@ -198,12 +202,12 @@ impl ZooModel {
             .nodes
             .iter()
             .filter_map(|n| match n.op {
-                Op::Conv2d {
+                Op::Conv2d(Conv2d {
                     in_channels,
                     kernel_size,
                     groups,
                     ..
-                } => Some((
+                }) => Some((
                     n.name.clone(),
                     in_channels / groups * kernel_size[0] * kernel_size[1],
                 )),
@@ -268,11 +272,11 @@ impl ZooModel {
                 let n: usize = b.last_shape()?.iter().product();
                 b.then(
                     "fc1",
-                    Op::Linear {
+                    Op::Linear(Linear {
                         in_features: n,
                         out_features: 256,
                         bias: false,
-                    },
+                    }),
                 );
                 b.then("bn_fc1", bn(256));
                 b.then("relu_fc1", Op::Relu);
@@ -296,7 +300,7 @@ fn mlp(b: &mut GraphBuilder, inputs: usize, hidden: &[usize], dropout: f64, clas
         b.then(format!("fc{}", i + 1), linear(n, h));
         b.then(format!("relu{}", i + 1), Op::Relu);
         if dropout > 0.0 {
-            b.then(format!("drop{}", i + 1), Op::Dropout { p: dropout });
+            b.then(format!("drop{}", i + 1), Op::Dropout(Dropout { p: dropout }));
         }
         n = h;
     }
@@ -383,7 +387,7 @@ fn squeezenet(b: &mut GraphBuilder, c: usize, classes: usize) {
             &[&s],
         );
         let e3 = b.then(format!("{p}.expand3x3_relu"), Op::Relu);
-        b.add(format!("{p}.cat"), Op::Concat { axis: 0 }, &[&e1, &e3]);
+        b.add(format!("{p}.cat"), Op::Concat(Concat { axis: 0 }), &[&e1, &e3]);
         ch = 2 * expand;
         if i == 1 {
             b.then("pool2", max_pool(2, 2));
@@ -415,7 +419,10 @@ fn shufflenet(b: &mut GraphBuilder, c: usize, classes: usize) {
             );
             b.then(format!("{p}.bn1"), bn(mid));
             b.then(format!("{p}.relu1"), Op::Relu);
-            b.then(format!("{p}.shuffle"), Op::ChannelShuffle { groups: G });
+            b.then(
+                format!("{p}.shuffle"),
+                Op::ChannelShuffle(ChannelShuffle { groups: G }),
+            );
             b.then(
                 format!("{p}.dwconv"),
                 depthwise(mid, 3, if first { 2 } else { 1 }, 1),
@@ -427,15 +434,19 @@ fn shufflenet(b: &mut GraphBuilder, c: usize, classes: usize) {
             );
             let branch = b.then(format!("{p}.bn3"), bn(branch_out));
             if first {
-                let pool = Op::AvgPool2d {
+                let pool = Op::AvgPool2d(AvgPool2d {
                     kernel_size: [3, 3],
                     stride: [2, 2],
                     padding: [1, 1],
                     count_include_pad: true,
                     ceil_mode: false,
-                };
+                });
                 let short = b.add(format!("{p}.shortcut"), pool, &[&x]);
-                b.add(format!("{p}.cat"), Op::Concat { axis: 0 }, &[&branch, &short]);
+                b.add(
+                    format!("{p}.cat"),
+                    Op::Concat(Concat { axis: 0 }),
+                    &[&branch, &short],
+                );
             } else {
                 b.add(format!("{p}.add"), Op::Add, &[&branch, &x]);
             }
@@ -475,12 +486,12 @@ fn xception(b: &mut GraphBuilder, c: usize, classes: usize) {
         sep(b, &format!("{p}.sep2"), &r, out, out);
         let pool = b.then(
             format!("{p}.pool"),
-            Op::MaxPool2d {
+            Op::MaxPool2d(MaxPool2d {
                 kernel_size: [3, 3],
                 stride: [2, 2],
                 padding: [1, 1],
                 ceil_mode: false,
-            },
+            }),
         );
         b.add(format!("{p}.skip"), conv(ch, out, 1, 2, 0, false), &[&x]);
         let skip = b.then(format!("{p}.skip_bn"), bn(out));
@@ -513,32 +524,32 @@ fn vit(b: &mut GraphBuilder, [c, h, w]: [usize; 3], classes: usize) -> Result<()
     b.then("patch", conv(c, dim, patch, patch, 0, true));
     b.then(
         "patch_tokens",
-        Op::Reshape {
+        Op::Reshape(Reshape {
             shape: vec![dim, tokens],
-        },
+        }),
     );
-    let seq = b.then("patch_seq", Op::Transpose { perm: vec![1, 0] });
-    let cls = b.add("cls", Op::Parameter { shape: vec![1, dim] }, &[]);
-    let cat = b.add("tokens", Op::Concat { axis: 0 }, &[&cls, &seq]);
+    let seq = b.then("patch_seq", Op::Transpose(Transpose { perm: vec![1, 0] }));
+    let cls = b.add("cls", Op::Parameter(Parameter { shape: vec![1, dim] }), &[]);
+    let cat = b.add("tokens", Op::Concat(Concat { axis: 0 }), &[&cls, &seq]);
     let pos = b.add(
         "pos",
-        Op::Parameter {
+        Op::Parameter(Parameter {
             shape: vec![tokens + 1, dim],
-        },
+        }),
         &[],
     );
     let mut x = b.add("embed", Op::Add, &[&cat, &pos]);
-    let ln = |dim| Op::LayerNorm { dim, eps: 1e-5 };
+    let ln = |dim| Op::LayerNorm(LayerNorm { dim, eps: 1e-5 });
     for i in 0..depth {
         let p = format!("blocks.{i}");
         b.add(format!("{p}.n1"), ln(dim), &[&x]);
         let att = b.then(
             format!("{p}.att"),
-            Op::Attention {
+            Op::Attention(Attention {
                 dim,
                 heads,
                 head_dim: None,
-            },
+            }),
         );
         x = b.add(format!("{p}.add1"), Op::Add, &[&x, &att]);
         b.then(format!("{p}.n2"), ln(dim));
@@ -548,7 +559,7 @@ fn vit(b: &mut GraphBuilder, [c, h, w]: [usize; 3], classes: usize) -> Result<()
         x = b.add(format!("{p}.add2"), Op::Add, &[&x, &y]);
     }
     b.add("norm", ln(dim), &[&x]);
-    b.then("cls_out", Op::Select { axis: 0, index: 0 });
+    b.then("cls_out", Op::Select(Select { axis: 0, index: 0 }));
     b.then("head", linear(dim, classes));
     Ok(())
 }

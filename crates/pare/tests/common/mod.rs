@@ -3,6 +3,7 @@
 
 use pare::data::InMemory;
 use pare::ir::graph::ops::{bn, conv, linear};
+use pare::ir::op::{Dropout, MaxPool2d};
 use pare::ir::{GraphBuilder, Model, Op, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -32,15 +33,15 @@ pub fn toy_model(seed: u64) -> Model {
     b.then("relu", Op::Relu);
     b.then(
         "pool",
-        Op::MaxPool2d {
+        Op::MaxPool2d(MaxPool2d {
             kernel_size: [2, 2],
             stride: [2, 2],
             padding: [0, 0],
             ceil_mode: false,
-        },
+        }),
     );
     b.then("flatten", Op::Flatten);
-    b.then("drop", Op::Dropout { p: 0.2 });
+    b.then("drop", Op::Dropout(Dropout { p: 0.2 }));
     b.then("fc", linear(64, 3));
     Model::init(b.finish().unwrap(), seed).unwrap()
 }

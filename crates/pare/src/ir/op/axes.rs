@@ -14,6 +14,11 @@
 
 use super::shape::resolve_axis;
 use super::Op;
+use crate::ir::op::{
+    Attention, AvgPool2d, BatchNorm, ChannelShuffle, Clip, Concat, Conv2d, Dropout, Embedding, FakeQuant,
+    HashedLinear, LayerNorm, Linear, MaxPool2d, Mean, Pad, Parameter, Reshape, Scale, Select, Slice, Softmax,
+    Transpose,
+};
 
 /// Where the positions of one output axis come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -283,14 +288,14 @@ impl Op {
         let last = rank.saturating_sub(1);
         match self {
             // New features on the last axis from the input's last axis, every other axis kept.
-            Op::Linear { .. } => {
+            Op::Linear(Linear { .. }) => {
                 let mut r = AxisRule::same_axes(rank, &[last]);
                 r.outputs[last] = Source::Made;
                 r.weight_in = Some(last);
                 r.weight_out = Some(last);
                 r
             }
-            Op::Conv2d { groups, .. } => {
+            Op::Conv2d(Conv2d { groups, .. }) => {
                 // A depthwise conv carries its channels through; its sizes still count them.
                 let mut r = AxisRule::same_axes(3, &[1, 2]);
                 r.weight_out = Some(0);
@@ -315,11 +320,11 @@ impl Op {
                 }
                 r
             }
-            Op::BatchNorm { .. } => AxisRule {
+            Op::BatchNorm(BatchNorm { .. }) => AxisRule {
                 weight_out: Some(0),
                 ..AxisRule::same_axes(rank, &[])
             },
-            Op::ChannelShuffle { groups } => {
+            Op::ChannelShuffle(ChannelShuffle { groups }) => {
                 let mut r = AxisRule::same_axes(rank, &[]);
                 r.outputs[0] = Source::Shuffled {
                     input: 0,
@@ -329,7 +334,7 @@ impl Op {
                 r
             }
             // Pools make new spatial positions from windows of the old ones.
-            Op::MaxPool2d { .. } | Op::AvgPool2d { .. } | Op::GlobalAvgPool => {
+            Op::MaxPool2d(MaxPool2d { .. }) | Op::AvgPool2d(AvgPool2d { .. }) | Op::GlobalAvgPool => {
                 AxisRule::same_axes(3, &[1, 2])
             }
             Op::Flatten => AxisRule {
@@ -341,8 +346,8 @@ impl Op {
                 weight_in: None,
                 weight_out: None,
             },
-            Op::Reshape { shape: to } => reshape_rule(shape, to),
-            Op::Transpose { perm } => AxisRule {
+            Op::Reshape(Reshape { shape: to }) => reshape_rule(shape, to),
+            Op::Transpose(Transpose { perm }) => AxisRule {
                 outputs: perm
                     .iter()
                     .map(|&axis| Source::Input { input: 0, axis })
@@ -365,7 +370,7 @@ impl Op {
                     .collect();
                 r
             }
-            Op::Concat { axis: a } => match axis(*a) {
+            Op::Concat(Concat { axis: a }) => match axis(*a) {
                 Some(a) => {
                     let mut r = AxisRule::same_axes(rank, &[]);
                     r.outputs[a] = Source::Stacked { axis: a };
@@ -381,17 +386,17 @@ impl Op {
                 None => AxisRule::opaque(out_rank),
             },
             // Every position of a normalized, sliced or padded axis counts.
-            Op::Softmax { axis: a } | Op::Slice { axis: a, .. } => {
+            Op::Softmax(Softmax { axis: a }) | Op::Slice(Slice { axis: a, .. }) => {
                 AxisRule::same_axes(rank, &axis(*a).into_iter().collect::<Vec<_>>())
             }
-            Op::LayerNorm { .. } => AxisRule::same_axes(rank, &[last]),
-            Op::Pad { pads, .. } => {
+            Op::LayerNorm(LayerNorm { .. }) => AxisRule::same_axes(rank, &[last]),
+            Op::Pad(Pad { pads, .. }) => {
                 let padded: Vec<usize> = (0..rank)
                     .filter(|&a| pads.get(a).is_some_and(|p| *p != [0, 0]))
                     .collect();
                 AxisRule::same_axes(rank, &padded)
             }
-            Op::Select { axis: a, .. } => match axis(*a) {
+            Op::Select(Select { axis: a, .. }) => match axis(*a) {
                 Some(a) => AxisRule {
                     outputs: (0..rank)
                         .filter(|&x| x != a)
@@ -403,7 +408,7 @@ impl Op {
                 },
                 None => AxisRule::opaque(out_rank),
             },
-            Op::Mean { axes, keepdim } => {
+            Op::Mean(Mean { axes, keepdim }) => {
                 let reduced: Vec<usize> = axes.iter().filter_map(|&a| axis(a)).collect();
                 let mut r = AxisRule::same_axes(rank, &reduced);
                 if !keepdim {
@@ -416,18 +421,18 @@ impl Op {
             }
             // Ids in, a row of the table per id: the tokens carry on, the features are the
             // table's.
-            Op::Embedding { .. } => AxisRule {
+            Op::Embedding(Embedding { .. }) => AxisRule {
                 outputs: vec![Source::Input { input: 0, axis: 0 }, Source::Fixed],
                 couples: Vec::new(),
                 weight_in: None,
                 weight_out: None,
             },
             // Tokens carry on; the features are mixed (the heads are the op's own channels).
-            Op::Attention { .. } => AxisRule::same_axes(rank, &[last]),
+            Op::Attention(Attention { .. }) => AxisRule::same_axes(rank, &[last]),
             // Its weights are read through a hash of (row, column): removing a row or a column
             // would move every later position to other buckets.
-            Op::HashedLinear { .. } => AxisRule::same_axes(rank, &[last]),
-            Op::Parameter { shape } => AxisRule::opaque(shape.len()),
+            Op::HashedLinear(HashedLinear { .. }) => AxisRule::same_axes(rank, &[last]),
+            Op::Parameter(Parameter { shape }) => AxisRule::opaque(shape.len()),
             // Elementwise: every position in is the same position out. Listed rather than
             // defaulted, so that a new op must state its rule.
             Op::Relu
@@ -440,11 +445,11 @@ impl Op {
             | Op::Sign
             | Op::Abs
             | Op::Erf
-            | Op::Clip { .. }
-            | Op::Scale { .. }
-            | Op::Dropout { .. }
+            | Op::Clip(Clip { .. })
+            | Op::Scale(Scale { .. })
+            | Op::Dropout(Dropout { .. })
             | Op::Identity
-            | Op::FakeQuant { .. } => AxisRule::same_axes(rank, &[]),
+            | Op::FakeQuant(FakeQuant { .. }) => AxisRule::same_axes(rank, &[]),
         }
     }
 }

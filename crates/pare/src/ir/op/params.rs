@@ -2,6 +2,7 @@
 //! the axes that index channels) and its multiply-accumulates.
 
 use super::{Op, ParamKind, ParamSpec};
+use crate::ir::op::{Attention, BatchNorm, Conv2d, Embedding, HashedLinear, LayerNorm, Linear, Parameter};
 
 impl Op {
     /// The parameters this op owns, in PyTorch `state_dict` order.
@@ -14,11 +15,11 @@ impl Op {
             in_axis,
         };
         match *self {
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features,
                 out_features,
                 bias,
-            } => {
+            }) => {
                 let mut v = vec![p(
                     "weight",
                     vec![out_features, in_features],
@@ -32,26 +33,26 @@ impl Op {
                 v
             }
             // The buckets index no channel: the layer is not sliced by structured pruning.
-            Op::HashedLinear {
+            Op::HashedLinear(HashedLinear {
                 out_features,
                 buckets,
                 bias,
                 ..
-            } => {
+            }) => {
                 let mut v = vec![p("weight", vec![buckets], ParamKind::Weight, None, None)];
                 if bias {
                     v.push(p("bias", vec![out_features], ParamKind::Bias, None, None));
                 }
                 v
             }
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels,
                 out_channels,
                 kernel_size,
                 groups,
                 bias,
                 ..
-            } => {
+            }) => {
                 // Axis 1 holds a group's input slots (all inputs for groups = 1); a depthwise
                 // kernel has one input channel per filter: nothing to slice there.
                 let in_axis = (!self.is_depthwise()).then_some(1);
@@ -72,26 +73,26 @@ impl Op {
                 }
                 v
             }
-            Op::LayerNorm { dim, .. } => vec![
+            Op::LayerNorm(LayerNorm { dim, .. }) => vec![
                 p("weight", vec![dim], ParamKind::Weight, None, None),
                 p("bias", vec![dim], ParamKind::Bias, None, None),
             ],
-            Op::Embedding {
+            Op::Embedding(Embedding {
                 num_embeddings,
                 embedding_dim,
-            } => vec![p(
+            }) => vec![p(
                 "weight",
                 vec![num_embeddings, embedding_dim],
                 ParamKind::Weight,
                 None,
                 None,
             )],
-            Op::Parameter { ref shape } => {
+            Op::Parameter(Parameter { ref shape }) => {
                 let mut stored = vec![1];
                 stored.extend_from_slice(shape);
                 vec![p("", stored, ParamKind::Weight, None, None)]
             }
-            Op::Attention { dim, .. } => {
+            Op::Attention(Attention { dim, .. }) => {
                 let inner = self.attention_inner();
                 vec![
                     p(
@@ -106,7 +107,7 @@ impl Op {
                     p("out_proj.bias", vec![dim], ParamKind::Bias, None, None),
                 ]
             }
-            Op::BatchNorm { num_features, .. } => vec![
+            Op::BatchNorm(BatchNorm { num_features, .. }) => vec![
                 p("weight", vec![num_features], ParamKind::Weight, Some(0), None),
                 p("bias", vec![num_features], ParamKind::Bias, Some(0), None),
                 p(
@@ -141,21 +142,21 @@ impl Op {
     /// (BN folds into the preceding conv at inference; activations and pools are not MACs).
     pub fn macs(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
         match *self {
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features,
                 out_features,
                 ..
-            }
-            | Op::HashedLinear {
+            })
+            | Op::HashedLinear(HashedLinear {
                 in_features,
                 out_features,
                 ..
-            } => {
+            }) => {
                 // One dot product of length `in_features` per output element.
                 let positions: usize = output.iter().product::<usize>() / out_features.max(1);
                 (positions * in_features * out_features) as u64
             }
-            Op::Attention { dim, .. } => {
+            Op::Attention(Attention { dim, .. }) => {
                 // Projections (3 in, 1 out) plus scores and their weighted sum.
                 let (t, inner) = (output.first().copied().unwrap_or(0), self.attention_inner());
                 (4 * t * dim * inner + 2 * t * t * inner) as u64
@@ -164,12 +165,12 @@ impl Op {
                 let k = inputs.first().and_then(|x| x.last()).copied().unwrap_or(0);
                 (output.iter().product::<usize>() * k) as u64
             }
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels,
                 kernel_size,
                 groups,
                 ..
-            } => {
+            }) => {
                 let out_elems: usize = output.iter().product();
                 (out_elems * (in_channels / groups.max(1)) * kernel_size[0] * kernel_size[1]) as u64
             }

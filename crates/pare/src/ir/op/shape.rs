@@ -2,6 +2,11 @@
 //! and the axis arithmetic the rules share (negative axes, NumPy broadcasting).
 
 use super::Op;
+use crate::ir::op::{
+    Attention, AvgPool2d, BatchNorm, ChannelShuffle, Clip, Concat, Conv2d, Dropout, Embedding, FakeQuant,
+    HashedLinear, LayerNorm, Linear, MaxPool2d, Mean, Pad, Parameter, Reshape, Scale, Select, Slice, Softmax,
+    Transpose,
+};
 
 /// `axis` of a rank-`rank` shape as an index (negative counts from the end).
 pub fn resolve_axis(axis: isize, rank: usize) -> Result<usize, String> {
@@ -79,7 +84,7 @@ impl Op {
                 inputs.len()
             ));
         }
-        if let Op::Parameter { shape } = self {
+        if let Op::Parameter(Parameter { shape }) = self {
             if shape.is_empty() || shape.contains(&0) {
                 return Err(format!(
                     "parameter shape {shape:?} must be non-empty and positive"
@@ -99,12 +104,12 @@ impl Op {
         match *self {
             // Both engines build the virtual weight in full: it must fit as a parameter does,
             // and every bucket must be read.
-            Op::HashedLinear {
+            Op::HashedLinear(HashedLinear {
                 in_features,
                 out_features,
                 buckets,
                 ..
-            } if buckets == 0
+            }) if buckets == 0
                 || in_features
                     .checked_mul(out_features)
                     .is_none_or(|v| v > crate::ir::graph::MAX_ELEMENTS || buckets > v) =>
@@ -114,16 +119,16 @@ impl Op {
                     crate::ir::graph::MAX_ELEMENTS
                 ))
             }
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features,
                 out_features,
                 ..
-            }
-            | Op::HashedLinear {
+            })
+            | Op::HashedLinear(HashedLinear {
                 in_features,
                 out_features,
                 ..
-            } => match x.split_last() {
+            }) => match x.split_last() {
                 Some((&n, lead)) if n == in_features => {
                     let mut out = lead.to_vec();
                     out.push(out_features);
@@ -133,7 +138,7 @@ impl Op {
                     "linear expects an input whose last axis is {in_features}, got {x:?}"
                 )),
             },
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels,
                 out_channels,
                 kernel_size,
@@ -142,7 +147,7 @@ impl Op {
                 dilation,
                 groups,
                 ..
-            } => {
+            }) => {
                 let (c, h, w) = image("conv2d")?;
                 if c != in_channels {
                     return Err(format!("conv2d expects {in_channels} input channels, got {c}"));
@@ -164,7 +169,7 @@ impl Op {
                     )),
                 }
             }
-            Op::BatchNorm { num_features, .. } => {
+            Op::BatchNorm(BatchNorm { num_features, .. }) => {
                 if x.first() != Some(&num_features) || !(x.len() == 1 || x.len() == 3) {
                     return Err(format!(
                         "batch_norm expects [{num_features}] or [{num_features}, H, W], got {x:?}"
@@ -172,19 +177,19 @@ impl Op {
                 }
                 Ok(x.to_vec())
             }
-            Op::MaxPool2d {
+            Op::MaxPool2d(MaxPool2d {
                 kernel_size,
                 stride,
                 padding,
                 ceil_mode,
-            }
-            | Op::AvgPool2d {
+            })
+            | Op::AvgPool2d(AvgPool2d {
                 kernel_size,
                 stride,
                 padding,
                 ceil_mode,
                 ..
-            } => {
+            }) => {
                 let (c, h, w) = image(self.kind())?;
                 if kernel_size.contains(&0) || stride.contains(&0) {
                     return Err(format!(
@@ -219,7 +224,7 @@ impl Op {
                 }
                 Ok(x.to_vec())
             }
-            Op::Concat { axis } => {
+            Op::Concat(Concat { axis }) => {
                 let a = resolve_axis(axis, x.len())?;
                 let mut out = x.to_vec();
                 for s in &inputs[1..] {
@@ -234,7 +239,7 @@ impl Op {
                 }
                 Ok(out)
             }
-            Op::LayerNorm { dim, eps } => {
+            Op::LayerNorm(LayerNorm { dim, eps }) => {
                 if x.last() != Some(&dim) {
                     return Err(format!("layer_norm expects a last axis of {dim}, got {x:?}"));
                 }
@@ -255,11 +260,11 @@ impl Op {
                 out[r - 1] = y[r - 1];
                 Ok(out)
             }
-            Op::Softmax { axis } => {
+            Op::Softmax(Softmax { axis }) => {
                 resolve_axis(axis, x.len())?;
                 Ok(x.to_vec())
             }
-            Op::Reshape { ref shape } => {
+            Op::Reshape(Reshape { ref shape }) => {
                 let (have, want) = (elements(x), elements(shape));
                 if shape.is_empty() || shape.contains(&0) || have.is_none() || have != want {
                     let count = |n: Option<usize>| n.map_or("too many".to_string(), |n| n.to_string());
@@ -271,7 +276,7 @@ impl Op {
                 }
                 Ok(shape.clone())
             }
-            Op::Transpose { ref perm } => {
+            Op::Transpose(Transpose { ref perm }) => {
                 let mut seen = vec![false; x.len()];
                 let valid = perm.len() == x.len()
                     && perm
@@ -288,13 +293,13 @@ impl Op {
             Op::Mul | Op::Sub | Op::Div => {
                 broadcast(x, inputs[1]).map_err(|e| format!("{}: {e}", self.kind()))
             }
-            Op::Scale { factor } => {
+            Op::Scale(Scale { factor }) => {
                 if !factor.is_finite() {
                     return Err(format!("scale factor={factor} must be finite"));
                 }
                 Ok(x.to_vec())
             }
-            Op::Slice { axis, start, end } => {
+            Op::Slice(Slice { axis, start, end }) => {
                 let a = resolve_axis(axis, x.len())?;
                 if start >= end || end > x[a] {
                     return Err(format!(
@@ -305,7 +310,7 @@ impl Op {
                 out[a] = end - start;
                 Ok(out)
             }
-            Op::Select { axis, index } => {
+            Op::Select(Select { axis, index }) => {
                 let a = resolve_axis(axis, x.len())?;
                 if x.len() < 2 || index >= x[a] {
                     return Err(format!(
@@ -316,13 +321,13 @@ impl Op {
                 out.remove(a);
                 Ok(out)
             }
-            Op::Clip { min, max } => {
+            Op::Clip(Clip { min, max }) => {
                 if !(min.is_finite() && max.is_finite() && min <= max) {
                     return Err(format!("clip needs finite min <= max, got {min}..{max}"));
                 }
                 Ok(x.to_vec())
             }
-            Op::Mean { ref axes, keepdim } => {
+            Op::Mean(Mean { ref axes, keepdim }) => {
                 let mut drop = vec![false; x.len()];
                 for &a in axes {
                     let a = resolve_axis(a, x.len())?;
@@ -345,7 +350,7 @@ impl Op {
                     .collect())
             }
             Op::Silu | Op::Sign | Op::Abs | Op::Erf => Ok(x.to_vec()),
-            Op::Pad { ref pads, value } => {
+            Op::Pad(Pad { ref pads, value }) => {
                 if !value.is_finite() {
                     return Err(format!("pad value {value} must be a finite number"));
                 }
@@ -364,13 +369,13 @@ impl Op {
                     })
                     .collect()
             }
-            Op::ChannelShuffle { groups } => match *x {
+            Op::ChannelShuffle(ChannelShuffle { groups }) => match *x {
                 [c, _, _] if groups > 0 && c % groups == 0 => Ok(x.to_vec()),
                 _ => Err(format!(
                     "channel_shuffle with {groups} groups needs a [C, H, W] input with C a multiple of them, got {x:?}"
                 )),
             },
-            Op::Attention { dim, heads, head_dim } => {
+            Op::Attention(Attention { dim, heads, head_dim }) => {
                 let fits = match head_dim {
                     None => dim % heads.max(1) == 0,
                     Some(hd) => hd > 0,
@@ -387,11 +392,11 @@ impl Op {
                     )),
                 }
             }
-            Op::Parameter { .. } => unreachable!("handled before reading inputs"),
-            Op::Embedding {
+            Op::Parameter(Parameter { .. }) => unreachable!("handled before reading inputs"),
+            Op::Embedding(Embedding {
                 num_embeddings,
                 embedding_dim,
-            } => {
+            }) => {
                 if num_embeddings == 0 || embedding_dim == 0 || num_embeddings > crate::ir::graph::MAX_INDEX {
                     return Err(format!(
                         "embedding of {num_embeddings} x {embedding_dim}: both must be positive, at most {} rows",
@@ -403,7 +408,7 @@ impl Op {
                 }
                 Ok(x.iter().copied().chain([embedding_dim]).collect())
             }
-            Op::Dropout { p } => {
+            Op::Dropout(Dropout { p }) => {
                 if !(0.0..1.0).contains(&p) {
                     return Err(format!("dropout p must be in [0, 1), got {p}"));
                 }
@@ -416,8 +421,8 @@ impl Op {
             | Op::Tanh
             | Op::HardSwish
             | Op::Identity
-            | Op::FakeQuant { .. } => {
-                if let Op::FakeQuant { bits, scale, .. } = *self {
+            | Op::FakeQuant(FakeQuant { .. }) => {
+                if let Op::FakeQuant(FakeQuant { bits, scale, .. }) = *self {
                     if !crate::ir::quant::BITS.contains(&bits) {
                         return Err(format!("fake_quant bits={bits} must be in {:?}", crate::ir::quant::BITS));
                     }

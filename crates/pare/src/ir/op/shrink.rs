@@ -1,6 +1,7 @@
 //! How an op's attributes shrink when structured pruning removes positions of its axes.
 
 use super::Op;
+use crate::ir::op::{Attention, BatchNorm, Conv2d, Linear, Reshape};
 
 /// How many channels (or heads) of a node structured pruning keeps: the sizes its op
 /// attributes take after the removal.
@@ -28,35 +29,35 @@ impl Op {
         let depthwise = self.is_depthwise();
         let head_dim = self.head_dim();
         match &mut op {
-            Op::Linear {
+            Op::Linear(Linear {
                 in_features,
                 out_features,
                 ..
-            } => {
+            }) => {
                 set(in_features, kept.inputs);
                 set(out_features, kept.outputs);
             }
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 in_channels,
                 out_channels,
                 groups,
                 ..
-            } => {
+            }) => {
                 set(in_channels, kept.inputs);
                 set(out_channels, kept.outputs);
                 if depthwise {
                     *groups = *out_channels;
                 }
             }
-            Op::BatchNorm { num_features, .. } => set(num_features, kept.outputs),
-            Op::Reshape { shape } => {
+            Op::BatchNorm(BatchNorm { num_features, .. }) => set(num_features, kept.outputs),
+            Op::Reshape(Reshape { shape }) => {
                 if let Some(s) = &kept.shape {
                     shape.clone_from(s);
                 }
             }
-            Op::Attention {
+            Op::Attention(Attention {
                 heads, head_dim: hd, ..
-            } if kept.internal.is_some_and(|k| k != *heads) => {
+            }) if kept.internal.is_some_and(|k| k != *heads) => {
                 set(heads, kept.internal);
                 *hd = Some(head_dim);
             }

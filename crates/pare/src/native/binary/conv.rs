@@ -1,5 +1,6 @@
 //! The binary convolution: one patch of sign bits per output position against every filter.
 
+use crate::ir::op::Conv2d;
 use rayon::prelude::*;
 
 use super::{mismatches, BinaryMatrix, PopcountPath};
@@ -21,7 +22,7 @@ pub(in crate::native) struct BinaryConv {
 impl BinaryConv {
     /// The binary form of an ungrouped, undilated Conv2d's weight, or `None`.
     pub(in crate::native) fn new(op: &crate::ir::Op, weight: &[f32]) -> Option<BinaryConv> {
-        let crate::ir::Op::Conv2d {
+        let crate::ir::Op::Conv2d(Conv2d {
             in_channels,
             out_channels,
             kernel_size,
@@ -30,7 +31,7 @@ impl BinaryConv {
             dilation: [1, 1],
             groups: 1,
             ..
-        } = *op
+        }) = *op
         else {
             return None;
         };

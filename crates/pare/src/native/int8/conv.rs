@@ -5,6 +5,7 @@
 //! output channel come out together and are stored channel-major as they are), blocks spread
 //! over the cores.
 
+use crate::ir::op::Conv2d;
 use std::cell::RefCell;
 
 use rayon::prelude::*;
@@ -65,7 +66,7 @@ impl Int8Conv {
     /// `None` when the filters are not on an integer grid the CPU's product takes (see
     /// [`Int8Matrix::from_dense`]).
     pub fn new(op: &Op, weight: &[f32], act: ActCodes) -> Option<Int8Conv> {
-        let Op::Conv2d {
+        let Op::Conv2d(Conv2d {
             in_channels: cin,
             out_channels: cout,
             kernel_size: [kh, kw],
@@ -74,7 +75,7 @@ impl Int8Conv {
             dilation,
             groups: 1,
             ..
-        } = *op
+        }) = *op
         else {
             return None;
         };

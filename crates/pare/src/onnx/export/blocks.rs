@@ -3,6 +3,7 @@
 
 use super::{attr_int, attr_ints, i64_tensor, Ctx, Writer};
 use crate::error::{Error, Result};
+use crate::ir::op::FakeQuant;
 use crate::ir::op::Op;
 use crate::onnx::proto::{data_type, TensorProto};
 
@@ -76,7 +77,7 @@ impl Writer {
     pub(super) fn fake_quant(&mut self, ctx: &Ctx, op: &Op) -> Result<()> {
         let name = ctx.name;
         let q = op.act_qparams().expect("a fake quantizer");
-        let Op::FakeQuant { bits, symmetric, .. } = *op else {
+        let Op::FakeQuant(FakeQuant { bits, symmetric, .. }) = *op else {
             unreachable!()
         };
         if bits > 8 {

@@ -5,6 +5,11 @@
 use super::{attr_float, attr_int, attr_ints, f32_tensor, i64_tensor, usizes, Ctx, Writer};
 use crate::error::{Error, Result};
 use crate::ir::op::{ceil_window_dropped, hashed_weight, Op};
+use crate::ir::op::{
+    Attention, AvgPool2d, BatchNorm, ChannelShuffle, Clip, Concat, Conv2d, Dropout, Embedding, FakeQuant,
+    HashedLinear, LayerNorm, Linear, MaxPool2d, Mean, Pad, Parameter, Reshape, Scale, Select, Slice, Softmax,
+    Transpose,
+};
 use crate::onnx::proto::AttributeProto;
 
 impl Writer {
@@ -12,17 +17,17 @@ impl Writer {
         let (name, x) = (ctx.name, ctx.ins.first().map(String::as_str).unwrap_or(""));
         let sub = |s: &str| format!("{name}/{s}");
         match op {
-            Op::Linear { bias, .. } => {
+            Op::Linear(Linear { bias, .. }) => {
                 let (w, b) = self.weight_and_bias(ctx, *bias);
                 self.linear(ctx, &w, b.as_deref());
             }
-            Op::HashedLinear {
+            Op::HashedLinear(HashedLinear {
                 in_features,
                 out_features,
                 seed,
                 bias,
                 ..
-            } => {
+            }) => {
                 // ONNX has no hashed layer: the virtual weight is written out dense.
                 let dense = hashed_weight(*seed, *out_features, *in_features, ctx.param("weight").data());
                 let w = self.init(f32_tensor(
@@ -33,7 +38,7 @@ impl Writer {
                 let b = bias.then(|| self.param(ctx, "bias"));
                 self.linear(ctx, &w, b.as_deref());
             }
-            Op::Conv2d {
+            Op::Conv2d(Conv2d {
                 kernel_size,
                 stride,
                 padding,
@@ -41,7 +46,7 @@ impl Writer {
                 groups,
                 bias,
                 ..
-            } => {
+            }) => {
                 let (w, b) = self.weight_and_bias(ctx, *bias);
                 let mut ins = vec![x.to_string(), w];
                 ins.extend(b);
@@ -55,7 +60,7 @@ impl Writer {
                 ];
                 self.node("Conv", name, &ins, name, attrs);
             }
-            Op::BatchNorm { eps, momentum, .. } => {
+            Op::BatchNorm(BatchNorm { eps, momentum, .. }) => {
                 let ps: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
                     .iter()
                     .map(|s| self.param(ctx, s))
@@ -72,7 +77,7 @@ impl Writer {
                     attrs,
                 );
             }
-            Op::LayerNorm { eps, .. } => {
+            Op::LayerNorm(LayerNorm { eps, .. }) => {
                 let (w, b) = (self.param(ctx, "weight"), self.param(ctx, "bias"));
                 let attrs = vec![attr_int("axis", -1), attr_float("epsilon", *eps as f32)];
                 self.node("LayerNormalization", name, &[x, &w, &b], name, attrs);
@@ -83,9 +88,9 @@ impl Writer {
             Op::HardSwish => self.node("HardSwish", name, &[x], name, vec![]),
             Op::Abs => self.node("Abs", name, &[x], name, vec![]),
             Op::Erf => self.node("Erf", name, &[x], name, vec![]),
-            Op::Dropout { .. } | Op::Identity => self.node("Identity", name, &[x], name, vec![]),
+            Op::Dropout(Dropout { .. }) | Op::Identity => self.node("Identity", name, &[x], name, vec![]),
             Op::Relu6 => self.clip(name, x, 0.0, 6.0),
-            Op::Clip { min, max } => self.clip(name, x, *min, *max),
+            Op::Clip(Clip { min, max }) => self.clip(name, x, *min, *max),
             Op::Gelu => {
                 // 0.5 x (1 + erf(x / sqrt 2)): PyTorch's exact GELU as its exporter writes it.
                 let (r2, one, half) = (
@@ -116,26 +121,26 @@ impl Writer {
                 self.node("GreaterOrEqual", &ge, &[x, &zero], &ge, vec![]);
                 self.node("Where", name, &[&ge, &pos, &neg], name, vec![]);
             }
-            Op::Scale { factor } => {
+            Op::Scale(Scale { factor }) => {
                 let f = self.scalar(&sub("factor"), *factor as f32);
                 self.node("Mul", name, &[x, &f], name, vec![]);
             }
-            Op::MaxPool2d {
+            Op::MaxPool2d(MaxPool2d {
                 kernel_size,
                 stride,
                 padding,
                 ceil_mode,
-            } => {
+            }) => {
                 let attrs = window_attrs(ctx, kernel_size, stride, padding, *ceil_mode)?;
                 self.node("MaxPool", name, &[x], name, attrs);
             }
-            Op::AvgPool2d {
+            Op::AvgPool2d(AvgPool2d {
                 kernel_size,
                 stride,
                 padding,
                 count_include_pad,
                 ceil_mode,
-            } => {
+            }) => {
                 let mut attrs = window_attrs(ctx, kernel_size, stride, padding, *ceil_mode)?;
                 attrs.push(attr_int("count_include_pad", *count_include_pad as i64));
                 self.node("AveragePool", name, &[x], name, attrs);
@@ -151,18 +156,18 @@ impl Writer {
             Op::Sub => self.broadcasting(ctx, "Sub"),
             Op::Div => self.broadcasting(ctx, "Div"),
             Op::MatMul => self.node("MatMul", name, &[x, &ctx.ins[1]], name, vec![]),
-            Op::Concat { axis } => {
+            Op::Concat(Concat { axis }) => {
                 let a = ctx.axis(*axis, ctx.out_shape.len())?;
                 let ins: Vec<&str> = ctx.ins.iter().map(String::as_str).collect();
                 self.node("Concat", name, &ins, name, vec![attr_int("axis", a)]);
             }
-            Op::Softmax { axis } => {
+            Op::Softmax(Softmax { axis }) => {
                 let a = ctx.axis(*axis, ctx.out_shape.len())?;
                 self.node("Softmax", name, &[x], name, vec![attr_int("axis", a)]);
             }
-            Op::Reshape { shape } => self.reshape(name, x, shape, name),
-            Op::Transpose { perm } => self.transpose(name, x, perm, name),
-            Op::Slice { axis, start, end } => {
+            Op::Reshape(Reshape { shape }) => self.reshape(name, x, shape, name),
+            Op::Transpose(Transpose { perm }) => self.transpose(name, x, perm, name),
+            Op::Slice(Slice { axis, start, end }) => {
                 let a = ctx.axis(*axis, ctx.in_shapes[0].len())?;
                 let (s, e, ax) = (
                     self.ints(&sub("starts"), &[*start as i64]),
@@ -171,12 +176,12 @@ impl Writer {
                 );
                 self.node("Slice", name, &[x, &s, &e, &ax], name, vec![]);
             }
-            Op::Select { axis, index } => {
+            Op::Select(Select { axis, index }) => {
                 let a = ctx.axis(*axis, ctx.in_shapes[0].len())?;
                 let i = self.init(i64_tensor(&sub("index"), &[], &[*index as i64]));
                 self.node("Gather", name, &[x, &i], name, vec![attr_int("axis", a)]);
             }
-            Op::Mean { axes, keepdim } => {
+            Op::Mean(Mean { axes, keepdim }) => {
                 let rank = ctx.in_shapes[0].len();
                 let axes = axes
                     .iter()
@@ -185,7 +190,7 @@ impl Writer {
                 let attrs = vec![attr_ints("axes", &axes), attr_int("keepdims", *keepdim as i64)];
                 self.node("ReduceMean", name, &[x], name, attrs);
             }
-            Op::Pad { pads, value } => {
+            Op::Pad(Pad { pads, value }) => {
                 let mut p = vec![0i64];
                 p.extend(pads.iter().map(|q| q[0] as i64));
                 p.push(0);
@@ -198,7 +203,7 @@ impl Writer {
                     self.node("Pad", name, &[x, &p, &v], name, vec![]);
                 }
             }
-            Op::ChannelShuffle { groups } => {
+            Op::ChannelShuffle(ChannelShuffle { groups }) => {
                 let [c, h, w] = ctx.in_shapes[0] else {
                     return Err(Error::graph(name, "channel_shuffle reads [C, H, W]"));
                 };
@@ -207,7 +212,7 @@ impl Writer {
                 self.transpose(&s, &g, &[1, 0, 2, 3], &s);
                 self.reshape(&t, &s, &[*c, *h, *w], name);
             }
-            Op::Parameter { shape } => {
+            Op::Parameter(Parameter { shape }) => {
                 // Stored [1, ..shape]; expanded to the batch so it joins batched values anywhere.
                 let p = self.param(ctx, "");
                 let batch = self.batch();
@@ -223,12 +228,12 @@ impl Writer {
                 let out = sub("expanded");
                 self.node("Expand", name, &[&p, &full], &out, vec![]);
             }
-            Op::Embedding { .. } => {
+            Op::Embedding(Embedding { .. }) => {
                 let w = self.param(ctx, "weight");
                 self.node("Gather", name, &[&w, x], name, vec![attr_int("axis", 0)]);
             }
-            Op::Attention { dim, heads, .. } => self.attention(ctx, *dim, *heads, op.head_dim()),
-            Op::FakeQuant { .. } => self.fake_quant(ctx, op)?,
+            Op::Attention(Attention { dim, heads, .. }) => self.attention(ctx, *dim, *heads, op.head_dim()),
+            Op::FakeQuant(FakeQuant { .. }) => self.fake_quant(ctx, op)?,
         }
         Ok(())
     }

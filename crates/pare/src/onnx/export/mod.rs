@@ -16,6 +16,7 @@ mod blocks;
 mod emit;
 mod qdq;
 
+use crate::ir::op::Parameter;
 use std::collections::HashMap;
 
 use super::proto::{
@@ -114,7 +115,7 @@ pub fn to_onnx_with(model: &Model, options: Options) -> Result<ModelProto> {
         // A parameter's initializer holds the node's own name (PyTorch's), so its batch-sized
         // copy is another value.
         let value = match node.op {
-            Op::Parameter { .. } => format!("{}/expanded", node.name),
+            Op::Parameter(Parameter { .. }) => format!("{}/expanded", node.name),
             _ => node.name.clone(),
         };
         names.insert(node.name.clone(), value);

@@ -11,6 +11,7 @@
 //! int32 codes at the input scale times each row's, as QLinearConv takes it. Every other layer
 //! keeps f32 weights.
 
+use crate::ir::op::{BatchNorm, Conv2d, FakeQuant, Linear};
 use std::collections::{HashMap, HashSet};
 
 use crate::ir::op::param_name;
@@ -42,8 +43,8 @@ pub(super) fn plan(model: &Model) -> (HashMap<String, QLayer>, HashSet<usize>) {
     };
     for (i, node) in g.nodes.iter().enumerate() {
         let rows = match node.op {
-            Op::Conv2d { out_channels, .. } => out_channels,
-            Op::Linear { out_features, .. } => out_features,
+            Op::Conv2d(Conv2d { out_channels, .. }) => out_channels,
+            Op::Linear(Linear { out_features, .. }) => out_features,
             _ => continue,
         };
         if g.is_tied(&node.name) || g.ties.values().any(|o| o == &node.name) {
@@ -63,11 +64,13 @@ pub(super) fn plan(model: &Model) -> (HashMap<String, QLayer>, HashSet<usize>) {
         let mut reaches_quantizer = false;
         while let Some(k) = only_reader(&g.nodes[at].name) {
             match g.nodes[k].op {
-                Op::BatchNorm { .. } if bn.is_none() && at == i && !g.is_tied(&g.nodes[k].name) => {
+                Op::BatchNorm(BatchNorm { .. })
+                    if bn.is_none() && at == i && !g.is_tied(&g.nodes[k].name) =>
+                {
                     bn = Some(k)
                 }
                 Op::Relu | Op::Relu6 => {}
-                Op::FakeQuant { .. } => {
+                Op::FakeQuant(FakeQuant { .. }) => {
                     reaches_quantizer = true;
                     break;
                 }
@@ -88,7 +91,7 @@ pub(super) fn plan(model: &Model) -> (HashMap<String, QLayer>, HashSet<usize>) {
             .get(&param_name(&node.name, "bias"))
             .map(|b| b.data().to_vec());
         if let Some(k) = bn {
-            let Op::BatchNorm { eps, .. } = g.nodes[k].op else {
+            let Op::BatchNorm(BatchNorm { eps, .. }) = g.nodes[k].op else {
                 unreachable!()
             };
             let p = |s: &str| model.params[&param_name(&g.nodes[k].name, s)].data();

@@ -5,6 +5,7 @@ use super::ops::*;
 use super::{Importer, Val};
 use crate::ir::graph::{DType, INPUT};
 use crate::ir::op::Op;
+use crate::ir::op::{Linear, Scale};
 use crate::onnx::consts::Const;
 use crate::onnx::proto::{data_type, NodeProto};
 
@@ -112,7 +113,7 @@ pub(super) fn with_const(
                 .iter_mut()
                 .find(|m| m.name == x.0)
                 .expect("the Linear node");
-            if let Op::Linear { bias, .. } = &mut node.op {
+            if let Op::Linear(Linear { bias, .. }) = &mut node.op {
                 *bias = true;
             }
             imp.params.insert(format!("{}.bias", x.0), tensor(&[out], values));
@@ -153,16 +154,16 @@ pub(super) fn with_const(
         } else {
             1.0 / values[0] as f64
         };
-        return unary(imp, n, &x.0, Op::Scale { factor: f });
+        return unary(imp, n, &x.0, Op::Scale(Scale { factor: f }));
     }
     if is_scalar && const_first && op == "Mul" {
         return unary(
             imp,
             n,
             &x.0,
-            Op::Scale {
+            Op::Scale(Scale {
                 factor: values[0] as f64,
-            },
+            }),
         );
     }
     let shape = const_shape(c, x.1.len())?;

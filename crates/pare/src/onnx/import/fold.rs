@@ -2,6 +2,7 @@
 
 use super::ops::*;
 use super::{Importer, Val};
+use crate::ir::op::Parameter;
 use crate::ir::op::{broadcast, Op};
 use crate::onnx::consts::{Const, Sym};
 use crate::onnx::proto::{data_type, NodeProto};
@@ -184,7 +185,7 @@ pub(super) fn fold(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
                     tensor_shape.extend(&per_sample);
                     let v = imp.add(
                         name,
-                        Op::Parameter { shape: per_sample },
+                        Op::Parameter(Parameter { shape: per_sample }),
                         &[],
                         vec![("", tensor(&tensor_shape, data))],
                     )?;

@@ -5,6 +5,7 @@ use super::ops::*;
 use super::{Importer, Val};
 use crate::ir::graph::MAX_ELEMENTS;
 use crate::ir::op::{ceil_window_dropped, Op};
+use crate::ir::op::{AvgPool2d, BatchNorm, Clip, Conv2d, LayerNorm, Linear, MaxPool2d, Pad, Scale};
 use crate::onnx::consts::Const;
 use crate::onnx::proto::NodeProto;
 
@@ -76,10 +77,10 @@ pub(super) fn split_pads(
         imp,
         n,
         &x.0,
-        Op::Pad {
+        Op::Pad(Pad {
             pads: vec![[0, 0], pads[0], pads[1]],
             value,
-        },
+        }),
     )?;
     if let Val::Dyn { name, shape } = v {
         *x = (name, shape);
@@ -121,7 +122,7 @@ pub(super) fn conv(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
         }
         params.push(("bias", tensor(&[o], floats(b, "bias")?)));
     }
-    let op = Op::Conv2d {
+    let op = Op::Conv2d(Conv2d {
         in_channels: c,
         out_channels: o,
         kernel_size: [kh, kw],
@@ -130,7 +131,7 @@ pub(super) fn conv(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
         dilation,
         groups,
         bias: bias.is_some(),
-    };
+    });
     let name = imp.layer_name(n, n.input.get(1).map(String::as_str));
     imp.add(name, op, &[&x.0], params)
 }
@@ -172,11 +173,11 @@ pub(super) fn gemm(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
         };
         params.push(("bias", tensor(&[out], bias)));
     }
-    let op = Op::Linear {
+    let op = Op::Linear(Linear {
         in_features: inp,
         out_features: out,
         bias: c.is_some(),
-    };
+    });
     let name = imp.layer_name(n, n.input.get(1).map(String::as_str));
     imp.add(name, op, &[&x.0], params)
 }
@@ -196,11 +197,11 @@ pub(super) fn matmul(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> 
                 data: floats(b, "B")?,
             }
             .transposed(&[1, 0]);
-            let op = Op::Linear {
+            let op = Op::Linear(Linear {
                 in_features: k,
                 out_features: m,
                 bias: false,
-            };
+            });
             let name = imp.layer_name(n, n.input.get(1).map(String::as_str));
             let v = imp.add(
                 name.clone(),
@@ -240,11 +241,11 @@ pub(super) fn batch_norm(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>])
         }
         params.push((suffix, tensor(&[c], floats(v, suffix)?)));
     }
-    let op = Op::BatchNorm {
+    let op = Op::BatchNorm(BatchNorm {
         num_features: c,
         eps: attr_f(n, "epsilon", 1e-5) as f64,
         momentum: 1.0 - attr_f(n, "momentum", 0.9) as f64,
-    };
+    });
     let name = imp.layer_name(n, n.input.get(1).map(String::as_str));
     imp.add(name, op, &[&x.0], params)
 }
@@ -269,10 +270,10 @@ pub(super) fn layer_norm(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>])
         Some(b) => return Err(format!("bias has {} values for {dim} features", b.len())),
         None => vec![0.0; dim],
     };
-    let op = Op::LayerNorm {
+    let op = Op::LayerNorm(LayerNorm {
         dim,
         eps: attr_f(n, "epsilon", 1e-5) as f64,
-    };
+    });
     let params = vec![
         ("weight", tensor(&[dim], floats(scale, "scale")?)),
         ("bias", tensor(&[dim], bias)),
@@ -294,15 +295,15 @@ fn avg_pool_without_pads(
     kernel: [usize; 2],
     stride: [usize; 2],
 ) -> R<Val> {
-    let pool = Op::AvgPool2d {
+    let pool = Op::AvgPool2d(AvgPool2d {
         kernel_size: kernel,
         stride,
         padding: [0, 0],
         count_include_pad: true,
         ceil_mode: false,
-    };
-    let zeros = name_of(&unary(imp, n, &x.0, Op::Scale { factor: 0.0 })?);
-    let ones = name_of(&unary(imp, n, &zeros, Op::Clip { min: 1.0, max: 1.0 })?);
+    });
+    let zeros = name_of(&unary(imp, n, &x.0, Op::Scale(Scale { factor: 0.0 }))?);
+    let ones = name_of(&unary(imp, n, &zeros, Op::Clip(Clip { min: 1.0, max: 1.0 }))?);
     let mut ones = (ones, x.1.clone());
     split_pads(imp, n, &mut ones, pads, 0.0, true)?;
     let fraction = name_of(&unary(imp, n, &ones.0, pool.clone())?);
@@ -363,20 +364,20 @@ pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
     let value = if max { f32::MIN } else { 0.0 };
     let padding = split_pads(imp, n, &mut x, pads, value, explicit)?;
     let op = if max {
-        Op::MaxPool2d {
+        Op::MaxPool2d(MaxPool2d {
             kernel_size: kernel,
             stride,
             padding,
             ceil_mode,
-        }
+        })
     } else {
-        Op::AvgPool2d {
+        Op::AvgPool2d(AvgPool2d {
             kernel_size: kernel,
             stride,
             padding,
             count_include_pad,
             ceil_mode,
-        }
+        })
     };
     unary(imp, n, &x.0, op)
 }

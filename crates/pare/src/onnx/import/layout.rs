@@ -5,6 +5,7 @@ use super::ops::*;
 use super::{Importer, Val};
 use crate::ir::graph::{DType, INPUT, MAX_ELEMENTS};
 use crate::ir::op::{elements, Op};
+use crate::ir::op::{Embedding, Pad, Select, Slice};
 use crate::onnx::consts::{strides, Const, Sym};
 use crate::onnx::proto::NodeProto;
 
@@ -39,11 +40,11 @@ pub(super) fn split(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R
             imp,
             n,
             &x.0,
-            Op::Slice {
+            Op::Slice(Slice {
                 axis: axis as isize,
                 start,
                 end: start + s,
-            },
+            }),
         )?);
         start += s;
     }
@@ -98,11 +99,11 @@ pub(super) fn slice(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R
             imp,
             n,
             &x.0,
-            Op::Slice {
+            Op::Slice(Slice {
                 axis: axis as isize,
                 start: s,
                 end: e,
-            },
+            }),
         )? {
             x = (name, shape);
         }
@@ -126,9 +127,9 @@ pub(super) fn gather(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> 
                 other => return Err(format!("indices {other:?}: pare gathers one position")),
             };
             let op = if idx.shape().is_empty() {
-                Op::Select { axis: axis as isize, index: i }
+                Op::Select(Select { axis: axis as isize, index: i })
             } else {
-                Op::Slice { axis: axis as isize, start: i, end: i + 1 }
+                Op::Slice(Slice { axis: axis as isize, start: i, end: i + 1 })
             };
             unary(imp, n, name, op)
         }
@@ -139,10 +140,10 @@ pub(super) fn gather(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> 
             if attr_i(n, "axis", 0) != 0 {
                 return Err("an embedding lookup gathers along axis 0".into());
             }
-            let op = Op::Embedding {
+            let op = Op::Embedding(Embedding {
                 num_embeddings: rows,
                 embedding_dim: dim,
-            };
+            });
             let name = imp.layer_name(n, n.input.get(0).map(String::as_str));
             imp.add(name, op, &[INPUT], vec![("weight", tensor(&[rows, dim], floats(table, "table")?))])
         }
@@ -175,7 +176,7 @@ pub(super) fn pad(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<V
         return Err("pads the batch axis".into());
     }
     let pads = (1..rank).map(|a| [p[a] as usize, p[rank + a] as usize]).collect();
-    unary(imp, n, &x.0, Op::Pad { pads, value })
+    unary(imp, n, &x.0, Op::Pad(Pad { pads, value }))
 }
 
 /// The per-sample shape of `Reshape(x, target)`; the batch axis must stay first and whole.

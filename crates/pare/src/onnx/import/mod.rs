@@ -18,6 +18,7 @@ mod layers;
 mod layout;
 mod ops;
 
+use crate::ir::op::Parameter;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -544,7 +545,12 @@ impl Importer {
         let mut stored = vec![1];
         stored.extend(&shape);
         let t = Tensor::new(stored, data).ok_or("constant of the wrong size")?;
-        self.add(name.clone(), Op::Parameter { shape }, &[], vec![("", t)])?;
+        self.add(
+            name.clone(),
+            Op::Parameter(Parameter { shape }),
+            &[],
+            vec![("", t)],
+        )?;
         Ok(name)
     }
 

@@ -8,6 +8,7 @@ use super::layout::{expand_shape, gather, pad, reshape_target, slice, split, squ
 use super::{Importer, Val};
 use crate::ir::graph::INPUT;
 use crate::ir::op::Op;
+use crate::ir::op::{Clip, Concat, FakeQuant, Mean, Reshape, Scale, Softmax, Transpose};
 use crate::ir::Tensor;
 use crate::onnx::consts::{Const, Sym};
 use crate::onnx::proto::{data_type, AttributeProto, NodeProto};
@@ -122,7 +123,7 @@ pub(super) fn reshape(
         return Ok(alias(x));
     }
     let name = imp.fresh(super::display_name(n));
-    imp.add(name, Op::Reshape { shape }, &[&x.0], vec![])
+    imp.add(name, Op::Reshape(Reshape { shape }), &[&x.0], vec![])
 }
 
 pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<Vec<Val>> {
@@ -160,7 +161,7 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
             let x = dyn_in(ins, 0)?;
             let scaled = imp.nodes.iter().rev().find(|m| m.name == x.0);
             match scaled.map(|m| (&m.op, &m.inputs)) {
-                Some((Op::Scale { factor }, inputs))
+                Some((Op::Scale(Scale { factor }), inputs))
                     if (factor - std::f64::consts::FRAC_1_SQRT_2).abs() < 1e-6 =>
                 {
                     let src = inputs[0].clone();
@@ -185,10 +186,10 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
             let pop = match (lo, hi) {
                 (Some(0.0), Some(6.0)) => Op::Relu6,
                 (Some(0.0), None) => Op::Relu,
-                (lo, hi) => Op::Clip {
+                (lo, hi) => Op::Clip(Clip {
                     min: lo.unwrap_or(f32::MIN),
                     max: hi.unwrap_or(f32::MAX),
-                },
+                }),
             };
             one(unary(imp, n, &x.0, pop)?)
         }
@@ -196,7 +197,7 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
             // max(0, min(1, alpha x + beta))
             let x = dyn_in(ins, 0)?;
             let (alpha, beta) = (attr_f(n, "alpha", 0.2), attr_f(n, "beta", 0.5));
-            let s = unary(imp, n, &x.0, Op::Scale { factor: alpha as f64 })?;
+            let s = unary(imp, n, &x.0, Op::Scale(Scale { factor: alpha as f64 }))?;
             let s = name_of(&s);
             let c = imp.constant(&format!("{}/beta", super::display_name(n)), vec![1], vec![-beta])?;
             let shifted = binary(imp, n, Op::Sub, &s, &c)?;
@@ -204,23 +205,23 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
                 imp,
                 n,
                 &name_of(&shifted),
-                Op::Clip { min: 0.0, max: 1.0 },
+                Op::Clip(Clip { min: 0.0, max: 1.0 }),
             )?)
         }
         "LeakyRelu" | "PRelu" => {
             // relu(x) - slope * relu(-x)
             let x = dyn_in(ins, 0)?;
             let pos = name_of(&unary(imp, n, &x.0, Op::Relu)?);
-            let neg = name_of(&unary(imp, n, &x.0, Op::Scale { factor: -1.0 })?);
+            let neg = name_of(&unary(imp, n, &x.0, Op::Scale(Scale { factor: -1.0 }))?);
             let neg = name_of(&unary(imp, n, &neg, Op::Relu)?);
             let scaled = if op == "LeakyRelu" {
                 unary(
                     imp,
                     n,
                     &neg,
-                    Op::Scale {
+                    Op::Scale(Scale {
                         factor: attr_f(n, "alpha", 0.01) as f64,
-                    },
+                    }),
                 )?
             } else {
                 let slope = const_in(ins, 1)?;
@@ -258,12 +259,12 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
             if qparams(imp, n, ins)? != (*scale, *zero_point, *signed) {
                 return Err("its scale and zero point differ from the QuantizeLinear's it reads".into());
             }
-            let op = Op::FakeQuant {
+            let op = Op::FakeQuant(FakeQuant {
                 bits: 8,
                 symmetric: *signed,
                 scale: *scale,
                 zero_point: *zero_point,
-            };
+            });
             let x = x.clone();
             one(unary(imp, n, &x, op)?)
         }
@@ -328,7 +329,7 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
             if perm.iter().enumerate().all(|(i, &p)| i == p) {
                 return one(alias(&x));
             }
-            one(unary(imp, n, &x.0, Op::Transpose { perm })?)
+            one(unary(imp, n, &x.0, Op::Transpose(Transpose { perm }))?)
         }
         "Squeeze" | "Unsqueeze" => {
             let x = dyn_in(ins, 0)?;
@@ -374,7 +375,7 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
                 });
             }
             let name = imp.fresh(super::display_name(n));
-            one(imp.add(name, Op::Concat { axis: axis as isize }, &refs, vec![])?)
+            one(imp.add(name, Op::Concat(Concat { axis: axis as isize }), &refs, vec![])?)
         }
         "Split" => split(imp, n, ins),
         "Slice" => one(slice(imp, n, ins)?),
@@ -394,12 +395,12 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
                 .map(|&a| per_sample_axis(a, x.1.len(), "axis").map(|a| a as isize))
                 .collect::<R<Vec<_>>>()?;
             let keepdim = attr_i(n, "keepdims", 1) != 0;
-            one(unary(imp, n, &x.0, Op::Mean { axes, keepdim })?)
+            one(unary(imp, n, &x.0, Op::Mean(Mean { axes, keepdim }))?)
         }
         "Softmax" => {
             let x = dyn_in(ins, 0)?;
             let axis = per_sample_axis(attr_i(n, "axis", -1), x.1.len(), "axis")?;
-            one(unary(imp, n, &x.0, Op::Softmax { axis: axis as isize })?)
+            one(unary(imp, n, &x.0, Op::Softmax(Softmax { axis: axis as isize }))?)
         }
         "Shape" => {
             let full: Vec<Sym> = match &ins[0] {

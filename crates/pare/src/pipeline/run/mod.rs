@@ -7,6 +7,7 @@
 //! forward-time weight quantizers or binarizations, and the set of clustered weights. Each finished stage is
 //! saved under the work directory, and a resumed run starts after the last one saved.
 
+use crate::ir::op::HashedLinear;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -103,7 +104,12 @@ fn weights(model: &Model) -> (usize, usize) {
         .param_refs()
         .into_iter()
         .filter(|r| r.spec.kind == ParamKind::Weight)
-        .filter(|r| matches!(model.graph.nodes[r.node].op, Op::HashedLinear { .. }))
+        .filter(|r| {
+            matches!(
+                model.graph.nodes[r.node].op,
+                Op::HashedLinear(HashedLinear { .. })
+            )
+        })
         .map(|r| r.name);
     let names = model.layer_weights().into_iter().map(|(_, w)| w).chain(hashed);
     names.fold((0, 0), |(nz, n), w| {

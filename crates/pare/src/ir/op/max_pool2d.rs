@@ -1,0 +1,16 @@
+//! The `max_pool2d` op.
+
+use serde::{Deserialize, Serialize};
+
+/// Max pooling. Padding must be at most half the kernel. Floor mode (PyTorch's default), or
+/// `ceil_mode`: a last, partial window where floor mode leaves input uncovered, if it
+/// starts inside the input or its left padding (PyTorch's and ONNX's rule).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MaxPool2d {
+    pub kernel_size: [usize; 2],
+    pub stride: [usize; 2],
+    pub padding: [usize; 2],
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub ceil_mode: bool,
+}
