@@ -27,15 +27,43 @@ pub const MAX_ELEMENTS: usize = 1 << 28;
 
 /// One node: a unique name, an op, and the names of the nodes (or [`INPUT`]) it reads.
 ///
-/// Serialized flat (`{"name": .., "op": "linear", "in_features": .., "inputs": [..]}`); unknown
-/// keys are rejected by the op's own `deny_unknown_fields` (serde cannot combine that attribute
-/// with `flatten` on this struct).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Serialized flat (`{"name": .., "op": "linear", "in_features": .., "inputs": [..]}`). An
+/// unknown key is refused: by the op's own `deny_unknown_fields` for ops with attributes, and
+/// by [`Node`]'s deserializer for ops without (serde lets a unit variant of an internally
+/// tagged enum ignore extra keys, so `{"op": "flatten", "start_dim": 2}` would pass silently).
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Node {
     pub name: String,
     #[serde(flatten)]
     pub op: Op,
     pub inputs: Vec<String>,
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Node, D::Error> {
+        use serde::de::Error as _;
+        #[derive(Deserialize)]
+        struct Raw {
+            name: String,
+            inputs: Vec<String>,
+            #[serde(flatten)]
+            op: serde_json::Map<String, serde_json::Value>,
+        }
+        let raw = Raw::deserialize(d)?;
+        let extra = raw.op.keys().find(|k| *k != "op").cloned();
+        let op: Op = serde_json::from_value(serde_json::Value::Object(raw.op)).map_err(D::Error::custom)?;
+        if let Some(key) = extra.filter(|_| !op.rules().has_attributes()) {
+            return Err(D::Error::custom(format!(
+                "unknown field `{key}`: op `{}` has no attributes",
+                op.kind()
+            )));
+        }
+        Ok(Node {
+            name: raw.name,
+            op,
+            inputs: raw.inputs,
+        })
+    }
 }
 
 impl Node {

@@ -4,13 +4,22 @@
 //! Shapes here are per sample (no batch axis): `[features]` for vectors, `[tokens, features]` for
 //! sequences, `[C, H, W]` for images. Global analyses (shape inference, structured-pruning
 //! dependency groups, reports) are closures of these local rules; no pass outside this module
-//! special-cases an op's arithmetic. This file holds the enum and what identifies an op;
-//! `shape.rs` its output shapes, `params.rs` its parameters and MACs, `axes.rs` its axis
-//! mapping, `shrink.rs` its attributes after structured pruning.
+//! special-cases an op's arithmetic.
+//!
+//! Each op's struct and rules ([`Rules`]) live in its own file (`conv2d.rs`, `attention.rs`,
+//! ...; the attribute-free elementwise ops share `elementwise.rs`, residual sums and
+//! broadcasting arithmetic `arith.rs`). This file holds the enum, the names, and the one
+//! dispatch to the rules ([`Op::rules`]); `shape.rs` and `axes.rs` hold the arithmetic and the
+//! axis-mapping types the rules share, `shrink.rs` what structured pruning keeps.
 
+mod arith;
 mod axes;
+mod elementwise;
+mod flatten;
+mod global_avg_pool;
 mod hashed;
-mod params;
+mod matmul;
+mod rules;
 mod shape;
 mod shrink;
 
@@ -40,6 +49,7 @@ mod transpose;
 
 pub use axes::{channel_axis, AxisRule, Couple, Source};
 pub use hashed::{hashed_index, hashed_weight};
+pub use rules::Rules;
 pub use shape::{broadcast, elements, resolve_axis};
 pub(crate) use shape::{ceil_window_dropped, pool_out};
 pub use shrink::Kept;
@@ -194,6 +204,24 @@ pub struct ParamSpec {
     pub in_axis: Option<usize>,
 }
 
+impl ParamSpec {
+    pub fn new(
+        suffix: &'static str,
+        shape: Vec<usize>,
+        kind: ParamKind,
+        out_axis: Option<usize>,
+        in_axis: Option<usize>,
+    ) -> ParamSpec {
+        ParamSpec {
+            suffix,
+            shape,
+            kind,
+            out_axis,
+            in_axis,
+        }
+    }
+}
+
 pub(crate) fn is_zero(v: &isize) -> bool {
     *v == 0
 }
@@ -206,115 +234,186 @@ impl Op {
     /// The op's name as written in `arch.json` and reports.
     pub fn kind(&self) -> &'static str {
         match self {
-            Op::Linear(Linear { .. }) => "linear",
-            Op::HashedLinear(HashedLinear { .. }) => "hashed_linear",
-            Op::Conv2d(Conv2d { .. }) => "conv2d",
-            Op::BatchNorm(BatchNorm { .. }) => "batch_norm",
+            Op::Linear(_) => "linear",
+            Op::HashedLinear(_) => "hashed_linear",
+            Op::Conv2d(_) => "conv2d",
+            Op::BatchNorm(_) => "batch_norm",
             Op::Relu => "relu",
             Op::Relu6 => "relu6",
             Op::Gelu => "gelu",
             Op::Sigmoid => "sigmoid",
             Op::Tanh => "tanh",
             Op::HardSwish => "hard_swish",
-            Op::MaxPool2d(MaxPool2d { .. }) => "max_pool2d",
-            Op::AvgPool2d(AvgPool2d { .. }) => "avg_pool2d",
+            Op::MaxPool2d(_) => "max_pool2d",
+            Op::AvgPool2d(_) => "avg_pool2d",
             Op::GlobalAvgPool => "global_avg_pool",
             Op::Flatten => "flatten",
             Op::Add => "add",
-            Op::Concat(Concat { .. }) => "concat",
-            Op::Dropout(Dropout { .. }) => "dropout",
+            Op::Concat(_) => "concat",
+            Op::Dropout(_) => "dropout",
             Op::Identity => "identity",
-            Op::FakeQuant(FakeQuant { .. }) => "fake_quant",
-            Op::LayerNorm(LayerNorm { .. }) => "layer_norm",
+            Op::FakeQuant(_) => "fake_quant",
+            Op::LayerNorm(_) => "layer_norm",
             Op::MatMul => "matmul",
-            Op::Softmax(Softmax { .. }) => "softmax",
-            Op::Reshape(Reshape { .. }) => "reshape",
-            Op::Transpose(Transpose { .. }) => "transpose",
+            Op::Softmax(_) => "softmax",
+            Op::Reshape(_) => "reshape",
+            Op::Transpose(_) => "transpose",
             Op::Mul => "mul",
             Op::Sub => "sub",
             Op::Div => "div",
-            Op::Scale(Scale { .. }) => "scale",
-            Op::Slice(Slice { .. }) => "slice",
-            Op::Select(Select { .. }) => "select",
+            Op::Scale(_) => "scale",
+            Op::Slice(_) => "slice",
+            Op::Select(_) => "select",
             Op::Silu => "silu",
             Op::Sign => "sign",
             Op::Abs => "abs",
             Op::Erf => "erf",
-            Op::Clip(Clip { .. }) => "clip",
-            Op::Mean(Mean { .. }) => "mean",
-            Op::Parameter(Parameter { .. }) => "parameter",
-            Op::Embedding(Embedding { .. }) => "embedding",
-            Op::Attention(Attention { .. }) => "multihead_attention",
-            Op::Pad(Pad { .. }) => "pad",
-            Op::ChannelShuffle(ChannelShuffle { .. }) => "channel_shuffle",
+            Op::Clip(_) => "clip",
+            Op::Mean(_) => "mean",
+            Op::Parameter(_) => "parameter",
+            Op::Embedding(_) => "embedding",
+            Op::Attention(_) => "multihead_attention",
+            Op::Pad(_) => "pad",
+            Op::ChannelShuffle(_) => "channel_shuffle",
+        }
+    }
+
+    /// The rules this op states in its own file: the one place the enum is dispatched to them.
+    pub fn rules(&self) -> &dyn Rules {
+        match self {
+            Op::Linear(o) => o,
+            Op::HashedLinear(o) => o,
+            Op::Conv2d(o) => o,
+            Op::BatchNorm(o) => o,
+            Op::MaxPool2d(o) => o,
+            Op::AvgPool2d(o) => o,
+            Op::Concat(o) => o,
+            Op::Dropout(o) => o,
+            Op::FakeQuant(o) => o,
+            Op::LayerNorm(o) => o,
+            Op::Softmax(o) => o,
+            Op::Reshape(o) => o,
+            Op::Transpose(o) => o,
+            Op::Scale(o) => o,
+            Op::Slice(o) => o,
+            Op::Select(o) => o,
+            Op::Clip(o) => o,
+            Op::Mean(o) => o,
+            Op::Parameter(o) => o,
+            Op::Embedding(o) => o,
+            Op::Attention(o) => o,
+            Op::Pad(o) => o,
+            Op::ChannelShuffle(o) => o,
+            Op::Relu
+            | Op::Relu6
+            | Op::Gelu
+            | Op::Sigmoid
+            | Op::Tanh
+            | Op::HardSwish
+            | Op::Identity
+            | Op::Silu
+            | Op::Sign
+            | Op::Abs
+            | Op::Erf => &elementwise::Elementwise,
+            Op::GlobalAvgPool => &global_avg_pool::GlobalAvgPool,
+            Op::Flatten => &flatten::Flatten,
+            Op::MatMul => &matmul::MatMul,
+            Op::Add => &arith::Sum,
+            Op::Mul => &arith::Broadcast("mul"),
+            Op::Sub => &arith::Broadcast("sub"),
+            Op::Div => &arith::Broadcast("div"),
         }
     }
 
     /// True for ops applied independently to each element.
     pub fn is_elementwise(&self) -> bool {
-        matches!(
-            self,
-            Op::Relu
-                | Op::Relu6
-                | Op::Gelu
-                | Op::Sigmoid
-                | Op::Tanh
-                | Op::HardSwish
-                | Op::Dropout(Dropout { .. })
-                | Op::Identity
-                | Op::FakeQuant(FakeQuant { .. })
-                | Op::Silu
-                | Op::Sign
-                | Op::Abs
-                | Op::Erf
-                | Op::Clip(Clip { .. })
-                | Op::Scale(Scale { .. })
-        )
+        self.rules().is_elementwise()
     }
 
     /// Accepted number of inputs: `(min, max)`.
     pub fn arity(&self) -> (usize, usize) {
+        self.rules().arity()
+    }
+
+    /// Output shape for the given input shapes; the error says what was expected.
+    pub fn output_shape(&self, inputs: &[&[usize]]) -> Result<Vec<usize>, String> {
+        let (lo, hi) = self.arity();
+        if inputs.len() < lo || inputs.len() > hi {
+            let want = if lo == hi {
+                lo.to_string()
+            } else {
+                format!("at least {lo}")
+            };
+            return Err(format!(
+                "{} takes {want} input(s), got {}",
+                self.kind(),
+                inputs.len()
+            ));
+        }
+        self.rules().output_shape(inputs)
+    }
+
+    /// How the positions of every axis map from the inputs, of these per-sample shapes, to the
+    /// output (see [`AxisRule`]). Shapes have passed shape inference.
+    pub fn axis_rule(&self, inputs: &[&[usize]]) -> AxisRule {
+        let rank = inputs.first().map_or(0, |s| s.len());
+        let out_rank = self.output_shape(inputs).map_or(rank, |s| s.len());
+        self.rules().axis_rule(inputs, out_rank)
+    }
+
+    /// The parameters this op owns, in PyTorch `state_dict` order.
+    pub fn params(&self) -> Vec<ParamSpec> {
+        self.rules().params()
+    }
+
+    /// Number of trained parameters (buffers excluded), as PyTorch's `sum(p.numel())` counts.
+    pub fn num_params(&self) -> usize {
+        self.params()
+            .iter()
+            .filter(|s| s.kind != ParamKind::Buffer)
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    }
+
+    /// Multiply-accumulates per sample, for these input and output shapes (see
+    /// [`Rules::macs`]).
+    pub fn macs(&self, inputs: &[&[usize]], output: &[usize]) -> u64 {
+        self.rules().macs(inputs, output)
+    }
+
+    /// The op once slices of its axes (or its heads) are removed, as `kept` says (see
+    /// [`Rules::shrunk`]).
+    pub fn shrunk(&self, kept: &Kept) -> Op {
         match self {
-            Op::Add | Op::Concat(Concat { .. }) => (2, usize::MAX),
-            Op::MatMul | Op::Mul | Op::Sub | Op::Div => (2, 2),
-            Op::Parameter(Parameter { .. }) => (0, 0),
-            _ => (1, 1),
+            Op::Linear(o) => Op::Linear(o.shrunk(kept)),
+            Op::Conv2d(o) => Op::Conv2d(o.shrunk(kept)),
+            Op::BatchNorm(o) => Op::BatchNorm(o.shrunk(kept)),
+            Op::Reshape(o) => Op::Reshape(o.shrunk(kept)),
+            Op::Attention(o) => Op::Attention(o.shrunk(kept)),
+            _ => self.clone(),
         }
     }
 
     /// The affine map of a [`Op::FakeQuant`] node.
     pub fn act_qparams(&self) -> Option<crate::ir::quant::QParams> {
-        match *self {
-            Op::FakeQuant(FakeQuant {
-                bits,
-                symmetric,
-                scale,
-                zero_point,
-            }) => {
-                let (qmin, qmax) = crate::ir::quant::Scheme { bits, symmetric }.levels();
-                Some(crate::ir::quant::QParams {
-                    scale,
-                    zero_point,
-                    qmin,
-                    qmax,
-                })
-            }
+        match self {
+            Op::FakeQuant(q) => Some(q.qparams()),
             _ => None,
         }
     }
 
     /// The size of an attention op's heads (0 for other ops).
     pub fn head_dim(&self) -> usize {
-        match *self {
-            Op::Attention(Attention { dim, heads, head_dim }) => head_dim.unwrap_or(dim / heads.max(1)),
+        match self {
+            Op::Attention(a) => a.head_dim(),
             _ => 0,
         }
     }
 
     /// An attention op's inner width, `heads * head_dim` (0 for other ops).
     pub fn attention_inner(&self) -> usize {
-        match *self {
-            Op::Attention(Attention { heads, .. }) => heads * self.head_dim(),
+        match self {
+            Op::Attention(a) => a.inner(),
             _ => 0,
         }
     }
@@ -322,8 +421,8 @@ impl Op {
     /// Channels an op owns inside itself, prunable apart from its inputs and output: an
     /// attention op's heads.
     pub fn internal_channels(&self) -> usize {
-        match *self {
-            Op::Attention(Attention { heads, .. }) => heads,
+        match self {
+            Op::Attention(a) => a.heads,
             _ => 0,
         }
     }
@@ -331,17 +430,14 @@ impl Op {
     /// For an attention op keeping the heads `keep`: the rows of `in_proj_weight` (and
     /// `in_proj_bias`) and the columns of `out_proj.weight` that hold them, in order.
     pub fn head_slices(&self, keep: &[usize]) -> (Vec<usize>, Vec<usize>) {
-        let (hd, inner) = (self.head_dim(), self.attention_inner());
-        let cols: Vec<usize> = keep.iter().flat_map(|&h| h * hd..(h + 1) * hd).collect();
-        let rows = (0..3)
-            .flat_map(|k| cols.iter().map(move |c| k * inner + c))
-            .collect();
-        (rows, cols)
+        match self {
+            Op::Attention(a) => a.head_slices(keep),
+            _ => (Vec::new(), Vec::new()),
+        }
     }
 
     /// True for a convolution whose every group holds one input and one output channel.
     pub fn is_depthwise(&self) -> bool {
-        matches!(self, Op::Conv2d(Conv2d { in_channels, out_channels, groups, .. })
-            if *groups > 1 && groups == in_channels && groups == out_channels)
+        matches!(self, Op::Conv2d(c) if c.is_depthwise())
     }
 }
