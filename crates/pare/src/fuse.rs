@@ -45,13 +45,8 @@ pub fn fold_batch_norm(model: &Model) -> Result<Model> {
             .map(|(g, v)| g / (v + eps as f32).sqrt())
             .collect();
         let wname = format!("{producer}.weight");
-        let w = params.get_mut(&wname).expect("weighted op");
-        let per = w.len() / scale.len();
-        for (c, s) in scale.iter().enumerate() {
-            w.data_mut()[c * per..(c + 1) * per]
-                .iter_mut()
-                .for_each(|v| *v *= s);
-        }
+        // Integer codes and sign bits keep their form: the factor joins their row scales.
+        params.get_mut(&wname).expect("weighted op").scale_rows(&scale);
         let bname = format!("{producer}.bias");
         let old_b = params
             .get(&bname)

@@ -496,6 +496,17 @@ fn the_pare_file_keeps_one_bit_per_binary_weight() {
     assert_eq!((fc2.values, fc2.codebook), (3750, 400));
     let back = decode(&bytes).unwrap();
     assert_eq!(back.params, baked.params);
+    // The signs stay bits: the popcount kernel packs them without an f32 copy, and computes
+    // what the f32 values compute.
+    for l in &m.binary_layers {
+        assert_eq!(back.params[&format!("{l}.weight")].store().dtype(), "1-bit");
+    }
+    let fresh = decode(&bytes).unwrap();
+    let compiled = pare::native::compile(&fresh).unwrap();
+    assert!(!fresh.params["fc2.weight"].holds_f32_copy());
+    let x = random(vec![3, 1, 28, 28], 4, 1.0);
+    let want = pare::native::infer(&baked, &x).unwrap();
+    assert!(max_diff(&compiled.run(&x).unwrap(), &want) < 1e-4);
     // A weight with two magnitudes in a row is refused, naming it.
     let e = encode(
         &zoo("lenet300"),

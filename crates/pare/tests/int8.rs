@@ -284,11 +284,32 @@ fn the_pare_file_keeps_seven_bit_codes_that_run_as_integers() {
         .collect();
     let (bytes, _) = encode(&m, &plan).unwrap();
     let back = decode(&bytes).unwrap();
-    let kernels = labels(&pare::native::compile(&back).unwrap(), &back);
+    // The weights stay codes: the plan packs them without an f32 copy.
+    for (_, w) in back.layer_weights() {
+        assert_eq!(back.params[&w].store().dtype(), "int7", "{w}");
+    }
+    let compiled = pare::native::compile(&back).unwrap();
+    let kernels = labels(&compiled, &back);
     assert!(
         kernels["fc1"].contains("int8") && kernels["conv2"].contains("int8"),
         "{kernels:?}"
     );
+    for w in ["fc1.weight", "conv2.weight"] {
+        assert!(!back.params[w].holds_f32_copy(), "{w} was expanded to f32");
+    }
+    // The same values in f32 (the plan then finds their grid) compute the same outputs.
+    let mut dense = back.clone();
+    for t in dense.params.values_mut() {
+        t.data_mut();
+    }
+    assert!(dense.params.values().all(|t| t.store().dtype() == "f32"));
+    let x = random(vec![4, 1, 28, 28], 3, 1.5);
+    let (a, b) = (
+        compiled.run(&x).unwrap(),
+        pare::native::infer(&dense, &x).unwrap(),
+    );
+    let scale = a.data().iter().fold(1.0f32, |m, v| m.max(v.abs()));
+    assert!(max_diff(&a, &b) < 1e-4 * scale, "{}", max_diff(&a, &b));
 }
 
 #[test]
@@ -330,7 +351,7 @@ fn int8_convolutions_equal_the_float_convolution_of_the_codes() {
         // faster in f32); the kernel itself is checked on every geometry below.
         let deep = c_in * k * k >= 64;
         assert_eq!(labels(&plan, &m)["conv"].starts_with("conv2d int8"), deep);
-        let direct = Int8Conv::new(&op, m.params["conv.weight"].data(), act).unwrap();
+        let direct = Int8Conv::new(&op, &m.params["conv.weight"], act).unwrap();
         for n in [1, 3] {
             let x = random(vec![n, c_in, hw, hw], 4, 2.5);
             let e = infer(&m, &x, &Reparams::new(), &[]).unwrap().output;

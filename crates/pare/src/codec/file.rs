@@ -326,10 +326,13 @@ fn encode_tensor(name: &str, t: &Tensor, enc: Encoding, out: &mut Vec<u8>) -> Re
     Ok(b)
 }
 
-fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result::Result<Vec<f32>, String> {
+/// One tensor's payload. Symmetric integer codes and sign bits stay as they are stored
+/// ([`crate::ir::tensor::Store`]); the other encodings decode to f32.
+fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result::Result<Tensor, String> {
     let n: usize = shape.iter().product();
+    let dense = |v: Vec<f32>| Tensor::from_vec(shape.to_vec(), v);
     match enc {
-        Encoding::F32 => r.f32s(n),
+        Encoding::F32 => r.f32s(n).map(dense),
         Encoding::Uniform {
             bits,
             per_channel,
@@ -365,7 +368,17 @@ fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result:
             }
             let symbols = stream::read(r, n, (qmax - qmin + 1) as usize)?;
             let codes: Vec<i32> = symbols.iter().map(|&s| s as i32 + qmin).collect();
-            Ok(dequantize(&codes, &params))
+            let held = symmetric
+                .then(|| {
+                    let small = codes
+                        .iter()
+                        .map(|&q| i8::try_from(q).ok())
+                        .collect::<Option<_>>()?;
+                    let scales = params.iter().map(|p| p.scale).collect();
+                    Tensor::from_codes(shape.to_vec(), bits, small, scales)
+                })
+                .flatten();
+            Ok(held.unwrap_or_else(|| dense(dequantize(&codes, &params))))
         }
         Encoding::Shared { .. } => {
             let k = r.u32()? as usize;
@@ -374,7 +387,7 @@ fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result:
             }
             let book = r.f32s(k)?;
             let symbols = stream::read(r, n, k)?;
-            Ok(symbols.iter().map(|&s| book[s as usize]).collect())
+            Ok(dense(symbols.iter().map(|&s| book[s as usize]).collect()))
         }
         Encoding::Sparse { gap_bits, .. } => {
             if !GAP_BITS.contains(&gap_bits) {
@@ -393,29 +406,26 @@ fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result:
             let values = stream::read(r, entries, k + 1)?;
             let rel = sparse::Relative { gaps, values };
             let symbols = sparse::decode(&rel, n, k as u32)?;
-            Ok(symbols
-                .iter()
-                .map(|s| s.map_or(0.0, |s| book[s as usize]))
-                .collect())
+            Ok(dense(
+                symbols
+                    .iter()
+                    .map(|s| s.map_or(0.0, |s| book[s as usize]))
+                    .collect(),
+            ))
         }
         Encoding::Binary => {
             let rows = shape.first().copied().unwrap_or(1).max(1);
-            let per = n / rows;
             let alpha = r.f32s(rows)?;
             if let Some(a) = alpha.iter().find(|a| !(a.is_finite() && **a >= 0.0)) {
                 return Err(format!("binary magnitude {a} is not a finite value >= 0"));
             }
-            let bits = r.bytes(n.div_ceil(8))?;
-            Ok((0..n)
-                .map(|k| {
-                    let a = alpha[k / per.max(1)];
-                    if bits[k / 8] >> (k % 8) & 1 == 1 {
-                        a
-                    } else {
-                        -a
-                    }
-                })
-                .collect())
+            let mut bits = r.bytes(n.div_ceil(8))?.to_vec();
+            // Bits past the last element mean nothing.
+            if let Some(last) = bits.last_mut().filter(|_| n % 8 != 0) {
+                *last &= (1u8 << (n % 8)) - 1;
+            }
+            Tensor::from_signs(shape.to_vec(), bits, alpha)
+                .ok_or_else(|| format!("{rows} magnitudes for shape {shape:?}"))
         }
     }
 }
@@ -552,12 +562,11 @@ pub fn decode_body(body: &[u8]) -> std::result::Result<Model, String> {
         }
         let len = usize::try_from(e.length).map_err(|_| format!("tensor '{}': bad length", e.name))?;
         let mut tr = Reader::new(r.bytes(len).map_err(|m| format!("tensor '{}': {m}", e.name))?);
-        let data = decode_tensor(&mut tr, &r_.spec.shape, e.encoding)
+        let t = decode_tensor(&mut tr, &r_.spec.shape, e.encoding)
             .map_err(|m| format!("tensor '{}': {m}", e.name))?;
         if !tr.is_done() {
             return Err(format!("tensor '{}': payload has trailing bytes", e.name));
         }
-        let t = Tensor::from_vec(r_.spec.shape.clone(), data);
         if let Some((i, v)) = t.first_non_finite() {
             return Err(format!(
                 "tensor '{}' holds the non-finite value {v} at flat position {i}",

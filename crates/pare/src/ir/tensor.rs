@@ -1,21 +1,102 @@
-//! pare's own dense f32 tensor: a shape and a row-major buffer.
+//! pare's own dense tensor: a shape and row-major values, held as f32 or, for compressed
+//! weights, as they are stored: integer codes with row scales, or sign bits with row
+//! magnitudes.
 //!
 //! Parameters, activations handed back to callers, masks and optimizer state are all this type,
 //! so that every compression method can read and rewrite them without touching the tensor engine.
+//! Every tensor reads as f32 ([`Tensor::data`]); a tensor held as codes or bits expands to f32
+//! only when something reads it so (once, then kept), and turns into f32 when written
+//! ([`Tensor::data_mut`]). The native engine reads the codes and bits themselves
+//! ([`Tensor::store`]), so a quantized or binary model loaded from a `.pare` file runs without
+//! an f32 copy of those weights.
+
+use std::sync::OnceLock;
 
 use serde::{Deserialize, Serialize};
 
-/// A dense, row-major f32 tensor.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// How a tensor's values are held. Rows are the slices of axis 0 (a layer's output channels).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Store {
+    F32(Vec<f32>),
+    /// Symmetric integer codes: value `scales[r] * codes[i]` for element `i` of row `r` (one
+    /// scale per row, or one for the whole tensor). `bits` (2..=8) is the quantizer's width,
+    /// every code lies within `±(2^(bits-1) - 1)`.
+    Int {
+        bits: u32,
+        codes: Vec<i8>,
+        scales: Vec<f32>,
+    },
+    /// One sign bit per element, least significant bit first (bit `i % 8` of byte `i / 8` is
+    /// element `i`): value `magnitudes[r]` where the bit is 1, `-magnitudes[r]` where it is 0
+    /// (binary networks' `alpha_r * sign(w)`).
+    Signs {
+        bits: Vec<u8>,
+        magnitudes: Vec<f32>,
+    },
+}
+
+impl Store {
+    /// The name of the element type: `f32`, `int8`, `int4`, ... or `1-bit`.
+    pub fn dtype(&self) -> String {
+        match self {
+            Store::F32(_) => "f32".into(),
+            Store::Int { bits, .. } => format!("int{bits}"),
+            Store::Signs { .. } => "1-bit".into(),
+        }
+    }
+}
+
+/// A dense, row-major tensor (see the module's notes on how its values are held).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(from = "Plain", into = "Plain")]
 pub struct Tensor {
+    shape: Vec<usize>,
+    store: Store,
+    /// The f32 values of a tensor held as codes or bits, once something read them so.
+    view: OnceLock<Vec<f32>>,
+}
+
+/// The serialized form: shape and f32 values.
+#[derive(Serialize, Deserialize)]
+struct Plain {
     shape: Vec<usize>,
     data: Vec<f32>,
 }
 
+impl From<Plain> for Tensor {
+    fn from(p: Plain) -> Tensor {
+        Tensor::f32(p.shape, p.data)
+    }
+}
+
+impl From<Tensor> for Plain {
+    fn from(t: Tensor) -> Plain {
+        Plain {
+            shape: t.shape.clone(),
+            data: t.into_data(),
+        }
+    }
+}
+
+/// Tensors are equal when their shapes and values are, however they are held.
+impl PartialEq for Tensor {
+    fn eq(&self, other: &Tensor) -> bool {
+        self.shape == other.shape && self.data() == other.data()
+    }
+}
+
 impl Tensor {
+    fn f32(shape: Vec<usize>, data: Vec<f32>) -> Tensor {
+        Tensor {
+            shape,
+            store: Store::F32(data),
+            view: OnceLock::new(),
+        }
+    }
+
     /// Builds a tensor; `None` when `data.len()` is not the product of `shape`.
     pub fn new(shape: Vec<usize>, data: Vec<f32>) -> Option<Self> {
-        (shape.iter().product::<usize>() == data.len()).then_some(Tensor { shape, data })
+        (shape.iter().product::<usize>() == data.len()).then(|| Tensor::f32(shape, data))
     }
 
     /// Builds a tensor from a shape and data the caller knows are consistent.
@@ -29,7 +110,41 @@ impl Tensor {
             data.len(),
             "tensor data does not match shape {shape:?}"
         );
-        Tensor { shape, data }
+        Tensor::f32(shape, data)
+    }
+
+    /// A tensor held as symmetric integer codes (see [`Store::Int`]); `None` unless the codes
+    /// fill `shape`, lie within the `bits`-bit range, and there is one finite scale per row
+    /// (or one in all).
+    pub fn from_codes(shape: Vec<usize>, bits: u32, codes: Vec<i8>, scales: Vec<f32>) -> Option<Self> {
+        let top = (1i32 << (bits.clamp(2, 8) - 1)) - 1;
+        let ok = (2..=8).contains(&bits)
+            && codes.len() == shape.iter().product::<usize>()
+            && (scales.len() == 1 || scales.len() == rows_of(&shape))
+            && scales.iter().all(|s| (s * top as f32).is_finite())
+            && codes.iter().all(|&q| (q as i32).abs() <= top);
+        ok.then_some(Tensor {
+            shape,
+            store: Store::Int { bits, codes, scales },
+            view: OnceLock::new(),
+        })
+    }
+
+    /// A tensor held as sign bits and row magnitudes (see [`Store::Signs`]); `None` unless
+    /// there is a bit per element (bits past the last unused and 0) and a finite magnitude per
+    /// row.
+    pub fn from_signs(shape: Vec<usize>, bits: Vec<u8>, magnitudes: Vec<f32>) -> Option<Self> {
+        let n: usize = shape.iter().product();
+        let tail_clear = n % 8 == 0 || bits.last().is_some_and(|b| b >> (n % 8) == 0);
+        let ok = bits.len() == n.div_ceil(8)
+            && tail_clear
+            && magnitudes.len() == rows_of(&shape)
+            && magnitudes.iter().all(|m| m.is_finite());
+        ok.then_some(Tensor {
+            shape,
+            store: Store::Signs { bits, magnitudes },
+            view: OnceLock::new(),
+        })
     }
 
     pub fn zeros(shape: impl Into<Vec<usize>>) -> Self {
@@ -43,52 +158,156 @@ impl Tensor {
     pub fn full(shape: impl Into<Vec<usize>>, value: f32) -> Self {
         let shape = shape.into();
         let n = shape.iter().product();
-        Tensor {
-            shape,
-            data: vec![value; n],
-        }
+        Tensor::f32(shape, vec![value; n])
     }
 
     pub fn shape(&self) -> &[usize] {
         &self.shape
     }
 
+    /// How the values are held.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The values as f32, row-major. A tensor held as codes or bits expands on the first call
+    /// and keeps the expansion.
     pub fn data(&self) -> &[f32] {
-        &self.data
+        match &self.store {
+            Store::F32(v) => v,
+            _ => self.view.get_or_init(|| self.expand()),
+        }
     }
 
+    /// The values as f32 for writing: a tensor held as codes or bits becomes an f32 tensor.
     pub fn data_mut(&mut self) -> &mut [f32] {
-        &mut self.data
+        if !matches!(self.store, Store::F32(_)) {
+            let data = self.view.take().unwrap_or_else(|| self.expand());
+            self.store = Store::F32(data);
+        }
+        match &mut self.store {
+            Store::F32(v) => v,
+            _ => unreachable!("made f32 above"),
+        }
     }
 
-    pub fn into_data(self) -> Vec<f32> {
-        self.data
+    pub fn into_data(mut self) -> Vec<f32> {
+        match std::mem::replace(&mut self.store, Store::F32(Vec::new())) {
+            Store::F32(v) => v,
+            held => {
+                self.store = held;
+                self.view.take().unwrap_or_else(|| self.expand())
+            }
+        }
+    }
+
+    /// The f32 values of a tensor held as codes or bits.
+    fn expand(&self) -> Vec<f32> {
+        let width = self.len() / rows_of(&self.shape).max(1);
+        let row = |i: usize| i / width.max(1);
+        match &self.store {
+            Store::F32(v) => v.clone(),
+            Store::Int { codes, scales, .. } => codes
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| scales[if scales.len() == 1 { 0 } else { row(i) }] * q as f32)
+                .collect(),
+            Store::Signs { bits, magnitudes } => (0..self.len())
+                .map(|i| {
+                    let m = magnitudes[row(i)];
+                    if bits[i / 8] >> (i % 8) & 1 == 1 {
+                        m
+                    } else {
+                        -m
+                    }
+                })
+                .collect(),
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.data.len()
+        self.shape.iter().product()
+    }
+
+    /// Whether a tensor held as codes or bits keeps an f32 expansion (something read it as
+    /// f32): what memory reports and tests check.
+    pub fn holds_f32_copy(&self) -> bool {
+        self.view.get().is_some()
     }
 
     /// The first NaN or infinite value with its flat position: weights must not hold one
-    /// (every loader refuses them, naming the tensor).
+    /// (every loader refuses them, naming the tensor). Codes and bits are checked as they are
+    /// held (their scales bound every value), without expanding them.
     pub fn first_non_finite(&self) -> Option<(usize, f32)> {
-        self.data
-            .iter()
-            .copied()
-            .enumerate()
-            .find(|(_, v)| !v.is_finite())
+        match &self.store {
+            Store::F32(v) => v.iter().copied().enumerate().find(|(_, v)| !v.is_finite()),
+            _ => None,
+        }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.data.is_empty()
+        self.len() == 0
     }
 
     /// Fraction of exactly-zero entries (pruned weights are exact zeros).
     pub fn sparsity(&self) -> f64 {
-        if self.data.is_empty() {
+        let n = self.len();
+        if n == 0 {
             return 0.0;
         }
-        self.data.iter().filter(|v| **v == 0.0).count() as f64 / self.data.len() as f64
+        let width = n / rows_of(&self.shape).max(1);
+        let zeros = match &self.store {
+            Store::F32(v) => v.iter().filter(|v| **v == 0.0).count(),
+            Store::Int { codes, scales, .. } => codes
+                .iter()
+                .enumerate()
+                .filter(|(i, &q)| q == 0 || scales[if scales.len() == 1 { 0 } else { i / width }] == 0.0)
+                .count(),
+            Store::Signs { magnitudes, .. } => magnitudes.iter().filter(|m| **m == 0.0).count() * width,
+        };
+        zeros as f64 / n as f64
+    }
+
+    /// Multiplies row `r` (slice `r` of axis 0) by `factors[r]` (a BatchNorm folded into the
+    /// layer before it). Codes keep their values and take the factor into their row scales,
+    /// sign bits into their magnitudes (flipped where the factor is negative); f32 otherwise.
+    ///
+    /// # Panics
+    /// When `factors` has not one value per row (callers take it from the same layer).
+    pub fn scale_rows(&mut self, factors: &[f32]) {
+        let rows = rows_of(&self.shape);
+        assert_eq!(factors.len(), rows, "one factor per row of {:?}", self.shape);
+        let width = self.len() / rows;
+        self.view = OnceLock::new();
+        let held = match &mut self.store {
+            Store::Int { bits, scales, .. } => {
+                let top = ((1i32 << (*bits - 1)) - 1) as f32;
+                let scaled: Vec<f32> = (0..rows).map(|r| scales[r % scales.len()] * factors[r]).collect();
+                let fits = scaled.iter().all(|s| (s * top).is_finite());
+                if fits {
+                    *scales = scaled;
+                }
+                fits
+            }
+            Store::Signs { bits, magnitudes } => {
+                let fits = factors.iter().all(|f| f.is_finite());
+                for (r, &f) in factors.iter().enumerate().filter(|_| fits) {
+                    magnitudes[r] *= f.abs();
+                    if f < 0.0 {
+                        for k in r * width..(r + 1) * width {
+                            bits[k / 8] ^= 1 << (k % 8);
+                        }
+                    }
+                }
+                fits
+            }
+            Store::F32(_) => false,
+        };
+        if !held {
+            for (row, f) in self.data_mut().chunks_mut(width.max(1)).zip(factors) {
+                row.iter_mut().for_each(|v| *v *= f);
+            }
+        }
     }
 
     /// Largest absolute elementwise difference; `f32::INFINITY` when shapes differ.
@@ -96,15 +315,15 @@ impl Tensor {
         if self.shape != other.shape {
             return f32::INFINITY;
         }
-        self.data
+        self.data()
             .iter()
-            .zip(&other.data)
+            .zip(other.data())
             .map(|(a, b)| (a - b).abs())
             .fold(0.0, f32::max)
     }
 
     /// The slices at `indices` along `axis`, in that order (structured pruning keeps channels
-    /// this way).
+    /// this way), as f32.
     ///
     /// # Panics
     /// When `axis` is out of range or an index is out of bounds (callers derive both from the
@@ -113,6 +332,7 @@ impl Tensor {
         let outer: usize = self.shape[..axis].iter().product();
         let dim = self.shape[axis];
         let inner: usize = self.shape[axis + 1..].iter().product();
+        let values = self.data();
         let mut data = Vec::with_capacity(outer * indices.len() * inner);
         for o in 0..outer {
             for &i in indices {
@@ -122,12 +342,12 @@ impl Tensor {
                     self.shape
                 );
                 let start = (o * dim + i) * inner;
-                data.extend_from_slice(&self.data[start..start + inner]);
+                data.extend_from_slice(&values[start..start + inner]);
             }
         }
         let mut shape = self.shape.clone();
         shape[axis] = indices.len();
-        Tensor { shape, data }
+        Tensor::f32(shape, data)
     }
 
     /// Index of the largest value in each row of a `[rows, cols]` tensor (see [`argmax`]).
@@ -136,8 +356,14 @@ impl Tensor {
         if cols == 0 {
             return Vec::new();
         }
-        self.data.chunks(cols).map(argmax).collect()
+        self.data().chunks(cols).map(argmax).collect()
     }
+}
+
+/// The rows of a tensor of this shape, as per-channel quantizers count them: the size of
+/// axis 0, at least 1.
+fn rows_of(shape: &[usize]) -> usize {
+    shape.first().copied().unwrap_or(1).max(1)
 }
 
 /// Index of the largest value of `row`, the first of equal ones (as PyTorch's argmax); 0 for
@@ -150,4 +376,96 @@ pub fn argmax(row: &[f32]) -> usize {
             |best, (i, &v)| if v > best.1 { (i, v) } else { best },
         )
         .0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn int() -> Tensor {
+        Tensor::from_codes(vec![2, 3], 4, vec![1, -7, 0, 3, 2, -1], vec![0.5, 0.25]).unwrap()
+    }
+
+    #[test]
+    fn codes_read_as_their_values_and_turn_f32_when_written() {
+        let t = int();
+        assert_eq!(t.store().dtype(), "int4");
+        assert!(!t.holds_f32_copy());
+        assert_eq!(t.sparsity(), 1.0 / 6.0);
+        assert!(!t.holds_f32_copy(), "sparsity counts codes");
+        let want = [0.5, -3.5, 0.0, 0.75, 0.5, -0.25];
+        assert_eq!(t.data(), want);
+        assert!(t.holds_f32_copy());
+        assert_eq!(t, Tensor::from_vec(vec![2, 3], want.to_vec()));
+        let mut w = t.clone();
+        w.data_mut()[0] = 9.0;
+        assert_eq!(w.store().dtype(), "f32");
+        assert_eq!(w.data()[..2], [9.0, -3.5]);
+        assert_eq!(t.clone().into_data(), want);
+        // Serialized as f32 values, read back as f32.
+        let back: Tensor = serde_json::from_str(&serde_json::to_string(&t).unwrap()).unwrap();
+        assert_eq!(back, t);
+        assert_eq!(back.store().dtype(), "f32");
+        let per_tensor = Tensor::from_codes(vec![2, 2], 8, vec![127, -127, 0, 1], vec![0.5]).unwrap();
+        assert_eq!(per_tensor.data(), [63.5, -63.5, 0.0, 0.5]);
+    }
+
+    #[test]
+    fn held_forms_are_checked() {
+        let codes =
+            |bits, codes: Vec<i8>, scales: Vec<f32>| Tensor::from_codes(vec![2, 2], bits, codes, scales);
+        assert!(codes(4, vec![8, 0, 0, 0], vec![1.0]).is_none(), "past 4 bits");
+        assert!(codes(8, vec![-128, 0, 0, 0], vec![1.0]).is_none(), "symmetric");
+        assert!(codes(8, vec![0; 3], vec![1.0]).is_none(), "too few");
+        assert!(codes(8, vec![0; 4], vec![1.0; 3]).is_none(), "scales per row");
+        assert!(codes(8, vec![0; 4], vec![f32::NAN]).is_none());
+        assert!(codes(8, vec![0; 4], vec![f32::MAX]).is_none(), "values overflow");
+        assert!(codes(1, vec![0; 4], vec![1.0]).is_none());
+        assert!(Tensor::from_signs(vec![3, 3], vec![0, 0], vec![1.0; 3]).is_some());
+        assert!(
+            Tensor::from_signs(vec![3, 3], vec![0, 2], vec![1.0; 3]).is_none(),
+            "bit past the end"
+        );
+        assert!(Tensor::from_signs(vec![3, 3], vec![0], vec![1.0; 3]).is_none());
+        assert!(Tensor::from_signs(vec![3, 3], vec![0, 0], vec![1.0; 2]).is_none());
+    }
+
+    #[test]
+    fn signs_read_as_magnitudes() {
+        // Rows of 3: bits 0b_101_110 (least significant first).
+        let t = Tensor::from_signs(vec![2, 3], vec![0b10_1110], vec![2.0, 0.5]).unwrap();
+        assert_eq!(t.store().dtype(), "1-bit");
+        assert_eq!(t.data(), [-2.0, 2.0, 2.0, 0.5, -0.5, 0.5]);
+    }
+
+    #[test]
+    fn scaled_rows_keep_codes_and_bits() {
+        let f = [2.0, -1.0];
+        let scaled = |t: &Tensor| {
+            let d = t.data();
+            Tensor::from_vec(
+                vec![2, 3],
+                d.iter().enumerate().map(|(i, v)| v * f[i / 3]).collect(),
+            )
+        };
+        let want = scaled(&int());
+        let mut t = int();
+        t.scale_rows(&f);
+        assert_eq!(t.store().dtype(), "int4");
+        assert_eq!(t, want);
+        let s = Tensor::from_signs(vec![2, 3], vec![0b10_1110], vec![2.0, 0.5]).unwrap();
+        let want = scaled(&s);
+        let mut s = s.clone();
+        assert_eq!(s.data().len(), 6);
+        s.scale_rows(&f);
+        assert_eq!(s.store().dtype(), "1-bit");
+        assert!(!s.holds_f32_copy(), "a stale expansion is dropped");
+        assert_eq!(s, want);
+        let mut big = Tensor::from_codes(vec![1, 2], 8, vec![1, 2], vec![1e36]).unwrap();
+        big.scale_rows(&[1e6]);
+        assert_eq!(big.store().dtype(), "f32", "scales past f32 fall back");
+        let mut d = Tensor::from_vec(vec![2, 1], vec![1.0, 2.0]);
+        d.scale_rows(&[3.0, 0.5]);
+        assert_eq!(d.data(), [3.0, 1.0]);
+    }
 }

@@ -144,6 +144,8 @@ impl Kernel {
         let node = &model.graph.nodes[i];
         let owner = model.graph.param_owner(i);
         let p = |suffix: &str| -> Vec<f32> { model.params[&param_name(owner, suffix)].data().to_vec() };
+        // The weight as the model holds it (codes and bits are packed without an f32 copy).
+        let weight = || &model.params[&param_name(owner, "weight")];
         let maybe = |suffix: &str| {
             model
                 .params
@@ -160,7 +162,7 @@ impl Kernel {
                 in_features,
                 out_features,
                 weight: LinearWeight::new(
-                    p("weight"),
+                    weight(),
                     out_features,
                     in_features,
                     node.inputs.len() == 1
@@ -195,16 +197,15 @@ impl Kernel {
                 }
             }
             Op::Conv2d(Conv2d { .. }) => {
-                let weight = p("weight");
                 let binary = runs_binary(model, i)
-                    .then(|| BinaryConv::new(&node.op, &weight))
+                    .then(|| BinaryConv::new(&node.op, weight()))
                     .flatten();
-                let int8 = || Int8Conv::new(&node.op, &weight, int8_input(model, i)?);
+                let int8 = || Int8Conv::new(&node.op, weight(), int8_input(model, i)?);
                 Kernel::Conv2d {
                     op: node.op.clone(),
                     weight: match binary {
                         Some(b) => ConvWeight::Binary(b),
-                        None => int8().map_or(ConvWeight::Dense(weight), ConvWeight::Int8),
+                        None => int8().map_or_else(|| ConvWeight::Dense(p("weight")), ConvWeight::Int8),
                     },
                     bias: maybe("bias"),
                     relu,

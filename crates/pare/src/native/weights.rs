@@ -7,7 +7,7 @@ use super::int8::{ActCodes, Int8Conv, Int8Matrix};
 use super::sparse::{Csr, SPARSE_AT_MOST};
 use crate::ir::op::param_name;
 use crate::ir::op::{Conv2d, Linear};
-use crate::ir::{Model, Op};
+use crate::ir::{Model, Op, Tensor};
 
 /// A Linear layer's weight `[out, in]` as its product wants it.
 #[derive(Clone, Debug)]
@@ -25,29 +25,31 @@ pub(super) enum LinearWeight {
 
 impl LinearWeight {
     /// The fastest form of `weight`; `binary` says the layer reads a sign ([`runs_binary`]),
-    /// `int8` the codes of the fake quantizer it reads ([`int8_input`]).
+    /// `int8` the codes of the fake quantizer it reads ([`int8_input`]). Sign bits and integer
+    /// codes are packed as the tensor holds them, with no f32 copy.
     pub(super) fn new(
-        weight: Vec<f32>,
+        weight: &Tensor,
         out_features: usize,
         in_features: usize,
         binary: bool,
         int8: Option<ActCodes>,
     ) -> LinearWeight {
         if let Some(b) = binary
-            .then(|| BinaryMatrix::from_dense(&weight, out_features, in_features))
+            .then(|| BinaryMatrix::from_tensor(weight, out_features, in_features))
             .flatten()
         {
             return LinearWeight::Binary(b);
         }
         if let Some((m, act)) =
-            int8.and_then(|act| Some((Int8Matrix::from_dense(&weight, out_features, in_features)?, act)))
+            int8.and_then(|act| Some((Int8Matrix::from_tensor(weight, out_features, in_features)?, act)))
         {
             return LinearWeight::Int8(m, act);
         }
-        if Csr::density(&weight) <= SPARSE_AT_MOST {
-            LinearWeight::Sparse(Csr::from_dense(&weight, out_features, in_features))
+        let weight = weight.data();
+        if Csr::density(weight) <= SPARSE_AT_MOST {
+            LinearWeight::Sparse(Csr::from_dense(weight, out_features, in_features))
         } else {
-            LinearWeight::Dense(weight)
+            LinearWeight::Dense(weight.to_vec())
         }
     }
 }
@@ -91,7 +93,7 @@ pub(super) fn runs_binary(model: &Model, i: usize) -> bool {
         && model
             .params
             .get(&param_name(model.graph.param_owner(i), "weight"))
-            .is_some_and(|w| BinaryMatrix::is_binary(w.data(), rows, width))
+            .is_some_and(|w| BinaryMatrix::is_binary_tensor(w, rows, width))
 }
 
 /// The shortest filter (input channels times kernel positions) a Conv2d runs on integers:
@@ -133,7 +135,7 @@ pub(super) fn runs_int8(model: &Model, i: usize) -> bool {
         && model
             .params
             .get(&param_name(model.graph.param_owner(i), "weight"))
-            .is_some_and(|w| Int8Matrix::is_on_grid(w.data(), rows, width))
+            .is_some_and(|w| Int8Matrix::is_int_tensor(w, rows, width))
 }
 
 /// A Conv2d's filters `[cout, cin / groups, kh, kw]` as its kernel wants them.

@@ -21,7 +21,7 @@ pub(in crate::native) struct BinaryConv {
 
 impl BinaryConv {
     /// The binary form of an ungrouped, undilated Conv2d's weight, or `None`.
-    pub(in crate::native) fn new(op: &crate::ir::Op, weight: &[f32]) -> Option<BinaryConv> {
+    pub(in crate::native) fn new(op: &crate::ir::Op, weight: &crate::ir::Tensor) -> Option<BinaryConv> {
         let crate::ir::Op::Conv2d(Conv2d {
             in_channels,
             out_channels,
@@ -35,7 +35,7 @@ impl BinaryConv {
         else {
             return None;
         };
-        let filters = BinaryMatrix::from_dense(
+        let filters = BinaryMatrix::from_tensor(
             weight,
             out_channels,
             in_channels * kernel_size[0] * kernel_size[1],

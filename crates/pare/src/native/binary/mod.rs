@@ -16,6 +16,8 @@ mod conv;
 use rayon::prelude::*;
 
 use super::Fused;
+use crate::ir::tensor::Store;
+use crate::ir::Tensor;
 pub(in crate::native) use conv::BinaryConv;
 
 /// Pairs of (sample, row) below which the product runs on one thread.
@@ -118,20 +120,49 @@ impl BinaryMatrix {
             alpha.push(row[0].abs());
             pack_row(row, &mut bits[r * words..(r + 1) * words]);
         }
+        Some(Self::from_bits(rows, width, bits, alpha))
+    }
+
+    /// The binary form of a `[rows, width]` weight tensor: from its sign bits as they are held
+    /// ([`Store::Signs`] with magnitudes >= 0; no f32 copy is made), else from its f32 values
+    /// ([`BinaryMatrix::from_dense`]).
+    pub fn from_tensor(t: &Tensor, rows: usize, width: usize) -> Option<BinaryMatrix> {
+        let Some((held, alpha)) = held_signs(t, rows, width) else {
+            return Self::from_dense(t.data(), rows, width);
+        };
+        let words = width.div_ceil(64);
+        let mut bits = vec![0u64; rows * words];
+        for (r, row) in bits.chunks_mut(words).enumerate() {
+            for j in 0..width {
+                let k = r * width + j;
+                row[j / 64] |= u64::from(held[k / 8] >> (k % 8) & 1) << (j % 64);
+            }
+        }
+        Some(Self::from_bits(rows, width, bits, alpha.to_vec()))
+    }
+
+    /// Whether [`BinaryMatrix::from_tensor`] would accept `t`.
+    pub(in crate::native) fn is_binary_tensor(t: &Tensor, rows: usize, width: usize) -> bool {
+        held_signs(t, rows, width).is_some() || Self::is_binary(t.data(), rows, width)
+    }
+
+    /// The matrix of packed rows `bits` (`width.div_ceil(64)` words each) and magnitudes.
+    fn from_bits(rows: usize, width: usize, bits: Vec<u64>, alpha: Vec<f32>) -> BinaryMatrix {
+        let words = width.div_ceil(64);
         let mut lanes = vec![0u64; rows.div_ceil(8) * 8 * words];
         for (r, row) in bits.chunks(words).enumerate() {
             for (j, &v) in row.iter().enumerate() {
                 lanes[((r / 8) * words + j) * 8 + r % 8] = v;
             }
         }
-        Some(BinaryMatrix {
+        BinaryMatrix {
             rows,
             width,
             words,
             bits,
             lanes,
             alpha,
-        })
+        }
     }
 
     /// Output `r` from `mismatches` among `valid` bit products: `alpha_r * (valid - 2 *
@@ -312,6 +343,22 @@ unsafe fn lanes_avx512<const S: usize>(
 
 /// Packs one row of values into sign bits (1 for `>= 0`, so 0 for NaN as `sign` gives -1),
 /// 64 to a word.
+/// The sign bits and magnitudes of a `[rows, width]` tensor held as signs, when they fit.
+fn held_signs(t: &Tensor, rows: usize, width: usize) -> Option<(&[u8], &[f32])> {
+    match t.store() {
+        Store::Signs { bits, magnitudes }
+            if rows > 0
+                && width > 0
+                && t.len() == rows * width
+                && magnitudes.len() == rows
+                && magnitudes.iter().all(|m| *m >= 0.0) =>
+        {
+            Some((bits, magnitudes))
+        }
+        _ => None,
+    }
+}
+
 fn pack_row(row: &[f32], out: &mut [u64]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx() {

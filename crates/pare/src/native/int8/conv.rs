@@ -11,8 +11,8 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use super::gemm::{pack_group, padded, product_by_position, Int8Path, GROUP};
-use super::{grid, ActCodes, Int8Matrix};
-use crate::ir::Op;
+use super::{grid, held_codes, ActCodes, Int8Matrix};
+use crate::ir::{Op, Tensor};
 use crate::native::matmul::SharedOut;
 use crate::native::Fused;
 
@@ -63,9 +63,9 @@ pub struct Int8Conv {
 
 impl Int8Conv {
     /// The integer form of `op` (an ungrouped Conv2d) with `weight` `[cout, cin, kh, kw]`, or
-    /// `None` when the filters are not on an integer grid the CPU's product takes (see
-    /// [`Int8Matrix::from_dense`]).
-    pub fn new(op: &Op, weight: &[f32], act: ActCodes) -> Option<Int8Conv> {
+    /// `None` when the filters are neither held as codes the CPU's product takes nor on such an
+    /// integer grid (see [`Int8Matrix::from_tensor`]).
+    pub fn new(op: &Op, weight: &Tensor, act: ActCodes) -> Option<Int8Conv> {
         let Op::Conv2d(Conv2d {
             in_channels: cin,
             out_channels: cout,
@@ -84,7 +84,10 @@ impl Int8Conv {
             .flat_map(|tap| (0..cin).map(move |ci| ci * kh * kw + tap))
             .collect();
         let k = order.len();
-        let (q, s) = grid(&Int8Matrix::permuted(weight, cout, &order), cout, k)?;
+        let (q, s) = match held_codes(weight, cout, k) {
+            Some((q, s)) => (Int8Matrix::permuted(q, cout, &order), s),
+            None => grid(&Int8Matrix::permuted(weight.data(), cout, &order), cout, k)?,
+        };
         let kp = padded(k);
         let mut codes = vec![0i8; cout * kp];
         for (dst, src) in codes.chunks_mut(kp).zip(q.chunks(k)) {

@@ -20,7 +20,8 @@ pub use gemm::{dot_reference as int8_dot_reference, Int8Path, MAX_WEIGHT_CODE};
 use gemm::{Packed, MR};
 
 use super::Fused;
-use crate::ir::QParams;
+use crate::ir::tensor::Store;
+use crate::ir::{QParams, Tensor};
 
 /// Multiply-adds below which a product runs on one thread (a wake-up of the other core costs
 /// about as much as 2^21 of them).
@@ -209,6 +210,21 @@ impl Int8Matrix {
         grid(w, rows, width).is_some()
     }
 
+    /// The integer form of a `[rows, width]` weight tensor: its codes as they are held
+    /// ([`Store::Int`] within the CPU's code range; no f32 copy is made), else found from its
+    /// f32 values ([`Int8Matrix::from_dense`]).
+    pub fn from_tensor(t: &Tensor, rows: usize, width: usize) -> Option<Int8Matrix> {
+        match held_codes(t, rows, width) {
+            Some((q, scale)) => Some(Int8Matrix::from_codes(q, scale, rows, width)),
+            None => Int8Matrix::from_dense(t.data(), rows, width),
+        }
+    }
+
+    /// Whether [`Int8Matrix::from_tensor`] would accept `t`.
+    pub(in crate::native) fn is_int_tensor(t: &Tensor, rows: usize, width: usize) -> bool {
+        held_codes(t, rows, width).is_some() || Int8Matrix::is_on_grid(t.data(), rows, width)
+    }
+
     /// The matrix of codes `q` `[rows, width]` (each within `MAX_WEIGHT_CODE`) and row scales.
     pub fn from_codes(q: &[i8], scale: Vec<f32>, rows: usize, width: usize) -> Int8Matrix {
         let sums = q
@@ -238,7 +254,7 @@ impl Int8Matrix {
 
     /// The same weight with its columns reordered: column `j` of the result is column
     /// `order[j]` of `w` (a convolution's filters from `[ci][ky][kx]` to `[ky][kx][ci]`).
-    fn permuted(w: &[f32], rows: usize, order: &[usize]) -> Vec<f32> {
+    fn permuted<T: Copy>(w: &[T], rows: usize, order: &[usize]) -> Vec<T> {
         let width = order.len();
         let mut out = Vec::with_capacity(w.len());
         for row in w.chunks(width).take(rows) {
@@ -341,6 +357,26 @@ impl Int8Matrix {
             }
         }
     }
+}
+
+/// The codes of a `[rows, width]` tensor held as integers ([`Store::Int`]) and a scale per row,
+/// when this CPU's product takes them.
+fn held_codes(t: &Tensor, rows: usize, width: usize) -> Option<(&[i8], Vec<f32>)> {
+    let Store::Int { codes, scales, .. } = t.store() else {
+        return None;
+    };
+    let limit = Int8Path::best().max_weight_code();
+    let fits = rows > 0
+        && width > 0
+        && codes.len() == rows * width
+        && (scales.len() == 1 || scales.len() == rows)
+        && codes.iter().all(|&q| (q as i32).abs() <= limit);
+    fits.then(|| {
+        (
+            codes.as_slice(),
+            (0..rows).map(|r| scales[r % scales.len()]).collect(),
+        )
+    })
 }
 
 /// The codes (row-major) and row scales of a `[rows, width]` weight on an integer grid whose
