@@ -50,6 +50,12 @@ pub struct BinarizeArgs {
     /// Skip the float network trained with the same budget (its accuracy is then not reported).
     #[arg(long)]
     pub no_float: bool,
+    /// How model.pare stores the real-valued tensors (first and last layers, BatchNorm,
+    /// biases; the binary weights are bits either way): f32; f16; or int8, the real layers'
+    /// weights as 8-bit per-channel codes and the rest in f16. The report gives the file's own
+    /// accuracy when it is not f32.
+    #[arg(long, default_value = "f32", value_parser = ["f32", "f16", "int8"])]
+    pub real: String,
     #[arg(long)]
     pub out: PathBuf,
     #[command(flatten)]
@@ -124,13 +130,21 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
     };
     // Saved before the float run, so that an interruption there keeps the binary network.
     io::save(&binary, &a.out)?;
-    // The deployable file: one sign bit per binary weight and a magnitude per row.
-    let plan: pare::codec::file::Plan = bin
-        .binary_layers
-        .iter()
-        .map(|l| (format!("{l}.weight"), pare::codec::file::Encoding::Binary))
-        .collect();
-    let pare_bytes = pare::codec::file::write(&a.out.join("model.pare"), &binary, &plan)?.total();
+    // The deployable file: one sign bit per binary weight and a magnitude per row, the other
+    // tensors as --real says.
+    let plan = file_plan(&binary, &bin.binary_layers, &a.real);
+    let file = a.out.join("model.pare");
+    let pare_bytes = pare::codec::file::write(&file, &binary, &plan)?.total();
+    let file_acc = if a.real != "f32" {
+        let acc = accuracy(&pare::codec::file::read(&file)?, &splits.test)?;
+        println!(
+            "test accuracy of model.pare (real-valued tensors {}): {acc:.4}",
+            a.real
+        );
+        Some(acc)
+    } else {
+        None
+    };
     let f32_bytes = std::fs::metadata(a.out.join(io::WEIGHTS_FILE))?.len();
     let float = if a.no_float {
         None
@@ -213,6 +227,8 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         "binary_weights": binary_weights,
         "weights_f32_bytes": f32_bytes,
         "model_pare_bytes": pare_bytes,
+        "real": a.real,
+        "model_pare_accuracy": file_acc,
         "binary": {"accuracy": binary_acc, "accuracy_real_weights": real_acc,
             "params": binary.num_params(), "latency_ms_b1": b1[k], "latency_ms_b64": b64[k],
             "train_seconds_per_epoch": binary_epoch_s},
@@ -230,6 +246,36 @@ pub fn binarize_cmd(a: BinarizeArgs) -> Result<()> {
         a.out.display()
     );
     Ok(())
+}
+
+/// How model.pare stores each tensor: binary layers' weights as bits; with `real` "f16" every
+/// other tensor in f16; with "int8" the other layers' weights as 8-bit per-channel codes and
+/// the rest in f16; with "f32" the rest in f32.
+fn file_plan(model: &Model, binary_layers: &[String], real: &str) -> pare::codec::file::Plan {
+    use pare::codec::file::Encoding;
+    let layer_weights: Vec<String> = model.layer_weights().into_iter().map(|(_, w)| w).collect();
+    let int8 = Encoding::Uniform {
+        bits: 8,
+        per_channel: true,
+        symmetric: true,
+        huffman: false,
+    };
+    model
+        .params
+        .keys()
+        .filter_map(|name| {
+            let enc = if binary_layers.iter().any(|l| *name == format!("{l}.weight")) {
+                Encoding::Binary
+            } else if real == "int8" && layer_weights.contains(name) {
+                int8
+            } else if real != "f32" {
+                Encoding::F16
+            } else {
+                return None;
+            };
+            Some((name.clone(), enc))
+        })
+        .collect()
 }
 
 /// A trained network, its test accuracy and its training seconds per epoch.

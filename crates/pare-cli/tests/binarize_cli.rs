@@ -40,6 +40,53 @@ fn binarize_trains_a_bnn_beside_its_float_network() {
     assert!(bench.contains("linear binary"), "{bench}");
 }
 
+/// `--real`: the real-valued tensors of model.pare in f16, or the real layers' weights as
+/// 8-bit codes; the file is smaller and its own accuracy is reported (and is what `eval` of
+/// the file gives).
+#[test]
+fn binarize_stores_the_real_valued_tensors_as_asked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut sizes = Vec::new();
+    for real in ["f32", "f16", "int8"] {
+        let out = tmp.path().join(real);
+        let o = out.to_str().unwrap();
+        ok(&[
+            "binarize",
+            "--model",
+            "lenet300",
+            "--method",
+            "bnn",
+            "--epochs",
+            "1",
+            "--no-float",
+            "--real",
+            real,
+            "--out",
+            o,
+        ]);
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("binarize.json")).unwrap()).unwrap();
+        sizes.push(report["model_pare_bytes"].as_u64().unwrap());
+        let file = out.join("model.pare");
+        let eval: serde_json::Value =
+            serde_json::from_str(&ok(&["eval", file.to_str().unwrap(), "--json"])).unwrap();
+        let file_acc = &report["model_pare_accuracy"];
+        match real {
+            "f32" => assert!(file_acc.is_null(), "{report}"),
+            _ => assert_eq!(file_acc.as_f64(), eval["accuracy"].as_f64(), "{report}"),
+        }
+        assert!(
+            (eval["accuracy"].as_f64().unwrap() - report["binary"]["accuracy"].as_f64().unwrap()).abs()
+                < 0.01,
+            "{real}: {report}"
+        );
+    }
+    // fc3's 1,000 weights: 4 bytes each, then 2, then 1 (its 100 + 10 biases and the
+    // BatchNorms' 1,600 values go to 2 bytes in both).
+    assert!(sizes[0] >= sizes[1] + 2 * 1000 + 2 * 1600, "{sizes:?}");
+    assert!(sizes[1] >= sizes[2] + 1000 - 100, "{sizes:?}");
+}
+
 #[test]
 fn binarize_refuses_what_it_cannot_do() {
     let tmp = tempfile::tempdir().unwrap();

@@ -89,6 +89,36 @@ fn every_encoding_round_trips_exactly_and_accounts_for_every_byte() {
 }
 
 #[test]
+fn f16_rounds_to_nearest_takes_two_bytes_and_decodes_as_held() {
+    let mut m = toy_model(2);
+    let exact = [0.5f32, -1.25, 65504.0, 0.0];
+    let fc = m.params.get_mut("fc.weight").unwrap();
+    fc.data_mut()[..4].copy_from_slice(&exact);
+    let plan = Plan::from([("fc.weight".into(), Encoding::F16)]);
+    let (bytes, acct) = codec::encode(&m, &plan).unwrap();
+    assert_eq!(acct.total(), bytes.len());
+    let n = m.params["fc.weight"].len();
+    let fc_bytes = acct.tensors.iter().find(|t| t.name == "fc.weight").unwrap();
+    assert_eq!(fc_bytes.values, 2 * n);
+    let back = codec::decode(&bytes).unwrap();
+    let (held, want) = (&back.params["fc.weight"], &m.params["fc.weight"]);
+    assert_eq!(held.store().dtype(), "f16");
+    assert_eq!(held.data()[..4], exact, "f16 values are kept exactly");
+    for (h, w) in held.data().iter().zip(want.data()) {
+        // Round to nearest: within half a step of f16's 11-bit significand.
+        assert!(
+            (h - w).abs() <= w.abs() * 2f32.powi(-11) + 2f32.powi(-25),
+            "{h} for {w}"
+        );
+    }
+    // Every other tensor is as it was.
+    assert_eq!(back.params["conv.weight"], m.params["conv.weight"]);
+    m.params.get_mut("fc.weight").unwrap().data_mut()[5] = 70000.0;
+    let e = codec::encode(&m, &plan).unwrap_err().to_string();
+    assert!(e.contains("fc.weight") && e.contains("range of f16"), "{e}");
+}
+
+#[test]
 fn sparse_huffman_is_smaller_than_dense_f32_and_the_best_layout_is_chosen() {
     let m = shared_model();
     let t = &m.params["fc.weight"];

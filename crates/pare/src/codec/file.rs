@@ -63,6 +63,10 @@ pub const MAX_ELEMENTS_PER_BYTE: usize = 4096;
 pub enum Encoding {
     /// Plain f32 (biases, BN parameters, anything left unquantized).
     F32,
+    /// IEEE half precision, rounded to nearest (the real-valued layers of a binary network);
+    /// decoded as held ([`crate::ir::tensor::Store::Half`]). A value beyond f16's range
+    /// (65504) is refused, naming the tensor.
+    F16,
     /// Integer codes of a uniform quantizer, recomputed from the float weights.
     Uniform {
         bits: u32,
@@ -84,6 +88,7 @@ impl Encoding {
         let h = |h: bool| if h { "+huffman" } else { "" };
         match *self {
             Encoding::F32 => "f32".into(),
+            Encoding::F16 => "f16".into(),
             Encoding::Uniform {
                 bits,
                 per_channel,
@@ -221,6 +226,19 @@ fn encode_tensor(name: &str, t: &Tensor, enc: Encoding, out: &mut Vec<u8>) -> Re
                 .for_each(|v| out.extend_from_slice(&v.to_le_bytes()));
             b.values = t.len() * 4;
         }
+        Encoding::F16 => {
+            for &v in t.data() {
+                let h = half::f16::from_f32(v);
+                if h.is_infinite() {
+                    return Err(config(
+                        name,
+                        format!("holds {v}, beyond the range of f16 (65504): store it as f32"),
+                    ));
+                }
+                out.extend_from_slice(&h.to_bits().to_le_bytes());
+            }
+            b.values = t.len() * 2;
+        }
         Encoding::Uniform {
             bits,
             per_channel,
@@ -333,6 +351,14 @@ fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result:
     let dense = |v: Vec<f32>| Tensor::from_vec(shape.to_vec(), v);
     match enc {
         Encoding::F32 => r.f32s(n).map(dense),
+        Encoding::F16 => {
+            let bytes = r.bytes(n.checked_mul(2).ok_or("too many values")?)?;
+            let bits = bytes
+                .chunks_exact(2)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]))
+                .collect();
+            Tensor::from_half(shape.to_vec(), false, bits).ok_or_else(|| "f16 values".to_string())
+        }
         Encoding::Uniform {
             bits,
             per_channel,

@@ -229,7 +229,7 @@ pub fn parse_safetensors(
         if name.ends_with(".num_batches_tracked") {
             continue;
         }
-        let data = decode_f32(view.dtype(), view.data()).ok_or_else(|| Error::Weights {
+        let t = decode_tensor(view.dtype(), view.shape(), view.data()).ok_or_else(|| Error::Weights {
             path: path.to_path_buf(),
             tensor: name.clone(),
             reason: format!(
@@ -237,7 +237,6 @@ pub fn parse_safetensors(
                 view.dtype()
             ),
         })?;
-        let t = Tensor::from_vec(view.shape().to_vec(), data);
         if let Some((i, v)) = t.first_non_finite() {
             return Err(Error::Weights {
                 path: path.to_path_buf(),
@@ -250,8 +249,19 @@ pub fn parse_safetensors(
     Ok((out, metadata))
 }
 
-fn decode_f32(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
+/// A stored tensor: f32 and f64 as f32 values, f16 and bf16 held as they are (read as f32
+/// where used; see [`crate::ir::tensor::Store::Half`]).
+fn decode_tensor(dtype: Dtype, shape: &[usize], b: &[u8]) -> Option<Tensor> {
+    let half = |bf16| {
+        let bits = b
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        Tensor::from_half(shape.to_vec(), bf16, bits)
+    };
     let v = match dtype {
+        Dtype::F16 => return half(false),
+        Dtype::BF16 => return half(true),
         Dtype::F32 => b
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
@@ -260,36 +270,9 @@ fn decode_f32(dtype: Dtype, b: &[u8]) -> Option<Vec<f32>> {
             .chunks_exact(8)
             .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
             .collect(),
-        Dtype::BF16 => b
-            .chunks_exact(2)
-            .map(|c| f32::from_bits((u16::from_le_bytes([c[0], c[1]]) as u32) << 16))
-            .collect(),
-        Dtype::F16 => b
-            .chunks_exact(2)
-            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
         _ => return None,
     };
-    Some(v)
-}
-
-/// IEEE half to single precision (exact for every half value).
-fn f16_to_f32(h: u16) -> f32 {
-    let sign = ((h >> 15) as u32) << 31;
-    let exp = ((h >> 10) & 0x1f) as i32;
-    let frac = (h & 0x3ff) as u32;
-    let bits = match (exp, frac) {
-        (0, 0) => sign,
-        (0, f) => {
-            // subnormal: value = f * 2^-24
-            let v = f as f32 * 2f32.powi(-24);
-            return if sign != 0 { -v } else { v };
-        }
-        (31, 0) => sign | 0x7f80_0000,
-        (31, f) => sign | 0x7f80_0000 | (f << 13),
-        (e, f) => sign | (((e - 15 + 127) as u32) << 23) | (f << 13),
-    };
-    f32::from_bits(bits)
+    Tensor::new(shape.to_vec(), v)
 }
 
 /// Parses `arch.json` text into a validated graph.

@@ -1,6 +1,6 @@
-//! pare's own dense tensor: a shape and row-major values, held as f32 or, for compressed
-//! weights, as they are stored: integer codes with row scales, or sign bits with row
-//! magnitudes.
+//! pare's own dense tensor: a shape and row-major values, held as f32 or, for compressed or
+//! loaded weights, as they are stored: integer codes with row scales, half-precision floats,
+//! or sign bits with row magnitudes.
 //!
 //! Parameters, activations handed back to callers, masks and optimizer state are all this type,
 //! so that every compression method can read and rewrite them without touching the tensor engine.
@@ -26,6 +26,12 @@ pub enum Store {
         codes: Vec<i8>,
         scales: Vec<f32>,
     },
+    /// Half-precision floats as loaded or stored: IEEE binary16 (`bf16` false) or bfloat16
+    /// (`bf16` true) bit patterns.
+    Half {
+        bf16: bool,
+        bits: Vec<u16>,
+    },
     /// One sign bit per element, least significant bit first (bit `i % 8` of byte `i / 8` is
     /// element `i`): value `magnitudes[r]` where the bit is 1, `-magnitudes[r]` where it is 0
     /// (binary networks' `alpha_r * sign(w)`).
@@ -41,6 +47,7 @@ impl Store {
         match self {
             Store::F32(_) => "f32".into(),
             Store::Int { bits, .. } => format!("int{bits}"),
+            Store::Half { bf16, .. } => if *bf16 { "bf16" } else { "f16" }.into(),
             Store::Signs { .. } => "1-bit".into(),
         }
     }
@@ -130,6 +137,16 @@ impl Tensor {
         })
     }
 
+    /// A tensor held as half-precision floats (see [`Store::Half`]); `None` unless there is a
+    /// value per element.
+    pub fn from_half(shape: Vec<usize>, bf16: bool, bits: Vec<u16>) -> Option<Self> {
+        (bits.len() == shape.iter().product::<usize>()).then_some(Tensor {
+            shape,
+            store: Store::Half { bf16, bits },
+            view: OnceLock::new(),
+        })
+    }
+
     /// A tensor held as sign bits and row magnitudes (see [`Store::Signs`]); `None` unless
     /// there is a bit per element (bits past the last unused and 0) and a finite magnitude per
     /// row.
@@ -212,6 +229,7 @@ impl Tensor {
                 .enumerate()
                 .map(|(i, &q)| scales[if scales.len() == 1 { 0 } else { row(i) }] * q as f32)
                 .collect(),
+            Store::Half { bf16, bits } => bits.iter().map(|&b| half_to_f32(*bf16, b)).collect(),
             Store::Signs { bits, magnitudes } => (0..self.len())
                 .map(|i| {
                     let m = magnitudes[row(i)];
@@ -241,7 +259,12 @@ impl Tensor {
     pub fn first_non_finite(&self) -> Option<(usize, f32)> {
         match &self.store {
             Store::F32(v) => v.iter().copied().enumerate().find(|(_, v)| !v.is_finite()),
-            _ => None,
+            Store::Half { bf16, bits } => bits
+                .iter()
+                .map(|&b| half_to_f32(*bf16, b))
+                .enumerate()
+                .find(|(_, v)| !v.is_finite()),
+            Store::Int { .. } | Store::Signs { .. } => None,
         }
     }
 
@@ -263,6 +286,7 @@ impl Tensor {
                 .enumerate()
                 .filter(|(i, &q)| q == 0 || scales[if scales.len() == 1 { 0 } else { i / width }] == 0.0)
                 .count(),
+            Store::Half { bits, .. } => bits.iter().filter(|b| **b & 0x7fff == 0).count(),
             Store::Signs { magnitudes, .. } => magnitudes.iter().filter(|m| **m == 0.0).count() * width,
         };
         zeros as f64 / n as f64
@@ -301,7 +325,7 @@ impl Tensor {
                 }
                 fits
             }
-            Store::F32(_) => false,
+            Store::F32(_) | Store::Half { .. } => false,
         };
         if !held {
             for (row, f) in self.data_mut().chunks_mut(width.max(1)).zip(factors) {
@@ -357,6 +381,15 @@ impl Tensor {
             return Vec::new();
         }
         self.data().chunks(cols).map(argmax).collect()
+    }
+}
+
+/// The f32 value of a half-precision bit pattern (exact).
+fn half_to_f32(bf16: bool, bits: u16) -> f32 {
+    if bf16 {
+        half::bf16::from_bits(bits).to_f32()
+    } else {
+        half::f16::from_bits(bits).to_f32()
     }
 }
 
@@ -428,6 +461,20 @@ mod tests {
         );
         assert!(Tensor::from_signs(vec![3, 3], vec![0], vec![1.0; 3]).is_none());
         assert!(Tensor::from_signs(vec![3, 3], vec![0, 0], vec![1.0; 2]).is_none());
+    }
+
+    #[test]
+    fn halves_read_as_their_values() {
+        let bits = [0x3c00, 0xc000, 0x0001, 0x7c00];
+        let f16 = Tensor::from_half(vec![4], false, bits.to_vec()).unwrap();
+        assert_eq!(f16.store().dtype(), "f16");
+        assert_eq!(f16.first_non_finite(), Some((3, f32::INFINITY)));
+        assert!(!f16.holds_f32_copy());
+        assert_eq!(f16.data()[..3], [1.0, -2.0, 2f32.powi(-24)]);
+        let bf16 = Tensor::from_half(vec![2], true, vec![0x3f80, 0x8000]).unwrap();
+        assert_eq!((bf16.store().dtype().as_str(), bf16.sparsity()), ("bf16", 0.5));
+        assert_eq!(bf16.data(), [1.0, -0.0]);
+        assert!(Tensor::from_half(vec![3], true, vec![0; 2]).is_none());
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub fn file_markdown(file: &FileBytes, original_bytes: usize) -> String {
         stored_total += t.total();
         let (values, index) = match t.encoding {
             Encoding::F32 => ("32".to_string(), "-".to_string()),
+            Encoding::F16 => ("16".to_string(), "-".to_string()),
             Encoding::Sparse { .. } => (per_kept(t.values, t.nonzero), per_kept(t.index, t.nonzero)),
             _ => (per_kept(t.values, t.nonzero), "-".to_string()),
         };
