@@ -344,8 +344,8 @@ fn encode_tensor(name: &str, t: &Tensor, enc: Encoding, out: &mut Vec<u8>) -> Re
     Ok(b)
 }
 
-/// One tensor's payload. Symmetric integer codes and sign bits stay as they are stored
-/// ([`crate::ir::tensor::Store`]); the other encodings decode to f32.
+/// One tensor's payload. Integer codes of up to 8 bits, f16 values and sign bits stay as they
+/// are stored ([`crate::ir::tensor::Store`]); the other encodings decode to f32.
 fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result::Result<Tensor, String> {
     let n: usize = shape.iter().product();
     let dense = |v: Vec<f32>| Tensor::from_vec(shape.to_vec(), v);
@@ -394,16 +394,15 @@ fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result:
             }
             let symbols = stream::read(r, n, (qmax - qmin + 1) as usize)?;
             let codes: Vec<i32> = symbols.iter().map(|&s| s as i32 + qmin).collect();
-            let held = symmetric
-                .then(|| {
-                    let small = codes
-                        .iter()
-                        .map(|&q| i8::try_from(q).ok())
-                        .collect::<Option<_>>()?;
-                    let scales = params.iter().map(|p| p.scale).collect();
-                    Tensor::from_codes(shape.to_vec(), bits, small, scales)
-                })
-                .flatten();
+            let scales: Vec<f32> = params.iter().map(|p| p.scale).collect();
+            let held = if symmetric {
+                let small = codes.iter().map(|&q| i8::try_from(q).ok()).collect::<Option<_>>();
+                small.and_then(|q| Tensor::from_codes(shape.to_vec(), bits, q, scales))
+            } else {
+                let small = codes.iter().map(|&q| u8::try_from(q).ok()).collect::<Option<_>>();
+                let zero_points = params.iter().map(|p| p.zero_point).collect();
+                small.and_then(|q| Tensor::from_ucodes(shape.to_vec(), bits, q, scales, zero_points))
+            };
             Ok(held.unwrap_or_else(|| dense(dequantize(&codes, &params))))
         }
         Encoding::Shared { .. } => {

@@ -26,6 +26,15 @@ pub enum Store {
         codes: Vec<i8>,
         scales: Vec<f32>,
     },
+    /// Asymmetric integer codes (`u8`, `bits` 2..=8, each within `0..2^bits`) with a scale and
+    /// a zero point per row (or one pair for the whole tensor): value
+    /// `scales[r] * (codes[i] - zero_points[r])`.
+    Uint {
+        bits: u32,
+        codes: Vec<u8>,
+        scales: Vec<f32>,
+        zero_points: Vec<i32>,
+    },
     /// Half-precision floats as loaded or stored: IEEE binary16 (`bf16` false) or bfloat16
     /// (`bf16` true) bit patterns.
     Half {
@@ -47,6 +56,7 @@ impl Store {
         match self {
             Store::F32(_) => "f32".into(),
             Store::Int { bits, .. } => format!("int{bits}"),
+            Store::Uint { bits, .. } => format!("uint{bits}"),
             Store::Half { bf16, .. } => if *bf16 { "bf16" } else { "f16" }.into(),
             Store::Signs { .. } => "1-bit".into(),
         }
@@ -133,6 +143,36 @@ impl Tensor {
         ok.then_some(Tensor {
             shape,
             store: Store::Int { bits, codes, scales },
+            view: OnceLock::new(),
+        })
+    }
+
+    /// A tensor held as asymmetric integer codes (see [`Store::Uint`]); `None` unless the codes
+    /// fill `shape` within the `bits`-bit range, and there is one scale and zero point (within
+    /// the codes' range) per row or one in all, every value finite.
+    pub fn from_ucodes(
+        shape: Vec<usize>,
+        bits: u32,
+        codes: Vec<u8>,
+        scales: Vec<f32>,
+        zero_points: Vec<i32>,
+    ) -> Option<Self> {
+        let top = (1i32 << bits.clamp(2, 8)) - 1;
+        let ok = (2..=8).contains(&bits)
+            && codes.len() == shape.iter().product::<usize>()
+            && (scales.len() == 1 || scales.len() == rows_of(&shape))
+            && zero_points.len() == scales.len()
+            && zero_points.iter().all(|z| (0..=top).contains(z))
+            && scales.iter().all(|s| (s * top as f32).is_finite())
+            && codes.iter().all(|&q| i32::from(q) <= top);
+        ok.then_some(Tensor {
+            shape,
+            store: Store::Uint {
+                bits,
+                codes,
+                scales,
+                zero_points,
+            },
             view: OnceLock::new(),
         })
     }
@@ -229,6 +269,19 @@ impl Tensor {
                 .enumerate()
                 .map(|(i, &q)| scales[if scales.len() == 1 { 0 } else { row(i) }] * q as f32)
                 .collect(),
+            Store::Uint {
+                codes,
+                scales,
+                zero_points,
+                ..
+            } => codes
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| {
+                    let r = if scales.len() == 1 { 0 } else { row(i) };
+                    scales[r] * (i32::from(q) - zero_points[r]) as f32
+                })
+                .collect(),
             Store::Half { bf16, bits } => bits.iter().map(|&b| half_to_f32(*bf16, b)).collect(),
             Store::Signs { bits, magnitudes } => (0..self.len())
                 .map(|i| {
@@ -264,7 +317,7 @@ impl Tensor {
                 .map(|&b| half_to_f32(*bf16, b))
                 .enumerate()
                 .find(|(_, v)| !v.is_finite()),
-            Store::Int { .. } | Store::Signs { .. } => None,
+            Store::Int { .. } | Store::Uint { .. } | Store::Signs { .. } => None,
         }
     }
 
@@ -285,6 +338,19 @@ impl Tensor {
                 .iter()
                 .enumerate()
                 .filter(|(i, &q)| q == 0 || scales[if scales.len() == 1 { 0 } else { i / width }] == 0.0)
+                .count(),
+            Store::Uint {
+                codes,
+                scales,
+                zero_points,
+                ..
+            } => codes
+                .iter()
+                .enumerate()
+                .filter(|(i, &q)| {
+                    let r = if scales.len() == 1 { 0 } else { i / width };
+                    i32::from(q) == zero_points[r] || scales[r] == 0.0
+                })
                 .count(),
             Store::Half { bits, .. } => bits.iter().filter(|b| **b & 0x7fff == 0).count(),
             Store::Signs { magnitudes, .. } => magnitudes.iter().filter(|m| **m == 0.0).count() * width,
@@ -322,6 +388,21 @@ impl Tensor {
                             bits[k / 8] ^= 1 << (k % 8);
                         }
                     }
+                }
+                fits
+            }
+            Store::Uint {
+                bits,
+                scales,
+                zero_points,
+                ..
+            } => {
+                let top = ((1i32 << *bits) - 1) as f32;
+                let scaled: Vec<f32> = (0..rows).map(|r| scales[r % scales.len()] * factors[r]).collect();
+                let fits = scaled.iter().all(|s| (s * top).is_finite());
+                if fits {
+                    *zero_points = (0..rows).map(|r| zero_points[r % zero_points.len()]).collect();
+                    *scales = scaled;
                 }
                 fits
             }
@@ -461,6 +542,24 @@ mod tests {
         );
         assert!(Tensor::from_signs(vec![3, 3], vec![0], vec![1.0; 3]).is_none());
         assert!(Tensor::from_signs(vec![3, 3], vec![0, 0], vec![1.0; 2]).is_none());
+    }
+
+    #[test]
+    fn asymmetric_codes_read_as_their_values() {
+        let u =
+            Tensor::from_ucodes(vec![2, 2], 8, vec![0, 255, 10, 12], vec![0.5, 2.0], vec![128, 10]).unwrap();
+        assert_eq!(u.store().dtype(), "uint8");
+        assert_eq!(u.sparsity(), 0.25);
+        assert_eq!(u.data(), [-64.0, 63.5, 0.0, 4.0]);
+        let mut s = u.clone();
+        s.scale_rows(&[2.0, -1.0]);
+        assert_eq!(s.store().dtype(), "uint8");
+        assert_eq!(s.data(), [-128.0, 127.0, -0.0, -4.0]);
+        let bad = |codes: Vec<u8>, z: Vec<i32>| Tensor::from_ucodes(vec![2, 2], 4, codes, vec![1.0], z);
+        assert!(bad(vec![16, 0, 0, 0], vec![0]).is_none(), "past 4 bits");
+        assert!(bad(vec![0; 4], vec![16]).is_none(), "zero point past 4 bits");
+        assert!(bad(vec![0; 4], vec![0, 0]).is_none(), "a zero point per scale");
+        assert!(bad(vec![15, 0, 0, 0], vec![3]).is_some());
     }
 
     #[test]
