@@ -258,30 +258,39 @@ impl Tensor {
         }
     }
 
+    /// Each element's code, zero point and scale, row-major, for a tensor held as codes (none
+    /// otherwise); rows are `width` long.
+    fn codes(&self, width: usize) -> Box<dyn Iterator<Item = (i32, i32, f32)> + '_> {
+        let at = move |v: &[f32], i: usize| v[if v.len() == 1 { 0 } else { i / width.max(1) }];
+        match &self.store {
+            Store::Int { codes, scales, .. } => Box::new(
+                codes
+                    .iter()
+                    .enumerate()
+                    .map(move |(i, &q)| (i32::from(q), 0, at(scales, i))),
+            ),
+            Store::Uint {
+                codes,
+                scales,
+                zero_points,
+                ..
+            } => Box::new(codes.iter().enumerate().map(move |(i, &q)| {
+                let r = if scales.len() == 1 { 0 } else { i / width.max(1) };
+                (i32::from(q), zero_points[r], scales[r])
+            })),
+            _ => Box::new(std::iter::empty()),
+        }
+    }
+
     /// The f32 values of a tensor held as codes or bits.
     fn expand(&self) -> Vec<f32> {
         let width = self.len() / rows_of(&self.shape).max(1);
         let row = |i: usize| i / width.max(1);
         match &self.store {
             Store::F32(v) => v.clone(),
-            Store::Int { codes, scales, .. } => codes
-                .iter()
-                .enumerate()
-                .map(|(i, &q)| scales[if scales.len() == 1 { 0 } else { row(i) }] * q as f32)
-                .collect(),
-            Store::Uint {
-                codes,
-                scales,
-                zero_points,
-                ..
-            } => codes
-                .iter()
-                .enumerate()
-                .map(|(i, &q)| {
-                    let r = if scales.len() == 1 { 0 } else { row(i) };
-                    scales[r] * (i32::from(q) - zero_points[r]) as f32
-                })
-                .collect(),
+            Store::Int { .. } | Store::Uint { .. } => {
+                self.codes(width).map(|(q, z, s)| s * (q - z) as f32).collect()
+            }
             Store::Half { bf16, bits } => bits.iter().map(|&b| half_to_f32(*bf16, b)).collect(),
             Store::Signs { bits, magnitudes } => (0..self.len())
                 .map(|i| {
@@ -334,24 +343,9 @@ impl Tensor {
         let width = n / rows_of(&self.shape).max(1);
         let zeros = match &self.store {
             Store::F32(v) => v.iter().filter(|v| **v == 0.0).count(),
-            Store::Int { codes, scales, .. } => codes
-                .iter()
-                .enumerate()
-                .filter(|(i, &q)| q == 0 || scales[if scales.len() == 1 { 0 } else { i / width }] == 0.0)
-                .count(),
-            Store::Uint {
-                codes,
-                scales,
-                zero_points,
-                ..
-            } => codes
-                .iter()
-                .enumerate()
-                .filter(|(i, &q)| {
-                    let r = if scales.len() == 1 { 0 } else { i / width };
-                    i32::from(q) == zero_points[r] || scales[r] == 0.0
-                })
-                .count(),
+            Store::Int { .. } | Store::Uint { .. } => {
+                self.codes(width).filter(|&(q, z, s)| q == z || s == 0.0).count()
+            }
             Store::Half { bits, .. } => bits.iter().filter(|b| **b & 0x7fff == 0).count(),
             Store::Signs { magnitudes, .. } => magnitudes.iter().filter(|m| **m == 0.0).count() * width,
         };
