@@ -127,7 +127,10 @@ fn every_exported_op_round_trips() {
     let sc = b.add("scale", Op::Scale(Scale { factor: 0.5 }), &[&d]);
     let er = b.add("erf", Op::Erf, &[&sc]);
     let ab = b.add("abs", Op::Abs, &[&er]);
-    let sb = b.add("sub", Op::Sub, &[&ab, &row]);
+    // Written as Where(x >= 0, 1, -1), read back as pare's sign (+1 at 0).
+    let sg = b.add("sign", Op::Sign, &[&sc]);
+    let signed = b.add("signed", Op::Mul, &[&ab, &sg]);
+    let sb = b.add("sub", Op::Sub, &[&signed, &row]);
     let sbt = b.add("sbt", Op::Transpose(Transpose { perm: vec![1, 0] }), &[&sb]);
     let mm = b.add("mm", Op::MatMul, &[&sb, &sbt]);
     let _ = b.add("unused_by_main", Op::Identity, &[&sum]);
@@ -556,4 +559,55 @@ fn an_imported_vits_heads_prune_like_the_zoo_vits() {
     );
     assert_eq!(pruned_back.num_params(), pruned.num_params());
     assert_same_outputs(&pruned, &pruned_back, &random_batch(&[1, 28, 28], 3, 2), "vit");
+}
+
+/// ONNX's Sign (0 at 0, as at -0) imports as `(sign(x) - sign(-x)) / 2` of pare's sign (+1 at
+/// 0); pare's sign, written as `Where(x >= 0, 1, -1)`, reads back as itself; other comparisons
+/// and choices are refused, naming the node.
+#[test]
+fn onnx_sign_is_zero_at_zero_and_pares_sign_reads_back() {
+    let mut b = GraphBuilder::new(vec![5]);
+    b.then("id", Op::Scale(Scale { factor: 1.0 }));
+    b.then("sign", Op::Sign);
+    let model = Model::init(b.finish().unwrap(), 0).unwrap();
+    let x = Tensor::from_vec(vec![1, 5], vec![-2.0, -0.0, 0.0, 3.0, 0.5]);
+    let back = round_trip(&model);
+    assert_eq!(
+        pare::native::infer(&back, &x).unwrap().data(),
+        [-1.0, 1.0, 1.0, 1.0, 1.0]
+    );
+
+    // The GreaterOrEqual and Where replaced by ONNX's Sign.
+    let mut p = pare::onnx::to_onnx(&model).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let ge = g.node.iter().position(|n| n.op_type == "GreaterOrEqual").unwrap();
+    let (from, to) = (g.node[ge].input[0].clone(), g.node[ge + 1].output[0].clone());
+    g.node.truncate(ge);
+    g.node.push(proto::NodeProto {
+        op_type: "Sign".into(),
+        name: "onnx_sign".into(),
+        input: vec![from],
+        output: vec![to],
+        ..Default::default()
+    });
+    let m = pare::onnx::from_onnx(&p, Path::new("sign.onnx")).unwrap();
+    let want = [-1.0, 0.0, 0.0, 1.0, 1.0];
+    assert_eq!(pare::native::infer(&m, &x).unwrap().data(), want);
+    let e = pare::exec::infer(&m, &x, &pare::ir::Reparams::new(), &[]).unwrap();
+    assert_eq!(e.output.data(), want);
+
+    let mut p = pare::onnx::to_onnx(&model).unwrap();
+    let g = p.graph.as_mut().unwrap();
+    let zero = g
+        .initializer
+        .iter_mut()
+        .find(|t| t.name.contains("zero"))
+        .unwrap();
+    zero.raw_data = 1.0f32.to_le_bytes().to_vec();
+    zero.float_data.clear();
+    let e = import_err(&p);
+    assert!(
+        e.contains("GreaterOrEqual") && e.contains("bound other than 0"),
+        "{e}"
+    );
 }

@@ -62,6 +62,7 @@ pub const SUPPORTED: &[&str] = &[
     "Gather",
     "Gelu",
     "Gemm",
+    "GreaterOrEqual",
     "GlobalAveragePool",
     "HardSigmoid",
     "HardSwish",
@@ -79,6 +80,7 @@ pub const SUPPORTED: &[&str] = &[
     "Reshape",
     "Shape",
     "Sigmoid",
+    "Sign",
     "Slice",
     "Softmax",
     "Split",
@@ -88,6 +90,7 @@ pub const SUPPORTED: &[&str] = &[
     "Tanh",
     "Transpose",
     "Unsqueeze",
+    "Where",
 ];
 
 /// What an ONNX value is during import.
@@ -113,6 +116,10 @@ pub(crate) enum Val {
         scale: f32,
         zero_point: i32,
         signed: bool,
+    },
+    /// `x >= 0`: the condition of a `Where(x >= 0, 1, -1)`, which becomes one `sign` node.
+    AtLeastZero {
+        x: String,
     },
     /// Output of a node that could not be imported (already reported).
     Failed,

@@ -46,6 +46,9 @@ pub(super) fn dyn_in(ins: &[Option<Val>], k: usize) -> R<(String, Vec<usize>)> {
         Some(Some(Val::Gelu { .. })) => Err(format!(
             "input {k} is a partial GELU (x / sqrt 2, erf, + 1, x *) used outside that pattern"
         )),
+        Some(Some(Val::AtLeastZero { .. })) => Err(format!(
+            "input {k} is a comparison x >= 0, which pare imports only as the condition of Where(x >= 0, 1, -1)"
+        )),
         _ => Err(format!("input {k} is missing")),
     }
 }
@@ -207,6 +210,46 @@ pub(super) fn convert(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) ->
                 &name_of(&shifted),
                 Op::Clip(Clip { min: 0.0, max: 1.0 }),
             )?)
+        }
+        // ONNX's sign is 0 at 0, pare's (BNN's) +1 there: (sign(x) - sign(-x)) / 2.
+        "Sign" => {
+            let x = dyn_in(ins, 0)?;
+            let pos = name_of(&unary(imp, n, &x.0, Op::Sign)?);
+            let neg = name_of(&unary(imp, n, &x.0, Op::Scale(Scale { factor: -1.0 }))?);
+            let neg = name_of(&unary(imp, n, &neg, Op::Sign)?);
+            let diff = name_of(&binary(imp, n, Op::Sub, &pos, &neg)?);
+            one(unary(imp, n, &diff, Op::Scale(Scale { factor: 0.5 }))?)
+        }
+        // `x >= 0` is imported only as the condition of `Where(x >= 0, 1, -1)`, pare's sign as
+        // `pare export` writes it.
+        "GreaterOrEqual" => {
+            let x = dyn_in(ins, 0)?;
+            if scalar(const_in(ins, 1)?, "the bound")? != 0.0 {
+                return Err(
+                    "compares with a bound other than 0 (pare imports x >= 0 as the condition of a sign)"
+                        .into(),
+                );
+            }
+            one(Val::AtLeastZero { x: x.0 })
+        }
+        "Where" => {
+            let Some(Some(Val::AtLeastZero { x, .. })) = ins.first() else {
+                return Err(
+                    "chooses by a condition other than x >= 0 (pare imports Where(x >= 0, 1, -1), a sign)"
+                        .into(),
+                );
+            };
+            let (a, b) = (
+                scalar(const_in(ins, 1)?, "input 1")?,
+                scalar(const_in(ins, 2)?, "input 2")?,
+            );
+            if (a, b) != (1.0, -1.0) {
+                return Err(format!(
+                    "chooses {a} and {b} where pare imports 1 and -1 (a sign)"
+                ));
+            }
+            let x = x.clone();
+            one(unary(imp, n, &x, Op::Sign)?)
         }
         "LeakyRelu" | "PRelu" => {
             // relu(x) - slope * relu(-x)
