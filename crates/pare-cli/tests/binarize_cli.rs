@@ -80,6 +80,29 @@ fn binarize_stores_the_real_valued_tensors_as_asked() {
                 < 0.01,
             "{real}: {report}"
         );
+        // `pare info` of the file says how each layer's weights are held.
+        let info = ok(&["info", file.to_str().unwrap()]);
+        let held = |layer: &str| {
+            let row = info
+                .lines()
+                .find(|l| l.starts_with(&format!("{layer} ")))
+                .unwrap();
+            row.split_whitespace().last().unwrap().to_string()
+        };
+        assert_eq!(
+            (held("fc1").as_str(), held("fc2").as_str()),
+            ("1-bit", "1-bit"),
+            "{info}"
+        );
+        let (fc3, bn) = match real {
+            "int8" => ("int8", "f16"),
+            other => (other, other),
+        };
+        assert_eq!(
+            (held("fc3").as_str(), held("fc1_bn").as_str()),
+            (fc3, bn),
+            "{info}"
+        );
     }
     // fc3's 1,000 weights: 4 bytes each, then 2, then 1 (its 100 + 10 biases and the
     // BatchNorms' 1,600 values go to 2 bytes in both).

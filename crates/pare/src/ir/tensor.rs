@@ -336,20 +336,24 @@ impl Tensor {
 
     /// Fraction of exactly-zero entries (pruned weights are exact zeros).
     pub fn sparsity(&self) -> f64 {
-        let n = self.len();
-        if n == 0 {
-            return 0.0;
+        match self.len() {
+            0 => 0.0,
+            n => self.zero_count() as f64 / n as f64,
         }
-        let width = n / rows_of(&self.shape).max(1);
-        let zeros = match &self.store {
+    }
+
+    /// How many entries are exactly zero, counted as the values are held (codes, bits and
+    /// halves are not expanded).
+    pub fn zero_count(&self) -> usize {
+        let width = self.len() / rows_of(&self.shape);
+        match &self.store {
             Store::F32(v) => v.iter().filter(|v| **v == 0.0).count(),
             Store::Int { .. } | Store::Uint { .. } => {
                 self.codes(width).filter(|&(q, z, s)| q == z || s == 0.0).count()
             }
             Store::Half { bits, .. } => bits.iter().filter(|b| **b & 0x7fff == 0).count(),
             Store::Signs { magnitudes, .. } => magnitudes.iter().filter(|m| **m == 0.0).count() * width,
-        };
-        zeros as f64 / n as f64
+        }
     }
 
     /// Multiplies row `r` (slice `r` of axis 0) by `factors[r]` (a BatchNorm folded into the

@@ -1,4 +1,5 @@
-//! Reports: per-layer tables of a model (shape, parameters, MACs, sparsity) as data and text,
+//! Reports: per-layer tables of a model (shape, parameters, MACs, sparsity, how the weights
+//! are held) as data and text,
 //! latency measurement, and plots.
 
 pub mod gemm;
@@ -21,6 +22,10 @@ pub struct LayerRow {
     /// Fraction of exactly-zero entries among the node's weights (not biases); `None` when the
     /// node has no weights.
     pub sparsity: Option<f64>,
+    /// How the node's weights are held (`f32`, `f16`, `int8`, `uint4`, `1-bit`, ...; see
+    /// [`crate::ir::tensor::Store`]); `None` when the node has no weights.
+    #[serde(default)]
+    pub weights: Option<String>,
 }
 
 /// Whole-model totals.
@@ -40,16 +45,22 @@ pub fn summarize(model: &Model) -> Summary {
     let mut nonzero = 0;
     for (i, (node, shape)) in model.graph.nodes.iter().zip(&shapes.nodes).enumerate() {
         let (mut wz, mut wn) = (0usize, 0usize);
+        let mut held: Option<String> = None;
         // A tied node's parameters are its owner's, counted in the owner's row.
         let own = !model.graph.ties.contains_key(&node.name);
         for spec in node.op.params().into_iter().filter(|_| own) {
             let t = &model.params[&crate::ir::op::param_name(&node.name, spec.suffix)];
             if spec.kind != ParamKind::Buffer {
-                nonzero += t.data().iter().filter(|v| **v != 0.0).count();
+                nonzero += t.len() - t.zero_count();
             }
             if spec.kind == ParamKind::Weight {
-                wz += t.data().iter().filter(|v| **v == 0.0).count();
+                wz += t.zero_count();
                 wn += t.len();
+                let dtype = t.store().dtype();
+                held = Some(match held {
+                    Some(h) if h != dtype => format!("{h}+{dtype}"),
+                    _ => dtype,
+                });
             }
         }
         layers.push(LayerRow {
@@ -59,6 +70,7 @@ pub fn summarize(model: &Model) -> Summary {
             params: if own { node.op.num_params() } else { 0 },
             macs: model.node_macs(&shapes, i),
             sparsity: (wn > 0).then(|| wz as f64 / wn as f64),
+            weights: held,
         });
     }
     Summary {
@@ -90,7 +102,7 @@ pub fn render(summary: &Summary) -> String {
             s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
         )
     };
-    let rows: Vec<[String; 6]> = summary
+    let rows: Vec<[String; 7]> = summary
         .layers
         .iter()
         .map(|l| {
@@ -103,10 +115,11 @@ pub fn render(summary: &Summary) -> String {
                 l.sparsity
                     .map(|s| format!("{:.1}%", s * 100.0))
                     .unwrap_or_else(|| "-".into()),
+                l.weights.clone().unwrap_or_else(|| "-".into()),
             ]
         })
         .collect();
-    let header = ["layer", "op", "output", "params", "MACs", "sparsity"];
+    let header = ["layer", "op", "output", "params", "MACs", "sparsity", "weights"];
     let mut widths = header.map(str::len);
     for r in &rows {
         for (w, c) in widths.iter_mut().zip(r) {
@@ -118,7 +131,7 @@ pub fn render(summary: &Summary) -> String {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                if i >= 3 {
+                if (3..6).contains(&i) {
                     format!("{c:>w$}", w = widths[i])
                 } else {
                     format!("{c:<w$}", w = widths[i])
