@@ -611,3 +611,151 @@ fn onnx_sign_is_zero_at_zero_and_pares_sign_reads_back() {
         "{e}"
     );
 }
+
+/// A 1-D convolution and 1-D pools (`[C, L]` per sample, as torch's Conv1d / MaxPool1d /
+/// AvgPool1d export them) import as the 2-D ops over `[C, 1, L]` and compute the 1-D
+/// definitions: asymmetric pads, strides, dilation and groups included.
+#[test]
+fn one_dimensional_convolutions_and_pools_import() {
+    use proto::{
+        attribute_type, data_type, AttributeProto, DimValue, Dimension, GraphProto, NodeProto,
+        OperatorSetIdProto, TensorProto, TensorShapeProto, TensorTypeProto, TypeProto, TypeValue,
+        ValueInfoProto,
+    };
+    let info = |name: &str, dims: &[i64]| ValueInfoProto {
+        name: name.into(),
+        r#type: Some(TypeProto {
+            value: Some(TypeValue::TensorType(TensorTypeProto {
+                elem_type: data_type::FLOAT,
+                shape: Some(TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(DimValue::Value(d)),
+                        })
+                        .collect(),
+                }),
+            })),
+        }),
+        ..Default::default()
+    };
+    let ints = |name: &str, v: &[i64]| AttributeProto {
+        name: name.into(),
+        r#type: attribute_type::INTS,
+        ints: v.to_vec(),
+        ..Default::default()
+    };
+    let node = |op: &str, ins: &[&str], out: &str, attribute: Vec<AttributeProto>| NodeProto {
+        op_type: op.into(),
+        name: out.into(),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        attribute,
+        ..Default::default()
+    };
+    let (c, l, o, k, groups) = (4usize, 11usize, 6usize, 3usize, 2usize);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+    let mut draw = |n: usize| -> Vec<f32> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+    let (w, b) = (draw(o * (c / groups) * k), draw(o));
+    let init = |name: &str, dims: &[usize], v: &[f32]| TensorProto {
+        name: name.into(),
+        dims: dims.iter().map(|&d| d as i64).collect(),
+        data_type: data_type::FLOAT,
+        float_data: v.to_vec(),
+        ..Default::default()
+    };
+    let graph = GraphProto {
+        node: vec![
+            node(
+                "Conv",
+                &["x", "w", "b"],
+                "conv",
+                vec![
+                    ints("pads", &[2, 1]),
+                    ints("strides", &[1]),
+                    ints("dilations", &[2]),
+                    AttributeProto {
+                        name: "group".into(),
+                        r#type: attribute_type::INT,
+                        i: Some(groups as i64),
+                        ..Default::default()
+                    },
+                ],
+            ),
+            node(
+                "MaxPool",
+                &["conv"],
+                "max",
+                vec![ints("kernel_shape", &[3]), ints("strides", &[2])],
+            ),
+            node(
+                "AveragePool",
+                &["max"],
+                "y",
+                vec![ints("kernel_shape", &[2]), ints("pads", &[1, 0])],
+            ),
+        ],
+        initializer: vec![init("w", &[o, c / groups, k], &w), init("b", &[o], &b)],
+        input: vec![info("x", &[1, c as i64, l as i64])],
+        output: vec![info("y", &[1, o as i64, 4])],
+        ..Default::default()
+    };
+    let p = proto::ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(graph),
+        ..Default::default()
+    };
+    let m = pare::onnx::from_onnx(&p, Path::new("conv1d.onnx")).unwrap();
+    let x = draw(2 * c * l);
+    let xt = Tensor::from_vec(vec![2, c, l], x.clone());
+    // The 1-D definitions: conv (pads 2 and 1, dilation 2, 2 groups) -> max (3, stride 2) ->
+    // average (2, left pad 1, counted out of the divisor).
+    let conv_len = l + 3 - 2 * (k - 1);
+    let mut want = Vec::new();
+    for s in 0..2 {
+        for f in 0..o {
+            let g = f / (o / groups);
+            let conv: Vec<f32> = (0..conv_len)
+                .map(|t| {
+                    let mut acc = b[f];
+                    for ci in 0..c / groups {
+                        for j in 0..k {
+                            let pos = (t + 2 * j) as isize - 2;
+                            if (0..l as isize).contains(&pos) {
+                                acc += w[(f * (c / groups) + ci) * k + j]
+                                    * x[(s * c + g * (c / groups) + ci) * l + pos as usize];
+                            }
+                        }
+                    }
+                    acc
+                })
+                .collect();
+            let max: Vec<f32> = (0..(conv_len - 3) / 2 + 1)
+                .map(|t| conv[2 * t..2 * t + 3].iter().fold(f32::MIN, |a, &v| a.max(v)))
+                .collect();
+            want.extend((0..max.len()).map(|t| {
+                if t == 0 {
+                    max[0]
+                } else {
+                    (max[t - 1] + max[t]) / 2.0
+                }
+            }));
+        }
+    }
+    let got = pare::native::infer(&m, &xt).unwrap();
+    assert_eq!(got.shape(), [2, o, want.len() / (2 * o)]);
+    let d = got
+        .data()
+        .iter()
+        .zip(&want)
+        .fold(0f32, |a, (g, w)| a.max((g - w).abs()));
+    assert!(d < 1e-5, "{d}");
+    let e = pare::exec::infer(&m, &xt, &pare::ir::Reparams::new(), &[])
+        .unwrap()
+        .output;
+    assert!(e.max_abs_diff(&got) < 1e-5);
+}

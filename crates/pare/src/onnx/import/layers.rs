@@ -5,7 +5,7 @@ use super::ops::*;
 use super::{Importer, Val};
 use crate::ir::graph::MAX_ELEMENTS;
 use crate::ir::op::{ceil_window_dropped, Op};
-use crate::ir::op::{AvgPool2d, BatchNorm, Clip, Conv2d, LayerNorm, Linear, MaxPool2d, Pad, Scale};
+use crate::ir::op::{AvgPool2d, BatchNorm, Clip, Conv2d, LayerNorm, Linear, MaxPool2d, Pad, Reshape, Scale};
 use crate::onnx::consts::Const;
 use crate::onnx::proto::NodeProto;
 
@@ -90,9 +90,22 @@ pub(super) fn split_pads(
 
 pub(super) fn conv(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<Val> {
     let mut x = dyn_in(ins, 0)?;
+    // A 1-D convolution is the 2-D one over [C, 1, L] with [out, in / groups, 1, k] filters.
+    if let [_, _] = x.1[..] {
+        let weight = const_in(ins, 1)?;
+        let [o, cg, k] = weight.shape()[..] else {
+            return Err(format!(
+                "weight of shape {:?}: expected [out, in / groups, k] for a 1-D convolution",
+                weight.shape()
+            ));
+        };
+        let mut lifted = ins.to_vec();
+        lifted[1] = Some(Val::Const(weight.reshaped(vec![o, cg, 1, k])));
+        return through_2d(imp, n, lifted, conv);
+    }
     let [c, h, w] = x.1[..] else {
         return Err(format!(
-            "reads a value of per-sample shape {:?}; pare imports 2-D convolutions",
+            "reads a value of per-sample shape {:?}; pare imports 1-D and 2-D convolutions",
             x.1
         ));
     };
@@ -313,11 +326,54 @@ fn avg_pool_without_pads(
     binary(imp, n, Op::Div, &sums, &fraction)
 }
 
+/// A 1-D window op's attributes lifted to two axes, the first of size 1 (kernel, strides and
+/// dilations 1 there, no pads): the same op on `[C, 1, L]` as on `[C, L]`.
+fn lifted_to_2d(n: &NodeProto) -> NodeProto {
+    let mut lifted = n.clone();
+    for a in &mut lifted.attribute {
+        match (a.name.as_str(), a.ints.as_slice()) {
+            ("kernel_shape" | "strides" | "dilations", [v]) => a.ints = vec![1, *v],
+            ("pads", [begin, end]) => a.ints = vec![0, *begin, 0, *end],
+            _ => {}
+        }
+    }
+    lifted
+}
+
+/// The 1-D window op `n` on `[C, L]` as the 2-D one, `op_2d`, on `[C, 1, L]`: the input
+/// reshaped, the node's attributes lifted ([`lifted_to_2d`]), the output reshaped back to
+/// `[C', L']`. The caller has lifted any weight in `ins` alike.
+fn through_2d(
+    imp: &mut Importer,
+    n: &NodeProto,
+    mut ins: Vec<Option<Val>>,
+    op_2d: fn(&mut Importer, &NodeProto, &[Option<Val>]) -> R<Val>,
+) -> R<Val> {
+    let (x, shape) = dyn_in(&ins, 0)?;
+    let tall = vec![shape[0], 1, shape[1]];
+    ins[0] = Some(unary(imp, n, &x, Op::Reshape(Reshape { shape: tall }))?);
+    match op_2d(imp, &lifted_to_2d(n), &ins)? {
+        Val::Dyn { name, shape } => unary(
+            imp,
+            n,
+            &name,
+            Op::Reshape(Reshape {
+                shape: vec![shape[0], shape[2]],
+            }),
+        ),
+        other => Ok(other),
+    }
+}
+
 pub(super) fn pool(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<Val> {
     let mut x = dyn_in(ins, 0)?;
+    // A 1-D pool is the 2-D one over [C, 1, L].
+    if let [_, _] = x.1[..] {
+        return through_2d(imp, n, ins.to_vec(), pool);
+    }
     let [_, h, w] = x.1[..] else {
         return Err(format!(
-            "reads a value of per-sample shape {:?}; pare imports 2-D pooling",
+            "reads a value of per-sample shape {:?}; pare imports 1-D and 2-D pooling",
             x.1
         ));
     };
