@@ -4,9 +4,9 @@
 //!
 //! Parameters, activations handed back to callers, masks and optimizer state are all this type,
 //! so that every compression method can read and rewrite them without touching the tensor engine.
-//! Every tensor reads as f32 ([`Tensor::data`]); a tensor held as codes or bits expands to f32
-//! only when something reads it so (once, then kept), and turns into f32 when written
-//! ([`Tensor::data_mut`]). The native engine reads the codes and bits themselves
+//! Every tensor reads as f32 ([`Tensor::data`]); a tensor held otherwise expands to f32 only
+//! when something reads it so (once, then kept), and turns into f32 when written
+//! ([`Tensor::data_mut`]). The native engine reads codes and sign bits themselves
 //! ([`Tensor::store`]), so a quantized or binary model loaded from a `.pare` file runs without
 //! an f32 copy of those weights.
 
@@ -69,7 +69,7 @@ impl Store {
 pub struct Tensor {
     shape: Vec<usize>,
     store: Store,
-    /// The f32 values of a tensor held as codes or bits, once something read them so.
+    /// The f32 values of a tensor not held as f32, once something read them so.
     view: OnceLock<Vec<f32>>,
 }
 
@@ -227,8 +227,8 @@ impl Tensor {
         &self.store
     }
 
-    /// The values as f32, row-major. A tensor held as codes or bits expands on the first call
-    /// and keeps the expansion.
+    /// The values as f32, row-major. A tensor held otherwise expands on the first call and
+    /// keeps the expansion.
     pub fn data(&self) -> &[f32] {
         match &self.store {
             Store::F32(v) => v,
@@ -236,7 +236,7 @@ impl Tensor {
         }
     }
 
-    /// The values as f32 for writing: a tensor held as codes or bits becomes an f32 tensor.
+    /// The values as f32 for writing: a tensor held otherwise becomes an f32 tensor.
     pub fn data_mut(&mut self) -> &mut [f32] {
         if !matches!(self.store, Store::F32(_)) {
             let data = self.view.take().unwrap_or_else(|| self.expand());
@@ -282,7 +282,7 @@ impl Tensor {
         }
     }
 
-    /// The f32 values of a tensor held as codes or bits.
+    /// The f32 values of a tensor not held as f32.
     fn expand(&self) -> Vec<f32> {
         let width = self.len() / rows_of(&self.shape).max(1);
         let row = |i: usize| i / width.max(1);
@@ -309,8 +309,8 @@ impl Tensor {
         self.shape.iter().product()
     }
 
-    /// Whether a tensor held as codes or bits keeps an f32 expansion (something read it as
-    /// f32): what memory reports and tests check.
+    /// Whether a tensor not held as f32 keeps an f32 expansion (something read it as f32):
+    /// tests check that packing a layer made none.
     pub fn holds_f32_copy(&self) -> bool {
         self.view.get().is_some()
     }

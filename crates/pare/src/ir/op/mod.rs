@@ -9,7 +9,8 @@
 //! Each op's struct and rules ([`Rules`]) live in its own file (`conv2d.rs`, `attention.rs`,
 //! ...; the attribute-free elementwise ops share `elementwise.rs`, residual sums and
 //! broadcasting arithmetic `arith.rs`). This file holds the enum, the names, and the one
-//! dispatch to the rules ([`Op::rules`]); `shape.rs` and `axes.rs` hold the arithmetic and the
+//! list the dispatch to the rules is generated from (`dispatch!`: [`Op::rules`],
+//! [`Op::shrunk`]); `shape.rs` and `axes.rs` hold the arithmetic and the
 //! axis-mapping types the rules share, `shrink.rs` what structured pruning keeps.
 
 mod arith;
@@ -278,53 +279,6 @@ impl Op {
         }
     }
 
-    /// The rules this op states in its own file: the one place the enum is dispatched to them.
-    pub fn rules(&self) -> &dyn Rules {
-        match self {
-            Op::Linear(o) => o,
-            Op::HashedLinear(o) => o,
-            Op::Conv2d(o) => o,
-            Op::BatchNorm(o) => o,
-            Op::MaxPool2d(o) => o,
-            Op::AvgPool2d(o) => o,
-            Op::Concat(o) => o,
-            Op::Dropout(o) => o,
-            Op::FakeQuant(o) => o,
-            Op::LayerNorm(o) => o,
-            Op::Softmax(o) => o,
-            Op::Reshape(o) => o,
-            Op::Transpose(o) => o,
-            Op::Scale(o) => o,
-            Op::Slice(o) => o,
-            Op::Select(o) => o,
-            Op::Clip(o) => o,
-            Op::Mean(o) => o,
-            Op::Parameter(o) => o,
-            Op::Embedding(o) => o,
-            Op::Attention(o) => o,
-            Op::Pad(o) => o,
-            Op::ChannelShuffle(o) => o,
-            Op::Relu
-            | Op::Relu6
-            | Op::Gelu
-            | Op::Sigmoid
-            | Op::Tanh
-            | Op::HardSwish
-            | Op::Identity
-            | Op::Silu
-            | Op::Sign
-            | Op::Abs
-            | Op::Erf => &elementwise::Elementwise,
-            Op::GlobalAvgPool => &global_avg_pool::GlobalAvgPool,
-            Op::Flatten => &flatten::Flatten,
-            Op::MatMul => &matmul::MatMul,
-            Op::Add => &arith::Sum,
-            Op::Mul => &arith::Broadcast("mul"),
-            Op::Sub => &arith::Broadcast("sub"),
-            Op::Div => &arith::Broadcast("div"),
-        }
-    }
-
     /// True for ops applied independently to each element.
     pub fn is_elementwise(&self) -> bool {
         self.rules().is_elementwise()
@@ -381,19 +335,6 @@ impl Op {
         self.rules().macs(inputs, output)
     }
 
-    /// The op once slices of its axes (or its heads) are removed, as `kept` says (see
-    /// [`Rules::shrunk`]).
-    pub fn shrunk(&self, kept: &Kept) -> Op {
-        match self {
-            Op::Linear(o) => Op::Linear(o.shrunk(kept)),
-            Op::Conv2d(o) => Op::Conv2d(o.shrunk(kept)),
-            Op::BatchNorm(o) => Op::BatchNorm(o.shrunk(kept)),
-            Op::Reshape(o) => Op::Reshape(o.shrunk(kept)),
-            Op::Attention(o) => Op::Attention(o.shrunk(kept)),
-            _ => self.clone(),
-        }
-    }
-
     /// The affine map of a [`Op::FakeQuant`] node.
     pub fn act_qparams(&self) -> Option<crate::ir::quant::QParams> {
         match self {
@@ -440,4 +381,58 @@ impl Op {
     pub fn is_depthwise(&self) -> bool {
         matches!(self, Op::Conv2d(c) if c.is_depthwise())
     }
+}
+
+/// Generates [`Op::rules`] and [`Op::shrunk`] from one list: the ops with attributes (each a
+/// struct in its own file implementing [`Rules`]) and, for those without, the shared rules
+/// they use. Both matches are exhaustive, so a new op that is not listed does not compile.
+macro_rules! dispatch {
+    (with: [$($op:ident),* $(,)?], without: [$($unit:ident => $rules:expr),* $(,)?] $(,)?) => {
+        impl Op {
+            /// The rules this op states in its own file.
+            pub fn rules(&self) -> &dyn Rules {
+                match self {
+                    $(Op::$op(o) => o,)*
+                    $(Op::$unit => &$rules,)*
+                }
+            }
+
+            /// The op once slices of its axes (or its heads) are removed, as `kept` says (see
+            /// [`Rules::shrunk`]).
+            pub fn shrunk(&self, kept: &Kept) -> Op {
+                match self {
+                    $(Op::$op(o) => Op::$op(o.shrunk(kept)),)*
+                    $(Op::$unit => Op::$unit,)*
+                }
+            }
+        }
+    };
+}
+
+dispatch! {
+    with: [
+        Linear, HashedLinear, Conv2d, BatchNorm, MaxPool2d, AvgPool2d, Concat, Dropout, FakeQuant,
+        LayerNorm, Softmax, Reshape, Transpose, Scale, Slice, Select, Clip, Mean, Parameter,
+        Embedding, Attention, Pad, ChannelShuffle,
+    ],
+    without: [
+        Relu => elementwise::Elementwise,
+        Relu6 => elementwise::Elementwise,
+        Gelu => elementwise::Elementwise,
+        Sigmoid => elementwise::Elementwise,
+        Tanh => elementwise::Elementwise,
+        HardSwish => elementwise::Elementwise,
+        Identity => elementwise::Elementwise,
+        Silu => elementwise::Elementwise,
+        Sign => elementwise::Elementwise,
+        Abs => elementwise::Elementwise,
+        Erf => elementwise::Elementwise,
+        GlobalAvgPool => global_avg_pool::GlobalAvgPool,
+        Flatten => flatten::Flatten,
+        MatMul => matmul::MatMul,
+        Add => arith::Sum,
+        Mul => arith::Broadcast("mul"),
+        Sub => arith::Broadcast("sub"),
+        Div => arith::Broadcast("div"),
+    ],
 }
