@@ -446,7 +446,7 @@ fn decode_tensor(r: &mut Reader, shape: &[usize], enc: Encoding) -> std::result:
             }
             let mut bits = r.bytes(n.div_ceil(8))?.to_vec();
             // Bits past the last element mean nothing.
-            if let Some(last) = bits.last_mut().filter(|_| n % 8 != 0) {
+            if let Some(last) = bits.last_mut().filter(|_| !n.is_multiple_of(8)) {
                 *last &= (1u8 << (n % 8)) - 1;
             }
             Tensor::from_signs(shape.to_vec(), bits, alpha)

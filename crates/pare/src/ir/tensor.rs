@@ -192,7 +192,7 @@ impl Tensor {
     /// row.
     pub fn from_signs(shape: Vec<usize>, bits: Vec<u8>, magnitudes: Vec<f32>) -> Option<Self> {
         let n: usize = shape.iter().product();
-        let tail_clear = n % 8 == 0 || bits.last().is_some_and(|b| b >> (n % 8) == 0);
+        let tail_clear = n.is_multiple_of(8) || bits.last().is_some_and(|b| b >> (n % 8) == 0);
         let ok = bits.len() == n.div_ceil(8)
             && tail_clear
             && magnitudes.len() == rows_of(&shape)

@@ -180,7 +180,7 @@ pub(super) fn fold(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> R<
                         s
                     });
                     let data = floats(&broadcast_const(&src, &stored)?, "an expanded constant")?;
-                    let name = imp.layer_name(n, n.input.get(0).map(String::as_str));
+                    let name = imp.layer_name(n, n.input.first().map(String::as_str));
                     let mut tensor_shape = vec![1];
                     tensor_shape.extend(&per_sample);
                     let v = imp.add(

@@ -144,7 +144,7 @@ pub(super) fn gather(imp: &mut Importer, n: &NodeProto, ins: &[Option<Val>]) -> 
                 num_embeddings: rows,
                 embedding_dim: dim,
             });
-            let name = imp.layer_name(n, n.input.get(0).map(String::as_str));
+            let name = imp.layer_name(n, n.input.first().map(String::as_str));
             imp.add(name, op, &[INPUT], vec![("weight", tensor(&[rows, dim], floats(table, "table")?))])
         }
         _ => Err("pare imports Gather of one constant position from a runtime value, or an embedding lookup of the model's ids".into()),
