@@ -261,13 +261,14 @@ impl Tensor {
     /// Each element's code, zero point and scale, row-major, for a tensor held as codes (none
     /// otherwise); rows are `width` long.
     fn codes(&self, width: usize) -> Box<dyn Iterator<Item = (i32, i32, f32)> + '_> {
-        let at = move |v: &[f32], i: usize| v[if v.len() == 1 { 0 } else { i / width.max(1) }];
+        // Row `i / width`, or the one row of a per-tensor scale.
+        let row = move |i: usize, per_row: usize| if per_row == 1 { 0 } else { i / width.max(1) };
         match &self.store {
             Store::Int { codes, scales, .. } => Box::new(
                 codes
                     .iter()
                     .enumerate()
-                    .map(move |(i, &q)| (i32::from(q), 0, at(scales, i))),
+                    .map(move |(i, &q)| (i32::from(q), 0, scales[row(i, scales.len())])),
             ),
             Store::Uint {
                 codes,
@@ -275,7 +276,7 @@ impl Tensor {
                 zero_points,
                 ..
             } => Box::new(codes.iter().enumerate().map(move |(i, &q)| {
-                let r = if scales.len() == 1 { 0 } else { i / width.max(1) };
+                let r = row(i, scales.len());
                 (i32::from(q), zero_points[r], scales[r])
             })),
             _ => Box::new(std::iter::empty()),
