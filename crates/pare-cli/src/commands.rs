@@ -1,12 +1,12 @@
 //! One function per subcommand: parse-level arguments in, library calls, printed results out.
 
-use pare::ir::op::{Conv2d, Linear};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use pare::data::{fashion, split, Dataset, Subset};
+use pare::ir::op::{Conv2d, Linear};
 use pare::ir::{io, Model, Reparams};
 use pare::report::{render, summarize, thousands, Engine};
 use pare::train::{evaluate, fit, Chain, FitConfig, LrSchedule, OptimizerConfig, Schedule};

@@ -1,13 +1,13 @@
 //! `pare prune`: unstructured or structured pruning of a model directory, fine-tuning, and a
 //! before/after report (accuracy, per-layer shapes, parameters, MACs, sparsity, CPU latency).
 
-use pare::ir::op::{Conv2d, Linear};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
 use pare::data::{calibration_batches, Dataset};
+use pare::ir::op::{Conv2d, Linear};
 use pare::ir::{io, Model};
 use pare::prune::schedule::{MaskHook, PruneSchedule, Ramp};
 use pare::prune::unstructured::{magnitude_masks, WeightCriterion};

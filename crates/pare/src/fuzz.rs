@@ -12,7 +12,6 @@
 //! fuzzers' starting corpora (written by the ignored test `write_seeds` in
 //! `tests/fuzz_entries.rs`).
 
-use crate::ir::op::{Embedding, LayerNorm, Mean};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -22,6 +21,7 @@ use crate::distill::cache::{self, CacheKey};
 use crate::error::{Error, Result};
 use crate::ir::graph::ops::{bn, conv, linear};
 use crate::ir::io::{self, arch_json, bind_params, parse_arch, parse_safetensors, parse_sealed};
+use crate::ir::op::{Embedding, LayerNorm, Mean};
 use crate::ir::{DType, GraphBuilder, Model, Op, Reparams, Tensor};
 use crate::pipeline::Recipe;
 use crate::train::checkpoint::{self, Checkpoint};

@@ -2,13 +2,13 @@
 //! values through a hash of their position ([`Op::HashedLinear`]), so a layer of `in x out`
 //! virtual weights stores `in x out / factor` numbers and is trained directly in that form.
 
-use crate::ir::op::{HashedLinear, Linear};
 use serde::{Deserialize, Serialize};
 
 use crate::data::batch::mix;
 use crate::error::{Error, Result};
 use crate::ir::graph::check_layer_names;
 use crate::ir::op::{hashed_index, param_name};
+use crate::ir::op::{HashedLinear, Linear};
 use crate::ir::{Model, Node, Op, Tensor};
 
 /// Where a hashed layer's shared values start.

@@ -3,13 +3,13 @@
 //! `Graph::ties`, which every engine, the optimizer, the file format and the parameter count
 //! honour (a shared set is trained once, stored once, counted once); [`untie`] undoes it.
 
-use crate::ir::op::{BatchNorm, LayerNorm};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::ir::op::param_name;
+use crate::ir::op::{BatchNorm, LayerNorm};
 use crate::ir::{Model, Op, Tensor};
 
 /// Where the shared parameters start.

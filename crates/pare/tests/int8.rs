@@ -5,12 +5,12 @@
 
 mod common;
 
-use pare::ir::op::{Conv2d, FakeQuant, Linear};
 use std::collections::BTreeMap;
 
 use common::{argmax, max_diff, random, zoo};
 use pare::exec::infer;
 use pare::ir::graph::ops::conv;
+use pare::ir::op::{Conv2d, FakeQuant, Linear};
 use pare::ir::reparam::bake;
 use pare::ir::{GraphBuilder, Model, Op, QParams, Reparams, Scheme, Tensor};
 use pare::native::{int8_dot_reference, ActCodes, Int8Conv, Int8Matrix, Int8Path};

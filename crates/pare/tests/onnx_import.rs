@@ -4,12 +4,12 @@
 
 mod common;
 
-use pare::ir::op::Scale;
 use std::path::Path;
 
 use common::zoo_for_export;
 use pare::ir::graph::GraphBuilder;
 use pare::ir::op::Op;
+use pare::ir::op::Scale;
 use pare::ir::{Model, Tensor};
 use pare::onnx::proto::{self, ModelProto};
 use pare::zoo::ZooModel;

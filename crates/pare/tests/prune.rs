@@ -2,11 +2,11 @@
 //! equivalence on every zoo model; surgery replay; importance criteria; masks, schedules and
 //! clear errors. Transformers (heads, MLP neurons) are in `prune_attention.rs`.
 
-use pare::ir::op::{BatchNorm, ChannelShuffle, Concat, Conv2d, Linear, MaxPool2d};
 use std::collections::{BTreeMap, BTreeSet};
 
 use pare::exec::infer;
 use pare::ir::graph::ops::{bn, conv, linear};
+use pare::ir::op::{BatchNorm, ChannelShuffle, Concat, Conv2d, Linear, MaxPool2d};
 use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
 use pare::prune::importance::{BnGamma, Fpgm, Norm, Random};
 use pare::prune::structured::{remove_groups, replay, zero_groups};

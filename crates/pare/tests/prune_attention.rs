@@ -2,11 +2,11 @@
 //! attention written out as projections, reshapes, transposes and matrix products (as BERT and
 //! ONNX files hold it), which axis mappings carry like the fused op's.
 
-use pare::ir::op::{Attention, Mean, Reshape, Scale, Select, Softmax, Transpose};
 use std::collections::BTreeSet;
 
 use pare::exec::infer;
 use pare::ir::graph::ops::linear;
+use pare::ir::op::{Attention, Mean, Reshape, Scale, Select, Softmax, Transpose};
 use pare::ir::{GraphBuilder, Model, Op, Reparams};
 use pare::prune::structured::{remove_groups, replay, zero_groups};
 use pare::prune::DepGraph;

@@ -2,11 +2,11 @@
 //! activation calibration, the clipped straight-through estimator, and centroid fine-tuning
 //! (distinct values per layer, pruned weights, the summed centroid gradient).
 
-use pare::ir::op::{Dropout, FakeQuant};
 use std::collections::BTreeMap;
 
 use pare::data::{make_batch, Batch, Dataset};
 use pare::exec::{infer, train_step, LossTerm};
+use pare::ir::op::{Dropout, FakeQuant};
 use pare::ir::{Model, Op, Reparam, Reparams, Tensor, WeightQuant};
 use pare::quant::{
     bake, calibrate_activations, strip_act_quant, weight_reparams, ActQuant, ActScope, CentroidInit,

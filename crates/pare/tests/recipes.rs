@@ -1,9 +1,9 @@
 //! The recipes shipped in `recipes/` parse and validate; a recipe-level mistake in the fields
 //! added for distillation gets a clear error; a structured stage with a threshold runs.
 
-use pare::ir::op::HashedLinear;
 use std::path::Path;
 
+use pare::ir::op::HashedLinear;
 use pare::pipeline::recipe::{Recipe, Stage};
 
 #[test]

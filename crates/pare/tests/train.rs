@@ -1,13 +1,13 @@
 //! The fit loop on small generated data: exact resume, reproducibility, NaN detection, masks,
 //! BatchNorm running statistics, and optimizers against PyTorch reference values.
 
-use pare::ir::op::Dropout;
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use pare::data::{Augment, Dataset, InMemory};
 use pare::exec::{train_step, LossTerm};
 use pare::ir::graph::ops::{bn, linear};
+use pare::ir::op::Dropout;
 use pare::ir::{GraphBuilder, Model, Op, Params, Reparam, Reparams, Tensor};
 use pare::train::{
     fit, FitConfig, Hooks, LrSchedule, NoHooks, Optimizer, OptimizerConfig, OutputLosses, Schedule, StepInfo,

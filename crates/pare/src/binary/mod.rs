@@ -19,12 +19,12 @@
 //! weights. BNN and XNOR rewrite chains only (every node reads one value, read by one node):
 //! the sign must sit on the one path into each layer.
 
-use crate::ir::op::{AvgPool2d, BatchNorm, Conv2d, HashedLinear, Linear, Mean};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::ir::op::{AvgPool2d, BatchNorm, Conv2d, HashedLinear, Linear, Mean};
 use crate::ir::{Graph, Model, Node, Op, Readers, Reparam, Reparams};
 
 /// Which binary network.

@@ -1,12 +1,12 @@
 //! The model graph: named nodes in topological order, each an [`Op`] applied to named inputs.
 
-use crate::ir::op::Embedding;
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 
 use super::op::{elements, Op};
 use crate::error::{Error, Result};
+use crate::ir::op::Embedding;
 
 pub mod input;
 pub mod ops;

@@ -1,6 +1,5 @@
 //! A model: a validated graph plus its named parameters.
 
-use crate::ir::op::{Attention, BatchNorm, Conv2d, Embedding, HashedLinear, LayerNorm, Linear, Parameter};
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
@@ -10,6 +9,7 @@ use super::graph::{Graph, Shapes};
 use super::op::{Op, ParamKind, ParamSpec};
 use super::tensor::Tensor;
 use crate::error::{Error, Result};
+use crate::ir::op::{Attention, BatchNorm, Conv2d, Embedding, HashedLinear, LayerNorm, Linear, Parameter};
 
 /// Named parameters, keyed `{node}.{suffix}` like a PyTorch `state_dict`.
 pub type Params = BTreeMap<String, Tensor>;

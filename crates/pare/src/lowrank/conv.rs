@@ -1,12 +1,12 @@
 //! Convolutions factorized: spatial SVD, Tucker-2 and depthwise-separable. Weights are
 //! PyTorch's `[out, in, kh, kw]`.
 
-use crate::ir::op::Conv2d;
 use nalgebra::DMatrix;
 
 use super::svd::Svd;
 use super::{kept_fraction, ConvMethod, LayerRank, Rank};
 use crate::ir::op::param_name;
+use crate::ir::op::Conv2d;
 use crate::ir::{Model, Node, Op, Params, Tensor};
 
 /// The factorization of conv `node` by `method`: its report row, the nodes that replace it

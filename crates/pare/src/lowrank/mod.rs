@@ -25,7 +25,6 @@ mod refit;
 mod svd;
 pub mod vbmf;
 
-use crate::ir::op::{Conv2d, Linear};
 pub use budget::{factorize_for_macs, BudgetReport, Trial};
 pub use refit::{refit_pointwise, refit_separable};
 
@@ -36,6 +35,7 @@ use serde::Serialize;
 use crate::error::{Error, Result};
 use crate::ir::graph::check_layer_names;
 use crate::ir::op::param_name;
+use crate::ir::op::{Conv2d, Linear};
 use crate::ir::{Model, Node, Op};
 use svd::Svd;
 

@@ -2,11 +2,11 @@
 //! by least squares so that the pair reproduces the original convolution's outputs on
 //! calibration images (the depthwise filters keep their rank-1 weight-space fit).
 
-use crate::ir::op::Conv2d;
 use nalgebra::DMatrix;
 
 use crate::error::{Error, Result};
 use crate::ir::op::param_name;
+use crate::ir::op::Conv2d;
 use crate::ir::{Model, Op, Reparams, Tensor};
 
 /// After [`super::factorize_with`] with [`super::ConvMethod::Separable`]: refits the pointwise

@@ -2,11 +2,11 @@
 //! block of samples, blocks over the cores, bias and ReLU applied in the output pass; depthwise
 //! convolutions as row multiply-adds.
 
-use crate::ir::op::Conv2d;
 use rayon::prelude::*;
 
 use super::matmul::{matmul, SharedOut};
 use super::Fused;
+use crate::ir::op::Conv2d;
 use crate::ir::Op;
 
 use std::cell::RefCell;

@@ -1,10 +1,10 @@
 //! Max, average and global average pooling on channel-major images, planes in parallel when
 //! the work is large enough.
 
-use crate::ir::op::{AvgPool2d, MaxPool2d};
 use rayon::prelude::*;
 
 use crate::ir::op::pool_out;
+use crate::ir::op::{AvgPool2d, MaxPool2d};
 use crate::ir::Op;
 
 /// The window reads from which a pool runs its planes on several threads.

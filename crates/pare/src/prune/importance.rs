@@ -1,7 +1,6 @@
 //! Channel importance criteria behind one trait. Each scores every prunable channel (producer
 //! node, output channel); a higher score means more important, so the lowest go first.
 
-use crate::ir::op::BatchNorm;
 use std::collections::BTreeMap;
 
 use rand::{Rng, SeedableRng};
@@ -12,6 +11,7 @@ use super::deps::DepGraph;
 use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::exec::{self, LossTerm};
+use crate::ir::op::BatchNorm;
 use crate::ir::op::{channel_axis, param_name};
 use crate::ir::{Model, Op, Params, Reparams};
 

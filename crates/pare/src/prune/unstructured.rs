@@ -3,12 +3,12 @@
 //! threshold, or by a threshold generated from each layer's spread (Deep Compression: quality
 //! parameter times the layer's weight standard deviation).
 
-use crate::ir::op::{Attention, Conv2d, Linear};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
+use crate::ir::op::{Attention, Conv2d, Linear};
 use crate::ir::{Model, Op, Tensor};
 
 /// Masks per weight name (`{node}.weight`): 1 keeps a weight, 0 prunes it.

@@ -7,7 +7,6 @@
 //! and saves, reloads and reports like any other. Weights are quantized per tensor or per
 //! output channel from their min/max (the usual choice for weights).
 
-use crate::ir::op::{Conv2d, FakeQuant, Linear};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -16,6 +15,7 @@ use super::observer::{Observer, Samples};
 use crate::data::Batch;
 use crate::error::{Error, Result};
 use crate::exec;
+use crate::ir::op::{Conv2d, FakeQuant, Linear};
 use crate::ir::{Model, Node, Op, Readers, Reparam, Reparams, Scheme, Tensor, WeightQuant, INPUT};
 
 /// Bit widths per layer: a default for layer weights (Linear, Conv2d, attention) plus per-node

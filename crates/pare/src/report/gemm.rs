@@ -2,11 +2,11 @@
 //! native engine runs, so that a kernel is timed as a layer of a compiled plan (input packing
 //! and all), interleaved with the f32 layer by [`super::latencies_ms`].
 
-use crate::ir::op::{FakeQuant, Linear};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::error::{Error, Result};
+use crate::ir::op::{FakeQuant, Linear};
 use crate::ir::{GraphBuilder, Model, Op, Scheme};
 
 /// The weight form of a benchmarked layer.

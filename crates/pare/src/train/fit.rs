@@ -1,7 +1,6 @@
 //! The fit loop: seeded batches, forward/backward on the engine, optimizer step, hooks,
 //! validation, atomic checkpoints every epoch (and on interruption), exact resume.
 
-use crate::ir::op::BatchNorm;
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -14,6 +13,7 @@ use crate::data::batch::mix;
 use crate::data::{epoch_order, make_batch, sequential, Batch, Dataset};
 use crate::error::{Error, Result};
 use crate::exec::{self, LossTerm, StepOutput};
+use crate::ir::op::BatchNorm;
 use crate::ir::{Model, Params, Reparams};
 
 /// Progress after one optimizer step.

@@ -1,9 +1,9 @@
 //! The binary convolution: one patch of sign bits per output position against every filter.
 
-use crate::ir::op::Conv2d;
 use rayon::prelude::*;
 
 use super::{mismatches, BinaryMatrix, PopcountPath};
+use crate::ir::op::Conv2d;
 use crate::native::Fused;
 
 /// A binary convolution (XNOR-Net, BNN): `alpha_r * sign(w_r)` filters over the signs of the

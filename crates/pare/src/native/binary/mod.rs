@@ -343,8 +343,6 @@ unsafe fn lanes_avx512<const S: usize>(
     }
 }
 
-/// Packs one row of values into sign bits (1 for `>= 0`, so 0 for NaN as `sign` gives -1),
-/// 64 to a word.
 /// The sign bits and magnitudes of a `[rows, width]` tensor held as signs, when they fit.
 fn held_signs(t: &Tensor, rows: usize, width: usize) -> Option<(&[u8], &[f32])> {
     match t.store() {
@@ -361,6 +359,8 @@ fn held_signs(t: &Tensor, rows: usize, width: usize) -> Option<(&[u8], &[f32])> 
     }
 }
 
+/// Packs one row of values into sign bits (1 for `>= 0`, so 0 for NaN as `sign` gives -1),
+/// 64 to a word.
 fn pack_row(row: &[f32], out: &mut [u64]) {
     #[cfg(target_arch = "x86_64")]
     if has_avx() {

@@ -5,13 +5,13 @@
 //! output channel come out together and are stored channel-major as they are), blocks spread
 //! over the cores.
 
-use crate::ir::op::Conv2d;
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use super::gemm::{pack_group, padded, product_by_position, Int8Path, GROUP};
 use super::{grid, held_codes, ActCodes, Int8Matrix};
+use crate::ir::op::Conv2d;
 use crate::ir::{Op, Tensor};
 use crate::native::matmul::SharedOut;
 use crate::native::Fused;

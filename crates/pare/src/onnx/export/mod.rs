@@ -16,7 +16,6 @@ mod blocks;
 mod emit;
 mod qdq;
 
-use crate::ir::op::Parameter;
 use std::collections::HashMap;
 
 use super::proto::{
@@ -25,6 +24,7 @@ use super::proto::{
 };
 use crate::error::{Error, Result};
 use crate::ir::graph::{DType, Normalize, INPUT};
+use crate::ir::op::Parameter;
 use crate::ir::op::{param_name, resolve_axis, Op};
 use crate::ir::{Model, Tensor};
 

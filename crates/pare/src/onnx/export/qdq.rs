@@ -11,10 +11,10 @@
 //! int32 codes at the input scale times each row's, as QLinearConv takes it. Every other layer
 //! keeps f32 weights.
 
-use crate::ir::op::{BatchNorm, Conv2d, FakeQuant, Linear};
 use std::collections::{HashMap, HashSet};
 
 use crate::ir::op::param_name;
+use crate::ir::op::{BatchNorm, Conv2d, FakeQuant, Linear};
 use crate::ir::quant::weight_grid;
 use crate::ir::{Model, Op};
 

@@ -18,7 +18,6 @@ mod layers;
 mod layout;
 mod ops;
 
-use crate::ir::op::Parameter;
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
@@ -27,6 +26,7 @@ use super::proto::{data_type, DimValue, ModelProto, NodeProto, TypeValue};
 use crate::error::{Error, Result};
 use crate::ir::graph::{DType, InputSpec, Normalize, INPUT};
 use crate::ir::model::Params;
+use crate::ir::op::Parameter;
 use crate::ir::op::{param_name, Op};
 use crate::ir::{Graph, Model, Node, Tensor};
 

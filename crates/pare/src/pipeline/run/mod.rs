@@ -7,7 +7,6 @@
 //! forward-time weight quantizers or binarizations, and the set of clustered weights. Each finished stage is
 //! saved under the work directory, and a resumed run starts after the last one saved.
 
-use crate::ir::op::HashedLinear;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -27,6 +26,7 @@ use crate::codec::{self, Encoding, FileBytes, Plan};
 use crate::data::{calibration_batches, Augment, Dataset};
 use crate::distill::{DistillHook, Objective};
 use crate::error::{Error, Result};
+use crate::ir::op::HashedLinear;
 use crate::ir::quant::{BITS, SHARE_BITS};
 use crate::ir::{io, Model, Op, ParamKind, Reparam, Reparams};
 use crate::prune::schedule::{MaskHook, PruneSchedule};
