@@ -153,8 +153,8 @@ fn axis_rules() {
     assert_eq!(
         grouped.couples,
         [
-            Couple::OutputSlots { axis: 0, groups: 2 },
-            Couple::InputSlots {
+            Couple::OutputGroups { axis: 0, groups: 2 },
+            Couple::InputGroups {
                 input: 0,
                 axis: 0,
                 groups: 2

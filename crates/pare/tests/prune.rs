@@ -1,12 +1,13 @@
-//! Pruning: dependency groups on residual, concat, depthwise and grouped graphs; removal
-//! equivalence on every zoo model; surgery replay; importance criteria; masks, schedules and
-//! clear errors. Transformers (heads, MLP neurons) are in `prune_attention.rs`.
+//! Pruning: dependency groups on residual, concat and depthwise graphs; removal equivalence on
+//! every zoo model; surgery replay; importance criteria; masks, schedules and clear errors.
+//! Transformers (heads, MLP neurons) are in `prune_attention.rs`, grouped convolutions and
+//! channel shuffles in `prune_groups.rs`.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use pare::exec::infer;
 use pare::ir::graph::ops::{bn, conv, linear};
-use pare::ir::op::{BatchNorm, ChannelShuffle, Concat, Conv2d, Linear, MaxPool2d};
+use pare::ir::op::{BatchNorm, Concat, Conv2d, Linear, MaxPool2d};
 use pare::ir::{GraphBuilder, Model, Op, Reparams, Tensor};
 use pare::prune::importance::{BnGamma, Fpgm, Norm, Random};
 use pare::prune::structured::{remove_groups, replay, zero_groups};
@@ -378,88 +379,4 @@ fn criteria_parse_from_their_names() {
         e.contains("'l3'") && e.contains("fpgm") && e.contains("random"),
         "{e}"
     );
-}
-
-/// A ShuffleNet-style stack: grouped 1x1 convs, a channel shuffle between them, a depthwise
-/// conv. Structured pruning removes the same slot from every group (the groups stay equal)
-/// and follows the shuffle's permutation; zeroed channels removed leave the outputs unchanged.
-fn shuffle_model() -> Model {
-    use pare::ir::graph::ops::{bn, conv, conv_grouped, depthwise, linear};
-    let mut b = GraphBuilder::new(vec![1, 28, 28]);
-    b.then("stem", conv(1, 8, 3, 2, 1, false));
-    b.then("stem_bn", bn(8));
-    b.then("stem_relu", Op::Relu);
-    b.then("g1", conv_grouped(8, 16, 1, 0, 1, 4, false));
-    b.then("g1_bn", bn(16));
-    b.then("g1_relu", Op::Relu);
-    b.then("shuffle", Op::ChannelShuffle(ChannelShuffle { groups: 4 }));
-    b.then("dw", depthwise(16, 3, 1, 1));
-    b.then("dw_bn", bn(16));
-    b.then("g2", conv_grouped(16, 24, 1, 0, 1, 4, false));
-    b.then("g2_bn", bn(24));
-    b.then("g2_relu", Op::Relu);
-    b.then("pool", Op::GlobalAvgPool);
-    b.then("flatten", Op::Flatten);
-    b.then("fc", linear(24, 10));
-    Model::init(b.finish().unwrap(), 6).unwrap()
-}
-
-#[test]
-fn grouped_convs_and_channel_shuffles_prune_by_slot() {
-    let m = shuffle_model();
-    let d = DepGraph::build(&m).unwrap();
-    // The stem's 8 channels form g1's 2 input slots (4 channels each) and g2's 24 filters its 6
-    // filter slots. Between g1 and g2 the slots cross: g1 needs slot k gone from each of its
-    // groups, g2 (reading them shuffled) position i of each of its groups, which is g1's group
-    // i; together that is all 16 channels, one group that cannot be removed.
-    let mut sizes: Vec<usize> = d.groups.iter().map(|g| g.members.len()).collect();
-    sizes.sort_unstable();
-    assert_eq!(sizes, [vec![4; 8], vec![16]].concat(), "{:?}", families(&m));
-    check_equivalence(shuffle_model(), "shuffle");
-    // One input slot of g1 (stem channels 1, 3, 5, 7) zeroed, then removed: g1's weights lose
-    // that slot in every group and the outputs agree.
-    let mut z = shuffle_model();
-    perturb_bn(&mut z);
-    let stem = z.graph.index_of("stem").unwrap();
-    let slot: BTreeSet<usize> = (0..d.groups.len())
-        .filter(|&g| d.groups[g].members.contains(&(stem, 1)))
-        .collect();
-    assert_eq!(d.groups[*slot.first().unwrap()].members.len(), 4);
-    zero_groups(&mut z, &d, &slot);
-    let (p, _) = remove_groups(&z, &d, &slot).unwrap();
-    assert_eq!(p.params["g1.weight"].shape(), &[16, 1, 1, 1]);
-    let x = input(2);
-    let (a, b) = (
-        infer(&z, &x, &Reparams::new(), &[]).unwrap().output,
-        infer(&p, &x, &Reparams::new(), &[]).unwrap().output,
-    );
-    assert!(a.max_abs_diff(&b) < 1e-4, "{}", a.max_abs_diff(&b));
-
-    let sel = Selection {
-        scope: Scope::PerLayer,
-        amount: Amount::Ratio(0.5),
-        per_layer: BTreeMap::new(),
-        exclude: vec![],
-        round_to: 1,
-    };
-    let (p, _) = pare::prune::structured(&m, &Norm { p: 1 }, &sel).unwrap();
-    let conv_of = |name: &str| match p.graph.node(name).unwrap().op {
-        Op::Conv2d(Conv2d {
-            in_channels,
-            out_channels,
-            groups,
-            ..
-        }) => (in_channels, out_channels, groups),
-        _ => unreachable!(),
-    };
-    assert_eq!(conv_of("stem"), (1, 4, 1));
-    assert_eq!(conv_of("g1"), (4, 16, 4));
-    assert_eq!(conv_of("dw"), (16, 16, 16));
-    assert_eq!(conv_of("g2"), (16, 12, 4));
-    assert_eq!(p.params["g1.weight"].shape(), &[16, 1, 1, 1]);
-    assert_eq!(p.params["g2.weight"].shape(), &[12, 4, 1, 1]);
-    let x = input(2);
-    let y = infer(&p, &x, &Reparams::new(), &[]).unwrap().output;
-    assert_eq!(y.shape(), &[2, 10]);
-    assert_eq!(pare::native::infer(&p, &x).unwrap().shape(), &[2, 10]);
 }

@@ -10,7 +10,9 @@
 //! heads makes one element of each run of `head_dim` positions, a channel shuffle permutes the
 //! vector, and fixed axes (spatial positions, normalized or mixed features, the graph's input
 //! and outputs) get elements that can never go. Elements that must be removed together fall
-//! into one union-find class: a [`Group`], prunable when no element of it is fixed. Removing a
+//! into one union-find class: a [`Group`], prunable when no element of it is fixed. The groups
+//! of a grouped convolution are balanced last: each class then removes as many positions from
+//! every group (see [`Elements::balance`]). Removing a
 //! group slices the producers' output rows, every pass-through parameter (BatchNorm, depthwise
 //! filters), every consumer's input columns, and shrinks the reshapes on the way.
 
@@ -80,11 +82,14 @@ type Carriers = BTreeMap<(usize, usize), usize>;
 
 /// The elements made so far, their producers, and the union-find over them that knows, at any
 /// point of the walk, whether a class is fixed.
-#[derive(Default)]
+#[derive(Clone, Default)]
 struct Elements {
     parent: Vec<usize>,
     fixed: Vec<bool>,
     producer: Vec<Option<(usize, usize)>>,
+    /// Axes cut into equal runs that must stay equal (a grouped convolution's groups), with
+    /// their run counts: balanced once every coupling is known.
+    balances: Vec<(Vec<usize>, usize)>,
 }
 
 impl Elements {
@@ -144,6 +149,103 @@ impl Elements {
         } else {
             self.fix(a);
             self.fix(b);
+        }
+    }
+
+    /// Makes every class that can still go remove as many positions from each of `groups`
+    /// equal runs of `elems`, so that a grouped convolution's groups stay equal, in whichever
+    /// of two ways leaves more classes that can go.
+    ///
+    /// Joining the same slot of every run (see [`Elements::same_slot`]) suits runs whose slots
+    /// line up, such as a residual stream that grouped convolutions read and write. It fails
+    /// after a channel shuffle: the shuffle keeps each column whole, its columns cross the runs
+    /// of the grouped convolution after it, and joining slots then joins every column into one
+    /// class. Joining by counts (see [`Elements::balance_counts`]) pairs one column of each run
+    /// instead.
+    fn balance(&mut self, elems: &[usize], groups: usize) {
+        let mut by_slot = self.clone();
+        by_slot.same_slot(elems, groups);
+        let mut by_count = self.clone();
+        by_count.balance_counts(elems, groups);
+        *self = if by_count.removable(elems) > by_slot.removable(elems) {
+            by_count
+        } else {
+            by_slot
+        };
+    }
+
+    /// How many classes of `elems` can still go.
+    fn removable(&mut self, elems: &[usize]) -> usize {
+        let mut roots = BTreeSet::new();
+        for &e in elems {
+            if !self.is_fixed(e) {
+                roots.insert(self.find(e));
+            }
+        }
+        roots.len()
+    }
+
+    /// Balances the runs of `elems` by counting what each class removes from each run.
+    ///
+    /// Classes already balanced stay as they are. Those that lie in one run are joined with
+    /// classes of the same size in every other run, in the order of their first positions:
+    /// single positions become the same slot of every run, a shuffle's columns one column
+    /// from each run. What is left is joined into one class, fixed unless it is balanced.
+    /// Joining balanced classes keeps them balanced, so axes balanced earlier stay so.
+    fn balance_counts(&mut self, elems: &[usize], groups: usize) {
+        let per = elems.len() / groups.max(1);
+        if groups < 2 || per == 0 {
+            return;
+        }
+        // Per class that can go: its positions in each run, classes in order of first position.
+        let mut counts: Vec<(usize, Vec<usize>)> = Vec::new();
+        let mut index: BTreeMap<usize, usize> = BTreeMap::new();
+        for (p, &e) in elems.iter().enumerate() {
+            if self.is_fixed(e) {
+                continue;
+            }
+            let r = self.find(e);
+            let k = *index.entry(r).or_insert_with(|| {
+                counts.push((r, vec![0; groups]));
+                counts.len() - 1
+            });
+            counts[k].1[p / per] += 1;
+        }
+        let mut in_one_run: BTreeMap<(usize, usize), Vec<usize>> = BTreeMap::new();
+        let mut rest = Vec::new();
+        for (k, (_, c)) in counts.iter().enumerate() {
+            if c.iter().all(|&n| n == c[0]) {
+                continue;
+            }
+            let runs: Vec<usize> = (0..groups).filter(|&g| c[g] > 0).collect();
+            match *runs {
+                [run] => in_one_run.entry((c[run], run)).or_default().push(k),
+                _ => rest.push(k),
+            }
+        }
+        let sizes: BTreeSet<usize> = in_one_run.keys().map(|&(n, _)| n).collect();
+        for n in sizes {
+            let lists: Vec<Vec<usize>> = (0..groups)
+                .map(|g| in_one_run.remove(&(n, g)).unwrap_or_default())
+                .collect();
+            let joined = lists.iter().map(Vec::len).min().unwrap_or(0);
+            for j in 0..joined {
+                for list in &lists[1..] {
+                    self.union(counts[lists[0][j]].0, counts[list[j]].0);
+                }
+            }
+            rest.extend(lists.iter().flat_map(|l| l[joined..].iter().copied()));
+        }
+        let Some(&first) = rest.first() else { return };
+        let mut total = vec![0; groups];
+        for &k in &rest {
+            self.union(counts[first].0, counts[k].0);
+            for (t, n) in total.iter_mut().zip(&counts[k].1) {
+                *t += n;
+            }
+        }
+        if total.iter().any(|&n| n != total[0]) {
+            self.fix(&[counts[first].0]);
         }
     }
 
@@ -313,8 +415,10 @@ impl DepGraph {
                         let (x, y) = (&ins[a.0][a.1], &ins[b.0][b.1]);
                         el.couple(x, y);
                     }
-                    Couple::InputSlots { input, axis, groups } => el.same_slot(&ins[input][axis], groups),
-                    Couple::OutputSlots { .. } => {}
+                    Couple::InputGroups { input, axis, groups } => {
+                        el.balances.push((ins[input][axis].clone(), groups));
+                    }
+                    Couple::OutputGroups { .. } => {}
                 }
             }
             let mut out = Vec::with_capacity(out_shape.len());
@@ -346,8 +450,8 @@ impl DepGraph {
                 out.push(v);
             }
             for c in &rule.couples {
-                if let Couple::OutputSlots { axis, groups } = *c {
-                    el.same_slot(&out[axis], groups);
+                if let Couple::OutputGroups { axis, groups } = *c {
+                    el.balances.push((out[axis].clone(), groups));
                 }
             }
             let out_axis = rule.weight_out.or_else(|| channel_axis(out.len()));
@@ -364,6 +468,9 @@ impl DepGraph {
             for a in &axes[index[out]] {
                 el.fix(a);
             }
+        }
+        for (elems, groups) in std::mem::take(&mut el.balances) {
+            el.balance(&elems, groups);
         }
         let n = el.parent.len();
         let mut group_index: BTreeMap<usize, usize> = BTreeMap::new();

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::deps::DepGraph;
 use crate::error::{Error, Result};
 use crate::ir::op::{channel_axis, param_name, Kept};
-use crate::ir::{Model, Params};
+use crate::ir::{Model, Params, Tensor};
 
 /// What structured pruning removed: per producer node (a Linear or dense Conv2d of the base
 /// model), the indices of its output channels that are gone; for an attention node, the
@@ -123,20 +123,59 @@ pub fn remove_groups(model: &Model, deps: &DepGraph, groups: &BTreeSet<usize>) -
                 t = t.select(a, &keep_out);
             }
             if let Some(a) = spec.in_axis.filter(|_| keep_in.len() < deps.in_elems[i].len()) {
-                // A grouped conv's weight holds one group's input slots: the kept slots are the
-                // kept positions of the first group (the same in every group).
-                let slots: Vec<usize> = keep_in.iter().copied().filter(|&p| p < t.shape()[a]).collect();
-                let kept = if t.shape()[a] < deps.in_elems[i].len() {
-                    &slots
+                t = if t.shape()[a] < deps.in_elems[i].len() {
+                    group_slots(
+                        &t,
+                        a,
+                        deps.out_elems[i].len(),
+                        &keep_out,
+                        deps.in_elems[i].len(),
+                        &keep_in,
+                    )
                 } else {
-                    &keep_in
+                    t.select(a, &keep_in)
                 };
-                t = t.select(a, kept);
             }
             params.insert(name, t);
         }
     }
     Ok((Model::new(graph, params)?, surgery))
+}
+
+/// A grouped convolution's weight `[out, in / groups, ...]`, its filters already cut to
+/// `keep_out` (of `out_total`), keeps on `axis` each filter's own group's kept input slots
+/// (`keep_in`, of `in_total`). The dependency analysis keeps as many positions in every group,
+/// not always the same slots: a channel shuffle before the convolution crosses them.
+fn group_slots(
+    t: &Tensor,
+    axis: usize,
+    out_total: usize,
+    keep_out: &[usize],
+    in_total: usize,
+    keep_in: &[usize],
+) -> Tensor {
+    let per_in = t.shape()[axis];
+    let groups = in_total / per_in.max(1);
+    let per_out = out_total / groups.max(1);
+    let slots: Vec<Vec<usize>> = (0..groups)
+        .map(|g| {
+            keep_in
+                .iter()
+                .filter(|&&p| p / per_in == g)
+                .map(|&p| p % per_in)
+                .collect()
+        })
+        .collect();
+    if slots.iter().all(|s| *s == slots[0]) {
+        return t.select(axis, &slots[0]);
+    }
+    let mut shape = t.shape().to_vec();
+    shape[axis] = slots[0].len();
+    let mut data = Vec::with_capacity(shape.iter().product());
+    for (r, &o) in keep_out.iter().enumerate() {
+        data.extend_from_slice(t.select(0, &[r]).select(axis, &slots[o / per_out.max(1)]).data());
+    }
+    Tensor::from_vec(shape, data)
 }
 
 /// The number of channels the surgery log numbers for node `i`: its heads for attention, the

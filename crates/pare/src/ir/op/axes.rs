@@ -43,8 +43,9 @@ pub enum Source {
         part: usize,
     },
     /// `axis` of input `input` seen as `[groups, n / groups]` and transposed (ShuffleNet's
-    /// channel shuffle): output position `j * groups + i` is input position `i * (n / groups) + j`,
-    /// and slot `j` of every input group goes together so that the groups stay equal.
+    /// channel shuffle): output position `j * groups + i` is input position `i * (n / groups) + j`.
+    /// Slot `j` of every input group (a column of the transposed view) goes together: only
+    /// whole columns can go for the smaller shuffle to keep the order of what is left.
     Shuffled {
         input: usize,
         axis: usize,
@@ -52,22 +53,24 @@ pub enum Source {
     },
 }
 
-/// Positions that go together: removing one removes the others.
+/// Positions that go together (removing one removes the others), or runs of positions that
+/// lose as many each.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Couple {
     /// Position `p` of axis `a.1` of input `a.0` with position `p` of axis `b.1` of input
     /// `b.0` (a residual sum, broadcasting arithmetic, the shared axis of a matrix product).
     Positions { a: (usize, usize), b: (usize, usize) },
-    /// The same slot of each of `groups` equal runs of `axis` of input `input` (the input side
-    /// of a grouped convolution, whose groups must stay equal).
-    InputSlots {
+    /// `axis` of input `input` is `groups` equal runs that must stay equal: whatever goes,
+    /// goes in the same number from every run (the input side of a grouped convolution, whose
+    /// filters each read their own group's kept slots).
+    InputGroups {
         input: usize,
         axis: usize,
         groups: usize,
     },
-    /// The same slot of each of `groups` equal runs of output axis `axis` (the filters of a
+    /// Output axis `axis` is `groups` equal runs that must stay equal (the filters of a
     /// grouped convolution).
-    OutputSlots { axis: usize, groups: usize },
+    OutputGroups { axis: usize, groups: usize },
 }
 
 /// An op's axis mapping for given input shapes: one [`Source`] per output axis, the couplings
@@ -130,10 +133,10 @@ impl AxisRule {
         });
         let coupled = self.couples.iter().any(|c| match c {
             Couple::Positions { a, b } => *a == (input, axis) || *b == (input, axis),
-            Couple::InputSlots {
+            Couple::InputGroups {
                 input: i, axis: a, ..
             } => (*i, *a) == (input, axis),
-            Couple::OutputSlots { .. } => false,
+            Couple::OutputGroups { .. } => false,
         });
         from_source || coupled || (input == 0 && self.weight_in == Some(axis))
     }

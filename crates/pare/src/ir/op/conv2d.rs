@@ -71,11 +71,11 @@ impl Rules for Conv2d {
         }
         r.outputs[0] = Source::Made;
         if self.groups > 1 {
-            // Equal groups: a slot goes from every group at once, on both sides.
+            // Equal groups: as many positions go from every group, on both sides.
             let groups = self.groups;
             r.couples = vec![
-                Couple::OutputSlots { axis: 0, groups },
-                Couple::InputSlots {
+                Couple::OutputGroups { axis: 0, groups },
+                Couple::InputGroups {
                     input: 0,
                     axis: 0,
                     groups,
