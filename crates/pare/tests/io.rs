@@ -110,11 +110,116 @@ fn unsupported_dtype_is_named() {
     use safetensors::tensor::{Dtype, TensorView};
     let e = load_error(|d| {
         let data = vec![0u8; 50];
-        let v = TensorView::new(Dtype::U8, vec![50], &data).unwrap();
+        let v = TensorView::new(Dtype::F8_E4M3, vec![50], &data).unwrap();
         let bytes = safetensors::serialize([("conv2.bias", v)], None).unwrap();
         std::fs::write(d.join(WEIGHTS_FILE), bytes).unwrap();
     });
-    assert!(e.contains("conv2.bias") && e.contains("U8"), "{e}");
+    assert!(e.contains("conv2.bias") && e.contains("F8_E4M3"), "{e}");
+}
+
+/// A model whose one parameter is a table of integers added to its input (as a checkpoint's
+/// index buffer would be read), saved by "PyTorch" with `dtype` bytes.
+fn integer_table(dir: &Path, dtype: safetensors::tensor::Dtype, bytes: &[u8]) {
+    use pare::ir::op::Parameter;
+    use pare::ir::{GraphBuilder, Op, INPUT};
+    let mut b = GraphBuilder::new(vec![6]);
+    b.add("ids", Op::Parameter(Parameter { shape: vec![6] }), &[]);
+    b.add("sum", Op::Add, &[INPUT, "ids"]);
+    std::fs::write(dir.join(ARCH_FILE), io::arch_json(&b.finish().unwrap())).unwrap();
+    let v = safetensors::tensor::TensorView::new(dtype, vec![1, 6], bytes).unwrap();
+    std::fs::write(
+        dir.join(WEIGHTS_FILE),
+        safetensors::serialize([("ids", v)], None).unwrap(),
+    )
+    .unwrap();
+}
+
+#[test]
+fn integer_tensors_load_as_i32_run_exactly_and_save_as_i32() {
+    use safetensors::tensor::Dtype;
+    let want = [0i64, 1, -5, 16_777_216, i32::MAX as i64, i32::MIN as i64];
+    let dir = tempfile::tempdir().unwrap();
+    let le = |v: &[i64]| -> Vec<u8> { v.iter().flat_map(|x| x.to_le_bytes()).collect() };
+    integer_table(dir.path(), Dtype::I64, &le(&want));
+    let m = load(dir.path()).unwrap();
+    assert_eq!(m.params["ids"].store().dtype(), "i32");
+    assert_eq!(m.params["ids"].zero_count(), 1);
+    // Read as f32 where used: exact up to 2^24.
+    let x = Tensor::from_vec(vec![1, 6], vec![0.5; 6]);
+    let y = pare::exec::infer(&m, &x, &pare::ir::Reparams::new(), &[])
+        .unwrap()
+        .output;
+    assert_eq!(&y.data()[..4], &[0.5, 1.5, -4.5, 16_777_216.5f32]);
+    // Saved back as I32, loaded back as i32, equal.
+    let out = tempfile::tempdir().unwrap();
+    save(&m, out.path()).unwrap();
+    let bytes = std::fs::read(out.path().join(WEIGHTS_FILE)).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("ids").unwrap().dtype(), Dtype::I32);
+    let again = load(out.path()).unwrap();
+    assert_eq!(again.params["ids"].store(), m.params["ids"].store());
+
+    // Every integer width and booleans read as their values.
+    let cases: [(Dtype, Vec<u8>, [f32; 6]); 4] = [
+        (
+            Dtype::BOOL,
+            vec![0, 1, 1, 0, 0, 1],
+            [0.0, 1.0, 1.0, 0.0, 0.0, 1.0],
+        ),
+        (
+            Dtype::I8,
+            [-128i8, -1, 0, 1, 2, 127].iter().map(|&x| x as u8).collect(),
+            [-128.0, -1.0, 0.0, 1.0, 2.0, 127.0],
+        ),
+        (
+            Dtype::U16,
+            [0u16, 1, 2, 3, 4, 65535]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            [0.0, 1.0, 2.0, 3.0, 4.0, 65535.0],
+        ),
+        (
+            Dtype::U64,
+            [0u64, 1, 2, 3, 4, 5]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+            [0.0, 1.0, 2.0, 3.0, 4.0, 5.0],
+        ),
+    ];
+    for (dtype, bytes, values) in cases {
+        integer_table(dir.path(), dtype, &bytes);
+        let m = load(dir.path()).unwrap();
+        assert_eq!(m.params["ids"].store().dtype(), "i32", "{dtype:?}");
+        assert_eq!(m.params["ids"].data(), &values, "{dtype:?}");
+    }
+
+    // A value past i32 is refused, naming the tensor, the value and its position.
+    for (dtype, bytes) in [
+        (Dtype::I64, le(&[0, 0, 0, 1 << 31, 0, 0])),
+        (
+            Dtype::U64,
+            [0u64, 0, 0, u64::MAX, 0, 0]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        ),
+        (
+            Dtype::U32,
+            [0u32, 0, 0, u32::MAX, 0, 0]
+                .iter()
+                .flat_map(|x| x.to_le_bytes())
+                .collect(),
+        ),
+    ] {
+        integer_table(dir.path(), dtype, &bytes);
+        let e = load(dir.path()).unwrap_err().to_string();
+        assert!(
+            e.contains("ids") && e.contains("flat position 3") && e.contains("i32 range"),
+            "{dtype:?}: {e}"
+        );
+    }
 }
 
 #[test]

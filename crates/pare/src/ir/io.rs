@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::graph::Graph;
 use super::model::{param_refs, Model, Params};
-use super::tensor::Tensor;
+use super::tensor::{Store, Tensor};
 use crate::error::{Error, Result};
 
 pub const ARCH_FILE: &str = "arch.json";
@@ -115,25 +115,33 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     })
 }
 
-/// Serializes named f32 tensors (and string metadata) to safetensors bytes.
+/// Serializes named tensors (and string metadata) to safetensors bytes: integers held as
+/// i32 as I32, every other tensor as F32.
 pub fn encode_safetensors(
     tensors: &BTreeMap<String, Tensor>,
     metadata: Option<HashMap<String, String>>,
 ) -> Vec<u8> {
-    let bytes: Vec<(&String, Vec<u8>)> = tensors
+    let bytes: Vec<(&String, Dtype, Vec<u8>)> = tensors
         .iter()
-        .map(|(k, t)| (k, t.data().iter().flat_map(|v| v.to_le_bytes()).collect()))
+        .map(|(k, t)| match t.store() {
+            Store::I32(v) => (k, Dtype::I32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            _ => (
+                k,
+                Dtype::F32,
+                t.data().iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ),
+        })
         .collect();
     let views: Vec<(&String, TensorView<'_>)> = bytes
         .iter()
         .zip(tensors.values())
-        .map(|((k, b), t)| {
-            let view = TensorView::new(Dtype::F32, t.shape().to_vec(), b)
+        .map(|((k, dtype, b), t)| {
+            let view = TensorView::new(*dtype, t.shape().to_vec(), b)
                 .expect("byte length matches shape by construction");
             (*k, view)
         })
         .collect();
-    safetensors::serialize(views, metadata).expect("f32 tensors with consistent shapes serialize")
+    safetensors::serialize(views, metadata).expect("tensors with consistent shapes serialize")
 }
 
 /// The metadata key under which [`encode_sealed`] records its checksum.
@@ -200,10 +208,12 @@ pub fn parse_sealed(
     Ok((tensors, metadata))
 }
 
-/// Reads every tensor of a safetensors file as f32, with the file's metadata.
+/// Reads every tensor of a safetensors file, with the file's metadata.
 ///
-/// F32 is read as is; F64, F16 and BF16 are converted; PyTorch's integer BatchNorm counter
-/// `*.num_batches_tracked` is skipped (pare does not use it). Any other dtype is an error
+/// F32 is read as is, F64 converted; F16 and BF16 are held as they are, and so are integers
+/// and booleans (as i32: a checkpoint's index buffers and masks; 64-bit and unsigned 32-bit
+/// values must fit). PyTorch's integer BatchNorm counter `*.num_batches_tracked` is skipped
+/// (pare does not use it). Any other dtype, or an integer past the i32 range, is an error
 /// naming the tensor.
 pub fn read_safetensors(path: &Path) -> Result<(BTreeMap<String, Tensor>, HashMap<String, String>)> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
@@ -229,13 +239,10 @@ pub fn parse_safetensors(
         if name.ends_with(".num_batches_tracked") {
             continue;
         }
-        let t = decode_tensor(view.dtype(), view.shape(), view.data()).ok_or_else(|| Error::Weights {
+        let t = decode_tensor(view.dtype(), view.shape(), view.data()).map_err(|reason| Error::Weights {
             path: path.to_path_buf(),
             tensor: name.clone(),
-            reason: format!(
-                "dtype {:?} is not supported (expected F32, F64, F16 or BF16)",
-                view.dtype()
-            ),
+            reason,
         })?;
         if let Some((i, v)) = t.first_non_finite() {
             return Err(Error::Weights {
@@ -250,29 +257,90 @@ pub fn parse_safetensors(
 }
 
 /// A stored tensor: f32 and f64 as f32 values, f16 and bf16 held as they are (read as f32
-/// where used; see [`crate::ir::tensor::Store::Half`]).
-fn decode_tensor(dtype: Dtype, shape: &[usize], b: &[u8]) -> Option<Tensor> {
+/// where used; see [`crate::ir::tensor::Store::Half`]), integers and booleans as i32.
+fn decode_tensor(dtype: Dtype, shape: &[usize], b: &[u8]) -> std::result::Result<Tensor, String> {
+    let shape = shape.to_vec();
+    let malformed = || format!("{dtype:?} data does not fill shape {shape:?}");
+    let words = |n: usize| b.chunks_exact(n);
     let half = |bf16| {
-        let bits = b
-            .chunks_exact(2)
-            .map(|c| u16::from_le_bytes([c[0], c[1]]))
-            .collect();
-        Tensor::from_half(shape.to_vec(), bf16, bits)
+        let bits = words(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        Tensor::from_half(shape.clone(), bf16, bits).ok_or_else(malformed)
     };
-    let v = match dtype {
+    let ints = |v: Vec<i128>| -> std::result::Result<Tensor, String> {
+        let narrow: std::result::Result<Vec<i32>, String> = v
+            .iter()
+            .enumerate()
+            .map(|(i, &x)| {
+                i32::try_from(x).map_err(|_| {
+                    format!("holds the integer {x} at flat position {i}, past the i32 range pare holds integers in")
+                })
+            })
+            .collect();
+        Tensor::from_i32(shape.clone(), narrow?).ok_or_else(malformed)
+    };
+    let word = |c: &[u8]| -> [u8; 8] {
+        let mut w = [0u8; 8];
+        w[..c.len()].copy_from_slice(c);
+        w
+    };
+    let v: Vec<f32> = match dtype {
         Dtype::F16 => return half(false),
         Dtype::BF16 => return half(true),
-        Dtype::F32 => b
-            .chunks_exact(4)
+        Dtype::BOOL | Dtype::U8 => return ints(b.iter().map(|&x| i128::from(x)).collect()),
+        Dtype::I8 => return ints(b.iter().map(|&x| i128::from(x as i8)).collect()),
+        Dtype::I16 => {
+            return ints(
+                words(2)
+                    .map(|c| i128::from(i16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+            )
+        }
+        Dtype::U16 => {
+            return ints(
+                words(2)
+                    .map(|c| i128::from(u16::from_le_bytes([c[0], c[1]])))
+                    .collect(),
+            )
+        }
+        Dtype::I32 => {
+            return ints(
+                words(4)
+                    .map(|c| i128::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect(),
+            )
+        }
+        Dtype::U32 => {
+            return ints(
+                words(4)
+                    .map(|c| i128::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
+                    .collect(),
+            )
+        }
+        Dtype::I64 => {
+            return ints(
+                words(8)
+                    .map(|c| i128::from(i64::from_le_bytes(word(c))))
+                    .collect(),
+            )
+        }
+        Dtype::U64 => {
+            return ints(
+                words(8)
+                    .map(|c| i128::from(u64::from_le_bytes(word(c))))
+                    .collect(),
+            )
+        }
+        Dtype::F32 => words(4)
             .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
             .collect(),
-        Dtype::F64 => b
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
-            .collect(),
-        _ => return None,
+        Dtype::F64 => words(8).map(|c| f64::from_le_bytes(word(c)) as f32).collect(),
+        other => {
+            return Err(format!(
+                "dtype {other:?} is not supported (expected F32, F64, F16, BF16, an integer or BOOL)"
+            ))
+        }
     };
-    Tensor::new(shape.to_vec(), v)
+    Tensor::new(shape.clone(), v).ok_or_else(malformed)
 }
 
 /// Parses `arch.json` text into a validated graph.

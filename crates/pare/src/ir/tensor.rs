@@ -1,6 +1,6 @@
 //! pare's own dense tensor: a shape and row-major values, held as f32 or, for compressed or
 //! loaded weights, as they are stored: integer codes with row scales, half-precision floats,
-//! or sign bits with row magnitudes.
+//! sign bits with row magnitudes, or plain 32-bit integers.
 //!
 //! Parameters, activations handed back to callers, masks and optimizer state are all this type,
 //! so that every compression method can read and rewrite them without touching the tensor engine.
@@ -48,10 +48,14 @@ pub enum Store {
         bits: Vec<u8>,
         magnitudes: Vec<f32>,
     },
+    /// Integers as a checkpoint holds them (index buffers such as a transformer's position
+    /// ids, masks, counters): read as f32 where used, exact up to 2^24 in magnitude, and
+    /// written back to safetensors as I32.
+    I32(Vec<i32>),
 }
 
 impl Store {
-    /// The name of the element type: `f32`, `int8`, `int4`, ... or `1-bit`.
+    /// The name of the element type: `f32`, `int8`, `int4`, ..., `1-bit` or `i32`.
     pub fn dtype(&self) -> String {
         match self {
             Store::F32(_) => "f32".into(),
@@ -59,6 +63,7 @@ impl Store {
             Store::Uint { bits, .. } => format!("uint{bits}"),
             Store::Half { bf16, .. } => if *bf16 { "bf16" } else { "f16" }.into(),
             Store::Signs { .. } => "1-bit".into(),
+            Store::I32(_) => "i32".into(),
         }
     }
 }
@@ -204,6 +209,16 @@ impl Tensor {
         })
     }
 
+    /// A tensor held as 32-bit integers (see [`Store::I32`]); `None` unless there is a value
+    /// per element.
+    pub fn from_i32(shape: Vec<usize>, values: Vec<i32>) -> Option<Self> {
+        (values.len() == shape.iter().product::<usize>()).then_some(Tensor {
+            shape,
+            store: Store::I32(values),
+            view: OnceLock::new(),
+        })
+    }
+
     pub fn zeros(shape: impl Into<Vec<usize>>) -> Self {
         Self::full(shape, 0.0)
     }
@@ -293,6 +308,7 @@ impl Tensor {
                 self.codes(width).map(|(q, z, s)| s * (q - z) as f32).collect()
             }
             Store::Half { bf16, bits } => bits.iter().map(|&b| half_to_f32(*bf16, b)).collect(),
+            Store::I32(v) => v.iter().map(|&x| x as f32).collect(),
             Store::Signs { bits, magnitudes } => (0..self.len())
                 .map(|i| {
                     let m = magnitudes[row(i)];
@@ -327,7 +343,7 @@ impl Tensor {
                 .map(|&b| half_to_f32(*bf16, b))
                 .enumerate()
                 .find(|(_, v)| !v.is_finite()),
-            Store::Int { .. } | Store::Uint { .. } | Store::Signs { .. } => None,
+            Store::Int { .. } | Store::Uint { .. } | Store::Signs { .. } | Store::I32(_) => None,
         }
     }
 
@@ -354,6 +370,7 @@ impl Tensor {
             }
             Store::Half { bits, .. } => bits.iter().filter(|b| **b & 0x7fff == 0).count(),
             Store::Signs { magnitudes, .. } => magnitudes.iter().filter(|m| **m == 0.0).count() * width,
+            Store::I32(v) => v.iter().filter(|x| **x == 0).count(),
         }
     }
 
@@ -405,7 +422,7 @@ impl Tensor {
                 }
                 fits
             }
-            Store::F32(_) | Store::Half { .. } => false,
+            Store::F32(_) | Store::Half { .. } | Store::I32(_) => false,
         };
         if !held {
             for (row, f) in self.data_mut().chunks_mut(width.max(1)).zip(factors) {
@@ -581,6 +598,18 @@ mod tests {
         let t = Tensor::from_signs(vec![2, 3], vec![0b10_1110], vec![2.0, 0.5]).unwrap();
         assert_eq!(t.store().dtype(), "1-bit");
         assert_eq!(t.data(), [-2.0, 2.0, 2.0, 0.5, -0.5, 0.5]);
+    }
+
+    #[test]
+    fn integers_read_as_their_values_and_scale_as_f32() {
+        let mut t = Tensor::from_i32(vec![2, 2], vec![0, -3, 1 << 24, 7]).unwrap();
+        assert_eq!((t.store().dtype().as_str(), t.zero_count()), ("i32", 1));
+        assert_eq!(t.first_non_finite(), None);
+        assert_eq!(t.data(), [0.0, -3.0, 16_777_216.0, 7.0]);
+        t.scale_rows(&[0.5, 1.0]);
+        assert_eq!(t.store().dtype(), "f32", "scaled integers are no longer integers");
+        assert_eq!(t.data(), [0.0, -1.5, 16_777_216.0, 7.0]);
+        assert!(Tensor::from_i32(vec![3], vec![1, 2]).is_none());
     }
 
     #[test]
