@@ -7,6 +7,7 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use pare::ir::graph::Normalize;
 use pare::ir::{io, Model, Tensor};
+use pare::onnx::Int8Form;
 use pare::zoo::ZooModel;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -36,8 +37,13 @@ pub struct ExportArgs {
     /// before, weights on an integer grid, the next fake quantizer after) get int8 weights with
     /// one scale per output channel and a DequantizeLinear, so onnxruntime runs its integer
     /// kernels; a BatchNorm between such a layer and its ReLU is folded into the scales.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "integer_ops")]
     pub qdq: bool,
+    /// Quantized export as integer ops: the same layers as --qdq written as ConvInteger /
+    /// MatMulInteger on uint8 codes, their int32 sums scaled back to f32, for runtimes that run
+    /// integer ops but do not fuse QDQ patterns.
+    #[arg(long)]
+    pub integer_ops: bool,
     /// Fold BatchNorm into the preceding convolution or Linear layer first.
     #[arg(long)]
     pub fold_bn: bool,
@@ -74,14 +80,22 @@ pub fn export(a: ExportArgs) -> Result<()> {
     if a.fold_bn {
         model = pare::fuse::fold_batch_norm(&model)?;
     }
-    let options = pare::onnx::Options { qdq: a.qdq };
+    let int8 = match (a.qdq, a.integer_ops) {
+        (true, _) => Int8Form::Qdq,
+        (_, true) => Int8Form::IntegerOps,
+        _ => Int8Form::F32,
+    };
+    let options = pare::onnx::Options { int8 };
     let proto = pare::onnx::to_onnx_with(&model, options)?;
     let graph = proto.graph.as_ref().expect("an exported model has a graph");
     let (nodes, inits) = (graph.node.len(), graph.initializer.len());
     let int8_layers = graph
         .node
         .iter()
-        .filter(|n| n.op_type == "DequantizeLinear" && n.output[0].ends_with(".weight"))
+        .filter(|n| {
+            n.op_type == "DequantizeLinear" && n.output[0].ends_with(".weight")
+                || matches!(n.op_type.as_str(), "ConvInteger" | "MatMulInteger")
+        })
         .count();
     io::write_atomic(&a.onnx, &prost::Message::encode_to_vec(&proto))?;
     let bytes = std::fs::metadata(&a.onnx).map(|m| m.len()).unwrap_or(0);
@@ -122,6 +136,9 @@ pub fn export(a: ExportArgs) -> Result<()> {
         );
         if a.qdq {
             println!("{int8_layers} layers with int8 weights (QDQ)");
+        }
+        if a.integer_ops {
+            println!("{int8_layers} layers as integer ops (ConvInteger / MatMulInteger)");
         }
         if let Some(dir) = &a.test_data {
             println!("test case: {}", dir.join("test_data_set_0").display());

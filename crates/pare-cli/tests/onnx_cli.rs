@@ -104,3 +104,49 @@ fn a_damaged_onnx_file_names_itself() {
     fails_with(&["import", f, "--out", out.to_str().unwrap()], &["cut.onnx"]);
     fails_with(&["eval", f], &["cut.onnx"]);
 }
+
+#[test]
+fn int8_exports_count_their_integer_layers() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+    ok(&[
+        "train",
+        "--model",
+        "lenet300",
+        "--epochs",
+        "1",
+        "--val",
+        "55000",
+        "--out",
+        &p("m"),
+    ]);
+    ok(&[
+        "quantize",
+        &p("m"),
+        "--bits",
+        "8",
+        "--act-bits",
+        "8",
+        "--out",
+        &p("q"),
+    ]);
+    // fc1 and fc2 read 8-bit quantizers and feed the next one; fc3 writes the logits.
+    let qdq = ok(&["export", &p("q/model"), "--onnx", &p("qdq.onnx"), "--qdq"]);
+    assert!(qdq.contains("2 layers with int8 weights (QDQ)"), "{qdq}");
+    let int = ok(&["export", &p("q/model"), "--onnx", &p("int.onnx"), "--integer-ops"]);
+    assert!(int.contains("2 layers as integer ops"), "{int}");
+    let o = common::pare(&[
+        "export",
+        &p("q/model"),
+        "--onnx",
+        &p("x.onnx"),
+        "--qdq",
+        "--integer-ops",
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        common::stderr(&o).contains("cannot be used with"),
+        "{}",
+        common::stderr(&o)
+    );
+}

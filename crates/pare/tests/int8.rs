@@ -167,7 +167,13 @@ fn graph_scope_keeps_the_residual_stream_quantized() {
     let n = pare::native::compile(&m).unwrap().run(&x).unwrap();
     assert_eq!(argmax(&e), argmax(&n));
 
-    let proto = pare::onnx::to_onnx_with(&m, pare::onnx::Options { qdq: true }).unwrap();
+    let proto = pare::onnx::to_onnx_with(
+        &m,
+        pare::onnx::Options {
+            int8: pare::onnx::Int8Form::Qdq,
+        },
+    )
+    .unwrap();
     let pg = proto.graph.as_ref().unwrap();
     let convs = g
         .nodes

@@ -282,7 +282,13 @@ fn qdq_export_writes_int8_weights() {
         }
         row[0] = 127.0 * s;
     }
-    let proto = pare::onnx::to_onnx_with(&model, pare::onnx::Options { qdq: true }).unwrap();
+    let proto = pare::onnx::to_onnx_with(
+        &model,
+        pare::onnx::Options {
+            int8: pare::onnx::Int8Form::Qdq,
+        },
+    )
+    .unwrap();
     let g = proto.graph.as_ref().unwrap();
     let codes = g
         .initializer

@@ -1,7 +1,6 @@
 //! Exported ONNX files run in another ONNX runtime, tract (a dev-dependency): every zoo model,
-//! a per-channel input normalization, a structured-pruned ResNet-20 with BatchNorm folded, and
-//! a QDQ int8 ResNet-20 give pare's
-//! outputs. bench/onnx_zoo.sh and bench/onnx_qdq.sh run the same kinds of file in onnxruntime.
+//! a per-channel input normalization, a structured-pruned ResNet-20 with BatchNorm folded, a
+//! QDQ int8 ResNet-20, and integer-op exports give pare's outputs. bench/onnx_zoo.sh and bench/onnx_qdq.sh run the same kinds of file in onnxruntime.
 
 mod common;
 
@@ -126,7 +125,13 @@ fn a_pruned_resnet_with_batch_norm_folded_gives_pares_outputs_in_tract() {
 #[test]
 fn a_qdq_resnet_gives_pares_int8_outputs_in_tract() {
     let q = common::quantized(&common::zoo("resnet20"), 8, &[1, 28, 28], 2, ActScope::Graph);
-    let proto = pare::onnx::to_onnx_with(&q, pare::onnx::Options { qdq: true }).unwrap();
+    let proto = pare::onnx::to_onnx_with(
+        &q,
+        pare::onnx::Options {
+            int8: pare::onnx::Int8Form::Qdq,
+        },
+    )
+    .unwrap();
     let weights_int8 = proto
         .graph
         .as_ref()
@@ -141,6 +146,56 @@ fn a_qdq_resnet_gives_pares_int8_outputs_in_tract() {
     assert_tract_agrees(&q, &bytes, &x, 2e-2, "qdq resnet20");
     let ours = pare::native::infer(&q, &normalized(&q, &x)).unwrap();
     assert_eq!(argmax(&run_in_tract(&bytes, &x, "qdq")[0]), argmax(&ours));
+}
+
+/// Integer-op export (ConvInteger / MatMulInteger on uint8 codes, the int32 sums scaled back
+/// to f32): tract gives pare's int8 engine's outputs up to a quantizer's rounding step, and its
+/// predictions, with asymmetric and symmetric input quantizers, on convolutions and Linear
+/// layers (on any rank: the ViT's MLPs).
+#[test]
+fn integer_op_exports_give_pares_int8_outputs_in_tract() {
+    use pare::quant::{ActQuant, Observer};
+    for (name, symmetric, convs, matmuls) in [
+        ("resnet20", false, 21, 0),
+        ("lenet300", true, 0, 2),
+        ("vit", false, 0, 4),
+    ] {
+        let act = ActQuant {
+            bits: 8,
+            symmetric,
+            observer: Observer::MinMax,
+            scope: ActScope::Graph,
+        };
+        let q = common::quantized_with(&common::zoo(name), 8, &[1, 28, 28], 2, act);
+        let options = pare::onnx::Options {
+            int8: pare::onnx::Int8Form::IntegerOps,
+        };
+        let proto = pare::onnx::to_onnx_with(&q, options).unwrap();
+        let count = |op: &str| {
+            proto
+                .graph
+                .as_ref()
+                .unwrap()
+                .node
+                .iter()
+                .filter(|n| n.op_type == op)
+                .count()
+        };
+        assert_eq!(
+            (count("ConvInteger"), count("MatMulInteger")),
+            (convs, matmuls),
+            "{name}"
+        );
+        let bytes = prost::Message::encode_to_vec(&proto);
+        let x = random_batch(&[6, 1, 28, 28], 3);
+        assert_tract_agrees(&q, &bytes, &x, 2e-2, name);
+        let ours = pare::native::infer(&q, &normalized(&q, &x)).unwrap();
+        assert_eq!(
+            argmax(&run_in_tract(&bytes, &x, name)[0]),
+            argmax(&ours),
+            "{name}"
+        );
+    }
 }
 
 /// Pools in floor and ceil mode (partial last windows on both axes), with and without the

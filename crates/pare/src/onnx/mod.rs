@@ -20,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::ir::graph::{DType, INPUT};
 use crate::ir::io::write_atomic;
 use crate::ir::{Model, Tensor};
-pub use export::{to_onnx, to_onnx_with, Options};
+pub use export::{to_onnx, to_onnx_with, Int8Form, Options};
 pub use import::from_onnx;
 use proto::ModelProto;
 

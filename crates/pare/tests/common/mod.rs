@@ -101,7 +101,24 @@ pub fn quantized(
     batches: usize,
     scope: pare::quant::ActScope,
 ) -> Model {
-    use pare::quant::{calibrate_activations, weight_reparams, ActQuant, LayerBits, Observer};
+    let act = pare::quant::ActQuant {
+        bits: 8,
+        symmetric: false,
+        observer: pare::quant::Observer::MinMax,
+        scope,
+    };
+    quantized_with(model, weight_bits, shape, batches, act)
+}
+
+/// [`quantized`] with the activation quantizers `act` asks for.
+pub fn quantized_with(
+    model: &Model,
+    weight_bits: u32,
+    shape: &[usize],
+    batches: usize,
+    act: pare::quant::ActQuant,
+) -> Model {
+    use pare::quant::{calibrate_activations, weight_reparams, LayerBits};
     let bits = LayerBits::uniform(weight_bits).resolve(model, 2..=16).unwrap();
     let baked = pare::ir::reparam::bake(model, &weight_reparams(model, &bits, true, true, false));
     let calib: Vec<pare::data::Batch> = (0..batches)
@@ -117,12 +134,6 @@ pub fn quantized(
             }
         })
         .collect();
-    let act = ActQuant {
-        bits: 8,
-        symmetric: false,
-        observer: Observer::MinMax,
-        scope,
-    };
     calibrate_activations(&baked, &pare::ir::Reparams::new(), &calib, act).unwrap()
 }
 

@@ -113,6 +113,7 @@ impl Writer {
         });
         let codes = format!("{name}/codes");
         self.node("QuantizeLinear", &codes, &[&x, &s, &zp], &codes, vec![]);
+        self.quantized_from.insert(name.to_string(), x.clone());
         self.node("DequantizeLinear", name, &[&codes, &s, &zp], name, vec![]);
         Ok(())
     }

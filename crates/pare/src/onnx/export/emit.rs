@@ -17,6 +17,8 @@ impl Writer {
         let (name, x) = (ctx.name, ctx.ins.first().map(String::as_str).unwrap_or(""));
         let sub = |s: &str| format!("{name}/{s}");
         match op {
+            Op::Linear(Linear { .. }) if self.integer_layer(ctx) => self.integer_linear(ctx),
+            Op::Conv2d(conv) if self.integer_layer(ctx) => self.integer_conv(ctx, conv),
             Op::Linear(Linear { bias, .. }) => {
                 let (w, b) = self.weight_and_bias(ctx, *bias);
                 self.linear(ctx, &w, b.as_deref());

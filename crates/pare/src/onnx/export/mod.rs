@@ -14,6 +14,7 @@
 
 mod blocks;
 mod emit;
+mod integer;
 mod qdq;
 
 use std::collections::HashMap;
@@ -40,9 +41,24 @@ const BATCH: &str = "N";
 /// How a model is written.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Options {
-    /// The layers pare runs in int8 get int8 weights and a DequantizeLinear (QDQ form, see
-    /// [`qdq`]); otherwise every weight is f32.
-    pub qdq: bool,
+    /// How the layers pare runs in int8 are written.
+    pub int8: Int8Form,
+}
+
+/// The ONNX form of the layers pare runs in int8 (an 8-bit fake quantizer before, weights on
+/// an integer grid, the next fake quantizer after).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Int8Form {
+    /// f32 weights, as every other layer.
+    #[default]
+    F32,
+    /// int8 weights and a DequantizeLinear (see [`qdq`]): runtimes that fuse the pattern run
+    /// their integer kernels.
+    Qdq,
+    /// ConvInteger / MatMulInteger on the layer's uint8 input codes and weight codes, the
+    /// int32 sums scaled back to f32 (see [`integer`]): integer products without relying on a
+    /// runtime's fusion.
+    IntegerOps,
 }
 
 /// The model as an ONNX `ModelProto` with f32 weights, every graph output (the main one first)
@@ -56,9 +72,10 @@ pub fn to_onnx_with(model: &Model, options: Options) -> Result<ModelProto> {
     let graph = &model.graph;
     let shapes = graph.shapes()?;
     let mut w = Writer::default();
-    let folded = if options.qdq {
+    let folded = if options.int8 != Int8Form::F32 {
         let (layers, folded) = qdq::plan(model);
         w.qdq = layers;
+        w.integer_ops = options.int8 == Int8Form::IntegerOps;
         folded
     } else {
         Default::default()
@@ -215,6 +232,12 @@ struct Writer {
     input: String,
     /// Layers written with quantized weights (by node name).
     qdq: HashMap<String, qdq::QLayer>,
+    /// Whether those layers are written as integer ops rather than in QDQ form.
+    integer_ops: bool,
+    /// Values already quantized to uint8 codes for integer ops, by the value's name.
+    requantized: HashMap<String, String>,
+    /// Each fake quantizer's f32 input (after its clip), by the quantizer's value.
+    quantized_from: HashMap<String, String>,
 }
 
 pub(crate) fn attr_int(name: &str, v: i64) -> AttributeProto {

@@ -28,6 +28,9 @@ pub(super) struct QLayer {
     pub bias: Option<Vec<f32>>,
     /// The scale of the fake quantizer the layer reads.
     pub input_scale: f32,
+    /// That quantizer's zero point with its codes moved to `0..=255` (its lowest code at 0):
+    /// the layer's input as `uint8` codes, for the integer-op form.
+    pub input_zero_point: u8,
 }
 
 /// The layers of `model` to write in QDQ form, by node name, and the BatchNorms folded into
@@ -127,6 +130,7 @@ pub(super) fn plan(model: &Model) -> (HashMap<String, QLayer>, HashSet<usize>) {
                 scales,
                 bias,
                 input_scale: input.scale,
+                input_zero_point: (input.zero_point - input.qmin) as u8,
             },
         );
     }
