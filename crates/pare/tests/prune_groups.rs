@@ -72,6 +72,17 @@ fn conv_of(m: &Model, name: &str) -> (usize, usize, usize) {
     }
 }
 
+/// Half of every layer's groups.
+fn half() -> Selection {
+    Selection {
+        scope: Scope::PerLayer,
+        amount: Amount::Ratio(0.5),
+        per_layer: BTreeMap::new(),
+        exclude: vec![],
+        round_to: 1,
+    }
+}
+
 /// The group holding producer `node`'s channel `c`.
 fn group_with(d: &DepGraph, node: usize, c: usize) -> usize {
     (0..d.groups.len())
@@ -98,14 +109,7 @@ fn grouped_convs_and_channel_shuffles_prune_by_slot() {
     let p = removed_equals_zeroed(&m, &d, &slot);
     assert_eq!(p.params["g1.weight"].shape(), &[16, 1, 1, 1]);
 
-    let sel = Selection {
-        scope: Scope::PerLayer,
-        amount: Amount::Ratio(0.5),
-        per_layer: BTreeMap::new(),
-        exclude: vec![],
-        round_to: 1,
-    };
-    let (p, _) = pare::prune::structured(&m, &Norm { p: 1 }, &sel).unwrap();
+    let (p, _) = pare::prune::structured(&m, &Norm { p: 1 }, &half()).unwrap();
     assert_eq!(conv_of(&p, "stem"), (1, 4, 1));
     assert_eq!(conv_of(&p, "g1"), (4, 16, 4));
     assert_eq!(conv_of(&p, "dw"), (16, 16, 16));
@@ -167,14 +171,7 @@ fn crossed_slots_around_a_shuffle_go_in_equal_numbers_per_group() {
 
     // Per-layer L1 pruning of ShuffleNet's own graph now reaches its bottlenecks.
     let zoo = common::zoo("shufflenet");
-    let sel = Selection {
-        scope: Scope::PerLayer,
-        amount: Amount::Ratio(0.5),
-        per_layer: BTreeMap::new(),
-        exclude: vec![],
-        round_to: 1,
-    };
-    let (p, _) = pare::prune::structured(&zoo, &Norm { p: 1 }, &sel).unwrap();
+    let (p, _) = pare::prune::structured(&zoo, &Norm { p: 1 }, &half()).unwrap();
     for unit in ["stage2.0", "stage3.1", "stage4.1"] {
         let (_, mid, _) = conv_of(&p, &format!("{unit}.gconv1"));
         let (_, full, _) = conv_of(&zoo, &format!("{unit}.gconv1"));

@@ -40,27 +40,12 @@ impl Writer {
                 let b = bias.then(|| self.param(ctx, "bias"));
                 self.linear(ctx, &w, b.as_deref());
             }
-            Op::Conv2d(Conv2d {
-                kernel_size,
-                stride,
-                padding,
-                dilation,
-                groups,
-                bias,
-                ..
-            }) => {
-                let (w, b) = self.weight_and_bias(ctx, *bias);
+            Op::Conv2d(conv) => {
+                let (w, b) = self.weight_and_bias(ctx, conv.bias);
                 let mut ins = vec![x.to_string(), w];
                 ins.extend(b);
                 let ins: Vec<&str> = ins.iter().map(String::as_str).collect();
-                let attrs = vec![
-                    attr_ints("kernel_shape", &usizes(kernel_size)),
-                    attr_ints("strides", &usizes(stride)),
-                    attr_ints("pads", &usizes(&[padding[0], padding[1], padding[0], padding[1]])),
-                    attr_ints("dilations", &usizes(dilation)),
-                    attr_int("group", *groups as i64),
-                ];
-                self.node("Conv", name, &ins, name, attrs);
+                self.node("Conv", name, &ins, name, conv_attrs(conv));
             }
             Op::BatchNorm(BatchNorm { eps, momentum, .. }) => {
                 let ps: Vec<String> = ["weight", "bias", "running_mean", "running_var"]
@@ -239,6 +224,25 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// A convolution's attributes (ONNX's Conv and ConvInteger take the same).
+pub(super) fn conv_attrs(conv: &Conv2d) -> Vec<AttributeProto> {
+    let Conv2d {
+        kernel_size,
+        stride,
+        padding,
+        dilation,
+        groups,
+        ..
+    } = conv;
+    vec![
+        attr_ints("kernel_shape", &usizes(kernel_size)),
+        attr_ints("strides", &usizes(stride)),
+        attr_ints("pads", &usizes(&[padding[0], padding[1], padding[0], padding[1]])),
+        attr_ints("dilations", &usizes(dilation)),
+        attr_int("group", *groups as i64),
+    ]
 }
 
 /// A pool's window attributes (kernel, strides, both-sided pads, ceil mode), once its ceil

@@ -9,8 +9,9 @@
 //! scale and its codes moved to `0..=255` (the same rounding, so the same codes shifted); the
 //! int8 weight codes are stored plus 128 with a zero point of 128.
 
+use super::emit::conv_attrs;
 use super::qdq::QLayer;
-use super::{attr_int, attr_ints, f32_tensor, usizes, Ctx, Writer};
+use super::{attr_int, f32_tensor, usizes, Ctx, Writer};
 use crate::ir::op::Conv2d;
 use crate::onnx::proto::{data_type, TensorProto};
 
@@ -102,23 +103,8 @@ impl Writer {
         let (x, xz) = self.input_codes(&ctx.ins[0], &q);
         let shape = ctx.param("weight").shape().to_vec();
         let (w, wz) = self.weight_codes(ctx, &q.codes, &shape);
-        let Conv2d {
-            kernel_size,
-            stride,
-            padding,
-            dilation,
-            groups,
-            ..
-        } = conv;
-        let attrs = vec![
-            attr_ints("kernel_shape", &usizes(kernel_size)),
-            attr_ints("strides", &usizes(stride)),
-            attr_ints("pads", &usizes(&[padding[0], padding[1], padding[0], padding[1]])),
-            attr_ints("dilations", &usizes(dilation)),
-            attr_int("group", *groups as i64),
-        ];
         let sums = format!("{}/sums", ctx.name);
-        self.node("ConvInteger", &sums, &[&x, &w, &xz, &wz], &sums, attrs);
+        self.node("ConvInteger", &sums, &[&x, &w, &xz, &wz], &sums, conv_attrs(conv));
         self.rescale(ctx, &sums, &q, &[q.scales.len(), 1, 1]);
     }
 }
