@@ -153,7 +153,7 @@ enum BenchCommand {
         #[arg(long, default_value_t = 1024)]
         n: usize,
         /// f32, int8 (8-bit activations times 7-bit weights, exact i32 sums), int4 (4-bit
-        /// weights, two to a byte on the 512-bit VNNI path) or binary (XNOR + popcount on
+        /// weights, two to a byte, unpacked in registers) or binary (XNOR + popcount on
         /// bit-packed signs).
         #[arg(long, default_value = "binary")]
         dtype: String,

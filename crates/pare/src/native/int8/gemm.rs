@@ -86,17 +86,21 @@ impl Int8Path {
         }
     }
 
-    /// Whether 4-bit weights are held two to a byte: on the 512-bit VNNI path, whose nibble
-    /// kernel unpacks them (with AVX-512 BW).
+    /// Whether 4-bit weights are held two to a byte: when the best path's kernel unpacks them.
     pub(super) fn packs_nibbles() -> bool {
         Int8Path::best().reads_nibbles()
     }
 
-    /// Whether this path has a kernel for nibble-packed weights (the others expand them).
+    /// Whether this path has a kernel for nibble-packed weights: every SIMD path (the 512-bit
+    /// one with AVX-512 BW); the portable one expands them.
     fn reads_nibbles(self) -> bool {
         #[cfg(target_arch = "x86_64")]
         {
-            self == Int8Path::Vnni512 && is_x86_feature_detected!("avx512bw")
+            match self {
+                Int8Path::Vnni512 => is_x86_feature_detected!("avx512bw"),
+                Int8Path::Vnni | Int8Path::Avx2 => true,
+                Int8Path::Portable => false,
+            }
         }
         #[cfg(not(target_arch = "x86_64"))]
         false
@@ -246,7 +250,7 @@ pub(super) fn product(
             let mr = mrows.min(m - i0);
             let rows = &a[i0 * kp..(i0 + mr) * kp];
             if w.nibbles {
-                tile_nibbles(rows, mr, kp, bytes(w.group(g)), bytes(w1), ng, &mut sums);
+                tile_nibbles(path, rows, mr, kp, bytes(w.group(g)), bytes(w1), ng, &mut sums);
             } else {
                 tile::<true>(path, rows, mr, kp, bytes(w.group(g)), bytes(w1), ng, &mut sums);
             }
@@ -335,8 +339,8 @@ mod tests {
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
 
-    /// 4-bit codes held two to a byte give the reference sums on every path (the 512-bit VNNI
-    /// path reads them packed, the others expanded), on shapes off the tile and the group.
+    /// 4-bit codes held two to a byte give the reference sums on every path (the SIMD paths
+    /// read them packed, the portable one expanded), on shapes off the tile and the group.
     #[test]
     fn nibble_packed_codes_equal_the_reference() {
         let mut rng = ChaCha8Rng::seed_from_u64(9);

@@ -247,7 +247,7 @@ impl Int8Matrix {
         }
     }
 
-    /// Whether the codes are held two to a byte (4-bit weights on the 512-bit VNNI path).
+    /// Whether the codes are held two to a byte (4-bit weights on a SIMD path).
     pub fn is_int4(&self) -> bool {
         self.packed.nibbles
     }

@@ -1,6 +1,6 @@
 //! The tiles of the product: `mr` broadcast rows against one or two packed groups, summed
-//! in registers, one kernel per instruction set (AVX2, VNNI on 256 and 512 bits, 512-bit VNNI
-//! on nibble-packed weights) and the portable one.
+//! in registers, one kernel per instruction set (AVX2, VNNI on 256 and 512 bits, each also on
+//! nibble-packed weights) and the portable one.
 
 use super::{Int8Path, Sums, GROUP};
 
@@ -69,25 +69,39 @@ pub(super) fn tile<const B_UNSIGNED: bool>(
     }
 }
 
-/// [`tile`] on the 512-bit VNNI path for nibble-packed weight groups (`v0`, `v1`: `kp / 4`
-/// chunks of 32 bytes).
+/// [`tile`] on nibble-packed weight groups (`v0`, `v1`: `kp / 4` chunks of 32 bytes; two
+/// groups only on the 512-bit path), for a path that reads them (`Int8Path::reads_nibbles`).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn tile_nibbles(b: &[u8], mr: usize, kp: usize, v0: &[u8], v1: &[u8], ng: usize, sums: &mut Sums) {
+pub(super) fn tile_nibbles(
+    path: Int8Path,
+    b: &[u8],
+    mr: usize,
+    kp: usize,
+    v0: &[u8],
+    v1: &[u8],
+    ng: usize,
+    sums: &mut Sums,
+) {
     assert!(b.len() == mr * kp && v0.len() == GROUP * kp / 2 && v1.len() == GROUP * kp / 2);
-    assert!((1..=2).contains(&ng) && (1..=8).contains(&mr));
+    assert!(ng >= 1 && ng <= path.groups_per_tile() && mr >= 1 && mr <= path.rows_per_tile());
     #[cfg(target_arch = "x86_64")]
-    // SAFETY: `product` sends nibble-packed weights here only on a path that reads them (the
-    // CPU has AVX-512 F, BW and VNNI); lengths checked above.
-    unsafe {
-        macro_rules! call {
-            ($kernel:ident, $r:literal, $v:literal) => {
-                $kernel::<$r, $v>(b, kp, v0, v1, sums)
-            };
-        }
-        by_shape!(mr, ng, call, tile_vnni512_nibbles)
+    macro_rules! call {
+        ($kernel:ident, $r:literal, $v:literal) => {
+            $kernel::<$r, $v>(b, kp, v0, v1, sums)
+        };
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    unreachable!("nibble-packed weights exist only on the 512-bit VNNI path")
+    match path {
+        // SAFETY: `product` sends nibble-packed weights here only on a path that reads them,
+        // which `best` and `available` offer only where the CPU has its features (the 512-bit
+        // one also AVX-512 BW); lengths checked above.
+        #[cfg(target_arch = "x86_64")]
+        Int8Path::Vnni512 => unsafe { by_shape!(mr, ng, call, tile_vnni512_nibbles) },
+        #[cfg(target_arch = "x86_64")]
+        Int8Path::Vnni => unsafe { by_shape!(mr, 2, call, tile_vnni_nibbles) },
+        #[cfg(target_arch = "x86_64")]
+        Int8Path::Avx2 => unsafe { by_shape!(mr, 2, call, tile_avx2_nibbles) },
+        _ => unreachable!("the portable path reads nibble-packed weights expanded"),
+    }
 }
 
 /// The 512-bit VNNI tile on nibble-packed weights: each 32-byte chunk becomes the 64 signed
@@ -131,6 +145,71 @@ unsafe fn tile_vnni512_nibbles<const R: usize, const V: usize>(
         }
     }
 }
+
+/// The 256-bit tiles on nibble-packed weights: a group's 32-byte chunk holds its rows 0-7 in
+/// the low nibbles and rows 8-15 in the high ones, which become the two registers (signed bytes,
+/// minus 8) that the byte kernel loads; `$step(acc, unsigned, signed)` as in `simd_tile!`. With
+/// codes within +-7 the AVX2 pair sums (at most 2 x 255 x 8) never saturate.
+macro_rules! nibble_tile_256 {
+    ($name:ident, $features:literal, $doc:literal, |$acc:ident, $u:ident, $s:ident| $step:expr) => {
+        #[doc = $doc]
+        ///
+        /// # Safety
+        /// The CPU has the features; `b` holds `R` rows of `kp` bytes and the group `v0`
+        /// `kp / 4` chunks of 32 bytes (checked by [`tile_nibbles`]); `V == 2`.
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $features)]
+        unsafe fn $name<const R: usize, const V: usize>(
+            b: &[u8],
+            kp: usize,
+            v0: &[u8],
+            _v1: &[u8],
+            sums: &mut Sums,
+        ) {
+            use std::arch::x86_64::*;
+            let (low, eight) = (_mm256_set1_epi8(15), _mm256_set1_epi8(8));
+            let mut acc = [[_mm256_setzero_si256(); V]; R];
+            let (pb, group) = (b.as_ptr(), v0.as_ptr());
+            for c4 in 0..kp / 4 {
+                // SAFETY (all reads): c4 < kp / 4, within the lengths above.
+                let x = _mm256_loadu_si256(group.add(c4 * 32) as *const __m256i);
+                let lo = _mm256_sub_epi8(_mm256_and_si256(x, low), eight);
+                let hi = _mm256_sub_epi8(_mm256_and_si256(_mm256_srli_epi16::<4>(x), low), eight);
+                let v = [lo, hi];
+                for (i, acc_i) in acc.iter_mut().enumerate() {
+                    let bv = _mm256_set1_epi32((pb.add(i * kp + c4 * 4) as *const i32).read_unaligned());
+                    for (h, acc_ih) in acc_i.iter_mut().enumerate() {
+                        let ($u, $s) = (bv, v[h]);
+                        let $acc = *acc_ih;
+                        *acc_ih = $step;
+                    }
+                }
+            }
+            for (i, acc_i) in acc.iter().enumerate() {
+                for (h, v) in acc_i.iter().enumerate() {
+                    _mm256_storeu_si256(sums[i][h * 8..].as_mut_ptr() as *mut _, *v);
+                }
+            }
+        }
+    };
+}
+
+nibble_tile_256!(
+    tile_avx2_nibbles,
+    "avx2",
+    "The AVX2 tile (`vpmaddubsw`, `vpmaddwd`) on nibble-packed weights.",
+    |acc, u, s| _mm256_add_epi32(
+        acc,
+        _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1))
+    )
+);
+
+nibble_tile_256!(
+    tile_vnni_nibbles,
+    "avx2,avx512f,avx512vl,avx512vnni",
+    "The 256-bit VNNI tile (`vpdpbusd`) on nibble-packed weights.",
+    |acc, u, s| _mm256_dpbusd_epi32(acc, u, s)
+);
 
 fn tile_portable<const B_UNSIGNED: bool>(
     b: &[u8],
