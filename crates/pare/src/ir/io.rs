@@ -263,7 +263,7 @@ fn decode_tensor(dtype: Dtype, shape: &[usize], b: &[u8]) -> std::result::Result
     let malformed = || format!("{dtype:?} data does not fill shape {shape:?}");
     let words = |n: usize| b.chunks_exact(n);
     let half = |bf16| {
-        let bits = words(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect();
+        let bits = words(2).map(|c| u16::from_le_bytes(le(c))).collect();
         Tensor::from_half(shape.clone(), bf16, bits).ok_or_else(malformed)
     };
     let ints = |v: Vec<i128>| -> std::result::Result<Tensor, String> {
@@ -278,62 +278,19 @@ fn decode_tensor(dtype: Dtype, shape: &[usize], b: &[u8]) -> std::result::Result
             .collect();
         Tensor::from_i32(shape.clone(), narrow?).ok_or_else(malformed)
     };
-    let word = |c: &[u8]| -> [u8; 8] {
-        let mut w = [0u8; 8];
-        w[..c.len()].copy_from_slice(c);
-        w
-    };
     let v: Vec<f32> = match dtype {
         Dtype::F16 => return half(false),
         Dtype::BF16 => return half(true),
-        Dtype::BOOL | Dtype::U8 => return ints(b.iter().map(|&x| i128::from(x)).collect()),
-        Dtype::I8 => return ints(b.iter().map(|&x| i128::from(x as i8)).collect()),
-        Dtype::I16 => {
-            return ints(
-                words(2)
-                    .map(|c| i128::from(i16::from_le_bytes([c[0], c[1]])))
-                    .collect(),
-            )
-        }
-        Dtype::U16 => {
-            return ints(
-                words(2)
-                    .map(|c| i128::from(u16::from_le_bytes([c[0], c[1]])))
-                    .collect(),
-            )
-        }
-        Dtype::I32 => {
-            return ints(
-                words(4)
-                    .map(|c| i128::from(i32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                    .collect(),
-            )
-        }
-        Dtype::U32 => {
-            return ints(
-                words(4)
-                    .map(|c| i128::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])))
-                    .collect(),
-            )
-        }
-        Dtype::I64 => {
-            return ints(
-                words(8)
-                    .map(|c| i128::from(i64::from_le_bytes(word(c))))
-                    .collect(),
-            )
-        }
-        Dtype::U64 => {
-            return ints(
-                words(8)
-                    .map(|c| i128::from(u64::from_le_bytes(word(c))))
-                    .collect(),
-            )
-        }
-        Dtype::F32 => words(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F64 => words(8).map(|c| f64::from_le_bytes(word(c)) as f32).collect(),
+        Dtype::BOOL | Dtype::U8 => return ints(b.iter().map(|&x| x.into()).collect()),
+        Dtype::I8 => return ints(b.iter().map(|&x| (x as i8).into()).collect()),
+        Dtype::I16 => return ints(words(2).map(|c| i16::from_le_bytes(le(c)).into()).collect()),
+        Dtype::U16 => return ints(words(2).map(|c| u16::from_le_bytes(le(c)).into()).collect()),
+        Dtype::I32 => return ints(words(4).map(|c| i32::from_le_bytes(le(c)).into()).collect()),
+        Dtype::U32 => return ints(words(4).map(|c| u32::from_le_bytes(le(c)).into()).collect()),
+        Dtype::I64 => return ints(words(8).map(|c| i64::from_le_bytes(le(c)).into()).collect()),
+        Dtype::U64 => return ints(words(8).map(|c| u64::from_le_bytes(le(c)).into()).collect()),
+        Dtype::F32 => words(4).map(|c| f32::from_le_bytes(le(c))).collect(),
+        Dtype::F64 => words(8).map(|c| f64::from_le_bytes(le(c)) as f32).collect(),
         other => {
             return Err(format!(
                 "dtype {other:?} is not supported (expected F32, F64, F16, BF16, an integer or BOOL)"
@@ -341,6 +298,11 @@ fn decode_tensor(dtype: Dtype, shape: &[usize], b: &[u8]) -> std::result::Result
         }
     };
     Tensor::new(shape.clone(), v).ok_or_else(malformed)
+}
+
+/// A little-endian word of `N` bytes (`c` is one of `chunks_exact(N)`).
+fn le<const N: usize>(c: &[u8]) -> [u8; N] {
+    c.try_into().expect("a chunk of N bytes")
 }
 
 /// Parses `arch.json` text into a validated graph.
