@@ -4,10 +4,11 @@
 //! arithmetic pare's int8 engine does, spelled out, so any runtime with these two ops computes
 //! it with integer products whether or not it fuses QDQ patterns.
 //!
-//! Both operands are `uint8` (the one type pair every runtime's ConvInteger takes): the
-//! layer's input is quantized again from what its fake quantizer quantizes, with the same
-//! scale and its codes moved to `0..=255` (the same rounding, so the same codes shifted); the
-//! int8 weight codes are stored plus 128 with a zero point of 128.
+//! Both operands are `uint8`, the pair ONNX's integer ops have taken since they exist (tract
+//! and onnxruntime run it; onnxruntime 1.32 ran int8 weights slower still): the layer's input
+//! is quantized again from what its fake quantizer quantizes, with the same scale and its
+//! codes moved to `0..=255` (the same rounding, so the same codes shifted); the int8 weight
+//! codes are stored plus 128 with a zero point of 128.
 
 use super::emit::conv_attrs;
 use super::qdq::QLayer;
