@@ -4,17 +4,17 @@
 //! Every position of every axis of every value is an *element*. Walking the graph in order, each
 //! axis of a node's output becomes a vector of elements: a Linear's neurons and a dense conv's
 //! filters are new elements (the only removable ones at first), carried axes copy their input's
-//! vector, couplings (residual sums, broadcasting, the shared axes of a matrix product, the
-//! slots of grouped convolutions) unify elements position by position, a concatenation stacks
-//! the vectors, a flatten repeats each element over the positions it covers, a reshape into
-//! heads makes one element of each run of `head_dim` positions, a channel shuffle permutes the
-//! vector, and fixed axes (spatial positions, normalized or mixed features, the graph's input
-//! and outputs) get elements that can never go. Elements that must be removed together fall
-//! into one union-find class: a [`Group`], prunable when no element of it is fixed. The groups
-//! of a grouped convolution are balanced last: each class then removes as many positions from
-//! every group (see [`Elements::balance`]). Removing a
-//! group slices the producers' output rows, every pass-through parameter (BatchNorm, depthwise
-//! filters), every consumer's input columns, and shrinks the reshapes on the way.
+//! vector, couplings (residual sums, broadcasting, the shared axes of a matrix product) unify
+//! elements position by position, a concatenation stacks the vectors, a flatten repeats each
+//! element over the positions it covers, a reshape into heads makes one element of each run of
+//! `head_dim` positions, a channel shuffle permutes the vector and keeps its columns whole, and
+//! fixed axes (spatial positions, normalized or mixed features, the graph's input and outputs)
+//! get elements that can never go. Elements that must be removed together fall into one
+//! union-find class: a [`Group`], prunable when no element of it is fixed. The groups of a
+//! grouped convolution are balanced last, once every coupling is known: each class then removes
+//! as many positions from every group (`Elements::balance`). Removing a group slices the
+//! producers' output rows, every pass-through parameter (BatchNorm, depthwise filters), every
+//! consumer's input columns, and shrinks the reshapes on the way.
 
 use std::collections::{BTreeMap, BTreeSet};
 
