@@ -163,15 +163,12 @@ impl Elements {
     /// class. Joining by counts (see [`Elements::balance_counts`]) pairs one column of each run
     /// instead.
     fn balance(&mut self, elems: &[usize], groups: usize) {
-        let mut by_slot = self.clone();
-        by_slot.same_slot(elems, groups);
         let mut by_count = self.clone();
         by_count.balance_counts(elems, groups);
-        *self = if by_count.removable(elems) > by_slot.removable(elems) {
-            by_count
-        } else {
-            by_slot
-        };
+        self.same_slot(elems, groups);
+        if by_count.removable(elems) > self.removable(elems) {
+            *self = by_count;
+        }
     }
 
     /// How many classes of `elems` can still go.

@@ -169,11 +169,16 @@ fn group_slots(
     if slots.iter().all(|s| *s == slots[0]) {
         return t.select(axis, &slots[0]);
     }
+    // Row `r` of the weight is filter `keep_out[r]`: its slots are those of its group.
+    debug_assert_eq!(axis, 1, "a grouped weight's input slots are its axis 1");
+    let inner: usize = t.shape()[axis + 1..].iter().product();
     let mut shape = t.shape().to_vec();
     shape[axis] = slots[0].len();
     let mut data = Vec::with_capacity(shape.iter().product());
-    for (r, &o) in keep_out.iter().enumerate() {
-        data.extend_from_slice(t.select(0, &[r]).select(axis, &slots[o / per_out.max(1)]).data());
+    for (row, &o) in t.data().chunks(per_in * inner).zip(keep_out) {
+        for &s in &slots[o / per_out.max(1)] {
+            data.extend_from_slice(&row[s * inner..(s + 1) * inner]);
+        }
     }
     Tensor::from_vec(shape, data)
 }
